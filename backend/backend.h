@@ -1,0 +1,179 @@
+/* backend/backend.h — the compute interface.
+ *
+ * Contract: model, tensor-parallel and optimizer code call only these
+ * operations, on opaque device buffers, and never touch element memory. Two
+ * implementations exist: "cpu" (fp32 everywhere, the reference) and "cuda"
+ * (bf16 activations and parameters, fp32 gradients and optimizer state).
+ *
+ * Element types. `act` buffers (activations, their gradients, model
+ * parameters) hold backend->act_dtype elements: fp32 on the CPU, bf16 on CUDA.
+ * `float *` arguments always hold fp32 (gradient buffer, master weights, Adam
+ * moments, layernorm statistics, loss pieces). `int32_t *` hold token ids.
+ * All pointers are device pointers of this backend.
+ *
+ * Shapes use N = rows (batch*sequence), C = hidden, OC/IC = output/input
+ * features. Matrices are row-major. A weight is stored either "out-major"
+ * [OC, IC] (y = x W^T, e.g. linear_qkv, linear_fc1, the LM head) or
+ * "in-major" [IC, OC] (y = x W, e.g. linear_proj, linear_fc2), matching the
+ * canonical layout in which the tensor-parallel split dimension comes first.
+ *
+ * Accumulation. Every parameter-gradient output (dweight, dbias, dtable, dw,
+ * db) is ADDED into the fp32 gradient buffer, so gradients accumulate over
+ * micro-batches. Activation-gradient outputs are OVERWRITTEN unless the op's
+ * comment says "adds". All ops are deterministic: the same inputs give
+ * bitwise the same outputs on the same backend. */
+#ifndef GPT3D_BACKEND_H
+#define GPT3D_BACKEND_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+typedef enum { DTYPE_F32 = 0, DTYPE_BF16 = 1, DTYPE_F16 = 2 } DType;
+
+size_t dtype_size(DType t);
+const char *dtype_name(DType t);
+
+typedef struct Backend Backend;
+
+typedef struct {
+    /* ---- memory ---- */
+    void *(*alloc)(Backend *be, size_t bytes); /* zero-filled; never NULL */
+    void (*free)(Backend *be, void *ptr);
+    void (*memset_zero)(Backend *be, void *ptr, size_t bytes);
+    void (*copy_to_device)(Backend *be, void *dst, const void *host_src, size_t bytes);
+    void (*copy_to_host)(Backend *be, void *host_dst, const void *src, size_t bytes);
+    void (*copy_device)(Backend *be, void *dst, const void *src, size_t bytes);
+    void (*synchronize)(Backend *be);
+
+    /* ---- casts between fp32 and the activation type ---- */
+    void (*f32_to_act)(Backend *be, void *dst, const float *src, size_t n);
+    void (*act_to_f32)(Backend *be, float *dst, const void *src, size_t n);
+
+    /* ---- embeddings ----
+     * out[n, :] = table[tokens[n] - vocab_begin, :] when vocab_begin <= tokens[n] < vocab_end,
+     * else 0 (a tensor-parallel rank owns rows [vocab_begin, vocab_end)). table is
+     * [vocab_end - vocab_begin, C]. */
+    void (*embedding_forward)(Backend *be, void *out, const int32_t *tokens, const void *table,
+                              int N, int C, int vocab_begin, int vocab_end);
+    /* dtable[tokens[n] - vocab_begin, :] += dout[n, :] for owned ids. */
+    void (*embedding_backward)(Backend *be, float *dtable, const void *dout, const int32_t *tokens,
+                               int N, int C, int vocab_begin, int vocab_end);
+    /* out[b, t, :] += pos[t, :] for B sequences of T rows. */
+    void (*position_embedding_add)(Backend *be, void *out, const void *pos, int B, int T, int C);
+    /* dpos[t, :] += sum_b dout[b, t, :]. */
+    void (*position_embedding_backward)(Backend *be, float *dpos, const void *dout, int B, int T,
+                                        int C);
+
+    /* ---- layernorm (eps 1e-5, biased variance) ----
+     * mean and rstd are [N] fp32, saved for backward. */
+    void (*layernorm_forward)(Backend *be, void *out, float *mean, float *rstd, const void *inp,
+                              const void *weight, const void *bias, int N, int C);
+    /* Adds into dinp; adds into dweight/dbias. */
+    void (*layernorm_backward)(Backend *be, void *dinp, float *dweight, float *dbias,
+                               const void *dout, const void *inp, const void *weight,
+                               const float *mean, const float *rstd, int N, int C);
+
+    /* ---- matrix products ----
+     * out[N, OC] = inp[N, IC] . W (+ bias[OC] when bias != NULL);
+     * W is [OC, IC] when weight_in_major is false, [IC, OC] when true. */
+    void (*matmul_forward)(Backend *be, void *out, const void *inp, const void *weight,
+                           const void *bias, int N, int IC, int OC, bool weight_in_major);
+    /* dinp = dout . W^T (overwritten; skipped when dinp == NULL);
+     * dweight += the weight gradient in the weight's own layout (skipped when NULL);
+     * dbias += column sums of dout (skipped when NULL). */
+    void (*matmul_backward)(Backend *be, void *dinp, float *dweight, float *dbias,
+                            const void *dout, const void *inp, const void *weight, int N, int IC,
+                            int OC, bool weight_in_major);
+
+    /* ---- pointwise ----
+     * GELU, tanh approximation (GPT-2's "gelu_new"). */
+    void (*gelu_forward)(Backend *be, void *out, const void *inp, size_t n);
+    void (*gelu_backward)(Backend *be, void *dinp, const void *inp, const void *dout, size_t n);
+    /* out = a + b (out may alias a or b). */
+    void (*add)(Backend *be, void *out, const void *a, const void *b, size_t n);
+    /* dst += src. */
+    void (*add_inplace)(Backend *be, void *dst, const void *src, size_t n);
+    /* x *= s, fp32 buffer. */
+    void (*scale_f32)(Backend *be, float *x, float s, size_t n);
+
+    /* ---- causal self-attention ----
+     * qkv is [B, T, NH, 3, HS] (per row: for each head its q, k, v, the canonical
+     * [heads, 3, head_dim] order); out is [B, T, NH, HS]. `saved` holds what
+     * backward needs, attention_saved_bytes(B, T, NH, HS) bytes. Scale 1/sqrt(HS). */
+    size_t (*attention_saved_bytes)(Backend *be, int B, int T, int NH, int HS);
+    void (*attention_forward)(Backend *be, void *out, void *saved, const void *qkv, int B, int T,
+                              int NH, int HS);
+    /* dqkv overwritten. */
+    void (*attention_backward)(Backend *be, void *dqkv, const void *dout, const void *qkv,
+                               const void *out, const void *saved, int B, int T, int NH, int HS);
+
+    /* ---- vocab-parallel softmax cross entropy, in pieces ----
+     * logits are [N, V] for this rank's vocabulary slice [vocab_begin, vocab_begin + V);
+     * columns whose global id is >= vocab_size (padding) are masked out: they
+     * count as -inf logits and get zero gradient. Between the pieces the caller
+     * all-reduces over tensor-parallel ranks (max, then sums). */
+    /* rowmax[n] = max over valid local columns (-INFINITY when this slice has none). */
+    void (*cross_entropy_max)(Backend *be, float *rowmax, const void *logits, int N, int V,
+                              int vocab_begin, int vocab_size);
+    /* sumexp[n] = sum over valid local columns exp(logit - rowmax[n]);
+     * target_logit[n] = logit of targets[n] if this slice owns it, else 0. */
+    void (*cross_entropy_sums)(Backend *be, float *sumexp, float *target_logit,
+                               const void *logits, const float *rowmax, const int32_t *targets,
+                               int N, int V, int vocab_begin, int vocab_size);
+    /* losses[n] = log(sumexp[n]) + rowmax[n] - target_logit[n]. */
+    void (*cross_entropy_loss)(Backend *be, float *losses, const float *rowmax,
+                               const float *sumexp, const float *target_logit, int N);
+    /* dlogits = dloss * (softmax - onehot(target)), padded columns 0. dlogits may
+     * alias logits (in place). */
+    void (*cross_entropy_backward)(Backend *be, void *dlogits, const void *logits,
+                                   const float *rowmax, const float *sumexp,
+                                   const int32_t *targets, int N, int V, int vocab_begin,
+                                   int vocab_size, float dloss);
+
+    /* ---- optimizer ----
+     * AdamW on n elements of an fp32 shard: m = b1 m + (1-b1) g;
+     * v = b2 v + (1-b2) g^2; master -= lr * (m/(1-b1^t) / (sqrt(v/(1-b2^t)) + eps)
+     * + weight_decay * master); then param = act(master). `grad_scale`
+     * multiplies g first (clipping). param may be NULL. */
+    void (*adamw_update)(Backend *be, void *param, float *master, const float *grad, float *m,
+                         float *v, size_t n, float lr, float beta1, float beta2, float eps,
+                         float weight_decay, float grad_scale, int step);
+    /* Sum of squares of an fp32 buffer, accumulated in double, returned to host. */
+    double (*sum_squares_f32)(Backend *be, const float *x, size_t n);
+    /* True when any element of the fp32 buffer is NaN or inf. */
+    bool (*has_nonfinite_f32)(Backend *be, const float *x, size_t n);
+
+    void (*destroy)(Backend *be);
+} BackendOps;
+
+struct Backend {
+    const BackendOps *ops;
+    const char *name; /* "cpu" or "cuda" */
+    DType act_dtype;
+    void *impl;
+    /* Device-memory accounting, maintained by alloc/free. */
+    size_t bytes_in_use;
+    size_t peak_bytes_in_use;
+    size_t num_allocations;
+};
+
+/* Creates the backend named `device` ("cpu" or "cuda"). On failure returns
+ * NULL and writes a user-facing reason (e.g. "this build has no CUDA; rebuild
+ * with nvcc on PATH or use --device cpu") into err. */
+Backend *backend_create(const char *device, int local_rank, char *err, size_t err_size);
+void backend_destroy(Backend *be);
+
+/* True when the build includes the CUDA backend. */
+bool backend_cuda_compiled(void);
+/* True when the CUDA backend implements every op (false while it is a stub). */
+bool backend_cuda_complete(void);
+/* Number of visible CUDA devices (0 in a CPU-only build or with no GPU). */
+int backend_cuda_device_count(void);
+
+/* Bytes of a buffer of n activation-type elements. */
+static inline size_t backend_act_bytes(const Backend *be, size_t n) {
+    return n * dtype_size(be->act_dtype);
+}
+
+#endif

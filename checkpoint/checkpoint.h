@@ -1,0 +1,103 @@
+/* checkpoint/checkpoint.h — layout-independent checkpoints.
+ *
+ * Contract. A checkpoint of iteration I lives in <save>/iter_%07d/ and holds
+ * - metadata.json: format, iteration, consumed samples, optimizer step and
+ *   scheduler state, loss scale, the model shape, the layout it was saved
+ *   with (TP, PP, DP, world), data description and seed (CheckpointMeta);
+ * - one HDF5 file per rank, rank_%05d.h5, holding the canonical intervals
+ *   that rank owns: for each, the parameter name, its canonical shape, the
+ *   interval [begin, end) of the flattened canonical tensor, and fp32 arrays
+ *   weight, exp_avg, exp_avg_sq of end-begin elements (moments optional).
+ * A save goes into <save>/iter_%07d.tmp/ and is published by
+ * checkpoint_publish() (rename to the final name, then
+ * latest_checkpointed_iteration.txt replaced by rename), which the caller runs
+ * on one rank after every rank has written its file. A crash at any moment
+ * leaves the previous checkpoint intact and the one `latest` names.
+ * Loading reads any interval of any parameter from whichever rank files hold
+ * it, so a checkpoint written at one layout loads at any other.
+ * This module does no communication; errors come back as messages. */
+#ifndef GPT3D_CHECKPOINT_H
+#define GPT3D_CHECKPOINT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define CHECKPOINT_FORMAT "gpt3d-checkpoint"
+#define CHECKPOINT_FORMAT_VERSION 1
+#define CHECKPOINT_MAX_DIMS 4
+
+typedef struct {
+    int64_t iteration;
+    int64_t consumed_train_samples;
+    int64_t optimizer_step;     /* Adam's t */
+    int64_t scheduler_num_steps; /* samples seen by the LR scheduler */
+    double loss_scale;
+    /* model shape */
+    int num_layers, hidden_size, num_attention_heads, ffn_hidden_size;
+    int64_t vocab_size, padded_vocab_size;
+    int max_position_embeddings, seq_length;
+    /* layout it was saved with */
+    int tensor_model_parallel_size, pipeline_model_parallel_size, data_parallel_size, world_size;
+    uint64_t seed;
+    bool has_optimizer_state;
+    char data_description[1024]; /* e.g. the --data-path and --split given */
+    char tokenizer_type[64];
+} CheckpointMeta;
+
+typedef enum { CKPT_WEIGHT = 0, CKPT_EXP_AVG = 1, CKPT_EXP_AVG_SQ = 2 } CheckpointTensor;
+
+typedef struct {
+    const char *name;                  /* canonical parameter name */
+    int ndim;
+    int64_t shape[CHECKPOINT_MAX_DIMS]; /* canonical full shape */
+    int64_t begin, end;                /* canonical flat interval owned */
+    const float *weight;               /* host fp32, end-begin elements */
+    const float *exp_avg;              /* NULL when no optimizer state */
+    const float *exp_avg_sq;
+} CheckpointInterval;
+
+/* Directory names. iter_dir gets "<save>/iter_0000100". */
+void checkpoint_iter_dir(char *out, size_t size, const char *save_dir, int64_t iteration);
+
+/* Creates <save>/iter_%07d.tmp/ fresh (removing a stale one). One rank calls
+ * it; the others wait (barrier) before writing. */
+bool checkpoint_begin_save(const char *save_dir, int64_t iteration, char *err, size_t err_size);
+/* Writes this rank's file into the .tmp directory. */
+bool checkpoint_write_rank(const char *save_dir, int64_t iteration, int rank,
+                           const CheckpointInterval *intervals, int count, char *err,
+                           size_t err_size);
+/* Writes metadata.json into the .tmp directory (one rank). */
+bool checkpoint_write_meta(const char *save_dir, const CheckpointMeta *meta, char *err,
+                           size_t err_size);
+/* After every rank wrote: fsync, rename .tmp to the final name (replacing an
+ * older checkpoint of the same iteration), then replace
+ * latest_checkpointed_iteration.txt by rename. One rank. */
+bool checkpoint_publish(const char *save_dir, int64_t iteration, char *err, size_t err_size);
+
+/* Reads latest_checkpointed_iteration.txt. Returns false (err empty) when the
+ * directory has no checkpoint; false with a message when it is malformed. */
+bool checkpoint_find_latest(const char *load_dir, int64_t *iteration, char *err, size_t err_size);
+
+typedef struct CheckpointReader CheckpointReader;
+
+CheckpointReader *checkpoint_open(const char *load_dir, int64_t iteration, char *err,
+                                  size_t err_size);
+void checkpoint_close(CheckpointReader *r);
+const CheckpointMeta *checkpoint_meta(const CheckpointReader *r);
+/* Canonical shape of a parameter; false when the checkpoint lacks it. */
+bool checkpoint_param_shape(const CheckpointReader *r, const char *name, int *ndim,
+                            int64_t shape[CHECKPOINT_MAX_DIMS]);
+int checkpoint_num_params(const CheckpointReader *r);
+const char *checkpoint_param_name(const CheckpointReader *r, int i);
+/* Fills out[0, end-begin) with elements [begin, end) of the parameter's
+ * canonical flat tensor, from whichever rank files hold them. False with a
+ * message when some element is not covered (or the tensor is absent). */
+bool checkpoint_read(CheckpointReader *r, const char *name, CheckpointTensor which, int64_t begin,
+                     int64_t end, float *out, char *err, size_t err_size);
+/* Verifies that every canonical element of every parameter is covered exactly
+ * once across the rank files; false with a message naming the first gap or
+ * overlap. */
+bool checkpoint_verify_coverage(CheckpointReader *r, char *err, size_t err_size);
+
+#endif

@@ -1,0 +1,11 @@
+/* core/timer.h — wall-clock timing for logs and benchmarks. */
+#ifndef GPT3D_CORE_TIMER_H
+#define GPT3D_CORE_TIMER_H
+
+/* Seconds on a monotonic clock (arbitrary origin). */
+double timer_now_s(void);
+
+/* "2026-11-23 14:05:09" local time into buf (at least 20 bytes). */
+void timer_wall_clock_string(char *buf, int size);
+
+#endif

@@ -1,0 +1,115 @@
+/* data/data.h — token shards, tokenizers and GPT datasets.
+ *
+ * Contract.
+ * - A token shard is an HDF5 file in the DESIGN format: root attributes
+ *   format="gpt3d-tokens", format_version=1, tokenizer_type, vocab_size,
+ *   eod_token; /tokens 1-D (uint16 when vocab_size <= 65536, else uint32,
+ *   chunked); /document_offsets 1-D uint64 with documents+1 entries, first 0,
+ *   last = token count. Readers validate all of it and name the file and the
+ *   problem on failure. Writers publish a shard under its final name only
+ *   when it is complete (write to a temporary name, then rename).
+ * - A GPTDataset is one split (train/valid/test) of the documents of one or
+ *   more shards, as Megatron's GPTDataset: the split's documents shuffled per
+ *   epoch from the seed, cut into samples of seq_length+1 tokens that cross
+ *   document boundaries (consecutive samples share one token), and the
+ *   samples of each epoch visited in a shuffled order. Sample k of the
+ *   dataset is a pure function of (shards, split, seq_length, seed, k), so
+ *   any rank can read any global sample and resume needs only a count.
+ * - Errors are returned as messages (err/err_size), never by exiting, so the
+ *   caller can stop every rank together. */
+#ifndef GPT3D_DATA_H
+#define GPT3D_DATA_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define TOKEN_SHARD_FORMAT "gpt3d-tokens"
+#define TOKEN_SHARD_FORMAT_VERSION 1
+
+/* ------------------------------------------------------------------ shards */
+
+typedef struct TokenShard TokenShard;
+
+TokenShard *token_shard_open(const char *path, char *err, size_t err_size);
+void token_shard_close(TokenShard *s);
+const char *token_shard_path(const TokenShard *s);
+const char *token_shard_tokenizer_type(const TokenShard *s);
+int64_t token_shard_vocab_size(const TokenShard *s);
+int64_t token_shard_eod_token(const TokenShard *s);
+int64_t token_shard_num_documents(const TokenShard *s);
+int64_t token_shard_num_tokens(const TokenShard *s);
+/* documents+1 offsets into /tokens, held in memory. */
+const uint64_t *token_shard_document_offsets(const TokenShard *s);
+/* Reads tokens [begin, begin+count) by one hyperslab read. */
+bool token_shard_read(TokenShard *s, uint64_t begin, uint64_t count, int32_t *out, char *err,
+                      size_t err_size);
+
+typedef struct TokenShardWriter TokenShardWriter;
+
+/* Starts writing `path` (as path + ".tmp.<pid>" until finish). */
+TokenShardWriter *token_shard_writer_create(const char *path, const char *tokenizer_type,
+                                            int64_t vocab_size, int64_t eod_token, char *err,
+                                            size_t err_size);
+bool token_shard_writer_add_document(TokenShardWriter *w, const int32_t *tokens, size_t count,
+                                     char *err, size_t err_size);
+uint64_t token_shard_writer_num_tokens(const TokenShardWriter *w);
+uint64_t token_shard_writer_num_documents(const TokenShardWriter *w);
+/* Writes the offsets, closes and renames to the final path. */
+bool token_shard_writer_finish(TokenShardWriter *w, char *err, size_t err_size);
+/* Closes and deletes the temporary file; the final path is never touched. */
+void token_shard_writer_abort(TokenShardWriter *w);
+
+/* -------------------------------------------------------------- tokenizers */
+
+typedef struct Tokenizer Tokenizer;
+
+/* type: "ByteTokenizer" (ids 0-255 bytes, 256 EOD, vocab 257) or
+ * "GPT2BPETokenizer" (needs vocab_file and merge_file). */
+Tokenizer *tokenizer_create(const char *type, const char *vocab_file, const char *merge_file,
+                            char *err, size_t err_size);
+void tokenizer_free(Tokenizer *t);
+const char *tokenizer_type(const Tokenizer *t);
+int64_t tokenizer_vocab_size(const Tokenizer *t);
+int32_t tokenizer_eod(const Tokenizer *t);
+/* Appends the ids of text[0, len) to *ids (realloc'd; *count/*cap track it).
+ * Thread-safe for concurrent calls on one tokenizer. */
+void tokenizer_encode(const Tokenizer *t, const char *text, size_t len, int32_t **ids,
+                      size_t *count, size_t *cap);
+/* Bytes of the given ids, NUL-terminated, caller frees. */
+char *tokenizer_decode(const Tokenizer *t, const int32_t *ids, size_t count);
+
+/* ---------------------------------------------------------------- datasets */
+
+typedef enum { SPLIT_TRAIN = 0, SPLIT_VALID = 1, SPLIT_TEST = 2 } SplitKind;
+
+typedef struct {
+    const char *const *paths; /* shard files (globs already expanded) */
+    int num_paths;
+    const char *split;        /* "969,30,1" (Megatron's --split) */
+    int seq_length;
+    uint64_t seed;
+    /* When non-NULL / > 0, every shard must match (clear error otherwise). */
+    const char *expected_tokenizer_type;
+    int64_t expected_vocab_size;
+} GPTDatasetConfig;
+
+typedef struct GPTDataset GPTDataset;
+
+/* Opens the shards and builds the index of one split. A split with too few
+ * tokens for one sample is an error naming --split / --data-path. */
+GPTDataset *gpt_dataset_create(const GPTDatasetConfig *cfg, SplitKind split, char *err,
+                               size_t err_size);
+void gpt_dataset_free(GPTDataset *ds);
+/* Samples in one epoch of this split. */
+int64_t gpt_dataset_samples_per_epoch(const GPTDataset *ds);
+int64_t gpt_dataset_num_documents(const GPTDataset *ds);
+int64_t gpt_dataset_num_tokens(const GPTDataset *ds);
+/* Global sample k (any k >= 0; epoch = k / samples_per_epoch) into
+ * out[seq_length + 1]. Returns false with a message on a read error. */
+bool gpt_dataset_get_sample(GPTDataset *ds, int64_t k, int32_t *out, char *err, size_t err_size);
+/* The position of global sample k in the concatenated stream of the split's
+ * epoch-shuffled documents: epoch and start offset in tokens (for tests). */
+void gpt_dataset_sample_position(GPTDataset *ds, int64_t k, int64_t *epoch, int64_t *start_token);
+
+#endif
