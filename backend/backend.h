@@ -156,6 +156,10 @@ struct Backend {
     size_t bytes_in_use;
     size_t peak_bytes_in_use;
     size_t num_allocations;
+    /* Time spent inside matrix-product library calls (sgemm / cuBLASLt), for
+     * benchmarks that report the share of a step spent in GEMMs. */
+    double gemm_seconds;
+    uint64_t gemm_calls;
 };
 
 /* Creates the backend named `device` ("cpu" or "cuda"). On failure returns

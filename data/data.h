@@ -72,7 +72,7 @@ void tokenizer_free(Tokenizer *t);
 const char *tokenizer_type(const Tokenizer *t);
 int64_t tokenizer_vocab_size(const Tokenizer *t);
 int32_t tokenizer_eod(const Tokenizer *t);
-/* Appends the ids of text[0, len) to *ids (realloc'd; *count/*cap track it).
+/* Appends the ids of text[0, len) to *ids (realloc'd; *count and *cap track it).
  * Thread-safe for concurrent calls on one tokenizer. */
 void tokenizer_encode(const Tokenizer *t, const char *text, size_t len, int32_t **ids,
                       size_t *count, size_t *cap);

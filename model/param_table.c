@@ -1,1 +1,166 @@
-/* placeholder */
+/* The parameter table: names, canonical shapes, TP slices, buffer offsets
+ * and init rules of the GPT parameters a rank holds. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/errors.h"
+#include "core/rng.h"
+#include "model/gpt_model.h"
+
+/* Offsets are aligned so every parameter starts on a 256-byte boundary for
+ * any element type (vectorised CPU loops, aligned GPU loads). */
+#define PARAM_ALIGN_ELEMENTS 64
+
+int64_t gpt_padded_vocab_size(int64_t vocab_size, int divisible_by) {
+    return (vocab_size + divisible_by - 1) / divisible_by * divisible_by;
+}
+
+typedef struct {
+    ParamTable *table;
+    int cap;
+    const ModelPartition *part;
+} TableBuilder;
+
+static void add_param(TableBuilder *b, const char *name, int ndim, const int64_t *shape,
+                      bool tp_split, bool weight_decay, ParamInitKind init, double std) {
+    ParamTable *t = b->table;
+    if (t->count == b->cap) {
+        b->cap = b->cap ? 2 * b->cap : 32;
+        t->params = xrealloc(t->params, (size_t)b->cap * sizeof *t->params);
+    }
+    ParamInfo *p = &t->params[t->count++];
+    memset(p, 0, sizeof *p);
+    GPT3D_CHECK(strlen(name) < PARAM_NAME_MAX, "parameter name too long: %s", name);
+    strcpy(p->name, name);
+    p->ndim = ndim;
+    p->canonical_numel = 1;
+    for (int d = 0; d < ndim; d++) {
+        p->shape[d] = shape[d];
+        p->canonical_numel *= shape[d];
+    }
+    p->tensor_parallel_split = tp_split && b->part->tp_size > 1;
+    if (p->tensor_parallel_split) {
+        GPT3D_CHECK(shape[0] % b->part->tp_size == 0, "%s: dim 0 (%lld) not divisible by TP %d",
+                    name, (long long)shape[0], b->part->tp_size);
+        p->local_numel = p->canonical_numel / b->part->tp_size;
+        p->local_begin = p->local_numel * b->part->tp_rank;
+    } else {
+        p->local_numel = p->canonical_numel;
+        p->local_begin = 0;
+    }
+    p->offset = t->total_numel;
+    size_t padded = ((size_t)p->local_numel + PARAM_ALIGN_ELEMENTS - 1) / PARAM_ALIGN_ELEMENTS *
+                    PARAM_ALIGN_ELEMENTS;
+    t->total_numel += padded;
+    p->weight_decay = weight_decay;
+    p->init = init;
+    p->init_std = std;
+}
+
+/* out = prefix + suffix; names are short, so overflow is a bug. */
+static void join_name(char *out, const char *prefix, const char *suffix) {
+    size_t a = strlen(prefix), s = strlen(suffix);
+    GPT3D_CHECK(a + s < PARAM_NAME_MAX, "parameter name too long: %s%s", prefix, suffix);
+    memcpy(out, prefix, a);
+    memcpy(out + a, suffix, s + 1);
+}
+
+static void add_layernorm(TableBuilder *b, const char *prefix, int64_t C) {
+    char name[PARAM_NAME_MAX];
+    /* Bias before weight: reverse of use, the order gradients become ready. */
+    join_name(name, prefix, ".bias");
+    add_param(b, name, 1, &C, false, false, PARAM_INIT_ZEROS, 0.0);
+    join_name(name, prefix, ".weight");
+    add_param(b, name, 1, &C, false, false, PARAM_INIT_ONES, 0.0);
+}
+
+static void add_layer(TableBuilder *b, const GPTConfig *cfg, int layer) {
+    const int64_t C = cfg->hidden_size, F = cfg->ffn_hidden_size;
+    const int64_t NH = cfg->num_attention_heads, HS = C / NH;
+    const double std = cfg->init_method_std;
+    const double out_std = std / sqrt(2.0 * cfg->num_layers);
+    char prefix[32], name[PARAM_NAME_MAX];
+    snprintf(prefix, sizeof prefix, "decoder.layers.%d", layer);
+
+    /* Reverse order of use within the layer. */
+    join_name(name, prefix, ".mlp.linear_fc2.bias");
+    add_param(b, name, 1, &C, false, false, PARAM_INIT_ZEROS, 0.0);
+    join_name(name, prefix, ".mlp.linear_fc2.weight");
+    add_param(b, name, 2, (int64_t[]){F, C}, true, true, PARAM_INIT_NORMAL, out_std);
+    join_name(name, prefix, ".mlp.linear_fc1.bias");
+    add_param(b, name, 1, &F, true, false, PARAM_INIT_ZEROS, 0.0);
+    join_name(name, prefix, ".mlp.linear_fc1.weight");
+    add_param(b, name, 2, (int64_t[]){F, C}, true, true, PARAM_INIT_NORMAL, std);
+    join_name(name, prefix, ".pre_mlp_layernorm");
+    add_layernorm(b, name, C);
+    join_name(name, prefix, ".self_attention.linear_proj.bias");
+    add_param(b, name, 1, &C, false, false, PARAM_INIT_ZEROS, 0.0);
+    join_name(name, prefix, ".self_attention.linear_proj.weight");
+    add_param(b, name, 2, (int64_t[]){NH * HS, C}, true, true, PARAM_INIT_NORMAL, out_std);
+    join_name(name, prefix, ".self_attention.linear_qkv.bias");
+    add_param(b, name, 3, (int64_t[]){NH, 3, HS}, true, false, PARAM_INIT_ZEROS, 0.0);
+    join_name(name, prefix, ".self_attention.linear_qkv.weight");
+    add_param(b, name, 4, (int64_t[]){NH, 3, HS, C}, true, true, PARAM_INIT_NORMAL, std);
+    join_name(name, prefix, ".input_layernorm");
+    add_layernorm(b, name, C);
+}
+
+void param_table_build(ParamTable *t, const GPTConfig *cfg, const ModelPartition *part) {
+    memset(t, 0, sizeof *t);
+    TableBuilder b = {.table = t, .cap = 0, .part = part};
+    if (part->has_head) add_layernorm(&b, "decoder.final_layernorm", cfg->hidden_size);
+    for (int l = part->first_layer + part->num_local_layers - 1; l >= part->first_layer; l--)
+        add_layer(&b, cfg, l);
+    /* The last stage keeps its own copy of the tied word embedding. */
+    if (part->has_embedding) {
+        add_param(&b, "embedding.position_embeddings.weight", 2,
+                  (int64_t[]){cfg->max_position_embeddings, cfg->hidden_size}, false, true,
+                  PARAM_INIT_NORMAL, cfg->init_method_std);
+    }
+    if (part->has_embedding || part->has_head) {
+        add_param(&b, "embedding.word_embeddings.weight", 2,
+                  (int64_t[]){cfg->padded_vocab_size, cfg->hidden_size}, true, true,
+                  PARAM_INIT_NORMAL, cfg->init_method_std);
+    }
+}
+
+void param_table_free(ParamTable *t) {
+    free(t->params);
+    memset(t, 0, sizeof *t);
+}
+
+int param_table_find(const ParamTable *t, const char *name) {
+    for (int i = 0; i < t->count; i++)
+        if (!strcmp(t->params[i].name, name)) return i;
+    return -1;
+}
+
+int64_t gpt_canonical_param_count(const GPTConfig *cfg) {
+    const int64_t C = cfg->hidden_size, F = cfg->ffn_hidden_size;
+    const int64_t per_layer = 4 * C            /* two layernorms */
+                              + 3 * C * C + 3 * C /* qkv */
+                              + C * C + C         /* proj */
+                              + F * C + F         /* fc1 */
+                              + F * C + C;        /* fc2 */
+    return cfg->num_layers * per_layer + 2 * C + cfg->padded_vocab_size * C +
+           (int64_t)cfg->max_position_embeddings * C;
+}
+
+void param_init_values(const ParamInfo *p, uint64_t seed, float *out) {
+    switch (p->init) {
+    case PARAM_INIT_ZEROS:
+        memset(out, 0, (size_t)p->local_numel * sizeof *out);
+        return;
+    case PARAM_INIT_ONES:
+        for (int64_t i = 0; i < p->local_numel; i++) out[i] = 1.0f;
+        return;
+    case PARAM_INIT_NORMAL: {
+        const uint64_t stream = rng_stream_from_name(p->name);
+        for (int64_t i = 0; i < p->local_numel; i++)
+            out[i] = (float)(p->init_std * rng_normal(seed, stream, (uint64_t)(p->local_begin + i)));
+        return;
+    }
+    }
+}

@@ -1,5 +1,362 @@
-// placeholder
+// backend/cuda/cuda_backend.cu — the CUDA backend (bf16 activations and
+// parameters, fp32 gradients and optimizer state).
+//
+// Status: skeleton. Device selection, the stream, the cuBLASLt handle, memory
+// and its accounting work; every compute op stops the run with a message that
+// points to --device cpu, and cuda_backend_complete() says false so tests that
+// compare CUDA against CPU skip. The kernels land op by op behind the same
+// table.
+//
+// Only the C runtime is used on the host side (no C++ standard library), so
+// the static library links into C programs with the C linker.
 #include "backend/cuda/cuda_backend.h"
-extern "C" Backend *cuda_backend_create(int, char *, size_t) { return nullptr; }
-extern "C" int cuda_backend_device_count(void) { return 0; }
+
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+
+#include <cublasLt.h>
+#include <cuda_runtime.h>
+
+extern "C" {
+#include "core/errors.h"
+}
+
+// ---- error checks ---------------------------------------------------------
+
+static const char *cuda_error_hint(cudaError_t e) {
+    switch (e) {
+    case cudaErrorMemoryAllocation:
+        return "the GPU is out of memory: reduce --micro-batch-size or --seq-length, use more "
+               "tensor/pipeline parallelism, or check that no other process holds the GPU";
+    case cudaErrorNoDevice:
+    case cudaErrorInvalidDevice:
+    case cudaErrorInsufficientDriver:
+        return "check the NVIDIA driver (nvidia-smi) and CUDA_VISIBLE_DEVICES, or use --device cpu";
+    default:
+        return "check the GPU with nvidia-smi; rerun with CUDA_LAUNCH_BLOCKING=1 to find the "
+               "failing kernel";
+    }
+}
+
+static void cuda_check(cudaError_t e, const char *call, const char *file, int line) {
+    if (e == cudaSuccess) return;
+    gpt3d_fail_internal(file, line, "%s failed: %s (%s); hint: %s", call, cudaGetErrorName(e),
+                        cudaGetErrorString(e), cuda_error_hint(e));
+}
+
+static void cublas_check(cublasStatus_t s, const char *call, const char *file, int line) {
+    if (s == CUBLAS_STATUS_SUCCESS) return;
+    gpt3d_fail_internal(file, line, "%s failed: %s (%s); hint: %s", call, cublasLtGetStatusName(s),
+                        cublasLtGetStatusString(s),
+                        s == CUBLAS_STATUS_ALLOC_FAILED
+                            ? "the GPU is out of memory: reduce --micro-batch-size"
+                            : "check the GPU with nvidia-smi and the cuBLAS version against "
+                              "the one gpt3d was built with");
+}
+
+#define CUDA_CHECK(call) cuda_check((call), #call, __FILE__, __LINE__)
+#define CUBLAS_CHECK(call) cublas_check((call), #call, __FILE__, __LINE__)
+
+// ---- state ----------------------------------------------------------------
+
+// Live allocations and their sizes, so free() can keep the accounting.
+// Allocations are few (parameters, gradients, activations per layer) and
+// long-lived, so a flat array is enough.
+typedef struct {
+    void *ptr;
+    size_t bytes;
+} CudaAllocation;
+
+typedef struct {
+    int device;
+    cudaStream_t stream;
+    cublasLtHandle_t lt;
+    CudaAllocation *allocations;
+    size_t num_allocations;
+    size_t allocations_capacity;
+} CudaImpl;
+
+static CudaImpl *impl_of(Backend *be) { return (CudaImpl *)be->impl; }
+
+// ---- memory ---------------------------------------------------------------
+
+static void record_allocation(CudaImpl *impl, void *ptr, size_t bytes) {
+    if (impl->num_allocations == impl->allocations_capacity) {
+        size_t cap = impl->allocations_capacity ? 2 * impl->allocations_capacity : 64;
+        impl->allocations =
+            (CudaAllocation *)xrealloc(impl->allocations, cap * sizeof(CudaAllocation));
+        impl->allocations_capacity = cap;
+    }
+    impl->allocations[impl->num_allocations].ptr = ptr;
+    impl->allocations[impl->num_allocations].bytes = bytes;
+    impl->num_allocations++;
+}
+
+// Removes ptr's record and returns its size.
+static size_t forget_allocation(CudaImpl *impl, void *ptr) {
+    for (size_t i = impl->num_allocations; i-- > 0;) {
+        if (impl->allocations[i].ptr != ptr) continue;
+        size_t bytes = impl->allocations[i].bytes;
+        impl->allocations[i] = impl->allocations[impl->num_allocations - 1];
+        impl->num_allocations--;
+        return bytes;
+    }
+    GPT3D_FAIL("cuda backend: free of a pointer that is not a live buffer of this backend "
+               "(double free or foreign pointer)");
+}
+
+static void *cuda_alloc(Backend *be, size_t bytes) {
+    CudaImpl *impl = impl_of(be);
+    void *ptr = NULL;
+    CUDA_CHECK(cudaMalloc(&ptr, bytes ? bytes : 1)); // never NULL, even for 0 bytes
+    CUDA_CHECK(cudaMemsetAsync(ptr, 0, bytes ? bytes : 1, impl->stream));
+    // cudaMalloc'd memory may be used on other streams (NCCL): make the zeros
+    // visible to everyone before the pointer escapes.
+    CUDA_CHECK(cudaStreamSynchronize(impl->stream));
+    record_allocation(impl, ptr, bytes);
+    be->bytes_in_use += bytes;
+    if (be->bytes_in_use > be->peak_bytes_in_use) be->peak_bytes_in_use = be->bytes_in_use;
+    be->num_allocations++;
+    return ptr;
+}
+
+static void cuda_free(Backend *be, void *ptr) {
+    if (!ptr) return;
+    size_t bytes = forget_allocation(impl_of(be), ptr);
+    CUDA_CHECK(cudaFree(ptr));
+    be->bytes_in_use -= bytes;
+    be->num_allocations--;
+}
+
+static void cuda_memset_zero(Backend *be, void *ptr, size_t bytes) {
+    if (bytes) CUDA_CHECK(cudaMemsetAsync(ptr, 0, bytes, impl_of(be)->stream));
+}
+
+// Host copies wait for the transfer, so the caller may reuse or read its
+// host buffer as soon as the call returns.
+static void cuda_copy_to_device(Backend *be, void *dst, const void *host_src, size_t bytes) {
+    if (!bytes) return;
+    cudaStream_t s = impl_of(be)->stream;
+    CUDA_CHECK(cudaMemcpyAsync(dst, host_src, bytes, cudaMemcpyHostToDevice, s));
+    CUDA_CHECK(cudaStreamSynchronize(s));
+}
+
+static void cuda_copy_to_host(Backend *be, void *host_dst, const void *src, size_t bytes) {
+    if (!bytes) return;
+    cudaStream_t s = impl_of(be)->stream;
+    CUDA_CHECK(cudaMemcpyAsync(host_dst, src, bytes, cudaMemcpyDeviceToHost, s));
+    CUDA_CHECK(cudaStreamSynchronize(s));
+}
+
+static void cuda_copy_device(Backend *be, void *dst, const void *src, size_t bytes) {
+    if (bytes && dst != src)
+        CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, impl_of(be)->stream));
+}
+
+static void cuda_synchronize(Backend *be) {
+    CUDA_CHECK(cudaStreamSynchronize(impl_of(be)->stream));
+}
+
+// ---- compute ops not written yet ------------------------------------------
+
+GPT3D_NORETURN static void not_implemented(const char *op) {
+    gpt3d_fail_user("the CUDA backend does not implement %s yet (issue: CUDA backend); run with "
+                    "--device cpu",
+                    op);
+}
+
+static void cuda_f32_to_act(Backend *, void *, const float *, size_t) {
+    not_implemented("f32_to_act");
+}
+static void cuda_act_to_f32(Backend *, float *, const void *, size_t) {
+    not_implemented("act_to_f32");
+}
+static void cuda_embedding_forward(Backend *, void *, const int32_t *, const void *, int, int, int,
+                                   int) {
+    not_implemented("embedding_forward");
+}
+static void cuda_embedding_backward(Backend *, float *, const void *, const int32_t *, int, int,
+                                    int, int) {
+    not_implemented("embedding_backward");
+}
+static void cuda_position_embedding_add(Backend *, void *, const void *, int, int, int) {
+    not_implemented("position_embedding_add");
+}
+static void cuda_position_embedding_backward(Backend *, float *, const void *, int, int, int) {
+    not_implemented("position_embedding_backward");
+}
+static void cuda_layernorm_forward(Backend *, void *, float *, float *, const void *, const void *,
+                                   const void *, int, int) {
+    not_implemented("layernorm_forward");
+}
+static void cuda_layernorm_backward(Backend *, void *, float *, float *, const void *, const void *,
+                                    const void *, const float *, const float *, int, int) {
+    not_implemented("layernorm_backward");
+}
+static void cuda_matmul_forward(Backend *, void *, const void *, const void *, const void *, int,
+                                int, int, bool) {
+    not_implemented("matmul_forward");
+}
+static void cuda_matmul_backward(Backend *, void *, float *, float *, const void *, const void *,
+                                 const void *, int, int, int, bool) {
+    not_implemented("matmul_backward");
+}
+static void cuda_gelu_forward(Backend *, void *, const void *, size_t) {
+    not_implemented("gelu_forward");
+}
+static void cuda_gelu_backward(Backend *, void *, const void *, const void *, size_t) {
+    not_implemented("gelu_backward");
+}
+static void cuda_add(Backend *, void *, const void *, const void *, size_t) {
+    not_implemented("add");
+}
+static void cuda_add_inplace(Backend *, void *, const void *, size_t) {
+    not_implemented("add_inplace");
+}
+static void cuda_scale_f32(Backend *, float *, float, size_t) { not_implemented("scale_f32"); }
+static size_t cuda_attention_saved_bytes(Backend *, int, int, int, int) {
+    not_implemented("attention_saved_bytes");
+}
+static void cuda_attention_forward(Backend *, void *, void *, const void *, int, int, int, int) {
+    not_implemented("attention_forward");
+}
+static void cuda_attention_backward(Backend *, void *, const void *, const void *, const void *,
+                                    const void *, int, int, int, int) {
+    not_implemented("attention_backward");
+}
+static void cuda_cross_entropy_max(Backend *, float *, const void *, int, int, int, int) {
+    not_implemented("cross_entropy_max");
+}
+static void cuda_cross_entropy_sums(Backend *, float *, float *, const void *, const float *,
+                                    const int32_t *, int, int, int, int) {
+    not_implemented("cross_entropy_sums");
+}
+static void cuda_cross_entropy_loss(Backend *, float *, const float *, const float *, const float *,
+                                    int) {
+    not_implemented("cross_entropy_loss");
+}
+static void cuda_cross_entropy_backward(Backend *, void *, const void *, const float *,
+                                        const float *, const int32_t *, int, int, int, int, float) {
+    not_implemented("cross_entropy_backward");
+}
+static void cuda_adamw_update(Backend *, void *, float *, const float *, float *, float *, size_t,
+                              float, float, float, float, float, float, int) {
+    not_implemented("adamw_update");
+}
+static double cuda_sum_squares_f32(Backend *, const float *, size_t) {
+    not_implemented("sum_squares_f32");
+}
+static bool cuda_has_nonfinite_f32(Backend *, const float *, size_t) {
+    not_implemented("has_nonfinite_f32");
+}
+
+// ---- lifetime -------------------------------------------------------------
+
+static void cuda_destroy(Backend *be) {
+    CudaImpl *impl = impl_of(be);
+    CUDA_CHECK(cudaSetDevice(impl->device));
+    CUDA_CHECK(cudaStreamSynchronize(impl->stream));
+    // Buffers still alive belong to nobody once the backend is gone.
+    for (size_t i = 0; i < impl->num_allocations; i++)
+        CUDA_CHECK(cudaFree(impl->allocations[i].ptr));
+    CUBLAS_CHECK(cublasLtDestroy(impl->lt));
+    CUDA_CHECK(cudaStreamDestroy(impl->stream));
+    free(impl->allocations);
+    free(impl);
+    free(be);
+}
+
+static const BackendOps CUDA_OPS = {
+    cuda_alloc,
+    cuda_free,
+    cuda_memset_zero,
+    cuda_copy_to_device,
+    cuda_copy_to_host,
+    cuda_copy_device,
+    cuda_synchronize,
+    cuda_f32_to_act,
+    cuda_act_to_f32,
+    cuda_embedding_forward,
+    cuda_embedding_backward,
+    cuda_position_embedding_add,
+    cuda_position_embedding_backward,
+    cuda_layernorm_forward,
+    cuda_layernorm_backward,
+    cuda_matmul_forward,
+    cuda_matmul_backward,
+    cuda_gelu_forward,
+    cuda_gelu_backward,
+    cuda_add,
+    cuda_add_inplace,
+    cuda_scale_f32,
+    cuda_attention_saved_bytes,
+    cuda_attention_forward,
+    cuda_attention_backward,
+    cuda_cross_entropy_max,
+    cuda_cross_entropy_sums,
+    cuda_cross_entropy_loss,
+    cuda_cross_entropy_backward,
+    cuda_adamw_update,
+    cuda_sum_squares_f32,
+    cuda_has_nonfinite_f32,
+    cuda_destroy,
+};
+
+extern "C" int cuda_backend_device_count(void) {
+    int count = 0;
+    cudaError_t e = cudaGetDeviceCount(&count);
+    if (e != cudaSuccess) {
+        (void)cudaGetLastError(); // clear it so a later CUDA call does not report it
+        return 0;
+    }
+    return count;
+}
+
 extern "C" bool cuda_backend_complete(void) { return false; }
+
+// Set-up failures are the user's environment (driver, device list, memory),
+// so they come back through err instead of aborting.
+static bool setup_failed(cudaError_t e, const char *what, int device, char *err, size_t err_size) {
+    if (e == cudaSuccess) return false;
+    (void)cudaGetLastError();
+    snprintf(err, err_size, "--device cuda: %s on GPU %d failed: %s; %s", what, device,
+             cudaGetErrorString(e), cuda_error_hint(e));
+    return true;
+}
+
+extern "C" Backend *cuda_backend_create(int local_rank, char *err, size_t err_size) {
+    int count = 0;
+    cudaError_t e = cudaGetDeviceCount(&count);
+    if (e != cudaSuccess || count == 0) {
+        (void)cudaGetLastError();
+        snprintf(err, err_size,
+                 "--device cuda: no CUDA device is visible to this process (cudaGetDeviceCount: "
+                 "%s); use --device cpu or check CUDA_VISIBLE_DEVICES",
+                 e != cudaSuccess ? cudaGetErrorString(e) : "0 devices");
+        return NULL;
+    }
+    int device = (local_rank < 0 ? -local_rank : local_rank) % count;
+    cudaStream_t stream = NULL;
+    if (setup_failed(cudaSetDevice(device), "cudaSetDevice", device, err, err_size)) return NULL;
+    if (setup_failed(cudaStreamCreate(&stream), "cudaStreamCreate", device, err, err_size))
+        return NULL;
+    cublasLtHandle_t lt = NULL;
+    cublasStatus_t s = cublasLtCreate(&lt);
+    if (s != CUBLAS_STATUS_SUCCESS) {
+        snprintf(err, err_size, "--device cuda: cublasLtCreate on GPU %d failed: %s (%s)", device,
+                 cublasLtGetStatusName(s), cublasLtGetStatusString(s));
+        (void)cudaStreamDestroy(stream);
+        return NULL;
+    }
+    CudaImpl *impl = (CudaImpl *)xcalloc(1, sizeof(CudaImpl));
+    impl->device = device;
+    impl->stream = stream;
+    impl->lt = lt;
+    Backend *be = (Backend *)xcalloc(1, sizeof(Backend));
+    be->ops = &CUDA_OPS;
+    be->name = "cuda";
+    be->act_dtype = DTYPE_BF16;
+    be->impl = impl;
+    return be;
+}

@@ -1,0 +1,79 @@
+/* backend/cpu/cpu_internal.h — what the files of the CPU backend share.
+ *
+ * The ops are split over several files by family; cpu_backend.c gathers them
+ * into the BackendOps table. Every op takes the Backend first so that the
+ * table entries need no casts. Activation buffers are fp32 on this backend,
+ * so the `void *` activation arguments are read and written as `float *`. */
+#ifndef GPT3D_BACKEND_CPU_INTERNAL_H
+#define GPT3D_BACKEND_CPU_INTERNAL_H
+
+#include <cblas.h>
+
+#include "backend/backend.h"
+
+/* Per-backend state behind Backend.impl. */
+typedef struct {
+    /* Work space for attention backward (one [T, T] block per call), grown on
+     * demand and kept, so hot ops do not allocate per call. */
+    float *scratch;
+    size_t scratch_floats;
+} CpuImpl;
+
+/* Returns the backend's scratch with room for at least `floats` elements. */
+float *cpu_scratch(Backend *be, size_t floats);
+
+/* Row-major cblas_sgemm, C = alpha op(A) op(B) + beta C, counted in
+ * be->gemm_calls and timed into be->gemm_seconds. */
+void cpu_sgemm(Backend *be, enum CBLAS_TRANSPOSE trans_a, enum CBLAS_TRANSPOSE trans_b, int M,
+               int N, int K, float alpha, const float *A, int lda, const float *B, int ldb,
+               float beta, float *C, int ldc);
+
+/* ---- embeddings, layernorm, matmul, pointwise (cpu_nn.c) ---- */
+void cpu_embedding_forward(Backend *be, void *out, const int32_t *tokens, const void *table, int N,
+                           int C, int vocab_begin, int vocab_end);
+void cpu_embedding_backward(Backend *be, float *dtable, const void *dout, const int32_t *tokens,
+                            int N, int C, int vocab_begin, int vocab_end);
+void cpu_position_embedding_add(Backend *be, void *out, const void *pos, int B, int T, int C);
+void cpu_position_embedding_backward(Backend *be, float *dpos, const void *dout, int B, int T,
+                                     int C);
+void cpu_layernorm_forward(Backend *be, void *out, float *mean, float *rstd, const void *inp,
+                           const void *weight, const void *bias, int N, int C);
+void cpu_layernorm_backward(Backend *be, void *dinp, float *dweight, float *dbias, const void *dout,
+                            const void *inp, const void *weight, const float *mean,
+                            const float *rstd, int N, int C);
+void cpu_matmul_forward(Backend *be, void *out, const void *inp, const void *weight,
+                        const void *bias, int N, int IC, int OC, bool weight_in_major);
+void cpu_matmul_backward(Backend *be, void *dinp, float *dweight, float *dbias, const void *dout,
+                         const void *inp, const void *weight, int N, int IC, int OC,
+                         bool weight_in_major);
+void cpu_gelu_forward(Backend *be, void *out, const void *inp, size_t n);
+void cpu_gelu_backward(Backend *be, void *dinp, const void *inp, const void *dout, size_t n);
+void cpu_add(Backend *be, void *out, const void *a, const void *b, size_t n);
+void cpu_add_inplace(Backend *be, void *dst, const void *src, size_t n);
+void cpu_scale_f32(Backend *be, float *x, float s, size_t n);
+
+/* ---- causal self-attention (cpu_attention.c) ---- */
+size_t cpu_attention_saved_bytes(Backend *be, int B, int T, int NH, int HS);
+void cpu_attention_forward(Backend *be, void *out, void *saved, const void *qkv, int B, int T,
+                           int NH, int HS);
+void cpu_attention_backward(Backend *be, void *dqkv, const void *dout, const void *qkv,
+                            const void *out, const void *saved, int B, int T, int NH, int HS);
+
+/* ---- cross entropy, optimizer, reductions (cpu_loss_optim.c) ---- */
+void cpu_cross_entropy_max(Backend *be, float *rowmax, const void *logits, int N, int V,
+                           int vocab_begin, int vocab_size);
+void cpu_cross_entropy_sums(Backend *be, float *sumexp, float *target_logit, const void *logits,
+                            const float *rowmax, const int32_t *targets, int N, int V,
+                            int vocab_begin, int vocab_size);
+void cpu_cross_entropy_loss(Backend *be, float *losses, const float *rowmax, const float *sumexp,
+                            const float *target_logit, int N);
+void cpu_cross_entropy_backward(Backend *be, void *dlogits, const void *logits, const float *rowmax,
+                                const float *sumexp, const int32_t *targets, int N, int V,
+                                int vocab_begin, int vocab_size, float dloss);
+void cpu_adamw_update(Backend *be, void *param, float *master, const float *grad, float *m,
+                      float *v, size_t n, float lr, float beta1, float beta2, float eps,
+                      float weight_decay, float grad_scale, int step);
+double cpu_sum_squares_f32(Backend *be, const float *x, size_t n);
+bool cpu_has_nonfinite_f32(Backend *be, const float *x, size_t n);
+
+#endif

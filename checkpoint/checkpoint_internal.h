@@ -1,0 +1,85 @@
+/* checkpoint/checkpoint_internal.h — what the C files of checkpoint/ share.
+ * Not part of the module's contract; nothing outside checkpoint/ includes it. */
+#ifndef GPT3D_CHECKPOINT_INTERNAL_H
+#define GPT3D_CHECKPOINT_INTERNAL_H
+
+#include "checkpoint/checkpoint.h"
+
+#include <hdf5.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/errors.h"
+
+#define CKPT_PATH_MAX 4096
+#define CKPT_META_FILE "metadata.json"
+#define CKPT_LATEST_FILE "latest_checkpointed_iteration.txt"
+#define CKPT_TMP_SUFFIX ".tmp"
+/* Where publish parks an older copy of the same iteration for the moment
+ * between its two renames; readers fall back to it (see ckpt_resolve_iter_dir). */
+#define CKPT_ASIDE_SUFFIX ".old"
+
+/* Writes a message into err (tolerates err == NULL or err_size == 0). */
+void ckpt_set_err(char *err, size_t err_size, const char *fmt, ...) GPT3D_PRINTF(3, 4);
+
+/* snprintf into a path buffer; false with a message when it does not fit. */
+bool ckpt_path(char *out, size_t size, char *err, size_t err_size, const char *fmt, ...)
+    GPT3D_PRINTF(5, 6);
+
+/* <save>/iter_%07d<suffix> ("" for the final name). */
+bool ckpt_iter_path(char *out, size_t size, const char *save_dir, int64_t iteration,
+                    const char *suffix, char *err, size_t err_size);
+/* <dir>/rank_%05d.h5 */
+bool ckpt_rank_path(char *out, size_t size, const char *dir, int rank, char *err,
+                    size_t err_size);
+
+bool ckpt_is_dir(const char *path);
+bool ckpt_is_file(const char *path);
+
+/* The directory holding iteration I: the final name, or the aside copy when a
+ * crash hit publish between its two renames. False when neither exists. */
+bool ckpt_resolve_iter_dir(char *out, size_t size, const char *dir, int64_t iteration);
+
+/* fsync a file or a directory by path. */
+bool ckpt_fsync_path(const char *path, bool is_dir, char *err, size_t err_size);
+
+/* metadata.json: validation, writing and reading (checkpoint_meta.c). */
+bool ckpt_meta_validate(const CheckpointMeta *meta, const char *where, char *err,
+                        size_t err_size);
+bool ckpt_meta_write_file(const char *path, const CheckpointMeta *meta, char *err,
+                          size_t err_size);
+bool ckpt_meta_read_file(const char *path, CheckpointMeta *meta, char *err, size_t err_size);
+
+/* HDF5 prints its error stack to stderr by default; every public entry point
+ * silences it for its duration so the user sees our message, and restores the
+ * caller's setting afterwards. */
+typedef struct {
+    H5E_auto2_t func;
+    void *data;
+} Hdf5Quiet;
+void ckpt_hdf5_quiet(Hdf5Quiet *saved);
+void ckpt_hdf5_restore(const Hdf5Quiet *saved);
+/* The most specific message on HDF5's error stack ("" when empty); call it
+ * right after the failing call, before anything else touches the stack. */
+void ckpt_hdf5_detail(char *out, size_t size);
+/* File access list shared by the writer and the reader: strong close, and
+ * file locking that degrades gracefully on filesystems without it. */
+hid_t ckpt_hdf5_fapl(void);
+
+/* Root attributes every rank file carries. */
+#define CKPT_ATTR_FORMAT "format"
+#define CKPT_ATTR_FORMAT_VERSION "format_version"
+#define CKPT_ATTR_RANK "rank"
+#define CKPT_ATTR_SHAPE "canonical_shape"
+#define CKPT_ATTR_BEGIN "begin"
+#define CKPT_ATTR_END "end"
+#define CKPT_GROUP_INTERVALS "intervals"
+
+/* Dataset name of each CheckpointTensor. */
+const char *ckpt_tensor_name(CheckpointTensor which);
+
+/* Link name of an interval group: "<begin>_<end>" in decimal. */
+void ckpt_interval_link(char *out, size_t size, int64_t begin, int64_t end);
+
+#endif

@@ -1,0 +1,117 @@
+/* model/gpt_model.h — the GPT-2 architecture on a Backend.
+ *
+ * Contract.
+ * - GPTConfig is the model shape; the parameter table lists every parameter
+ *   this rank holds with its Megatron-core name, canonical full shape, the
+ *   canonical flat interval [local_begin, local_begin + local_numel) this
+ *   rank owns (the tensor-parallel split dimension is dimension 0, so a TP
+ *   shard is one contiguous interval), its offset in the rank's flat
+ *   parameter and gradient buffers, and its init rule.
+ * - Parameters live in one contiguous act-dtype allocation, gradients in one
+ *   contiguous fp32 allocation with the same offsets, ordered as gradients
+ *   become ready in backward (last layer first, word embedding last).
+ * - Initial values are a pure function of (seed, parameter name, canonical
+ *   element index), so every layout starts from bitwise the same model.
+ * - gpt_model_forward() runs one micro-batch and returns its summed token
+ *   loss; gpt_model_backward() then ADDS that micro-batch's gradients,
+ *   scaled by `loss_scale_per_token`, into the gradient buffer.
+ * - Activations for one micro-batch live in one act-dtype allocation, one
+ *   fp32 allocation (statistics, loss pieces) and one act-dtype gradient
+ *   scratch, sized at creation for micro_batch x seq_length. */
+#ifndef GPT3D_MODEL_GPT_MODEL_H
+#define GPT3D_MODEL_GPT_MODEL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "backend/backend.h"
+
+typedef struct {
+    int num_layers;
+    int hidden_size;
+    int num_attention_heads;
+    int ffn_hidden_size;
+    int64_t vocab_size;        /* tokenizer's */
+    int64_t padded_vocab_size; /* rounded up to make_vocab_size_divisible_by */
+    int max_position_embeddings;
+    int seq_length;
+    double init_method_std;
+    uint64_t seed;
+} GPTConfig;
+
+/* Rounds vocab_size up to a multiple of `divisible_by` (Megatron: times TP). */
+int64_t gpt_padded_vocab_size(int64_t vocab_size, int divisible_by);
+
+typedef enum { PARAM_INIT_NORMAL, PARAM_INIT_ZEROS, PARAM_INIT_ONES } ParamInitKind;
+
+#define PARAM_MAX_DIMS 4
+#define PARAM_NAME_MAX 96
+
+typedef struct {
+    char name[PARAM_NAME_MAX];
+    int ndim;
+    int64_t shape[PARAM_MAX_DIMS]; /* canonical full shape */
+    int64_t canonical_numel;
+    bool tensor_parallel_split;  /* split on dimension 0 across TP */
+    int64_t local_begin;         /* canonical flat index of this rank's first element */
+    int64_t local_numel;
+    size_t offset;               /* element offset in the flat param/grad buffers */
+    bool weight_decay;           /* false for biases and layernorm */
+    ParamInitKind init;
+    double init_std;
+} ParamInfo;
+
+typedef struct {
+    ParamInfo *params;
+    int count;
+    size_t total_numel; /* flat buffer length, including alignment padding */
+} ParamTable;
+
+/* What this rank holds: its TP slice, its contiguous range of layers, and
+ * whether it holds the embedding (first stage) and the head (last stage). */
+typedef struct {
+    int tp_size, tp_rank;
+    int first_layer, num_local_layers;
+    bool has_embedding, has_head;
+} ModelPartition;
+
+void param_table_build(ParamTable *t, const GPTConfig *cfg, const ModelPartition *part);
+void param_table_free(ParamTable *t);
+/* Index of a parameter by name, -1 when absent. */
+int param_table_find(const ParamTable *t, const char *name);
+/* Canonical parameter count of the whole model (each parameter once). */
+int64_t gpt_canonical_param_count(const GPTConfig *cfg);
+/* Host fp32 initial values of p's local interval (local_numel elements). */
+void param_init_values(const ParamInfo *p, uint64_t seed, float *out);
+
+typedef struct GPTModel GPTModel;
+
+GPTModel *gpt_model_create(Backend *be, const GPTConfig *cfg, const ModelPartition *part,
+                           int micro_batch_size);
+void gpt_model_free(GPTModel *m);
+const ParamTable *gpt_model_params(const GPTModel *m);
+/* The flat buffers (device pointers of the model's backend). */
+void *gpt_model_param_buffer(GPTModel *m);
+float *gpt_model_grad_buffer(GPTModel *m);
+/* Bytes of the activation allocations. */
+size_t gpt_model_activation_bytes(const GPTModel *m);
+
+/* Writes the initial values of every local parameter into the param buffer
+ * and, when master != NULL, their fp32 values for the flat range
+ * [master_begin, master_end) into master[0, master_end - master_begin). */
+void gpt_model_init_params(GPTModel *m, float *master, size_t master_begin, size_t master_end);
+
+void gpt_model_zero_grad(GPTModel *m);
+
+/* One micro-batch: tokens and targets are host arrays of B*T ids. Returns the
+ * sum over the B*T token losses (fp64 sum of fp32 losses, fixed order). */
+double gpt_model_forward(GPTModel *m, const int32_t *tokens, const int32_t *targets);
+/* Backward of the last forward; d(loss)/d(token loss) = loss_scale_per_token. */
+void gpt_model_backward(GPTModel *m, float loss_scale_per_token);
+
+/* Model FLOPs per token for forward+backward (Megatron's accounting: matmuls
+ * 2 flops per MAC, causal attention counted at half, backward = 2x forward). */
+double gpt_flops_per_token(const GPTConfig *cfg);
+
+#endif

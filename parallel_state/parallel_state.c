@@ -1,0 +1,83 @@
+#include "parallel_state/parallel_state.h"
+
+#include <stdio.h>
+#include <string.h>
+
+int parallel_state_rank_of(int tp, int dp, int pp, int tp_size, int dp_size) {
+    return tp + tp_size * (dp + dp_size * pp);
+}
+
+bool parallel_state_check_sizes(int world_size, int tp, int pp, char *err, size_t err_size) {
+    if (tp < 1) {
+        snprintf(err, err_size, "--tensor-model-parallel-size must be >= 1 (got %d)", tp);
+        return false;
+    }
+    if (pp < 1) {
+        snprintf(err, err_size, "--pipeline-model-parallel-size must be >= 1 (got %d)", pp);
+        return false;
+    }
+    if (world_size % (tp * pp) != 0) {
+        snprintf(err, err_size,
+                 "the job has %d ranks, which is not divisible by --tensor-model-parallel-size %d "
+                 "x --pipeline-model-parallel-size %d = %d; launch a multiple of %d ranks "
+                 "(mpirun -np) or change the sizes",
+                 world_size, tp, pp, tp * pp, tp * pp);
+        return false;
+    }
+    return true;
+}
+
+bool parallel_state_init(ParallelState *ps, MPI_Comm world, int tp, int pp, char *err,
+                         size_t err_size) {
+    memset(ps, 0, sizeof *ps);
+    MPI_Comm_size(world, &ps->world_size);
+    MPI_Comm_rank(world, &ps->rank);
+    if (!parallel_state_check_sizes(ps->world_size, tp, pp, err, err_size)) return false;
+    ps->world = world;
+    ps->tp_size = tp;
+    ps->pp_size = pp;
+    ps->dp_size = ps->world_size / (tp * pp);
+    ps->tp_rank = ps->rank % tp;
+    ps->dp_rank = (ps->rank / tp) % ps->dp_size;
+    ps->pp_rank = ps->rank / (tp * ps->dp_size);
+
+    /* Colors name the group, keys order ranks inside it by their coordinate. */
+    MPI_Comm_split(world, ps->dp_rank + ps->dp_size * ps->pp_rank, ps->tp_rank, &ps->tp_comm);
+    MPI_Comm_split(world, ps->tp_rank + tp * ps->pp_rank, ps->dp_rank, &ps->dp_comm);
+    MPI_Comm_split(world, ps->tp_rank + tp * ps->dp_rank, ps->pp_rank, &ps->pp_comm);
+    MPI_Comm_split(world, ps->dp_rank, ps->tp_rank + tp * ps->pp_rank, &ps->model_parallel_comm);
+    const bool in_embedding = parallel_state_is_first_stage(ps) || parallel_state_is_last_stage(ps);
+    MPI_Comm_split(world, in_embedding ? ps->tp_rank + tp * ps->dp_rank : MPI_UNDEFINED,
+                   ps->pp_rank, &ps->embedding_comm);
+
+    MPI_Comm node;
+    MPI_Comm_split_type(world, MPI_COMM_TYPE_SHARED, ps->rank, MPI_INFO_NULL, &node);
+    MPI_Comm_rank(node, &ps->local_rank);
+    MPI_Comm_size(node, &ps->local_size);
+    MPI_Comm_free(&node);
+    return true;
+}
+
+void parallel_state_destroy(ParallelState *ps) {
+    MPI_Comm *comms[] = {&ps->tp_comm, &ps->dp_comm, &ps->pp_comm, &ps->model_parallel_comm,
+                         &ps->embedding_comm};
+    for (size_t i = 0; i < sizeof comms / sizeof *comms; i++)
+        if (*comms[i] != MPI_COMM_NULL && *comms[i] != 0) MPI_Comm_free(comms[i]);
+}
+
+int parallel_state_next_stage_rank(const ParallelState *ps) {
+    return parallel_state_rank_of(ps->tp_rank, ps->dp_rank, (ps->pp_rank + 1) % ps->pp_size,
+                                  ps->tp_size, ps->dp_size);
+}
+
+int parallel_state_prev_stage_rank(const ParallelState *ps) {
+    return parallel_state_rank_of(ps->tp_rank, ps->dp_rank,
+                                  (ps->pp_rank + ps->pp_size - 1) % ps->pp_size, ps->tp_size,
+                                  ps->dp_size);
+}
+
+bool parallel_state_all_ok(MPI_Comm world, bool ok) {
+    int mine = ok ? 1 : 0, all = 0;
+    MPI_Allreduce(&mine, &all, 1, MPI_INT, MPI_MIN, world);
+    return all == 1;
+}

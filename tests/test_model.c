@@ -1,0 +1,199 @@
+/* GPT model on the CPU backend: parameter table, counter-based init, and a
+ * whole-model gradient check against central finite differences. */
+#include <math.h>
+#include <string.h>
+
+#include "backend/backend.h"
+#include "core/errors.h"
+#include "model/gpt_model.h"
+#include "test_util.h"
+
+static GPTConfig tiny_config(uint64_t seed) {
+    GPTConfig c = {.num_layers = 2,
+                   .hidden_size = 8,
+                   .num_attention_heads = 2,
+                   .ffn_hidden_size = 12,
+                   .vocab_size = 13,
+                   .max_position_embeddings = 6,
+                   .seq_length = 5,
+                   .init_method_std = 0.3,
+                   .seed = seed};
+    c.padded_vocab_size = gpt_padded_vocab_size(c.vocab_size, 8);
+    return c;
+}
+
+static const ModelPartition WHOLE = {.tp_size = 1, .tp_rank = 0, .first_layer = 0,
+                                     .num_local_layers = 2, .has_embedding = true,
+                                     .has_head = true};
+
+static void test_param_table(void) {
+    GPTConfig c = tiny_config(1);
+    ParamTable t;
+    param_table_build(&t, &c, &WHOLE);
+    CHECK(t.count == 2 + 2 * 12 + 2);
+    /* Gradients become ready from the head backwards: final layernorm first,
+     * word embedding last. */
+    CHECK(!strcmp(t.params[0].name, "decoder.final_layernorm.bias"));
+    CHECK(!strcmp(t.params[t.count - 1].name, "embedding.word_embeddings.weight"));
+    int qkv = param_table_find(&t, "decoder.layers.1.self_attention.linear_qkv.weight");
+    CHECK(qkv >= 0 && t.params[qkv].ndim == 4 && t.params[qkv].shape[0] == 2 &&
+          t.params[qkv].shape[1] == 3 && t.params[qkv].shape[2] == 4 && t.params[qkv].shape[3] == 8);
+    int wte = param_table_find(&t, "embedding.word_embeddings.weight");
+    CHECK(t.params[wte].shape[0] == 16 && t.params[wte].weight_decay);
+    CHECK(!t.params[param_table_find(&t, "decoder.layers.0.mlp.linear_fc1.bias")].weight_decay);
+    int64_t total = 0;
+    for (int i = 0; i < t.count; i++) {
+        total += t.params[i].canonical_numel;
+        CHECK(t.params[i].offset % 64 == 0);
+        if (i) CHECK(t.params[i].offset >= t.params[i - 1].offset + (size_t)t.params[i - 1].local_numel);
+    }
+    CHECK(total == gpt_canonical_param_count(&c));
+
+    /* A TP=2 rank holds one contiguous half of every split parameter. */
+    ModelPartition half = WHOLE;
+    half.tp_size = 2;
+    half.tp_rank = 1;
+    ParamTable h;
+    param_table_build(&h, &c, &half);
+    int hq = param_table_find(&h, "decoder.layers.1.self_attention.linear_qkv.weight");
+    CHECK(h.params[hq].local_numel == t.params[qkv].canonical_numel / 2);
+    CHECK(h.params[hq].local_begin == h.params[hq].local_numel);
+    int hl = param_table_find(&h, "decoder.layers.1.input_layernorm.weight");
+    CHECK(h.params[hl].local_numel == 8 && h.params[hl].local_begin == 0);
+    param_table_free(&h);
+    param_table_free(&t);
+}
+
+static void test_init(void) {
+    GPTConfig c = tiny_config(7);
+    c.hidden_size = 64;
+    c.num_attention_heads = 4;
+    c.ffn_hidden_size = 256;
+    c.num_layers = 4;
+    c.init_method_std = 0.02;
+    ParamTable t;
+    ModelPartition part = WHOLE;
+    part.num_local_layers = 4;
+    param_table_build(&t, &c, &part);
+    for (int i = 0; i < t.count; i++) {
+        const ParamInfo *p = &t.params[i];
+        float *a = xmalloc((size_t)p->local_numel * sizeof(float));
+        float *b = xmalloc((size_t)p->local_numel * sizeof(float));
+        param_init_values(p, 7, a);
+        param_init_values(p, 7, b);
+        CHECK(memcmp(a, b, (size_t)p->local_numel * sizeof(float)) == 0);
+        double mean = 0, sq = 0;
+        for (int64_t k = 0; k < p->local_numel; k++) {
+            mean += a[k];
+            sq += (double)a[k] * a[k];
+        }
+        mean /= (double)p->local_numel;
+        double std = sqrt(sq / (double)p->local_numel - mean * mean);
+        const char *n = p->name;
+        size_t len = strlen(n);
+        if (len > 5 && !strcmp(n + len - 5, ".bias")) {
+            CHECK_MSG(mean == 0 && std == 0, "%s", n);
+        } else if (strstr(n, "layernorm")) {
+            CHECK_MSG(mean == 1 && std == 0, "%s", n);
+        } else {
+            double want = 0.02;
+            if (strstr(n, "linear_proj") || strstr(n, "linear_fc2")) want = 0.02 / sqrt(2.0 * 4);
+            double se = want / sqrt((double)p->local_numel);
+            CHECK_MSG(fabs(mean) < 5 * se, "%s mean %g", n, mean);
+            CHECK_MSG(fabs(std / want - 1) < 0.05 + 5 / sqrt((double)p->local_numel), "%s std %g want %g", n, std, want);
+            /* Another seed gives other values. */
+            param_init_values(p, 8, b);
+            CHECK(memcmp(a, b, (size_t)p->local_numel * sizeof(float)) != 0);
+        }
+        free(a);
+        free(b);
+    }
+    /* The TP=2 shard of a parameter equals the same slice of the whole. */
+    ModelPartition half = part;
+    half.tp_size = 2;
+    half.tp_rank = 1;
+    ParamTable h;
+    param_table_build(&h, &c, &half);
+    const char *name = "decoder.layers.2.mlp.linear_fc1.weight";
+    const ParamInfo *pw = &t.params[param_table_find(&t, name)];
+    const ParamInfo *ph = &h.params[param_table_find(&h, name)];
+    float *whole = xmalloc((size_t)pw->local_numel * sizeof(float));
+    float *shard = xmalloc((size_t)ph->local_numel * sizeof(float));
+    param_init_values(pw, 7, whole);
+    param_init_values(ph, 7, shard);
+    CHECK(memcmp(whole + ph->local_begin, shard, (size_t)ph->local_numel * sizeof(float)) == 0);
+    free(whole);
+    free(shard);
+    param_table_free(&h);
+    param_table_free(&t);
+}
+
+/* Loss of the model on a fixed batch, in double (sum over tokens). */
+static double batch_loss(GPTModel *m, const int32_t *tok, const int32_t *tgt) {
+    return gpt_model_forward(m, tok, tgt);
+}
+
+static void test_whole_model_gradient(void) {
+    char err[256];
+    Backend *be = backend_create("cpu", 0, err, sizeof err);
+    CHECK(be);
+    GPTConfig c = tiny_config(3);
+    const int B = 2, T = c.seq_length, N = B * T;
+    GPTModel *m = gpt_model_create(be, &c, &WHOLE, B);
+    gpt_model_init_params(m, NULL, 0, 0);
+    int32_t tok[10], tgt[10];
+    for (int i = 0; i < N; i++) {
+        tok[i] = (i * 7 + 3) % (int)c.vocab_size;
+        tgt[i] = (i * 5 + 1) % (int)c.vocab_size;
+    }
+    const ParamTable *t = gpt_model_params(m);
+    float *params = gpt_model_param_buffer(m); /* CPU: host memory, fp32 */
+    gpt_model_zero_grad(m);
+    batch_loss(m, tok, tgt);
+    gpt_model_backward(m, 1.0f);
+    const float *grads = gpt_model_grad_buffer(m);
+
+    /* Check every element of a few parameters of each kind by central
+     * differences of the summed loss. */
+    const char *names[] = {"embedding.word_embeddings.weight", "embedding.position_embeddings.weight",
+                           "decoder.layers.0.input_layernorm.weight",
+                           "decoder.layers.0.self_attention.linear_qkv.weight",
+                           "decoder.layers.1.self_attention.linear_qkv.bias",
+                           "decoder.layers.1.self_attention.linear_proj.weight",
+                           "decoder.layers.0.mlp.linear_fc1.weight",
+                           "decoder.layers.1.mlp.linear_fc2.bias",
+                           "decoder.final_layernorm.bias"};
+    double worst = 0;
+    for (size_t k = 0; k < sizeof names / sizeof *names; k++) {
+        const ParamInfo *p = &t->params[param_table_find(t, names[k])];
+        double num2 = 0, diff2 = 0;
+        for (int64_t e = 0; e < p->local_numel; e += 1 + p->local_numel / 40) {
+            float *w = params + p->offset + e;
+            const float saved = *w, h = 1e-2f;
+            *w = saved + h;
+            double up = batch_loss(m, tok, tgt);
+            *w = saved - h;
+            double down = batch_loss(m, tok, tgt);
+            *w = saved;
+            double numeric = (up - down) / (2.0 * h);
+            double analytic = grads[p->offset + e];
+            num2 += numeric * numeric;
+            diff2 += (numeric - analytic) * (numeric - analytic);
+        }
+        double rel = sqrt(diff2 / (num2 + 1e-30));
+        if (rel > worst) worst = rel;
+        CHECK_MSG(num2 > 1e-8, "%s: gradient unexpectedly ~0", names[k]);
+        CHECK_MSG(rel < 2e-3, "%s: relative gradient error %g", names[k], rel);
+    }
+    printf("whole-model gradient check: worst relative error %.2e\n", worst);
+    gpt_model_free(m);
+    backend_destroy(be);
+}
+
+int main(void) {
+    test_param_table();
+    test_init();
+    test_whole_model_gradient();
+    printf("test_model: ok\n");
+    return 0;
+}

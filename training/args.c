@@ -1,0 +1,196 @@
+#include "training/args.h"
+
+#include <stddef.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "optimizer/optimizer.h"
+#include "parallel_state/parallel_state.h"
+
+#define OPT(field) offsetof(TrainArgs, field)
+
+static const FlagSpec TRAIN_FLAGS[] = {
+    /* model */
+    {"num-layers", FLAG_INT, OPT(num_layers), NULL, "N", "Number of transformer layers.", "model", true},
+    {"hidden-size", FLAG_INT, OPT(hidden_size), NULL, "C", "Transformer hidden size.", "model", true},
+    {"num-attention-heads", FLAG_INT, OPT(num_attention_heads), NULL, "H", "Number of attention heads.", "model", true},
+    {"ffn-hidden-size", FLAG_INT, OPT(ffn_hidden_size), NULL, "F", "MLP hidden size; 4 x hidden-size when not given.", "model", false},
+    {"seq-length", FLAG_INT, OPT(seq_length), NULL, "T", "Tokens per sample.", "model", true},
+    {"max-position-embeddings", FLAG_INT, OPT(max_position_embeddings), NULL, "P", "Rows of the position embedding; seq-length when not given.", "model", false},
+    {"make-vocab-size-divisible-by", FLAG_INT, OPT(make_vocab_size_divisible_by), "128", "K", "Pad the vocabulary to a multiple of K (padded logits are masked out of the loss).", "model", false},
+    {"init-method-std", FLAG_DOUBLE, OPT(init_method_std), "0.02", "S", "Std of the normal init; output projections use S/sqrt(2*num-layers).", "model", false},
+    /* parallelism */
+    {"tensor-model-parallel-size", FLAG_INT, OPT(tensor_model_parallel_size), "1", "TP", "Ranks that split each layer.", "parallelism", false},
+    {"pipeline-model-parallel-size", FLAG_INT, OPT(pipeline_model_parallel_size), "1", "PP", "Pipeline stages.", "parallelism", false},
+    {"sequence-parallel", FLAG_SWITCH, OPT(sequence_parallel), NULL, NULL, "Shard layernorm and residual regions along the sequence (needs TP > 1).", "parallelism", false},
+    {"use-distributed-optimizer", FLAG_SWITCH, OPT(use_distributed_optimizer), NULL, NULL, "Accepted for Megatron compatibility: the optimizer is always ZeRO-1 sharded over DP.", "parallelism", false},
+    /* training */
+    {"micro-batch-size", FLAG_INT, OPT(micro_batch_size), NULL, "B", "Samples per micro-batch per data-parallel rank.", "training", true},
+    {"global-batch-size", FLAG_INT, OPT(global_batch_size), NULL, "G", "Samples per iteration over all ranks; micro-batch-size x DP when not given (then no accumulation).", "training", false},
+    {"train-iters", FLAG_INT64, OPT(train_iters), NULL, "N", "Iterations to train for.", "training", true},
+    {"lr", FLAG_DOUBLE, OPT(lr), NULL, "LR", "Peak learning rate.", "training", true},
+    {"min-lr", FLAG_DOUBLE, OPT(min_lr), "0.0", "LR", "Learning rate at the end of the decay.", "training", false},
+    {"lr-decay-style", FLAG_STRING, OPT(lr_decay_style), "linear", "STYLE", "constant, linear or cosine.", "training", false},
+    {"lr-warmup-iters", FLAG_INT64, OPT(lr_warmup_iters), "0", "N", "Iterations of linear warmup from 0.", "training", false},
+    {"lr-decay-iters", FLAG_INT64, OPT(lr_decay_iters), NULL, "N", "Iterations until min-lr; train-iters when not given.", "training", false},
+    {"weight-decay", FLAG_DOUBLE, OPT(weight_decay), "0.01", "WD", "Decoupled AdamW weight decay (not applied to biases and layernorms).", "training", false},
+    {"adam-beta1", FLAG_DOUBLE, OPT(adam_beta1), "0.9", "B1", "Adam beta1.", "training", false},
+    {"adam-beta2", FLAG_DOUBLE, OPT(adam_beta2), "0.999", "B2", "Adam beta2.", "training", false},
+    {"adam-eps", FLAG_DOUBLE, OPT(adam_eps), "1e-08", "EPS", "Adam epsilon.", "training", false},
+    {"clip-grad", FLAG_DOUBLE, OPT(clip_grad), "1.0", "NORM", "Clip the global gradient norm to NORM (0 disables).", "training", false},
+    {"seed", FLAG_INT64, OPT(seed), "1234", "S", "Seed of the initialisation and of data shuffling.", "training", false},
+    {"no-check-for-nan-in-loss-and-grad", FLAG_SWITCH_OFF, OPT(check_for_nan_in_loss_and_grad), NULL, NULL, "Do not stop when the loss or gradient norm is NaN or inf.", "training", false},
+    {"bf16", FLAG_SWITCH, OPT(bf16), NULL, NULL, "bf16 parameters and activations (CUDA; the CPU backend is fp32).", "training", false},
+    {"fp16", FLAG_SWITCH, OPT(fp16), NULL, NULL, "fp16 with dynamic loss scaling (CUDA).", "training", false},
+    {"device", FLAG_STRING, OPT(device), "auto", "DEV", "cpu, cuda, or auto (cuda when a GPU and a complete CUDA backend are present).", "training", false},
+    /* data */
+    {"data-path", FLAG_LIST, OPT(data_path), NULL, "SHARD", "HDF5 token shards (files made by tools/preprocess_data).", "data", true},
+    {"split", FLAG_STRING, OPT(split), "969,30,1", "W,W,W", "Train/valid/test weights; documents are split in this ratio.", "data", false},
+    {"tokenizer-type", FLAG_STRING, OPT(tokenizer_type), NULL, "TYPE", "ByteTokenizer or GPT2BPETokenizer; must match the shards.", "data", true},
+    {"vocab-file", FLAG_STRING, OPT(vocab_file), NULL, "PATH", "GPT-2 vocab.json (GPT2BPETokenizer).", "data", false},
+    {"merge-file", FLAG_STRING, OPT(merge_file), NULL, "PATH", "GPT-2 merges.txt (GPT2BPETokenizer).", "data", false},
+    /* checkpoints */
+    {"save", FLAG_STRING, OPT(save), NULL, "DIR", "Directory to save checkpoints in.", "checkpointing", false},
+    {"load", FLAG_STRING, OPT(load), NULL, "DIR", "Directory to resume from (its latest checkpoint); a fresh start when it holds none.", "checkpointing", false},
+    {"save-interval", FLAG_INT64, OPT(save_interval), "0", "N", "Save every N iterations (and at the end) when --save is given.", "checkpointing", false},
+    {"exit-interval", FLAG_INT64, OPT(exit_interval), "0", "N", "Save (with --save) and exit 0 after an iteration divisible by N.", "checkpointing", false},
+    {"no-load-optim", FLAG_SWITCH, OPT(no_load_optim), NULL, NULL, "Load weights and iteration but not the optimizer state.", "checkpointing", false},
+    {"finetune", FLAG_SWITCH, OPT(finetune), NULL, NULL, "Load weights only and start at iteration 0 with fresh optimizer state.", "checkpointing", false},
+    /* logging */
+    {"log-interval", FLAG_INT64, OPT(log_interval), "100", "N", "Print a progress line every N iterations.", "logging", false},
+    {"eval-interval", FLAG_INT64, OPT(eval_interval), "1000", "N", "Evaluate on the validation split every N iterations (and at the end).", "logging", false},
+    {"eval-iters", FLAG_INT64, OPT(eval_iters), "100", "N", "Global batches per evaluation (0 disables evaluation).", "logging", false},
+    {"metrics-file", FLAG_STRING, OPT(metrics_file), NULL, "PATH", "Append one JSON object per iteration to PATH.", "logging", false},
+};
+
+#define NUM_TRAIN_FLAGS ((int)(sizeof TRAIN_FLAGS / sizeof TRAIN_FLAGS[0]))
+
+static const char *SUMMARY =
+    "Pretrain a GPT model with data, pipeline and tensor parallelism. Launch with mpirun, one rank "
+    "per GPU; world size = DP x PP x TP. Flags follow Megatron-LM's names.";
+
+void args_print_help(FILE *out) {
+    flags_print_help(TRAIN_FLAGS, NUM_TRAIN_FLAGS, "pretrain_gpt", SUMMARY, out);
+}
+
+void args_free(TrainArgs *a, FlagParser *parser) { flags_free(parser, a); }
+
+#define FAIL(...)                                                                                  \
+    do {                                                                                           \
+        snprintf(err, err_size, __VA_ARGS__);                                                      \
+        return false;                                                                              \
+    } while (0)
+
+static bool check_model(const TrainArgs *a, char *err, size_t err_size) {
+    if (a->num_layers < 1) FAIL("--num-layers must be >= 1 (got %d)", a->num_layers);
+    if (a->hidden_size < 1) FAIL("--hidden-size must be >= 1 (got %d)", a->hidden_size);
+    if (a->num_attention_heads < 1)
+        FAIL("--num-attention-heads must be >= 1 (got %d)", a->num_attention_heads);
+    if (a->hidden_size % a->num_attention_heads)
+        FAIL("--hidden-size %d is not divisible by --num-attention-heads %d; pick sizes whose "
+             "ratio (the head size) is an integer",
+             a->hidden_size, a->num_attention_heads);
+    if (a->ffn_hidden_size < 1) FAIL("--ffn-hidden-size must be >= 1 (got %d)", a->ffn_hidden_size);
+    if (a->seq_length < 1) FAIL("--seq-length must be >= 1 (got %d)", a->seq_length);
+    if (a->seq_length > a->max_position_embeddings)
+        FAIL("--seq-length %d exceeds --max-position-embeddings %d; raise "
+             "--max-position-embeddings or shorten --seq-length",
+             a->seq_length, a->max_position_embeddings);
+    if (a->make_vocab_size_divisible_by < 1)
+        FAIL("--make-vocab-size-divisible-by must be >= 1 (got %d)",
+             a->make_vocab_size_divisible_by);
+    if (!(a->init_method_std > 0)) FAIL("--init-method-std must be > 0");
+    const int tp = a->tensor_model_parallel_size;
+    if (a->num_attention_heads % tp)
+        FAIL("--num-attention-heads %d is not divisible by --tensor-model-parallel-size %d",
+             a->num_attention_heads, tp);
+    if (a->ffn_hidden_size % tp)
+        FAIL("--ffn-hidden-size %d is not divisible by --tensor-model-parallel-size %d",
+             a->ffn_hidden_size, tp);
+    if (a->num_layers % a->pipeline_model_parallel_size)
+        FAIL("--num-layers %d is not divisible by --pipeline-model-parallel-size %d",
+             a->num_layers, a->pipeline_model_parallel_size);
+    if (a->sequence_parallel && a->seq_length % tp)
+        FAIL("--sequence-parallel needs --seq-length %d divisible by "
+             "--tensor-model-parallel-size %d",
+             a->seq_length, tp);
+    return true;
+}
+
+static bool check_training(const TrainArgs *a, char *err, size_t err_size) {
+    if (a->micro_batch_size < 1) FAIL("--micro-batch-size must be >= 1 (got %d)", a->micro_batch_size);
+    const int per_step = a->micro_batch_size * a->data_parallel_size;
+    if (a->global_batch_size < 1 || a->global_batch_size % per_step)
+        FAIL("--global-batch-size %d is not a positive multiple of --micro-batch-size %d x "
+             "data-parallel size %d = %d; use e.g. --global-batch-size %d",
+             a->global_batch_size, a->micro_batch_size, a->data_parallel_size, per_step,
+             per_step * (a->global_batch_size / per_step > 0 ? a->global_batch_size / per_step : 1));
+    if (a->train_iters < 1) FAIL("--train-iters must be >= 1 (got %lld)", (long long)a->train_iters);
+    if (!(a->lr >= 0)) FAIL("--lr must be >= 0");
+    if (!(a->min_lr >= 0) || a->min_lr > a->lr)
+        FAIL("--min-lr %g must be between 0 and --lr %g", a->min_lr, a->lr);
+    LRDecayStyle style;
+    if (!lr_decay_style_parse(a->lr_decay_style, &style))
+        FAIL("--lr-decay-style '%s' is not one of constant, linear, cosine", a->lr_decay_style);
+    if (a->lr_warmup_iters < 0) FAIL("--lr-warmup-iters must be >= 0");
+    if (a->lr_decay_iters < 1) FAIL("--lr-decay-iters must be >= 1");
+    if (style != LR_DECAY_CONSTANT && a->lr_warmup_iters >= a->lr_decay_iters)
+        FAIL("--lr-warmup-iters %lld must be smaller than --lr-decay-iters %lld",
+             (long long)a->lr_warmup_iters, (long long)a->lr_decay_iters);
+    if (!(a->adam_beta1 >= 0 && a->adam_beta1 < 1)) FAIL("--adam-beta1 must be in [0, 1)");
+    if (!(a->adam_beta2 >= 0 && a->adam_beta2 < 1)) FAIL("--adam-beta2 must be in [0, 1)");
+    if (!(a->adam_eps > 0)) FAIL("--adam-eps must be > 0");
+    if (!(a->weight_decay >= 0)) FAIL("--weight-decay must be >= 0");
+    if (!(a->clip_grad >= 0)) FAIL("--clip-grad must be >= 0 (0 disables clipping)");
+    /* Checkpoint metadata is JSON, whose numbers are exact only below 2^53. */
+    if (a->seed < 0 || a->seed >= (int64_t)1 << 53)
+        FAIL("--seed must be between 0 and 2^53 - 1 (got %lld)", (long long)a->seed);
+    if (a->bf16 && a->fp16) FAIL("--bf16 and --fp16 exclude each other; pick one");
+    if (strcmp(a->device, "auto") && strcmp(a->device, "cpu") && strcmp(a->device, "cuda"))
+        FAIL("--device %s: use cpu, cuda or auto", a->device);
+    return true;
+}
+
+static bool check_io(const TrainArgs *a, char *err, size_t err_size) {
+    if (strcmp(a->tokenizer_type, "ByteTokenizer") && strcmp(a->tokenizer_type, "GPT2BPETokenizer"))
+        FAIL("--tokenizer-type %s: use ByteTokenizer or GPT2BPETokenizer", a->tokenizer_type);
+    if (a->save_interval < 0) FAIL("--save-interval must be >= 0");
+    if (a->save_interval > 0 && !a->save)
+        FAIL("--save-interval %lld needs --save DIR (where to write the checkpoints)",
+             (long long)a->save_interval);
+    if (a->exit_interval < 0) FAIL("--exit-interval must be >= 0");
+    if ((a->finetune || a->no_load_optim) && !a->load)
+        FAIL("--%s needs --load DIR (the checkpoint to start from)",
+             a->finetune ? "finetune" : "no-load-optim");
+    if (a->log_interval < 1) FAIL("--log-interval must be >= 1");
+    if (a->eval_interval < 1) FAIL("--eval-interval must be >= 1");
+    if (a->eval_iters < 0) FAIL("--eval-iters must be >= 0");
+    return true;
+}
+
+bool args_parse(TrainArgs *a, FlagParser *parser, int argc, char **argv, int world_size,
+                bool *wants_help, char *err, size_t err_size) {
+    memset(a, 0, sizeof *a);
+    if (!flags_parse(parser, TRAIN_FLAGS, NUM_TRAIN_FLAGS, a, argc, argv, wants_help)) {
+        snprintf(err, err_size, "%s", parser->error);
+        return false;
+    }
+    if (*wants_help) return true;
+
+    if (!parallel_state_check_sizes(world_size, a->tensor_model_parallel_size,
+                                    a->pipeline_model_parallel_size, err, err_size))
+        return false;
+    a->data_parallel_size =
+        world_size / (a->tensor_model_parallel_size * a->pipeline_model_parallel_size);
+    if (!flags_was_set(parser, "ffn-hidden-size")) a->ffn_hidden_size = 4 * a->hidden_size;
+    if (!flags_was_set(parser, "max-position-embeddings"))
+        a->max_position_embeddings = a->seq_length;
+    if (!flags_was_set(parser, "global-batch-size"))
+        a->global_batch_size = a->micro_batch_size * a->data_parallel_size;
+    if (!flags_was_set(parser, "lr-decay-iters")) a->lr_decay_iters = a->train_iters;
+    if (!check_model(a, err, err_size) || !check_training(a, err, err_size) ||
+        !check_io(a, err, err_size))
+        return false;
+    a->num_microbatches = a->global_batch_size / (a->micro_batch_size * a->data_parallel_size);
+    return true;
+}

@@ -1,0 +1,64 @@
+/* training/args.h — pretrain_gpt's options: the flag table and validation.
+ *
+ * Contract: args_parse() fills TrainArgs from argv using the table in
+ * args.c (Megatron's flag names and defaults), resolves derived defaults
+ * (ffn = 4h, max positions = seq length, global batch = micro batch x DP,
+ * decay iters = train iters) and checks everything that can be checked
+ * without opening files. It never exits: on bad input it returns false with
+ * one message naming the flag and the fix; --help is printed from the same
+ * table by args_print_help(). */
+#ifndef GPT3D_TRAINING_ARGS_H
+#define GPT3D_TRAINING_ARGS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "core/flags.h"
+
+typedef struct {
+    /* model */
+    int num_layers, hidden_size, num_attention_heads, ffn_hidden_size;
+    int seq_length, max_position_embeddings, make_vocab_size_divisible_by;
+    double init_method_std;
+    /* parallelism */
+    int tensor_model_parallel_size, pipeline_model_parallel_size;
+    bool sequence_parallel, use_distributed_optimizer;
+    /* batch and schedule */
+    int micro_batch_size, global_batch_size;
+    int64_t train_iters;
+    double lr, min_lr;
+    char *lr_decay_style;
+    int64_t lr_warmup_iters, lr_decay_iters;
+    double weight_decay, adam_beta1, adam_beta2, adam_eps, clip_grad;
+    int64_t seed;
+    /* precision and device */
+    bool bf16, fp16;
+    char *device;
+    bool check_for_nan_in_loss_and_grad;
+    /* data */
+    StringList data_path;
+    char *split;
+    char *tokenizer_type, *vocab_file, *merge_file;
+    /* checkpoints */
+    char *save, *load;
+    int64_t save_interval, exit_interval;
+    bool no_load_optim, finetune;
+    /* logging and evaluation */
+    int64_t log_interval, eval_interval, eval_iters;
+    char *metrics_file;
+
+    /* derived */
+    int data_parallel_size;
+    int num_microbatches;
+} TrainArgs;
+
+/* world_size is the number of MPI ranks (for DP and batch checks). Returns
+ * false with a message in err; *wants_help is set for --help. */
+bool args_parse(TrainArgs *a, FlagParser *parser, int argc, char **argv, int world_size,
+                bool *wants_help, char *err, size_t err_size);
+void args_print_help(FILE *out);
+void args_free(TrainArgs *a, FlagParser *parser);
+
+#endif

@@ -1,0 +1,237 @@
+/* Glue between the model/optimizer state of a rank and checkpoint/: which
+ * canonical intervals a rank writes and reads, and the run metadata. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "checkpoint/checkpoint.h"
+#include "core/errors.h"
+#include "training/trainer.h"
+
+#define FAIL(...)                                                                                  \
+    do {                                                                                           \
+        snprintf(err, err_size, __VA_ARGS__);                                                      \
+        return false;                                                                              \
+    } while (0)
+
+/* Each canonical element is written once: TP-replicated parameters by TP
+ * rank 0, the tied word embedding by the first stage only. */
+static bool rank_writes_param(const Trainer *t, const ParamInfo *p) {
+    if (!p->tensor_parallel_split && t->ps->tp_size > 1 && t->ps->tp_rank != 0) return false;
+    if (!strcmp(p->name, "embedding.word_embeddings.weight") && !t->part.has_embedding)
+        return false;
+    return true;
+}
+
+/* The part of p that lies in the optimizer shard, as buffer offsets. */
+static bool shard_part(const Trainer *t, const ParamInfo *p, size_t *lo, size_t *hi) {
+    const size_t b = p->offset, e = p->offset + (size_t)p->local_numel;
+    const size_t sb = optimizer_shard_begin(t->opt), se = optimizer_shard_end(t->opt);
+    *lo = b > sb ? b : sb;
+    *hi = e < se ? e : se;
+    return *lo < *hi;
+}
+
+static void fill_meta(const Trainer *t, CheckpointMeta *m) {
+    memset(m, 0, sizeof *m);
+    const GPTConfig *c = &t->cfg;
+    m->iteration = t->iteration;
+    m->consumed_train_samples = t->consumed_samples;
+    m->optimizer_step = optimizer_step_count(t->opt);
+    m->scheduler_num_steps = t->consumed_samples;
+    m->loss_scale = 1.0;
+    m->num_layers = c->num_layers;
+    m->hidden_size = c->hidden_size;
+    m->num_attention_heads = c->num_attention_heads;
+    m->ffn_hidden_size = c->ffn_hidden_size;
+    m->vocab_size = c->vocab_size;
+    m->padded_vocab_size = c->padded_vocab_size;
+    m->max_position_embeddings = c->max_position_embeddings;
+    m->seq_length = c->seq_length;
+    m->tensor_model_parallel_size = t->ps->tp_size;
+    m->pipeline_model_parallel_size = t->ps->pp_size;
+    m->data_parallel_size = t->ps->dp_size;
+    m->world_size = t->ps->world_size;
+    m->seed = c->seed;
+    m->has_optimizer_state = true;
+    size_t n = 0;
+    n += (size_t)snprintf(m->data_description + n, sizeof m->data_description - n, "--data-path");
+    for (int i = 0; i < t->args->data_path.count && n < sizeof m->data_description; i++)
+        n += (size_t)snprintf(m->data_description + n, sizeof m->data_description - n, " %s",
+                              t->args->data_path.items[i]);
+    if (n < sizeof m->data_description)
+        snprintf(m->data_description + n, sizeof m->data_description - n, " --split %s",
+                 t->args->split);
+    snprintf(m->tokenizer_type, sizeof m->tokenizer_type, "%s", t->tokenizer_type);
+}
+
+static bool write_rank_file(Trainer *t, char *err, size_t err_size) {
+    Backend *be = t->be;
+    const ParamTable *pt = gpt_model_params(t->model);
+    const size_t sb = optimizer_shard_begin(t->opt), len = optimizer_shard_end(t->opt) - sb;
+    float *host = xmalloc(3 * len * sizeof(float) + 1);
+    be->ops->copy_to_host(be, host, optimizer_master(t->opt), len * sizeof(float));
+    be->ops->copy_to_host(be, host + len, optimizer_exp_avg(t->opt), len * sizeof(float));
+    be->ops->copy_to_host(be, host + 2 * len, optimizer_exp_avg_sq(t->opt), len * sizeof(float));
+    CheckpointInterval *iv = xcalloc((size_t)pt->count, sizeof *iv);
+    int n = 0;
+    for (int i = 0; i < pt->count; i++) {
+        const ParamInfo *p = &pt->params[i];
+        size_t lo, hi;
+        if (!rank_writes_param(t, p) || !shard_part(t, p, &lo, &hi)) continue;
+        CheckpointInterval *c = &iv[n++];
+        c->name = p->name;
+        c->ndim = p->ndim;
+        memcpy(c->shape, p->shape, sizeof c->shape);
+        c->begin = p->local_begin + (int64_t)(lo - p->offset);
+        c->end = c->begin + (int64_t)(hi - lo);
+        c->weight = host + (lo - sb);
+        c->exp_avg = host + len + (lo - sb);
+        c->exp_avg_sq = host + 2 * len + (lo - sb);
+    }
+    bool ok = checkpoint_write_rank(t->args->save, t->iteration, t->ps->rank, iv, n, err, err_size);
+    free(iv);
+    free(host);
+    return ok;
+}
+
+/* Every rank learns whether all succeeded; a rank that succeeded while
+ * another failed reports `other` (the failing rank prints its own reason). */
+static bool agree(MPI_Comm world, bool ok, const char *other, char *err, size_t err_size) {
+    if (parallel_state_all_ok(world, ok)) return true;
+    if (ok) snprintf(err, err_size, "%s", other);
+    return false;
+}
+
+bool trainer_save_checkpoint(Trainer *t, char *err, size_t err_size) {
+    const bool root = t->ps->rank == 0;
+    MPI_Comm world = t->ps->world;
+    bool ok = !root || checkpoint_begin_save(t->args->save, t->iteration, err, err_size);
+    if (!agree(world, ok, "rank 0 could not start the checkpoint save", err, err_size)) return false;
+    ok = write_rank_file(t, err, err_size);
+    if (!agree(world, ok, "another rank failed to write its checkpoint file", err, err_size))
+        return false;
+    if (root) {
+        CheckpointMeta meta;
+        fill_meta(t, &meta);
+        ok = checkpoint_write_meta(t->args->save, &meta, err, err_size) &&
+             checkpoint_publish(t->args->save, t->iteration, err, err_size);
+    }
+    if (!agree(world, ok, "rank 0 failed to publish the checkpoint", err, err_size)) return false;
+    checkpoint_iter_dir(t->last_checkpoint, sizeof t->last_checkpoint, t->args->save, t->iteration);
+    if (root) {
+        printf("saved checkpoint at iteration %lld to %s\n", (long long)t->iteration,
+               t->last_checkpoint);
+        fflush(stdout);
+    }
+    return true;
+}
+
+/* A checkpoint of another model shape is refused with the first difference. */
+static bool check_shape(const CheckpointMeta *m, const GPTConfig *c, const char *where, char *err,
+                        size_t err_size) {
+#define SAME(field, flag)                                                                          \
+    if ((long long)m->field != (long long)c->field)                                                \
+        FAIL("%s was saved with %s %lld but this run has %lld; use the checkpoint's model shape "  \
+             "or start without --load",                                                            \
+             where, flag, (long long)m->field, (long long)c->field);
+    SAME(num_layers, "--num-layers");
+    SAME(hidden_size, "--hidden-size");
+    SAME(num_attention_heads, "--num-attention-heads");
+    SAME(ffn_hidden_size, "--ffn-hidden-size");
+    SAME(vocab_size, "a vocabulary size");
+    SAME(padded_vocab_size, "a padded vocabulary (--make-vocab-size-divisible-by) of");
+    SAME(max_position_embeddings, "--max-position-embeddings");
+#undef SAME
+    return true;
+}
+
+static bool read_state(Trainer *t, CheckpointReader *r, bool with_moments, const char *where,
+                       char *err, size_t err_size) {
+    Backend *be = t->be;
+    const ParamTable *pt = gpt_model_params(t->model);
+    const size_t sb = optimizer_shard_begin(t->opt), len = optimizer_shard_end(t->opt) - sb;
+    float *host = xcalloc(3 * len + 1, sizeof(float));
+    bool ok = true;
+    for (int i = 0; i < pt->count && ok; i++) {
+        const ParamInfo *p = &pt->params[i];
+        int ndim;
+        int64_t shape[CHECKPOINT_MAX_DIMS];
+        if (!checkpoint_param_shape(r, p->name, &ndim, shape)) {
+            snprintf(err, err_size, "%s has no parameter %s; it is not a checkpoint of this model",
+                     where, p->name);
+            ok = false;
+            break;
+        }
+        if (ndim != p->ndim || memcmp(shape, p->shape, (size_t)ndim * sizeof *shape)) {
+            snprintf(err, err_size, "%s: parameter %s has another shape than this model's", where,
+                     p->name);
+            ok = false;
+            break;
+        }
+        size_t lo, hi;
+        if (!shard_part(t, p, &lo, &hi)) continue;
+        const int64_t begin = p->local_begin + (int64_t)(lo - p->offset);
+        const int64_t end = begin + (int64_t)(hi - lo);
+        ok = checkpoint_read(r, p->name, CKPT_WEIGHT, begin, end, host + (lo - sb), err, err_size);
+        if (ok && with_moments)
+            ok = checkpoint_read(r, p->name, CKPT_EXP_AVG, begin, end, host + len + (lo - sb), err,
+                                 err_size) &&
+                 checkpoint_read(r, p->name, CKPT_EXP_AVG_SQ, begin, end,
+                                 host + 2 * len + (lo - sb), err, err_size);
+    }
+    if (ok) {
+        be->ops->copy_to_device(be, optimizer_master(t->opt), host, len * sizeof(float));
+        be->ops->copy_to_device(be, optimizer_exp_avg(t->opt), host + len, len * sizeof(float));
+        be->ops->copy_to_device(be, optimizer_exp_avg_sq(t->opt), host + 2 * len,
+                                len * sizeof(float));
+        optimizer_write_params(t->opt, gpt_model_param_buffer(t->model));
+    }
+    free(host);
+    return ok;
+}
+
+bool trainer_load_checkpoint(Trainer *t, bool *loaded, char *err, size_t err_size) {
+    const TrainArgs *a = t->args;
+    *loaded = false;
+    int64_t iteration = 0;
+    err[0] = '\0';
+    if (!checkpoint_find_latest(a->load, &iteration, err, err_size)) {
+        if (err[0]) return false;
+        if (a->finetune || a->no_load_optim)
+            FAIL("--load %s holds no checkpoint (no latest_checkpointed_iteration.txt), but "
+                 "--%s needs one",
+                 a->load, a->finetune ? "finetune" : "no-load-optim");
+        if (t->ps->rank == 0)
+            printf("no checkpoint in --load %s yet: starting from the initial weights\n", a->load);
+        return true;
+    }
+    CheckpointReader *r = checkpoint_open(a->load, iteration, err, err_size);
+    if (!r) return false;
+    char where[sizeof t->last_checkpoint];
+    checkpoint_iter_dir(where, sizeof where, a->load, iteration);
+    const CheckpointMeta *m = checkpoint_meta(r);
+    const bool with_moments = !a->finetune && !a->no_load_optim;
+    bool ok = check_shape(m, &t->cfg, where, err, err_size);
+    if (ok && with_moments && !m->has_optimizer_state)
+        ok = (snprintf(err, err_size,
+                       "%s holds no optimizer state; add --no-load-optim or --finetune", where),
+              false);
+    if (ok) ok = read_state(t, r, with_moments, where, err, err_size);
+    if (ok) {
+        t->iteration = a->finetune ? 0 : m->iteration;
+        t->consumed_samples = a->finetune ? 0 : m->consumed_train_samples;
+        optimizer_set_step_count(t->opt, with_moments ? m->optimizer_step : 0);
+        snprintf(t->last_checkpoint, sizeof t->last_checkpoint, "%s", where);
+        if (t->ps->rank == 0) {
+            printf("loaded checkpoint %s (iteration %lld, saved at TP %d PP %d DP %d)%s\n", where,
+                   (long long)m->iteration, m->tensor_model_parallel_size,
+                   m->pipeline_model_parallel_size, m->data_parallel_size,
+                   a->finetune ? " for finetuning from iteration 0"
+                               : (a->no_load_optim ? " without optimizer state" : ""));
+            fflush(stdout);
+        }
+        *loaded = true;
+    }
+    checkpoint_close(r);
+    return ok;
+}

@@ -1,0 +1,404 @@
+#include "training/trainer.h"
+
+#include <glob.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/errors.h"
+#include "core/timer.h"
+
+#define FAIL(...)                                                                                  \
+    do {                                                                                           \
+        snprintf(err, err_size, __VA_ARGS__);                                                      \
+        return false;                                                                              \
+    } while (0)
+
+static bool is_root(const Trainer *t) { return t->ps->rank == 0; }
+
+/* ---------------------------------------------------------------- setup */
+
+static bool resolve_device(const TrainArgs *a, const char **device, char *err, size_t err_size) {
+    if (strcmp(a->device, "auto")) {
+        *device = a->device;
+        return true;
+    }
+    *device = backend_cuda_complete() && backend_cuda_device_count() > 0 ? "cuda" : "cpu";
+    (void)err;
+    (void)err_size;
+    return true;
+}
+
+/* Expands globs; a pattern that matches nothing is an error naming it. */
+static bool expand_data_paths(const StringList *in, char ***out, int *count, char *err,
+                              size_t err_size) {
+    *out = NULL;
+    *count = 0;
+    for (int i = 0; i < in->count; i++) {
+        glob_t g;
+        int rc = glob(in->items[i], 0, NULL, &g);
+        if (rc != 0) {
+            globfree(&g);
+            FAIL("--data-path %s: no such file (make shards with tools/preprocess_data)",
+                 in->items[i]);
+        }
+        for (size_t k = 0; k < g.gl_pathc; k++) {
+            *out = xrealloc(*out, (size_t)(*count + 1) * sizeof **out);
+            (*out)[(*count)++] = xstrdup(g.gl_pathv[k]);
+        }
+        globfree(&g);
+    }
+    return true;
+}
+
+static bool setup_data(Trainer *t, char *err, size_t err_size) {
+    const TrainArgs *a = t->args;
+    char **paths = NULL;
+    int npaths = 0;
+    if (!expand_data_paths(&a->data_path, &paths, &npaths, err, err_size)) return false;
+    bool ok = false;
+    TokenShard *first = token_shard_open(paths[0], err, err_size);
+    if (first) {
+        t->cfg.vocab_size = token_shard_vocab_size(first);
+        snprintf(t->tokenizer_type, sizeof t->tokenizer_type, "%s",
+                 token_shard_tokenizer_type(first));
+        token_shard_close(first);
+        GPTDatasetConfig dc = {
+            .paths = (const char *const *)paths,
+            .num_paths = npaths,
+            .split = a->split,
+            .seq_length = a->seq_length,
+            .seed = (uint64_t)a->seed,
+            .expected_tokenizer_type = a->tokenizer_type,
+            .expected_vocab_size = t->cfg.vocab_size,
+        };
+        t->train_ds = gpt_dataset_create(&dc, SPLIT_TRAIN, err, err_size);
+        ok = t->train_ds != NULL;
+        if (ok && a->eval_iters > 0) {
+            t->valid_ds = gpt_dataset_create(&dc, SPLIT_VALID, err, err_size);
+            if (!t->valid_ds) {
+                size_t n = strlen(err);
+                snprintf(err + n, err_size - n,
+                         " (validation split; pass --eval-iters 0 to train without evaluation)");
+                ok = false;
+            }
+        }
+    }
+    for (int i = 0; i < npaths; i++) free(paths[i]);
+    free(paths);
+    return ok;
+}
+
+static void setup_config(Trainer *t) {
+    const TrainArgs *a = t->args;
+    GPTConfig *c = &t->cfg;
+    c->num_layers = a->num_layers;
+    c->hidden_size = a->hidden_size;
+    c->num_attention_heads = a->num_attention_heads;
+    c->ffn_hidden_size = a->ffn_hidden_size;
+    c->padded_vocab_size = gpt_padded_vocab_size(c->vocab_size, a->make_vocab_size_divisible_by);
+    c->max_position_embeddings = a->max_position_embeddings;
+    c->seq_length = a->seq_length;
+    c->init_method_std = a->init_method_std;
+    c->seed = (uint64_t)a->seed;
+
+    const ParallelState *ps = t->ps;
+    const int layers_per_stage = a->num_layers / ps->pp_size;
+    t->part = (ModelPartition){
+        .tp_size = ps->tp_size,
+        .tp_rank = ps->tp_rank,
+        .first_layer = ps->pp_rank * layers_per_stage,
+        .num_local_layers = layers_per_stage,
+        .has_embedding = parallel_state_is_first_stage(ps),
+        .has_head = parallel_state_is_last_stage(ps),
+    };
+    t->sched = (LRSchedule){.max_lr = a->lr,
+                            .min_lr = a->min_lr,
+                            .warmup_iters = a->lr_warmup_iters,
+                            .decay_iters = a->lr_decay_iters};
+    lr_decay_style_parse(a->lr_decay_style, &t->sched.style);
+}
+
+static void print_summary(const Trainer *t, const char *device) {
+    if (!is_root(t)) return;
+    const TrainArgs *a = t->args;
+    const GPTConfig *c = &t->cfg;
+    const ParamTable *pt = gpt_model_params(t->model);
+    const size_t param_bytes = backend_act_bytes(t->be, pt->total_numel);
+    const size_t grad_bytes = pt->total_numel * sizeof(float);
+    const size_t opt_bytes = optimizer_state_bytes(t->opt);
+    const double MiB = 1024.0 * 1024.0;
+    printf("gpt3d pretrain_gpt: %d rank(s) = DP %d x PP %d x TP %d, device %s (%s)\n",
+           t->ps->world_size, t->ps->dp_size, t->ps->pp_size, t->ps->tp_size, device,
+           dtype_name(t->be->act_dtype));
+    printf("model: %d layers, hidden %d, %d heads, ffn %d, seq %d, vocab %lld (padded %lld), "
+           "%lld parameters\n",
+           c->num_layers, c->hidden_size, c->num_attention_heads, c->ffn_hidden_size,
+           c->seq_length, (long long)c->vocab_size, (long long)c->padded_vocab_size,
+           (long long)gpt_canonical_param_count(c));
+    printf("batch: micro %d x %d micro-batches x DP %d = global %d samples (%d tokens) per "
+           "iteration\n",
+           a->micro_batch_size, a->num_microbatches, t->ps->dp_size, a->global_batch_size,
+           a->global_batch_size * a->seq_length);
+    printf("data: %lld train documents, %lld tokens, %lld samples per epoch; tokenizer %s\n",
+           (long long)gpt_dataset_num_documents(t->train_ds),
+           (long long)gpt_dataset_num_tokens(t->train_ds),
+           (long long)gpt_dataset_samples_per_epoch(t->train_ds), t->tokenizer_type);
+    printf("memory per rank: parameters %.1f MiB, gradients %.1f MiB, optimizer state %.1f MiB "
+           "(plain data parallel: %.1f MiB), activations %.1f MiB\n",
+           param_bytes / MiB, grad_bytes / MiB, opt_bytes / MiB,
+           3.0 * pt->total_numel * sizeof(float) / MiB,
+           gpt_model_activation_bytes(t->model) / MiB);
+    if (strcmp(device, "cpu") == 0 && (a->bf16 || a->fp16))
+        printf("note: the CPU backend computes in fp32; --%s applies to --device cuda\n",
+               a->bf16 ? "bf16" : "fp16");
+    fflush(stdout);
+}
+
+bool trainer_setup(Trainer *t, const TrainArgs *a, const ParallelState *ps, char *err,
+                   size_t err_size) {
+    memset(t, 0, sizeof *t);
+    t->args = a;
+    t->ps = ps;
+    if (ps->world_size > 1)
+        FAIL("this build trains on one rank (TP = PP = DP = 1); launch without mpirun -np %d "
+             "until the parallel layouts land",
+             ps->world_size);
+    const char *device = NULL;
+    if (!resolve_device(a, &device, err, err_size)) return false;
+    if (!setup_data(t, err, err_size)) return false;
+    setup_config(t);
+    if (t->cfg.padded_vocab_size % ps->tp_size)
+        FAIL("the padded vocabulary %lld is not divisible by --tensor-model-parallel-size %d; "
+             "set --make-vocab-size-divisible-by to a multiple of %d",
+             (long long)t->cfg.padded_vocab_size, ps->tp_size, ps->tp_size);
+
+    t->be = backend_create(device, ps->local_rank, err, err_size);
+    if (!t->be) return false;
+    t->model = gpt_model_create(t->be, &t->cfg, &t->part, a->micro_batch_size);
+    const ParamTable *pt = gpt_model_params(t->model);
+    AdamWConfig oc = {.beta1 = a->adam_beta1,
+                      .beta2 = a->adam_beta2,
+                      .eps = a->adam_eps,
+                      .weight_decay = a->weight_decay,
+                      .clip_grad = a->clip_grad};
+    t->opt = optimizer_create(t->be, pt, &oc, 0, pt->total_numel);
+
+    print_summary(t, device);
+    bool loaded = false;
+    if (a->load && !trainer_load_checkpoint(t, &loaded, err, err_size)) return false;
+    if (!loaded)
+        gpt_model_init_params(t->model, optimizer_master(t->opt), optimizer_shard_begin(t->opt),
+                              optimizer_shard_end(t->opt));
+
+    const size_t N = (size_t)a->micro_batch_size * (size_t)a->seq_length;
+    t->sample = xmalloc(((size_t)a->seq_length + 1) * sizeof(int32_t));
+    t->tokens = xmalloc(N * sizeof(int32_t));
+    t->targets = xmalloc(N * sizeof(int32_t));
+
+    if (is_root(t) && a->metrics_file) {
+        t->metrics = fopen(a->metrics_file, "a");
+        if (!t->metrics) FAIL("--metrics-file %s: cannot open for appending", a->metrics_file);
+    }
+    return true;
+}
+
+void trainer_free(Trainer *t) {
+    if (t->metrics) fclose(t->metrics);
+    optimizer_free(t->opt);
+    gpt_model_free(t->model);
+    gpt_dataset_free(t->train_ds);
+    gpt_dataset_free(t->valid_ds);
+    backend_destroy(t->be);
+    free(t->sample);
+    free(t->tokens);
+    free(t->targets);
+    memset(t, 0, sizeof *t);
+}
+
+/* ---------------------------------------------------------------- steps */
+
+/* Fills tokens/targets with B consecutive samples starting at `first`. */
+static void load_micro_batch(Trainer *t, GPTDataset *ds, int64_t first) {
+    const int B = t->args->micro_batch_size, T = t->args->seq_length;
+    char err[1024];
+    for (int b = 0; b < B; b++) {
+        if (!gpt_dataset_get_sample(ds, first + b, t->sample, err, sizeof err))
+            gpt3d_fail_user("reading training data: %s", err);
+        memcpy(t->tokens + (size_t)b * T, t->sample, (size_t)T * sizeof(int32_t));
+        memcpy(t->targets + (size_t)b * T, t->sample + 1, (size_t)T * sizeof(int32_t));
+    }
+}
+
+/* First global sample of micro-batch m of this DP rank in a batch that starts at `base`. */
+static int64_t micro_batch_first_sample(const Trainer *t, int64_t base, int m) {
+    const int64_t B = t->args->micro_batch_size;
+    return base + ((int64_t)m * t->ps->dp_size + t->ps->dp_rank) * B;
+}
+
+typedef struct {
+    double loss;      /* mean token loss of the global batch */
+    double grad_norm; /* before clipping */
+    double lr;
+} StepResult;
+
+static StepResult train_step(Trainer *t) {
+    const TrainArgs *a = t->args;
+    const int64_t base = t->iteration * a->global_batch_size;
+    const double tokens_per_batch = (double)a->global_batch_size * a->seq_length;
+    StepResult r = {.lr = lr_schedule_lr(&t->sched, t->iteration)};
+    gpt_model_zero_grad(t->model);
+    double loss_sum = 0.0;
+    for (int m = 0; m < a->num_microbatches; m++) {
+        load_micro_batch(t, t->train_ds, micro_batch_first_sample(t, base, m));
+        loss_sum += gpt_model_forward(t->model, t->tokens, t->targets);
+        gpt_model_backward(t->model, (float)(1.0 / tokens_per_batch));
+    }
+    r.loss = loss_sum / tokens_per_batch;
+    float *grads = gpt_model_grad_buffer(t->model);
+    r.grad_norm = sqrt(optimizer_grad_sum_squares(t->opt, grads));
+    return r;
+}
+
+static double evaluate(Trainer *t) {
+    const TrainArgs *a = t->args;
+    double loss_sum = 0.0;
+    for (int64_t it = 0; it < a->eval_iters; it++) {
+        const int64_t base = it * a->global_batch_size;
+        for (int m = 0; m < a->num_microbatches; m++) {
+            load_micro_batch(t, t->valid_ds, micro_batch_first_sample(t, base, m));
+            loss_sum += gpt_model_forward(t->model, t->tokens, t->targets);
+        }
+    }
+    return loss_sum / ((double)a->eval_iters * a->global_batch_size * a->seq_length);
+}
+
+/* --------------------------------------------------------------- logging */
+
+typedef struct {
+    double loss_sum;
+    int64_t iters;
+    double seconds;
+} LogWindow;
+
+static void print_log_line(const Trainer *t, const StepResult *r, const LogWindow *w) {
+    const TrainArgs *a = t->args;
+    char stamp[32];
+    timer_wall_clock_string(stamp, sizeof stamp);
+    const double ms = 1000.0 * w->seconds / (double)w->iters;
+    const double tokens = (double)a->global_batch_size * a->seq_length;
+    const double tflops = gpt_flops_per_token(&t->cfg) * tokens / (ms / 1000.0) / 1e12 /
+                          t->ps->world_size;
+    printf(" [%s] iteration %8lld/%8lld | consumed samples: %12lld | elapsed time per iteration "
+           "(ms): %.1f | tokens per second: %.0f | throughput per GPU (TFLOP/s/GPU): %.3f | "
+           "learning rate: %E | global batch size: %5d | lm loss: %E | loss scale: 1.0 | "
+           "grad norm: %.3f | number of skipped iterations:   0 | number of nan iterations:   0 "
+           "|\n",
+           stamp, (long long)t->iteration, (long long)a->train_iters, (long long)t->consumed_samples,
+           ms, tokens / (ms / 1000.0), tflops, r->lr, a->global_batch_size,
+           w->loss_sum / (double)w->iters, r->grad_norm);
+    fflush(stdout);
+}
+
+static void print_validation(const Trainer *t, double loss) {
+    const char *bar = "------------------------------------------------------------------------"
+                      "--------------------------";
+    printf("%s\n validation loss at iteration %lld | lm loss value: %E | lm loss PPL: %E |\n%s\n",
+           bar, (long long)t->iteration, loss, exp(loss < 700 ? loss : 700), bar);
+    fflush(stdout);
+}
+
+static void write_metrics(const Trainer *t, const StepResult *r, double seconds, bool has_valid,
+                          double valid_loss) {
+    if (!t->metrics) return;
+    const TrainArgs *a = t->args;
+    const double tokens = (double)a->global_batch_size * a->seq_length;
+    fprintf(t->metrics,
+            "{\"iteration\": %lld, \"consumed_samples\": %lld, \"lm_loss\": %.17g, "
+            "\"grad_norm\": %.17g, \"lr\": %.17g, \"loss_scale\": 1.0, \"iteration_ms\": %.3f, "
+            "\"tokens_per_s\": %.1f, \"tflops_per_gpu\": %.4f",
+            (long long)t->iteration, (long long)t->consumed_samples, r->loss, r->grad_norm, r->lr,
+            1000.0 * seconds, tokens / seconds,
+            gpt_flops_per_token(&t->cfg) * tokens / seconds / 1e12 / t->ps->world_size);
+    if (has_valid) fprintf(t->metrics, ", \"valid_loss\": %.17g", valid_loss);
+    fprintf(t->metrics, "}\n");
+    fflush(t->metrics);
+}
+
+/* ------------------------------------------------------------------ loop */
+
+static void save_or_die(Trainer *t) {
+    char err[2048];
+    if (!trainer_save_checkpoint(t, err, sizeof err)) gpt3d_fail_user("%s", err);
+}
+
+static int stop_on_nonfinite(const Trainer *t, const StepResult *r) {
+    if (is_root(t)) {
+        fflush(stdout);
+        fprintf(stderr,
+                "error: iteration %lld: %s is %s (lm loss %g, grad norm %g); stopping without "
+                "an optimizer step. ",
+                (long long)(t->iteration + 1), isfinite(r->loss) ? "the gradient norm" : "the loss",
+                isnan(isfinite(r->loss) ? r->grad_norm : r->loss) ? "NaN" : "infinite", r->loss,
+                r->grad_norm);
+        if (t->last_checkpoint[0])
+            fprintf(stderr, "The last good checkpoint is %s; resume from it with --load and a "
+                            "lower --lr or tighter --clip-grad.\n",
+                    t->last_checkpoint);
+        else
+            fprintf(stderr, "No checkpoint was saved in this run; lower --lr or tighten "
+                            "--clip-grad and start again.\n");
+    }
+    return 3;
+}
+
+int trainer_run(Trainer *t) {
+    const TrainArgs *a = t->args;
+    LogWindow window = {0};
+    int64_t last_saved = t->args->load ? t->iteration : -1;
+    bool evaluated_last = false;
+    while (t->iteration < a->train_iters) {
+        const double start = timer_now_s();
+        StepResult r = train_step(t);
+        if (a->check_for_nan_in_loss_and_grad && (!isfinite(r.loss) || !isfinite(r.grad_norm)))
+            return stop_on_nonfinite(t, &r);
+        optimizer_step(t->opt, gpt_model_param_buffer(t->model), gpt_model_grad_buffer(t->model),
+                       r.lr, r.grad_norm);
+        t->be->ops->synchronize(t->be);
+        const double seconds = timer_now_s() - start;
+        t->iteration++;
+        t->consumed_samples += a->global_batch_size;
+
+        window.loss_sum += r.loss;
+        window.iters++;
+        window.seconds += seconds;
+        if (is_root(t) && t->iteration % a->log_interval == 0) {
+            print_log_line(t, &r, &window);
+            window = (LogWindow){0};
+        }
+        evaluated_last = false;
+        double valid_loss = 0.0;
+        const bool last = t->iteration == a->train_iters;
+        if (t->valid_ds && (t->iteration % a->eval_interval == 0 || last)) {
+            valid_loss = evaluate(t);
+            evaluated_last = true;
+            if (is_root(t)) print_validation(t, valid_loss);
+        }
+        if (is_root(t)) write_metrics(t, &r, seconds, evaluated_last, valid_loss);
+
+        const bool exiting = a->exit_interval > 0 && t->iteration % a->exit_interval == 0;
+        if (a->save && ((a->save_interval > 0 && t->iteration % a->save_interval == 0) || last ||
+                        exiting)) {
+            save_or_die(t);
+            last_saved = t->iteration;
+        }
+        if (exiting && !last) {
+            if (is_root(t))
+                printf("exiting at iteration %lld (--exit-interval %lld)\n",
+                       (long long)t->iteration, (long long)a->exit_interval);
+            return 0;
+        }
+    }
+    if (a->save && last_saved != t->iteration) save_or_die(t);
+    return 0;
+}

@@ -1,0 +1,53 @@
+/* training/trainer.h — the pretraining loop of pretrain_gpt.
+ *
+ * Contract: trainer_setup() turns validated TrainArgs into a running state
+ * (backend, data, model, optimizer, optionally a loaded checkpoint), with
+ * every rank agreeing on success; trainer_run() trains to --train-iters (or
+ * --exit-interval), logging, evaluating and saving as the flags ask, and
+ * returns the process exit status. Iteration i consumes global samples
+ * [i*GBS, (i+1)*GBS); micro-batch m of DP rank d takes samples
+ * [i*GBS + (m*DP + d)*B, +B), Megatron's pretraining sampler rule. */
+#ifndef GPT3D_TRAINING_TRAINER_H
+#define GPT3D_TRAINING_TRAINER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "backend/backend.h"
+#include "data/data.h"
+#include "model/gpt_model.h"
+#include "optimizer/optimizer.h"
+#include "parallel_state/parallel_state.h"
+#include "training/args.h"
+
+typedef struct {
+    const TrainArgs *args;
+    const ParallelState *ps;
+    Backend *be;
+    GPTConfig cfg;
+    ModelPartition part;
+    GPTModel *model;
+    Optimizer *opt;
+    LRSchedule sched;
+    GPTDataset *train_ds, *valid_ds;
+    char tokenizer_type[64];
+    int64_t iteration;
+    int64_t consumed_samples;
+    FILE *metrics;
+    char last_checkpoint[4096]; /* "" when none yet */
+    int32_t *sample, *tokens, *targets;
+} Trainer;
+
+bool trainer_setup(Trainer *t, const TrainArgs *a, const ParallelState *ps, char *err,
+                   size_t err_size);
+int trainer_run(Trainer *t);
+void trainer_free(Trainer *t);
+
+/* training/checkpointing.c: glue between model/optimizer and checkpoint/. */
+bool trainer_save_checkpoint(Trainer *t, char *err, size_t err_size);
+/* Loads --load's latest checkpoint when there is one (*loaded tells). */
+bool trainer_load_checkpoint(Trainer *t, bool *loaded, char *err, size_t err_size);
+
+#endif
