@@ -94,6 +94,9 @@ typedef struct {
     void (*add)(Backend *be, void *out, const void *a, const void *b, size_t n);
     /* dst += src. */
     void (*add_inplace)(Backend *be, void *dst, const void *src, size_t n);
+    /* out[n, :] += bias[:] for N rows of OC (row-parallel layers add their
+     * bias once, after the tensor-parallel reduction). */
+    void (*add_bias)(Backend *be, void *out, const void *bias, int N, int OC);
     /* x *= s, fp32 buffer. */
     void (*scale_f32)(Backend *be, float *x, float s, size_t n);
 

@@ -92,6 +92,11 @@ typedef struct {
     /* When non-NULL / > 0, every shard must match (clear error otherwise). */
     const char *expected_tokenizer_type;
     int64_t expected_vocab_size;
+    /* When non-NULL, the per-epoch indices are read from / written to this
+     * directory (--data-cache-path), keyed by a hash of what they depend on. */
+    const char *cache_dir;
+    /* The flag the paths came from, for messages; NULL means "--data-path". */
+    const char *data_path_flag;
 } GPTDatasetConfig;
 
 typedef struct GPTDataset GPTDataset;
@@ -111,5 +116,104 @@ bool gpt_dataset_get_sample(GPTDataset *ds, int64_t k, int32_t *out, char *err, 
 /* The position of global sample k in the concatenated stream of the split's
  * epoch-shuffled documents: epoch and start offset in tokens (for tests). */
 void gpt_dataset_sample_position(GPTDataset *ds, int64_t k, int64_t *epoch, int64_t *start_token);
+/* What every shard of the dataset was made with (they all agree). */
+const char *gpt_dataset_tokenizer_type(const GPTDataset *ds);
+int64_t gpt_dataset_vocab_size(const GPTDataset *ds);
+int64_t gpt_dataset_eod_token(const GPTDataset *ds);
+int gpt_dataset_num_shards(const GPTDataset *ds);
+const char *gpt_dataset_shard_path(const GPTDataset *ds, int shard);
+
+/* How a dataset obtained its indices, for logs and tests. A piece is one
+ * epoch of a GPTDataset, or one extension of a blend's block table. */
+typedef struct {
+    int64_t built;          /* computed from scratch */
+    int64_t loaded;         /* read from the cache directory */
+    int64_t stored;         /* written to the cache directory */
+    int64_t rejected;       /* cache files found corrupt or stale (then rebuilt) */
+    int64_t store_failures; /* cache writes that failed (the run goes on without) */
+} DataIndexStats;
+
+DataIndexStats gpt_dataset_index_stats(const GPTDataset *ds);
+
+/* -------------------------------------------------------------- data paths */
+
+/* One component of a --data-path: the files its pattern(s) matched. */
+typedef struct {
+    char *pattern;  /* the words it came from, for messages and descriptions */
+    double weight;  /* normalised: the weights of a DataPath sum to 1 */
+    char **files;   /* glob matches, sorted per pattern, patterns in order */
+    int num_files;
+} DataPathComponent;
+
+typedef struct {
+    DataPathComponent *components;
+    int num_components;
+    bool weighted;
+} DataPath;
+
+/* Parses the words of a --data-path style flag (`flag` names it in
+ * messages). Without weights (`a.h5 web-*.h5`) every matched file belongs to
+ * one component, whose documents are concatenated in order. With weights
+ * (`0.7 web-*.h5 0.3 books.h5`: the first word is a number) the words are
+ * WEIGHT PATTERN pairs, each pattern one component of a blend, the weights
+ * normalised. An odd word count, a weight that is not a positive number or a
+ * pattern matching no file is an error naming the flag. */
+bool data_path_parse(const char *flag, const char *const *words, int num_words, DataPath *out,
+                     char *err, size_t err_size);
+void data_path_free(DataPath *p);
+
+/* -------------------------------------------------------- blended datasets */
+
+/* Where a run's data comes from: either data_path, whose documents are split
+ * by `split`, or per-split paths, each used whole for its split (Megatron's
+ * --train-data-path / --valid-data-path / --test-data-path); giving both
+ * kinds is an error. Every path list takes the data_path_parse syntax. */
+typedef struct {
+    const char *const *data_path;
+    int data_path_count;
+    const char *const *train_data_path;
+    int train_data_path_count;
+    const char *const *valid_data_path;
+    int valid_data_path_count;
+    const char *const *test_data_path;
+    int test_data_path_count;
+    const char *split; /* --split, used with data_path only */
+    int seq_length;
+    uint64_t seed;
+    const char *expected_tokenizer_type; /* NULL / 0: not checked */
+    int64_t expected_vocab_size;
+    const char *cache_dir; /* --data-cache-path; NULL: no index cache */
+} GPTDataConfig;
+
+/* Megatron's BlendedDataset over one GPTDataset per component (each over
+ * its component's files, split the same way). Global sample k goes to the
+ * component whose realised share lags its weight most (Megatron's greedy
+ * rule, see blended_dataset.c) and is that component's next local sample.
+ * With one component, sample k is the GPTDataset's sample k. Like
+ * GPTDataset, sample k is a pure function of the inputs and k, and
+ * a dataset is not safe to use from several threads at once. */
+typedef struct BlendedDataset BlendedDataset;
+
+BlendedDataset *blended_dataset_create(const GPTDataConfig *cfg, SplitKind split, char *err,
+                                       size_t err_size);
+void blended_dataset_free(BlendedDataset *ds);
+/* Global sample k (any k >= 0) into out[seq_length + 1]. */
+bool blended_dataset_get_sample(BlendedDataset *ds, int64_t k, int32_t *out, char *err,
+                                size_t err_size);
+/* The component serving global sample k and its index in that component. */
+void blended_dataset_sample_source(BlendedDataset *ds, int64_t k, int *component,
+                                   int64_t *local_index);
+int blended_dataset_num_components(const BlendedDataset *ds);
+double blended_dataset_weight(const BlendedDataset *ds, int component);
+GPTDataset *blended_dataset_component(const BlendedDataset *ds, int component);
+/* One line for the run log, e.g. "train: 0.7000 x web-*.h5 (3 shards, ...); ...". */
+const char *blended_dataset_description(const BlendedDataset *ds);
+const char *blended_dataset_tokenizer_type(const BlendedDataset *ds);
+int64_t blended_dataset_vocab_size(const BlendedDataset *ds);
+/* Sums over the components. */
+int64_t blended_dataset_num_documents(const BlendedDataset *ds);
+int64_t blended_dataset_num_tokens(const BlendedDataset *ds);
+/* The blend's own index pieces plus those of its components. */
+DataIndexStats blended_dataset_index_stats(const BlendedDataset *ds);
 
 #endif

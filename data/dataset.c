@@ -14,7 +14,17 @@
  *
  * Only one epoch's indices are held (document permutation, prefix sums of the
  * permuted document lengths, sample permutation), built on first use, so
- * memory is O(documents + samples per epoch) however long the run. */
+ * memory is O(documents + samples per epoch) however long the run.
+ *
+ * With a cache directory (--data-cache-path) an epoch's indices are one cache
+ * file keyed by everything they depend on: the document structure of every
+ * shard (document and token counts, a hash of /document_offsets), the
+ * split's document range, the split kind, seq_length, seed, epoch and the
+ * format version. Not the shards' paths or mtimes: the indices depend on
+ * document lengths only, so a shard copied elsewhere or touched reuses its
+ * cache, and any change to its documents' lengths names another file. A
+ * cache file is checked (header, checksum, and that its arrays are a
+ * permutation and the matching prefix sums) before it is trusted. */
 #include <ctype.h>
 #include <math.h>
 #include <stdarg.h>
@@ -25,6 +35,7 @@
 #include "core/errors.h"
 #include "core/rng.h"
 #include "data/data.h"
+#include "data/index_cache.h"
 
 #define NUM_SPLITS 3
 
@@ -41,11 +52,15 @@ struct GPTDataset {
     int64_t samples_per_epoch;
     int seq_length;
     uint64_t seed;
-    /* The cached epoch. */
+    /* The resident epoch: one buffer (the cache file's payload) holding */
     int64_t epoch;             /* -1 before the first build */
+    int64_t *epoch_index;      /* the three arrays below, back to back */
     int64_t *doc_order;        /* split-local document ids in stream order */
     int64_t *stream_offset;    /* num_docs + 1 prefix sums along doc_order */
     int64_t *sample_order;     /* visiting order of the epoch's samples */
+    char *cache_dir;           /* NULL: no index cache */
+    IndexKey cache_key;        /* of everything but the epoch */
+    DataIndexStats stats;
 };
 
 static void set_err(char *err, size_t err_size, const char *fmt, ...) GPT3D_PRINTF(3, 4);
@@ -112,6 +127,10 @@ static void split_bounds(const double fractions[NUM_SPLITS], int64_t num_docs,
 
 /* ------------------------------------------------------------------ shards */
 
+static const char *path_flag(const GPTDatasetConfig *cfg) {
+    return cfg->data_path_flag ? cfg->data_path_flag : "--data-path";
+}
+
 static bool check_shard_matches(const TokenShard *s, const TokenShard *first,
                                 const GPTDatasetConfig *cfg, char *err, size_t err_size) {
     const char *type = token_shard_tokenizer_type(s);
@@ -139,11 +158,11 @@ static bool check_shard_matches(const TokenShard *s, const TokenShard *first,
         set_err(err, err_size,
                 "token shard %s (tokenizer_type '%s', vocab_size %lld, eod_token %lld) does not "
                 "match %s (tokenizer_type '%s', vocab_size %lld, eod_token %lld); every "
-                "--data-path shard must be made with one tokenizer",
+                "%s shard must be made with one tokenizer",
                 token_shard_path(s), type, (long long)token_shard_vocab_size(s),
                 (long long)token_shard_eod_token(s), token_shard_path(first),
                 token_shard_tokenizer_type(first), (long long)token_shard_vocab_size(first),
-                (long long)token_shard_eod_token(first));
+                (long long)token_shard_eod_token(first), path_flag(cfg));
         return false;
     }
     return true;
@@ -222,6 +241,19 @@ static void shuffled_identity(int64_t *a, int64_t n, uint64_t seed, uint64_t str
     }
 }
 
+static int64_t epoch_index_length(const GPTDataset *ds) {
+    return 2 * split_num_docs(ds) + 1 + ds->samples_per_epoch;
+}
+
+/* Points the three arrays into `index` (which the dataset then owns). */
+static void adopt_epoch_index(GPTDataset *ds, int64_t *index) {
+    if (index != ds->epoch_index) free(ds->epoch_index);
+    ds->epoch_index = index;
+    ds->doc_order = index;
+    ds->stream_offset = index + split_num_docs(ds);
+    ds->sample_order = index + 2 * split_num_docs(ds) + 1;
+}
+
 static void build_epoch(GPTDataset *ds, int64_t epoch) {
     int64_t n = split_num_docs(ds);
     shuffled_identity(ds->doc_order, n, ds->seed,
@@ -237,11 +269,77 @@ static void build_epoch(GPTDataset *ds, int64_t epoch) {
                 (long long)ds->stream_offset[n], (long long)ds->num_tokens);
     shuffled_identity(ds->sample_order, ds->samples_per_epoch, ds->seed,
                       epoch_stream("gpt_dataset.sample_shuffle", ds->split, epoch));
-    ds->epoch = epoch;
+}
+
+/* True when `a` holds a permutation of 0..n-1 (seen: n zeroed bytes). */
+static bool is_permutation(const int64_t *a, int64_t n, unsigned char *seen) {
+    for (int64_t i = 0; i < n; i++) {
+        if (a[i] < 0 || a[i] >= n || seen[a[i]]) return false;
+        seen[a[i]] = 1;
+    }
+    return true;
+}
+
+/* A loaded epoch must be exactly what build_epoch could have made of these
+ * shards, or reading samples from it could run out of bounds. */
+static bool epoch_index_consistent(const GPTDataset *ds, int64_t *index) {
+    int64_t n = split_num_docs(ds), spe = ds->samples_per_epoch;
+    const int64_t *order = index, *offset = index + n, *samples = index + 2 * n + 1;
+    unsigned char *seen = xcalloc((size_t)(n > spe ? n : spe) + 1, 1);
+    bool ok = offset[0] == 0 && is_permutation(order, n, seen);
+    for (int64_t i = 0; ok && i < n; i++) {
+        int shard;
+        uint64_t begin, length;
+        document_extent(ds, ds->doc_begin + order[i], &shard, &begin, &length);
+        ok = offset[i + 1] == offset[i] + (int64_t)length;
+    }
+    if (ok) {
+        memset(seen, 0, (size_t)spe);
+        ok = is_permutation(samples, spe, seen);
+    }
+    free(seen);
+    return ok;
+}
+
+static char *epoch_cache_file(const GPTDataset *ds, int64_t epoch, uint64_t *key) {
+    IndexKey k = ds->cache_key;
+    index_key_u64(&k, (uint64_t)epoch);
+    *key = k.h;
+    char stem[96];
+    snprintf(stem, sizeof stem, "gpt_dataset_%s_epoch%lld", SPLIT_NAMES[ds->split],
+             (long long)epoch);
+    return index_cache_path(ds->cache_dir, stem, k.h);
+}
+
+static bool load_epoch(GPTDataset *ds, const char *path, uint64_t key) {
+    int64_t count;
+    IndexCacheStatus status;
+    int64_t *index = index_cache_read(path, key, &count, &status);
+    if (index && count == epoch_index_length(ds) && epoch_index_consistent(ds, index)) {
+        adopt_epoch_index(ds, index);
+        ds->stats.loaded++;
+        return true;
+    }
+    free(index);
+    if (status != INDEX_CACHE_MISSING) ds->stats.rejected++;
+    return false;
 }
 
 static void ensure_epoch(GPTDataset *ds, int64_t epoch) {
-    if (ds->epoch != epoch) build_epoch(ds, epoch);
+    if (ds->epoch == epoch) return;
+    uint64_t key = 0;
+    char *path = ds->cache_dir ? epoch_cache_file(ds, epoch, &key) : NULL;
+    if (!path || !load_epoch(ds, path, key)) {
+        build_epoch(ds, epoch);
+        ds->stats.built++;
+        if (path) {
+            bool stored = index_cache_write(path, key, ds->epoch_index, epoch_index_length(ds));
+            if (stored) ds->stats.stored++;
+            else ds->stats.store_failures++;
+        }
+    }
+    free(path);
+    ds->epoch = epoch;
 }
 
 /* Index i in the stream order of the document holding stream token `pos`:
@@ -260,8 +358,8 @@ static int64_t stream_document_at(const GPTDataset *ds, int64_t pos) {
 
 static bool validate_config(const GPTDatasetConfig *cfg, char *err, size_t err_size) {
     if (cfg->num_paths <= 0 || !cfg->paths) {
-        set_err(err, err_size, "--data-path names no token shards; give one or more .h5 files "
-                               "made by tools/preprocess_data");
+        set_err(err, err_size, "%s names no token shards; give one or more .h5 files "
+                               "made by tools/preprocess_data", path_flag(cfg));
         return false;
     }
     if (cfg->seq_length <= 0) {
@@ -269,6 +367,43 @@ static bool validate_config(const GPTDatasetConfig *cfg, char *err, size_t err_s
         return false;
     }
     return true;
+}
+
+/* Everything an epoch's indices depend on except the epoch (see the top). */
+static void compute_cache_key(GPTDataset *ds) {
+    IndexKey *k = &ds->cache_key;
+    index_key_init(k, "gpt_dataset.epoch_index");
+    index_key_u64(k, (uint64_t)ds->num_shards);
+    for (int i = 0; i < ds->num_shards; i++) {
+        const TokenShard *s = ds->shards[i];
+        index_key_u64(k, (uint64_t)token_shard_num_documents(s));
+        index_key_u64(k, (uint64_t)token_shard_num_tokens(s));
+        index_key_words(k, token_shard_document_offsets(s),
+                        (size_t)token_shard_num_documents(s) + 1);
+    }
+    index_key_u64(k, (uint64_t)ds->doc_begin);
+    index_key_u64(k, (uint64_t)ds->doc_end);
+    index_key_u64(k, (uint64_t)ds->split);
+    index_key_u64(k, (uint64_t)ds->seq_length);
+    index_key_u64(k, ds->seed);
+}
+
+static void report_short_split(const GPTDataset *ds, const GPTDatasetConfig *cfg, char *err,
+                               size_t err_size) {
+    if (cfg->data_path_flag && strcmp(cfg->data_path_flag, "--data-path") != 0) {
+        set_err(err, err_size,
+                "%s has %lld documents and %lld tokens, fewer than one sample of --seq-length "
+                "%d + 1 tokens; give it more data",
+                cfg->data_path_flag, (long long)split_num_docs(ds), (long long)ds->num_tokens,
+                cfg->seq_length);
+        return;
+    }
+    set_err(err, err_size,
+            "the %s split (--split %s) of --data-path has %lld documents and %lld tokens, "
+            "fewer than one sample of --seq-length %d + 1 tokens; give it more data "
+            "(--data-path) or a larger share (--split)",
+            SPLIT_NAMES[ds->split], cfg->split, (long long)split_num_docs(ds),
+            (long long)ds->num_tokens, cfg->seq_length);
 }
 
 GPTDataset *gpt_dataset_create(const GPTDatasetConfig *cfg, SplitKind split, char *err,
@@ -293,18 +428,19 @@ GPTDataset *gpt_dataset_create(const GPTDatasetConfig *cfg, SplitKind split, cha
     ds->num_tokens = count_split_tokens(ds);
     ds->samples_per_epoch = ds->num_tokens > 0 ? (ds->num_tokens - 1) / cfg->seq_length : 0;
     if (ds->samples_per_epoch == 0) {
-        set_err(err, err_size,
-                "the %s split (--split %s) of --data-path has %lld documents and %lld tokens, "
-                "fewer than one sample of --seq-length %d + 1 tokens; give it more data "
-                "(--data-path) or a larger share (--split)",
-                SPLIT_NAMES[split], cfg->split, (long long)split_num_docs(ds),
-                (long long)ds->num_tokens, cfg->seq_length);
+        report_short_split(ds, cfg, err, err_size);
         gpt_dataset_free(ds);
         return NULL;
     }
-    ds->doc_order = xmalloc((size_t)split_num_docs(ds) * sizeof *ds->doc_order);
-    ds->stream_offset = xmalloc(((size_t)split_num_docs(ds) + 1) * sizeof *ds->stream_offset);
-    ds->sample_order = xmalloc((size_t)ds->samples_per_epoch * sizeof *ds->sample_order);
+    if (cfg->cache_dir) {
+        if (!index_cache_prepare_dir(cfg->cache_dir, err, err_size)) {
+            gpt_dataset_free(ds);
+            return NULL;
+        }
+        ds->cache_dir = xstrdup(cfg->cache_dir);
+        compute_cache_key(ds);
+    }
+    adopt_epoch_index(ds, xmalloc((size_t)epoch_index_length(ds) * sizeof(int64_t)));
     return ds;
 }
 
@@ -313,15 +449,27 @@ void gpt_dataset_free(GPTDataset *ds) {
     for (int i = 0; i < ds->num_shards; i++) token_shard_close(ds->shards[i]);
     free(ds->shards);
     free(ds->shard_first_doc);
-    free(ds->doc_order);
-    free(ds->stream_offset);
-    free(ds->sample_order);
+    free(ds->epoch_index);
+    free(ds->cache_dir);
     free(ds);
 }
 
 int64_t gpt_dataset_samples_per_epoch(const GPTDataset *ds) { return ds->samples_per_epoch; }
 int64_t gpt_dataset_num_documents(const GPTDataset *ds) { return split_num_docs(ds); }
 int64_t gpt_dataset_num_tokens(const GPTDataset *ds) { return ds->num_tokens; }
+const char *gpt_dataset_tokenizer_type(const GPTDataset *ds) {
+    return token_shard_tokenizer_type(ds->shards[0]);
+}
+int64_t gpt_dataset_vocab_size(const GPTDataset *ds) {
+    return token_shard_vocab_size(ds->shards[0]);
+}
+int64_t gpt_dataset_eod_token(const GPTDataset *ds) { return token_shard_eod_token(ds->shards[0]); }
+int gpt_dataset_num_shards(const GPTDataset *ds) { return ds->num_shards; }
+const char *gpt_dataset_shard_path(const GPTDataset *ds, int shard) {
+    GPT3D_CHECK(shard >= 0 && shard < ds->num_shards, "shard %d of %d", shard, ds->num_shards);
+    return token_shard_path(ds->shards[shard]);
+}
+DataIndexStats gpt_dataset_index_stats(const GPTDataset *ds) { return ds->stats; }
 
 void gpt_dataset_sample_position(GPTDataset *ds, int64_t k, int64_t *epoch, int64_t *start_token) {
     GPT3D_CHECK(k >= 0, "negative sample index %lld", (long long)k);

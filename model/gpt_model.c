@@ -7,6 +7,7 @@
 
 #include "core/errors.h"
 #include "model/gpt_model.h"
+#include "tensor_parallel/tensor_parallel.h"
 
 typedef struct {
     void *ln1_w, *ln1_b, *qkv_w, *qkv_b, *proj_w, *proj_b;
@@ -18,15 +19,20 @@ typedef struct {
     float *ln2_w, *ln2_b, *fc1_w, *fc1_b, *fc2_w, *fc2_b;
 } LayerGrads;
 
-/* Saved forward activations of one layer (act dtype unless noted). */
+/* Saved forward activations of one layer (act dtype unless noted). Residual
+ * stream tensors hold this rank's rows (all N, or N/TP under sequence
+ * parallelism); ln1_full/ln2_full are the all-gathered inputs of the
+ * column-parallel layers (aliases of ln1/ln2 without sequence parallelism). */
 typedef struct {
-    void *ln1, *qkv, *atty, *resid_mid, *ln2, *fc1, *gelu, *resid_out;
+    void *ln1, *ln1_full, *qkv, *atty, *resid_mid, *ln2, *ln2_full, *fc1, *gelu, *resid_out;
     float *ln1_mean, *ln1_rstd, *ln2_mean, *ln2_rstd; /* fp32 */
     void *att_saved;                                 /* backend-defined */
 } LayerActs;
 
 struct GPTModel {
     Backend *be;
+    TensorParallel tp;
+    int rows; /* residual-stream rows this rank holds */
     GPTConfig cfg;
     ModelPartition part;
     ParamTable table;
@@ -50,14 +56,15 @@ struct GPTModel {
 
     void *embed_out; /* residual stream entering layer 0 */
     LayerActs *la;
-    void *lnf;
+    void *lnf, *lnf_full;
     float *lnf_mean, *lnf_rstd;
     void *logits;
-    float *ce_max, *ce_sumexp, *ce_target, *ce_losses;
+    float *ce_max, *ce_sums, *ce_losses; /* ce_sums: [sum of exps | target logits] */
     int32_t *tokens_dev, *targets_dev;
 
-    /* Gradient scratch. */
-    void *d_resid, *d_ln, *d_qkv, *d_atty, *d_gelu, *d_fc1;
+    /* Gradient scratch; full_scratch is an [N, C] buffer for the token
+     * gathers and reductions of sequence parallelism. */
+    void *d_resid, *d_ln, *d_qkv, *d_atty, *d_gelu, *d_fc1, *full_scratch;
 
     float *host_losses;
 };
@@ -110,54 +117,68 @@ static void *carve(Carver *c, size_t bytes) {
 
 static void layout_activations(GPTModel *m, Carver *act, Carver *stat, Carver *grad) {
     Backend *be = m->be;
-    const size_t N = (size_t)m->B * m->T, C = (size_t)m->cfg.hidden_size;
+    const size_t N = (size_t)m->B * m->T, C = (size_t)m->cfg.hidden_size, R = (size_t)m->rows;
     const size_t HS = C / (size_t)m->cfg.num_attention_heads;
     const size_t qkv_cols = 3 * HS * (size_t)m->local_heads, att_cols = HS * (size_t)m->local_heads;
     const size_t F = (size_t)m->local_ffn;
     const size_t att_saved = be->ops->attention_saved_bytes(be, m->B, m->T, m->local_heads, (int)HS);
+    const bool sp = m->tp.sequence_parallel;
 
-    m->embed_out = carve(act, backend_act_bytes(be, N * C));
+    m->embed_out = carve(act, backend_act_bytes(be, R * C));
     for (int l = 0; l < m->part.num_local_layers; l++) {
         LayerActs *a = &m->la[l];
-        a->ln1 = carve(act, backend_act_bytes(be, N * C));
+        a->ln1 = carve(act, backend_act_bytes(be, R * C));
+        a->ln1_full = sp ? carve(act, backend_act_bytes(be, N * C)) : a->ln1;
         a->qkv = carve(act, backend_act_bytes(be, N * qkv_cols));
         a->atty = carve(act, backend_act_bytes(be, N * att_cols));
-        a->resid_mid = carve(act, backend_act_bytes(be, N * C));
-        a->ln2 = carve(act, backend_act_bytes(be, N * C));
+        a->resid_mid = carve(act, backend_act_bytes(be, R * C));
+        a->ln2 = carve(act, backend_act_bytes(be, R * C));
+        a->ln2_full = sp ? carve(act, backend_act_bytes(be, N * C)) : a->ln2;
         a->fc1 = carve(act, backend_act_bytes(be, N * F));
         a->gelu = carve(act, backend_act_bytes(be, N * F));
-        a->resid_out = carve(act, backend_act_bytes(be, N * C));
+        a->resid_out = carve(act, backend_act_bytes(be, R * C));
         a->att_saved = carve(act, att_saved);
-        a->ln1_mean = carve(stat, N * sizeof(float));
-        a->ln1_rstd = carve(stat, N * sizeof(float));
-        a->ln2_mean = carve(stat, N * sizeof(float));
-        a->ln2_rstd = carve(stat, N * sizeof(float));
+        a->ln1_mean = carve(stat, R * sizeof(float));
+        a->ln1_rstd = carve(stat, R * sizeof(float));
+        a->ln2_mean = carve(stat, R * sizeof(float));
+        a->ln2_rstd = carve(stat, R * sizeof(float));
     }
     if (m->part.has_head) {
-        m->lnf = carve(act, backend_act_bytes(be, N * C));
+        m->lnf = carve(act, backend_act_bytes(be, R * C));
+        m->lnf_full = sp ? carve(act, backend_act_bytes(be, N * C)) : m->lnf;
         m->logits = carve(act, backend_act_bytes(be, N * (size_t)m->local_vocab));
-        m->lnf_mean = carve(stat, N * sizeof(float));
-        m->lnf_rstd = carve(stat, N * sizeof(float));
+        m->lnf_mean = carve(stat, R * sizeof(float));
+        m->lnf_rstd = carve(stat, R * sizeof(float));
         m->ce_max = carve(stat, N * sizeof(float));
-        m->ce_sumexp = carve(stat, N * sizeof(float));
-        m->ce_target = carve(stat, N * sizeof(float));
+        m->ce_sums = carve(stat, 2 * N * sizeof(float));
         m->ce_losses = carve(stat, N * sizeof(float));
     }
     m->tokens_dev = carve(stat, N * sizeof(int32_t));
     m->targets_dev = carve(stat, N * sizeof(int32_t));
 
-    m->d_resid = carve(grad, backend_act_bytes(be, N * C));
-    m->d_ln = carve(grad, backend_act_bytes(be, N * C));
+    m->d_resid = carve(grad, backend_act_bytes(be, R * C));
+    m->d_ln = carve(grad, backend_act_bytes(be, R * C));
     m->d_qkv = carve(grad, backend_act_bytes(be, N * qkv_cols));
     m->d_atty = carve(grad, backend_act_bytes(be, N * att_cols));
     m->d_gelu = carve(grad, backend_act_bytes(be, N * F));
     m->d_fc1 = carve(grad, backend_act_bytes(be, N * F));
+    m->full_scratch = sp ? carve(grad, backend_act_bytes(be, N * C)) : NULL;
 }
 
 GPTModel *gpt_model_create(Backend *be, const GPTConfig *cfg, const ModelPartition *part,
-                           int micro_batch_size) {
+                           int micro_batch_size, const TensorParallel *tp) {
     GPTModel *m = xcalloc(1, sizeof *m);
     m->be = be;
+    if (tp) {
+        GPT3D_CHECK(tp->tp_size == part->tp_size && tp->tp_rank == part->tp_rank,
+                    "tensor-parallel context and model partition disagree");
+        m->tp = *tp;
+    } else {
+        GPT3D_CHECK(part->tp_size == 1, "a TP=%d partition needs a TensorParallel context",
+                    part->tp_size);
+        tensor_parallel_init(&m->tp, be, NULL, 1, 0, false);
+    }
+    m->rows = tp_local_rows(&m->tp, micro_batch_size * cfg->seq_length);
     m->cfg = *cfg;
     m->part = *part;
     m->B = micro_batch_size;
@@ -263,50 +284,57 @@ void gpt_model_zero_grad(GPTModel *m) {
 static void layer_forward(GPTModel *m, int l, const void *resid_in) {
     Backend *be = m->be;
     const BackendOps *op = be->ops;
+    TensorParallel *tp = &m->tp;
     const LayerParams *p = &m->lp[l];
     LayerActs *a = &m->la[l];
-    const int N = m->B * m->T, C = m->cfg.hidden_size;
+    const int N = m->B * m->T, R = m->rows, C = m->cfg.hidden_size;
     const int HS = C / m->cfg.num_attention_heads, NH = m->local_heads, F = m->local_ffn;
 
-    op->layernorm_forward(be, a->ln1, a->ln1_mean, a->ln1_rstd, resid_in, p->ln1_w, p->ln1_b, N, C);
-    op->matmul_forward(be, a->qkv, a->ln1, p->qkv_w, p->qkv_b, N, C, 3 * NH * HS, false);
+    op->layernorm_forward(be, a->ln1, a->ln1_mean, a->ln1_rstd, resid_in, p->ln1_w, p->ln1_b, R, C);
+    column_parallel_linear_forward(tp, a->qkv, a->ln1_full, a->ln1, p->qkv_w, p->qkv_b, N, C,
+                                   3 * NH * HS, false, NULL);
     op->attention_forward(be, a->atty, a->att_saved, a->qkv, m->B, m->T, NH, HS);
-    op->matmul_forward(be, a->resid_mid, a->atty, p->proj_w, p->proj_b, N, NH * HS, C, true);
-    op->add(be, a->resid_mid, a->resid_mid, resid_in, (size_t)N * C);
+    row_parallel_linear_forward(tp, a->resid_mid, m->full_scratch, a->atty, p->proj_w, p->proj_b, N,
+                                NH * HS, C, true, NULL);
+    op->add(be, a->resid_mid, a->resid_mid, resid_in, (size_t)R * C);
     op->layernorm_forward(be, a->ln2, a->ln2_mean, a->ln2_rstd, a->resid_mid, p->ln2_w, p->ln2_b,
-                          N, C);
-    op->matmul_forward(be, a->fc1, a->ln2, p->fc1_w, p->fc1_b, N, C, F, false);
+                          R, C);
+    column_parallel_linear_forward(tp, a->fc1, a->ln2_full, a->ln2, p->fc1_w, p->fc1_b, N, C, F,
+                                   false, NULL);
     op->gelu_forward(be, a->gelu, a->fc1, (size_t)N * F);
-    op->matmul_forward(be, a->resid_out, a->gelu, p->fc2_w, p->fc2_b, N, F, C, true);
-    op->add(be, a->resid_out, a->resid_out, a->resid_mid, (size_t)N * C);
+    row_parallel_linear_forward(tp, a->resid_out, m->full_scratch, a->gelu, p->fc2_w, p->fc2_b, N, F,
+                                C, true, NULL);
+    op->add(be, a->resid_out, a->resid_out, a->resid_mid, (size_t)R * C);
 }
 
 /* d_resid holds d(loss)/d(layer output) on entry and d(loss)/d(layer input)
- * on exit. */
+ * on exit (this rank's rows). */
 static void layer_backward(GPTModel *m, int l, const void *resid_in) {
     Backend *be = m->be;
     const BackendOps *op = be->ops;
+    TensorParallel *tp = &m->tp;
     const LayerParams *p = &m->lp[l];
     const LayerGrads *g = &m->lg[l];
     const LayerActs *a = &m->la[l];
-    const int N = m->B * m->T, C = m->cfg.hidden_size;
+    const int N = m->B * m->T, R = m->rows, C = m->cfg.hidden_size;
     const int HS = C / m->cfg.num_attention_heads, NH = m->local_heads, F = m->local_ffn;
+    void *dx_full = tp->sequence_parallel ? m->full_scratch : m->d_ln;
 
-    op->matmul_backward(be, m->d_gelu, g->fc2_w, g->fc2_b, m->d_resid, a->gelu, p->fc2_w, N, F, C,
-                        true);
+    row_parallel_linear_backward(tp, m->d_gelu, g->fc2_w, g->fc2_b, m->d_resid, m->full_scratch,
+                                 a->gelu, p->fc2_w, N, F, C);
     op->gelu_backward(be, m->d_fc1, a->fc1, m->d_gelu, (size_t)N * F);
-    op->matmul_backward(be, m->d_ln, g->fc1_w, g->fc1_b, m->d_fc1, a->ln2, p->fc1_w, N, C, F,
-                        false);
+    column_parallel_linear_backward(tp, m->d_ln, dx_full, g->fc1_w, g->fc1_b, m->d_fc1, a->ln2_full,
+                                    p->fc1_w, N, C, F);
     op->layernorm_backward(be, m->d_resid, g->ln2_w, g->ln2_b, m->d_ln, a->resid_mid, p->ln2_w,
-                           a->ln2_mean, a->ln2_rstd, N, C);
-    op->matmul_backward(be, m->d_atty, g->proj_w, g->proj_b, m->d_resid, a->atty, p->proj_w, N,
-                        NH * HS, C, true);
+                           a->ln2_mean, a->ln2_rstd, R, C);
+    row_parallel_linear_backward(tp, m->d_atty, g->proj_w, g->proj_b, m->d_resid, m->full_scratch,
+                                 a->atty, p->proj_w, N, NH * HS, C);
     op->attention_backward(be, m->d_qkv, m->d_atty, a->qkv, a->atty, a->att_saved, m->B, m->T, NH,
                            HS);
-    op->matmul_backward(be, m->d_ln, g->qkv_w, g->qkv_b, m->d_qkv, a->ln1, p->qkv_w, N, C,
-                        3 * NH * HS, false);
+    column_parallel_linear_backward(tp, m->d_ln, dx_full, g->qkv_w, g->qkv_b, m->d_qkv, a->ln1_full,
+                                    p->qkv_w, N, C, 3 * NH * HS);
     op->layernorm_backward(be, m->d_resid, g->ln1_w, g->ln1_b, m->d_ln, resid_in, p->ln1_w,
-                           a->ln1_mean, a->ln1_rstd, N, C);
+                           a->ln1_mean, a->ln1_rstd, R, C);
 }
 
 static const void *layer_input(const GPTModel *m, int l) {
@@ -316,26 +344,27 @@ static const void *layer_input(const GPTModel *m, int l) {
 double gpt_model_forward(GPTModel *m, const int32_t *tokens, const int32_t *targets) {
     Backend *be = m->be;
     const BackendOps *op = be->ops;
-    const int N = m->B * m->T, C = m->cfg.hidden_size;
+    TensorParallel *tp = &m->tp;
+    const int N = m->B * m->T, R = m->rows, C = m->cfg.hidden_size;
     const int L = m->part.num_local_layers;
     GPT3D_CHECK(m->part.has_embedding && m->part.has_head,
                 "gpt_model_forward runs a whole model; pipeline stages use the stage API");
 
     op->copy_to_device(be, m->tokens_dev, tokens, (size_t)N * sizeof(int32_t));
     op->copy_to_device(be, m->targets_dev, targets, (size_t)N * sizeof(int32_t));
-    op->embedding_forward(be, m->embed_out, m->tokens_dev, m->wte, N, C, (int)m->vocab_begin,
-                          (int)(m->vocab_begin + m->local_vocab));
-    op->position_embedding_add(be, m->embed_out, m->wpe, m->B, m->T, C);
+    vocab_parallel_embedding_forward(tp, m->embed_out, m->full_scratch, m->tokens_dev, m->wte, N, C,
+                                     (int)m->vocab_begin, (int)(m->vocab_begin + m->local_vocab));
+    tp_position_embedding_add(tp, m->embed_out, m->wpe, N, m->T, C);
     for (int l = 0; l < L; l++) layer_forward(m, l, layer_input(m, l));
 
     const void *last = layer_input(m, L);
     const int V = (int)m->local_vocab, vb = (int)m->vocab_begin, vs = (int)m->cfg.vocab_size;
-    op->layernorm_forward(be, m->lnf, m->lnf_mean, m->lnf_rstd, last, m->lnf_w, m->lnf_b, N, C);
-    op->matmul_forward(be, m->logits, m->lnf, m->wte, NULL, N, C, V, false);
-    op->cross_entropy_max(be, m->ce_max, m->logits, N, V, vb, vs);
-    op->cross_entropy_sums(be, m->ce_sumexp, m->ce_target, m->logits, m->ce_max, m->targets_dev, N,
-                           V, vb, vs);
-    op->cross_entropy_loss(be, m->ce_losses, m->ce_max, m->ce_sumexp, m->ce_target, N);
+    op->layernorm_forward(be, m->lnf, m->lnf_mean, m->lnf_rstd, last, m->lnf_w, m->lnf_b, R, C);
+    /* The LM head is a column-parallel linear over the vocabulary slice. */
+    column_parallel_linear_forward(tp, m->logits, m->lnf_full, m->lnf, m->wte, NULL, N, C, V, false,
+                                   NULL);
+    vocab_parallel_cross_entropy_forward(tp, m->ce_losses, m->ce_max, m->ce_sums, m->logits,
+                                         m->targets_dev, N, V, vb, vs);
     op->copy_to_host(be, m->host_losses, m->ce_losses, (size_t)N * sizeof(float));
     double sum = 0.0;
     for (int i = 0; i < N; i++) sum += m->host_losses[i];
@@ -345,19 +374,35 @@ double gpt_model_forward(GPTModel *m, const int32_t *tokens, const int32_t *targ
 void gpt_model_backward(GPTModel *m, float loss_scale_per_token) {
     Backend *be = m->be;
     const BackendOps *op = be->ops;
-    const int N = m->B * m->T, C = m->cfg.hidden_size;
+    TensorParallel *tp = &m->tp;
+    const int N = m->B * m->T, R = m->rows, C = m->cfg.hidden_size;
     const int L = m->part.num_local_layers;
     const int V = (int)m->local_vocab, vb = (int)m->vocab_begin, vs = (int)m->cfg.vocab_size;
+    void *dx_full = tp->sequence_parallel ? m->full_scratch : m->d_ln;
 
-    op->cross_entropy_backward(be, m->logits, m->logits, m->ce_max, m->ce_sumexp, m->targets_dev,
-                               N, V, vb, vs, loss_scale_per_token);
-    op->matmul_backward(be, m->d_ln, m->dwte, NULL, m->logits, m->lnf, m->wte, N, C, V, false);
-    op->memset_zero(be, m->d_resid, backend_act_bytes(be, (size_t)N * C));
+    vocab_parallel_cross_entropy_backward(tp, m->logits, m->logits, m->ce_max, m->ce_sums,
+                                          m->targets_dev, N, V, vb, vs, loss_scale_per_token);
+    column_parallel_linear_backward(tp, m->d_ln, dx_full, m->dwte, NULL, m->logits, m->lnf_full,
+                                    m->wte, N, C, V);
+    op->memset_zero(be, m->d_resid, backend_act_bytes(be, (size_t)R * C));
     op->layernorm_backward(be, m->d_resid, m->dlnf_w, m->dlnf_b, m->d_ln, layer_input(m, L),
-                           m->lnf_w, m->lnf_mean, m->lnf_rstd, N, C);
+                           m->lnf_w, m->lnf_mean, m->lnf_rstd, R, C);
     for (int l = L - 1; l >= 0; l--) layer_backward(m, l, layer_input(m, l));
-    op->embedding_backward(be, m->dwte, m->d_resid, m->tokens_dev, N, C, vb, vb + V);
-    op->position_embedding_backward(be, m->dwpe, m->d_resid, m->B, m->T, C);
+    vocab_parallel_embedding_backward(tp, m->dwte, m->d_resid, m->full_scratch, m->tokens_dev, N, C,
+                                      vb, vb + V);
+    tp_position_embedding_backward(tp, m->dwpe, m->d_resid, N, m->T, C);
+}
+
+void gpt_model_reduce_sequence_parallel_grads(GPTModel *m) {
+    if (!m->tp.sequence_parallel) return;
+    /* Under sequence parallelism each TP rank saw only its tokens' share of
+     * the gradients of the parameters replicated across TP. */
+    for (int i = 0; i < m->table.count; i++) {
+        const ParamInfo *p = &m->table.params[i];
+        if (p->tensor_parallel_split) continue;
+        comm_all_reduce(m->tp.comm, GROUP_TENSOR, m->grads + p->offset, (size_t)p->local_numel,
+                        DTYPE_F32, REDUCE_SUM);
+    }
 }
 
 double gpt_flops_per_token(const GPTConfig *cfg) {

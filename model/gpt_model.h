@@ -26,6 +26,7 @@
 #include <stdint.h>
 
 #include "backend/backend.h"
+#include "tensor_parallel/tensor_parallel.h"
 
 typedef struct {
     int num_layers;
@@ -58,6 +59,8 @@ typedef struct {
     int64_t local_numel;
     size_t offset;               /* element offset in the flat param/grad buffers */
     bool weight_decay;           /* false for biases and layernorm */
+    bool counts_in_grad_norm;    /* false for this rank's replica of a parameter
+                                    another rank counts (TP copies, tied embedding copy) */
     ParamInitKind init;
     double init_std;
 } ParamInfo;
@@ -87,8 +90,10 @@ void param_init_values(const ParamInfo *p, uint64_t seed, float *out);
 
 typedef struct GPTModel GPTModel;
 
+/* tp: the tensor-parallel context (NULL for one rank); its size and rank
+ * must match the partition's. */
 GPTModel *gpt_model_create(Backend *be, const GPTConfig *cfg, const ModelPartition *part,
-                           int micro_batch_size);
+                           int micro_batch_size, const TensorParallel *tp);
 void gpt_model_free(GPTModel *m);
 const ParamTable *gpt_model_params(const GPTModel *m);
 /* The flat buffers (device pointers of the model's backend). */
@@ -109,6 +114,11 @@ void gpt_model_zero_grad(GPTModel *m);
 double gpt_model_forward(GPTModel *m, const int32_t *tokens, const int32_t *targets);
 /* Backward of the last forward; d(loss)/d(token loss) = loss_scale_per_token. */
 void gpt_model_backward(GPTModel *m, float loss_scale_per_token);
+
+/* After the last micro-batch's backward: with sequence parallelism, sums
+ * the partial gradients of TP-replicated parameters (layernorms, row-parallel
+ * biases, position embedding) over the TP group. No-op otherwise. */
+void gpt_model_reduce_sequence_parallel_grads(GPTModel *m);
 
 /* Model FLOPs per token for forward+backward (Megatron's accounting: matmuls
  * 2 flops per MAC, causal attention counted at half, backward = 2x forward). */

@@ -55,6 +55,7 @@ static void add_param(TableBuilder *b, const char *name, int ndim, const int64_t
                     PARAM_ALIGN_ELEMENTS;
     t->total_numel += padded;
     p->weight_decay = weight_decay;
+    p->counts_in_grad_norm = p->tensor_parallel_split || b->part->tp_rank == 0;
     p->init = init;
     p->init_std = std;
 }
@@ -123,6 +124,8 @@ void param_table_build(ParamTable *t, const GPTConfig *cfg, const ModelPartition
         add_param(&b, "embedding.word_embeddings.weight", 2,
                   (int64_t[]){cfg->padded_vocab_size, cfg->hidden_size}, true, true,
                   PARAM_INIT_NORMAL, cfg->init_method_std);
+        /* The first stage's copy is the one the global norm counts. */
+        if (!part->has_embedding) t->params[t->count - 1].counts_in_grad_norm = false;
     }
 }
 

@@ -57,7 +57,8 @@ double optimizer_grad_sum_squares(Optimizer *o, const float *grads) {
     double sum = 0.0;
     for (int i = 0; i < o->table->count; i++) {
         size_t lo, hi;
-        if (shard_overlap(o, &o->table->params[i], &lo, &hi))
+        const ParamInfo *p = &o->table->params[i];
+        if (p->counts_in_grad_norm && shard_overlap(o, p, &lo, &hi))
             sum += o->be->ops->sum_squares_f32(o->be, grads + lo, hi - lo);
     }
     return sum;

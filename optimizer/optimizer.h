@@ -58,8 +58,9 @@ void optimizer_set_step_count(Optimizer *o, int64_t step);
 /* Bytes of master weights + moments held by this rank. */
 size_t optimizer_state_bytes(const Optimizer *o);
 
-/* Sum of squares of the gradients of the shard's parameters (padding
- * excluded), in double. The caller reduces it across ranks. */
+/* Sum of squares of the gradients of the shard's parameters that this rank
+ * counts (ParamInfo.counts_in_grad_norm; padding excluded), in double. The
+ * caller sums it across ranks, so each unique parameter counts once. */
 double optimizer_grad_sum_squares(Optimizer *o, const float *grads);
 
 /* One AdamW step on the shard with learning rate `lr` and the clip

@@ -16,12 +16,22 @@ bool parallel_state_check_sizes(int world_size, int tp, int pp, char *err, size_
         snprintf(err, err_size, "--pipeline-model-parallel-size must be >= 1 (got %d)", pp);
         return false;
     }
-    if (world_size % (tp * pp) != 0) {
+    /* In long long so that absurd flag values cannot overflow int. */
+    const long long model_ranks = (long long)tp * pp;
+    if (model_ranks > world_size) {
+        snprintf(err, err_size,
+                 "--tensor-model-parallel-size %d x --pipeline-model-parallel-size %d needs %lld "
+                 "ranks, but the job has only %d; launch at least %lld ranks (mpirun -np) or "
+                 "reduce the sizes",
+                 tp, pp, model_ranks, world_size, model_ranks);
+        return false;
+    }
+    if (world_size % model_ranks != 0) {
         snprintf(err, err_size,
                  "the job has %d ranks, which is not divisible by --tensor-model-parallel-size %d "
-                 "x --pipeline-model-parallel-size %d = %d; launch a multiple of %d ranks "
+                 "x --pipeline-model-parallel-size %d = %lld; launch a multiple of %lld ranks "
                  "(mpirun -np) or change the sizes",
-                 world_size, tp, pp, tp * pp, tp * pp);
+                 world_size, tp, pp, model_ranks, model_ranks);
         return false;
     }
     return true;
@@ -30,6 +40,9 @@ bool parallel_state_check_sizes(int world_size, int tp, int pp, char *err, size_
 bool parallel_state_init(ParallelState *ps, MPI_Comm world, int tp, int pp, char *err,
                          size_t err_size) {
     memset(ps, 0, sizeof *ps);
+    /* Null handles first, so that destroy is safe after a failed init. */
+    ps->world = ps->tp_comm = ps->pp_comm = ps->dp_comm = MPI_COMM_NULL;
+    ps->model_parallel_comm = ps->embedding_comm = MPI_COMM_NULL;
     MPI_Comm_size(world, &ps->world_size);
     MPI_Comm_rank(world, &ps->rank);
     if (!parallel_state_check_sizes(ps->world_size, tp, pp, err, err_size)) return false;
@@ -62,7 +75,7 @@ void parallel_state_destroy(ParallelState *ps) {
     MPI_Comm *comms[] = {&ps->tp_comm, &ps->dp_comm, &ps->pp_comm, &ps->model_parallel_comm,
                          &ps->embedding_comm};
     for (size_t i = 0; i < sizeof comms / sizeof *comms; i++)
-        if (*comms[i] != MPI_COMM_NULL && *comms[i] != 0) MPI_Comm_free(comms[i]);
+        if (*comms[i] != MPI_COMM_NULL) MPI_Comm_free(comms[i]);
 }
 
 int parallel_state_next_stage_rank(const ParallelState *ps) {

@@ -160,10 +160,11 @@ bool trainer_setup(Trainer *t, const TrainArgs *a, const ParallelState *ps, char
     memset(t, 0, sizeof *t);
     t->args = a;
     t->ps = ps;
-    if (ps->world_size > 1)
-        FAIL("this build trains on one rank (TP = PP = DP = 1); launch without mpirun -np %d "
-             "until the parallel layouts land",
-             ps->world_size);
+    if (ps->pp_size > 1 || ps->dp_size > 1)
+        FAIL("this build runs tensor parallelism only (%d ranks = DP %d x PP %d x TP %d); "
+             "pipeline and data parallelism are not implemented yet: launch -np equal to "
+             "--tensor-model-parallel-size with --pipeline-model-parallel-size 1",
+             ps->world_size, ps->dp_size, ps->pp_size, ps->tp_size);
     const char *device = NULL;
     if (!resolve_device(a, &device, err, err_size)) return false;
     if (!setup_data(t, err, err_size)) return false;
@@ -175,7 +176,9 @@ bool trainer_setup(Trainer *t, const TrainArgs *a, const ParallelState *ps, char
 
     t->be = backend_create(device, ps->local_rank, err, err_size);
     if (!t->be) return false;
-    t->model = gpt_model_create(t->be, &t->cfg, &t->part, a->micro_batch_size);
+    comm_init(&t->comm, ps, t->be);
+    tensor_parallel_init(&t->tp, t->be, &t->comm, ps->tp_size, ps->tp_rank, a->sequence_parallel);
+    t->model = gpt_model_create(t->be, &t->cfg, &t->part, a->micro_batch_size, &t->tp);
     const ParamTable *pt = gpt_model_params(t->model);
     AdamWConfig oc = {.beta1 = a->adam_beta1,
                       .beta2 = a->adam_beta2,
@@ -255,8 +258,10 @@ static StepResult train_step(Trainer *t) {
         gpt_model_backward(t->model, (float)(1.0 / tokens_per_batch));
     }
     r.loss = loss_sum / tokens_per_batch;
-    float *grads = gpt_model_grad_buffer(t->model);
-    r.grad_norm = sqrt(optimizer_grad_sum_squares(t->opt, grads));
+    gpt_model_reduce_sequence_parallel_grads(t->model);
+    double sum_squares = optimizer_grad_sum_squares(t->opt, gpt_model_grad_buffer(t->model));
+    MPI_Allreduce(MPI_IN_PLACE, &sum_squares, 1, MPI_DOUBLE, MPI_SUM, t->ps->world);
+    r.grad_norm = sqrt(sum_squares);
     return r;
 }
 
@@ -325,6 +330,25 @@ static void write_metrics(const Trainer *t, const StepResult *r, double seconds,
     fflush(t->metrics);
 }
 
+/* The first iteration's collectives of this rank, per group and operation:
+ * the traffic every later iteration repeats. */
+static void print_comm_summary(const Trainer *t) {
+    const CommCounters *c = &t->comm.counters;
+    char line[2048];
+    size_t n = 0;
+    for (int g = 0; g < NUM_GROUPS; g++)
+        for (int k = 0; k < NUM_COLLECTIVES; k++) {
+            if (!c->calls[g][k] || n >= sizeof line) continue;
+            n += (size_t)snprintf(line + n, sizeof line - n, "%s%s %s %llu calls %.3f MiB",
+                                  n ? "; " : "", comm_group_name((GroupKind)g),
+                                  comm_collective_name((CollectiveKind)k),
+                                  (unsigned long long)c->calls[g][k],
+                                  (double)c->bytes[g][k] / (1024.0 * 1024.0));
+        }
+    printf("communication per iteration (rank 0): %s\n", n ? line : "none");
+    fflush(stdout);
+}
+
 /* ------------------------------------------------------------------ loop */
 
 static void save_or_die(Trainer *t) {
@@ -357,8 +381,10 @@ int trainer_run(Trainer *t) {
     LogWindow window = {0};
     int64_t last_saved = t->args->load ? t->iteration : -1;
     bool evaluated_last = false;
+    const int64_t first_iteration = t->iteration;
     while (t->iteration < a->train_iters) {
         const double start = timer_now_s();
+        comm_reset_counters(&t->comm);
         StepResult r = train_step(t);
         if (a->check_for_nan_in_loss_and_grad && (!isfinite(r.loss) || !isfinite(r.grad_norm)))
             return stop_on_nonfinite(t, &r);
@@ -369,6 +395,8 @@ int trainer_run(Trainer *t) {
         t->iteration++;
         t->consumed_samples += a->global_batch_size;
 
+        if (is_root(t) && window.iters == 0 && t->iteration == first_iteration + 1)
+            print_comm_summary(t);
         window.loss_sum += r.loss;
         window.iters++;
         window.seconds += seconds;

@@ -19,13 +19,17 @@
 #include "data/data.h"
 #include "model/gpt_model.h"
 #include "optimizer/optimizer.h"
+#include "parallel_state/collectives.h"
 #include "parallel_state/parallel_state.h"
+#include "tensor_parallel/tensor_parallel.h"
 #include "training/args.h"
 
 typedef struct {
     const TrainArgs *args;
     const ParallelState *ps;
     Backend *be;
+    Comm comm;
+    TensorParallel tp;
     GPTConfig cfg;
     ModelPartition part;
     GPTModel *model;

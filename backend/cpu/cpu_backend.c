@@ -130,6 +130,7 @@ static const BackendOps CPU_OPS = {
     .layernorm_forward = cpu_layernorm_forward,
     .layernorm_backward = cpu_layernorm_backward,
     .matmul_forward = cpu_matmul_forward,
+    .add_bias = cpu_add_bias,
     .matmul_backward = cpu_matmul_backward,
     .gelu_forward = cpu_gelu_forward,
     .gelu_backward = cpu_gelu_backward,

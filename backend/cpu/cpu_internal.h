@@ -49,6 +49,7 @@ void cpu_matmul_backward(Backend *be, void *dinp, float *dweight, float *dbias, 
 void cpu_gelu_forward(Backend *be, void *out, const void *inp, size_t n);
 void cpu_gelu_backward(Backend *be, void *dinp, const void *inp, const void *dout, size_t n);
 void cpu_add(Backend *be, void *out, const void *a, const void *b, size_t n);
+void cpu_add_bias(Backend *be, void *out, const void *bias, int N, int OC);
 void cpu_add_inplace(Backend *be, void *dst, const void *src, size_t n);
 void cpu_scale_f32(Backend *be, float *x, float s, size_t n);
 

@@ -142,6 +142,16 @@ void cpu_matmul_forward(Backend *be, void *out_, const void *inp_, const void *w
                   OC);
 }
 
+void cpu_add_bias(Backend *be, void *out_, const void *bias_, int N, int OC) {
+    (void)be;
+    float *out = out_;
+    const float *bias = bias_;
+    for (int n = 0; n < N; n++) {
+        float *restrict o = out + (size_t)n * OC;
+        for (int c = 0; c < OC; c++) o[c] += bias[c];
+    }
+}
+
 void cpu_matmul_backward(Backend *be, void *dinp_, float *dweight, float *dbias, const void *dout_,
                          const void *inp_, const void *weight_, int N, int IC, int OC,
                          bool weight_in_major) {

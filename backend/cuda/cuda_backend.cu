@@ -214,6 +214,7 @@ static void cuda_add(Backend *, void *, const void *, const void *, size_t) {
 static void cuda_add_inplace(Backend *, void *, const void *, size_t) {
     not_implemented("add_inplace");
 }
+static void cuda_add_bias(Backend *, void *, const void *, int, int) { not_implemented("add_bias"); }
 static void cuda_scale_f32(Backend *, float *, float, size_t) { not_implemented("scale_f32"); }
 static size_t cuda_attention_saved_bytes(Backend *, int, int, int, int) {
     not_implemented("attention_saved_bytes");
@@ -289,6 +290,7 @@ static const BackendOps CUDA_OPS = {
     cuda_gelu_backward,
     cuda_add,
     cuda_add_inplace,
+    cuda_add_bias,
     cuda_scale_f32,
     cuda_attention_saved_bytes,
     cuda_attention_forward,

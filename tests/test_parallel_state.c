@@ -1,0 +1,312 @@
+/* parallel_state: rank mapping, group membership and size checks, run under
+ * mpirun with 8 ranks. Expected groups are derived here from DESIGN.md's rank
+ * formula, rank = tp + TP * (dp + DP * pp), and compared with the members
+ * each communicator actually has (world ranks all-gathered within it). */
+#include <mpi.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/errors.h"
+#include "parallel_state/parallel_state.h"
+
+#define CHECK(cond)                                                                                \
+    do {                                                                                           \
+        if (!(cond)) {                                                                             \
+            fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond);              \
+            MPI_Abort(MPI_COMM_WORLD, 1);                                                          \
+        }                                                                                          \
+    } while (0)
+
+#define MAX_RANKS 64
+
+typedef struct {
+    int tp, dp, pp;
+} Coord;
+
+typedef struct {
+    int tp_size, pp_size, dp_size;
+} Layout;
+
+static int formula_rank(const Layout *l, Coord c) {
+    return c.tp + l->tp_size * (c.dp + l->dp_size * c.pp);
+}
+
+/* Coordinates of `rank`, found by searching the formula rather than by
+ * inverting it the way the code under test does. */
+static Coord coord_of(const Layout *l, int rank) {
+    for (int pp = 0; pp < l->pp_size; pp++)
+        for (int dp = 0; dp < l->dp_size; dp++)
+            for (int tp = 0; tp < l->tp_size; tp++) {
+                Coord c = {tp, dp, pp};
+                if (formula_rank(l, c) == rank) return c;
+            }
+    CHECK(!"rank not reachable by the formula");
+    return (Coord){-1, -1, -1};
+}
+
+typedef enum { VARY_TP, VARY_DP, VARY_PP } Axis;
+
+/* Members of my group along one axis, ordered by that coordinate. */
+static int axis_members(const Layout *l, Coord me, Axis axis, int *out) {
+    const int n = axis == VARY_TP ? l->tp_size : axis == VARY_DP ? l->dp_size : l->pp_size;
+    for (int i = 0; i < n; i++) {
+        Coord c = me;
+        if (axis == VARY_TP) c.tp = i;
+        if (axis == VARY_DP) c.dp = i;
+        if (axis == VARY_PP) c.pp = i;
+        out[i] = formula_rank(l, c);
+    }
+    return n;
+}
+
+/* The model-parallel group is every rank of my data-parallel replica, in
+ * world-rank order. */
+static int model_parallel_members(const Layout *l, Coord me, int world, int *out) {
+    int n = 0;
+    for (int r = 0; r < world; r++)
+        if (coord_of(l, r).dp == me.dp) out[n++] = r;
+    return n;
+}
+
+/* First and last stage of my pipeline; just me when PP = 1; none (0) on a
+ * middle stage. */
+static int embedding_members(const Layout *l, Coord me, int *out) {
+    if (me.pp != 0 && me.pp != l->pp_size - 1) return 0;
+    Coord first = me, last = me;
+    first.pp = 0;
+    last.pp = l->pp_size - 1;
+    out[0] = formula_rank(l, first);
+    if (l->pp_size == 1) return 1;
+    out[1] = formula_rank(l, last);
+    return 2;
+}
+
+/* Checks that `comm` holds exactly `expected[0..n)`, in that order, with this
+ * rank at its position. n = 0 means this rank must have no communicator. */
+static void check_members(MPI_Comm comm, MPI_Comm world, const int *expected, int n,
+                          const char *what, const Layout *l) {
+    int world_rank;
+    MPI_Comm_rank(world, &world_rank);
+    if (n == 0) {
+        if (comm != MPI_COMM_NULL)
+            fprintf(stderr, "rank %d: %s communicator should be null at TP=%d PP=%d\n",
+                    world_rank, what, l->tp_size, l->pp_size);
+        CHECK(comm == MPI_COMM_NULL);
+        return;
+    }
+    CHECK(comm != MPI_COMM_NULL);
+    int size, rank, got[MAX_RANKS];
+    MPI_Comm_size(comm, &size);
+    MPI_Comm_rank(comm, &rank);
+    CHECK(size == n);
+    MPI_Allgather(&world_rank, 1, MPI_INT, got, 1, MPI_INT, comm);
+    for (int i = 0; i < n; i++) {
+        if (got[i] != expected[i])
+            fprintf(stderr, "rank %d: %s group member %d is world rank %d, expected %d "
+                            "(TP=%d PP=%d)\n",
+                    world_rank, what, i, got[i], expected[i], l->tp_size, l->pp_size);
+        CHECK(got[i] == expected[i]);
+    }
+    CHECK(expected[rank] == world_rank);
+}
+
+/* Node-local rank and size derived from processor names: ranks with my name,
+ * and how many of them come before me. */
+static void check_local_rank(const ParallelState *ps) {
+    char names[MAX_RANKS][MPI_MAX_PROCESSOR_NAME];
+    char mine[MPI_MAX_PROCESSOR_NAME] = {0};
+    int len = 0;
+    MPI_Get_processor_name(mine, &len);
+    MPI_Allgather(mine, MPI_MAX_PROCESSOR_NAME, MPI_CHAR, names, MPI_MAX_PROCESSOR_NAME, MPI_CHAR,
+                  ps->world);
+    int local_size = 0, local_rank = 0;
+    for (int r = 0; r < ps->world_size; r++) {
+        if (strcmp(names[r], mine) != 0) continue;
+        local_size++;
+        if (r < ps->rank) local_rank++;
+    }
+    CHECK(ps->local_size == local_size);
+    CHECK(ps->local_rank == local_rank);
+}
+
+static void check_layout(MPI_Comm world, int tp, int pp) {
+    int world_size, rank;
+    MPI_Comm_size(world, &world_size);
+    MPI_Comm_rank(world, &rank);
+    ParallelState ps;
+    char err[256] = "";
+    CHECK(parallel_state_init(&ps, world, tp, pp, err, sizeof err));
+    CHECK(err[0] == '\0');
+
+    Layout l = {tp, pp, world_size / (tp * pp)};
+    CHECK(ps.world_size == world_size && ps.rank == rank);
+    CHECK(ps.tp_size == tp && ps.pp_size == pp && ps.dp_size == l.dp_size);
+    const Coord me = coord_of(&l, rank);
+    CHECK(ps.tp_rank == me.tp && ps.dp_rank == me.dp && ps.pp_rank == me.pp);
+    for (int r = 0; r < world_size; r++) {
+        Coord c = coord_of(&l, r);
+        CHECK(parallel_state_rank_of(c.tp, c.dp, c.pp, tp, l.dp_size) == r);
+    }
+
+    int expected[MAX_RANKS];
+    int n = axis_members(&l, me, VARY_TP, expected);
+    check_members(ps.tp_comm, world, expected, n, "tensor", &l);
+    n = axis_members(&l, me, VARY_DP, expected);
+    check_members(ps.dp_comm, world, expected, n, "data", &l);
+    n = axis_members(&l, me, VARY_PP, expected);
+    check_members(ps.pp_comm, world, expected, n, "pipeline", &l);
+    n = model_parallel_members(&l, me, world_size, expected);
+    CHECK(n == tp * pp);
+    check_members(ps.model_parallel_comm, world, expected, n, "model-parallel", &l);
+    n = embedding_members(&l, me, expected);
+    check_members(ps.embedding_comm, world, expected, n, "embedding", &l);
+
+    /* Stages wrap around, as Megatron's next/prev rank do. */
+    Coord next = me, prev = me;
+    next.pp = (me.pp + 1) % pp;
+    prev.pp = (me.pp + pp - 1) % pp;
+    CHECK(parallel_state_next_stage_rank(&ps) == formula_rank(&l, next));
+    CHECK(parallel_state_prev_stage_rank(&ps) == formula_rank(&l, prev));
+    CHECK(parallel_state_is_first_stage(&ps) == (me.pp == 0));
+    CHECK(parallel_state_is_last_stage(&ps) == (me.pp == pp - 1));
+    check_local_rank(&ps);
+
+    parallel_state_destroy(&ps);
+    CHECK(ps.tp_comm == MPI_COMM_NULL && ps.dp_comm == MPI_COMM_NULL);
+    CHECK(ps.pp_comm == MPI_COMM_NULL && ps.model_parallel_comm == MPI_COMM_NULL);
+    CHECK(ps.embedding_comm == MPI_COMM_NULL);
+}
+
+/* DESIGN.md's worked example, spelled out literally as a guard against a
+ * formula shared by test and code being wrong in the same way. */
+static void check_design_example(MPI_Comm world) {
+    static const int tp_groups[8][2] = {{0, 1}, {0, 1}, {2, 3}, {2, 3},
+                                        {4, 5}, {4, 5}, {6, 7}, {6, 7}};
+    static const int dp_groups[8][2] = {{0, 2}, {1, 3}, {0, 2}, {1, 3},
+                                        {4, 6}, {5, 7}, {4, 6}, {5, 7}};
+    static const int pp_groups[8][2] = {{0, 4}, {1, 5}, {2, 6}, {3, 7},
+                                        {0, 4}, {1, 5}, {2, 6}, {3, 7}};
+    int rank;
+    MPI_Comm_rank(world, &rank);
+    ParallelState ps;
+    char err[256];
+    CHECK(parallel_state_init(&ps, world, 2, 2, err, sizeof err));
+    Layout l = {2, 2, 2};
+    check_members(ps.tp_comm, world, tp_groups[rank], 2, "tensor", &l);
+    check_members(ps.dp_comm, world, dp_groups[rank], 2, "data", &l);
+    check_members(ps.pp_comm, world, pp_groups[rank], 2, "pipeline", &l);
+    check_members(ps.embedding_comm, world, pp_groups[rank], 2, "embedding", &l);
+    parallel_state_destroy(&ps);
+}
+
+static bool contains(const char *haystack, const char *needle) {
+    return strstr(haystack, needle) != NULL;
+}
+
+static void check_size_errors(void) {
+    char err[512];
+    CHECK(parallel_state_check_sizes(8, 1, 1, err, sizeof err));
+    CHECK(parallel_state_check_sizes(8, 2, 4, err, sizeof err));
+    CHECK(parallel_state_check_sizes(8, 8, 1, err, sizeof err));
+    CHECK(parallel_state_check_sizes(1, 1, 1, err, sizeof err));
+
+    CHECK(!parallel_state_check_sizes(8, 3, 1, err, sizeof err));
+    CHECK(contains(err, "--tensor-model-parallel-size 3"));
+    CHECK(contains(err, "--pipeline-model-parallel-size 1"));
+    CHECK(contains(err, "not divisible") && contains(err, "8 ranks"));
+
+    CHECK(!parallel_state_check_sizes(12, 2, 4, err, sizeof err));
+    CHECK(contains(err, "not divisible") && contains(err, "multiple of 8"));
+
+    /* More model-parallel ranks than the job has: say so, not "not divisible". */
+    CHECK(!parallel_state_check_sizes(8, 4, 4, err, sizeof err));
+    CHECK(contains(err, "--tensor-model-parallel-size 4"));
+    CHECK(contains(err, "--pipeline-model-parallel-size 4"));
+    CHECK(contains(err, "16") && contains(err, "only 8"));
+    CHECK(!contains(err, "divisible"));
+    CHECK(!parallel_state_check_sizes(8, 16, 1, err, sizeof err));
+    CHECK(contains(err, "only 8"));
+    /* Products beyond int must not wrap around into a "valid" size. */
+    CHECK(!parallel_state_check_sizes(8, 65536, 65536, err, sizeof err));
+    CHECK(contains(err, "only 8"));
+
+    CHECK(!parallel_state_check_sizes(8, 0, 1, err, sizeof err));
+    CHECK(contains(err, "--tensor-model-parallel-size") && contains(err, "got 0"));
+    CHECK(!parallel_state_check_sizes(8, -2, 1, err, sizeof err));
+    CHECK(contains(err, "--tensor-model-parallel-size") && contains(err, "got -2"));
+    CHECK(!parallel_state_check_sizes(8, 1, 0, err, sizeof err));
+    CHECK(contains(err, "--pipeline-model-parallel-size") && contains(err, "got 0"));
+
+    /* A short buffer truncates, never overflows. */
+    char tiny[8];
+    memset(tiny, 'x', sizeof tiny);
+    CHECK(!parallel_state_check_sizes(8, 3, 1, tiny, 5));
+    CHECK(strlen(tiny) == 4 && tiny[5] == 'x');
+}
+
+/* A bad size fails on every rank together and leaves nothing to free. */
+static void check_failed_init(MPI_Comm world) {
+    ParallelState ps;
+    char err[256] = "";
+    CHECK(!parallel_state_init(&ps, world, 3, 1, err, sizeof err));
+    CHECK(contains(err, "--tensor-model-parallel-size 3"));
+    CHECK(ps.tp_comm == MPI_COMM_NULL && ps.embedding_comm == MPI_COMM_NULL);
+    parallel_state_destroy(&ps);
+}
+
+static void check_all_ok(MPI_Comm world) {
+    int size, rank;
+    MPI_Comm_size(world, &size);
+    MPI_Comm_rank(world, &rank);
+    CHECK(parallel_state_all_ok(world, true));
+    for (int bad = 0; bad < size; bad++)
+        CHECK(!parallel_state_all_ok(world, rank != bad));
+    CHECK(!parallel_state_all_ok(world, false));
+}
+
+/* The state is built over the communicator it is given, not MPI_COMM_WORLD:
+ * two halves of the job each get their own 2 x 2 layout. */
+static void check_sub_world(MPI_Comm world) {
+    int rank, size;
+    MPI_Comm_rank(world, &rank);
+    MPI_Comm_size(world, &size);
+    MPI_Comm half;
+    MPI_Comm_split(world, rank < size / 2, rank, &half);
+    check_layout(half, 2, 2);
+    MPI_Comm_free(&half);
+}
+
+static void abort_job(int code) { MPI_Abort(MPI_COMM_WORLD, code); }
+
+int main(int argc, char **argv) {
+    MPI_Init(&argc, &argv);
+    gpt3d_set_exit_hook(abort_job);
+    int world_size;
+    MPI_Comm_size(MPI_COMM_WORLD, &world_size);
+    CHECK(world_size <= MAX_RANKS);
+
+    check_size_errors();
+    check_all_ok(MPI_COMM_WORLD);
+    check_failed_init(MPI_COMM_WORLD);
+    if (world_size == 8) {
+        static const int layouts[][2] = {{1, 1}, {2, 1}, {2, 2}, {4, 2}, {8, 1}, {1, 8},
+                                         {1, 4}, {2, 4}, {1, 2}, {4, 1}};
+        for (size_t i = 0; i < sizeof layouts / sizeof *layouts; i++)
+            check_layout(MPI_COMM_WORLD, layouts[i][0], layouts[i][1]);
+        check_design_example(MPI_COMM_WORLD);
+        check_sub_world(MPI_COMM_WORLD);
+    } else {
+        /* Any other world: every layout it admits. */
+        for (int tp = 1; tp <= world_size; tp++)
+            for (int pp = 1; tp * pp <= world_size; pp++)
+                if (world_size % (tp * pp) == 0) check_layout(MPI_COMM_WORLD, tp, pp);
+    }
+
+    int rank;
+    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+    if (rank == 0) printf("test_parallel_state: %d ranks ok\n", world_size);
+    MPI_Finalize();
+    return 0;
+}
