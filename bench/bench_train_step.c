@@ -62,7 +62,7 @@ int main(int argc, char **argv) {
     cfg.padded_vocab_size = gpt_padded_vocab_size(cfg.vocab_size, 128);
     ModelPartition part = {.tp_size = 1, .num_local_layers = a.num_layers,
                            .has_embedding = true, .has_head = true};
-    GPTModel *m = gpt_model_create(be, &cfg, &part, a.micro_batch_size, NULL);
+    GPTModel *m = gpt_model_create(be, &cfg, &part, a.micro_batch_size, NULL, 1);
     const ParamTable *pt = gpt_model_params(m);
     AdamWConfig oc = {.beta1 = 0.9, .beta2 = 0.95, .eps = 1e-8, .weight_decay = 0.1, .clip_grad = 1.0};
     Optimizer *opt = optimizer_create(be, pt, &oc, 0, pt->total_numel);

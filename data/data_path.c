@@ -116,8 +116,8 @@ static bool parse_weighted(const char *flag, const char *const *words, int n, Da
     out->components = xcalloc((size_t)out->num_components, sizeof *out->components);
     for (int i = 0; i < out->num_components; i++) {
         DataPathComponent *c = &out->components[i];
-        double w;
-        parse_number(words[2 * i], &w);
+        double w = 0.0;
+        parse_number(words[2 * i], &w); /* checked by parse_weights */
         c->weight = w / sum;
         c->pattern = xstrdup(words[2 * i + 1]);
         if (!expand_pattern(flag, c->pattern, c, err, err_size)) return false;

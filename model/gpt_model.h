@@ -91,9 +91,10 @@ void param_init_values(const ParamInfo *p, uint64_t seed, float *out);
 typedef struct GPTModel GPTModel;
 
 /* tp: the tensor-parallel context (NULL for one rank); its size and rank
- * must match the partition's. */
+ * must match the partition's. num_slots: micro-batches whose activations
+ * can be held at once (1 without pipelining; min(P - stage, M) for 1F1B). */
 GPTModel *gpt_model_create(Backend *be, const GPTConfig *cfg, const ModelPartition *part,
-                           int micro_batch_size, const TensorParallel *tp);
+                           int micro_batch_size, const TensorParallel *tp, int num_slots);
 void gpt_model_free(GPTModel *m);
 const ParamTable *gpt_model_params(const GPTModel *m);
 /* The flat buffers (device pointers of the model's backend). */
@@ -109,8 +110,31 @@ void gpt_model_init_params(GPTModel *m, float *master, size_t master_begin, size
 
 void gpt_model_zero_grad(GPTModel *m);
 
-/* One micro-batch: tokens and targets are host arrays of B*T ids. Returns the
- * sum over the B*T token losses (fp64 sum of fp32 losses, fixed order). */
+/* ---- pipeline stage API ----
+ * A stage runs its layers for the micro-batch in `slot`. The first stage
+ * embeds `tokens`; a later stage reads the activation received into
+ * gpt_model_stage_input(). The last stage computes the loss on `targets` and
+ * returns the summed token loss (0 elsewhere); an earlier stage leaves its
+ * output in gpt_model_stage_output(). Backward of a slot starts, on a
+ * non-last stage, from d(output) received into gpt_model_stage_output_grad()
+ * and leaves d(input) in gpt_model_stage_input_grad() (the same buffer:
+ * send it before the next backward). Host id arrays hold B*T ids; p2p
+ * buffers hold gpt_model_stage_activation_numel() act-dtype elements. */
+int gpt_model_num_slots(const GPTModel *m);
+size_t gpt_model_stage_activation_numel(const GPTModel *m);
+void *gpt_model_stage_input(GPTModel *m, int slot);
+void *gpt_model_stage_output(GPTModel *m, int slot);
+void *gpt_model_stage_output_grad(GPTModel *m);
+void *gpt_model_stage_input_grad(GPTModel *m);
+double gpt_model_stage_forward(GPTModel *m, int slot, const int32_t *tokens,
+                               const int32_t *targets);
+void gpt_model_stage_backward(GPTModel *m, int slot, float loss_scale_per_token);
+/* This rank's gradient of the (tied) word embedding, NULL on middle stages. */
+float *gpt_model_word_embedding_grad(GPTModel *m, size_t *numel);
+
+/* A whole model on one stage, slot 0: tokens and targets are host arrays of
+ * B*T ids. Returns the sum over the B*T token losses (fp64 sum of fp32
+ * losses, fixed order). */
 double gpt_model_forward(GPTModel *m, const int32_t *tokens, const int32_t *targets);
 /* Backward of the last forward; d(loss)/d(token loss) = loss_scale_per_token. */
 void gpt_model_backward(GPTModel *m, float loss_scale_per_token);

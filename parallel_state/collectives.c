@@ -113,7 +113,7 @@ void comm_all_reduce(Comm *c, GroupKind g, void *buf, size_t n, DType t, ReduceO
 void comm_all_gather(Comm *c, GroupKind g, void *dst, const void *src, size_t n, DType t) {
     require_host_buffers(c);
     MPI_Comm m = member_comm(c, g);
-    count(c, g, COLL_ALL_GATHER, n * 2, t);
+    count(c, g, COLL_ALL_GATHER, n, t);
     const size_t chunk_bytes = n * dtype_size(t);
     const char *own_chunk = (const char *)dst + (size_t)comm_group_rank(c, g) * chunk_bytes;
     const bool in_place = src == own_chunk;
@@ -148,8 +148,8 @@ void comm_broadcast(Comm *c, GroupKind g, void *buf, size_t n, DType t, int root
     MPI_OK(MPI_Bcast(buf, mpi_count(n), mpi_type(t), root, m));
 }
 
-void comm_send_recv(Comm *c, const void *send_buf, size_t send_n, int dest, void *recv_buf,
-                    size_t recv_n, int source, DType t, int tag) {
+static void exchange(Comm *c, const void *send_buf, size_t send_n, int dest, int send_tag,
+                     void *recv_buf, size_t recv_n, int source, int recv_tag, DType t) {
     require_host_buffers(c);
     GPT3D_CHECK(dest < c->ps->world_size && source < c->ps->world_size,
                 "send/recv peer (dest %d, source %d) outside a world of %d ranks", dest, source,
@@ -158,15 +158,25 @@ void comm_send_recv(Comm *c, const void *send_buf, size_t send_n, int dest, void
     int nreq = 0;
     if (source >= 0) {
         count(c, GROUP_PIPELINE, COLL_RECV, recv_n, t);
-        MPI_OK(MPI_Irecv(recv_buf, mpi_count(recv_n), mpi_type(t), source, tag, c->ps->world,
+        MPI_OK(MPI_Irecv(recv_buf, mpi_count(recv_n), mpi_type(t), source, recv_tag, c->ps->world,
                          &req[nreq++]));
     }
     if (dest >= 0) {
         count(c, GROUP_PIPELINE, COLL_SEND, send_n, t);
-        MPI_OK(MPI_Isend(send_buf, mpi_count(send_n), mpi_type(t), dest, tag, c->ps->world,
+        MPI_OK(MPI_Isend(send_buf, mpi_count(send_n), mpi_type(t), dest, send_tag, c->ps->world,
                          &req[nreq++]));
     }
     MPI_OK(MPI_Waitall(nreq, req, MPI_STATUSES_IGNORE));
+}
+
+void comm_send_recv(Comm *c, const void *send_buf, size_t send_n, int dest, void *recv_buf,
+                    size_t recv_n, int source, DType t, int tag) {
+    exchange(c, send_buf, send_n, dest, tag, recv_buf, recv_n, source, tag, t);
+}
+
+void comm_send_recv_tagged(Comm *c, const void *send_buf, int dest, int send_tag, void *recv_buf,
+                           int source, int recv_tag, size_t n, DType t) {
+    exchange(c, send_buf, n, dest, send_tag, recv_buf, n, source, recv_tag, t);
 }
 
 void comm_barrier(Comm *c, GroupKind g) {

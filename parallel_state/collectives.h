@@ -82,6 +82,10 @@ void comm_broadcast(Comm *c, GroupKind g, void *buf, size_t n, DType t, int root
  * pipeline stages never deadlock. Either side may be skipped (NULL / -1). */
 void comm_send_recv(Comm *c, const void *send_buf, size_t send_n, int dest, void *recv_buf,
                     size_t recv_n, int source, DType t, int tag);
+/* One exchange with its own tag per direction (pipeline stages keep
+ * activations and gradients on separate tags). n elements each way. */
+void comm_send_recv_tagged(Comm *c, const void *send_buf, int dest, int send_tag, void *recv_buf,
+                           int source, int recv_tag, size_t n, DType t);
 void comm_barrier(Comm *c, GroupKind g);
 
 #endif

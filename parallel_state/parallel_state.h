@@ -43,7 +43,8 @@ static inline bool parallel_state_is_first_stage(const ParallelState *ps) {
 static inline bool parallel_state_is_last_stage(const ParallelState *ps) {
     return ps->pp_rank == ps->pp_size - 1;
 }
-/* World ranks of the next / previous pipeline stage (same tp, dp). */
+/* World ranks of the next / previous pipeline stage (same tp, dp). They wrap
+ * around (the last stage's next is the first), as in Megatron. */
 int parallel_state_next_stage_rank(const ParallelState *ps);
 int parallel_state_prev_stage_rank(const ParallelState *ps);
 

@@ -58,7 +58,7 @@ void tp_gather_columns(TensorParallel *tp, void *full, void *scratch, const void
     const size_t chunk = (size_t)N * local_cols, width = (size_t)local_cols * tp->tp_size;
     if (tp->comm)
         comm_all_gather(tp->comm, GROUP_TENSOR, scratch, local, chunk, be->act_dtype);
-    else
+    else if (scratch != local)
         be->ops->copy_device(be, scratch, local, backend_act_bytes(be, chunk));
     /* scratch is [TP][N][cols]; full wants [N][TP * cols]. */
     for (int r = 0; r < tp->tp_size; r++)
@@ -91,7 +91,9 @@ void column_parallel_linear_forward(TensorParallel *tp, void *y, void *x_full, c
         be->ops->matmul_forward(be, y, x_full, w, b, N, IC, OC_local, false);
         return;
     }
-    void *local = rows_at(tp, scratch, (size_t)N * tp->tp_size, (size_t)OC_local);
+    /* The local columns go straight into this rank's chunk of the gather
+     * scratch ([TP][N][OC_local], N*OC elements): an in-place all-gather. */
+    void *local = rows_at(tp, scratch, (size_t)N * tp->tp_rank, (size_t)OC_local);
     be->ops->matmul_forward(be, local, x_full, w, b, N, IC, OC_local, false);
     tp_gather_columns(tp, y, scratch, local, N, OC_local);
 }

@@ -1,7 +1,7 @@
 # parallel_state and its collectives, under mpirun (see gpt3d_add_test).
-gpt3d_add_test(NAME test_parallel_state SOURCES test_parallel_state.c RANKS 8 TIMEOUT 120)
+gpt3d_add_test(NAME test_parallel_state SOURCES test_parallel_state.c RANKS 8 TIMEOUT 60)
 # Every (TP, PP) layout of 4 ranks; at 8 ranks the layouts 4 cannot make
 # (DP = 2 with TP = PP = 2, PP = 4 with TP = 2, PP = 8), to keep the run short.
-gpt3d_add_test(NAME test_collectives SOURCES test_collectives.c RANKS 4 TIMEOUT 120)
-gpt3d_add_test(NAME test_collectives_8 SOURCES test_collectives.c RANKS 8 TIMEOUT 120
+gpt3d_add_test(NAME test_collectives SOURCES test_collectives.c RANKS 4 TIMEOUT 60)
+gpt3d_add_test(NAME test_collectives_8 SOURCES test_collectives.c RANKS 8 TIMEOUT 60
   ARGS 2x2 2x4 1x8)

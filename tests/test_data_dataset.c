@@ -42,7 +42,9 @@ static void write_shard(const char *path, int first, int count, const char *type
 
 static GPTDataset *open_dataset(const char *split, SplitKind kind, uint64_t seed) {
     const char *paths[2] = {shard_paths[0], shard_paths[1]};
-    GPTDatasetConfig cfg = {paths, 2, split, SEQ, seed, "TestTokenizer", VOCAB};
+    GPTDatasetConfig cfg = {.paths = paths, .num_paths = 2, .split = split, .seq_length = SEQ,
+                            .seed = seed, .expected_tokenizer_type = "TestTokenizer",
+                            .expected_vocab_size = VOCAB};
     char err[1024];
     GPTDataset *ds = gpt_dataset_create(&cfg, kind, err, sizeof err);
     CHECK_MSG(ds, "%s", err);
@@ -185,7 +187,8 @@ static void check_split(const char *split, SplitKind kind, int doc_begin, int do
 static void empty_shards_change_nothing(void) {
     const char *paths[5] = {shard_paths[3], shard_paths[0], shard_paths[3], shard_paths[1],
                             shard_paths[3]};
-    GPTDatasetConfig cfg = {paths, 5, "80,15,5", SEQ, 1234, NULL, 0};
+    GPTDatasetConfig cfg = {.paths = paths, .num_paths = 5, .split = "80,15,5", .seq_length = SEQ,
+                            .seed = 1234};
     char err[1024];
     GPTDataset *with_empty = gpt_dataset_create(&cfg, SPLIT_VALID, err, sizeof err);
     CHECK_MSG(with_empty, "%s", err);
@@ -203,7 +206,9 @@ static void empty_shards_change_nothing(void) {
 
 static void expect_error(const char *const *paths, int n, const char *split, int seq,
                          const char *type, int64_t vocab, SplitKind kind, const char *phrase) {
-    GPTDatasetConfig cfg = {paths, n, split, seq, 1, type, vocab};
+    GPTDatasetConfig cfg = {.paths = paths, .num_paths = n, .split = split, .seq_length = seq,
+                            .seed = 1, .expected_tokenizer_type = type,
+                            .expected_vocab_size = vocab};
     char err[1024] = "";
     GPTDataset *ds = gpt_dataset_create(&cfg, kind, err, sizeof err);
     CHECK_MSG(!ds, "accepted a config that should fail with '%s'", phrase);

@@ -139,7 +139,7 @@ static void test_whole_model_gradient(void) {
     CHECK(be);
     GPTConfig c = tiny_config(3);
     const int B = 2, T = c.seq_length, N = B * T;
-    GPTModel *m = gpt_model_create(be, &c, &WHOLE, B, NULL);
+    GPTModel *m = gpt_model_create(be, &c, &WHOLE, B, NULL, 1);
     gpt_model_init_params(m, NULL, 0, 0);
     int32_t tok[10], tgt[10];
     for (int i = 0; i < N; i++) {

@@ -60,6 +60,7 @@ static const FlagSpec TRAIN_FLAGS[] = {
     {"log-interval", FLAG_INT64, OPT(log_interval), "100", "N", "Print a progress line every N iterations.", "logging", false},
     {"eval-interval", FLAG_INT64, OPT(eval_interval), "1000", "N", "Evaluate on the validation split every N iterations (and at the end).", "logging", false},
     {"eval-iters", FLAG_INT64, OPT(eval_iters), "100", "N", "Global batches per evaluation (0 disables evaluation).", "logging", false},
+    {"trace-schedule", FLAG_STRING, OPT(trace_schedule), NULL, "PREFIX", "Write each rank's pipeline operations (forward/backward/send/receive with micro-batch ids) to PREFIX.rank<R>.", "logging", false},
     {"metrics-file", FLAG_STRING, OPT(metrics_file), NULL, "PATH", "Append one JSON object per iteration to PATH.", "logging", false},
 };
 

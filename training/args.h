@@ -48,6 +48,7 @@ typedef struct {
     /* logging and evaluation */
     int64_t log_interval, eval_interval, eval_iters;
     char *metrics_file;
+    char *trace_schedule;
 
     /* derived */
     int data_parallel_size;

@@ -160,10 +160,10 @@ bool trainer_setup(Trainer *t, const TrainArgs *a, const ParallelState *ps, char
     memset(t, 0, sizeof *t);
     t->args = a;
     t->ps = ps;
-    if (ps->pp_size > 1 || ps->dp_size > 1)
-        FAIL("this build runs tensor parallelism only (%d ranks = DP %d x PP %d x TP %d); "
-             "pipeline and data parallelism are not implemented yet: launch -np equal to "
-             "--tensor-model-parallel-size with --pipeline-model-parallel-size 1",
+    if (ps->dp_size > 1)
+        FAIL("this build runs tensor and pipeline parallelism only (%d ranks = DP %d x PP %d x "
+             "TP %d); data parallelism is not implemented yet: launch -np equal to "
+             "--tensor-model-parallel-size x --pipeline-model-parallel-size",
              ps->world_size, ps->dp_size, ps->pp_size, ps->tp_size);
     const char *device = NULL;
     if (!resolve_device(a, &device, err, err_size)) return false;
@@ -178,7 +178,11 @@ bool trainer_setup(Trainer *t, const TrainArgs *a, const ParallelState *ps, char
     if (!t->be) return false;
     comm_init(&t->comm, ps, t->be);
     tensor_parallel_init(&t->tp, t->be, &t->comm, ps->tp_size, ps->tp_rank, a->sequence_parallel);
-    t->model = gpt_model_create(t->be, &t->cfg, &t->part, a->micro_batch_size, &t->tp);
+    /* 1F1B holds at most min(P - stage, M) micro-batches' activations. */
+    int slots = ps->pp_size - ps->pp_rank;
+    if (slots > a->num_microbatches) slots = a->num_microbatches;
+    t->model = gpt_model_create(t->be, &t->cfg, &t->part, a->micro_batch_size, &t->tp,
+                                ps->pp_size > 1 ? slots : 1);
     const ParamTable *pt = gpt_model_params(t->model);
     AdamWConfig oc = {.beta1 = a->adam_beta1,
                       .beta2 = a->adam_beta2,
@@ -199,6 +203,12 @@ bool trainer_setup(Trainer *t, const TrainArgs *a, const ParallelState *ps, char
     t->tokens = xmalloc(N * sizeof(int32_t));
     t->targets = xmalloc(N * sizeof(int32_t));
 
+    if (a->trace_schedule) {
+        char path[4200];
+        snprintf(path, sizeof path, "%s.rank%d", a->trace_schedule, ps->rank);
+        t->trace = fopen(path, "w");
+        if (!t->trace) FAIL("--trace-schedule %s: cannot create %s", a->trace_schedule, path);
+    }
     if (is_root(t) && a->metrics_file) {
         t->metrics = fopen(a->metrics_file, "a");
         if (!t->metrics) FAIL("--metrics-file %s: cannot open for appending", a->metrics_file);
@@ -208,6 +218,7 @@ bool trainer_setup(Trainer *t, const TrainArgs *a, const ParallelState *ps, char
 
 void trainer_free(Trainer *t) {
     if (t->metrics) fclose(t->metrics);
+    if (t->trace) fclose(t->trace);
     optimizer_free(t->opt);
     gpt_model_free(t->model);
     gpt_dataset_free(t->train_ds);
@@ -220,63 +231,6 @@ void trainer_free(Trainer *t) {
 }
 
 /* ---------------------------------------------------------------- steps */
-
-/* Fills tokens/targets with B consecutive samples starting at `first`. */
-static void load_micro_batch(Trainer *t, GPTDataset *ds, int64_t first) {
-    const int B = t->args->micro_batch_size, T = t->args->seq_length;
-    char err[1024];
-    for (int b = 0; b < B; b++) {
-        if (!gpt_dataset_get_sample(ds, first + b, t->sample, err, sizeof err))
-            gpt3d_fail_user("reading training data: %s", err);
-        memcpy(t->tokens + (size_t)b * T, t->sample, (size_t)T * sizeof(int32_t));
-        memcpy(t->targets + (size_t)b * T, t->sample + 1, (size_t)T * sizeof(int32_t));
-    }
-}
-
-/* First global sample of micro-batch m of this DP rank in a batch that starts at `base`. */
-static int64_t micro_batch_first_sample(const Trainer *t, int64_t base, int m) {
-    const int64_t B = t->args->micro_batch_size;
-    return base + ((int64_t)m * t->ps->dp_size + t->ps->dp_rank) * B;
-}
-
-typedef struct {
-    double loss;      /* mean token loss of the global batch */
-    double grad_norm; /* before clipping */
-    double lr;
-} StepResult;
-
-static StepResult train_step(Trainer *t) {
-    const TrainArgs *a = t->args;
-    const int64_t base = t->iteration * a->global_batch_size;
-    const double tokens_per_batch = (double)a->global_batch_size * a->seq_length;
-    StepResult r = {.lr = lr_schedule_lr(&t->sched, t->iteration)};
-    gpt_model_zero_grad(t->model);
-    double loss_sum = 0.0;
-    for (int m = 0; m < a->num_microbatches; m++) {
-        load_micro_batch(t, t->train_ds, micro_batch_first_sample(t, base, m));
-        loss_sum += gpt_model_forward(t->model, t->tokens, t->targets);
-        gpt_model_backward(t->model, (float)(1.0 / tokens_per_batch));
-    }
-    r.loss = loss_sum / tokens_per_batch;
-    gpt_model_reduce_sequence_parallel_grads(t->model);
-    double sum_squares = optimizer_grad_sum_squares(t->opt, gpt_model_grad_buffer(t->model));
-    MPI_Allreduce(MPI_IN_PLACE, &sum_squares, 1, MPI_DOUBLE, MPI_SUM, t->ps->world);
-    r.grad_norm = sqrt(sum_squares);
-    return r;
-}
-
-static double evaluate(Trainer *t) {
-    const TrainArgs *a = t->args;
-    double loss_sum = 0.0;
-    for (int64_t it = 0; it < a->eval_iters; it++) {
-        const int64_t base = it * a->global_batch_size;
-        for (int m = 0; m < a->num_microbatches; m++) {
-            load_micro_batch(t, t->valid_ds, micro_batch_first_sample(t, base, m));
-            loss_sum += gpt_model_forward(t->model, t->tokens, t->targets);
-        }
-    }
-    return loss_sum / ((double)a->eval_iters * a->global_batch_size * a->seq_length);
-}
 
 /* --------------------------------------------------------------- logging */
 

@@ -42,12 +42,27 @@ typedef struct {
     FILE *metrics;
     char last_checkpoint[4096]; /* "" when none yet */
     int32_t *sample, *tokens, *targets;
+    FILE *trace; /* --trace-schedule: this rank's pipeline operations */
 } Trainer;
 
 bool trainer_setup(Trainer *t, const TrainArgs *a, const ParallelState *ps, char *err,
                    size_t err_size);
 int trainer_run(Trainer *t);
 void trainer_free(Trainer *t);
+
+typedef struct {
+    double loss;      /* mean token loss of the global batch */
+    double grad_norm; /* before clipping */
+    double lr;
+} StepResult;
+
+/* training/train_step.c: one iteration's forward and backward over all
+ * micro-batches (through the pipeline schedule), gradient reductions and
+ * the global norm; the optimizer step is the caller's. */
+StepResult train_step(Trainer *t);
+/* Mean token loss over the first --eval-iters global batches of the
+ * validation split (forward only, through the pipeline), on every rank. */
+double evaluate(Trainer *t);
 
 /* training/checkpointing.c: glue between model/optimizer and checkpoint/. */
 bool trainer_save_checkpoint(Trainer *t, char *err, size_t err_size);

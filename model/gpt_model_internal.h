@@ -1,0 +1,77 @@
+/* model/gpt_model_internal.h — the GPTModel struct, shared by the files of
+ * model/ only (gpt_model.c: construction and parameters; gpt_stage.c: the
+ * forward and backward math). */
+#ifndef GPT3D_MODEL_GPT_MODEL_INTERNAL_H
+#define GPT3D_MODEL_GPT_MODEL_INTERNAL_H
+
+#include "model/gpt_model.h"
+#include "tensor_parallel/tensor_parallel.h"
+
+typedef struct {
+    void *ln1_w, *ln1_b, *qkv_w, *qkv_b, *proj_w, *proj_b;
+    void *ln2_w, *ln2_b, *fc1_w, *fc1_b, *fc2_w, *fc2_b;
+} LayerParams;
+
+typedef struct {
+    float *ln1_w, *ln1_b, *qkv_w, *qkv_b, *proj_w, *proj_b;
+    float *ln2_w, *ln2_b, *fc1_w, *fc1_b, *fc2_w, *fc2_b;
+} LayerGrads;
+
+/* Saved forward activations of one layer (act dtype unless noted). Residual
+ * stream tensors hold this rank's rows (all N, or N/TP under sequence
+ * parallelism); ln1_full/ln2_full are the all-gathered inputs of the
+ * column-parallel layers (aliases of ln1/ln2 without sequence parallelism). */
+typedef struct {
+    void *ln1, *ln1_full, *qkv, *atty, *resid_mid, *ln2, *ln2_full, *fc1, *gelu, *resid_out;
+    float *ln1_mean, *ln1_rstd, *ln2_mean, *ln2_rstd; /* fp32 */
+    void *att_saved;                                 /* backend-defined */
+} LayerActs;
+
+/* Everything one micro-batch keeps from its forward until its backward. A
+ * pipeline stage holds several micro-batches in flight, one slot each. */
+typedef struct {
+    void *input; /* residual stream entering the stage: embedding output or received */
+    LayerActs *la;
+    void *lnf, *lnf_full;
+    float *lnf_mean, *lnf_rstd;
+    void *logits;
+    float *ce_max, *ce_sums, *ce_losses; /* ce_sums: [sum of exps | target logits] */
+    int32_t *tokens_dev, *targets_dev;
+} ActivationSlot;
+
+struct GPTModel {
+    Backend *be;
+    TensorParallel tp;
+    int rows; /* residual-stream rows this rank holds */
+    GPTConfig cfg;
+    ModelPartition part;
+    ParamTable table;
+    int B, T;
+    int local_heads, local_ffn;
+    int64_t local_vocab, vocab_begin;
+
+    void *params;  /* act dtype, table.total_numel */
+    float *grads;  /* fp32, table.total_numel */
+
+    LayerParams *lp;
+    LayerGrads *lg;
+    void *wte, *wpe, *lnf_w, *lnf_b;
+    float *dwte, *dwpe, *dlnf_w, *dlnf_b;
+
+    /* Activations of all slots: one act-dtype block, one fp32 block; one
+     * act-dtype block of gradient scratch shared by every backward. */
+    void *act_block;
+    float *stat_block;
+    void *grad_block;
+    size_t act_bytes, stat_bytes, grad_bytes;
+    int num_slots;
+    ActivationSlot *slots;
+
+    /* Gradient scratch; full_scratch is an [N, C] buffer for the token
+     * gathers and reductions of sequence parallelism. */
+    void *d_resid, *d_ln, *d_qkv, *d_atty, *d_gelu, *d_fc1, *full_scratch;
+
+    float *host_losses;
+};
+
+#endif

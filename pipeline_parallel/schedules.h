@@ -1,0 +1,70 @@
+/* pipeline_parallel/schedules.h — pipeline schedules and their p2p exchange.
+ *
+ * Contract. pipeline_1f1b_plan() lists, for one stage, the operations of
+ * Megatron's non-interleaved 1F1B schedule over M micro-batches: warmup of
+ * min(P - stage - 1, M) forwards, a steady state alternating one forward
+ * and one backward, a cooldown of the remaining backwards; receives and
+ * sends of activations (forward) and their gradients (backward) with the
+ * neighbouring stages, sends and receives paired into one exchange where
+ * Megatron pairs them, so that no P and M deadlock. P = 1 degenerates to
+ * forward, backward per micro-batch with no exchange. pipeline_run()
+ * executes a plan with a stage's callbacks, over the Comm's world ranks of
+ * the previous and next stage, optionally tracing every operation; it
+ * counts the micro-batches whose activations are alive (forward done,
+ * backward not yet), whose peak is min(P - stage, M). */
+#ifndef GPT3D_PIPELINE_SCHEDULES_H
+#define GPT3D_PIPELINE_SCHEDULES_H
+
+#include <stddef.h>
+#include <stdio.h>
+
+#include "backend/backend.h"
+#include "parallel_state/collectives.h"
+
+typedef enum {
+    PIPE_RECV_FORWARD,
+    PIPE_FORWARD,
+    PIPE_SEND_FORWARD,
+    PIPE_RECV_BACKWARD,
+    PIPE_BACKWARD,
+    PIPE_SEND_BACKWARD,
+    PIPE_SEND_FORWARD_RECV_BACKWARD, /* send mb's output, receive recv_mb's output gradient */
+    PIPE_SEND_BACKWARD_RECV_FORWARD, /* send mb's input gradient, receive recv_mb's input */
+} PipelineOpKind;
+
+typedef struct {
+    PipelineOpKind kind;
+    int mb;      /* micro-batch computed or sent */
+    int recv_mb; /* micro-batch received by a paired exchange */
+} PipelineOp;
+
+const char *pipeline_op_name(PipelineOpKind k);
+
+/* Fills ops (capacity >= 6*M + 2) for `stage` of P over M micro-batches;
+ * returns the number of operations. The first stage has no receive of
+ * activations, the last no send; paired exchanges with a missing side
+ * become the single operation left (or vanish). */
+int pipeline_1f1b_plan(int P, int stage, int M, PipelineOp *ops);
+
+typedef struct {
+    void *ctx;
+    void (*forward)(void *ctx, int mb);
+    void (*backward)(void *ctx, int mb);
+    void *(*input_buffer)(void *ctx, int mb);       /* receive mb's input activation here */
+    void *(*output_buffer)(void *ctx, int mb);      /* mb's output activation, to send */
+    void *(*output_grad_buffer)(void *ctx, int mb); /* receive d(output) of mb here */
+    void *(*input_grad_buffer)(void *ctx, int mb);  /* d(input) of mb, to send */
+    size_t numel;                                   /* elements of every p2p message */
+    DType dtype;
+} PipelineStageFns;
+
+typedef struct {
+    int peak_live_microbatches;
+} PipelineStats;
+
+/* Runs the plan. prev_rank / next_rank are world ranks (-1 when absent).
+ * trace, when non-NULL, gets one line per operation. */
+void pipeline_run(Comm *comm, const PipelineOp *ops, int count, const PipelineStageFns *fns,
+                  int prev_rank, int next_rank, FILE *trace, PipelineStats *stats);
+
+#endif
