@@ -67,7 +67,8 @@ static void write_byte_shard(const char *path) {
 }
 
 static void check_byte_shard(void) {
-    const char *shard = in_dir("bytes.h5");
+    char shard[512];
+    snprintf(shard, sizeof shard, "%s", in_dir("bytes.h5"));
     write_byte_shard(shard);
     size_t total = 0, lo = 1000, hi = 0;
     for (int d = 0; d < NUM_DOCS; d++) {
@@ -120,7 +121,8 @@ static void check_byte_shard(void) {
 
 /* A GPT-2 shard: ids only without the vocabulary, text with it. */
 static void check_gpt2_shard(const char *vocab_dir) {
-    const char *shard = in_dir("gpt2.h5");
+    char shard[512];
+    snprintf(shard, sizeof shard, "%s", in_dir("gpt2.h5"));
     char err[1024];
     TokenShardWriter *w = token_shard_writer_create(shard, "GPT2BPETokenizer", 50257, 50256, err,
                                                     sizeof err);
@@ -147,7 +149,8 @@ static void check_gpt2_shard(const char *vocab_dir) {
 /* A file HDF5 opens but that is no valid shard: its attributes are still
  * shown, then the reader's complaint, exit 1. */
 static void check_invalid_shards(void) {
-    const char *path = in_dir("foreign.h5");
+    char path[512];
+    snprintf(path, sizeof path, "%s", in_dir("foreign.h5"));
     hid_t file = H5Fcreate(path, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
     CHECK(file >= 0);
     hid_t type = H5Tcopy(H5T_C_S1);

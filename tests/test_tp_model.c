@@ -42,6 +42,31 @@ static void make_tokens(int32_t *tokens, int32_t *targets) {
     }
 }
 
+static uint64_t name_hash(const char *name) {
+    uint64_t h = 1469598103934665603ull;
+    for (const char *c = name; *c; c++) h = (h ^ (uint64_t)(unsigned char)*c) * 1099511628211ull;
+    return h;
+}
+
+/* Biases and layernorms start at 0 and 1, which would hide a bias added on
+ * every TP rank or a wrongly scaled layernorm: offset them by a function of
+ * (name, canonical index), the same in every layout. */
+static void perturb_constant_params(Backend *be, GPTModel *m) {
+    const ParamTable *t = gpt_model_params(m);
+    for (int i = 0; i < t->count; i++) {
+        const ParamInfo *p = &t->params[i];
+        if (p->init == PARAM_INIT_NORMAL) continue;
+        const size_t n = (size_t)p->local_numel;
+        float *v = xmalloc(n * sizeof *v);
+        for (size_t j = 0; j < n; j++)
+            v[j] = (p->init == PARAM_INIT_ONES ? 1.0f : 0.0f) +
+                   test_value(name_hash(p->name), (size_t)p->local_begin + j, 0.1f);
+        be->ops->copy_to_device(be, (float *)gpt_model_param_buffer(m) + p->offset, v,
+                                n * sizeof *v);
+        free(v);
+    }
+}
+
 static GPTModel *tiny_model(Backend *be, int layers, const TensorParallel *tp) {
     GPTConfig cfg = tiny_config(layers);
     ModelPartition part = {.tp_size = tp ? tp->tp_size : 1,
@@ -52,6 +77,7 @@ static GPTModel *tiny_model(Backend *be, int layers, const TensorParallel *tp) {
                            .has_head = true};
     GPTModel *m = gpt_model_create(be, &cfg, &part, B, tp, 1);
     gpt_model_init_params(m, NULL, 0, 0);
+    perturb_constant_params(be, m);
     gpt_model_zero_grad(m);
     return m;
 }

@@ -330,6 +330,28 @@ static int stop_on_nonfinite(const Trainer *t, const StepResult *r) {
     return 3;
 }
 
+/* The two copies of the tied word embedding must end bitwise equal; a
+ * difference would mean their gradients or optimizer states diverged. */
+static bool check_tied_embeddings(Trainer *t) {
+    if (t->ps->pp_size == 1 || t->ps->embedding_comm == MPI_COMM_NULL) return true;
+    const ParamTable *pt = gpt_model_params(t->model);
+    const ParamInfo *p = &pt->params[param_table_find(pt, "embedding.word_embeddings.weight")];
+    const size_t bytes = backend_act_bytes(t->be, (size_t)p->local_numel);
+    unsigned char *host = xmalloc(bytes);
+    t->be->ops->copy_to_host(t->be, host, (char *)gpt_model_param_buffer(t->model) +
+                                              backend_act_bytes(t->be, p->offset), bytes);
+    uint64_t hash = 1469598103934665603ull, other = 0;
+    for (size_t i = 0; i < bytes; i++) hash = (hash ^ host[i]) * 1099511628211ull;
+    free(host);
+    uint64_t pair[2];
+    MPI_Allgather(&hash, 1, MPI_UINT64_T, pair, 1, MPI_UINT64_T, t->ps->embedding_comm);
+    other = pair[0] == hash ? pair[1] : pair[0];
+    if (is_root(t))
+        printf("tied word-embedding copies on the first and last stage: %s\n",
+               other == hash ? "bitwise identical" : "DIFFERENT");
+    return other == hash;
+}
+
 int trainer_run(Trainer *t) {
     const TrainArgs *a = t->args;
     LogWindow window = {0};
@@ -382,5 +404,5 @@ int trainer_run(Trainer *t) {
         }
     }
     if (a->save && last_saved != t->iteration) save_or_die(t);
-    return 0;
+    return parallel_state_all_ok(t->ps->world, check_tied_embeddings(t)) ? 0 : 1;
 }
