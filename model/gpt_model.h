@@ -77,6 +77,10 @@ typedef struct {
     int tp_size, tp_rank;
     int first_layer, num_local_layers;
     bool has_embedding, has_head;
+    /* The flat buffers are padded to a multiple of this many alignment
+     * blocks so the distributed optimizer cuts them into equal DP shards
+     * (0 or 1: no extra padding). */
+    int data_parallel_size;
 } ModelPartition;
 
 void param_table_build(ParamTable *t, const GPTConfig *cfg, const ModelPartition *part);

@@ -127,6 +127,9 @@ void param_table_build(ParamTable *t, const GPTConfig *cfg, const ModelPartition
         /* The first stage's copy is the one the global norm counts. */
         if (!part->has_embedding) t->params[t->count - 1].counts_in_grad_norm = false;
     }
+    const size_t block = PARAM_ALIGN_ELEMENTS *
+                         (size_t)(part->data_parallel_size > 1 ? part->data_parallel_size : 1);
+    t->total_numel = (t->total_numel + block - 1) / block * block;
 }
 
 void param_table_free(ParamTable *t) {

@@ -30,7 +30,8 @@ static LinearRef reference_linear(Backend *be, const float *x, const float *w, c
     LinearRef r = {host_from_dev(be, y, (size_t)N * OC), host_from_dev(be, dx, (size_t)N * IC),
                    host_from_dev(be, dw, (size_t)OC * IC), host_from_dev(be, db, (size_t)OC)};
     void *bufs[] = {dx_, dw_, db_, ddy, y, dx, dw, db};
-    for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++) be->ops->free(be, bufs[i]);
+    for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++)
+        be->ops->free(be, bufs[i]);
     return r;
 }
 
@@ -47,7 +48,8 @@ static void sum_over_tp(TPGroup *g, float *x, size_t n) {
 }
 
 static void subtract_constant(float *x, size_t n, float c) {
-    for (size_t i = 0; i < n; i++) x[i] -= c;
+    for (size_t i = 0; i < n; i++)
+        x[i] -= c;
 }
 
 /* ---------------------------------------------------- ColumnParallelLinear */
@@ -99,7 +101,8 @@ static void test_column_parallel(Backend *be, TPGroup *g, bool gather_output) {
     const float *dx_expect = ref.dx + (size_t)first * IC;
     const double dx_scale = max_abs(ref.dx, (size_t)N * IC);
     CHECK_CLOSE(label, "input gradient", dx, dx_expect, (size_t)rows * IC, dx_scale);
-    float *dw = host_from_dev(be, d_dw, (size_t)OCl * IC), *db = host_from_dev(be, d_db, (size_t)OCl);
+    float *dw = host_from_dev(be, d_dw, (size_t)OCl * IC),
+          *db = host_from_dev(be, d_db, (size_t)OCl);
     subtract_constant(dw, (size_t)OCl * IC, 0.5f);
     subtract_constant(db, (size_t)OCl, 0.5f);
     CHECK_CLOSE(label, "weight gradient shard", dw, ref.dw + (size_t)r * OCl * IC, (size_t)OCl * IC,
@@ -119,7 +122,8 @@ static void test_column_parallel(Backend *be, TPGroup *g, bool gather_output) {
     }
 
     void *bufs[] = {d_x, d_w, d_b, d_y, d_dy, d_dx, d_dw, d_db};
-    for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++) be->ops->free(be, bufs[i]);
+    for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++)
+        be->ops->free(be, bufs[i]);
     if (sp) {
         be->ops->free(be, d_xfull);
         be->ops->free(be, d_dxs);
@@ -127,7 +131,8 @@ static void test_column_parallel(Backend *be, TPGroup *g, bool gather_output) {
     if (scratch) be->ops->free(be, scratch);
     free_linear_ref(&ref);
     void *host[] = {x, w, b, dy, y, y_expect, xfull, dy_local, prefill, dx, dw, db};
-    for (size_t i = 0; i < sizeof host / sizeof *host; i++) free(host[i]);
+    for (size_t i = 0; i < sizeof host / sizeof *host; i++)
+        free(host[i]);
 }
 
 /* ------------------------------------------------------- RowParallelLinear */
@@ -191,7 +196,8 @@ static void test_row_parallel(Backend *be, TPGroup *g, bool input_is_parallel) {
     float *dx_expect = host_columns(ref.dx, N, IC, r * ICl, ICl);
     CHECK_CLOSE(label, "input gradient slice", dx, dx_expect, (size_t)N * ICl,
                 max_abs(ref.dx, (size_t)N * IC));
-    float *dw = host_from_dev(be, d_dw, (size_t)ICl * OC), *db = host_from_dev(be, d_db, (size_t)OC);
+    float *dw = host_from_dev(be, d_dw, (size_t)ICl * OC),
+          *db = host_from_dev(be, d_db, (size_t)OC);
     subtract_constant(dw, (size_t)ICl * OC, 0.5f);
     subtract_constant(db, (size_t)OC, 0.5f);
     CHECK_CLOSE(label, "weight gradient shard", dw, ref.dw + (size_t)r * ICl * OC, (size_t)ICl * OC,
@@ -205,13 +211,15 @@ static void test_row_parallel(Backend *be, TPGroup *g, bool input_is_parallel) {
     CHECK_CLOSE(label, "bias gradient", db, ref.db, (size_t)OC, db_scale);
 
     void *bufs[] = {d_xin, d_w, d_b, d_y, d_dy, d_dx, d_dw, d_db};
-    for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++) be->ops->free(be, bufs[i]);
+    for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++)
+        be->ops->free(be, bufs[i]);
     void *maybe[] = {d_xslice, d_partial, d_dyfull};
     for (size_t i = 0; i < sizeof maybe / sizeof *maybe; i++)
         if (maybe[i]) be->ops->free(be, maybe[i]);
     free_linear_ref(&ref);
     void *host[] = {x, w, b, dy, x_local, y, prefill, dx, dx_expect, dw, db};
-    for (size_t i = 0; i < sizeof host / sizeof *host; i++) free(host[i]);
+    for (size_t i = 0; i < sizeof host / sizeof *host; i++)
+        free(host[i]);
 }
 
 /* -------------------------------------------------- VocabParallelEmbedding */
@@ -228,7 +236,8 @@ static void test_vocab_embedding(Backend *be, TPGroup *g) {
     char label[128];
     snprintf(label, sizeof label, "%s vocab-parallel embedding", g->label);
 
-    float *table = host_values(31, (size_t)V * C, 1.0f), *dout = host_values(32, (size_t)N * C, 1.0f);
+    float *table = host_values(31, (size_t)V * C, 1.0f),
+          *dout = host_values(32, (size_t)N * C, 1.0f);
     /* The full-table embedding, by hand. */
     float *out_ref = xmalloc((size_t)N * C * sizeof *out_ref);
     float *dtable_ref = host_filled((size_t)V * C, 0.25f);
@@ -266,10 +275,12 @@ static void test_vocab_embedding(Backend *be, TPGroup *g) {
                 max_abs(dtable_ref, (size_t)V * C));
 
     void *bufs[] = {d_tokens, d_table, d_out, d_dout, d_dtable};
-    for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++) be->ops->free(be, bufs[i]);
+    for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++)
+        be->ops->free(be, bufs[i]);
     if (d_full) be->ops->free(be, d_full);
     void *host[] = {table, dout, out_ref, dtable_ref, out, prefill, dtable};
-    for (size_t i = 0; i < sizeof host / sizeof *host; i++) free(host[i]);
+    for (size_t i = 0; i < sizeof host / sizeof *host; i++)
+        free(host[i]);
 }
 
 /* ------------------------------------------------ vocab-parallel cross entropy */
@@ -285,8 +296,10 @@ static void reference_cross_entropy(const float *logits, float *losses, float *d
     for (int n = 0; n < CE_N; n++) {
         const float *z = logits + (size_t)n * CE_VPAD;
         double m = -INFINITY, s = 0.0;
-        for (int v = 0; v < CE_VOCAB; v++) m = z[v] > m ? z[v] : m;
-        for (int v = 0; v < CE_VOCAB; v++) s += exp(z[v] - m);
+        for (int v = 0; v < CE_VOCAB; v++)
+            m = z[v] > m ? z[v] : m;
+        for (int v = 0; v < CE_VOCAB; v++)
+            s += exp(z[v] - m);
         losses[n] = (float)(log(s) + m - z[CE_TARGETS[n]]);
         for (int v = 0; v < CE_VPAD; v++) {
             double p = v < CE_VOCAB ? exp(z[v] - m) / s : 0.0;
@@ -305,7 +318,8 @@ static void test_vocab_cross_entropy(Backend *be, TPGroup *g) {
     /* Padding columns hold the largest logits: unmasked, they would dominate. */
     float *logits = host_values(41, (size_t)N * CE_VPAD, 3.0f);
     for (int n = 0; n < N; n++)
-        for (int v = CE_VOCAB; v < CE_VPAD; v++) logits[(size_t)n * CE_VPAD + v] = 40.0f + (float)v;
+        for (int v = CE_VOCAB; v < CE_VPAD; v++)
+            logits[(size_t)n * CE_VPAD + v] = 40.0f + (float)v;
     float *loss_ref = xmalloc((size_t)N * sizeof *loss_ref);
     float *dlogits_ref = xmalloc((size_t)N * CE_VPAD * sizeof *dlogits_ref);
     reference_cross_entropy(logits, loss_ref, dlogits_ref);
@@ -318,14 +332,16 @@ static void test_vocab_cross_entropy(Backend *be, TPGroup *g) {
     float *d_sums = dev_alloc(be, 2 * (size_t)N);
     vocab_parallel_cross_entropy_forward(tp, d_loss, d_max, d_sums, d_logits, d_targets, N, Vl, vb,
                                          CE_VOCAB);
-    float *loss = host_from_dev(be, d_loss, (size_t)N), *rowmax = host_from_dev(be, d_max, (size_t)N);
+    float *loss = host_from_dev(be, d_loss, (size_t)N),
+          *rowmax = host_from_dev(be, d_max, (size_t)N);
     float *sums = host_from_dev(be, d_sums, 2 * (size_t)N);
     const double loss_scale = max_abs(loss_ref, (size_t)N);
     CHECK_CLOSE(label, "losses", loss, loss_ref, (size_t)N, loss_scale);
     for (int n = 0; n < N; n++) {
         const float *z = logits + (size_t)n * CE_VPAD;
         float m = z[0];
-        for (int v = 1; v < CE_VOCAB; v++) m = z[v] > m ? z[v] : m;
+        for (int v = 1; v < CE_VOCAB; v++)
+            m = z[v] > m ? z[v] : m;
         TP_CHECK(rowmax[n] == m, "%s: row %d max %g, want the real columns' %g", label, n,
                  rowmax[n], m);
         TP_CHECK(sums[N + n] == z[CE_TARGETS[n]], "%s: row %d target logit %g, want %g", label, n,
@@ -361,17 +377,21 @@ static void test_vocab_cross_entropy(Backend *be, TPGroup *g) {
                          label, vb + j);
 
     void *bufs[] = {d_targets, d_logits, d_loss, d_max, d_sums, d_dlogits};
-    for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++) be->ops->free(be, bufs[i]);
-    void *host[] = {logits, loss_ref, dlogits_ref, local, loss, rowmax, sums, dlogits,
-                    dlogits_expect};
-    for (size_t i = 0; i < sizeof host / sizeof *host; i++) free(host[i]);
+    for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++)
+        be->ops->free(be, bufs[i]);
+    void *host[] = {logits, loss_ref, dlogits_ref, local,         loss,
+                    rowmax, sums,     dlogits,     dlogits_expect};
+    for (size_t i = 0; i < sizeof host / sizeof *host; i++)
+        free(host[i]);
 }
 
 static void test_layout(Backend *be, int tp_size, bool sequence_parallel) {
     TPGroup g;
     tp_group_init(&g, be, tp_size, sequence_parallel);
-    for (int gather = 0; gather < 2; gather++) test_column_parallel(be, &g, gather);
-    for (int parallel = 0; parallel < 2; parallel++) test_row_parallel(be, &g, parallel);
+    for (int gather = 0; gather < 2; gather++)
+        test_column_parallel(be, &g, gather);
+    for (int parallel = 0; parallel < 2; parallel++)
+        test_row_parallel(be, &g, parallel);
     test_vocab_embedding(be, &g);
     test_vocab_cross_entropy(be, &g);
     test_tp_mappings(be, &g);
@@ -392,7 +412,8 @@ int main(int argc, char **argv) {
 
     const int sizes[] = {1, 2, 4};
     for (size_t i = 0; i < sizeof sizes / sizeof *sizes; i++)
-        for (int sp = 0; sp < (sizes[i] > 1 ? 2 : 1); sp++) test_layout(be, sizes[i], sp);
+        for (int sp = 0; sp < (sizes[i] > 1 ? 2 : 1); sp++)
+            test_layout(be, sizes[i], sp);
 
     backend_destroy(be);
     MPI_Barrier(MPI_COMM_WORLD);

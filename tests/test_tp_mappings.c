@@ -12,7 +12,8 @@ static float cell(int row, int col, int width) { return (float)(row * width + co
 static float *host_matrix(int rows, int width) {
     float *m = xmalloc((size_t)rows * width * sizeof *m);
     for (int n = 0; n < rows; n++)
-        for (int c = 0; c < width; c++) m[(size_t)n * width + c] = cell(n, c, width);
+        for (int c = 0; c < width; c++)
+            m[(size_t)n * width + c] = cell(n, c, width);
     return m;
 }
 
@@ -54,17 +55,21 @@ static void test_token_mappings(Backend *be, TPGroup *g, const char *label) {
 
     /* Rank q contributes (q + 1) x full; my shard is the sum of my rows. */
     float *contrib = host_matrix(N, C), *want = xmalloc(shard_n * sizeof *want);
-    for (size_t i = 0; i < full_n; i++) contrib[i] *= (float)(r + 1);
-    for (size_t i = 0; i < shard_n; i++) want[i] = mine[i] * (float)(S * (S + 1) / 2);
+    for (size_t i = 0; i < full_n; i++)
+        contrib[i] *= (float)(r + 1);
+    for (size_t i = 0; i < shard_n; i++)
+        want[i] = mine[i] * (float)(S * (S + 1) / 2);
     void *d_contrib = dev_from_host(be, contrib, full_n);
     tp_reduce_scatter_tokens(tp, d_back, d_contrib, N, C);
     float *reduced = host_from_dev(be, d_back, shard_n);
     CHECK_EXACT(label, "reduce-scatter along tokens", reduced, want, shard_n);
 
     void *bufs[] = {d_shard, d_full, d_back, d_contrib};
-    for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++) be->ops->free(be, bufs[i]);
+    for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++)
+        be->ops->free(be, bufs[i]);
     void *host[] = {full, gathered, scattered, contrib, want, reduced};
-    for (size_t i = 0; i < sizeof host / sizeof *host; i++) free(host[i]);
+    for (size_t i = 0; i < sizeof host / sizeof *host; i++)
+        free(host[i]);
 }
 
 /* Column gather from a separate local buffer and from one that already sits
@@ -96,9 +101,11 @@ static void test_column_mappings(Backend *be, TPGroup *g, const char *label) {
     CHECK_EXACT(label, "scatter of the gathered columns", scattered, mine, local_n);
 
     void *bufs[] = {d_local, d_full, scratch};
-    for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++) be->ops->free(be, bufs[i]);
+    for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++)
+        be->ops->free(be, bufs[i]);
     void *host[] = {full, mine, gathered, gathered2, scattered};
-    for (size_t i = 0; i < sizeof host / sizeof *host; i++) free(host[i]);
+    for (size_t i = 0; i < sizeof host / sizeof *host; i++)
+        free(host[i]);
 }
 
 void test_tp_mappings(Backend *be, TPGroup *g) {
@@ -148,7 +155,8 @@ void test_tp_position_embedding(Backend *be, TPGroup *g) {
     float *dpos = host_from_dev(be, d_dpos, pos_n);
     for (size_t i = (size_t)T * C; i < pos_n; i++)
         TP_CHECK(dpos[i] == 0.5f, "%s: row %zu beyond the sequence got a gradient", label, i / C);
-    for (size_t i = 0; i < pos_n; i++) dpos[i] -= 0.5f;
+    for (size_t i = 0; i < pos_n; i++)
+        dpos[i] -= 0.5f;
     const double scale = max_abs(dpos_ref, pos_n);
     /* Under sequence parallelism each rank holds the sum over its own rows;
      * the TP sum is the full gradient. */
@@ -158,7 +166,9 @@ void test_tp_position_embedding(Backend *be, TPGroup *g) {
     CHECK_CLOSE(label, "position gradient", dpos, dpos_ref, pos_n, scale);
 
     void *bufs[] = {d_out, d_pos, d_dpos, d_dout};
-    for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++) be->ops->free(be, bufs[i]);
+    for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++)
+        be->ops->free(be, bufs[i]);
     void *host[] = {base, pos, dout, out_ref, dpos_ref, dpos_mine, out, prefill, dpos};
-    for (size_t i = 0; i < sizeof host / sizeof *host; i++) free(host[i]);
+    for (size_t i = 0; i < sizeof host / sizeof *host; i++)
+        free(host[i]);
 }

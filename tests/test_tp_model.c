@@ -44,7 +44,8 @@ static void make_tokens(int32_t *tokens, int32_t *targets) {
 
 static uint64_t name_hash(const char *name) {
     uint64_t h = 1469598103934665603ull;
-    for (const char *c = name; *c; c++) h = (h ^ (uint64_t)(unsigned char)*c) * 1099511628211ull;
+    for (const char *c = name; *c; c++)
+        h = (h ^ (uint64_t)(unsigned char)*c) * 1099511628211ull;
     return h;
 }
 
@@ -112,9 +113,8 @@ typedef struct {
 
 static void check_traffic(const char *label, const char *phase, const Traffic *t,
                           const Expected *e) {
-    const uint64_t want_calls[NUM_COLLECTIVES] = {[COLL_ALL_REDUCE] = e->ar,
-                                                  [COLL_ALL_GATHER] = e->ag,
-                                                  [COLL_REDUCE_SCATTER] = e->rs};
+    const uint64_t want_calls[NUM_COLLECTIVES] = {
+        [COLL_ALL_REDUCE] = e->ar, [COLL_ALL_GATHER] = e->ag, [COLL_REDUCE_SCATTER] = e->rs};
     const uint64_t want_bytes[NUM_COLLECTIVES] = {[COLL_ALL_REDUCE] = e->ar_bytes,
                                                   [COLL_ALL_GATHER] = e->ag_bytes,
                                                   [COLL_REDUCE_SCATTER] = e->rs_bytes};
@@ -132,8 +132,8 @@ static void check_traffic(const char *label, const char *phase, const Traffic *t
 static void check_only_tensor_group(const char *label, const Comm *c) {
     for (int g = 0; g < NUM_GROUPS; g++)
         for (int k = 0; k < NUM_COLLECTIVES; k++)
-            TP_CHECK(g == GROUP_TENSOR || c->counters.calls[g][k] == 0,
-                     "%s: %s on the %s group", label, comm_collective_name(k), comm_group_name(g));
+            TP_CHECK(g == GROUP_TENSOR || c->counters.calls[g][k] == 0, "%s: %s on the %s group",
+                     label, comm_collective_name(k), comm_group_name(g));
 }
 
 /* Derived from the pattern in the header comment; act = fp32 (4 bytes).
@@ -147,9 +147,15 @@ static void expected_counts(int L, int tp_size, bool sp, Expected *fwd, Expected
         *fwd = (Expected){.ar = 2 * l + 3, .ar_bytes = (2 * l + 1) * act + ce};
         *bwd = (Expected){.ar = 2 * l + 1, .ar_bytes = (2 * l + 1) * act};
     } else {
-        *fwd = (Expected){.ar = 2, .ar_bytes = ce, .ag = 2 * l + 1, .ag_bytes = (2 * l + 1) * chunk,
-                          .rs = 2 * l + 1, .rs_bytes = (2 * l + 1) * act};
-        *bwd = (Expected){.ag = 2 * l + 1, .ag_bytes = (2 * l + 1) * chunk, .rs = 2 * l + 1,
+        *fwd = (Expected){.ar = 2,
+                          .ar_bytes = ce,
+                          .ag = 2 * l + 1,
+                          .ag_bytes = (2 * l + 1) * chunk,
+                          .rs = 2 * l + 1,
+                          .rs_bytes = (2 * l + 1) * act};
+        *bwd = (Expected){.ag = 2 * l + 1,
+                          .ag_bytes = (2 * l + 1) * chunk,
+                          .rs = 2 * l + 1,
                           .rs_bytes = (2 * l + 1) * act};
     }
 }
@@ -194,10 +200,8 @@ static void test_counts(Backend *be, TPGroup *g, int32_t *tokens, int32_t *targe
      * reduce-scatters (2 forward + 2 backward each) under SP. */
     const bool sp = g->tp.sequence_parallel;
     const uint64_t act = (uint64_t)N * HIDDEN * 4;
-    TP_CHECK(layer.calls[COLL_ALL_REDUCE] == (sp ? 0u : 4u), "%s: per-layer all-reduces",
-             g->label);
-    TP_CHECK(layer.calls[COLL_ALL_GATHER] == (sp ? 4u : 0u), "%s: per-layer all-gathers",
-             g->label);
+    TP_CHECK(layer.calls[COLL_ALL_REDUCE] == (sp ? 0u : 4u), "%s: per-layer all-reduces", g->label);
+    TP_CHECK(layer.calls[COLL_ALL_GATHER] == (sp ? 4u : 0u), "%s: per-layer all-gathers", g->label);
     TP_CHECK(layer.calls[COLL_REDUCE_SCATTER] == (sp ? 4u : 0u), "%s: per-layer reduce-scatters",
              g->label);
     /* Bytes as collectives.h counts them: an all-gather its chunk, a

@@ -23,7 +23,7 @@
 #define TP_CHECK(cond, ...)                                                                        \
     do {                                                                                           \
         if (!(cond)) {                                                                             \
-            fprintf(stderr, "%s:%d: CHECK failed: %s: ", __FILE__, __LINE__, #cond);              \
+            fprintf(stderr, "%s:%d: CHECK failed: %s: ", __FILE__, __LINE__, #cond);               \
             fprintf(stderr, __VA_ARGS__);                                                          \
             fprintf(stderr, "\n");                                                                 \
             MPI_Abort(MPI_COMM_WORLD, 1);                                                          \
@@ -73,19 +73,23 @@ static inline float test_value(uint64_t seed, size_t i, float scale) {
 
 static inline float *host_values(uint64_t seed, size_t n, float scale) {
     float *v = xmalloc(n * sizeof *v);
-    for (size_t i = 0; i < n; i++) v[i] = test_value(seed, i, scale);
+    for (size_t i = 0; i < n; i++)
+        v[i] = test_value(seed, i, scale);
     return v;
 }
 
 static inline float *host_filled(size_t n, float value) {
     float *v = xmalloc((n ? n : 1) * sizeof *v);
-    for (size_t i = 0; i < n; i++) v[i] = value;
+    for (size_t i = 0; i < n; i++)
+        v[i] = value;
     return v;
 }
 
 /* ---- device buffers (fp32: the CPU backend's act type) ---- */
 
-static inline void *dev_alloc(Backend *be, size_t n) { return be->ops->alloc(be, n * sizeof(float)); }
+static inline void *dev_alloc(Backend *be, size_t n) {
+    return be->ops->alloc(be, n * sizeof(float));
+}
 
 static inline void *dev_from_host(Backend *be, const float *host, size_t n) {
     void *d = dev_alloc(be, n);
@@ -125,7 +129,8 @@ static inline void check_guard(const char *label, Backend *be, const void *d, si
 static inline float *host_columns(const float *full, int rows, int width, int begin, int cols) {
     float *out = xmalloc((size_t)rows * cols * sizeof *out);
     for (int n = 0; n < rows; n++)
-        memcpy(out + (size_t)n * cols, full + (size_t)n * width + begin, (size_t)cols * sizeof *out);
+        memcpy(out + (size_t)n * cols, full + (size_t)n * width + begin,
+               (size_t)cols * sizeof *out);
     return out;
 }
 
@@ -152,7 +157,7 @@ static inline double max_abs_diff(const float *a, const float *b, size_t n) {
     do {                                                                                           \
         const double diff_ = max_abs_diff((got), (expect), (n));                                   \
         const double lim_ = TP_TOL * (scale);                                                      \
-        TP_CHECK(diff_ <= lim_ && (scale) > 0.0, "%s: %s differs by %.3g (limit %.3g)", (label),  \
+        TP_CHECK(diff_ <= lim_ && (scale) > 0.0, "%s: %s differs by %.3g (limit %.3g)", (label),   \
                  (what), diff_, lim_);                                                             \
     } while (0)
 

@@ -97,6 +97,33 @@ static double global_mean_loss(Trainer *t, double local_sum, double tokens) {
     return sum / tokens;
 }
 
+/* ZeRO-1: each DP rank ends with the sum over replicas of its own shard of
+ * the gradient buffer (the loss is already scaled by the global token
+ * count, so the sum is the global batch's gradient). */
+static void reduce_scatter_grads(Trainer *t) {
+    if (t->ps->dp_size == 1) return;
+    float *grads = gpt_model_grad_buffer(t->model);
+    const size_t begin = optimizer_shard_begin(t->opt);
+    const size_t n = optimizer_shard_end(t->opt) - begin;
+    comm_reduce_scatter(&t->comm, GROUP_DATA, t->grad_shard_scratch, grads, n, DTYPE_F32);
+    t->be->ops->copy_device(t->be, grads + begin, t->grad_shard_scratch, n * sizeof(float));
+}
+
+void trainer_gather_params(Trainer *t) {
+    if (t->ps->dp_size == 1) return;
+    void *params = gpt_model_param_buffer(t->model);
+    const size_t begin = optimizer_shard_begin(t->opt);
+    const size_t n = optimizer_shard_end(t->opt) - begin;
+    comm_all_gather(&t->comm, GROUP_DATA, params,
+                    (char *)params + backend_act_bytes(t->be, begin), n, t->be->act_dtype);
+}
+
+void trainer_optimizer_step(Trainer *t, const StepResult *r) {
+    optimizer_step(t->opt, gpt_model_param_buffer(t->model), gpt_model_grad_buffer(t->model), r->lr,
+                   r->grad_norm);
+    trainer_gather_params(t);
+}
+
 StepResult train_step(Trainer *t) {
     const TrainArgs *a = t->args;
     const int M = a->num_microbatches;
@@ -128,6 +155,7 @@ StepResult train_step(Trainer *t) {
     float *dwte = gpt_model_word_embedding_grad(t->model, &wte_numel);
     if (t->ps->pp_size > 1 && dwte)
         comm_all_reduce(&t->comm, GROUP_EMBEDDING, dwte, wte_numel, DTYPE_F32, REDUCE_SUM);
+    reduce_scatter_grads(t);
     double sum_squares = optimizer_grad_sum_squares(t->opt, gpt_model_grad_buffer(t->model));
     MPI_Allreduce(MPI_IN_PLACE, &sum_squares, 1, MPI_DOUBLE, MPI_SUM, t->ps->world);
     r.grad_norm = sqrt(sum_squares);

@@ -111,6 +111,7 @@ static void setup_config(Trainer *t) {
         .num_local_layers = layers_per_stage,
         .has_embedding = parallel_state_is_first_stage(ps),
         .has_head = parallel_state_is_last_stage(ps),
+        .data_parallel_size = ps->dp_size,
     };
     t->sched = (LRSchedule){.max_lr = a->lr,
                             .min_lr = a->min_lr,
@@ -160,11 +161,6 @@ bool trainer_setup(Trainer *t, const TrainArgs *a, const ParallelState *ps, char
     memset(t, 0, sizeof *t);
     t->args = a;
     t->ps = ps;
-    if (ps->dp_size > 1)
-        FAIL("this build runs tensor and pipeline parallelism only (%d ranks = DP %d x PP %d x "
-             "TP %d); data parallelism is not implemented yet: launch -np equal to "
-             "--tensor-model-parallel-size x --pipeline-model-parallel-size",
-             ps->world_size, ps->dp_size, ps->pp_size, ps->tp_size);
     const char *device = NULL;
     if (!resolve_device(a, &device, err, err_size)) return false;
     if (!setup_data(t, err, err_size)) return false;
@@ -189,19 +185,32 @@ bool trainer_setup(Trainer *t, const TrainArgs *a, const ParallelState *ps, char
                       .eps = a->adam_eps,
                       .weight_decay = a->weight_decay,
                       .clip_grad = a->clip_grad};
-    t->opt = optimizer_create(t->be, pt, &oc, 0, pt->total_numel);
+    /* ZeRO-1: DP rank d owns shard d of the flat buffers. */
+    const size_t shard = pt->total_numel / (size_t)ps->dp_size;
+    t->opt = optimizer_create(t->be, pt, &oc, shard * (size_t)ps->dp_rank,
+                              shard * (size_t)(ps->dp_rank + 1));
 
     print_summary(t, device);
     bool loaded = false;
-    if (a->load && !trainer_load_checkpoint(t, &loaded, err, err_size)) return false;
+    const bool load_ok = !a->load || trainer_load_checkpoint(t, &loaded, err, err_size);
+    /* Agree before the collectives below, so no rank waits for a failed one. */
+    if (!parallel_state_all_ok(ps->world, load_ok)) {
+        if (load_ok) snprintf(err, err_size, "another rank failed to load the checkpoint");
+        return false;
+    }
     if (!loaded)
         gpt_model_init_params(t->model, optimizer_master(t->opt), optimizer_shard_begin(t->opt),
                               optimizer_shard_end(t->opt));
+    else
+        trainer_gather_params(t); /* a load filled only this rank's shard */
 
     const size_t N = (size_t)a->micro_batch_size * (size_t)a->seq_length;
     t->sample = xmalloc(((size_t)a->seq_length + 1) * sizeof(int32_t));
     t->tokens = xmalloc(N * sizeof(int32_t));
     t->targets = xmalloc(N * sizeof(int32_t));
+    if (ps->dp_size > 1)
+        t->grad_shard_scratch = t->be->ops->alloc(
+            t->be, (optimizer_shard_end(t->opt) - optimizer_shard_begin(t->opt)) * sizeof(float));
 
     if (a->trace_schedule) {
         char path[4200];
@@ -223,6 +232,7 @@ void trainer_free(Trainer *t) {
     gpt_model_free(t->model);
     gpt_dataset_free(t->train_ds);
     gpt_dataset_free(t->valid_ds);
+    if (t->grad_shard_scratch) t->be->ops->free(t->be, t->grad_shard_scratch);
     backend_destroy(t->be);
     free(t->sample);
     free(t->tokens);
@@ -364,8 +374,7 @@ int trainer_run(Trainer *t) {
         StepResult r = train_step(t);
         if (a->check_for_nan_in_loss_and_grad && (!isfinite(r.loss) || !isfinite(r.grad_norm)))
             return stop_on_nonfinite(t, &r);
-        optimizer_step(t->opt, gpt_model_param_buffer(t->model), gpt_model_grad_buffer(t->model),
-                       r.lr, r.grad_norm);
+        trainer_optimizer_step(t, &r);
         t->be->ops->synchronize(t->be);
         const double seconds = timer_now_s() - start;
         t->iteration++;

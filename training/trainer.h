@@ -42,6 +42,7 @@ typedef struct {
     FILE *metrics;
     char last_checkpoint[4096]; /* "" when none yet */
     int32_t *sample, *tokens, *targets;
+    float *grad_shard_scratch; /* DP reduce-scatter output, one shard */
     FILE *trace; /* --trace-schedule: this rank's pipeline operations */
 } Trainer;
 
@@ -63,6 +64,12 @@ StepResult train_step(Trainer *t);
 /* Mean token loss over the first --eval-iters global batches of the
  * validation split (forward only, through the pipeline), on every rank. */
 double evaluate(Trainer *t);
+
+/* All-gathers the act-dtype parameters over DP after each rank rewrote its
+ * own optimizer shard (ZeRO-1). */
+void trainer_gather_params(Trainer *t);
+/* AdamW step on this rank's shard, then the all-gather. */
+void trainer_optimizer_step(Trainer *t, const StepResult *r);
 
 /* training/checkpointing.c: glue between model/optimizer and checkpoint/. */
 bool trainer_save_checkpoint(Trainer *t, char *err, size_t err_size);
