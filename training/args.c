@@ -54,6 +54,8 @@ static const FlagSpec TRAIN_FLAGS[] = {
     {"load", FLAG_STRING, OPT(load), NULL, "DIR", "Directory to resume from (its latest checkpoint); a fresh start when it holds none.", "checkpointing", false},
     {"save-interval", FLAG_INT64, OPT(save_interval), "0", "N", "Save every N iterations (and at the end) when --save is given.", "checkpointing", false},
     {"exit-interval", FLAG_INT64, OPT(exit_interval), "0", "N", "Save (with --save) and exit 0 after an iteration divisible by N.", "checkpointing", false},
+    {"exit-signal-handler", FLAG_SWITCH, OPT(exit_signal_handler), NULL, NULL, "On SIGTERM, finish the current iteration on every rank, save (with --save) and exit 0.", "checkpointing", false},
+    {"exit-duration-in-mins", FLAG_DOUBLE, OPT(exit_duration_in_mins), "0", "MIN", "Save (with --save) and exit 0 once training has run this long (0: no limit).", "checkpointing", false},
     {"no-load-optim", FLAG_SWITCH, OPT(no_load_optim), NULL, NULL, "Load weights and iteration but not the optimizer state.", "checkpointing", false},
     {"finetune", FLAG_SWITCH, OPT(finetune), NULL, NULL, "Load weights only and start at iteration 0 with fresh optimizer state.", "checkpointing", false},
     /* logging */
@@ -160,6 +162,7 @@ static bool check_io(const TrainArgs *a, char *err, size_t err_size) {
         FAIL("--save-interval %lld needs --save DIR (where to write the checkpoints)",
              (long long)a->save_interval);
     if (a->exit_interval < 0) FAIL("--exit-interval must be >= 0");
+    if (!(a->exit_duration_in_mins >= 0)) FAIL("--exit-duration-in-mins must be >= 0");
     if ((a->finetune || a->no_load_optim) && !a->load)
         FAIL("--%s needs --load DIR (the checkpoint to start from)",
              a->finetune ? "finetune" : "no-load-optim");

@@ -45,6 +45,8 @@ typedef struct {
     char *save, *load;
     int64_t save_interval, exit_interval;
     bool no_load_optim, finetune;
+    bool exit_signal_handler;
+    double exit_duration_in_mins;
     /* logging and evaluation */
     int64_t log_interval, eval_interval, eval_iters;
     char *metrics_file;

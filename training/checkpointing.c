@@ -1,5 +1,7 @@
 /* Glue between the model/optimizer state of a rank and checkpoint/: which
  * canonical intervals a rank writes and reads, and the run metadata. */
+#include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -94,6 +96,33 @@ static bool write_rank_file(Trainer *t, char *err, size_t err_size) {
     return ok;
 }
 
+/* Test hook for crash safety: GPT3D_TEST_KILL_IN_SAVE="RANK:POINT" makes
+ * that world rank SIGKILL itself at POINT of the next save (points:
+ * after_begin, partial_rank_file, after_rank_file, before_publish,
+ * after_publish). partial_rank_file first leaves a truncated rank file in
+ * the temporary directory, as a crash in the middle of the HDF5 write would. */
+static void test_crash_point(const Trainer *t, const char *point) {
+    const char *spec = getenv("GPT3D_TEST_KILL_IN_SAVE");
+    if (!spec) return;
+    int rank = -1;
+    char where[64] = "";
+    if (sscanf(spec, "%d:%63s", &rank, where) != 2 || rank != t->ps->rank || strcmp(where, point))
+        return;
+    if (!strcmp(point, "partial_rank_file")) {
+        char dir[4096], path[4200];
+        checkpoint_iter_dir(dir, sizeof dir, t->args->save, t->iteration);
+        snprintf(path, sizeof path, "%s.tmp/rank_%05d.h5", dir, t->ps->rank);
+        FILE *f = fopen(path, "wb");
+        if (f) {
+            fputs("\x89HDF\r\n\x1a\n truncated by a simulated crash", f);
+            fclose(f);
+        }
+    }
+    fprintf(stderr, "test hook: rank %d kills itself at %s of the save\n", t->ps->rank, point);
+    fflush(stderr);
+    raise(SIGKILL);
+}
+
 /* Every rank learns whether all succeeded; a rank that succeeded while
  * another failed reports `other` (the failing rank prints its own reason). */
 static bool agree(MPI_Comm world, bool ok, const char *other, char *err, size_t err_size) {
@@ -107,15 +136,20 @@ bool trainer_save_checkpoint(Trainer *t, char *err, size_t err_size) {
     MPI_Comm world = t->ps->world;
     bool ok = !root || checkpoint_begin_save(t->args->save, t->iteration, err, err_size);
     if (!agree(world, ok, "rank 0 could not start the checkpoint save", err, err_size)) return false;
+    test_crash_point(t, "after_begin");
+    test_crash_point(t, "partial_rank_file");
     ok = write_rank_file(t, err, err_size);
+    test_crash_point(t, "after_rank_file");
     if (!agree(world, ok, "another rank failed to write its checkpoint file", err, err_size))
         return false;
+    test_crash_point(t, "before_publish");
     if (root) {
         CheckpointMeta meta;
         fill_meta(t, &meta);
         ok = checkpoint_write_meta(t->args->save, &meta, err, err_size) &&
              checkpoint_publish(t->args->save, t->iteration, err, err_size);
     }
+    test_crash_point(t, "after_publish");
     if (!agree(world, ok, "rank 0 failed to publish the checkpoint", err, err_size)) return false;
     checkpoint_iter_dir(t->last_checkpoint, sizeof t->last_checkpoint, t->args->save, t->iteration);
     if (root) {

@@ -7,6 +7,7 @@
 
 #include "core/errors.h"
 #include "core/timer.h"
+#include "training/exit_signal.h"
 
 #define FAIL(...)                                                                                  \
     do {                                                                                           \
@@ -340,6 +341,22 @@ static int stop_on_nonfinite(const Trainer *t, const StepResult *r) {
     return 3;
 }
 
+/* Why the run should save and stop after this iteration, or NULL. Every
+ * rank reaches the same answer: a signal may reach only some of them, and
+ * clocks differ, so the decision is agreed over the world. */
+static const char *exit_reason(const Trainer *t, double train_start) {
+    const TrainArgs *a = t->args;
+    if (a->exit_interval > 0 && t->iteration % a->exit_interval == 0) return "--exit-interval";
+    if (!a->exit_signal_handler && a->exit_duration_in_mins <= 0) return NULL;
+    int flags[2] = {a->exit_signal_handler && exit_signal_received(),
+                    a->exit_duration_in_mins > 0 &&
+                        timer_now_s() - train_start >= 60.0 * a->exit_duration_in_mins};
+    MPI_Allreduce(MPI_IN_PLACE, flags, 2, MPI_INT, MPI_MAX, t->ps->world);
+    if (flags[0]) return "SIGTERM with --exit-signal-handler";
+    if (flags[1]) return "--exit-duration-in-mins";
+    return NULL;
+}
+
 /* The two copies of the tied word embedding must end bitwise equal; a
  * difference would mean their gradients or optimizer states diverged. */
 static bool check_tied_embeddings(Trainer *t) {
@@ -368,6 +385,8 @@ int trainer_run(Trainer *t) {
     int64_t last_saved = t->args->load ? t->iteration : -1;
     bool evaluated_last = false;
     const int64_t first_iteration = t->iteration;
+    const double train_start = timer_now_s();
+    if (a->exit_signal_handler) exit_signal_install();
     while (t->iteration < a->train_iters) {
         const double start = timer_now_s();
         comm_reset_counters(&t->comm);
@@ -399,7 +418,8 @@ int trainer_run(Trainer *t) {
         }
         if (is_root(t)) write_metrics(t, &r, seconds, evaluated_last, valid_loss);
 
-        const bool exiting = a->exit_interval > 0 && t->iteration % a->exit_interval == 0;
+        const char *reason = exit_reason(t, train_start);
+        const bool exiting = reason != NULL;
         if (a->save && ((a->save_interval > 0 && t->iteration % a->save_interval == 0) || last ||
                         exiting)) {
             save_or_die(t);
@@ -407,8 +427,7 @@ int trainer_run(Trainer *t) {
         }
         if (exiting && !last) {
             if (is_root(t))
-                printf("exiting at iteration %lld (--exit-interval %lld)\n",
-                       (long long)t->iteration, (long long)a->exit_interval);
+                printf("exiting at iteration %lld (%s)\n", (long long)t->iteration, reason);
             return 0;
         }
     }
