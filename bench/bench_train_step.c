@@ -65,7 +65,7 @@ int main(int argc, char **argv) {
     GPTModel *m = gpt_model_create(be, &cfg, &part, a.micro_batch_size, NULL, 1);
     const ParamTable *pt = gpt_model_params(m);
     AdamWConfig oc = {.beta1 = 0.9, .beta2 = 0.95, .eps = 1e-8, .weight_decay = 0.1, .clip_grad = 1.0};
-    Optimizer *opt = optimizer_create(be, pt, &oc, 0, pt->total_numel);
+    Optimizer *opt = optimizer_create(be, pt, &oc, 0, pt->total_numel, gpt_model_param_buffer(m));
     gpt_model_init_params(m, optimizer_master(opt), 0, pt->total_numel);
 
     const size_t N = (size_t)a.micro_batch_size * a.seq_length;

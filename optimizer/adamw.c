@@ -10,12 +10,14 @@ struct Optimizer {
     const ParamTable *table;
     AdamWConfig cfg;
     size_t begin, end;
-    float *state; /* one allocation: master | exp_avg | exp_avg_sq */
+    float *state;  /* one allocation: [master |] exp_avg | exp_avg_sq */
+    float *master; /* the fp32 params themselves when the backend computes in fp32 */
+    bool master_is_params;
     int64_t step;
 };
 
 Optimizer *optimizer_create(Backend *be, const ParamTable *table, const AdamWConfig *cfg,
-                            size_t shard_begin, size_t shard_end) {
+                            size_t shard_begin, size_t shard_end, void *params) {
     GPT3D_CHECK(shard_begin <= shard_end && shard_end <= table->total_numel,
                 "bad optimizer shard [%zu, %zu) of %zu", shard_begin, shard_end,
                 table->total_numel);
@@ -25,7 +27,11 @@ Optimizer *optimizer_create(Backend *be, const ParamTable *table, const AdamWCon
     o->cfg = *cfg;
     o->begin = shard_begin;
     o->end = shard_end;
-    o->state = be->ops->alloc(be, 3 * (shard_end - shard_begin) * sizeof(float));
+    const size_t len = shard_end - shard_begin;
+    /* fp32 parameters are their own master copy: no second fp32 copy. */
+    o->master_is_params = params && be->act_dtype == DTYPE_F32;
+    o->state = be->ops->alloc(be, (o->master_is_params ? 2 : 3) * len * sizeof(float));
+    o->master = o->master_is_params ? (float *)params + shard_begin : o->state + 2 * len;
     return o;
 }
 
@@ -36,14 +42,19 @@ void optimizer_free(Optimizer *o) {
 }
 
 static size_t shard_len(const Optimizer *o) { return o->end - o->begin; }
-float *optimizer_master(Optimizer *o) { return o->state; }
-float *optimizer_exp_avg(Optimizer *o) { return o->state + shard_len(o); }
-float *optimizer_exp_avg_sq(Optimizer *o) { return o->state + 2 * shard_len(o); }
+float *optimizer_master(Optimizer *o) { return o->master; }
+float *optimizer_exp_avg(Optimizer *o) { return o->state; }
+float *optimizer_exp_avg_sq(Optimizer *o) { return o->state + shard_len(o); }
 size_t optimizer_shard_begin(const Optimizer *o) { return o->begin; }
 size_t optimizer_shard_end(const Optimizer *o) { return o->end; }
 int64_t optimizer_step_count(const Optimizer *o) { return o->step; }
 void optimizer_set_step_count(Optimizer *o, int64_t step) { o->step = step; }
-size_t optimizer_state_bytes(const Optimizer *o) { return 3 * shard_len(o) * sizeof(float); }
+size_t optimizer_state_bytes(const Optimizer *o) {
+    return (o->master_is_params ? 2 : 3) * shard_len(o) * sizeof(float);
+}
+size_t optimizer_state_bytes_per_element(const Optimizer *o) {
+    return (o->master_is_params ? 2 : 3) * sizeof(float);
+}
 
 /* The part of parameter p's buffer range that lies in the shard. */
 static bool shard_overlap(const Optimizer *o, const ParamInfo *p, size_t *lo, size_t *hi) {
@@ -80,7 +91,8 @@ void optimizer_step(Optimizer *o, void *params, const float *grads, double lr, d
         size_t lo, hi;
         if (!shard_overlap(o, p, &lo, &hi)) continue;
         const size_t s = lo - o->begin;
-        be->ops->adamw_update(be, (char *)params + backend_act_bytes(be, lo), master + s,
+        void *param = o->master_is_params ? NULL : (char *)params + backend_act_bytes(be, lo);
+        be->ops->adamw_update(be, param, master + s,
                               grads + lo, m + s, v + s, hi - lo, (float)lr, (float)o->cfg.beta1,
                               (float)o->cfg.beta2, (float)o->cfg.eps,
                               p->weight_decay ? (float)o->cfg.weight_decay : 0.0f, scale,
@@ -90,6 +102,7 @@ void optimizer_step(Optimizer *o, void *params, const float *grads, double lr, d
 
 void optimizer_write_params(Optimizer *o, void *params) {
     Backend *be = o->be;
+    if (o->master_is_params) return;
     float *master = optimizer_master(o);
     for (int i = 0; i < o->table->count; i++) {
         size_t lo, hi;

@@ -42,9 +42,11 @@ typedef struct {
 
 typedef struct Optimizer Optimizer;
 
-/* The optimizer shard is [shard_begin, shard_end) of the flat buffers. */
+/* The optimizer shard is [shard_begin, shard_end) of the flat buffers.
+ * params is the model's flat parameter buffer: on an fp32 backend the
+ * shard's master weights are those parameters themselves (no extra copy). */
 Optimizer *optimizer_create(Backend *be, const ParamTable *table, const AdamWConfig *cfg,
-                            size_t shard_begin, size_t shard_end);
+                            size_t shard_begin, size_t shard_end, void *params);
 void optimizer_free(Optimizer *o);
 
 /* Master weights of the shard (device, fp32), at flat offsets - shard_begin. */
@@ -55,8 +57,10 @@ size_t optimizer_shard_begin(const Optimizer *o);
 size_t optimizer_shard_end(const Optimizer *o);
 int64_t optimizer_step_count(const Optimizer *o);
 void optimizer_set_step_count(Optimizer *o, int64_t step);
-/* Bytes of master weights + moments held by this rank. */
+/* Bytes of master weights (when separate from the params) + moments held by
+ * this rank, and the same per element of the flat buffer. */
 size_t optimizer_state_bytes(const Optimizer *o);
+size_t optimizer_state_bytes_per_element(const Optimizer *o);
 
 /* Sum of squares of the gradients of the shard's parameters that this rank
  * counts (ParamInfo.counts_in_grad_norm; padding excluded), in double. The

@@ -130,6 +130,7 @@ static void print_summary(const Trainer *t, const char *device) {
     const size_t grad_bytes = pt->total_numel * sizeof(float);
     const size_t opt_bytes = optimizer_state_bytes(t->opt);
     const double MiB = 1024.0 * 1024.0;
+    const double plain_opt = (double)optimizer_state_bytes_per_element(t->opt) * pt->total_numel;
     printf("gpt3d pretrain_gpt: %d rank(s) = DP %d x PP %d x TP %d, device %s (%s)\n",
            t->ps->world_size, t->ps->dp_size, t->ps->pp_size, t->ps->tp_size, device,
            dtype_name(t->be->act_dtype));
@@ -146,10 +147,9 @@ static void print_summary(const Trainer *t, const char *device) {
            (long long)gpt_dataset_num_documents(t->train_ds),
            (long long)gpt_dataset_num_tokens(t->train_ds),
            (long long)gpt_dataset_samples_per_epoch(t->train_ds), t->tokenizer_type);
-    printf("memory per rank: parameters %.1f MiB, gradients %.1f MiB, optimizer state %.1f MiB "
-           "(plain data parallel: %.1f MiB), activations %.1f MiB\n",
-           param_bytes / MiB, grad_bytes / MiB, opt_bytes / MiB,
-           3.0 * pt->total_numel * sizeof(float) / MiB,
+    printf("memory per rank: parameters %.3f MiB, gradients %.3f MiB, optimizer state %.3f MiB "
+           "(plain data parallel: %.3f MiB; ZeRO-1 keeps 1/%d), activations %.3f MiB\n",
+           param_bytes / MiB, grad_bytes / MiB, opt_bytes / MiB, plain_opt / MiB, t->ps->dp_size,
            gpt_model_activation_bytes(t->model) / MiB);
     if (strcmp(device, "cpu") == 0 && (a->bf16 || a->fp16))
         printf("note: the CPU backend computes in fp32; --%s applies to --device cuda\n",
@@ -189,7 +189,7 @@ bool trainer_setup(Trainer *t, const TrainArgs *a, const ParallelState *ps, char
     /* ZeRO-1: DP rank d owns shard d of the flat buffers. */
     const size_t shard = pt->total_numel / (size_t)ps->dp_size;
     t->opt = optimizer_create(t->be, pt, &oc, shard * (size_t)ps->dp_rank,
-                              shard * (size_t)(ps->dp_rank + 1));
+                              shard * (size_t)(ps->dp_rank + 1), gpt_model_param_buffer(t->model));
 
     print_summary(t, device);
     bool loaded = false;

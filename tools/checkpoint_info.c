@@ -1,0 +1,509 @@
+/* tools/checkpoint_info — what a gpt3d checkpoint holds.
+ *
+ * Prints a checkpoint's iteration and training state, the model shape, the
+ * layout it was saved with, and its parameter counts; --norms adds the L2
+ * norm of every parameter's weights and Adam moments in canonical order
+ * (the order of the model's state dict: embeddings, layers 0..L-1, final
+ * layernorm), which do not depend on the layout, so two checkpoints of the
+ * same run at different layouts can be compared; --verify checks that every
+ * canonical element of every parameter the model shape implies is stored
+ * exactly once. Norms are read in chunks of --chunk-elements, so memory stays
+ * bounded whatever the model size.
+ * Exit status: 0 shown, 1 --verify found a defect, 2 bad usage or a
+ * checkpoint that cannot be read. */
+#include <cjson/cJSON.h>
+#include <inttypes.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "checkpoint/checkpoint.h"
+#include "core/errors.h"
+#include "core/flags.h"
+#include "model/gpt_model.h"
+
+typedef struct {
+    char *load;
+    int64_t iteration;
+    bool verify, norms, json;
+    int64_t chunk_elements;
+} Options;
+
+#define MAX_CHUNK_ELEMENTS ((int64_t)1 << 28) /* 1 GiB of fp32 */
+
+static const FlagSpec FLAGS[] = {
+    {"load", FLAG_STRING, offsetof(Options, load), NULL, "DIR",
+     "the --save directory of a training run", "checkpoint", true},
+    {"iteration", FLAG_INT64, offsetof(Options, iteration), NULL, "N",
+     "show the checkpoint of iteration N (default: the one latest_checkpointed_iteration.txt "
+     "names)",
+     "checkpoint", false},
+    {"verify", FLAG_SWITCH, offsetof(Options, verify), NULL, NULL,
+     "check that every canonical element of every parameter of the model shape is stored "
+     "exactly once across the rank files; exit status 1 when not",
+     "checks", false},
+    {"norms", FLAG_SWITCH, offsetof(Options, norms), NULL, NULL,
+     "print each parameter's L2 norm of weight, exp_avg and exp_avg_sq (computed in double), "
+     "in canonical order",
+     "checks", false},
+    {"chunk-elements", FLAG_INT64, offsetof(Options, chunk_elements), "4194304", "K",
+     "read at most K elements at a time for --norms (memory: 4*K bytes)", "checks", false},
+    {"json", FLAG_SWITCH, offsetof(Options, json), NULL, NULL,
+     "print one JSON object instead of text", "output", false},
+};
+#define NUM_FLAGS ((int)(sizeof FLAGS / sizeof FLAGS[0]))
+
+static const char *const TENSOR_LABELS[3] = {"weight", "exp_avg", "exp_avg_sq"};
+
+/* One parameter, as the model shape implies it and as the rank files hold it. */
+typedef struct {
+    char *name;
+    bool expected; /* the model shape in metadata.json has it */
+    bool stored;   /* some rank file holds it */
+    int ndim;      /* stored shape when stored, else the expected one */
+    int64_t shape[CHECKPOINT_MAX_DIMS];
+    int64_t numel;
+    int expected_ndim;
+    int64_t expected_shape[CHECKPOINT_MAX_DIMS];
+    bool has_norm[3];
+    double norm[3];
+} ParamReport;
+
+typedef struct {
+    char dir[4096];
+    CheckpointMeta meta;
+    ParamReport *params; /* canonical order, then unexpected ones by name */
+    int count, stored_count;
+    int64_t stored_numel, expected_numel;
+    bool verified, valid;
+    char verify_error[2048];
+    bool norms_done;
+} Report;
+
+/* --------------------------------------------------------- opening */
+
+static bool is_directory(const char *path) {
+    struct stat st;
+    return stat(path, &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+static int64_t resolve_iteration(const Options *o, bool iteration_given) {
+    if (!is_directory(o->load))
+        gpt3d_fail_user("--load '%s' is not a directory (give the --save directory of a "
+                        "training run)",
+                        o->load);
+    if (iteration_given) {
+        if (o->iteration < 0) gpt3d_fail_user("--iteration must be >= 0 (got %" PRId64 ")", o->iteration);
+        return o->iteration;
+    }
+    int64_t iteration = 0;
+    char err[2048];
+    if (!checkpoint_find_latest(o->load, &iteration, err, sizeof err)) {
+        if (err[0]) gpt3d_fail_user("%s (or pick a checkpoint with --iteration N)", err);
+        gpt3d_fail_user("'%s' holds no checkpoint: it has no latest_checkpointed_iteration.txt "
+                        "(give the --save directory of a run that saved, or --iteration N)",
+                        o->load);
+    }
+    return iteration;
+}
+
+/* metadata.json passed the checkpoint module's validation, but a damaged
+ * file can still name a shape whose parameter table would not fit in
+ * memory or overflow int64 element counts. */
+static void check_shape_bounds(const CheckpointMeta *m, const char *dir) {
+    struct {
+        const char *name;
+        int64_t value, max;
+    } bounds[] = {
+        {"num_layers", m->num_layers, 1 << 16},
+        {"hidden_size", m->hidden_size, 1 << 20},
+        {"num_attention_heads", m->num_attention_heads, m->hidden_size},
+        {"ffn_hidden_size", m->ffn_hidden_size, 1 << 24},
+        {"padded_vocab_size", m->padded_vocab_size, (int64_t)1 << 32},
+        {"max_position_embeddings", m->max_position_embeddings, 1 << 24},
+    };
+    for (size_t i = 0; i < sizeof bounds / sizeof bounds[0]; i++)
+        if (bounds[i].value > bounds[i].max)
+            gpt3d_fail_user("'%s/metadata.json': %s = %" PRId64 " is beyond any model this "
+                            "tool can describe (at most %" PRId64 "); the file is damaged",
+                            dir, bounds[i].name, bounds[i].value, bounds[i].max);
+}
+
+/* ------------------------------------------------------- parameters */
+
+static GPTConfig config_of(const CheckpointMeta *m) {
+    GPTConfig cfg = {
+        .num_layers = m->num_layers,
+        .hidden_size = m->hidden_size,
+        .num_attention_heads = m->num_attention_heads,
+        .ffn_hidden_size = m->ffn_hidden_size,
+        .vocab_size = m->vocab_size,
+        .padded_vocab_size = m->padded_vocab_size,
+        .max_position_embeddings = m->max_position_embeddings,
+        .seq_length = m->seq_length,
+        .init_method_std = 0.02, /* unused: only names and shapes are needed */
+        .seed = m->seed,
+    };
+    return cfg;
+}
+
+static void add_param(Report *rep, const CheckpointReader *r, const char *name,
+                      const ParamInfo *expected) {
+    ParamReport *p = &rep->params[rep->count++];
+    memset(p, 0, sizeof *p);
+    p->name = xstrdup(name);
+    p->stored = checkpoint_param_shape(r, name, &p->ndim, p->shape);
+    if (expected) {
+        p->expected = true;
+        p->expected_ndim = expected->ndim;
+        for (int d = 0; d < expected->ndim && d < CHECKPOINT_MAX_DIMS; d++)
+            p->expected_shape[d] = expected->shape[d];
+        if (!p->stored) {
+            p->ndim = p->expected_ndim;
+            memcpy(p->shape, p->expected_shape, sizeof p->shape);
+        }
+    }
+    p->numel = 1;
+    for (int d = 0; d < p->ndim; d++) p->numel *= p->shape[d];
+    if (p->stored) {
+        rep->stored_count++;
+        rep->stored_numel += p->numel;
+    }
+}
+
+/* The model's full parameter table lists parameters in the order gradients
+ * become ready (last layer first); its reverse is the state-dict order. */
+static void collect_params(Report *rep, const CheckpointReader *r) {
+    GPTConfig cfg = config_of(&rep->meta);
+    ModelPartition whole = {.tp_size = 1, .tp_rank = 0, .first_layer = 0,
+                            .num_local_layers = cfg.num_layers, .has_embedding = true,
+                            .has_head = true, .data_parallel_size = 1};
+    ParamTable table;
+    param_table_build(&table, &cfg, &whole);
+    int stored = checkpoint_num_params(r);
+    rep->params = xcalloc((size_t)table.count + (size_t)stored + 1, sizeof *rep->params);
+    for (int i = table.count - 1; i >= 0; i--) {
+        add_param(rep, r, table.params[i].name, &table.params[i]);
+        rep->expected_numel += table.params[i].canonical_numel;
+    }
+    for (int i = 0; i < stored; i++) {
+        const char *name = checkpoint_param_name(r, i);
+        if (param_table_find(&table, name) < 0) add_param(rep, r, name, NULL);
+    }
+    param_table_free(&table);
+}
+
+static void free_report(Report *rep) {
+    for (int i = 0; i < rep->count; i++) free(rep->params[i].name);
+    free(rep->params);
+}
+
+static void format_shape(int ndim, const int64_t *shape, char *out, size_t size) {
+    size_t used = (size_t)snprintf(out, size, "[");
+    for (int d = 0; d < ndim && used < size; d++)
+        used += (size_t)snprintf(out + used, size - used, "%s%" PRId64, d ? ", " : "", shape[d]);
+    if (used < size) snprintf(out + used, size - used, "]");
+}
+
+/* --------------------------------------------------------- checking */
+
+/* Messages may be cut to err_size; they name the checkpoint first, so what
+ * survives still says where to look. */
+static void set_error(char *err, size_t err_size, const char *fmt, ...) GPT3D_PRINTF(3, 4);
+static void set_error(char *err, size_t err_size, const char *fmt, ...) {
+    va_list args;
+    va_start(args, fmt);
+    vsnprintf(err, err_size, fmt, args);
+    va_end(args);
+}
+
+static bool same_shape(const ParamReport *p) {
+    if (p->ndim != p->expected_ndim) return false;
+    for (int d = 0; d < p->ndim; d++)
+        if (p->shape[d] != p->expected_shape[d]) return false;
+    return true;
+}
+
+/* The rank files must hold exactly the parameters the model shape implies,
+ * each with its canonical shape; coverage alone cannot see a parameter that
+ * no rank wrote at all. */
+static bool check_param_set(const Report *rep, char *err, size_t err_size) {
+    for (int i = 0; i < rep->count; i++) {
+        const ParamReport *p = &rep->params[i];
+        char have[160], want[160];
+        format_shape(p->ndim, p->shape, have, sizeof have);
+        format_shape(p->expected_ndim, p->expected_shape, want, sizeof want);
+        if (!p->stored) {
+            set_error(err, err_size,
+                     "checkpoint '%s': parameter '%s' %s of the model shape in metadata.json "
+                     "is in no rank file",
+                     rep->dir, p->name, want);
+            return false;
+        }
+        if (!p->expected) {
+            set_error(err, err_size,
+                     "checkpoint '%s': the rank files hold parameter '%s' %s, which the model "
+                     "shape in metadata.json does not have",
+                     rep->dir, p->name, have);
+            return false;
+        }
+        if (!same_shape(p)) {
+            set_error(err, err_size,
+                     "checkpoint '%s': parameter '%s' has canonical shape %s in the rank files "
+                     "but the model shape in metadata.json implies %s",
+                     rep->dir, p->name, have, want);
+            return false;
+        }
+    }
+    return true;
+}
+
+static void verify(Report *rep, CheckpointReader *r) {
+    rep->verified = true;
+    rep->valid = checkpoint_verify_coverage(r, rep->verify_error, sizeof rep->verify_error) &&
+                 check_param_set(rep, rep->verify_error, sizeof rep->verify_error);
+}
+
+/* ------------------------------------------------------------ norms */
+
+static bool tensor_norm(CheckpointReader *r, const ParamReport *p, CheckpointTensor which,
+                        float *buf, int64_t chunk, double *norm, char *err, size_t err_size) {
+    double sum = 0.0;
+    for (int64_t begin = 0; begin < p->numel; begin += chunk) {
+        int64_t end = p->numel - begin > chunk ? begin + chunk : p->numel;
+        if (!checkpoint_read(r, p->name, which, begin, end, buf, err, err_size)) return false;
+        for (int64_t i = 0; i < end - begin; i++) sum += (double)buf[i] * (double)buf[i];
+    }
+    *norm = sqrt(sum);
+    return true;
+}
+
+static void compute_norms(Report *rep, CheckpointReader *r, int64_t chunk) {
+    int64_t largest = 1;
+    for (int i = 0; i < rep->count; i++)
+        if (rep->params[i].stored && rep->params[i].numel > largest) largest = rep->params[i].numel;
+    int64_t buf_numel = largest < chunk ? largest : chunk;
+    float *buf = xmalloc((size_t)buf_numel * sizeof *buf);
+    int tensors = rep->meta.has_optimizer_state ? 3 : 1;
+    char err[2048];
+    for (int i = 0; i < rep->count; i++) {
+        ParamReport *p = &rep->params[i];
+        if (!p->stored) continue;
+        for (int t = 0; t < tensors; t++) {
+            if (!tensor_norm(r, p, (CheckpointTensor)t, buf, buf_numel, &p->norm[t], err,
+                             sizeof err))
+                gpt3d_fail_user("%s (checkpoint_info --verify checks the whole checkpoint)", err);
+            p->has_norm[t] = true;
+        }
+    }
+    free(buf);
+    rep->norms_done = true;
+}
+
+/* ------------------------------------------------------------- text */
+
+static const char COVERAGE_OK[] = "every canonical element of every parameter is stored exactly once";
+
+static void print_meta_text(const Report *rep) {
+    const CheckpointMeta *m = &rep->meta;
+    printf("checkpoint: %s\n", rep->dir);
+    printf("iteration: %" PRId64 "\n", m->iteration);
+    printf("consumed samples: %" PRId64 "\n", m->consumed_train_samples);
+    printf("optimizer step: %" PRId64 "\n", m->optimizer_step);
+    printf("scheduler steps: %" PRId64 "\n", m->scheduler_num_steps);
+    printf("loss scale: %.17g\n", m->loss_scale);
+    printf("model: %d layers, hidden %d, %d heads, ffn %d, vocab %" PRId64 " (padded %" PRId64
+           "), max positions %d, seq length %d\n",
+           m->num_layers, m->hidden_size, m->num_attention_heads, m->ffn_hidden_size,
+           m->vocab_size, m->padded_vocab_size, m->max_position_embeddings, m->seq_length);
+    printf("saved with: TP %d, PP %d, DP %d, world size %d\n", m->tensor_model_parallel_size,
+           m->pipeline_model_parallel_size, m->data_parallel_size, m->world_size);
+    printf("seed: %" PRIu64 "\n", m->seed);
+    printf("tokenizer: %s\n", m->tokenizer_type[0] ? m->tokenizer_type : "(not recorded)");
+    printf("data: %s\n", m->data_description[0] ? m->data_description : "(not recorded)");
+    printf("optimizer state: %s\n",
+           m->has_optimizer_state ? "present (fp32 exp_avg, exp_avg_sq)" : "absent");
+    printf("parameters: %d tensors, %" PRId64 " canonical elements (the model shape implies %"
+           PRId64 ")\n",
+           rep->stored_count, rep->stored_numel, rep->expected_numel);
+}
+
+static void print_norm_cell(const ParamReport *p, int t) {
+    if (p->has_norm[t]) printf("  %16.9e", p->norm[t]);
+    else printf("  %16s", "-");
+}
+
+static void print_norms_text(const Report *rep) {
+    int name_width = 9, shape_width = 5;
+    char shape[160];
+    for (int i = 0; i < rep->count; i++) {
+        int n = (int)strlen(rep->params[i].name);
+        if (n > name_width) name_width = n;
+        format_shape(rep->params[i].ndim, rep->params[i].shape, shape, sizeof shape);
+        if ((int)strlen(shape) > shape_width) shape_width = (int)strlen(shape);
+    }
+    printf("norms (L2 of the fp32 values, summed in double):\n");
+    printf("  %-*s  %-*s  %16s  %16s  %16s\n", name_width, "parameter", shape_width, "shape",
+           TENSOR_LABELS[0], TENSOR_LABELS[1], TENSOR_LABELS[2]);
+    for (int i = 0; i < rep->count; i++) {
+        const ParamReport *p = &rep->params[i];
+        format_shape(p->ndim, p->shape, shape, sizeof shape);
+        printf("  %-*s  %-*s", name_width, p->name, shape_width, shape);
+        if (!p->stored) {
+            printf("  (in no rank file)\n");
+            continue;
+        }
+        for (int t = 0; t < 3; t++) print_norm_cell(p, t);
+        printf("\n");
+    }
+}
+
+static void print_text(const Report *rep, bool norms_requested) {
+    print_meta_text(rep);
+    if (rep->verified) {
+        if (rep->valid) printf("coverage: %s\n", COVERAGE_OK);
+        else printf("coverage: FAILED: %s\n", rep->verify_error);
+    }
+    if (rep->norms_done) print_norms_text(rep);
+    else if (norms_requested) printf("norms: not computed, the checkpoint failed --verify\n");
+}
+
+/* ------------------------------------------------------------- JSON */
+
+static void add_integer(cJSON *obj, const char *key, int64_t v) {
+    /* cJSON keeps numbers as doubles; the raw text keeps every digit. */
+    char text[32];
+    snprintf(text, sizeof text, "%" PRId64, v);
+    GPT3D_CHECK(cJSON_AddRawToObject(obj, key, text) != NULL, "out of memory");
+}
+
+static void add_model_json(cJSON *root, const CheckpointMeta *m) {
+    cJSON *model = cJSON_AddObjectToObject(root, "model");
+    GPT3D_CHECK(model != NULL, "out of memory");
+    add_integer(model, "num_layers", m->num_layers);
+    add_integer(model, "hidden_size", m->hidden_size);
+    add_integer(model, "num_attention_heads", m->num_attention_heads);
+    add_integer(model, "ffn_hidden_size", m->ffn_hidden_size);
+    add_integer(model, "vocab_size", m->vocab_size);
+    add_integer(model, "padded_vocab_size", m->padded_vocab_size);
+    add_integer(model, "max_position_embeddings", m->max_position_embeddings);
+    add_integer(model, "seq_length", m->seq_length);
+    cJSON *layout = cJSON_AddObjectToObject(root, "layout");
+    GPT3D_CHECK(layout != NULL, "out of memory");
+    add_integer(layout, "tensor_model_parallel_size", m->tensor_model_parallel_size);
+    add_integer(layout, "pipeline_model_parallel_size", m->pipeline_model_parallel_size);
+    add_integer(layout, "data_parallel_size", m->data_parallel_size);
+    add_integer(layout, "world_size", m->world_size);
+}
+
+static void add_meta_json(cJSON *root, const Report *rep) {
+    const CheckpointMeta *m = &rep->meta;
+    cJSON_AddStringToObject(root, "checkpoint", rep->dir);
+    add_integer(root, "iteration", m->iteration);
+    add_integer(root, "consumed_train_samples", m->consumed_train_samples);
+    add_integer(root, "optimizer_step", m->optimizer_step);
+    add_integer(root, "scheduler_num_steps", m->scheduler_num_steps);
+    cJSON_AddNumberToObject(root, "loss_scale", m->loss_scale);
+    add_model_json(root, m);
+    char seed[32];
+    snprintf(seed, sizeof seed, "%" PRIu64, m->seed);
+    cJSON_AddRawToObject(root, "seed", seed);
+    cJSON_AddStringToObject(root, "tokenizer_type", m->tokenizer_type);
+    cJSON_AddStringToObject(root, "data_description", m->data_description);
+    cJSON_AddBoolToObject(root, "has_optimizer_state", m->has_optimizer_state);
+    add_integer(root, "num_parameters", rep->stored_count);
+    add_integer(root, "canonical_parameter_count", rep->stored_numel);
+    add_integer(root, "expected_canonical_parameter_count", rep->expected_numel);
+}
+
+static cJSON *param_json(const ParamReport *p) {
+    cJSON *obj = cJSON_CreateObject();
+    GPT3D_CHECK(obj != NULL, "out of memory");
+    cJSON_AddStringToObject(obj, "name", p->name);
+    cJSON *shape = cJSON_AddArrayToObject(obj, "shape");
+    for (int d = 0; d < p->ndim; d++) cJSON_AddItemToArray(shape, cJSON_CreateNumber((double)p->shape[d]));
+    add_integer(obj, "numel", p->numel);
+    cJSON_AddBoolToObject(obj, "stored", p->stored);
+    for (int t = 0; t < 3; t++) {
+        char key[32];
+        snprintf(key, sizeof key, "%s_norm", TENSOR_LABELS[t]);
+        if (p->has_norm[t]) cJSON_AddNumberToObject(obj, key, p->norm[t]);
+        else cJSON_AddNullToObject(obj, key);
+    }
+    return obj;
+}
+
+static void print_json(const Report *rep) {
+    cJSON *root = cJSON_CreateObject();
+    GPT3D_CHECK(root != NULL, "out of memory");
+    add_meta_json(root, rep);
+    if (rep->verified) {
+        cJSON *cov = cJSON_AddObjectToObject(root, "coverage");
+        cJSON_AddBoolToObject(cov, "ok", rep->valid);
+        cJSON_AddStringToObject(cov, "message", rep->valid ? COVERAGE_OK : rep->verify_error);
+    }
+    if (rep->norms_done) {
+        cJSON *params = cJSON_AddArrayToObject(root, "parameters");
+        for (int i = 0; i < rep->count; i++) cJSON_AddItemToArray(params, param_json(&rep->params[i]));
+    }
+    char *text = cJSON_Print(root);
+    GPT3D_CHECK(text != NULL, "out of memory printing JSON");
+    printf("%s\n", text);
+    cJSON_free(text);
+    cJSON_Delete(root);
+}
+
+/* ------------------------------------------------------------- main */
+
+static const char SUMMARY[] =
+    "Prints a gpt3d checkpoint's iteration, model shape, the layout it was saved with and "
+    "its parameter counts; --norms adds per-parameter norms, --verify checks that every "
+    "canonical element is stored exactly once.";
+
+static int describe(const Options *o, bool iteration_given) {
+    int64_t iteration = resolve_iteration(o, iteration_given);
+    char err[2048];
+    CheckpointReader *r = checkpoint_open(o->load, iteration, err, sizeof err);
+    if (!r) gpt3d_fail_user("%s", err);
+    Report rep;
+    memset(&rep, 0, sizeof rep);
+    checkpoint_iter_dir(rep.dir, sizeof rep.dir, o->load, iteration);
+    rep.meta = *checkpoint_meta(r);
+    check_shape_bounds(&rep.meta, rep.dir);
+    collect_params(&rep, r);
+    if (o->verify) verify(&rep, r);
+    if (o->norms && (!rep.verified || rep.valid)) compute_norms(&rep, r, o->chunk_elements);
+    if (o->json) print_json(&rep);
+    else print_text(&rep, o->norms);
+    int rc = rep.verified && !rep.valid ? 1 : 0;
+    free_report(&rep);
+    checkpoint_close(r);
+    return rc;
+}
+
+int main(int argc, char **argv) {
+    Options o;
+    FlagParser parser;
+    bool wants_help = false;
+    if (!flags_parse(&parser, FLAGS, NUM_FLAGS, &o, argc, argv, &wants_help)) {
+        fprintf(stderr, "error: %s\n", parser.error);
+        flags_free(&parser, &o);
+        return 2;
+    }
+    if (wants_help) {
+        flags_print_help(FLAGS, NUM_FLAGS, "checkpoint_info", SUMMARY, stdout);
+        flags_free(&parser, &o);
+        return 0;
+    }
+    if (o.chunk_elements < 1 || o.chunk_elements > MAX_CHUNK_ELEMENTS)
+        gpt3d_fail_user("--chunk-elements must be between 1 and %" PRId64 " (got %" PRId64 ")",
+                        MAX_CHUNK_ELEMENTS, o.chunk_elements);
+    int rc = describe(&o, flags_was_set(&parser, "iteration"));
+    flags_free(&parser, &o);
+    return rc;
+}
