@@ -8,7 +8,9 @@
  *     exp_avg_sq 0.25), so the tool's chunked sums have an independent
  *     reference. KIND: good, noopt (no Adam moments), gap (one element of one
  *     parameter in no file), overlap (one element in both files), missing
- *     (one parameter in no file).
+ *     (one parameter in no file), extra (a parameter of a third layer the
+ *     metadata does not have), reshaped (metadata.json says ffn 24, the files
+ *     hold ffn 16).
  *   test_checkpoint_info_writer json FILE KEY.PATH
  *     prints one value of a JSON document (array elements by index), so the
  *     test reads the tool's --json output with a real parser.
@@ -26,6 +28,7 @@
 #define ITERATION 5
 #define GAP_PARAM "decoder.layers.1.mlp.linear_fc1.weight"
 #define MISSING_PARAM "decoder.layers.1.self_attention.linear_proj.bias"
+#define EXTRA_PARAM "decoder.layers.2.input_layernorm.weight"
 
 static GPTConfig tiny_config(void) {
     GPTConfig cfg = {.num_layers = 2, .hidden_size = 8, .num_attention_heads = 2,
@@ -85,7 +88,7 @@ static void rank_range(const char *kind, const char *name, int64_t n, int rank, 
 
 static bool write_rank(const char *kind, const char *save, const ParamTable *t, int rank,
                        bool moments, char *err, size_t err_size) {
-    CheckpointInterval *iv = xcalloc((size_t)t->count, sizeof *iv);
+    CheckpointInterval *iv = xcalloc((size_t)t->count + 1, sizeof *iv);
     float **buffers = xcalloc(3 * (size_t)t->count, sizeof *buffers);
     int count = 0;
     for (int i = 0; i < t->count; i++) {
@@ -110,6 +113,13 @@ static bool write_rank(const char *kind, const char *save, const ParamTable *t, 
         c->exp_avg = moments ? m : NULL;
         c->exp_avg_sq = moments ? v : NULL;
     }
+    float extra[8] = {0};
+    if (strcmp(kind, "extra") == 0 && rank == 0) {
+        CheckpointInterval *c = &iv[count++];
+        *c = (CheckpointInterval){.name = EXTRA_PARAM, .ndim = 1, .shape = {8}, .begin = 0,
+                                  .end = 8, .weight = extra, .exp_avg = extra,
+                                  .exp_avg_sq = extra};
+    }
     bool ok = checkpoint_write_rank(save, ITERATION, rank, iv, count, err, err_size);
     for (int i = 0; i < 3 * count; i++) free(buffers[i]);
     free(buffers);
@@ -133,7 +143,7 @@ static void print_expected(const ParamTable *t, const char *kind, bool moments) 
 }
 
 static int write_checkpoint(const char *kind, const char *save) {
-    const char *kinds[] = {"good", "noopt", "gap", "overlap", "missing"};
+    const char *kinds[] = {"good", "noopt", "gap", "overlap", "missing", "extra", "reshaped"};
     bool known = false;
     for (size_t i = 0; i < sizeof kinds / sizeof kinds[0]; i++) known |= !strcmp(kind, kinds[i]);
     if (!known) {
@@ -148,6 +158,7 @@ static int write_checkpoint(const char *kind, const char *save) {
     ParamTable t;
     param_table_build(&t, &cfg, &whole);
     CheckpointMeta meta = tiny_meta(&cfg, moments);
+    if (strcmp(kind, "reshaped") == 0) meta.ffn_hidden_size = 24;
     char err[4096];
     bool ok = checkpoint_begin_save(save, ITERATION, err, sizeof err) &&
               write_rank(kind, save, &t, 0, moments, err, sizeof err) &&

@@ -98,7 +98,8 @@ static int64_t resolve_iteration(const Options *o, bool iteration_given) {
                         "training run)",
                         o->load);
     if (iteration_given) {
-        if (o->iteration < 0) gpt3d_fail_user("--iteration must be >= 0 (got %" PRId64 ")", o->iteration);
+        if (o->iteration < 0)
+            gpt3d_fail_user("--iteration must be >= 0 (got %" PRId64 ")", o->iteration);
         return o->iteration;
     }
     int64_t iteration = 0;
@@ -240,23 +241,23 @@ static bool check_param_set(const Report *rep, char *err, size_t err_size) {
         format_shape(p->expected_ndim, p->expected_shape, want, sizeof want);
         if (!p->stored) {
             set_error(err, err_size,
-                     "checkpoint '%s': parameter '%s' %s of the model shape in metadata.json "
-                     "is in no rank file",
-                     rep->dir, p->name, want);
+                      "checkpoint '%s': parameter '%s' %s of the model shape in metadata.json "
+                      "is in no rank file",
+                      rep->dir, p->name, want);
             return false;
         }
         if (!p->expected) {
             set_error(err, err_size,
-                     "checkpoint '%s': the rank files hold parameter '%s' %s, which the model "
-                     "shape in metadata.json does not have",
-                     rep->dir, p->name, have);
+                      "checkpoint '%s': the rank files hold parameter '%s' %s, which the model "
+                      "shape in metadata.json does not have",
+                      rep->dir, p->name, have);
             return false;
         }
         if (!same_shape(p)) {
             set_error(err, err_size,
-                     "checkpoint '%s': parameter '%s' has canonical shape %s in the rank files "
-                     "but the model shape in metadata.json implies %s",
-                     rep->dir, p->name, have, want);
+                      "checkpoint '%s': parameter '%s' has canonical shape %s in the rank files "
+                      "but the model shape in metadata.json implies %s",
+                      rep->dir, p->name, have, want);
             return false;
         }
     }
@@ -307,7 +308,8 @@ static void compute_norms(Report *rep, CheckpointReader *r, int64_t chunk) {
 
 /* ------------------------------------------------------------- text */
 
-static const char COVERAGE_OK[] = "every canonical element of every parameter is stored exactly once";
+static const char COVERAGE_OK[] =
+    "every canonical element of every parameter is stored exactly once";
 
 static void print_meta_text(const Report *rep) {
     const CheckpointMeta *m = &rep->meta;
@@ -426,7 +428,8 @@ static cJSON *param_json(const ParamReport *p) {
     GPT3D_CHECK(obj != NULL, "out of memory");
     cJSON_AddStringToObject(obj, "name", p->name);
     cJSON *shape = cJSON_AddArrayToObject(obj, "shape");
-    for (int d = 0; d < p->ndim; d++) cJSON_AddItemToArray(shape, cJSON_CreateNumber((double)p->shape[d]));
+    for (int d = 0; d < p->ndim; d++)
+        cJSON_AddItemToArray(shape, cJSON_CreateNumber((double)p->shape[d]));
     add_integer(obj, "numel", p->numel);
     cJSON_AddBoolToObject(obj, "stored", p->stored);
     for (int t = 0; t < 3; t++) {
@@ -449,7 +452,8 @@ static void print_json(const Report *rep) {
     }
     if (rep->norms_done) {
         cJSON *params = cJSON_AddArrayToObject(root, "parameters");
-        for (int i = 0; i < rep->count; i++) cJSON_AddItemToArray(params, param_json(&rep->params[i]));
+        for (int i = 0; i < rep->count; i++)
+            cJSON_AddItemToArray(params, param_json(&rep->params[i]));
     }
     char *text = cJSON_Print(root);
     GPT3D_CHECK(text != NULL, "out of memory printing JSON");
