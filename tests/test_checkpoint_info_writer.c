@@ -113,6 +113,7 @@ static bool write_rank(const char *kind, const char *save, const ParamTable *t, 
         c->exp_avg = moments ? m : NULL;
         c->exp_avg_sq = moments ? v : NULL;
     }
+    int filled = count; /* intervals whose buffers are ours to free */
     float extra[8] = {0};
     if (strcmp(kind, "extra") == 0 && rank == 0) {
         CheckpointInterval *c = &iv[count++];
@@ -121,7 +122,7 @@ static bool write_rank(const char *kind, const char *save, const ParamTable *t, 
                                   .exp_avg_sq = extra};
     }
     bool ok = checkpoint_write_rank(save, ITERATION, rank, iv, count, err, err_size);
-    for (int i = 0; i < 3 * count; i++) free(buffers[i]);
+    for (int i = 0; i < 3 * filled; i++) free(buffers[i]);
     free(buffers);
     free(iv);
     return ok;
