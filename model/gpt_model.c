@@ -189,6 +189,8 @@ void gpt_model_free(GPTModel *m) {
     for (int i = 0; i < m->num_slots; i++) free(m->slots[i].la);
     free(m->slots);
     free(m->host_losses);
+    free(m->host_logits);
+    if (m->logits_staging) be->ops->free(be, m->logits_staging);
     param_table_free(&m->table);
     free(m);
 }

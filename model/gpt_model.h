@@ -133,6 +133,11 @@ void *gpt_model_stage_input_grad(GPTModel *m);
 double gpt_model_stage_forward(GPTModel *m, int slot, const int32_t *tokens,
                                const int32_t *targets);
 void gpt_model_stage_backward(GPTModel *m, int slot, float loss_scale_per_token);
+/* Host fp32 copy of the logits of slot 0's last forward on the last stage:
+ * [B*T, V_local] for this rank's vocabulary slice (padded columns included;
+ * V_local returned). Valid until the next call or a backward (which
+ * overwrites the logits with their gradient). For sampling tools. */
+const float *gpt_model_last_logits(GPTModel *m, int *V_local);
 /* This rank's gradient of the (tied) word embedding, NULL on middle stages. */
 float *gpt_model_word_embedding_grad(GPTModel *m, size_t *numel);
 

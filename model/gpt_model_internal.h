@@ -72,6 +72,7 @@ struct GPTModel {
     void *d_resid, *d_ln, *d_qkv, *d_atty, *d_gelu, *d_fc1, *full_scratch;
 
     float *host_losses;
+    float *host_logits, *logits_staging; /* lazily made by gpt_model_last_logits */
 };
 
 #endif

@@ -170,6 +170,20 @@ void gpt_model_reduce_sequence_parallel_grads(GPTModel *m) {
     }
 }
 
+const float *gpt_model_last_logits(GPTModel *m, int *V_local) {
+    GPT3D_CHECK(m->part.has_head, "logits exist on the last pipeline stage only");
+    Backend *be = m->be;
+    const size_t n = (size_t)m->B * m->T * (size_t)m->local_vocab;
+    if (!m->host_logits) {
+        m->host_logits = xmalloc(n * sizeof(float));
+        m->logits_staging = be->ops->alloc(be, n * sizeof(float));
+    }
+    be->ops->act_to_f32(be, m->logits_staging, m->slots[0].logits, n);
+    be->ops->copy_to_host(be, m->host_logits, m->logits_staging, n * sizeof(float));
+    *V_local = (int)m->local_vocab;
+    return m->host_logits;
+}
+
 float *gpt_model_word_embedding_grad(GPTModel *m, size_t *numel) {
     int i = param_table_find(&m->table, "embedding.word_embeddings.weight");
     if (i < 0) return NULL;
