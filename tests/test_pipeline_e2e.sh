@@ -9,42 +9,14 @@ set -u
 MPIEXEC=$1
 PRETRAIN=$2
 PREPROCESS=$3
-WORK=$(mktemp -d)
-trap 'rm -rf "$WORK"' EXIT
-export OPENBLAS_NUM_THREADS=1 OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
-failures=0
-fail() { echo "FAIL: $*" >&2; failures=$((failures + 1)); }
-
-for i in $(seq 1 24); do
-    for j in $(seq 1 30); do echo "stage $i passes micro-batch $j onward $(( (i + j) % 11 ))"; done > "$WORK/d$i.txt"
-done
-"$PREPROCESS" --input "$WORK"/d*.txt --output-prefix "$WORK/c" --tokenizer-type ByteTokenizer \
-    --append-eod > /dev/null 2>&1 || { fail "preprocess_data"; exit 1; }
+source "$(dirname "$0")/e2e_common.sh"
+make_corpus "$PREPROCESS" "stage passes micro-batch"
 
 ARGS=(--num-layers 4 --hidden-size 32 --num-attention-heads 4 --ffn-hidden-size 64 --seq-length 32
       --micro-batch-size 2 --train-iters 20 --lr 2e-3 --lr-warmup-iters 2
       --tokenizer-type ByteTokenizer --data-path "$WORK/c_text_document.h5" --split 90,10,0
       --eval-iters 1 --eval-interval 10 --device cpu --log-interval 10)
 
-compare() { # compare NAME REFERENCE FILE
-    awk -v name="$1" '
-        function field(line, key) {
-            if (match(line, "\"" key "\": [^,}]*")) return substr(line, RSTART + length(key) + 4, RLENGTH - length(key) - 4) + 0
-            return "nan"
-        }
-        function rel(a, b) { d = a - b; if (d < 0) d = -d; m = b < 0 ? -b : b; return d / m }
-        NR == FNR { loss[FNR] = field($0, "lm_loss"); norm[FNR] = field($0, "grad_norm"); n = FNR; next }
-        {
-            l = field($0, "lm_loss"); g = field($0, "grad_norm")
-            if (FNR == 1 && (rel(l, loss[1]) > 1e-5 || rel(g, norm[1]) > 1e-5)) {
-                printf "%s: first iteration loss %.9g vs %.9g, grad norm %.9g vs %.9g\n", name, l, loss[1], g, norm[1]; bad = 1
-            }
-            if (rel(l, loss[FNR]) > 1e-4) { printf "%s: iteration %d loss %.9g vs %.9g\n", name, FNR, l, loss[FNR]; bad = 1 }
-            count = FNR
-        }
-        END { if (count != n) { printf "%s: %d iterations, want %d\n", name, count, n; bad = 1 } exit bad }
-    ' "$2" "$3"
-}
 
 "$PRETRAIN" "${ARGS[@]}" --global-batch-size 8 --metrics-file "$WORK/ref.jsonl" > "$WORK/ref.log" 2>&1 \
     || { cat "$WORK/ref.log"; fail "one-rank run"; exit 1; }
@@ -95,5 +67,4 @@ compare "PP=2 -> 1 resume" "$WORK/ref.jsonl" "$WORK/re.jsonl" || fail "PP=2 -> o
 grep -q "error: --num-layers 6 is not divisible by --pipeline-model-parallel-size 4" "$WORK/bad.log" \
     || { cat "$WORK/bad.log"; fail "layers/stages message"; }
 
-if [ $failures -ne 0 ]; then echo "$failures failure(s)"; exit 1; fi
-echo "test_pipeline_e2e: ok"
+finish test_pipeline_e2e
