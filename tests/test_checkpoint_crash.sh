@@ -73,7 +73,12 @@ crash_case() {
     verified=$("$VERIFY" "$dir" 2>&1) || { echo "$verified" >&2; fail "$name: a checkpoint under its final name is incomplete"; return; }
     latest=$(latest_of "$dir")
     case " $want " in *" $latest "*) ;; *) fail "$name: latest names iteration $latest, want one of: $want"; return ;; esac
-    [ "$latest" = "10" ] || [ ! -e "$dir/iter_0000010" ] || fail "$name: iteration 10 published but not named latest"
+    # A crash that rank 0's publish cannot have begun before leaves the
+    # unfinished save under its temporary name only.
+    if [ "$want" = "5" ]; then
+        [ -d "$dir/iter_0000010.tmp" ] || fail "$name: no iter_0000010.tmp left by the crash"
+        [ ! -e "$dir/iter_0000010" ] || fail "$name: iteration 10 appeared under its final name"
+    fi
     # The next job resumes from it (over the debris of the crash) and continues bitwise.
     mpi --train-iters 15 --load "$dir" --save "$dir" --save-interval 5 --metrics-file "$dir.resumed.jsonl" \
         > "$dir.resumed.log" 2>&1 || { cat "$dir.resumed.log"; fail "$name: resume failed"; return; }
@@ -82,7 +87,9 @@ crash_case() {
     same_as_full "$name, resumed" "$dir.resumed.jsonl"
     verified=$("$VERIFY" "$dir" 2>&1) || { echo "$verified" >&2; fail "$name: incomplete checkpoint after the resume"; return; }
     [ "$(latest_of "$dir")" = "15" ] || fail "$name: the resumed run did not publish iteration 15"
-    [ ! -e "$dir/iter_0000010.tmp" ] || fail "$name: the resumed run left iter_0000010.tmp behind"
+    local debris
+    debris=$(cd "$dir" && ls -d -- *.tmp *.old 2>/dev/null)
+    [ -z "$debris" ] || fail "$name: the resumed run left behind: $debris"
     echo "$name: latest $latest, resumed ok"
     rm -rf "$dir"
 }
@@ -99,35 +106,45 @@ crash_case after_publish 2 "5 10"
 
 # --- SIGTERM mid-run with --exit-signal-handler -----------------------------
 # The signal goes to the ranks themselves (found as mpirun's children), as
-# Slurm signals every task; mpirun is not told.
+# Slurm signals every task; mpirun is not told. sigterm_run DIR WHICH (all: every
+# rank; one: only the last rank found, which the others must learn of) starts a
+# 2000-iteration run, signals it after 3 iterations and sets exited_at to the
+# iteration the run says it exited at; the job must exit 0 with it saved.
+sigterm_run() {
+    local dir=$1 which=$2 job launcher ranks rc n
+    # Launched directly (not through mpi()) so $! is timeout, its child mpirun.
+    timeout 120 "$MPIEXEC" --oversubscribe -np "$NP" "$PRETRAIN" "${ARGS[@]}" --train-iters 2000 \
+        --exit-signal-handler --save "$dir" --metrics-file "$dir.jsonl" > "$dir.log" 2>&1 &
+    job=$!
+    for _ in $(seq 1 600); do # up to 120 s for start-up on a loaded machine
+        [ -f "$dir.jsonl" ] && [ "$(wc -l < "$dir.jsonl")" -ge 3 ] && break
+        kill -0 $job 2>/dev/null || break
+        sleep 0.2
+    done
+    launcher=$(pgrep -P $job)
+    ranks=$( [ -n "$launcher" ] && pgrep -P "$launcher")
+    if [ "$(echo $ranks | wc -w)" -ne $NP ]; then
+        fail "SIGTERM ($which): found ranks '$ranks' under mpirun '$launcher', want $NP"
+        kill $job 2>/dev/null
+    fi
+    [ "$which" = all ] || ranks=$(echo $ranks | awk '{print $NF}')
+    kill -TERM $ranks 2>/dev/null
+    wait $job
+    rc=$?
+    n=$(sed -nE 's/^exiting at iteration ([0-9]+) \(SIGTERM with --exit-signal-handler\)$/\1/p' "$dir.log")
+    if [ $rc -ne 0 ] || [ -z "$n" ]; then
+        cat "$dir.log" >&2; fail "SIGTERM ($which): exit status $rc, exiting line '${n}'"; return 1
+    fi
+    [ "$(latest_of "$dir")" = "$n" ] || fail "SIGTERM ($which): latest $(latest_of "$dir"), want $n"
+    [ "$(sed -nE '$s/^\{"iteration": ([0-9]+).*/\1/p' "$dir.jsonl")" = "$n" ] \
+        || fail "SIGTERM ($which): the metrics do not end at iteration $n"
+    [ "$n" -lt 2000 ] || fail "SIGTERM ($which): the run was not stopped early"
+    "$VERIFY" "$dir" > /dev/null || fail "SIGTERM ($which): incomplete checkpoint"
+    exited_at=$n
+}
 SIG="$WORK/sig"
-# Launched directly (not through mpi()) so $! is timeout, its child mpirun.
-timeout 120 "$MPIEXEC" --oversubscribe -np "$NP" "$PRETRAIN" "${ARGS[@]}" --train-iters 2000 \
-    --exit-signal-handler --save "$SIG" --metrics-file "$SIG.jsonl" > "$SIG.log" 2>&1 &
-job=$!
-for _ in $(seq 1 600); do # up to 120 s for start-up on a loaded machine
-    [ -f "$SIG.jsonl" ] && [ "$(wc -l < "$SIG.jsonl")" -ge 3 ] && break
-    kill -0 $job 2>/dev/null || break
-    sleep 0.2
-done
-launcher=$(pgrep -P $job)
-ranks=$( [ -n "$launcher" ] && pgrep -P "$launcher")
-if [ "$(echo $ranks | wc -w)" -ne $NP ]; then
-    fail "SIGTERM: found ranks '$ranks' under mpirun '$launcher', want $NP"
-    kill $job 2>/dev/null
-fi
-kill -TERM $ranks 2>/dev/null
-wait $job
-rc=$?
-n=$(sed -nE 's/^exiting at iteration ([0-9]+) \(SIGTERM with --exit-signal-handler\)$/\1/p' "$SIG.log")
-if [ $rc -ne 0 ] || [ -z "$n" ]; then
-    cat "$SIG.log"; fail "SIGTERM: exit status $rc, exiting line '${n}'"
-else
-    [ "$(latest_of "$SIG")" = "$n" ] || fail "SIGTERM: latest $(latest_of "$SIG"), want $n"
-    [ "$(sed -nE '$s/^\{"iteration": ([0-9]+).*/\1/p' "$SIG.jsonl")" = "$n" ] \
-        || fail "SIGTERM: the metrics do not end at iteration $n"
-    [ "$n" -lt 2000 ] || fail "SIGTERM: the run was not stopped early"
-    "$VERIFY" "$SIG" > /dev/null || fail "SIGTERM: incomplete checkpoint"
+if sigterm_run "$SIG" all; then
+    n=$exited_at
     # The resume continues from n + 1 exactly as a run that was never stopped.
     mpi --train-iters $((n + 3)) --metrics-file "$WORK/sigfull.jsonl" > "$WORK/sigfull.log" 2>&1 \
         || { cat "$WORK/sigfull.log"; fail "SIGTERM: reference run"; }
@@ -136,8 +153,9 @@ else
     [ "$(first_iteration "$SIG.resumed.jsonl")" = $((n + 1)) ] || fail "SIGTERM: the resume does not start at $((n + 1))"
     diff <(strip "$WORK/sigfull.jsonl") <(strip "$SIG.jsonl" "$SIG.resumed.jsonl") > "$WORK/sig.diff" \
         || { cat "$WORK/sig.diff" >&2; fail "SIGTERM: stopped and resumed run differs from the uninterrupted one"; }
-    echo "SIGTERM: exited at iteration $n with its checkpoint; resume ok"
+    echo "SIGTERM to every rank: exited at iteration $n with its checkpoint; resume ok"
 fi
+sigterm_run "$WORK/sig1" one && echo "SIGTERM to one rank: every rank exited at iteration $exited_at with its checkpoint"
 
 # --- --exit-duration-in-mins: 0.02 min is 1.2 s of a 2000-iteration run ------
 DUR="$WORK/dur"
