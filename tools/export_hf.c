@@ -1,0 +1,76 @@
+/* tools/export_hf — a gpt3d checkpoint as a Hugging Face GPT-2 model.
+ *
+ * Reads a checkpoint saved at any layout and writes OUT/config.json
+ * (GPT2Config) and OUT/model.safetensors (fp32, GPT-2's tensor names and
+ * Conv1D shapes, the unpadded vocabulary), which transformers'
+ * GPT2LMHeadModel.from_pretrained(OUT) loads.
+ * Exit status: 0 written, 2 bad usage or a checkpoint that cannot be read. */
+#include <inttypes.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "core/errors.h"
+#include "core/flags.h"
+#include "interop/interop.h"
+
+typedef struct {
+    char *load;
+    int64_t iteration;
+    char *out;
+} Options;
+
+static const FlagSpec FLAGS[] = {
+    {"load", FLAG_STRING, offsetof(Options, load), NULL, "DIR",
+     "the --save directory of a training run", "input", true},
+    {"iteration", FLAG_INT64, offsetof(Options, iteration), NULL, "N",
+     "export the checkpoint of iteration N (default: the one latest_checkpointed_iteration.txt "
+     "names)",
+     "input", false},
+    {"out", FLAG_STRING, offsetof(Options, out), NULL, "DIR",
+     "directory to write config.json and model.safetensors into (created when missing)",
+     "output", true},
+};
+#define NUM_FLAGS ((int)(sizeof FLAGS / sizeof FLAGS[0]))
+
+static const char SUMMARY[] =
+    "Writes a gpt3d checkpoint (any layout) as a Hugging Face GPT-2 model: config.json and an "
+    "fp32 model.safetensors with GPT-2's tensor names and shapes.";
+
+static void run(const Options *o, bool iteration_given) {
+    if (iteration_given && o->iteration < 0)
+        gpt3d_fail_user("--iteration must be >= 0 (got %" PRId64 ")", o->iteration);
+    char err[4096];
+    ExportSource src;
+    if (!export_source_open(&src, o->load, iteration_given ? o->iteration : -1, err, sizeof err))
+        gpt3d_fail_user("%s", err);
+    int tensors = 0;
+    int64_t elements = 0;
+    if (!hf_export(&src, o->out, &tensors, &elements, err, sizeof err)) gpt3d_fail_user("%s", err);
+    printf("exported %s (iteration %" PRId64 ", %d layers, hidden %d, vocabulary %" PRId64
+           ") to %s/%s and %s/%s: %d tensors, %" PRId64 " parameters\n",
+           src.dir, src.meta.iteration, src.shape.num_layers, src.shape.hidden_size,
+           src.shape.vocab_size, o->out, HF_CONFIG_FILE, o->out, HF_WEIGHTS_FILE, tensors,
+           elements);
+    export_source_close(&src);
+}
+
+int main(int argc, char **argv) {
+    Options o;
+    FlagParser parser;
+    bool wants_help = false;
+    if (!flags_parse(&parser, FLAGS, NUM_FLAGS, &o, argc, argv, &wants_help)) {
+        fprintf(stderr, "error: %s\n", parser.error);
+        flags_free(&parser, &o);
+        return 2;
+    }
+    if (wants_help) {
+        flags_print_help(FLAGS, NUM_FLAGS, "export_hf", SUMMARY, stdout);
+        flags_free(&parser, &o);
+        return 0;
+    }
+    run(&o, flags_was_set(&parser, "iteration"));
+    flags_free(&parser, &o);
+    return 0;
+}

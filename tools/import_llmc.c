@@ -1,0 +1,102 @@
+/* tools/import_llmc — an llm.c model file as a gpt3d checkpoint.
+ *
+ * Reads a gpt2_124M.bin-style file (header magic 20240326, version 3 = fp32
+ * or 5 = bf16) and writes a checkpoint of iteration 0 without optimizer state into
+ * --save, which `pretrain_gpt --load SAVE --finetune` (or --no-load-optim)
+ * continues at any layout. When the file's padded vocabulary equals gpt3d's
+ * (both multiples of 128 by default) every row moves bitwise.
+ * Exit status: 0 written, 2 bad usage or a model that cannot be read. */
+#include <inttypes.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/errors.h"
+#include "core/flags.h"
+#include "interop/interop.h"
+
+typedef struct {
+    char *llmc;
+    char *save;
+    int divisible_by;
+    int seq_length;
+    char *tokenizer_type;
+} Options;
+
+static const FlagSpec FLAGS[] = {
+    {"llmc", FLAG_STRING, offsetof(Options, llmc), NULL, "FILE",
+     "llm.c model file (e.g. gpt2_124M.bin)", "input", true},
+    {"save", FLAG_STRING, offsetof(Options, save), NULL, "DIR",
+     "new checkpoint directory (pass it to pretrain_gpt --load)", "output", true},
+    {"make-vocab-size-divisible-by", FLAG_INT, offsetof(Options, divisible_by), "128", "K",
+     "pad the vocabulary to a multiple of K, as pretrain_gpt will be told", "output", false},
+    {"seq-length", FLAG_INT, offsetof(Options, seq_length), NULL, "T",
+     "sequence length recorded in the checkpoint (default: the file's max_seq_len)", "output", false},
+    {"tokenizer-type", FLAG_STRING, offsetof(Options, tokenizer_type), NULL, "TYPE",
+     "tokenizer recorded in the checkpoint: GPT2BPETokenizer or ByteTokenizer (default: "
+     "GPT2BPETokenizer for a vocabulary of 50257, ByteTokenizer for 257)",
+     "output", false},
+};
+#define NUM_FLAGS ((int)(sizeof FLAGS / sizeof FLAGS[0]))
+
+static const char SUMMARY[] =
+    "Converts an llm.c GPT-2 model file into a gpt3d checkpoint that pretrain_gpt loads with "
+    "--finetune or --no-load-optim.";
+
+static void check_options(const Options *o, bool seq_given) {
+    if (o->divisible_by < 1)
+        gpt3d_fail_user("--make-vocab-size-divisible-by must be >= 1 (got %d)", o->divisible_by);
+    if (seq_given && o->seq_length < 1)
+        gpt3d_fail_user("--seq-length must be >= 1 (got %d)", o->seq_length);
+    if (o->tokenizer_type && strcmp(o->tokenizer_type, "GPT2BPETokenizer") &&
+        strcmp(o->tokenizer_type, "ByteTokenizer"))
+        gpt3d_fail_user("--tokenizer-type %s: use GPT2BPETokenizer or ByteTokenizer",
+                        o->tokenizer_type);
+}
+
+static void run(const Options *o, bool seq_given) {
+    check_options(o, seq_given);
+    char err[4096];
+    if (!import_check_save_dir(o->save, err, sizeof err)) gpt3d_fail_user("%s", err);
+    GPT2Weights *w = llmc_import(o->llmc, o->divisible_by, err, sizeof err);
+    if (!w) gpt3d_fail_user("%s", err);
+    const GPT2Shape *s = gpt2_weights_shape(w);
+    if (seq_given && o->seq_length > s->max_position_embeddings)
+        gpt3d_fail_user("--seq-length %d exceeds the model's max_seq_len %d", o->seq_length,
+                        s->max_position_embeddings);
+    char source[4200];
+    snprintf(source, sizeof source, "imported by tools/import_llmc from %s", o->llmc);
+    const GPT2SaveInfo info = {
+        .seq_length = seq_given ? o->seq_length : s->max_position_embeddings,
+        .tokenizer_type = o->tokenizer_type ? o->tokenizer_type
+                                            : import_default_tokenizer(s->vocab_size),
+        .source = source,
+    };
+    if (!gpt2_weights_save(w, o->save, &info, err, sizeof err)) gpt3d_fail_user("%s", err);
+    printf("imported %s (%d layers, hidden %d, %d heads, ffn %d, vocabulary %" PRId64
+           " padded to %" PRId64 ", %d positions) into %s/iter_0000000\n",
+           o->llmc, s->num_layers, s->hidden_size, s->num_attention_heads, s->ffn_hidden_size,
+           s->vocab_size, s->padded_vocab_size, s->max_position_embeddings, o->save);
+    gpt2_weights_free(w);
+}
+
+int main(int argc, char **argv) {
+    Options o;
+    FlagParser parser;
+    bool wants_help = false;
+    if (!flags_parse(&parser, FLAGS, NUM_FLAGS, &o, argc, argv, &wants_help)) {
+        fprintf(stderr, "error: %s\n", parser.error);
+        flags_free(&parser, &o);
+        return 2;
+    }
+    if (wants_help) {
+        flags_print_help(FLAGS, NUM_FLAGS, "import_llmc", SUMMARY, stdout);
+        flags_free(&parser, &o);
+        return 0;
+    }
+    run(&o, flags_was_set(&parser, "seq-length"));
+    flags_free(&parser, &o);
+    return 0;
+}
