@@ -36,8 +36,10 @@ static bool expand_pattern(const char *flag, const char *pattern, DataPathCompon
                                ? " (it looks like a weight: a weighted list puts a weight before "
                                  "every pattern, e.g. 0.7 web-*.h5 0.3 books.h5)"
                                : "; make shards with tools/preprocess_data";
+        bool wildcard = strpbrk(pattern, "*?[") != NULL;
         if (rc == GLOB_NOMATCH)
-            snprintf(err, err_size, "%s %s: no file matches%s", flag, pattern, hint);
+            snprintf(err, err_size, "%s %s: %s%s", flag, pattern,
+                     wildcard ? "no file matches" : "no such file", hint);
         else
             snprintf(err, err_size, "%s %s: cannot list the files it names (%s)", flag, pattern,
                      rc == GLOB_ABORTED ? "read error" : "out of memory");

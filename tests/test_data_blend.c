@@ -269,7 +269,7 @@ static void check_parsing(void) {
     expect_parse_error("-1 a0.h5 1 b.h5", "positive");
     expect_parse_error("0.5 a*.h5 0.5 nothing*.h5", "nothing*.h5: no file matches");
     expect_parse_error("a0.h5 0.3 b.h5", "looks like a weight");
-    expect_parse_error("missing.h5", "missing.h5: no file matches");
+    expect_parse_error("missing.h5", "missing.h5: no such file");
     DataPath none;
     CHECK(!data_path_parse("--data-path", NULL, 0, &none, err, sizeof err));
     CHECK(strstr(err, "--data-path names no token shards"));
