@@ -74,6 +74,23 @@ fi
     --metrics-file "$WORK/nlo.jsonl" > "$WORK/nlo.log" 2>&1 || fail "no-load-optim run"
 [ "$(field iteration "$(head -n 1 "$WORK/nlo.jsonl")")" = "21" ] || fail "no-load-optim lost the iteration"
 
+# --- blends and the index cache --------------------------------------------
+"$PREPROCESS" --input "$WORK"/doc_1*.txt --output-prefix "$WORK/rep2" --tokenizer-type ByteTokenizer \
+    --append-eod > /dev/null 2>&1 || fail "second shard"
+BLEND=(--num-layers 2 --hidden-size 32 --num-attention-heads 2 --seq-length 32 --micro-batch-size 4
+       --global-batch-size 8 --tokenizer-type ByteTokenizer --device cpu --train-iters 3 --lr 1e-3
+       --eval-iters 1 --eval-interval 3 --split 90,10,0
+       --data-path 0.7 "$SHARD" 0.3 "$WORK/rep2_text_document.h5" --data-cache-path "$WORK/cache")
+"$PRETRAIN" "${BLEND[@]}" --metrics-file "$WORK/b1.jsonl" > "$WORK/b1.log" 2>&1 || { cat "$WORK/b1.log"; fail "blend run"; }
+grep -q "0.7" "$WORK/b1.log" || fail "the start-up summary does not describe the blend"
+[ -n "$(ls -A "$WORK/cache" 2>/dev/null)" ] || fail "--data-cache-path stayed empty"
+"$PRETRAIN" "${BLEND[@]}" --metrics-file "$WORK/b2.jsonl" > /dev/null 2>&1 || fail "blend run from the cache"
+cmp -s <(sed -E 's/, "iteration_ms".*//' "$WORK/b1.jsonl") <(sed -E 's/, "iteration_ms".*//' "$WORK/b2.jsonl") \
+    || fail "the cached indices changed the run"
+"$PRETRAIN" "${MODEL[@]}" --train-iters 2 --lr 1e-3 --eval-iters 0 --data-path 1 \
+    > /dev/null 2> "$WORK/w.err" && fail "a weight without a path was accepted"
+grep -q "data-path" "$WORK/w.err" || fail "weight error does not name --data-path"
+
 # --- NaN guard -----------------------------------------------------------
 "$PRETRAIN" "${MODEL[@]}" --train-iters 30 --lr 1e30 --clip-grad 0 --eval-iters 0 \
     > "$WORK/nan.log" 2>&1
@@ -112,7 +129,9 @@ expect_fail malformed-shard "bad.h5" "${BASE[@]}" --data-path "$WORK/bad.h5"
 expect_fail tokenizer-mismatch "GPT2BPETokenizer|ByteTokenizer" "${MODEL[@]}" --train-iters 2 --lr 1e-3 \
     --eval-iters 0 --tokenizer-type GPT2BPETokenizer
 expect_fail bad-split "--split" "${BASE[@]}" --split 1,x,2
-expect_fail world-size "--device" "${BASE[@]}" --device tpu
+expect_fail bad-device "--device" "${BASE[@]}" --device tpu
+expect_fail data-and-train-path "--data-path and --train-data-path/--valid-data-path exclude each other" \
+    "${BASE[@]}" --train-data-path "$SHARD"
 expect_fail finetune-without-load "--finetune needs --load" "${BASE[@]}" --finetune
 # A checkpoint of another model shape is refused and left untouched.
 before=$(cd "$WORK/ckpt" && find . -type f -exec sha1sum {} + | sort)

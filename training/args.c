@@ -44,7 +44,10 @@ static const FlagSpec TRAIN_FLAGS[] = {
     {"fp16", FLAG_SWITCH, OPT(fp16), NULL, NULL, "fp16 with dynamic loss scaling (CUDA).", "training", false},
     {"device", FLAG_STRING, OPT(device), "auto", "DEV", "cpu, cuda, or auto (cuda when a GPU and a complete CUDA backend are present).", "training", false},
     /* data */
-    {"data-path", FLAG_LIST, OPT(data_path), NULL, "SHARD", "HDF5 token shards (files made by tools/preprocess_data).", "data", true},
+    {"data-path", FLAG_LIST, OPT(data_path), NULL, "[W] PATH", "HDF5 token shards or globs (made by tools/preprocess_data), divided by --split. Weighted (0.7 web-*.h5 0.3 books.h5), each pattern is one component of a blend sampled by weight, as Megatron's BlendedDataset.", "data", false},
+    {"train-data-path", FLAG_LIST, OPT(train_data_path), NULL, "[W] PATH", "Training shards, used whole (--split is ignored); same syntax as --data-path, which it excludes.", "data", false},
+    {"valid-data-path", FLAG_LIST, OPT(valid_data_path), NULL, "[W] PATH", "Validation shards, used whole; same syntax as --data-path, which it excludes.", "data", false},
+    {"data-cache-path", FLAG_STRING, OPT(data_cache_path), NULL, "DIR", "Keep the dataset indices (document and sample shuffles, blend tables) in DIR, keyed by a hash of their inputs; rebuilt when an input changes.", "data", false},
     {"split", FLAG_STRING, OPT(split), "969,30,1", "W,W,W", "Train/valid/test weights; documents are split in this ratio.", "data", false},
     {"tokenizer-type", FLAG_STRING, OPT(tokenizer_type), NULL, "TYPE", "ByteTokenizer or GPT2BPETokenizer; must match the shards.", "data", true},
     {"vocab-file", FLAG_STRING, OPT(vocab_file), NULL, "PATH", "GPT-2 vocab.json (GPT2BPETokenizer).", "data", false},
@@ -155,6 +158,11 @@ static bool check_training(const TrainArgs *a, char *err, size_t err_size) {
 }
 
 static bool check_io(const TrainArgs *a, char *err, size_t err_size) {
+    if (a->data_path.count == 0 && a->train_data_path.count == 0)
+        FAIL("no training data: give --data-path (divided by --split) or --train-data-path");
+    if (a->data_path.count > 0 && (a->train_data_path.count > 0 || a->valid_data_path.count > 0))
+        FAIL("--data-path and --train-data-path/--valid-data-path exclude each other: give either "
+             "--data-path (divided by --split) or a path per split");
     if (strcmp(a->tokenizer_type, "ByteTokenizer") && strcmp(a->tokenizer_type, "GPT2BPETokenizer"))
         FAIL("--tokenizer-type %s: use ByteTokenizer or GPT2BPETokenizer", a->tokenizer_type);
     if (a->save_interval < 0) FAIL("--save-interval must be >= 0");

@@ -38,7 +38,8 @@ typedef struct {
     char *device;
     bool check_for_nan_in_loss_and_grad;
     /* data */
-    StringList data_path;
+    StringList data_path, train_data_path, valid_data_path;
+    char *data_cache_path;
     char *split;
     char *tokenizer_type, *vocab_file, *merge_file;
     /* checkpoints */

@@ -55,14 +55,8 @@ static void fill_meta(const Trainer *t, CheckpointMeta *m) {
     m->world_size = t->ps->world_size;
     m->seed = c->seed;
     m->has_optimizer_state = true;
-    size_t n = 0;
-    n += (size_t)snprintf(m->data_description + n, sizeof m->data_description - n, "--data-path");
-    for (int i = 0; i < t->args->data_path.count && n < sizeof m->data_description; i++)
-        n += (size_t)snprintf(m->data_description + n, sizeof m->data_description - n, " %s",
-                              t->args->data_path.items[i]);
-    if (n < sizeof m->data_description)
-        snprintf(m->data_description + n, sizeof m->data_description - n, " --split %s",
-                 t->args->split);
+    snprintf(m->data_description, sizeof m->data_description, "%s",
+             blended_dataset_description(t->train_ds));
     snprintf(m->tokenizer_type, sizeof m->tokenizer_type, "%s", t->tokenizer_type);
 }
 

@@ -9,11 +9,11 @@
 #include "training/trainer.h"
 
 /* Fills tokens/targets with B consecutive samples starting at `first`. */
-static void load_micro_batch(Trainer *t, GPTDataset *ds, int64_t first) {
+static void load_micro_batch(Trainer *t, BlendedDataset *ds, int64_t first) {
     const int B = t->args->micro_batch_size, T = t->args->seq_length;
     char err[1024];
     for (int b = 0; b < B; b++) {
-        if (!gpt_dataset_get_sample(ds, first + b, t->sample, err, sizeof err))
+        if (!blended_dataset_get_sample(ds, first + b, t->sample, err, sizeof err))
             gpt3d_fail_user("reading training data: %s", err);
         memcpy(t->tokens + (size_t)b * T, t->sample, (size_t)T * sizeof(int32_t));
         memcpy(t->targets + (size_t)b * T, t->sample + 1, (size_t)T * sizeof(int32_t));
@@ -29,7 +29,7 @@ static int64_t micro_batch_first_sample(const Trainer *t, int64_t base, int m) {
 
 typedef struct {
     Trainer *t;
-    GPTDataset *ds;
+    BlendedDataset *ds;
     int64_t base;
     double loss_sum;
     float loss_scale;

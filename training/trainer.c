@@ -1,6 +1,5 @@
 #include "training/trainer.h"
 
-#include <glob.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,64 +29,37 @@ static bool resolve_device(const TrainArgs *a, const char **device, char *err, s
     return true;
 }
 
-/* Expands globs; a pattern that matches nothing is an error naming it. */
-static bool expand_data_paths(const StringList *in, char ***out, int *count, char *err,
-                              size_t err_size) {
-    *out = NULL;
-    *count = 0;
-    for (int i = 0; i < in->count; i++) {
-        glob_t g;
-        int rc = glob(in->items[i], 0, NULL, &g);
-        if (rc != 0) {
-            globfree(&g);
-            FAIL("--data-path %s: no such file (make shards with tools/preprocess_data)",
-                 in->items[i]);
-        }
-        for (size_t k = 0; k < g.gl_pathc; k++) {
-            *out = xrealloc(*out, (size_t)(*count + 1) * sizeof **out);
-            (*out)[(*count)++] = xstrdup(g.gl_pathv[k]);
-        }
-        globfree(&g);
-    }
-    return true;
-}
-
 static bool setup_data(Trainer *t, char *err, size_t err_size) {
     const TrainArgs *a = t->args;
-    char **paths = NULL;
-    int npaths = 0;
-    if (!expand_data_paths(&a->data_path, &paths, &npaths, err, err_size)) return false;
-    bool ok = false;
-    TokenShard *first = token_shard_open(paths[0], err, err_size);
-    if (first) {
-        t->cfg.vocab_size = token_shard_vocab_size(first);
-        snprintf(t->tokenizer_type, sizeof t->tokenizer_type, "%s",
-                 token_shard_tokenizer_type(first));
-        token_shard_close(first);
-        GPTDatasetConfig dc = {
-            .paths = (const char *const *)paths,
-            .num_paths = npaths,
-            .split = a->split,
-            .seq_length = a->seq_length,
-            .seed = (uint64_t)a->seed,
-            .expected_tokenizer_type = a->tokenizer_type,
-            .expected_vocab_size = t->cfg.vocab_size,
-        };
-        t->train_ds = gpt_dataset_create(&dc, SPLIT_TRAIN, err, err_size);
-        ok = t->train_ds != NULL;
-        if (ok && a->eval_iters > 0) {
-            t->valid_ds = gpt_dataset_create(&dc, SPLIT_VALID, err, err_size);
-            if (!t->valid_ds) {
-                size_t n = strlen(err);
-                snprintf(err + n, err_size - n,
-                         " (validation split; pass --eval-iters 0 to train without evaluation)");
-                ok = false;
-            }
+    GPTDataConfig dc = {
+        .data_path = (const char *const *)a->data_path.items,
+        .data_path_count = a->data_path.count,
+        .train_data_path = (const char *const *)a->train_data_path.items,
+        .train_data_path_count = a->train_data_path.count,
+        .valid_data_path = (const char *const *)a->valid_data_path.items,
+        .valid_data_path_count = a->valid_data_path.count,
+        .split = a->split,
+        .seq_length = a->seq_length,
+        .seed = (uint64_t)a->seed,
+        .expected_tokenizer_type = a->tokenizer_type,
+        .cache_dir = a->data_cache_path,
+    };
+    t->train_ds = blended_dataset_create(&dc, SPLIT_TRAIN, err, err_size);
+    if (!t->train_ds) return false;
+    t->cfg.vocab_size = blended_dataset_vocab_size(t->train_ds);
+    snprintf(t->tokenizer_type, sizeof t->tokenizer_type, "%s",
+             blended_dataset_tokenizer_type(t->train_ds));
+    if (a->eval_iters > 0) {
+        dc.expected_vocab_size = t->cfg.vocab_size; /* validation shards must match training's */
+        t->valid_ds = blended_dataset_create(&dc, SPLIT_VALID, err, err_size);
+        if (!t->valid_ds) {
+            size_t n = strlen(err);
+            snprintf(err + n, err_size - n,
+                     " (validation split; pass --eval-iters 0 to train without evaluation)");
+            return false;
         }
     }
-    for (int i = 0; i < npaths; i++) free(paths[i]);
-    free(paths);
-    return ok;
+    return true;
 }
 
 static void setup_config(Trainer *t) {
@@ -143,10 +115,8 @@ static void print_summary(const Trainer *t, const char *device) {
            "iteration\n",
            a->micro_batch_size, a->num_microbatches, t->ps->dp_size, a->global_batch_size,
            a->global_batch_size * a->seq_length);
-    printf("data: %lld train documents, %lld tokens, %lld samples per epoch; tokenizer %s\n",
-           (long long)gpt_dataset_num_documents(t->train_ds),
-           (long long)gpt_dataset_num_tokens(t->train_ds),
-           (long long)gpt_dataset_samples_per_epoch(t->train_ds), t->tokenizer_type);
+    printf("data: %s; tokenizer %s\n", blended_dataset_description(t->train_ds), t->tokenizer_type);
+    if (t->valid_ds) printf("      %s\n", blended_dataset_description(t->valid_ds));
     printf("memory per rank: parameters %.3f MiB, gradients %.3f MiB, optimizer state %.3f MiB "
            "(plain data parallel: %.3f MiB; ZeRO-1 keeps 1/%d), activations %.3f MiB\n",
            param_bytes / MiB, grad_bytes / MiB, opt_bytes / MiB, plain_opt / MiB, t->ps->dp_size,
@@ -231,8 +201,8 @@ void trainer_free(Trainer *t) {
     if (t->trace) fclose(t->trace);
     optimizer_free(t->opt);
     gpt_model_free(t->model);
-    gpt_dataset_free(t->train_ds);
-    gpt_dataset_free(t->valid_ds);
+    blended_dataset_free(t->train_ds);
+    blended_dataset_free(t->valid_ds);
     if (t->grad_shard_scratch) t->be->ops->free(t->be, t->grad_shard_scratch);
     backend_destroy(t->be);
     free(t->sample);

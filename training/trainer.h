@@ -35,7 +35,7 @@ typedef struct {
     GPTModel *model;
     Optimizer *opt;
     LRSchedule sched;
-    GPTDataset *train_ds, *valid_ds;
+    BlendedDataset *train_ds, *valid_ds;
     char tokenizer_type[64];
     int64_t iteration;
     int64_t consumed_samples;
