@@ -228,6 +228,22 @@ bool flags_parse(FlagParser *p, const FlagSpec *specs, int count, void *options,
     return true;
 }
 
+int flags_parse_main(FlagParser *p, const FlagSpec *specs, int count, void *options, int argc,
+                     char **argv, const char *program, const char *summary) {
+    bool wants_help = false;
+    if (!flags_parse(p, specs, count, options, argc, argv, &wants_help)) {
+        fprintf(stderr, "error: %s\n", p->error);
+        flags_free(p, options);
+        return 2;
+    }
+    if (wants_help) {
+        flags_print_help(specs, count, program, summary, stdout);
+        flags_free(p, options);
+        return 0;
+    }
+    return -1;
+}
+
 bool flags_was_set(const FlagParser *p, const char *name) {
     int i = find_spec(p->specs, p->count, name, strlen(name));
     GPT3D_CHECK(i >= 0, "flags_was_set: no flag --%s in the table", name);

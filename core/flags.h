@@ -56,6 +56,13 @@ typedef struct {
 bool flags_parse(FlagParser *p, const FlagSpec *specs, int count, void *options, int argc,
                  char **argv, bool *wants_help);
 
+/* For a program's main: parses; on --help prints the help to stdout and
+ * returns 0, on bad input prints "error: ..." to stderr and returns 2 (in
+ * both cases the options are already freed); returns -1 when the program
+ * should go on. */
+int flags_parse_main(FlagParser *p, const FlagSpec *specs, int count, void *options, int argc,
+                     char **argv, const char *program, const char *summary);
+
 /* True when the flag `name` appeared on the command line. */
 bool flags_was_set(const FlagParser *p, const char *name);
 

@@ -170,7 +170,8 @@ static void add_param(Report *rep, const CheckpointReader *r, const char *name,
         }
     }
     p->numel = 1;
-    for (int d = 0; d < p->ndim; d++) p->numel *= p->shape[d];
+    for (int d = 0; d < p->ndim; d++)
+        p->numel *= p->shape[d];
     if (p->stored) {
         rep->stored_count++;
         rep->stored_numel += p->numel;
@@ -181,9 +182,13 @@ static void add_param(Report *rep, const CheckpointReader *r, const char *name,
  * become ready (last layer first); its reverse is the state-dict order. */
 static void collect_params(Report *rep, const CheckpointReader *r) {
     GPTConfig cfg = config_of(&rep->meta);
-    ModelPartition whole = {.tp_size = 1, .tp_rank = 0, .first_layer = 0,
-                            .num_local_layers = cfg.num_layers, .has_embedding = true,
-                            .has_head = true, .data_parallel_size = 1};
+    ModelPartition whole = {.tp_size = 1,
+                            .tp_rank = 0,
+                            .first_layer = 0,
+                            .num_local_layers = cfg.num_layers,
+                            .has_embedding = true,
+                            .has_head = true,
+                            .data_parallel_size = 1};
     ParamTable table;
     param_table_build(&table, &cfg, &whole);
     int stored = checkpoint_num_params(r);
@@ -200,7 +205,8 @@ static void collect_params(Report *rep, const CheckpointReader *r) {
 }
 
 static void free_report(Report *rep) {
-    for (int i = 0; i < rep->count; i++) free(rep->params[i].name);
+    for (int i = 0; i < rep->count; i++)
+        free(rep->params[i].name);
     free(rep->params);
 }
 
@@ -278,7 +284,8 @@ static bool tensor_norm(CheckpointReader *r, const ParamReport *p, CheckpointTen
     for (int64_t begin = 0; begin < p->numel; begin += chunk) {
         int64_t end = p->numel - begin > chunk ? begin + chunk : p->numel;
         if (!checkpoint_read(r, p->name, which, begin, end, buf, err, err_size)) return false;
-        for (int64_t i = 0; i < end - begin; i++) sum += (double)buf[i] * (double)buf[i];
+        for (int64_t i = 0; i < end - begin; i++)
+            sum += (double)buf[i] * (double)buf[i];
     }
     *norm = sqrt(sum);
     return true;
@@ -321,8 +328,8 @@ static void print_meta_text(const Report *rep) {
     printf("loss scale: %.17g\n", m->loss_scale);
     printf("model: %d layers, hidden %d, %d heads, ffn %d, vocab %" PRId64 " (padded %" PRId64
            "), max positions %d, seq length %d\n",
-           m->num_layers, m->hidden_size, m->num_attention_heads, m->ffn_hidden_size,
-           m->vocab_size, m->padded_vocab_size, m->max_position_embeddings, m->seq_length);
+           m->num_layers, m->hidden_size, m->num_attention_heads, m->ffn_hidden_size, m->vocab_size,
+           m->padded_vocab_size, m->max_position_embeddings, m->seq_length);
     printf("saved with: TP %d, PP %d, DP %d, world size %d\n", m->tensor_model_parallel_size,
            m->pipeline_model_parallel_size, m->data_parallel_size, m->world_size);
     printf("seed: %" PRIu64 "\n", m->seed);
@@ -330,14 +337,16 @@ static void print_meta_text(const Report *rep) {
     printf("data: %s\n", m->data_description[0] ? m->data_description : "(not recorded)");
     printf("optimizer state: %s\n",
            m->has_optimizer_state ? "present (fp32 exp_avg, exp_avg_sq)" : "absent");
-    printf("parameters: %d tensors, %" PRId64 " canonical elements (the model shape implies %"
-           PRId64 ")\n",
+    printf("parameters: %d tensors, %" PRId64
+           " canonical elements (the model shape implies %" PRId64 ")\n",
            rep->stored_count, rep->stored_numel, rep->expected_numel);
 }
 
 static void print_norm_cell(const ParamReport *p, int t) {
-    if (p->has_norm[t]) printf("  %16.9e", p->norm[t]);
-    else printf("  %16s", "-");
+    if (p->has_norm[t])
+        printf("  %16.9e", p->norm[t]);
+    else
+        printf("  %16s", "-");
 }
 
 static void print_norms_text(const Report *rep) {
@@ -360,7 +369,8 @@ static void print_norms_text(const Report *rep) {
             printf("  (in no rank file)\n");
             continue;
         }
-        for (int t = 0; t < 3; t++) print_norm_cell(p, t);
+        for (int t = 0; t < 3; t++)
+            print_norm_cell(p, t);
         printf("\n");
     }
 }
@@ -368,11 +378,15 @@ static void print_norms_text(const Report *rep) {
 static void print_text(const Report *rep, bool norms_requested) {
     print_meta_text(rep);
     if (rep->verified) {
-        if (rep->valid) printf("coverage: %s\n", COVERAGE_OK);
-        else printf("coverage: FAILED: %s\n", rep->verify_error);
+        if (rep->valid)
+            printf("coverage: %s\n", COVERAGE_OK);
+        else
+            printf("coverage: FAILED: %s\n", rep->verify_error);
     }
-    if (rep->norms_done) print_norms_text(rep);
-    else if (norms_requested) printf("norms: not computed, the checkpoint failed --verify\n");
+    if (rep->norms_done)
+        print_norms_text(rep);
+    else if (norms_requested)
+        printf("norms: not computed, the checkpoint failed --verify\n");
 }
 
 /* ------------------------------------------------------------- JSON */
@@ -435,8 +449,10 @@ static cJSON *param_json(const ParamReport *p) {
     for (int t = 0; t < 3; t++) {
         char key[32];
         snprintf(key, sizeof key, "%s_norm", TENSOR_LABELS[t]);
-        if (p->has_norm[t]) cJSON_AddNumberToObject(obj, key, p->norm[t]);
-        else cJSON_AddNullToObject(obj, key);
+        if (p->has_norm[t])
+            cJSON_AddNumberToObject(obj, key, p->norm[t]);
+        else
+            cJSON_AddNullToObject(obj, key);
     }
     return obj;
 }
@@ -482,8 +498,10 @@ static int describe(const Options *o, bool iteration_given) {
     collect_params(&rep, r);
     if (o->verify) verify(&rep, r);
     if (o->norms && (!rep.verified || rep.valid)) compute_norms(&rep, r, o->chunk_elements);
-    if (o->json) print_json(&rep);
-    else print_text(&rep, o->norms);
+    if (o->json)
+        print_json(&rep);
+    else
+        print_text(&rep, o->norms);
     int rc = rep.verified && !rep.valid ? 1 : 0;
     free_report(&rep);
     checkpoint_close(r);
@@ -493,17 +511,9 @@ static int describe(const Options *o, bool iteration_given) {
 int main(int argc, char **argv) {
     Options o;
     FlagParser parser;
-    bool wants_help = false;
-    if (!flags_parse(&parser, FLAGS, NUM_FLAGS, &o, argc, argv, &wants_help)) {
-        fprintf(stderr, "error: %s\n", parser.error);
-        flags_free(&parser, &o);
-        return 2;
-    }
-    if (wants_help) {
-        flags_print_help(FLAGS, NUM_FLAGS, "checkpoint_info", SUMMARY, stdout);
-        flags_free(&parser, &o);
-        return 0;
-    }
+    int status =
+        flags_parse_main(&parser, FLAGS, NUM_FLAGS, &o, argc, argv, "checkpoint_info", SUMMARY);
+    if (status >= 0) return status;
     if (o.chunk_elements < 1 || o.chunk_elements > MAX_CHUNK_ELEMENTS)
         gpt3d_fail_user("--chunk-elements must be between 1 and %" PRId64 " (got %" PRId64 ")",
                         MAX_CHUNK_ELEMENTS, o.chunk_elements);

@@ -217,17 +217,9 @@ static const char SUMMARY[] =
 int main(int argc, char **argv) {
     Options o;
     FlagParser parser;
-    bool wants_help = false;
-    if (!flags_parse(&parser, FLAGS, NUM_FLAGS, &o, argc, argv, &wants_help)) {
-        fprintf(stderr, "error: %s\n", parser.error);
-        flags_free(&parser, &o);
-        return 2;
-    }
-    if (wants_help) {
-        flags_print_help(FLAGS, NUM_FLAGS, "convert_llmc_tokens", SUMMARY, stdout);
-        flags_free(&parser, &o);
-        return 0;
-    }
+    int status =
+        flags_parse_main(&parser, FLAGS, NUM_FLAGS, &o, argc, argv, "convert_llmc_tokens", SUMMARY);
+    if (status >= 0) return status;
     if (o.input.count == 0) gpt3d_fail_user("--input needs at least one llm.c token file");
     if (o.vocab_size < 1 || o.vocab_size > 65536)
         gpt3d_fail_user(

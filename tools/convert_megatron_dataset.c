@@ -446,17 +446,9 @@ static const char SUMMARY[] =
 int main(int argc, char **argv) {
     Options o;
     FlagParser parser;
-    bool wants_help = false;
-    if (!flags_parse(&parser, FLAGS, NUM_FLAGS, &o, argc, argv, &wants_help)) {
-        fprintf(stderr, "error: %s\n", parser.error);
-        flags_free(&parser, &o);
-        return 2;
-    }
-    if (wants_help) {
-        flags_print_help(FLAGS, NUM_FLAGS, "convert_megatron_dataset", SUMMARY, stdout);
-        flags_free(&parser, &o);
-        return 0;
-    }
+    int status = flags_parse_main(&parser, FLAGS, NUM_FLAGS, &o, argc, argv,
+                                  "convert_megatron_dataset", SUMMARY);
+    if (status >= 0) return status;
     resolve_vocabulary(&o, &parser);
     char err[ERR_SIZE] = "";
     MegatronDataset d;

@@ -29,8 +29,8 @@ static const FlagSpec FLAGS[] = {
      "names)",
      "input", false},
     {"out", FLAG_STRING, offsetof(Options, out), NULL, "DIR",
-     "directory to write config.json and model.safetensors into (created when missing)",
-     "output", true},
+     "directory to write config.json and model.safetensors into (created when missing)", "output",
+     true},
 };
 #define NUM_FLAGS ((int)(sizeof FLAGS / sizeof FLAGS[0]))
 
@@ -59,17 +59,8 @@ static void run(const Options *o, bool iteration_given) {
 int main(int argc, char **argv) {
     Options o;
     FlagParser parser;
-    bool wants_help = false;
-    if (!flags_parse(&parser, FLAGS, NUM_FLAGS, &o, argc, argv, &wants_help)) {
-        fprintf(stderr, "error: %s\n", parser.error);
-        flags_free(&parser, &o);
-        return 2;
-    }
-    if (wants_help) {
-        flags_print_help(FLAGS, NUM_FLAGS, "export_hf", SUMMARY, stdout);
-        flags_free(&parser, &o);
-        return 0;
-    }
+    int status = flags_parse_main(&parser, FLAGS, NUM_FLAGS, &o, argc, argv, "export_hf", SUMMARY);
+    if (status >= 0) return status;
     run(&o, flags_was_set(&parser, "iteration"));
     flags_free(&parser, &o);
     return 0;

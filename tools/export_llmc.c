@@ -73,17 +73,9 @@ static void run(const Options *o, bool iteration_given) {
 int main(int argc, char **argv) {
     Options o;
     FlagParser parser;
-    bool wants_help = false;
-    if (!flags_parse(&parser, FLAGS, NUM_FLAGS, &o, argc, argv, &wants_help)) {
-        fprintf(stderr, "error: %s\n", parser.error);
-        flags_free(&parser, &o);
-        return 2;
-    }
-    if (wants_help) {
-        flags_print_help(FLAGS, NUM_FLAGS, "export_llmc", SUMMARY, stdout);
-        flags_free(&parser, &o);
-        return 0;
-    }
+    int status =
+        flags_parse_main(&parser, FLAGS, NUM_FLAGS, &o, argc, argv, "export_llmc", SUMMARY);
+    if (status >= 0) return status;
     run(&o, flags_was_set(&parser, "iteration"));
     flags_free(&parser, &o);
     return 0;

@@ -70,8 +70,8 @@ static void run(const Options *o, bool seq_given) {
     snprintf(source, sizeof source, "imported by tools/import_hf from %s", o->hf);
     const GPT2SaveInfo info = {
         .seq_length = seq_given ? o->seq_length : s->max_position_embeddings,
-        .tokenizer_type = o->tokenizer_type ? o->tokenizer_type
-                                            : import_default_tokenizer(s->vocab_size),
+        .tokenizer_type =
+            o->tokenizer_type ? o->tokenizer_type : import_default_tokenizer(s->vocab_size),
         .source = source,
     };
     if (!gpt2_weights_save(w, o->save, &info, err, sizeof err)) gpt3d_fail_user("%s", err);
@@ -85,17 +85,8 @@ static void run(const Options *o, bool seq_given) {
 int main(int argc, char **argv) {
     Options o;
     FlagParser parser;
-    bool wants_help = false;
-    if (!flags_parse(&parser, FLAGS, NUM_FLAGS, &o, argc, argv, &wants_help)) {
-        fprintf(stderr, "error: %s\n", parser.error);
-        flags_free(&parser, &o);
-        return 2;
-    }
-    if (wants_help) {
-        flags_print_help(FLAGS, NUM_FLAGS, "import_hf", SUMMARY, stdout);
-        flags_free(&parser, &o);
-        return 0;
-    }
+    int status = flags_parse_main(&parser, FLAGS, NUM_FLAGS, &o, argc, argv, "import_hf", SUMMARY);
+    if (status >= 0) return status;
     run(&o, flags_was_set(&parser, "seq-length"));
     flags_free(&parser, &o);
     return 0;

@@ -33,7 +33,8 @@ static const FlagSpec FLAGS[] = {
     {"make-vocab-size-divisible-by", FLAG_INT, offsetof(Options, divisible_by), "128", "K",
      "pad the vocabulary to a multiple of K, as pretrain_gpt will be told", "output", false},
     {"seq-length", FLAG_INT, offsetof(Options, seq_length), NULL, "T",
-     "sequence length recorded in the checkpoint (default: the file's max_seq_len)", "output", false},
+     "sequence length recorded in the checkpoint (default: the file's max_seq_len)", "output",
+     false},
     {"tokenizer-type", FLAG_STRING, offsetof(Options, tokenizer_type), NULL, "TYPE",
      "tokenizer recorded in the checkpoint: GPT2BPETokenizer or ByteTokenizer (default: "
      "GPT2BPETokenizer for a vocabulary of 50257, ByteTokenizer for 257)",
@@ -70,8 +71,8 @@ static void run(const Options *o, bool seq_given) {
     snprintf(source, sizeof source, "imported by tools/import_llmc from %s", o->llmc);
     const GPT2SaveInfo info = {
         .seq_length = seq_given ? o->seq_length : s->max_position_embeddings,
-        .tokenizer_type = o->tokenizer_type ? o->tokenizer_type
-                                            : import_default_tokenizer(s->vocab_size),
+        .tokenizer_type =
+            o->tokenizer_type ? o->tokenizer_type : import_default_tokenizer(s->vocab_size),
         .source = source,
     };
     if (!gpt2_weights_save(w, o->save, &info, err, sizeof err)) gpt3d_fail_user("%s", err);
@@ -85,17 +86,9 @@ static void run(const Options *o, bool seq_given) {
 int main(int argc, char **argv) {
     Options o;
     FlagParser parser;
-    bool wants_help = false;
-    if (!flags_parse(&parser, FLAGS, NUM_FLAGS, &o, argc, argv, &wants_help)) {
-        fprintf(stderr, "error: %s\n", parser.error);
-        flags_free(&parser, &o);
-        return 2;
-    }
-    if (wants_help) {
-        flags_print_help(FLAGS, NUM_FLAGS, "import_llmc", SUMMARY, stdout);
-        flags_free(&parser, &o);
-        return 0;
-    }
+    int status =
+        flags_parse_main(&parser, FLAGS, NUM_FLAGS, &o, argc, argv, "import_llmc", SUMMARY);
+    if (status >= 0) return status;
     run(&o, flags_was_set(&parser, "seq-length"));
     flags_free(&parser, &o);
     return 0;

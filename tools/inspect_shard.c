@@ -25,8 +25,7 @@ typedef struct {
 
 static const FlagSpec FLAGS[] = {
     {"input", FLAG_STRING, offsetof(Options, input), NULL, "FILE",
-     "the shard to inspect (may also be given as the first word, before any flag)", "input",
-     false},
+     "the shard to inspect (may also be given as the first word, before any flag)", "input", false},
     {"document", FLAG_INT64, offsetof(Options, document), "0", "N",
      "the document to show (0-based)", "output", false},
     {"max-tokens", FLAG_INT64, offsetof(Options, max_tokens), "512", "K",
@@ -59,8 +58,10 @@ static void print_string_attr(hid_t attr, hid_t type) {
         value = xcalloc(n + 2, 1);
         rc = H5Aread(attr, mem, value);
     }
-    if (rc >= 0) printf("\"%s\"", value);
-    else printf("(unreadable string)");
+    if (rc >= 0)
+        printf("\"%s\"", value);
+    else
+        printf("(unreadable string)");
     free(value);
     H5Tclose(mem);
 }
@@ -181,9 +182,12 @@ static void print_ids(const int32_t *ids, size_t n) {
  * as \xNN so they cannot upset the terminal. */
 static void print_text(const char *text) {
     for (const unsigned char *p = (const unsigned char *)text; *p; p++) {
-        if (*p < 0x20 && *p != '\n' && *p != '\t') printf("\\x%02x", *p);
-        else if (*p == 0x7f) printf("\\x7f");
-        else putchar(*p);
+        if (*p < 0x20 && *p != '\n' && *p != '\t')
+            printf("\\x%02x", *p);
+        else if (*p == 0x7f)
+            printf("\\x7f");
+        else
+            putchar(*p);
     }
 }
 
@@ -223,8 +227,8 @@ static int show_document(const Options *o, TokenShard *s) {
                         (long long)o->document, (long long)docs, (long long)docs - 1);
     const uint64_t *off = token_shard_document_offsets(s);
     uint64_t begin = off[o->document], length = off[o->document + 1] - begin;
-    uint64_t shown = o->max_tokens > 0 && (uint64_t)o->max_tokens < length
-                         ? (uint64_t)o->max_tokens : length;
+    uint64_t shown =
+        o->max_tokens > 0 && (uint64_t)o->max_tokens < length ? (uint64_t)o->max_tokens : length;
     printf("document %lld: %llu tokens at [%llu, %llu) of /tokens, showing %llu\n",
            (long long)o->document, (unsigned long long)length, (unsigned long long)begin,
            (unsigned long long)(begin + length), (unsigned long long)shown);
@@ -279,17 +283,9 @@ int main(int argc, char **argv) {
     }
     Options o;
     FlagParser parser;
-    bool wants_help = false;
-    if (!flags_parse(&parser, FLAGS, NUM_FLAGS, &o, argc, argv, &wants_help)) {
-        fprintf(stderr, "error: %s\n", parser.error);
-        flags_free(&parser, &o);
-        return 2;
-    }
-    if (wants_help) {
-        flags_print_help(FLAGS, NUM_FLAGS, "inspect_shard FILE.h5", SUMMARY, stdout);
-        flags_free(&parser, &o);
-        return 0;
-    }
+    int status = flags_parse_main(&parser, FLAGS, NUM_FLAGS, &o, argc, argv,
+                                  "inspect_shard FILE.h5", SUMMARY);
+    if (status >= 0) return status;
     if (positional && o.input) {
         flags_free(&parser, &o);
         gpt3d_fail_user("give the shard once: either first or with --input, not both");

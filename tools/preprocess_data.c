@@ -85,14 +85,22 @@ static long long utf8_invalid_at(const unsigned char *s, size_t n) {
         }
         size_t len;
         unsigned lo = 0x80, hi = 0xBF; /* allowed range of the second byte */
-        if (c >= 0xC2 && c <= 0xDF) len = 2;
-        else if (c == 0xE0) len = 3, lo = 0xA0;
-        else if (c == 0xED) len = 3, hi = 0x9F;
-        else if (c >= 0xE1 && c <= 0xEF) len = 3;
-        else if (c == 0xF0) len = 4, lo = 0x90;
-        else if (c == 0xF4) len = 4, hi = 0x8F;
-        else if (c >= 0xF1 && c <= 0xF3) len = 4;
-        else return (long long)i;
+        if (c >= 0xC2 && c <= 0xDF)
+            len = 2;
+        else if (c == 0xE0)
+            len = 3, lo = 0xA0;
+        else if (c == 0xED)
+            len = 3, hi = 0x9F;
+        else if (c >= 0xE1 && c <= 0xEF)
+            len = 3;
+        else if (c == 0xF0)
+            len = 4, lo = 0x90;
+        else if (c == 0xF4)
+            len = 4, hi = 0x8F;
+        else if (c >= 0xF1 && c <= 0xF3)
+            len = 4;
+        else
+            return (long long)i;
         if (i + len > n || s[i + 1] < lo || s[i + 1] > hi) return (long long)i;
         for (size_t k = 2; k < len; k++)
             if ((s[i + k] & 0xC0) != 0x80) return (long long)i;
@@ -165,7 +173,8 @@ static int input_add_directory(InputList *in, const char *dir) {
 }
 
 static void input_list_free(InputList *in) {
-    for (int i = 0; i < in->count; i++) free(in->paths[i]);
+    for (int i = 0; i < in->count; i++)
+        free(in->paths[i]);
     free(in->paths);
     free(in->is_jsonl);
 }
@@ -176,7 +185,8 @@ static InputList collect_inputs(const StringList *args) {
         struct stat st;
         if (stat(args->items[i], &st) != 0)
             gpt3d_fail_user("--input %s: %s", args->items[i], strerror(errno));
-        if (!S_ISDIR(st.st_mode)) input_add(&in, args->items[i]);
+        if (!S_ISDIR(st.st_mode))
+            input_add(&in, args->items[i]);
         else if (input_add_directory(&in, args->items[i]) == 0)
             gpt3d_fail_user("--input %s is a directory without files", args->items[i]);
     }
@@ -207,7 +217,8 @@ typedef struct {
 
 static void batch_free(Batch *b) {
     if (!b) return;
-    for (int i = 0; i < b->num_docs; i++) free(b->docs[i].error);
+    for (int i = 0; i < b->num_docs; i++)
+        free(b->docs[i].error);
     free(b->text);
     free(b->docs);
     free(b->tokens);
@@ -219,7 +230,8 @@ static void batch_free(Batch *b) {
  * the page faults of fresh large allocations, which cost as much as the
  * byte tokenizer itself. */
 static void batch_reset(Batch *b) {
-    for (int i = 0; i < b->num_docs; i++) free(b->docs[i].error);
+    for (int i = 0; i < b->num_docs; i++)
+        free(b->docs[i].error);
     b->text_len = 0;
     b->num_docs = 0;
     b->input_bytes = 0;
@@ -272,7 +284,7 @@ typedef struct {
     long long capacity;
     long long next_read, next_process, next_commit;
     bool reading_finished;
-    bool stop; /* the writer failed: everyone winds down */
+    bool stop;     /* the writer failed: everyone winds down */
     Batch **spare; /* committed batches for the reader to refill */
     int num_spare;
 } Pipeline;
@@ -336,11 +348,13 @@ static bool read_jsonl(Pipeline *p, int input, FILE *f, Batch **b) {
     while (ok && (len = getline(&line, &cap, f)) >= 0) {
         number++;
         size_t n = (size_t)len;
-        while (n > 0 && (line[n - 1] == '\n' || line[n - 1] == '\r')) n--;
+        while (n > 0 && (line[n - 1] == '\n' || line[n - 1] == '\r'))
+            n--;
         size_t blank = 0;
-        while (blank < n && (line[blank] == ' ' || line[blank] == '\t')) blank++;
+        while (blank < n && (line[blank] == ' ' || line[blank] == '\t'))
+            blank++;
         (*b)->input_bytes += (long long)((size_t)len - n); /* progress counts every byte */
-        if (blank == n) { /* blank lines hold no document */
+        if (blank == n) {                                  /* blank lines hold no document */
             (*b)->input_bytes += (long long)n;
             continue;
         }
@@ -389,8 +403,10 @@ static void read_inputs(Pipeline *p) {
             b = pipeline_take_batch(p);
         }
     }
-    if (b->num_docs > 0) pipeline_submit(p, b);
-    else batch_free(b);
+    if (b->num_docs > 0)
+        pipeline_submit(p, b);
+    else
+        batch_free(b);
     pthread_mutex_lock(&p->lock);
     p->reading_finished = true;
     pthread_cond_broadcast(&p->work_ready);
@@ -410,7 +426,8 @@ static void append_tokens(const Pipeline *p, Batch *b, const char *text, size_t 
 static bool check_utf8(const Pipeline *p, Document *d, const char *text, size_t len,
                        const char *key) {
     long long bad = utf8_invalid_at((const unsigned char *)text, len);
-    for (long long i = 0; !key && i < bad; i++) d->line += text[i] == '\n';
+    for (long long i = 0; !key && i < bad; i++)
+        d->line += text[i] == '\n';
     if (bad >= 0 && key)
         set_doc_error(d, p, "value of key '%s' is not valid UTF-8 (byte %lld)", key, bad);
     else if (bad >= 0)
@@ -435,9 +452,12 @@ static void tokenize_json(const Pipeline *p, Batch *b, Document *d, size_t pair)
     for (int k = 0; !d->error && k < keys->count; k++) {
         const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, keys->items[k]);
         const char *key = keys->items[k];
-        if (!v) set_doc_error(d, p, "missing key '%s' (see --json-keys)", key);
-        else if (!cJSON_IsString(v)) set_doc_error(d, p, "key '%s' is not a string", key);
-        else check_utf8(p, d, v->valuestring, strlen(v->valuestring), key);
+        if (!v)
+            set_doc_error(d, p, "missing key '%s' (see --json-keys)", key);
+        else if (!cJSON_IsString(v))
+            set_doc_error(d, p, "key '%s' is not a string", key);
+        else
+            check_utf8(p, d, v->valuestring, strlen(v->valuestring), key);
     }
     for (int k = 0; !d->error && k < keys->count; k++) {
         const char *s = cJSON_GetObjectItemCaseSensitive(obj, keys->items[k])->valuestring;
@@ -464,7 +484,8 @@ static void tokenize_batch(const Pipeline *p, Batch *b) {
             if (check_utf8(p, d, text, d->text_len, NULL)) append_tokens(p, b, text, d->text_len);
         }
         if (d->error) /* empty spans keep token_end non-decreasing */
-            for (size_t k = 0; k < num_keys; k++) b->token_end[pair + k] = b->num_tokens;
+            for (size_t k = 0; k < num_keys; k++)
+                b->token_end[pair + k] = b->num_tokens;
         else if (!p->inputs->is_jsonl[d->input])
             b->token_end[pair] = b->num_tokens;
     }
@@ -652,8 +673,8 @@ static bool publish_outputs(Writer *w) {
             char *part = part_path(final_path);
             bool renamed = rename(part, final_path) == 0;
             if (!renamed)
-                snprintf(w->error, sizeof w->error, "cannot rename %s to %s: %s", part,
-                         final_path, strerror(errno));
+                snprintf(w->error, sizeof w->error, "cannot rename %s to %s: %s", part, final_path,
+                         strerror(errno));
             free(part);
             if (!renamed) return false;
         }
@@ -685,13 +706,14 @@ static void print_summary(const Writer *w) {
         const OutputStream *s = &w->streams[k];
         for (int i = 0; i < s->num_done; i++)
             printf("  %s: %llu documents, %llu tokens\n", s->done[i].final_path,
-                   (unsigned long long)s->done[i].documents,
-                   (unsigned long long)s->done[i].tokens);
+                   (unsigned long long)s->done[i].documents, (unsigned long long)s->done[i].tokens);
         /* An earlier run with more shards would leave files a glob still matches. */
         char *next = shard_final_path(opt, s->key, s->num_done);
         if (opt->shard_size_tokens > 0 && access(next, F_OK) == 0)
-            fprintf(stderr, "preprocess_data: warning: %s is left over from an earlier run; "
-                            "delete it or a --data-path glob will include it\n", next);
+            fprintf(stderr,
+                    "preprocess_data: warning: %s is left over from an earlier run; "
+                    "delete it or a --data-path glob will include it\n",
+                    next);
         free(next);
     }
 }
@@ -699,7 +721,8 @@ static void print_summary(const Writer *w) {
 static void free_writer(Writer *w) {
     for (int k = 0; k < w->pipe->opt->json_keys.count; k++) {
         OutputStream *s = &w->streams[k];
-        for (int i = 0; i < s->num_done; i++) free(s->done[i].final_path);
+        for (int i = 0; i < s->num_done; i++)
+            free(s->done[i].final_path);
         free(s->done);
         free(s->writer_final);
     }
@@ -710,7 +733,8 @@ static int run(const Options *opt, const InputList *inputs, const Tokenizer *tok
     Pipeline p = {.opt = opt, .inputs = inputs, .tok = tok};
     pthread_cond_t *conds[] = {&p.work_ready, &p.batch_done, &p.space_free};
     pthread_mutex_init(&p.lock, NULL);
-    for (int i = 0; i < 3; i++) pthread_cond_init(conds[i], NULL);
+    for (int i = 0; i < 3; i++)
+        pthread_cond_init(conds[i], NULL);
     p.capacity = 2LL * opt->workers + 2;
     p.ring = xcalloc((size_t)p.capacity, sizeof *p.ring);
     p.ring_done = xcalloc((size_t)p.capacity, sizeof *p.ring_done);
@@ -718,7 +742,8 @@ static int run(const Options *opt, const InputList *inputs, const Tokenizer *tok
     Writer w = {.pipe = &p, .start_s = timer_now_s()};
     w.last_report_s = w.start_s;
     w.streams = xcalloc((size_t)opt->json_keys.count, sizeof *w.streams);
-    for (int k = 0; k < opt->json_keys.count; k++) w.streams[k].key = opt->json_keys.items[k];
+    for (int k = 0; k < opt->json_keys.count; k++)
+        w.streams[k].key = opt->json_keys.items[k];
 
     pthread_t writer, *workers = xcalloc((size_t)opt->workers, sizeof *workers);
     GPT3D_CHECK(pthread_create(&writer, NULL, writer_main, &w) == 0, "pthread_create failed");
@@ -726,10 +751,13 @@ static int run(const Options *opt, const InputList *inputs, const Tokenizer *tok
         GPT3D_CHECK(pthread_create(&workers[i], NULL, worker_main, &p) == 0,
                     "pthread_create failed");
     read_inputs(&p);
-    for (int i = 0; i < opt->workers; i++) pthread_join(workers[i], NULL);
+    for (int i = 0; i < opt->workers; i++)
+        pthread_join(workers[i], NULL);
     pthread_join(writer, NULL);
-    for (long long i = 0; i < p.capacity; i++) batch_free(p.ring[i]);
-    for (int i = 0; i < p.num_spare; i++) batch_free(p.spare[i]);
+    for (long long i = 0; i < p.capacity; i++)
+        batch_free(p.ring[i]);
+    for (int i = 0; i < p.num_spare; i++)
+        batch_free(p.spare[i]);
 
     bool ok = !w.failed && publish_outputs(&w);
     if (ok) {
@@ -746,7 +774,8 @@ static int run(const Options *opt, const InputList *inputs, const Tokenizer *tok
     free(p.ring_done);
     free(p.spare);
     pthread_mutex_destroy(&p.lock);
-    for (int i = 0; i < 3; i++) pthread_cond_destroy(conds[i]);
+    for (int i = 0; i < 3; i++)
+        pthread_cond_destroy(conds[i]);
     return ok ? 0 : 1;
 }
 
@@ -789,8 +818,8 @@ int main(int argc, char **argv) {
     InputList inputs = collect_inputs(&opt.input);
     validate_options(&opt, &inputs);
     char err[MESSAGE_SIZE];
-    Tokenizer *tok = tokenizer_create(opt.tokenizer_type, opt.vocab_file, opt.merge_file, err,
-                                      sizeof err);
+    Tokenizer *tok =
+        tokenizer_create(opt.tokenizer_type, opt.vocab_file, opt.merge_file, err, sizeof err);
     if (!tok) gpt3d_fail_user("%s", err);
     int rc = run(&opt, &inputs, tok);
     tokenizer_free(tok);
