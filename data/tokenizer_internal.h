@@ -56,8 +56,7 @@ static inline void tokenizer_ids_push(int32_t **ids, size_t *count, size_t *cap,
     (*ids)[(*count)++] = id;
 }
 
-/* Implemented in data/tokenizer_gpt2.c (or the "not built yet" stand-in
- * data/tokenizer_gpt2_missing.c until that file exists). */
+/* Implemented in data/tokenizer_gpt2.c. */
 Tokenizer *gpt2_bpe_tokenizer_create(const char *vocab_file, const char *merge_file, char *err,
                                      size_t err_size);
 
