@@ -191,6 +191,7 @@ void gpt_model_free(GPTModel *m) {
     free(m->host_losses);
     free(m->host_logits);
     if (m->logits_staging) be->ops->free(be, m->logits_staging);
+    if (m->sp_grad_pack) be->ops->free(be, m->sp_grad_pack);
     param_table_free(&m->table);
     free(m);
 }

@@ -73,6 +73,7 @@ struct GPTModel {
 
     float *host_losses;
     float *host_logits, *logits_staging; /* lazily made by gpt_model_last_logits */
+    float *sp_grad_pack; /* packed TP-replicated gradients, sequence parallelism only */
 };
 
 #endif

@@ -179,11 +179,18 @@ static Traffic run_counted(Backend *be, TPGroup *g, int L, int32_t *tokens, int3
     check_traffic(label, "forward", &fwd, &efwd);
     check_traffic(label, "backward", &bwd, &ebwd);
 
-    /* Under SP the replicated parameters' gradients are then summed: one
-     * all-reduce each (6 per layer, the final layernorm's 2, positions 1). */
+    /* Under SP the replicated parameters' gradients (6 per layer, the final
+     * layernorm's 2, positions 1) are then summed in one coalesced all-reduce
+     * of all their elements. */
     comm_reset_counters(&g->comm);
     gpt_model_reduce_sequence_parallel_grads(m);
-    const uint64_t sp_reduces = g->tp.sequence_parallel ? 6 * (uint64_t)L + 3 : 0;
+    const uint64_t sp_reduces = g->tp.sequence_parallel ? 1 : 0;
+    const uint64_t C = HIDDEN, sp_elements = (uint64_t)L * (6 * C) + 2 * C + (uint64_t)T * C;
+    if (g->tp.sequence_parallel)
+        TP_CHECK(g->comm.counters.bytes[GROUP_TENSOR][COLL_ALL_REDUCE] == 4 * sp_elements,
+                 "%s: sequence-parallel gradient all-reduce of %llu bytes, want %llu", label,
+                 (unsigned long long)g->comm.counters.bytes[GROUP_TENSOR][COLL_ALL_REDUCE],
+                 (unsigned long long)(4 * sp_elements));
     TP_CHECK(g->comm.counters.calls[GROUP_TENSOR][COLL_ALL_REDUCE] == sp_reduces,
              "%s: %llu sequence-parallel gradient all-reduces, want %llu", label,
              (unsigned long long)g->comm.counters.calls[GROUP_TENSOR][COLL_ALL_REDUCE],
