@@ -132,6 +132,7 @@ expect_fail bad-split "--split" "${BASE[@]}" --split 1,x,2
 expect_fail bad-device "--device" "${BASE[@]}" --device tpu
 expect_fail data-and-train-path "--data-path and --train-data-path/--valid-data-path exclude each other" \
     "${BASE[@]}" --train-data-path "$SHARD"
+expect_fail fp16-on-cuda "--fp16 \(dynamic loss scaling\) is not implemented yet" "${BASE[@]}" --device cuda --fp16
 expect_fail finetune-without-load "--finetune needs --load" "${BASE[@]}" --finetune
 # A checkpoint of another model shape is refused and left untouched.
 before=$(cd "$WORK/ckpt" && find . -type f -exec sha1sum {} + | sort)

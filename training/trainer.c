@@ -134,6 +134,14 @@ bool trainer_setup(Trainer *t, const TrainArgs *a, const ParallelState *ps, char
     t->ps = ps;
     const char *device = NULL;
     if (!resolve_device(a, &device, err, err_size)) return false;
+    /* The collectives stage CPU buffers through MPI; device buffers need the
+     * NCCL / staged path of the CUDA work, which is not there yet. */
+    if (!strcmp(device, "cuda") && ps->world_size > 1)
+        FAIL("--device cuda with %d ranks: multi-rank GPU runs need the NCCL collectives, which "
+             "this build does not have yet; run one rank per job on the GPU, or --device cpu",
+             ps->world_size);
+    if (!strcmp(device, "cuda") && a->fp16)
+        FAIL("--fp16 (dynamic loss scaling) is not implemented yet; use --bf16 on --device cuda");
     if (!setup_data(t, err, err_size)) return false;
     setup_config(t);
     if (t->cfg.padded_vocab_size % ps->tp_size)
