@@ -53,7 +53,8 @@ static void *carve(Carver *c, size_t bytes) {
     return c->base ? c->base + at : NULL;
 }
 
-static void layout_slot(GPTModel *m, ActivationSlot *s, Carver *act, Carver *stat) {
+/* One layer's saved activations (see LayerActs). */
+static void layout_layer(GPTModel *m, LayerActs *a, Carver *act, Carver *stat) {
     Backend *be = m->be;
     const size_t N = (size_t)m->B * m->T, C = (size_t)m->cfg.hidden_size, R = (size_t)m->rows;
     const size_t HS = C / (size_t)m->cfg.num_attention_heads;
@@ -61,25 +62,34 @@ static void layout_slot(GPTModel *m, ActivationSlot *s, Carver *act, Carver *sta
     const size_t F = (size_t)m->local_ffn;
     const size_t att_saved = be->ops->attention_saved_bytes(be, m->B, m->T, m->local_heads, (int)HS);
     const bool sp = m->tp.sequence_parallel;
+    a->ln1 = carve(act, backend_act_bytes(be, R * C));
+    a->ln1_full = sp ? carve(act, backend_act_bytes(be, N * C)) : a->ln1;
+    a->qkv = carve(act, backend_act_bytes(be, N * qkv_cols));
+    a->atty = carve(act, backend_act_bytes(be, N * att_cols));
+    a->resid_mid = carve(act, backend_act_bytes(be, R * C));
+    a->ln2 = carve(act, backend_act_bytes(be, R * C));
+    a->ln2_full = sp ? carve(act, backend_act_bytes(be, N * C)) : a->ln2;
+    a->fc1 = carve(act, backend_act_bytes(be, N * F));
+    a->gelu = carve(act, backend_act_bytes(be, N * F));
+    a->resid_out = carve(act, backend_act_bytes(be, R * C));
+    a->att_saved = carve(act, att_saved);
+    a->ln1_mean = carve(stat, R * sizeof(float));
+    a->ln1_rstd = carve(stat, R * sizeof(float));
+    a->ln2_mean = carve(stat, R * sizeof(float));
+    a->ln2_rstd = carve(stat, R * sizeof(float));
+}
+
+static void layout_slot(GPTModel *m, ActivationSlot *s, Carver *act, Carver *stat) {
+    Backend *be = m->be;
+    const size_t N = (size_t)m->B * m->T, C = (size_t)m->cfg.hidden_size, R = (size_t)m->rows;
+    const bool sp = m->tp.sequence_parallel;
 
     s->input = carve(act, backend_act_bytes(be, R * C));
     for (int l = 0; l < m->part.num_local_layers; l++) {
-        LayerActs *a = &s->la[l];
-        a->ln1 = carve(act, backend_act_bytes(be, R * C));
-        a->ln1_full = sp ? carve(act, backend_act_bytes(be, N * C)) : a->ln1;
-        a->qkv = carve(act, backend_act_bytes(be, N * qkv_cols));
-        a->atty = carve(act, backend_act_bytes(be, N * att_cols));
-        a->resid_mid = carve(act, backend_act_bytes(be, R * C));
-        a->ln2 = carve(act, backend_act_bytes(be, R * C));
-        a->ln2_full = sp ? carve(act, backend_act_bytes(be, N * C)) : a->ln2;
-        a->fc1 = carve(act, backend_act_bytes(be, N * F));
-        a->gelu = carve(act, backend_act_bytes(be, N * F));
-        a->resid_out = carve(act, backend_act_bytes(be, R * C));
-        a->att_saved = carve(act, att_saved);
-        a->ln1_mean = carve(stat, R * sizeof(float));
-        a->ln1_rstd = carve(stat, R * sizeof(float));
-        a->ln2_mean = carve(stat, R * sizeof(float));
-        a->ln2_rstd = carve(stat, R * sizeof(float));
+        if (m->cfg.recompute_activations) /* the layer's output is all a slot keeps */
+            s->la[l].resid_out = carve(act, backend_act_bytes(be, R * C));
+        else
+            layout_layer(m, &s->la[l], act, stat);
     }
     if (m->part.has_head) {
         s->lnf = carve(act, backend_act_bytes(be, R * C));
@@ -102,6 +112,7 @@ static void layout_activations(GPTModel *m, Carver *act, Carver *stat, Carver *g
     const size_t qkv_cols = 3 * HS * (size_t)m->local_heads, att_cols = HS * (size_t)m->local_heads;
     const size_t F = (size_t)m->local_ffn;
     for (int i = 0; i < m->num_slots; i++) layout_slot(m, &m->slots[i], act, stat);
+    if (m->cfg.recompute_activations) layout_layer(m, &m->recompute_scratch, act, stat);
     m->d_resid = carve(grad, backend_act_bytes(be, R * C));
     m->d_ln = carve(grad, backend_act_bytes(be, R * C));
     m->d_qkv = carve(grad, backend_act_bytes(be, N * qkv_cols));

@@ -39,6 +39,10 @@ typedef struct {
     int seq_length;
     double init_method_std;
     uint64_t seed;
+    /* Keep only each layer's output per micro-batch and recompute the rest
+     * of the layer's forward in its backward (Megatron's full activation
+     * recomputation): less activation memory, one more forward of compute. */
+    bool recompute_activations;
 } GPTConfig;
 
 /* Rounds vocab_size up to a multiple of `divisible_by` (Megatron: times TP). */

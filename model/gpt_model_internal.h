@@ -66,6 +66,9 @@ struct GPTModel {
     size_t act_bytes, stat_bytes, grad_bytes;
     int num_slots;
     ActivationSlot *slots;
+    /* With recompute_activations: one layer's worth of activations shared
+     * by every layer and slot; slots keep only each layer's resid_out. */
+    LayerActs recompute_scratch;
 
     /* Gradient scratch; full_scratch is an [N, C] buffer for the token
      * gathers and reductions of sequence parallelism. */

@@ -65,6 +65,14 @@ static const void *layer_input(const ActivationSlot *s, int l) {
     return l == 0 ? s->input : s->la[l - 1].resid_out;
 }
 
+/* Where layer l of a slot keeps its activations: its own, or (recomputing)
+ * the shared scratch, writing its output into the slot's saved copy. */
+static LayerActs *layer_acts(GPTModel *m, ActivationSlot *s, int l) {
+    if (!m->cfg.recompute_activations) return &s->la[l];
+    m->recompute_scratch.resid_out = s->la[l].resid_out;
+    return &m->recompute_scratch;
+}
+
 static ActivationSlot *slot_at(GPTModel *m, int slot) {
     GPT3D_CHECK(slot >= 0 && slot < m->num_slots, "activation slot %d of %d", slot, m->num_slots);
     return &m->slots[slot];
@@ -128,7 +136,7 @@ double gpt_model_stage_forward(GPTModel *m, int slot, const int32_t *tokens,
         tp_position_embedding_add(&m->tp, s->input, m->wpe, N, m->T, C);
     }
     for (int l = 0; l < m->part.num_local_layers; l++)
-        layer_forward(m, l, &s->la[l], layer_input(s, l));
+        layer_forward(m, l, layer_acts(m, s, l), layer_input(s, l));
     if (!m->part.has_head) return 0.0;
     be->ops->copy_to_device(be, s->targets_dev, targets, (size_t)N * sizeof(int32_t));
     return head_forward(m, s);
@@ -139,8 +147,12 @@ void gpt_model_stage_backward(GPTModel *m, int slot, float loss_scale_per_token)
     const int N = m->B * m->T, C = m->cfg.hidden_size;
     /* A non-last stage finds d(output) in d_resid, received from the next stage. */
     if (m->part.has_head) head_backward(m, s, loss_scale_per_token);
-    for (int l = m->part.num_local_layers - 1; l >= 0; l--)
-        layer_backward(m, l, &s->la[l], layer_input(s, l));
+    for (int l = m->part.num_local_layers - 1; l >= 0; l--) {
+        LayerActs *a = layer_acts(m, s, l);
+        /* Recomputing rewrites the saved output with bitwise the same values. */
+        if (m->cfg.recompute_activations) layer_forward(m, l, a, layer_input(s, l));
+        layer_backward(m, l, a, layer_input(s, l));
+    }
     if (!m->part.has_embedding) return;
     const int vb = (int)m->vocab_begin, ve = (int)(m->vocab_begin + m->local_vocab);
     vocab_parallel_embedding_backward(&m->tp, m->dwte, m->d_resid, m->full_scratch, s->tokens_dev, N,

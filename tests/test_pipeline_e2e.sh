@@ -48,6 +48,16 @@ first=$(awk '/^iteration 2/{exit} /^(FORWARD|BACKWARD)/{printf "%s%s ", substr($
 last=$(awk '/^iteration 2/{exit} /^(FORWARD|BACKWARD)/{printf "%s%s ", substr($1,1,1), $2}' "$WORK/pp4tp1.trace.rank3")
 [ "$last" = "F0 B0 F1 B1 F2 B2 F3 B3 " ] || fail "PP=4 stage 3 order: $last"
 
+# Recomputing activations changes no number: PP=2 with TP=2, sequence
+# parallelism and --recompute-activations against the same run without it.
+"$MPIEXEC" --oversubscribe -np 4 "$PRETRAIN" "${ARGS[@]}" --global-batch-size 8 --pipeline-model-parallel-size 2 \
+    --tensor-model-parallel-size 2 --sequence-parallel --metrics-file "$WORK/sp.jsonl" > /dev/null 2>&1 || fail "SP run"
+"$MPIEXEC" --oversubscribe -np 4 "$PRETRAIN" "${ARGS[@]}" --global-batch-size 8 --pipeline-model-parallel-size 2 \
+    --tensor-model-parallel-size 2 --sequence-parallel --recompute-activations --metrics-file "$WORK/rc.jsonl" \
+    > "$WORK/rc.log" 2>&1 || { cat "$WORK/rc.log"; fail "recompute run"; }
+cmp -s <(sed -E 's/, "iteration_ms".*//' "$WORK/sp.jsonl") <(sed -E 's/, "iteration_ms".*//' "$WORK/rc.jsonl") \
+    || fail "--recompute-activations changed the losses"
+
 # No hang for M = 1, M = P and M = 3P at P = 4 (ctest's timeout catches one).
 for gbs in 2 8 24; do
     timeout 120 "$MPIEXEC" --oversubscribe -np 4 "$PRETRAIN" "${ARGS[@]}" --train-iters 3 --eval-iters 0 \

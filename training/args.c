@@ -19,6 +19,7 @@ static const FlagSpec TRAIN_FLAGS[] = {
     {"max-position-embeddings", FLAG_INT, OPT(max_position_embeddings), NULL, "P", "Rows of the position embedding; seq-length when not given.", "model", false},
     {"make-vocab-size-divisible-by", FLAG_INT, OPT(make_vocab_size_divisible_by), "128", "K", "Pad the vocabulary to a multiple of K (padded logits are masked out of the loss).", "model", false},
     {"init-method-std", FLAG_DOUBLE, OPT(init_method_std), "0.02", "S", "Std of the normal init; output projections use S/sqrt(2*num-layers).", "model", false},
+    {"recompute-activations", FLAG_SWITCH, OPT(recompute_activations), NULL, NULL, "Keep only each transformer layer's output and recompute the layer's forward in backward (full recomputation, Megatron's --recompute-granularity full): less activation memory for about a third more compute.", "model", false},
     /* parallelism */
     {"tensor-model-parallel-size", FLAG_INT, OPT(tensor_model_parallel_size), "1", "TP", "Ranks that split each layer.", "parallelism", false},
     {"pipeline-model-parallel-size", FLAG_INT, OPT(pipeline_model_parallel_size), "1", "PP", "Pipeline stages.", "parallelism", false},

@@ -24,7 +24,7 @@ typedef struct {
     double init_method_std;
     /* parallelism */
     int tensor_model_parallel_size, pipeline_model_parallel_size;
-    bool sequence_parallel, use_distributed_optimizer;
+    bool sequence_parallel, use_distributed_optimizer, recompute_activations;
     /* batch and schedule */
     int micro_batch_size, global_batch_size;
     int64_t train_iters;

@@ -74,6 +74,7 @@ static void setup_config(Trainer *t) {
     c->seq_length = a->seq_length;
     c->init_method_std = a->init_method_std;
     c->seed = (uint64_t)a->seed;
+    c->recompute_activations = a->recompute_activations;
 
     const ParallelState *ps = t->ps;
     const int layers_per_stage = a->num_layers / ps->pp_size;
