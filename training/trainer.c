@@ -293,6 +293,22 @@ static void print_comm_summary(const Trainer *t) {
     fflush(stdout);
 }
 
+/* What the device allocator actually reached after one iteration, next to
+ * the sum of the planned buffers: a difference means a buffer nobody
+ * accounted for (a backend scratch, a library workspace). */
+static void print_peak_memory(const Trainer *t) {
+    const ParamTable *pt = gpt_model_params(t->model);
+    const double expected = (double)backend_act_bytes(t->be, pt->total_numel) +
+                            (double)pt->total_numel * sizeof(float) +
+                            (double)optimizer_state_bytes(t->opt) +
+                            (double)gpt_model_activation_bytes(t->model);
+    printf("peak %s memory of rank 0 after the first iteration: %.3f MiB allocated (planned "
+           "buffers: %.3f MiB)\n",
+           t->be->name, (double)t->be->peak_bytes_in_use / (1024.0 * 1024.0),
+           expected / (1024.0 * 1024.0));
+    fflush(stdout);
+}
+
 /* ------------------------------------------------------------------ loop */
 
 static void save_or_die(Trainer *t) {
@@ -378,8 +394,10 @@ int trainer_run(Trainer *t) {
         t->iteration++;
         t->consumed_samples += a->global_batch_size;
 
-        if (is_root(t) && window.iters == 0 && t->iteration == first_iteration + 1)
+        if (is_root(t) && window.iters == 0 && t->iteration == first_iteration + 1) {
             print_comm_summary(t);
+            print_peak_memory(t);
+        }
         window.loss_sum += r.loss;
         window.iters++;
         window.seconds += seconds;
