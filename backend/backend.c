@@ -2,9 +2,12 @@
 
 #include <stdio.h>
 #include <string.h>
+#ifdef GPT3D_HAVE_CUDA
+#include <dlfcn.h>
+#include <unistd.h>
+#endif
 
 #include "backend/cpu/cpu_backend.h"
-#include "backend/cuda/cuda_backend.h"
 #include "core/errors.h"
 
 size_t dtype_size(DType t) {
@@ -25,11 +28,33 @@ const char *dtype_name(DType t) {
     return "?";
 }
 
+#ifdef GPT3D_HAVE_CUDA
+/* The CUDA backend lives in its own shared library, loaded on first use:
+ * loading cuBLAS, cuBLASLt and NCCL costs most of a second, which CPU runs
+ * and tools should not pay. dlopen reference-counts, so asking again is cheap. */
+static void *cuda_symbol(const char *name, char *err, size_t err_size) {
+    void *lib = dlopen(GPT3D_CUDA_LIBRARY, RTLD_NOW | RTLD_LOCAL);
+    if (!lib) {
+        if (err)
+            snprintf(err, err_size,
+                     "--device cuda: cannot load the CUDA backend %s (%s); rebuild gpt3d, or use "
+                     "--device cpu",
+                     GPT3D_CUDA_LIBRARY, dlerror());
+        return NULL;
+    }
+    void *fn = dlsym(lib, name);
+    GPT3D_CHECK(fn, "the CUDA backend library %s lacks %s", GPT3D_CUDA_LIBRARY, name);
+    return fn;
+}
+#endif
+
 Backend *backend_create(const char *device, int local_rank, char *err, size_t err_size) {
     if (!strcmp(device, "cpu")) return cpu_backend_create();
     if (!strcmp(device, "cuda")) {
 #ifdef GPT3D_HAVE_CUDA
-        return cuda_backend_create(local_rank, err, err_size);
+        Backend *(*create)(int, char *, size_t) =
+            (Backend * (*)(int, char *, size_t)) cuda_symbol("cuda_backend_create", err, err_size);
+        return create ? create(local_rank, err, err_size) : NULL;
 #else
         (void)local_rank;
         snprintf(err, err_size,
@@ -56,7 +81,8 @@ bool backend_cuda_compiled(void) {
 
 bool backend_cuda_complete(void) {
 #ifdef GPT3D_HAVE_CUDA
-    return cuda_backend_complete();
+    bool (*complete)(void) = (bool (*)(void))cuda_symbol("cuda_backend_complete", NULL, 0);
+    return complete && complete();
 #else
     return false;
 #endif
@@ -64,7 +90,11 @@ bool backend_cuda_complete(void) {
 
 int backend_cuda_device_count(void) {
 #ifdef GPT3D_HAVE_CUDA
-    return cuda_backend_device_count();
+    /* Without an NVIDIA driver there is nothing to count: skip loading CUDA. */
+    if (access("/proc/driver/nvidia/version", F_OK) != 0 && access("/dev/nvidia0", F_OK) != 0)
+        return 0;
+    int (*count)(void) = (int (*)(void))cuda_symbol("cuda_backend_device_count", NULL, 0);
+    return count ? count() : 0;
 #else
     return 0;
 #endif

@@ -23,7 +23,9 @@ static bool resolve_device(const TrainArgs *a, const char **device, char *err, s
         *device = a->device;
         return true;
     }
-    *device = backend_cuda_complete() && backend_cuda_device_count() > 0 ? "cuda" : "cpu";
+    /* Counting devices first: without a GPU driver it returns 0 without
+     * loading the CUDA libraries at all. */
+    *device = backend_cuda_device_count() > 0 && backend_cuda_complete() ? "cuda" : "cpu";
     (void)err;
     (void)err_size;
     return true;
