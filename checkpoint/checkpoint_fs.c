@@ -390,3 +390,31 @@ bool checkpoint_find_latest(const char *load_dir, int64_t *iteration, char *err,
     *iteration = it;
     return true;
 }
+
+bool checkpoint_resolve_iteration(const char *load_dir, int64_t requested, int64_t *iteration,
+                                  char *err, size_t err_size) {
+    struct stat st;
+    if (stat(load_dir, &st) != 0 || !S_ISDIR(st.st_mode)) {
+        snprintf(err, err_size,
+                 "--load '%s' is not a directory, so it holds no checkpoint (give the --save "
+                 "directory of a training run)",
+                 load_dir);
+        return false;
+    }
+    if (requested >= 0) {
+        *iteration = requested;
+        return true;
+    }
+    err[0] = '\0';
+    if (checkpoint_find_latest(load_dir, iteration, err, err_size)) return true;
+    if (err[0]) {
+        size_t n = strlen(err);
+        snprintf(err + n, err_size - n, " (or pick a checkpoint with --iteration N)");
+    } else {
+        snprintf(err, err_size,
+                 "--load '%s' holds no checkpoint (no latest_checkpointed_iteration.txt); give "
+                 "the --save directory of a run that saved, or --iteration N",
+                 load_dir);
+    }
+    return false;
+}

@@ -176,17 +176,8 @@ static bool check_params(ExportSource *src, char *err, size_t err_size) {
 bool export_source_open(ExportSource *src, const char *load_dir, int64_t iteration, char *err,
                         size_t err_size) {
     memset(src, 0, sizeof *src);
-    if (iteration < 0) {
-        err[0] = '\0';
-        if (!checkpoint_find_latest(load_dir, &iteration, err, err_size)) {
-            if (err[0]) return false;
-            return interop_fail(err, err_size,
-                                "'%s' holds no checkpoint: it has no "
-                                "latest_checkpointed_iteration.txt (give the --save directory "
-                                "of a training run, or --iteration N)",
-                                load_dir);
-        }
-    }
+    if (!checkpoint_resolve_iteration(load_dir, iteration, &iteration, err, err_size))
+        return false;
     checkpoint_iter_dir(src->dir, sizeof src->dir, load_dir, iteration);
     src->reader = checkpoint_open(load_dir, iteration, err, err_size);
     if (!src->reader) return false;

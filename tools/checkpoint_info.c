@@ -87,29 +87,14 @@ typedef struct {
 
 /* --------------------------------------------------------- opening */
 
-static bool is_directory(const char *path) {
-    struct stat st;
-    return stat(path, &st) == 0 && S_ISDIR(st.st_mode);
-}
-
 static int64_t resolve_iteration(const Options *o, bool iteration_given) {
-    if (!is_directory(o->load))
-        gpt3d_fail_user("--load '%s' is not a directory (give the --save directory of a "
-                        "training run)",
-                        o->load);
-    if (iteration_given) {
-        if (o->iteration < 0)
-            gpt3d_fail_user("--iteration must be >= 0 (got %" PRId64 ")", o->iteration);
-        return o->iteration;
-    }
+    if (iteration_given && o->iteration < 0)
+        gpt3d_fail_user("--iteration must be >= 0 (got %" PRId64 ")", o->iteration);
     int64_t iteration = 0;
     char err[2048];
-    if (!checkpoint_find_latest(o->load, &iteration, err, sizeof err)) {
-        if (err[0]) gpt3d_fail_user("%s (or pick a checkpoint with --iteration N)", err);
-        gpt3d_fail_user("'%s' holds no checkpoint: it has no latest_checkpointed_iteration.txt "
-                        "(give the --save directory of a run that saved, or --iteration N)",
-                        o->load);
-    }
+    if (!checkpoint_resolve_iteration(o->load, iteration_given ? o->iteration : -1, &iteration, err,
+                                      sizeof err))
+        gpt3d_fail_user("%s", err);
     return iteration;
 }
 
