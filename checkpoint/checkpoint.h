@@ -79,12 +79,12 @@ bool checkpoint_publish(const char *save_dir, int64_t iteration, char *err, size
  * directory has no checkpoint; false with a message when it is malformed. */
 bool checkpoint_find_latest(const char *load_dir, int64_t *iteration, char *err, size_t err_size);
 
-/* The iteration a tool should open: `requested` when >= 0, else the one
- * latest_checkpointed_iteration.txt names. False with a message naming the
- * directory and the fix when load_dir is not a directory or holds no
- * checkpoint. */
-bool checkpoint_resolve_iteration(const char *load_dir, int64_t requested, int64_t *iteration,
-                                  char *err, size_t err_size);
+/* The iteration a tool should open: `requested` when the user gave
+ * --iteration, else the one latest_checkpointed_iteration.txt names. False
+ * with a message naming the flag or directory and the fix when the request
+ * is negative, load_dir is not a directory, or it holds no checkpoint. */
+bool checkpoint_resolve_iteration(const char *load_dir, bool given, int64_t requested,
+                                  int64_t *iteration, char *err, size_t err_size);
 
 typedef struct CheckpointReader CheckpointReader;
 

@@ -57,8 +57,7 @@ bool ckpt_iter_path(char *out, size_t size, const char *save_dir, int64_t iterat
                      suffix);
 }
 
-bool ckpt_rank_path(char *out, size_t size, const char *dir, int rank, char *err,
-                    size_t err_size) {
+bool ckpt_rank_path(char *out, size_t size, const char *dir, int rank, char *err, size_t err_size) {
     return ckpt_path(out, size, err, err_size, "%s/rank_%05d.h5", dir, rank);
 }
 
@@ -166,7 +165,8 @@ static bool parse_aside_name(const char *name, int64_t *iteration) {
     if (strncmp(p, "iter_", 5) != 0) return false;
     p += 5;
     const char *digits = p;
-    while (*p >= '0' && *p <= '9') p++;
+    while (*p >= '0' && *p <= '9')
+        p++;
     size_t nd = (size_t)(p - digits);
     if (nd < 7 || nd > 18 || strcmp(p, CKPT_ASIDE_SUFFIX) != 0) return false;
     *iteration = strtoll(digits, NULL, 10);
@@ -188,8 +188,7 @@ static bool recover_aside_copies(const char *save_dir, char *err, size_t err_siz
         int64_t it;
         if (!parse_aside_name(e->d_name, &it)) continue;
         char aside[CKPT_PATH_MAX], final[CKPT_PATH_MAX];
-        ok = ckpt_iter_path(aside, sizeof aside, save_dir, it, CKPT_ASIDE_SUFFIX, err,
-                            err_size) &&
+        ok = ckpt_iter_path(aside, sizeof aside, save_dir, it, CKPT_ASIDE_SUFFIX, err, err_size) &&
              ckpt_iter_path(final, sizeof final, save_dir, it, "", err, err_size);
         if (!ok) break;
         if (ckpt_is_dir(final)) {
@@ -204,8 +203,7 @@ static bool recover_aside_copies(const char *save_dir, char *err, size_t err_siz
     return ok;
 }
 
-static bool check_save_args(const char *save_dir, int64_t iteration, char *err,
-                            size_t err_size) {
+static bool check_save_args(const char *save_dir, int64_t iteration, char *err, size_t err_size) {
     if (!save_dir || !*save_dir) {
         ckpt_set_err(err, err_size, "no checkpoint directory: pass --save DIR");
         return false;
@@ -299,8 +297,7 @@ static bool write_latest(const char *save_dir, int64_t iteration, char *err, siz
         return false;
     }
     if (rename(tmp, path) != 0) {
-        ckpt_set_err(err, err_size, "cannot rename '%s' to '%s': %s", tmp, path,
-                     strerror(errno));
+        ckpt_set_err(err, err_size, "cannot rename '%s' to '%s': %s", tmp, path, strerror(errno));
         unlink(tmp);
         return false;
     }
@@ -313,8 +310,7 @@ bool checkpoint_publish(const char *save_dir, int64_t iteration, char *err, size
     char tmp[CKPT_PATH_MAX], final[CKPT_PATH_MAX], aside[CKPT_PATH_MAX];
     if (!ckpt_iter_path(tmp, sizeof tmp, save_dir, iteration, CKPT_TMP_SUFFIX, err, err_size) ||
         !ckpt_iter_path(final, sizeof final, save_dir, iteration, "", err, err_size) ||
-        !ckpt_iter_path(aside, sizeof aside, save_dir, iteration, CKPT_ASIDE_SUFFIX, err,
-                        err_size))
+        !ckpt_iter_path(aside, sizeof aside, save_dir, iteration, CKPT_ASIDE_SUFFIX, err, err_size))
         return false;
     if (!ckpt_is_dir(tmp)) {
         ckpt_set_err(err, err_size, "cannot publish: '%s' does not exist (no save in progress)",
@@ -332,8 +328,7 @@ bool checkpoint_publish(const char *save_dir, int64_t iteration, char *err, size
         }
     }
     if (rename(tmp, final) != 0) {
-        ckpt_set_err(err, err_size, "cannot rename '%s' to '%s': %s", tmp, final,
-                     strerror(errno));
+        ckpt_set_err(err, err_size, "cannot rename '%s' to '%s': %s", tmp, final, strerror(errno));
         return false;
     }
     if (!ckpt_fsync_path(save_dir, true, err, err_size)) return false;
@@ -343,18 +338,20 @@ bool checkpoint_publish(const char *save_dir, int64_t iteration, char *err, size
 
 static bool parse_latest(const char *text, int64_t *iteration) {
     const char *p = text;
-    while (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r') p++;
+    while (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r')
+        p++;
     const char *digits = p;
-    while (*p >= '0' && *p <= '9') p++;
+    while (*p >= '0' && *p <= '9')
+        p++;
     size_t nd = (size_t)(p - digits);
-    while (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r') p++;
+    while (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r')
+        p++;
     if (nd == 0 || nd > 18 || *p != '\0') return false;
     *iteration = strtoll(digits, NULL, 10);
     return true;
 }
 
-bool checkpoint_find_latest(const char *load_dir, int64_t *iteration, char *err,
-                            size_t err_size) {
+bool checkpoint_find_latest(const char *load_dir, int64_t *iteration, char *err, size_t err_size) {
     ckpt_set_err(err, err_size, "%s", "");
     char path[CKPT_PATH_MAX];
     if (!load_dir || !*load_dir) return false;
@@ -383,16 +380,20 @@ bool checkpoint_find_latest(const char *load_dir, int64_t *iteration, char *err,
     if (!ckpt_resolve_iter_dir(dir, sizeof dir, load_dir, it)) {
         checkpoint_iter_dir(dir, sizeof dir, load_dir, it);
         ckpt_set_err(err, err_size,
-                     "'%s' names iteration %" PRId64 " but its directory '%s' does not exist",
-                     path, it, dir);
+                     "'%s' names iteration %" PRId64 " but its directory '%s' does not exist", path,
+                     it, dir);
         return false;
     }
     *iteration = it;
     return true;
 }
 
-bool checkpoint_resolve_iteration(const char *load_dir, int64_t requested, int64_t *iteration,
-                                  char *err, size_t err_size) {
+bool checkpoint_resolve_iteration(const char *load_dir, bool given, int64_t requested,
+                                  int64_t *iteration, char *err, size_t err_size) {
+    if (given && requested < 0) {
+        snprintf(err, err_size, "--iteration must be >= 0 (got %lld)", (long long)requested);
+        return false;
+    }
     struct stat st;
     if (stat(load_dir, &st) != 0 || !S_ISDIR(st.st_mode)) {
         snprintf(err, err_size,
@@ -401,7 +402,7 @@ bool checkpoint_resolve_iteration(const char *load_dir, int64_t requested, int64
                  load_dir);
         return false;
     }
-    if (requested >= 0) {
+    if (given) {
         *iteration = requested;
         return true;
     }

@@ -176,7 +176,8 @@ static bool check_params(ExportSource *src, char *err, size_t err_size) {
 bool export_source_open(ExportSource *src, const char *load_dir, int64_t iteration, char *err,
                         size_t err_size) {
     memset(src, 0, sizeof *src);
-    if (!checkpoint_resolve_iteration(load_dir, iteration, &iteration, err, err_size))
+    if (!checkpoint_resolve_iteration(load_dir, iteration >= 0, iteration, &iteration, err,
+                                      err_size))
         return false;
     checkpoint_iter_dir(src->dir, sizeof src->dir, load_dir, iteration);
     src->reader = checkpoint_open(load_dir, iteration, err, err_size);

@@ -87,17 +87,6 @@ typedef struct {
 
 /* --------------------------------------------------------- opening */
 
-static int64_t resolve_iteration(const Options *o, bool iteration_given) {
-    if (iteration_given && o->iteration < 0)
-        gpt3d_fail_user("--iteration must be >= 0 (got %" PRId64 ")", o->iteration);
-    int64_t iteration = 0;
-    char err[2048];
-    if (!checkpoint_resolve_iteration(o->load, iteration_given ? o->iteration : -1, &iteration, err,
-                                      sizeof err))
-        gpt3d_fail_user("%s", err);
-    return iteration;
-}
-
 /* metadata.json passed the checkpoint module's validation, but a damaged
  * file can still name a shape whose parameter table would not fit in
  * memory or overflow int64 element counts. */
@@ -471,7 +460,11 @@ static const char SUMMARY[] =
     "canonical element is stored exactly once.";
 
 static int describe(const Options *o, bool iteration_given) {
-    int64_t iteration = resolve_iteration(o, iteration_given);
+    int64_t iteration = 0;
+    char resolve_err[2048];
+    if (!checkpoint_resolve_iteration(o->load, iteration_given, o->iteration, &iteration,
+                                      resolve_err, sizeof resolve_err))
+        gpt3d_fail_user("%s", resolve_err);
     char err[2048];
     CheckpointReader *r = checkpoint_open(o->load, iteration, err, sizeof err);
     if (!r) gpt3d_fail_user("%s", err);

@@ -93,17 +93,6 @@ static const FlagSpec FLAGS[] = {
 
 /* ------------------------------------------------------- checkpoint */
 
-static int64_t resolve_iteration(const Options *o, bool iteration_given) {
-    if (iteration_given && o->iteration < 0)
-        gpt3d_fail_user("--iteration must be >= 0 (got %" PRId64 ")", o->iteration);
-    int64_t iteration = 0;
-    char err[2048];
-    if (!checkpoint_resolve_iteration(o->load, iteration_given ? o->iteration : -1, &iteration, err,
-                                      sizeof err))
-        gpt3d_fail_user("%s", err);
-    return iteration;
-}
-
 static GPTConfig config_of(const CheckpointMeta *m, int seq_length) {
     GPTConfig cfg = {
         .num_layers = m->num_layers,
@@ -348,7 +337,11 @@ static const char SUMMARY[] =
     "--temperature and --top-k; a fixed --seed gives the same text.";
 
 static int run(const Options *o, bool iteration_given) {
-    const int64_t iteration = resolve_iteration(o, iteration_given);
+    int64_t iteration = 0;
+    char resolve_err[2048];
+    if (!checkpoint_resolve_iteration(o->load, iteration_given, o->iteration, &iteration,
+                                      resolve_err, sizeof resolve_err))
+        gpt3d_fail_user("%s", resolve_err);
     char err[ERR_SIZE], dir[4096];
     checkpoint_iter_dir(dir, sizeof dir, o->load, iteration);
     CheckpointReader *r = checkpoint_open(o->load, iteration, err, sizeof err);
