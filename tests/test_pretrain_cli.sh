@@ -133,6 +133,9 @@ expect_fail bad-device "--device" "${BASE[@]}" --device tpu
 expect_fail data-and-train-path "--data-path and --train-data-path/--valid-data-path exclude each other" \
     "${BASE[@]}" --train-data-path "$SHARD"
 expect_fail fp16-on-cuda "--fp16 \(dynamic loss scaling\) is not implemented yet" "${BASE[@]}" --device cuda --fp16
+expect_fail trace-unwritable "--trace-schedule .*cannot create" "${BASE[@]}" --trace-schedule "$WORK/no/such/dir/t"
+expect_fail exit-duration "--exit-duration-in-mins must be >= 0" "${BASE[@]}" --exit-duration-in-mins -1
+expect_fail cache-unwritable "data-cache-path" "${BASE[@]}" --data-cache-path "$SHARD/sub"
 expect_fail finetune-without-load "--finetune needs --load" "${BASE[@]}" --finetune
 # A checkpoint of another model shape is refused and left untouched.
 before=$(cd "$WORK/ckpt" && find . -type f -exec sha1sum {} + | sort)
