@@ -1,5 +1,5 @@
-# Shared by the end-to-end test scripts (sourced, not run): a scratch
-# directory, MPI environment, failure counting, a small corpus, and the
+# Shared by the end-to-end test scripts (sourced after PRETRAIN is set, not
+# run): a scratch directory, MPI environment, failure counting, a small corpus, and the
 # comparison of a run's metrics with a reference run's.
 
 WORK=$(mktemp -d)
@@ -18,26 +18,17 @@ make_corpus() {
         --append-eod > /dev/null 2>&1 || { fail "preprocess_data"; exit 1; }
 }
 
-# compare NAME REFERENCE FILE: first iteration's lm loss and grad norm within
-# 1e-5 relative, every lm loss within 1e-4, the same number of iterations.
+# The comparison tool is built next to pretrain_gpt (tests/metrics_compare.cmake).
+METRICS_COMPARE=${GPT3D_METRICS_COMPARE:-$(dirname "$PRETRAIN")/metrics_compare}
+[ -x "$METRICS_COMPARE" ] || { echo "FAIL: $METRICS_COMPARE not built (set GPT3D_METRICS_COMPARE)" >&2; exit 1; }
+
+# compare NAME REFERENCE FILE [--rtol R] [--atol A]: every iteration's lm loss
+# and grad norm and every validation loss within 1e-6 relative (or as given),
+# the same iterations, and no NaN, inf or missing field (tests/metrics_compare.c).
 compare() {
-    awk -v name="$1" '
-        function field(line, key) {
-            if (match(line, "\"" key "\": [^,}]*")) return substr(line, RSTART + length(key) + 4, RLENGTH - length(key) - 4) + 0
-            return "nan"
-        }
-        function rel(a, b) { d = a - b; if (d < 0) d = -d; m = b < 0 ? -b : b; return d / m }
-        NR == FNR { loss[FNR] = field($0, "lm_loss"); norm[FNR] = field($0, "grad_norm"); n = FNR; next }
-        {
-            l = field($0, "lm_loss"); g = field($0, "grad_norm")
-            if (FNR == 1 && (rel(l, loss[1]) > 1e-5 || rel(g, norm[1]) > 1e-5)) {
-                printf "%s: first iteration loss %.9g vs %.9g, grad norm %.9g vs %.9g\n", name, l, loss[1], g, norm[1]; bad = 1
-            }
-            if (rel(l, loss[FNR]) > 1e-4) { printf "%s: iteration %d loss %.9g vs %.9g\n", name, FNR, l, loss[FNR]; bad = 1 }
-            count = FNR
-        }
-        END { if (count != n) { printf "%s: %d iterations, want %d\n", name, count, n; bad = 1 } exit bad }
-    ' "$2" "$3"
+    local name=$1 reference=$2 file=$3
+    shift 3
+    "$METRICS_COMPARE" --name "$name" "$@" "$reference" "$file"
 }
 
 # finish: the exit status of the script.

@@ -8,7 +8,8 @@
  * arithmetic and its bf16 outputs.
  *
  * Outputs the op overwrites are poisoned with NaN first, so an element the
- * op forgot to write fails the comparison (rel_err turns NaN into failure).
+ * op forgot to write fails the comparison (every helper fails on a NaN or
+ * inf, element by element: tests/test_compare.h).
  *
  * With the argument --cpu-standin a second CPU backend takes the CUDA
  * backend's place: the comparisons then run on any machine and check the
@@ -23,7 +24,8 @@
 #include "backend/backend.h"
 #include "test_backend_util.h"
 
-/* Tolerances, relative to the largest reference magnitude (rel_err). */
+/* Per-element tolerances (rel_err in test_backend_util.h: relative to the
+ * element, with the reference's mean magnitude as the absolute floor). */
 static const double BF16_TOL = 1e-2; /* bf16 outputs: one rounding (2^-9) plus fp32 order */
 static const double F32_TOL = 1e-4;  /* fp32 outputs from bf16 inputs, fp32 math */
 
@@ -181,7 +183,8 @@ static inline float *f32_poisoned(Backend *be, size_t n) {
 
 /* ---- comparisons ---- */
 
-/* got vs. an fp32 reference: max|got - want| <= tol * max|want|. */
+/* got vs. an fp32 reference, element by element:
+ * |got - want| <= tol * (|want| + mean|want|), NaN and inf failing. */
 static inline int compare_f32(const char *what, const float *got, const float *want, size_t n,
                               double tol) {
     double *w = to_double(want, n);

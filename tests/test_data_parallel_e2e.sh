@@ -12,11 +12,7 @@ set -u
 MPIEXEC=$1
 PRETRAIN=$2
 PREPROCESS=$3
-WORK=$(mktemp -d)
-trap 'rm -rf "$WORK"' EXIT
-export OPENBLAS_NUM_THREADS=1 OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
-failures=0
-fail() { echo "FAIL: $*" >&2; failures=$((failures + 1)); }
+source "$(dirname "$0")/e2e_common.sh"
 
 for i in $(seq 1 24); do
     for j in $(seq 1 30); do echo "replica $i reduces shard $j of $(( (i * j) % 13 )) gradients"; done > "$WORK/d$i.txt"
@@ -33,29 +29,6 @@ ARGS=(--num-layers 4 --hidden-size 32 --num-attention-heads 4 --ffn-hidden-size 
       --tokenizer-type ByteTokenizer --data-path "$WORK/c_text_document.h5" --split 90,10,0
       --eval-iters 1 --eval-interval 10 --device cpu --log-interval 10)
 
-compare() { # compare NAME REFERENCE FILE: first iteration 1e-5, every loss 1e-4
-    awk -v name="$1" '
-        function field(line, key) {
-            if (match(line, "\"" key "\": [^,}]*")) return substr(line, RSTART + length(key) + 4, RLENGTH - length(key) - 4) + 0
-            return "nan"
-        }
-        function rel(a, b) { d = a - b; if (d < 0) d = -d; m = b < 0 ? -b : b; return d / m }
-        NR == FNR { loss[FNR] = field($0, "lm_loss"); norm[FNR] = field($0, "grad_norm")
-                    valid[FNR] = field($0, "valid_loss"); n = FNR; next }
-        {
-            l = field($0, "lm_loss"); g = field($0, "grad_norm"); v = field($0, "valid_loss")
-            if (FNR == 1 && (rel(l, loss[1]) > 1e-5 || rel(g, norm[1]) > 1e-5)) {
-                printf "%s: first iteration loss %.9g vs %.9g, grad norm %.9g vs %.9g\n", name, l, loss[1], g, norm[1]; bad = 1
-            }
-            if (rel(l, loss[FNR]) > 1e-4) { printf "%s: iteration %d loss %.9g vs %.9g\n", name, FNR, l, loss[FNR]; bad = 1 }
-            if ((v == "nan") != (valid[FNR] == "nan") || (v != "nan" && rel(v, valid[FNR]) > 1e-4)) {
-                printf "%s: iteration %d validation loss %s vs %s\n", name, FNR, v, valid[FNR]; bad = 1
-            }
-            count = FNR
-        }
-        END { if (count != n) { printf "%s: %d iterations, want %d\n", name, count, n; bad = 1 } exit bad }
-    ' "$2" "$3"
-}
 strip() { sed -E 's/, "iteration_ms"[^,}]*//; s/, "tokens_per_s"[^,}]*//; s/, "tflops_per_gpu"[^,}]*//' "$@"; }
 run() { # run TP PP DP OUT ARGS...: pretrain_gpt at that layout, log in OUT.log
     local tp=$1 pp=$2 dp=$3 out=$4

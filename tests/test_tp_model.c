@@ -271,11 +271,6 @@ static float *canonical_grad(Backend *be, TPGroup *g, GPTModel *m, const ParamIn
     return local;
 }
 
-static double max_rel_error(const float *got, const float *ref, size_t n) {
-    const double scale = max_abs(ref, n);
-    return scale > 0.0 ? max_abs_diff(got, ref, n) / scale : max_abs_diff(got, ref, n);
-}
-
 static void test_equivalence(Backend *be, TPGroup *g, int32_t *tokens, int32_t *targets) {
     const int L = 2;
     GPTModel *ref = tiny_model(be, L, NULL), *m = tiny_model(be, L, &g->tp);
@@ -301,7 +296,7 @@ static void test_equivalence(Backend *be, TPGroup *g, int32_t *tokens, int32_t *
                          q->local_numel,
                  "%s: %s shard sizes do not tile the canonical tensor", g->label, p->name);
         float *got = canonical_grad(be, g, m, p), *want = param_grad(be, ref, q);
-        const double err = max_rel_error(got, want, (size_t)q->local_numel);
+        const double err = elementwise_error(got, want, (size_t)q->local_numel);
         TP_CHECK(max_abs(want, (size_t)q->local_numel) > 0.0, "%s: %s has no gradient at TP=1",
                  g->label, p->name);
         TP_CHECK(err <= GRAD_TOL, "%s: %s gradient differs from TP=1 by %.3g of its magnitude",

@@ -19,6 +19,7 @@
 #include "parallel_state/collectives.h"
 #include "parallel_state/parallel_state.h"
 #include "tensor_parallel/tensor_parallel.h"
+#include "test_compare.h"
 
 #define TP_CHECK(cond, ...)                                                                        \
     do {                                                                                           \
@@ -30,8 +31,8 @@
         }                                                                                          \
     } while (0)
 
-/* fp32 rounding of the short dot products these tests use, relative to the
- * largest magnitude of the reference. */
+/* fp32 rounding of the short dot products these tests use, per element
+ * (relative to the element, with the reference's mean magnitude as floor). */
 #define TP_TOL 1e-5
 
 /* One TP layout over MPI_COMM_WORLD. The struct must stay where it was
@@ -143,37 +144,39 @@ static inline double max_abs(const float *x, size_t n) {
     return m;
 }
 
-static inline double max_abs_diff(const float *a, const float *b, size_t n) {
-    double m = 0.0;
-    for (size_t i = 0; i < n; i++) {
-        double d = fabs((double)a[i] - (double)b[i]);
-        if (!(d <= m)) m = d; /* NaN propagates as a failure */
-    }
-    return m;
+/* The per-element error of got against expect (tests/test_compare.h): the
+ * largest |got - expect| / (|expect| + mean|expect|), +inf on any NaN or inf.
+ * The mean magnitude is the absolute floor because an output that comes
+ * out near zero by cancellation carries the rounding of its O(mean) terms. */
+static inline double elementwise_error(const float *got, const float *expect, size_t n) {
+    return elementwise_error_any(got, NULL, expect, NULL, n, mean_abs_f(expect, n));
 }
 
-/* got == expect to within TP_TOL of `scale` (the reference's magnitude). */
-#define CHECK_CLOSE(label, what, got, expect, n, scale)                                            \
+/* got == expect to within TP_TOL, element by element (an all-zero
+ * reference, e.g. the padded vocabulary's slice, demands exact zeros). */
+#define CHECK_CLOSE(label, what, got, expect, n)                                                   \
     do {                                                                                           \
-        const double diff_ = max_abs_diff((got), (expect), (n));                                   \
-        const double lim_ = TP_TOL * (scale);                                                      \
-        TP_CHECK(diff_ <= lim_ && (scale) > 0.0, "%s: %s differs by %.3g (limit %.3g)", (label),   \
-                 (what), diff_, lim_);                                                             \
+        const double err_ = elementwise_error((got), (expect), (n));                               \
+        TP_CHECK(err_ <= TP_TOL,                                                                   \
+                 "%s: %s differs by %.3g of its magnitude (limit %.3g)", (label), (what), err_,    \
+                 TP_TOL);                                                                          \
     } while (0)
 
-/* A wrong answer (e.g. a skipped reduction) must be far from the reference,
- * or the comparison above would not catch it. */
-#define CHECK_FAR(label, what, wrong, expect, n, scale)                                            \
+/* A wrong answer (e.g. a skipped reduction) must be far from the reference
+ * in some element, or the comparison above would not catch it. */
+#define CHECK_FAR(label, what, wrong, expect, n)                                                   \
     do {                                                                                           \
-        const double diff_ = max_abs_diff((wrong), (expect), (n));                                 \
-        TP_CHECK(!(diff_ <= 1000.0 * TP_TOL * (scale)),                                            \
-                 "%s: %s would pass for an unreduced result (diff %.3g)", (label), (what), diff_); \
+        const double err_ = elementwise_error((wrong), (expect), (n));                             \
+        TP_CHECK(err_ > 1000.0 * TP_TOL,                                                           \
+                 "%s: %s would pass for an unreduced result (error %.3g)", (label), (what), err_); \
     } while (0)
 
+/* Bitwise-equal values (and no NaN: NaN != NaN). */
 #define CHECK_EXACT(label, what, got, expect, n)                                                   \
     do {                                                                                           \
-        const double diff_ = max_abs_diff((got), (expect), (n));                                   \
-        TP_CHECK(diff_ == 0.0, "%s: %s not exact (differs by %.3g)", (label), (what), diff_);      \
+        const ElementReport r_ = compare_elements_ff((got), (expect), (n), 0.0, 0.0);              \
+        TP_CHECK(r_.mismatches == 0, "%s: %s not exact: %zu of %zu elements differ, first [%zu]",  \
+                 (label), (what), r_.mismatches, (size_t)(n), r_.first);                                \
     } while (0)
 
 #endif
