@@ -175,8 +175,17 @@ void backend_destroy(Backend *be);
 bool backend_cuda_compiled(void);
 /* True when the CUDA backend implements every op (false while it is a stub). */
 bool backend_cuda_complete(void);
-/* Number of visible CUDA devices (0 in a CPU-only build or with no GPU). */
+/* Number of visible CUDA devices (0 in a CPU-only build or with no GPU),
+ * asked of the driver (libcuda) without loading the CUDA backend. */
 int backend_cuda_device_count(void);
+/* The same, writing a one-line reason (why 0, or what was found). */
+int backend_cuda_probe(char *reason, size_t reason_size);
+/* Loads the CUDA backend library (cuBLAS and NCCL with it): true with the
+ * path it came from in msg, or false with every path tried and dlerror()'s
+ * reason for each. The search: $GPT3D_CUDA_LIBRARY alone when set; else
+ * libgpt3d_cuda.so beside the program (or the shared object holding
+ * libgpt3d) and in ../lib from there, then the build tree's copy. */
+bool backend_cuda_library(char *msg, size_t msg_size);
 
 /* Bytes of a buffer of n activation-type elements. */
 static inline size_t backend_act_bytes(const Backend *be, size_t n) {

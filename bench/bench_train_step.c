@@ -2,7 +2,11 @@
  * AdamW over random tokens, with the share of time spent in GEMM calls.
  * Usage: bench_train_step [--device cpu] [--num-layers 6] [--hidden-size 384]
  *        [--num-attention-heads 6] [--seq-length 256] [--micro-batch-size 4]
- *        [--vocab-size 50257] [--iters 5] [--warmup 1] */
+ *        [--vocab-size 50257] [--iters 5] [--warmup 1] [--peak-tflops 989]
+ * The last line, "result: {...}", is one JSON object for scripts
+ * (scripts/run_gpu_checks.sh): tokens/s, model TFLOP/s, MFU against
+ * --peak-tflops (the H100/H200 dense bf16 peak by default) and the device
+ * allocator's peak next to the planned buffers. */
 #include <math.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -21,6 +25,7 @@ typedef struct {
     char *device;
     int num_layers, hidden_size, heads, seq_length, micro_batch_size, iters, warmup;
     int64_t vocab_size;
+    double peak_tflops;
 } BenchArgs;
 
 #define OPT(f) offsetof(BenchArgs, f)
@@ -34,6 +39,9 @@ static const FlagSpec FLAGS[] = {
     {"vocab-size", FLAG_INT64, OPT(vocab_size), "50257", "V", "Vocabulary (GPT-2's by default).", "benchmark", false},
     {"iters", FLAG_INT, OPT(iters), "5", "N", "Timed steps.", "benchmark", false},
     {"warmup", FLAG_INT, OPT(warmup), "1", "N", "Untimed steps first.", "benchmark", false},
+    {"peak-tflops", FLAG_DOUBLE, OPT(peak_tflops), "989", "F",
+     "Dense peak TFLOP/s that MFU is measured against (H100/H200 SXM bf16: 989).", "benchmark",
+     false},
 };
 
 int main(int argc, char **argv) {
@@ -97,10 +105,29 @@ int main(int argc, char **argv) {
         }
     }
     const double tps = (double)N * a.iters / total;
+    const double tflops = gpt_flops_per_token(&cfg) * tps / 1e12;
+    const double mfu = a.peak_tflops > 0 ? tflops / a.peak_tflops : 0.0;
+    /* The buffers the model and optimizer plan for; the allocator's peak
+     * above them is scratch nobody accounted for (workspaces, temporaries). */
+    const double MiB = 1024.0 * 1024.0;
+    const double planned = (double)backend_act_bytes(be, pt->total_numel) +
+                           (double)pt->total_numel * sizeof(float) +
+                           (double)optimizer_state_bytes(opt) +
+                           (double)gpt_model_activation_bytes(m);
     printf("step %.1f ms, %.0f tokens/s, %.2f GFLOP/s model, %.1f%% of the step in GEMM calls "
            "(loss %.3f)\n",
-           1000.0 * total / a.iters, tps, gpt_flops_per_token(&cfg) * tps / 1e9,
-           100.0 * gemm / total, loss);
+           1000.0 * total / a.iters, tps, tflops * 1e3, 100.0 * gemm / total, loss);
+    printf("model %.2f TFLOP/s, MFU %.1f%% of %.0f TFLOP/s; peak %s memory %.1f MiB (planned "
+           "buffers %.1f MiB)\n",
+           tflops, 100.0 * mfu, a.peak_tflops, be->name, (double)be->peak_bytes_in_use / MiB,
+           planned / MiB);
+    printf("result: {\"device\": \"%s\", \"num_layers\": %d, \"hidden_size\": %d, "
+           "\"seq_length\": %d, \"micro_batch_size\": %d, \"parameters\": %lld, "
+           "\"step_ms\": %.3f, \"tokens_per_s\": %.1f, \"model_tflops\": %.4f, \"mfu\": %.5f, "
+           "\"peak_mib\": %.2f, \"planned_mib\": %.2f, \"loss\": %.5f}\n",
+           be->name, a.num_layers, a.hidden_size, a.seq_length, a.micro_batch_size,
+           (long long)gpt_canonical_param_count(&cfg), 1000.0 * total / a.iters, tps, tflops, mfu,
+           (double)be->peak_bytes_in_use / MiB, planned / MiB, loss);
     free(tok);
     free(tgt);
     optimizer_free(opt);

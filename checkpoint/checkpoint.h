@@ -75,6 +75,16 @@ bool checkpoint_write_meta(const char *save_dir, const CheckpointMeta *meta, cha
  * latest_checkpointed_iteration.txt by rename. One rank. */
 bool checkpoint_publish(const char *save_dir, int64_t iteration, char *err, size_t err_size);
 
+/* checkpoint_publish with a crash-test hook: crash tests need to stop a
+ * publish between its steps, which only this module can reach, so it calls
+ * hook(point, ctx) at "after_rename" (the new directory has its final name,
+ * latest_checkpointed_iteration.txt still names the previous checkpoint).
+ * hook may be NULL. */
+typedef void (*CheckpointPublishHook)(const char *point, void *ctx);
+bool checkpoint_publish_with_hook(const char *save_dir, int64_t iteration,
+                                  CheckpointPublishHook hook, void *ctx, char *err,
+                                  size_t err_size);
+
 /* Reads latest_checkpointed_iteration.txt. Returns false (err empty) when the
  * directory has no checkpoint; false with a message when it is malformed. */
 bool checkpoint_find_latest(const char *load_dir, int64_t *iteration, char *err, size_t err_size);
@@ -106,5 +116,11 @@ bool checkpoint_read(CheckpointReader *r, const char *name, CheckpointTensor whi
  * once across the rank files; false with a message naming the first gap or
  * overlap. */
 bool checkpoint_verify_coverage(CheckpointReader *r, char *err, size_t err_size);
+/* One past the last element of the first stored interval of the parameter
+ * that holds element pos; -1 when none holds it or the parameter is absent.
+ * A tool that reads piece by piece up to these ends reads every piece from a
+ * single rank file, so a comparison of two checkpoints does not depend on
+ * how checkpoint_read stitches intervals together. */
+int64_t checkpoint_stored_piece_end(const CheckpointReader *r, const char *name, int64_t pos);
 
 #endif

@@ -305,6 +305,12 @@ static bool write_latest(const char *save_dir, int64_t iteration, char *err, siz
 }
 
 bool checkpoint_publish(const char *save_dir, int64_t iteration, char *err, size_t err_size) {
+    return checkpoint_publish_with_hook(save_dir, iteration, NULL, NULL, err, err_size);
+}
+
+bool checkpoint_publish_with_hook(const char *save_dir, int64_t iteration,
+                                  CheckpointPublishHook hook, void *ctx, char *err,
+                                  size_t err_size) {
     ckpt_set_err(err, err_size, "%s", "");
     if (!check_save_args(save_dir, iteration, err, err_size)) return false;
     char tmp[CKPT_PATH_MAX], final[CKPT_PATH_MAX], aside[CKPT_PATH_MAX];
@@ -332,6 +338,7 @@ bool checkpoint_publish(const char *save_dir, int64_t iteration, char *err, size
         return false;
     }
     if (!ckpt_fsync_path(save_dir, true, err, err_size)) return false;
+    if (hook) hook("after_rename", ctx);
     if (!write_latest(save_dir, iteration, err, err_size)) return false;
     return remove_tree(aside, err, err_size);
 }

@@ -547,3 +547,13 @@ bool checkpoint_verify_coverage(CheckpointReader *r, char *err, size_t err_size)
     }
     return true;
 }
+
+int64_t checkpoint_stored_piece_end(const CheckpointReader *r, const char *name, int64_t pos) {
+    const IndexedParam *p = find_param(r, name);
+    if (!p) return -1;
+    for (int i = p->first; i < p->first + p->count; i++) {
+        const IndexEntry *e = &r->entries[i];
+        if (e->begin <= pos && pos < e->end) return e->end;
+    }
+    return -1;
+}

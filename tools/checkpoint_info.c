@@ -9,8 +9,11 @@
  * canonical element of every parameter the model shape implies is stored
  * exactly once. Norms are read in chunks of --chunk-elements, so memory stays
  * bounded whatever the model size.
- * Exit status: 0 shown, 1 --verify found a defect, 2 bad usage or a
- * checkpoint that cannot be read. */
+ * --compare-to DIR compares the checkpoint with another one, of any layout,
+ * element by element in canonical coordinates (checkpoint_compare below):
+ * bitwise by default, or within --rtol/--atol.
+ * Exit status: 0 shown (or the same), 1 --verify found a defect (or the
+ * checkpoints differ), 2 bad usage or a checkpoint that cannot be read. */
 #include <cjson/cJSON.h>
 #include <inttypes.h>
 #include <math.h>
@@ -32,6 +35,11 @@ typedef struct {
     int64_t iteration;
     bool verify, norms, json;
     int64_t chunk_elements;
+    char *compare_to;
+    int64_t compare_iteration;
+    double rtol, atol;
+    char *compare_tensors;
+    bool ignore_training_state;
 } Options;
 
 #define MAX_CHUNK_ELEMENTS ((int64_t)1 << 28) /* 1 GiB of fp32 */
@@ -55,6 +63,24 @@ static const FlagSpec FLAGS[] = {
      "read at most K elements at a time for --norms (memory: 4*K bytes)", "checks", false},
     {"json", FLAG_SWITCH, offsetof(Options, json), NULL, NULL,
      "print one JSON object instead of text", "output", false},
+    {"compare-to", FLAG_STRING, offsetof(Options, compare_to), NULL, "DIR",
+     "compare with the checkpoint in DIR (any layout), element by element in canonical "
+     "coordinates, plus model shape and training state; exit status 1 when they differ",
+     "compare", false},
+    {"compare-iteration", FLAG_INT64, offsetof(Options, compare_iteration), NULL, "N",
+     "the iteration of --compare-to to use (default: its latest)", "compare", false},
+    {"rtol", FLAG_DOUBLE, offsetof(Options, rtol), "0", "R",
+     "relative tolerance: element a matches reference b when |a-b| <= atol + R*|b| "
+     "(with --rtol 0 and --atol 0, the default, elements must be bitwise equal)",
+     "compare", false},
+    {"atol", FLAG_DOUBLE, offsetof(Options, atol), "0", "A", "absolute tolerance, see --rtol",
+     "compare", false},
+    {"compare-tensors", FLAG_STRING, offsetof(Options, compare_tensors),
+     "weight,exp_avg,exp_avg_sq", "LIST", "comma-separated tensors to compare", "compare", false},
+    {"ignore-training-state", FLAG_SWITCH, offsetof(Options, ignore_training_state), NULL, NULL,
+     "do not compare iteration, consumed samples, optimizer and scheduler steps, loss scale "
+     "and seed",
+     "compare", false},
 };
 #define NUM_FLAGS ((int)(sizeof FLAGS / sizeof FLAGS[0]))
 
@@ -452,28 +478,233 @@ static void print_json(const Report *rep) {
     cJSON_Delete(root);
 }
 
+/* Opens the checkpoint of load_dir that --iteration (or latest) names and
+ * fills rep's metadata and parameter list; exits with a message when the
+ * checkpoint cannot be read. */
+static CheckpointReader *open_report(const char *load_dir, bool given, int64_t requested,
+                                     Report *rep) {
+    int64_t iteration = 0;
+    char err[2048];
+    if (!checkpoint_resolve_iteration(load_dir, given, requested, &iteration, err, sizeof err))
+        gpt3d_fail_user("%s", err);
+    CheckpointReader *r = checkpoint_open(load_dir, iteration, err, sizeof err);
+    if (!r) gpt3d_fail_user("%s", err);
+    memset(rep, 0, sizeof *rep);
+    checkpoint_iter_dir(rep->dir, sizeof rep->dir, load_dir, iteration);
+    rep->meta = *checkpoint_meta(r);
+    check_shape_bounds(&rep->meta, rep->dir);
+    collect_params(rep, r);
+    return r;
+}
+
+/* ---------------------------------------------------------- compare */
+
+/* How a tensor kind compared: element counts and the largest differences,
+ * the latter only for reporting (pass or fail is decided per element). */
+typedef struct {
+    int64_t compared, mismatched, nonfinite;
+    double max_abs, max_rel; /* max_rel over elements whose reference is non-zero */
+} TensorStats;
+
+typedef struct {
+    const Options *o;
+    bool bitwise;
+    int shown; /* mismatches printed so far */
+} CompareCtx;
+
+#define MAX_SHOWN_MISMATCHES 10
+
+static bool bits_equal(float a, float b) {
+    uint32_t x, y;
+    memcpy(&x, &a, sizeof x);
+    memcpy(&y, &b, sizeof y);
+    return x == y;
+}
+
+/* Element a of the checkpoint against element b of the reference. A NaN or
+ * inf on either side never matches: a checkpoint holding one is broken,
+ * whatever the other holds. */
+static void compare_element(CompareCtx *c, TensorStats *st, const char *param, const char *label,
+                            int64_t index, float a, float b) {
+    st->compared++;
+    const bool finite = isfinite(a) && isfinite(b);
+    const double d = fabs((double)a - (double)b);
+    bool ok;
+    if (!finite)
+        ok = false;
+    else if (c->bitwise)
+        ok = bits_equal(a, b);
+    else
+        ok = d <= c->o->atol + c->o->rtol * fabs((double)b);
+    if (finite) {
+        if (d > st->max_abs) st->max_abs = d;
+        if (b != 0.0f && d / fabs((double)b) > st->max_rel) st->max_rel = d / fabs((double)b);
+    }
+    if (ok) return;
+    st->mismatched++;
+    if (!finite) st->nonfinite++;
+    if (c->shown++ < MAX_SHOWN_MISMATCHES)
+        printf("differ: %s %s[%" PRId64 "]: %.9g, reference %.9g%s\n", param, label, index, a, b,
+               finite ? "" : " (not finite)");
+}
+
+/* Reads both checkpoints piece by piece, each piece inside one stored
+ * interval of each (checkpoint_stored_piece_end), so the comparison does not
+ * trust the reader's stitching of rank files that it is meant to check. */
+static void compare_tensor(CompareCtx *c, CheckpointReader *ra, CheckpointReader *rb,
+                           const ParamReport *p, CheckpointTensor which, float *a, float *b,
+                           int64_t chunk, TensorStats *st) {
+    char err[2048];
+    for (int64_t pos = 0; pos < p->numel;) {
+        int64_t end = p->numel - pos > chunk ? pos + chunk : p->numel;
+        const int64_t ea = checkpoint_stored_piece_end(ra, p->name, pos);
+        const int64_t eb = checkpoint_stored_piece_end(rb, p->name, pos);
+        if (ea < 0 || eb < 0)
+            gpt3d_fail_user("parameter '%s' element %" PRId64 " is in no rank file of %s", p->name,
+                            pos, ea < 0 ? "the checkpoint" : "the reference");
+        if (ea < end) end = ea;
+        if (eb < end) end = eb;
+        if (!checkpoint_read(ra, p->name, which, pos, end, a, err, sizeof err) ||
+            !checkpoint_read(rb, p->name, which, pos, end, b, err, sizeof err))
+            gpt3d_fail_user("%s", err);
+        for (int64_t i = 0; i < end - pos; i++)
+            compare_element(c, st, p->name, TENSOR_LABELS[which], pos + i, a[i], b[i]);
+        pos = end;
+    }
+}
+
+/* The model shape always has to match; the training state unless
+ * --ignore-training-state. Prints each difference; true when none. */
+static bool compare_meta(const CheckpointMeta *a, const CheckpointMeta *b, bool shape, bool state) {
+    bool same = true;
+#define SAME(field, label)                                                                         \
+    if ((int64_t)a->field != (int64_t)b->field) {                                                  \
+        printf("differ: %s %" PRId64 ", reference %" PRId64 "\n", label, (int64_t)a->field,        \
+               (int64_t)b->field);                                                                 \
+        same = false;                                                                              \
+    }
+    if (shape) {
+        SAME(num_layers, "num_layers");
+        SAME(hidden_size, "hidden_size");
+        SAME(num_attention_heads, "num_attention_heads");
+        SAME(ffn_hidden_size, "ffn_hidden_size");
+        SAME(vocab_size, "vocab_size");
+        SAME(padded_vocab_size, "padded_vocab_size");
+        SAME(max_position_embeddings, "max_position_embeddings");
+    }
+    if (state) {
+        SAME(iteration, "iteration");
+        SAME(consumed_train_samples, "consumed samples");
+        SAME(optimizer_step, "optimizer step");
+        SAME(scheduler_num_steps, "scheduler steps");
+        SAME(seed, "seed");
+        if (!(a->loss_scale == b->loss_scale)) {
+            printf("differ: loss scale %.17g, reference %.17g\n", a->loss_scale, b->loss_scale);
+            same = false;
+        }
+    }
+#undef SAME
+    return same;
+}
+
+/* --compare-tensors: a comma-separated subset of the three tensor names. */
+static void parse_tensor_list(const char *list, bool want[3]) {
+    want[0] = want[1] = want[2] = false;
+    char *copy = xstrdup(list), *save = NULL;
+    int n = 0;
+    for (char *t = strtok_r(copy, ",", &save); t; t = strtok_r(NULL, ",", &save), n++) {
+        int k = 0;
+        while (k < 3 && strcmp(t, TENSOR_LABELS[k]))
+            k++;
+        if (k == 3)
+            gpt3d_fail_user("--compare-tensors: unknown tensor '%s' (use weight, exp_avg, "
+                            "exp_avg_sq, comma-separated)",
+                            t);
+        want[k] = true;
+    }
+    free(copy);
+    if (n == 0) gpt3d_fail_user("--compare-tensors is empty (use weight, exp_avg, exp_avg_sq)");
+}
+
+static int compare_checkpoints(const Options *o, bool iteration_given, bool ref_given) {
+    bool want[3];
+    parse_tensor_list(o->compare_tensors, want);
+    Report ra, rb;
+    CheckpointReader *a = open_report(o->load, iteration_given, o->iteration, &ra);
+    CheckpointReader *b = open_report(o->compare_to, ref_given, o->compare_iteration, &rb);
+    printf("checkpoint: %s (TP %d, PP %d, DP %d)\n", ra.dir, ra.meta.tensor_model_parallel_size,
+           ra.meta.pipeline_model_parallel_size, ra.meta.data_parallel_size);
+    printf("reference: %s (TP %d, PP %d, DP %d)\n", rb.dir, rb.meta.tensor_model_parallel_size,
+           rb.meta.pipeline_model_parallel_size, rb.meta.data_parallel_size);
+    const bool same_shape_meta = compare_meta(&ra.meta, &rb.meta, true, false);
+    bool same =
+        compare_meta(&ra.meta, &rb.meta, false, !o->ignore_training_state) && same_shape_meta;
+    /* Parameters must match the model shape exactly, in both: a parameter
+     * missing from one side is a difference, not something to skip. */
+    verify(&ra, a);
+    verify(&rb, b);
+    if (!ra.valid) printf("differ: %s\n", ra.verify_error);
+    if (!rb.valid) printf("differ: %s\n", rb.verify_error);
+    for (int t = 1; t < 3; t++)
+        if (want[t] && (!ra.meta.has_optimizer_state || !rb.meta.has_optimizer_state)) {
+            printf("differ: %s has no optimizer state to compare %s\n",
+                   ra.meta.has_optimizer_state ? "the reference" : "the checkpoint",
+                   TENSOR_LABELS[t]);
+            same = false;
+            want[1] = want[2] = false;
+        }
+    CompareCtx ctx = {.o = o, .bitwise = o->rtol == 0.0 && o->atol == 0.0};
+    TensorStats stats[3];
+    memset(stats, 0, sizeof stats);
+    if (ra.valid && rb.valid && same_shape_meta) {
+        int64_t largest = 1;
+        for (int i = 0; i < ra.count; i++)
+            if (ra.params[i].numel > largest) largest = ra.params[i].numel;
+        const int64_t chunk = largest < o->chunk_elements ? largest : o->chunk_elements;
+        float *buf_a = xmalloc((size_t)chunk * sizeof(float));
+        float *buf_b = xmalloc((size_t)chunk * sizeof(float));
+        /* Both passed verify against the same model shape, so they hold the
+         * same parameters with the same shapes, in ra's canonical order. */
+        for (int t = 0; t < 3; t++)
+            for (int i = 0; want[t] && i < ra.count; i++)
+                compare_tensor(&ctx, a, b, &ra.params[i], (CheckpointTensor)t, buf_a, buf_b, chunk,
+                               &stats[t]);
+        free(buf_a);
+        free(buf_b);
+        for (int t = 0; t < 3; t++) {
+            if (!want[t]) continue;
+            const TensorStats *st = &stats[t];
+            printf("%s: %" PRId64 " elements, %" PRId64 " differ (%" PRId64
+                   " not finite); max |a-b| %.3e, max |a-b|/|b| %.3e\n",
+                   TENSOR_LABELS[t], st->compared, st->mismatched, st->nonfinite, st->max_abs,
+                   st->max_rel);
+            if (st->mismatched || st->compared == 0) same = false;
+        }
+    }
+    same = same && ra.valid && rb.valid;
+    if (ctx.bitwise)
+        printf("%s\n", same ? "same: bitwise equal" : "DIFFERENT (bitwise comparison)");
+    else
+        printf("%s (|a-b| <= %g + %g*|b| per element)\n", same ? "same" : "DIFFERENT", o->atol,
+               o->rtol);
+    free_report(&ra);
+    free_report(&rb);
+    checkpoint_close(a);
+    checkpoint_close(b);
+    return same ? 0 : 1;
+}
+
 /* ------------------------------------------------------------- main */
 
 static const char SUMMARY[] =
     "Prints a gpt3d checkpoint's iteration, model shape, the layout it was saved with and "
     "its parameter counts; --norms adds per-parameter norms, --verify checks that every "
-    "canonical element is stored exactly once.";
+    "canonical element is stored exactly once, --compare-to compares two checkpoints of any "
+    "layouts element by element.";
 
 static int describe(const Options *o, bool iteration_given) {
-    int64_t iteration = 0;
-    char resolve_err[2048];
-    if (!checkpoint_resolve_iteration(o->load, iteration_given, o->iteration, &iteration,
-                                      resolve_err, sizeof resolve_err))
-        gpt3d_fail_user("%s", resolve_err);
-    char err[2048];
-    CheckpointReader *r = checkpoint_open(o->load, iteration, err, sizeof err);
-    if (!r) gpt3d_fail_user("%s", err);
     Report rep;
-    memset(&rep, 0, sizeof rep);
-    checkpoint_iter_dir(rep.dir, sizeof rep.dir, o->load, iteration);
-    rep.meta = *checkpoint_meta(r);
-    check_shape_bounds(&rep.meta, rep.dir);
-    collect_params(&rep, r);
+    CheckpointReader *r = open_report(o->load, iteration_given, o->iteration, &rep);
     if (o->verify) verify(&rep, r);
     if (o->norms && (!rep.verified || rep.valid)) compute_norms(&rep, r, o->chunk_elements);
     if (o->json)
@@ -495,7 +726,20 @@ int main(int argc, char **argv) {
     if (o.chunk_elements < 1 || o.chunk_elements > MAX_CHUNK_ELEMENTS)
         gpt3d_fail_user("--chunk-elements must be between 1 and %" PRId64 " (got %" PRId64 ")",
                         MAX_CHUNK_ELEMENTS, o.chunk_elements);
-    int rc = describe(&o, flags_was_set(&parser, "iteration"));
+    const bool compare = o.compare_to != NULL;
+    if (!(o.rtol >= 0.0 && isfinite(o.rtol)) || !(o.atol >= 0.0 && isfinite(o.atol)))
+        gpt3d_fail_user("--rtol and --atol must be finite and >= 0 (got %g, %g)", o.rtol, o.atol);
+    if (compare && (o.norms || o.json || o.verify))
+        gpt3d_fail_user("--compare-to cannot be combined with --norms, --json or --verify (it "
+                        "verifies both checkpoints itself)");
+    if (!compare && (flags_was_set(&parser, "compare-iteration") ||
+                     flags_was_set(&parser, "rtol") || flags_was_set(&parser, "atol") ||
+                     flags_was_set(&parser, "compare-tensors") || o.ignore_training_state))
+        gpt3d_fail_user("--compare-iteration, --rtol, --atol, --compare-tensors and "
+                        "--ignore-training-state need --compare-to DIR");
+    int rc = compare ? compare_checkpoints(&o, flags_was_set(&parser, "iteration"),
+                                           flags_was_set(&parser, "compare-iteration"))
+                     : describe(&o, flags_was_set(&parser, "iteration"));
     flags_free(&parser, &o);
     return rc;
 }

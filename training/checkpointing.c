@@ -93,8 +93,10 @@ static bool write_rank_file(Trainer *t, char *err, size_t err_size) {
 /* Test hook for crash safety: GPT3D_TEST_KILL_IN_SAVE="RANK:POINT" makes
  * that world rank SIGKILL itself at POINT of the next save (points:
  * after_begin, partial_rank_file, after_rank_file, before_publish,
- * after_publish). partial_rank_file first leaves a truncated rank file in
- * the temporary directory, as a crash in the middle of the HDF5 write would. */
+ * after_rename, after_publish). partial_rank_file first leaves a truncated
+ * rank file in the temporary directory, as a crash in the middle of the HDF5
+ * write would; after_rename is reached inside checkpoint_publish (rank 0
+ * only), between the directory rename and the tracker write. */
 static void test_crash_point(const Trainer *t, const char *point) {
     const char *spec = getenv("GPT3D_TEST_KILL_IN_SAVE");
     if (!spec) return;
@@ -116,6 +118,8 @@ static void test_crash_point(const Trainer *t, const char *point) {
     fflush(stderr);
     raise(SIGKILL);
 }
+
+static void publish_hook(const char *point, void *ctx) { test_crash_point(ctx, point); }
 
 /* Every rank learns whether all succeeded; a rank that succeeded while
  * another failed reports `other` (the failing rank prints its own reason). */
@@ -141,7 +145,8 @@ bool trainer_save_checkpoint(Trainer *t, char *err, size_t err_size) {
         CheckpointMeta meta;
         fill_meta(t, &meta);
         ok = checkpoint_write_meta(t->args->save, &meta, err, err_size) &&
-             checkpoint_publish(t->args->save, t->iteration, err, err_size);
+             checkpoint_publish_with_hook(t->args->save, t->iteration, publish_hook, t, err,
+                                          err_size);
     }
     test_crash_point(t, "after_publish");
     if (!agree(world, ok, "rank 0 failed to publish the checkpoint", err, err_size)) return false;
@@ -218,7 +223,7 @@ static bool read_state(Trainer *t, CheckpointReader *r, bool with_moments, const
     return ok;
 }
 
-bool trainer_load_checkpoint(Trainer *t, bool *loaded, char *err, size_t err_size) {
+static bool load_checkpoint(Trainer *t, bool *loaded, char *err, size_t err_size) {
     const TrainArgs *a = t->args;
     *loaded = false;
     int64_t iteration = 0;
@@ -262,4 +267,24 @@ bool trainer_load_checkpoint(Trainer *t, bool *loaded, char *err, size_t err_siz
     }
     checkpoint_close(r);
     return ok;
+}
+
+/* Test hook: with GPT3D_TEST_SAVE_AFTER_LOAD set (to anything) and --save
+ * given, a run saves the state it loaded before its first iteration, so a
+ * test can inspect exactly what a load (resharded, --no-load-optim,
+ * --finetune) produced. The trainer has no other way to save without
+ * training: --train-iters equal to the loaded iteration saves nothing (that
+ * state is already on disk), and a --finetune run always trains. */
+bool trainer_load_checkpoint(Trainer *t, bool *loaded, char *err, size_t err_size) {
+    bool ok = load_checkpoint(t, loaded, err, err_size);
+    if (!getenv("GPT3D_TEST_SAVE_AFTER_LOAD") || !t->args->save) return ok;
+    /* Every rank takes part in the save's collectives, so all must have loaded. */
+    if (!agree(t->ps->world, ok, "another rank failed to load the checkpoint", err, err_size))
+        return false;
+    if (!*loaded) return true;
+    if (t->ps->rank == 0) {
+        printf("test hook: saving the loaded state (GPT3D_TEST_SAVE_AFTER_LOAD)\n");
+        fflush(stdout);
+    }
+    return trainer_save_checkpoint(t, err, err_size);
 }
