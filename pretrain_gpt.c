@@ -21,13 +21,12 @@ static void abort_job(int code) {
     if (initialized && !finalized) MPI_Finalize();
 }
 
-/* Stops every rank with one message (printed by the lowest failing rank). */
-static int stop_all(const char *err, bool ok, int code) {
-    int rank = 0, first_bad = 0, mine;
+/* Ends every rank after parallel_state_agree gave them all the lowest
+ * failing rank's own message, which rank 0 alone prints. */
+static int stop_all(const char *err, int code) {
+    int rank = 0;
     MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-    mine = ok ? 1 << 30 : rank;
-    MPI_Allreduce(&mine, &first_bad, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD);
-    if (!ok && rank == first_bad) {
+    if (rank == 0) {
         fflush(stdout);
         fprintf(stderr, "error: %s\n", err);
     }
@@ -53,23 +52,23 @@ int main(int argc, char **argv) {
         MPI_Finalize();
         return 0;
     }
-    if (!parallel_state_all_ok(MPI_COMM_WORLD, ok)) {
+    if (!parallel_state_agree(MPI_COMM_WORLD, ok, err, sizeof err)) {
         args_free(&args, &parser);
-        return stop_all(err, ok, 2);
+        return stop_all(err, 2);
     }
 
     ParallelState ps;
     ok = parallel_state_init(&ps, MPI_COMM_WORLD, args.tensor_model_parallel_size,
                              args.pipeline_model_parallel_size, err, sizeof err);
-    if (!parallel_state_all_ok(MPI_COMM_WORLD, ok)) return stop_all(err, ok, 2);
+    if (!parallel_state_agree(MPI_COMM_WORLD, ok, err, sizeof err)) return stop_all(err, 2);
 
     Trainer trainer;
     ok = trainer_setup(&trainer, &args, &ps, err, sizeof err);
-    if (!parallel_state_all_ok(MPI_COMM_WORLD, ok)) {
+    if (!parallel_state_agree(MPI_COMM_WORLD, ok, err, sizeof err)) {
         trainer_free(&trainer);
         parallel_state_destroy(&ps);
         args_free(&args, &parser);
-        return stop_all(err, ok, 2);
+        return stop_all(err, 2);
     }
     int status = trainer_run(&trainer);
     trainer_free(&trainer);

@@ -1,5 +1,6 @@
 #include "parallel_state/parallel_state.h"
 
+#include <limits.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -93,4 +94,22 @@ bool parallel_state_all_ok(MPI_Comm world, bool ok) {
     int mine = ok ? 1 : 0, all = 0;
     MPI_Allreduce(&mine, &all, 1, MPI_INT, MPI_MIN, world);
     return all == 1;
+}
+
+bool parallel_state_agree(MPI_Comm world, bool ok, char *err, size_t err_size) {
+    int rank = 0, first_bad = 0;
+    MPI_Comm_rank(world, &rank);
+    const int mine = ok ? INT_MAX : rank;
+    MPI_Allreduce(&mine, &first_bad, 1, MPI_INT, MPI_MIN, world);
+    if (first_bad == INT_MAX) return true;
+    char message[PARALLEL_STATE_MAX_MESSAGE] = "";
+    if (rank == first_bad) snprintf(message, sizeof message, "%s", err_size ? err : "");
+    MPI_Bcast(message, (int)sizeof message, MPI_CHAR, first_bad, world);
+    message[sizeof message - 1] = '\0';
+    if (err_size == 0) return false;
+    if (first_bad == 0)
+        snprintf(err, err_size, "%s", message);
+    else
+        snprintf(err, err_size, "rank %d: %s", first_bad, message);
+    return false;
 }

@@ -52,4 +52,14 @@ int parallel_state_prev_stage_rank(const ParallelState *ps);
  * Used so that a bad input seen by one rank stops every rank together. */
 bool parallel_state_all_ok(MPI_Comm world, bool ok);
 
+/* Longest failure message parallel_state_agree carries between ranks. */
+#define PARALLEL_STATE_MAX_MESSAGE 2048
+
+/* parallel_state_all_ok that also carries the reason: when some rank of
+ * world is not ok, every rank's err becomes the message of the lowest failing
+ * rank R (prefixed "rank R: " when R is not 0), so rank 0 alone can print the
+ * one real error while healthy ranks print nothing. The reporting rank's own
+ * err is read, never its neighbours' boilerplate ("another rank failed"). */
+bool parallel_state_agree(MPI_Comm world, bool ok, char *err, size_t err_size);
+
 #endif

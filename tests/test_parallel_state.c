@@ -266,6 +266,37 @@ static void check_all_ok(MPI_Comm world) {
     CHECK(!parallel_state_all_ok(world, false));
 }
 
+/* The failing rank's own message reaches every rank, with its rank named
+ * unless it is rank 0; healthy ranks' text never wins. */
+static void check_agree(MPI_Comm world) {
+    int size, rank;
+    MPI_Comm_size(world, &size);
+    MPI_Comm_rank(world, &rank);
+    char err[128] = "untouched", want[128];
+    CHECK(parallel_state_agree(world, true, err, sizeof err));
+    CHECK(!strcmp(err, "untouched"));
+    for (int bad = 0; bad < size; bad++) {
+        snprintf(err, sizeof err, rank == bad ? "shard %d is damaged" : "healthy rank %d", rank);
+        CHECK(!parallel_state_agree(world, rank != bad, err, sizeof err));
+        if (bad == 0)
+            snprintf(want, sizeof want, "shard 0 is damaged");
+        else
+            snprintf(want, sizeof want, "rank %d: shard %d is damaged", bad, bad);
+        CHECK(!strcmp(err, want));
+    }
+    /* Two failing ranks: the lower one speaks. */
+    snprintf(err, sizeof err, "failure on %d", rank);
+    CHECK(!parallel_state_agree(world, rank < size - 2, err, sizeof err));
+    snprintf(want, sizeof want, "rank %d: failure on %d", size - 2, size - 2);
+    CHECK(!strcmp(err, want));
+    /* A short buffer truncates, never overflows. */
+    char tiny[8];
+    memset(tiny, 'x', sizeof tiny);
+    snprintf(tiny, 6, "boom");
+    CHECK(!parallel_state_agree(world, rank != 1, tiny, 6));
+    CHECK(!strcmp(tiny, "rank ") && tiny[6] == 'x');
+}
+
 /* The state is built over the communicator it is given, not MPI_COMM_WORLD:
  * two halves of the job each get their own 2 x 2 layout. */
 static void check_sub_world(MPI_Comm world) {
@@ -288,6 +319,7 @@ int main(int argc, char **argv) {
     CHECK(world_size <= MAX_RANKS);
 
     check_size_errors();
+    check_agree(MPI_COMM_WORLD);
     check_all_ok(MPI_COMM_WORLD);
     check_failed_init(MPI_COMM_WORLD);
     if (world_size == 8) {

@@ -121,25 +121,16 @@ static void test_crash_point(const Trainer *t, const char *point) {
 
 static void publish_hook(const char *point, void *ctx) { test_crash_point(ctx, point); }
 
-/* Every rank learns whether all succeeded; a rank that succeeded while
- * another failed reports `other` (the failing rank prints its own reason). */
-static bool agree(MPI_Comm world, bool ok, const char *other, char *err, size_t err_size) {
-    if (parallel_state_all_ok(world, ok)) return true;
-    if (ok) snprintf(err, err_size, "%s", other);
-    return false;
-}
-
 bool trainer_save_checkpoint(Trainer *t, char *err, size_t err_size) {
     const bool root = t->ps->rank == 0;
     MPI_Comm world = t->ps->world;
     bool ok = !root || checkpoint_begin_save(t->args->save, t->iteration, err, err_size);
-    if (!agree(world, ok, "rank 0 could not start the checkpoint save", err, err_size)) return false;
+    if (!parallel_state_agree(world, ok, err, err_size)) return false;
     test_crash_point(t, "after_begin");
     test_crash_point(t, "partial_rank_file");
     ok = write_rank_file(t, err, err_size);
     test_crash_point(t, "after_rank_file");
-    if (!agree(world, ok, "another rank failed to write its checkpoint file", err, err_size))
-        return false;
+    if (!parallel_state_agree(world, ok, err, err_size)) return false;
     test_crash_point(t, "before_publish");
     if (root) {
         CheckpointMeta meta;
@@ -149,7 +140,7 @@ bool trainer_save_checkpoint(Trainer *t, char *err, size_t err_size) {
                                           err_size);
     }
     test_crash_point(t, "after_publish");
-    if (!agree(world, ok, "rank 0 failed to publish the checkpoint", err, err_size)) return false;
+    if (!parallel_state_agree(world, ok, err, err_size)) return false;
     checkpoint_iter_dir(t->last_checkpoint, sizeof t->last_checkpoint, t->args->save, t->iteration);
     if (root) {
         printf("saved checkpoint at iteration %lld to %s\n", (long long)t->iteration,
@@ -223,7 +214,8 @@ static bool read_state(Trainer *t, CheckpointReader *r, bool with_moments, const
     return ok;
 }
 
-static bool load_checkpoint(Trainer *t, bool *loaded, char *err, size_t err_size) {
+static bool load_checkpoint(Trainer *t, bool *loaded, char *note, size_t note_size, char *err,
+                            size_t err_size) {
     const TrainArgs *a = t->args;
     *loaded = false;
     int64_t iteration = 0;
@@ -234,8 +226,8 @@ static bool load_checkpoint(Trainer *t, bool *loaded, char *err, size_t err_size
             FAIL("--load %s holds no checkpoint (no latest_checkpointed_iteration.txt), but "
                  "--%s needs one",
                  a->load, a->finetune ? "finetune" : "no-load-optim");
-        if (t->ps->rank == 0)
-            printf("no checkpoint in --load %s yet: starting from the initial weights\n", a->load);
+        snprintf(note, note_size, "no checkpoint in --load %s yet: starting from the initial weights",
+                 a->load);
         return true;
     }
     CheckpointReader *r = checkpoint_open(a->load, iteration, err, err_size);
@@ -255,33 +247,36 @@ static bool load_checkpoint(Trainer *t, bool *loaded, char *err, size_t err_size
         t->consumed_samples = a->finetune ? 0 : m->consumed_train_samples;
         optimizer_set_step_count(t->opt, with_moments ? m->optimizer_step : 0);
         snprintf(t->last_checkpoint, sizeof t->last_checkpoint, "%s", where);
-        if (t->ps->rank == 0) {
-            printf("loaded checkpoint %s (iteration %lld, saved at TP %d PP %d DP %d)%s\n", where,
-                   (long long)m->iteration, m->tensor_model_parallel_size,
-                   m->pipeline_model_parallel_size, m->data_parallel_size,
-                   a->finetune ? " for finetuning from iteration 0"
-                               : (a->no_load_optim ? " without optimizer state" : ""));
-            fflush(stdout);
-        }
+        snprintf(note, note_size,
+                 "loaded checkpoint %s (iteration %lld, saved at TP %d PP %d DP %d)%s", where,
+                 (long long)m->iteration, m->tensor_model_parallel_size,
+                 m->pipeline_model_parallel_size, m->data_parallel_size,
+                 a->finetune ? " for finetuning from iteration 0"
+                             : (a->no_load_optim ? " without optimizer state" : ""));
         *loaded = true;
     }
     checkpoint_close(r);
     return ok;
 }
 
-/* Test hook: with GPT3D_TEST_SAVE_AFTER_LOAD set (to anything) and --save
+/* Every rank loads its own shard, so every rank agrees before anything is
+ * said: rank 0 reports "loaded" only when all ranks did, and otherwise the
+ * failing rank's own message.
+ * Test hook: with GPT3D_TEST_SAVE_AFTER_LOAD set (to anything) and --save
  * given, a run saves the state it loaded before its first iteration, so a
  * test can inspect exactly what a load (resharded, --no-load-optim,
  * --finetune) produced. The trainer has no other way to save without
  * training: --train-iters equal to the loaded iteration saves nothing (that
  * state is already on disk), and a --finetune run always trains. */
 bool trainer_load_checkpoint(Trainer *t, bool *loaded, char *err, size_t err_size) {
-    bool ok = load_checkpoint(t, loaded, err, err_size);
-    if (!getenv("GPT3D_TEST_SAVE_AFTER_LOAD") || !t->args->save) return ok;
-    /* Every rank takes part in the save's collectives, so all must have loaded. */
-    if (!agree(t->ps->world, ok, "another rank failed to load the checkpoint", err, err_size))
-        return false;
-    if (!*loaded) return true;
+    char note[sizeof t->last_checkpoint + 256] = "";
+    bool ok = load_checkpoint(t, loaded, note, sizeof note, err, err_size);
+    if (!parallel_state_agree(t->ps->world, ok, err, err_size)) return false;
+    if (t->ps->rank == 0 && note[0]) {
+        printf("%s\n", note);
+        fflush(stdout);
+    }
+    if (!getenv("GPT3D_TEST_SAVE_AFTER_LOAD") || !t->args->save || !*loaded) return true;
     if (t->ps->rank == 0) {
         printf("test hook: saving the loaded state (GPT3D_TEST_SAVE_AFTER_LOAD)\n");
         fflush(stdout);

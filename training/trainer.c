@@ -174,12 +174,8 @@ bool trainer_setup(Trainer *t, const TrainArgs *a, const ParallelState *ps, char
 
     print_summary(t, device);
     bool loaded = false;
-    const bool load_ok = !a->load || trainer_load_checkpoint(t, &loaded, err, err_size);
-    /* Agree before the collectives below, so no rank waits for a failed one. */
-    if (!parallel_state_all_ok(ps->world, load_ok)) {
-        if (load_ok) snprintf(err, err_size, "another rank failed to load the checkpoint");
-        return false;
-    }
+    /* The load agrees over the world, so no rank waits below for a failed one. */
+    if (a->load && !trainer_load_checkpoint(t, &loaded, err, err_size)) return false;
     if (!loaded)
         gpt_model_init_params(t->model, optimizer_master(t->opt), optimizer_shard_begin(t->opt),
                               optimizer_shard_end(t->opt));
@@ -313,9 +309,17 @@ static void print_peak_memory(const Trainer *t) {
 
 /* ------------------------------------------------------------------ loop */
 
-static void save_or_die(Trainer *t) {
-    char err[2048];
-    if (!trainer_save_checkpoint(t, err, sizeof err)) gpt3d_fail_user("%s", err);
+/* A failed save is agreed over the world, so the run can end cleanly: rank 0
+ * prints the failing rank's message and every rank returns the user-error
+ * status, with no MPI_Abort. */
+static bool save_or_report(Trainer *t) {
+    char err[PARALLEL_STATE_MAX_MESSAGE];
+    if (trainer_save_checkpoint(t, err, sizeof err)) return true;
+    if (is_root(t)) {
+        fflush(stdout);
+        fprintf(stderr, "error: %s\n", err);
+    }
+    return false;
 }
 
 static int stop_on_nonfinite(const Trainer *t, const StepResult *r) {
@@ -421,7 +425,7 @@ int trainer_run(Trainer *t) {
         const bool exiting = reason != NULL;
         if (a->save && ((a->save_interval > 0 && t->iteration % a->save_interval == 0) || last ||
                         exiting)) {
-            save_or_die(t);
+            if (!save_or_report(t)) return 2;
             last_saved = t->iteration;
         }
         if (exiting && !last) {
@@ -430,6 +434,6 @@ int trainer_run(Trainer *t) {
             return 0;
         }
     }
-    if (a->save && last_saved != t->iteration) save_or_die(t);
+    if (a->save && last_saved != t->iteration && !save_or_report(t)) return 2;
     return parallel_state_all_ok(t->ps->world, check_tied_embeddings(t)) ? 0 : 1;
 }

@@ -72,8 +72,12 @@ void trainer_gather_params(Trainer *t);
 void trainer_optimizer_step(Trainer *t, const StepResult *r);
 
 /* training/checkpointing.c: glue between model/optimizer and checkpoint/. */
+/* Both are collective over the world and agree before returning: false on
+ * every rank when any rank failed, err holding that rank's own message
+ * (parallel_state_agree). */
 bool trainer_save_checkpoint(Trainer *t, char *err, size_t err_size);
-/* Loads --load's latest checkpoint when there is one (*loaded tells). */
+/* Loads --load's latest checkpoint when there is one (*loaded tells); rank 0
+ * prints what was loaded once every rank has. */
 bool trainer_load_checkpoint(Trainer *t, bool *loaded, char *err, size_t err_size);
 
 #endif
