@@ -147,6 +147,11 @@ typedef struct {
     /* True when any element of the fp32 buffer is NaN or inf. */
     bool (*has_nonfinite_f32)(Backend *be, const float *x, size_t n);
 
+    /* Bytes this rank could still allocate on its device (host memory for
+     * the CPU backend); SIZE_MAX when the backend cannot tell. Start-up
+     * compares the memory plan with it before allocating anything. */
+    size_t (*memory_available)(Backend *be);
+
     void (*destroy)(Backend *be);
 } BackendOps;
 

@@ -1,6 +1,7 @@
 #include "core/flags.h"
 
 #include <errno.h>
+#include <math.h>
 #include <limits.h>
 #include <stdarg.h>
 #include <stdlib.h>
@@ -87,6 +88,12 @@ static bool store_value(FlagParser *p, const FlagSpec *s, void *options, const c
         double v = strtod(value, &end);
         if (errno || end == value || *end) {
             set_error(p, "--%s expects a number, got '%s'", s->name, value);
+            return false;
+        }
+        /* strtod takes "inf" and "nan"; no flag means either, and a NaN
+         * learning rate would only show up as NaN losses much later. */
+        if (!isfinite(v)) {
+            set_error(p, "--%s expects a finite number, got '%s'", s->name, value);
             return false;
         }
         *(double *)dst = v;

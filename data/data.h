@@ -41,6 +41,11 @@ int64_t token_shard_num_documents(const TokenShard *s);
 int64_t token_shard_num_tokens(const TokenShard *s);
 /* documents+1 offsets into /tokens, held in memory. */
 const uint64_t *token_shard_document_offsets(const TokenShard *s);
+/* The largest token id, as the writer recorded it in the root attribute
+ * max_token_id (tools/preprocess_data writes it); -1 when the shard has none. */
+int64_t token_shard_stored_max_token_id(const TokenShard *s);
+/* The largest token id by reading every token (-1 for an empty shard). */
+bool token_shard_scan_max_token_id(TokenShard *s, int64_t *max_id, char *err, size_t err_size);
 /* Reads tokens [begin, begin+count) by one hyperslab read. */
 bool token_shard_read(TokenShard *s, uint64_t begin, uint64_t count, int32_t *out, char *err,
                       size_t err_size);
@@ -131,6 +136,7 @@ typedef struct {
     int64_t stored;         /* written to the cache directory */
     int64_t rejected;       /* cache files found corrupt or stale (then rebuilt) */
     int64_t store_failures; /* cache writes that failed (the run goes on without) */
+    int64_t shards_scanned; /* shards read whole for their largest token id */
 } DataIndexStats;
 
 DataIndexStats gpt_dataset_index_stats(const GPTDataset *ds);

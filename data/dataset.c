@@ -36,6 +36,7 @@
 #include "core/rng.h"
 #include "data/data.h"
 #include "data/index_cache.h"
+#include "data/token_ids.h"
 
 #define NUM_SPLITS 3
 
@@ -439,6 +440,14 @@ GPTDataset *gpt_dataset_create(const GPTDatasetConfig *cfg, SplitKind split, cha
         }
         ds->cache_dir = xstrdup(cfg->cache_dir);
         compute_cache_key(ds);
+    }
+    for (int i = 0; i < ds->num_shards; i++) {
+        bool scanned = false;
+        if (!token_ids_check(ds->shards[i], ds->cache_dir, &scanned, err, err_size)) {
+            gpt_dataset_free(ds);
+            return NULL;
+        }
+        ds->stats.shards_scanned += scanned;
     }
     adopt_epoch_index(ds, xmalloc((size_t)epoch_index_length(ds) * sizeof(int64_t)));
     return ds;

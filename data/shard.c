@@ -69,6 +69,7 @@ struct TokenShard {
     int64_t eod_token;
     int64_t num_documents;
     int64_t num_tokens;
+    int64_t stored_max_token_id; /* -1: the shard has no max_token_id attribute */
     uint64_t *offsets;
 };
 
@@ -190,6 +191,16 @@ static bool read_attributes(TokenShard *s, char *err, size_t err_size) {
     if (s->eod_token < 0 || s->eod_token >= s->vocab_size) {
         set_err(err, err_size, "token shard %s: eod_token %lld is outside the vocabulary [0, %lld)",
                 s->path, (long long)s->eod_token, (long long)s->vocab_size);
+        return false;
+    }
+    /* Optional: shards from before it, or from other writers, lack it. */
+    s->stored_max_token_id = -1;
+    if (H5Aexists(s->file, "max_token_id") > 0 &&
+        (!read_int_attr(s, "max_token_id", &s->stored_max_token_id, err, err_size) ||
+         s->stored_max_token_id < 0)) {
+        if (s->stored_max_token_id < 0)
+            set_err(err, err_size, "token shard %s: max_token_id %lld is negative; %s", s->path,
+                    (long long)s->stored_max_token_id, MAKE_IT_HINT);
         return false;
     }
     return true;
@@ -366,6 +377,35 @@ int64_t token_shard_eod_token(const TokenShard *s) { return s->eod_token; }
 int64_t token_shard_num_documents(const TokenShard *s) { return s->num_documents; }
 int64_t token_shard_num_tokens(const TokenShard *s) { return s->num_tokens; }
 const uint64_t *token_shard_document_offsets(const TokenShard *s) { return s->offsets; }
+int64_t token_shard_stored_max_token_id(const TokenShard *s) { return s->stored_max_token_id; }
+
+bool token_shard_scan_max_token_id(TokenShard *s, int64_t *max_id, char *err, size_t err_size) {
+    enum { CHUNK = 1 << 20 };
+    uint32_t *buf = xmalloc(CHUNK * sizeof *buf);
+    hid_t file_space = H5Dget_space(s->tokens);
+    int64_t best = -1;
+    bool ok = file_space >= 0;
+    char reason[256] = "";
+    quiet_hdf5();
+    for (uint64_t at = 0; ok && at < (uint64_t)s->num_tokens; at += CHUNK) {
+        hsize_t start = at, n = (uint64_t)s->num_tokens - at < CHUNK ? s->num_tokens - at : CHUNK;
+        hid_t mem_space = H5Screate_simple(1, &n, NULL);
+        ok = H5Sselect_hyperslab(file_space, H5S_SELECT_SET, &start, NULL, &n, NULL) >= 0 &&
+             H5Dread(s->tokens, H5T_NATIVE_UINT32, mem_space, file_space, H5P_DEFAULT, buf) >= 0;
+        H5Sclose(mem_space);
+        for (hsize_t i = 0; ok && i < n; i++)
+            if ((int64_t)buf[i] > best) best = buf[i];
+    }
+    if (!ok) hdf5_reason(reason);
+    if (file_space >= 0) H5Sclose(file_space);
+    free(buf);
+    if (!ok) {
+        set_err(err, err_size, "token shard %s: reading its tokens failed (%s)", s->path, reason);
+        return false;
+    }
+    *max_id = best;
+    return true;
+}
 
 bool token_shard_read(TokenShard *s, uint64_t begin, uint64_t count, int32_t *out, char *err,
                       size_t err_size) {
@@ -430,6 +470,7 @@ struct TokenShardWriter {
     Appender offsets;
     uint64_t num_tokens;
     uint64_t num_documents;
+    int64_t max_token_id; /* stored as an attribute, so readers check ids without a scan */
     char reason[256];
 };
 
@@ -538,6 +579,7 @@ TokenShardWriter *token_shard_writer_create(const char *path, const char *tokeni
     w->tokenizer_type = xstrdup(tokenizer_type);
     w->vocab_size = vocab_size;
     w->eod_token = eod_token;
+    w->max_token_id = -1;
     w->file = -1;
     w->tokens.dset = w->offsets.dset = -1;
     if (!probe_writable(w->tmp_path, err, err_size)) {
@@ -567,9 +609,10 @@ TokenShardWriter *token_shard_writer_create(const char *path, const char *tokeni
     return w;
 }
 
-static bool tokens_in_vocab(const TokenShardWriter *w, const int32_t *tokens, size_t count,
+static bool tokens_in_vocab(TokenShardWriter *w, const int32_t *tokens, size_t count,
                             char *err, size_t err_size) {
     for (size_t i = 0; i < count; i++) {
+        if (tokens[i] > w->max_token_id) w->max_token_id = tokens[i];
         if (tokens[i] < 0 || tokens[i] >= w->vocab_size) {
             set_err(err, err_size,
                     "token shard %s: token id %d is outside the vocabulary [0, %lld)", w->path,
@@ -658,7 +701,8 @@ static bool write_root_attributes(TokenShardWriter *w) {
            write_int_attr(w->file, "format_version", TOKEN_SHARD_FORMAT_VERSION, r) &&
            write_string_attr(w->file, "tokenizer_type", w->tokenizer_type, r) &&
            write_int_attr(w->file, "vocab_size", w->vocab_size, r) &&
-           write_int_attr(w->file, "eod_token", w->eod_token, r);
+           write_int_attr(w->file, "eod_token", w->eod_token, r) &&
+           (w->max_token_id < 0 || write_int_attr(w->file, "max_token_id", w->max_token_id, r));
 }
 
 bool token_shard_writer_finish(TokenShardWriter *w, char *err, size_t err_size) {

@@ -122,8 +122,12 @@ static void layout_activations(GPTModel *m, Carver *act, Carver *stat, Carver *g
     m->full_scratch = m->tp.sequence_parallel ? carve(grad, backend_act_bytes(be, N * C)) : NULL;
 }
 
-GPTModel *gpt_model_create(Backend *be, const GPTConfig *cfg, const ModelPartition *part,
-                           int micro_batch_size, const TensorParallel *tp, int num_slots) {
+/* Everything about a model that is decided before any device memory
+ * exists: its shape, parameter table, host bookkeeping and the sizes the
+ * Carver measures. Planning and creation share it, so a plan cannot drift
+ * from what creation allocates. */
+static GPTModel *model_describe(Backend *be, const GPTConfig *cfg, const ModelPartition *part,
+                                int micro_batch_size, const TensorParallel *tp, int num_slots) {
     GPT3D_CHECK(num_slots >= 1, "a model needs at least one activation slot");
     GPTModel *m = xcalloc(1, sizeof *m);
     m->be = be;
@@ -147,15 +151,39 @@ GPTModel *gpt_model_create(Backend *be, const GPTConfig *cfg, const ModelPartiti
     m->vocab_begin = m->local_vocab * part->tp_rank;
     param_table_build(&m->table, cfg, part);
 
-    m->params = be->ops->alloc(be, backend_act_bytes(be, m->table.total_numel));
-    m->grads = be->ops->alloc(be, m->table.total_numel * sizeof(float));
-
     int L = part->num_local_layers;
     m->lp = xcalloc((size_t)(L ? L : 1), sizeof *m->lp);
     m->lg = xcalloc((size_t)(L ? L : 1), sizeof *m->lg);
     m->num_slots = num_slots;
     m->slots = xcalloc((size_t)num_slots, sizeof *m->slots);
-    for (int i = 0; i < num_slots; i++) m->slots[i].la = xcalloc((size_t)(L ? L : 1), sizeof(LayerActs));
+    for (int i = 0; i < num_slots; i++)
+        m->slots[i].la = xcalloc((size_t)(L ? L : 1), sizeof(LayerActs));
+    Carver act = {0}, stat = {0}, grad = {0};
+    layout_activations(m, &act, &stat, &grad);
+    m->act_bytes = act.used;
+    m->stat_bytes = stat.used;
+    m->grad_bytes = grad.used;
+    return m;
+}
+
+void gpt_model_plan(Backend *be, const GPTConfig *cfg, const ModelPartition *part,
+                    int micro_batch_size, const TensorParallel *tp, int num_slots,
+                    GPTMemoryPlan *plan) {
+    GPTModel *m = model_describe(be, cfg, part, micro_batch_size, tp, num_slots);
+    plan->param_bytes = backend_act_bytes(be, m->table.total_numel);
+    plan->grad_bytes = m->table.total_numel * sizeof(float);
+    plan->activation_bytes = gpt_model_activation_bytes(m);
+    plan->flat_numel = m->table.total_numel;
+    gpt_model_free(m);
+}
+
+GPTModel *gpt_model_create(Backend *be, const GPTConfig *cfg, const ModelPartition *part,
+                           int micro_batch_size, const TensorParallel *tp, int num_slots) {
+    GPTModel *m = model_describe(be, cfg, part, micro_batch_size, tp, num_slots);
+    int L = part->num_local_layers;
+    m->params = be->ops->alloc(be, backend_act_bytes(be, m->table.total_numel));
+    m->grads = be->ops->alloc(be, m->table.total_numel * sizeof(float));
+
     for (int l = 0; l < L; l++) bind_layer(m, l, part->first_layer + l);
     if (part->has_embedding || part->has_head) {
         m->wte = param_ptr(m, "embedding.word_embeddings.weight");
@@ -173,14 +201,9 @@ GPTModel *gpt_model_create(Backend *be, const GPTConfig *cfg, const ModelPartiti
     }
 
     Carver act = {0}, stat = {0}, grad = {0};
-    layout_activations(m, &act, &stat, &grad);
-    m->act_bytes = act.used;
-    m->stat_bytes = stat.used;
-    m->grad_bytes = grad.used;
     act.base = m->act_block = be->ops->alloc(be, m->act_bytes);
     stat.base = (char *)(m->stat_block = be->ops->alloc(be, m->stat_bytes));
     grad.base = m->grad_block = be->ops->alloc(be, m->grad_bytes);
-    act.used = stat.used = grad.used = 0;
     layout_activations(m, &act, &stat, &grad);
 
     m->host_losses = xmalloc((size_t)m->B * m->T * sizeof(float));

@@ -96,7 +96,25 @@ int64_t gpt_canonical_param_count(const GPTConfig *cfg);
 /* Host fp32 initial values of p's local interval (local_numel elements). */
 void param_init_values(const ParamInfo *p, uint64_t seed, float *out);
 
+/* A closed-form lower bound of the bytes the largest rank of a TP x PP
+ * layout needs for weights and gradients (the canonical count spread evenly)
+ * plus its host parameter table. It builds nothing, so an absurd shape
+ * (--num-layers 100000000) is refused in microseconds instead of stalling in
+ * a table of 10^9 entries. */
+double gpt_model_min_rank_bytes(const GPTConfig *cfg, int tp_size, int pp_size,
+                                size_t act_elem_bytes);
+
 typedef struct GPTModel GPTModel;
+
+/* What gpt_model_create would allocate on the backend, measured by the same
+ * code without allocating (the Carver's measure pass). */
+typedef struct {
+    size_t param_bytes, grad_bytes, activation_bytes;
+    size_t flat_numel; /* length of the flat buffers the optimizer shards */
+} GPTMemoryPlan;
+void gpt_model_plan(Backend *be, const GPTConfig *cfg, const ModelPartition *part,
+                    int micro_batch_size, const TensorParallel *tp, int num_slots,
+                    GPTMemoryPlan *plan);
 
 /* tp: the tensor-parallel context (NULL for one rank); its size and rank
  * must match the partition's. num_slots: micro-batches whose activations

@@ -77,6 +77,10 @@ static void add_layernorm(TableBuilder *b, const char *prefix, int64_t C) {
     add_param(b, name, 1, &C, false, false, PARAM_INIT_ONES, 0.0);
 }
 
+/* add_layer's entries; gpt_model_min_rank_bytes sizes the table by it and
+ * param_table_build checks it, so the two cannot disagree. */
+#define PARAMS_PER_LAYER 12
+
 static void add_layer(TableBuilder *b, const GPTConfig *cfg, int layer) {
     const int64_t C = cfg->hidden_size, F = cfg->ffn_hidden_size;
     const int64_t NH = cfg->num_attention_heads, HS = C / NH;
@@ -112,8 +116,12 @@ void param_table_build(ParamTable *t, const GPTConfig *cfg, const ModelPartition
     memset(t, 0, sizeof *t);
     TableBuilder b = {.table = t, .cap = 0, .part = part};
     if (part->has_head) add_layernorm(&b, "decoder.final_layernorm", cfg->hidden_size);
-    for (int l = part->first_layer + part->num_local_layers - 1; l >= part->first_layer; l--)
+    for (int l = part->first_layer + part->num_local_layers - 1; l >= part->first_layer; l--) {
+        const int before = t->count;
         add_layer(&b, cfg, l);
+        GPT3D_CHECK(t->count - before == PARAMS_PER_LAYER, "a layer has %d parameters, not %d",
+                    t->count - before, PARAMS_PER_LAYER);
+    }
     /* The last stage keeps its own copy of the tied word embedding. */
     if (part->has_embedding) {
         add_param(&b, "embedding.position_embeddings.weight", 2,
@@ -152,6 +160,14 @@ int64_t gpt_canonical_param_count(const GPTConfig *cfg) {
                               + F * C + C;        /* fc2 */
     return cfg->num_layers * per_layer + 2 * C + cfg->padded_vocab_size * C +
            (int64_t)cfg->max_position_embeddings * C;
+}
+
+double gpt_model_min_rank_bytes(const GPTConfig *cfg, int tp_size, int pp_size,
+                                size_t act_elem_bytes) {
+    const double ranks = (double)tp_size * pp_size;
+    const double params = (double)gpt_canonical_param_count(cfg) / ranks;
+    const double table = (double)cfg->num_layers / pp_size * PARAMS_PER_LAYER * sizeof(ParamInfo);
+    return params * ((double)act_elem_bytes + sizeof(float)) + table;
 }
 
 void param_init_values(const ParamInfo *p, uint64_t seed, float *out) {

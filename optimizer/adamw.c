@@ -55,6 +55,9 @@ size_t optimizer_state_bytes(const Optimizer *o) {
 size_t optimizer_state_bytes_per_element(const Optimizer *o) {
     return (o->master_is_params ? 2 : 3) * sizeof(float);
 }
+size_t optimizer_planned_bytes_per_element(const Backend *be) {
+    return (be->act_dtype == DTYPE_F32 ? 2 : 3) * sizeof(float);
+}
 
 /* The part of parameter p's buffer range that lies in the shard. */
 static bool shard_overlap(const Optimizer *o, const ParamInfo *p, size_t *lo, size_t *hi) {

@@ -61,6 +61,10 @@ void optimizer_set_step_count(Optimizer *o, int64_t step);
  * this rank, and the same per element of the flat buffer. */
 size_t optimizer_state_bytes(const Optimizer *o);
 size_t optimizer_state_bytes_per_element(const Optimizer *o);
+/* What optimizer_state_bytes_per_element will be on a backend before the
+ * optimizer exists (for the start-up memory plan): fp32 parameters are their
+ * own master copy. */
+size_t optimizer_planned_bytes_per_element(const Backend *be);
 
 /* Sum of squares of the gradients of the shard's parameters that this rank
  * counts (ParamInfo.counts_in_grad_norm; padding excluded), in double. The

@@ -147,11 +147,13 @@ typedef struct {
     uint64_t offsets[4];
     int num_offsets;
     int num_tokens;
+    int64_t max_token_id; /* root attribute; -1 leaves it out */
+    int64_t fifth_token;  /* replaces token 4 (255) when > 0 */
 } HandMade;
 
 static HandMade valid_hand_made(void) {
     HandMade h = {"gpt3d-tokens", false, false, H5T_STD_I64LE, 257, H5T_STD_U16LE,
-                  H5T_STD_U64LE, {0, 2, 2, 5}, 4, 5};
+                  H5T_STD_U64LE, {0, 2, 2, 5}, 4, 5, -1, 0};
     return h;
 }
 
@@ -197,7 +199,9 @@ static void write_hand_made(const char *path, const HandMade *h) {
     put_string_attr(f, "tokenizer_type", "ByteTokenizer", h->vlen_strings);
     put_int_attr(f, "vocab_size", h->int_attr_type, h->vocab);
     if (!h->omit_eod) put_int_attr(f, "eod_token", h->int_attr_type, 256);
+    if (h->max_token_id >= 0) put_int_attr(f, "max_token_id", h->int_attr_type, h->max_token_id);
     int64_t tokens[8] = {104, 105, 256, 0, 255, 7, 7, 7};
+    if (h->fifth_token > 0) tokens[4] = h->fifth_token;
     put_vector(f, "tokens", h->tokens_type, H5T_NATIVE_INT64, tokens, (hsize_t)h->num_tokens);
     put_vector(f, "document_offsets", h->offsets_type, H5T_NATIVE_UINT64, h->offsets,
                (hsize_t)h->num_offsets);
@@ -288,6 +292,69 @@ static void reader_rejects_malformed(void) {
     expect_rejected(&h, "/document_offsets is empty");
 }
 
+/* Opens a one-shard dataset of `path`; NULL with err on refusal. */
+static GPTDataset *open_one(const char *path, const char *cache, char *err, size_t err_size) {
+    const char *paths[1] = {path};
+    GPTDatasetConfig cfg = {.paths = paths, .num_paths = 1, .split = "1,0,0", .seq_length = 2,
+                            .seed = 1, .cache_dir = cache};
+    return gpt_dataset_create(&cfg, SPLIT_TRAIN, err, err_size);
+}
+
+/* Token ids are checked against the vocabulary when a dataset opens a
+ * shard: from the writer's max_token_id attribute, else by one scan whose
+ * result --data-cache-path keeps. */
+static void token_ids_checked_at_open(void) {
+    char err[1024] = "";
+    const char *path = path_in_dir("ids.h5");
+    /* The writer records the largest id, and it is the true one. */
+    TokenShardWriter *w = token_shard_writer_create(path, "ByteTokenizer", 257, 256, err, sizeof err);
+    CHECK_MSG(w, "%s", err);
+    const int32_t doc[4] = {3, 250, 17, 256};
+    CHECK(token_shard_writer_add_document(w, doc, 4, err, sizeof err));
+    CHECK_MSG(token_shard_writer_finish(w, err, sizeof err), "%s", err);
+    TokenShard *s = token_shard_open(path, err, sizeof err);
+    CHECK_MSG(s, "%s", err);
+    int64_t scanned_max = -2;
+    CHECK(token_shard_scan_max_token_id(s, &scanned_max, err, sizeof err) && scanned_max == 256);
+    CHECK(token_shard_stored_max_token_id(s) == 256);
+    token_shard_close(s);
+    GPTDataset *ds = open_one(path, NULL, err, sizeof err);
+    CHECK_MSG(ds && gpt_dataset_index_stats(ds).shards_scanned == 0, "%s", err);
+    gpt_dataset_free(ds);
+    unlink(path);
+
+    /* Without the attribute: scanned, an id outside the vocabulary refused. */
+    HandMade h = valid_hand_made();
+    h.fifth_token = 4000;
+    write_hand_made(path, &h);
+    CHECK(!open_one(path, NULL, err, sizeof err));
+    CHECK_MSG(strstr(err, path) && strstr(err, "token id 4000, outside its vocabulary [0, 257)"),
+              "%s", err);
+    /* A lying attribute is refused too, and named as the source. */
+    h = valid_hand_made();
+    h.max_token_id = 300;
+    write_hand_made(path, &h);
+    CHECK(!open_one(path, NULL, err, sizeof err));
+    CHECK_MSG(strstr(err, "token id 300") && strstr(err, "max_token_id attribute"), "%s", err);
+
+    /* A clean shard without the attribute: scanned once, then cached. */
+    const char *cache = path_in_dir("cache");
+    h = valid_hand_made();
+    write_hand_made(path, &h);
+    for (int run = 0; run < 2; run++) {
+        ds = open_one(path, cache, err, sizeof err);
+        CHECK_MSG(ds, "%s", err);
+        CHECK(gpt_dataset_index_stats(ds).shards_scanned == (run == 0 ? 1 : 0));
+        gpt_dataset_free(ds);
+    }
+    /* Rewritten with a bad id: another key, so scanned again and refused. */
+    h.fifth_token = 4000;
+    write_hand_made(path, &h);
+    CHECK(!open_one(path, cache, err, sizeof err) && strstr(err, "token id 4000"));
+    unlink(path);
+    test_remove_dir(cache);
+}
+
 int main(void) {
     const char *tmp = getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
     snprintf(dir, sizeof dir, "%s/test_data_shard.XXXXXX", tmp);
@@ -297,6 +364,7 @@ int main(void) {
     writer_abort_and_bad_ids();
     reader_accepts_h5py_style();
     reader_rejects_malformed();
+    token_ids_checked_at_open();
     CHECK(files_in_dir() == 0);
     rmdir(dir);
     printf("test_data_shard: ok\n");

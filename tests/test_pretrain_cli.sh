@@ -137,6 +137,16 @@ expect_fail trace-unwritable "--trace-schedule .*cannot create" "${BASE[@]}" --t
 expect_fail exit-duration "--exit-duration-in-mins must be >= 0" "${BASE[@]}" --exit-duration-in-mins -1
 expect_fail cache-unwritable "data-cache-path" "${BASE[@]}" --data-cache-path "$SHARD/sub"
 expect_fail finetune-without-load "--finetune needs --load" "${BASE[@]}" --finetune
+expect_fail lr-infinite "--lr expects a finite number, got 'inf'" "${MODEL[@]}" --train-iters 2 --lr inf
+expect_fail min-lr-nan "--min-lr expects a finite number, got 'nan'" "${BASE[@]}" --min-lr nan
+expect_fail init-std-infinite "--init-method-std expects a finite number" "${BASE[@]}" --init-method-std -inf
+# Sizes that cannot fit are refused from the plan, before anything is allocated
+# (and within the test's time: building them would stall for minutes).
+expect_fail absurd-layers "parameters \(--num-layers 100000000,.* GiB of host memory is free" \
+    "${BASE[@]}" --num-layers 100000000
+expect_fail memory-plan "memory plan needs .* activations .* --micro-batch-size 100000 .* is free; lower" \
+    "${MODEL[@]}" --train-iters 2 --lr 1e-3 --eval-iters 0 --micro-batch-size 100000 \
+    --global-batch-size 100000
 # A checkpoint of another model shape is refused and left untouched.
 before=$(cd "$WORK/ckpt" && find . -type f -exec sha1sum {} + | sort)
 expect_fail other-shape "saved with --num-layers 2 but this run has 4" \

@@ -23,4 +23,11 @@
         }                                                                                          \
     } while (0)
 
+/* Removes a test's scratch directory and everything in it. */
+static inline void test_remove_dir(const char *dir) {
+    char cmd[600];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    CHECK(system(cmd) == 0);
+}
+
 #endif

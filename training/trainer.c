@@ -159,6 +159,9 @@ bool trainer_setup(Trainer *t, const TrainArgs *a, const ParallelState *ps, char
     /* 1F1B holds at most min(P - stage, M) micro-batches' activations. */
     int slots = ps->pp_size - ps->pp_rank;
     if (slots > a->num_microbatches) slots = a->num_microbatches;
+    if (!parallel_state_agree(ps->world, trainer_check_memory(t, slots, err, err_size), err,
+                              err_size))
+        return false;
     t->model = gpt_model_create(t->be, &t->cfg, &t->part, a->micro_batch_size, &t->tp,
                                 ps->pp_size > 1 ? slots : 1);
     const ParamTable *pt = gpt_model_params(t->model);

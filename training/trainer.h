@@ -71,6 +71,11 @@ void trainer_gather_params(Trainer *t);
 /* AdamW step on this rank's shard, then the all-gather. */
 void trainer_optimizer_step(Trainer *t, const StepResult *r);
 
+/* training/memory_plan.c: false with the plan and the fix when this rank's
+ * buffers (num_slots activation slots) would not fit in the memory its
+ * backend reports free. Needs t->be, t->tp, t->cfg and t->part. */
+bool trainer_check_memory(const Trainer *t, int num_slots, char *err, size_t err_size);
+
 /* training/checkpointing.c: glue between model/optimizer and checkpoint/. */
 /* Both are collective over the world and agree before returning: false on
  * every rank when any rank failed, err holding that rank's own message

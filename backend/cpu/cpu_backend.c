@@ -9,6 +9,7 @@
 
 #include "backend/cpu/cpu_internal.h"
 #include "core/errors.h"
+#include "core/host_memory.h"
 #include "core/timer.h"
 
 /* Every buffer is preceded by one 64-byte block that records its size, so
@@ -106,6 +107,13 @@ void cpu_sgemm(Backend *be, enum CBLAS_TRANSPOSE trans_a, enum CBLAS_TRANSPOSE t
     be->gemm_calls++;
 }
 
+static size_t cpu_memory_available(Backend *be) {
+    (void)be;
+    uint64_t bytes = 0;
+    if (!host_memory_available(&bytes) || bytes > SIZE_MAX) return SIZE_MAX;
+    return (size_t)bytes;
+}
+
 static void cpu_destroy(Backend *be) {
     CpuImpl *impl = be->impl;
     free(impl->scratch);
@@ -147,6 +155,7 @@ static const BackendOps CPU_OPS = {
     .adamw_update = cpu_adamw_update,
     .sum_squares_f32 = cpu_sum_squares_f32,
     .has_nonfinite_f32 = cpu_has_nonfinite_f32,
+    .memory_available = cpu_memory_available,
     .destroy = cpu_destroy,
 };
 

@@ -177,6 +177,13 @@ static void cuda_synchronize(Backend *be) { sync_stream(be); }
 
 // ---- lifetime -------------------------------------------------------------
 
+static size_t cuda_memory_available(Backend *be) {
+    CUDA_CHECK(cudaSetDevice(impl_of(be)->device));
+    size_t free_bytes = 0, total_bytes = 0;
+    CUDA_CHECK(cudaMemGetInfo(&free_bytes, &total_bytes));
+    return free_bytes;
+}
+
 static void cuda_destroy(Backend *be) {
     CudaImpl *impl = impl_of(be);
     CUDA_CHECK(cudaSetDevice(impl->device));
@@ -232,6 +239,7 @@ static const BackendOps CUDA_OPS = {
     cuda_adamw_update,
     cuda_sum_squares_f32,
     cuda_has_nonfinite_f32,
+    cuda_memory_available,
     cuda_destroy,
 };
 

@@ -1,0 +1,67 @@
+#include "data/token_ids.h"
+
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+
+#include "data/index_cache.h"
+
+/* Everything a scan result depends on; a rewritten file changes its size or
+ * modification time and so names another cache file. */
+static bool scan_cache_key(const TokenShard *s, IndexKey *k) {
+    struct stat st;
+    if (stat(token_shard_path(s), &st) != 0) return false;
+    char real[PATH_MAX];
+    const char *path = realpath(token_shard_path(s), real) ? real : token_shard_path(s);
+    index_key_init(k, "max_token_id");
+    index_key_str(k, path);
+    index_key_u64(k, (uint64_t)st.st_size);
+    index_key_u64(k, (uint64_t)st.st_mtim.tv_sec);
+    index_key_u64(k, (uint64_t)st.st_mtim.tv_nsec);
+    index_key_u64(k, (uint64_t)token_shard_num_tokens(s));
+    index_key_u64(k, (uint64_t)token_shard_vocab_size(s));
+    return true;
+}
+
+static bool cached_or_scanned_max(TokenShard *s, const char *cache_dir, int64_t *max_id,
+                                  bool *scanned, char *err, size_t err_size) {
+    IndexKey key;
+    char *path = cache_dir && scan_cache_key(s, &key) ? index_cache_path(cache_dir, "maxid", key.h)
+                                                      : NULL;
+    if (path) {
+        int64_t count = 0;
+        IndexCacheStatus status;
+        int64_t *cached = index_cache_read(path, key.h, &count, &status);
+        if (cached && count == 1) {
+            *max_id = cached[0];
+            free(cached);
+            free(path);
+            return true;
+        }
+        free(cached);
+    }
+    *scanned = true;
+    bool ok = token_shard_scan_max_token_id(s, max_id, err, err_size);
+    /* A failed cache write only costs the next run a scan. */
+    if (ok && path) (void)index_cache_write(path, key.h, max_id, 1);
+    free(path);
+    return ok;
+}
+
+bool token_ids_check(TokenShard *s, const char *cache_dir, bool *scanned, char *err,
+                     size_t err_size) {
+    *scanned = false;
+    int64_t max_id = token_shard_stored_max_token_id(s);
+    if (max_id < 0 && token_shard_num_tokens(s) > 0 &&
+        !cached_or_scanned_max(s, cache_dir, &max_id, scanned, err, err_size))
+        return false;
+    if (max_id < token_shard_vocab_size(s)) return true;
+    snprintf(err, err_size,
+             "token shard %s holds token id %lld, outside its vocabulary [0, %lld)%s; the file is "
+             "damaged or was made with another tokenizer: re-make it with tools/preprocess_data "
+             "and the run's --tokenizer-type",
+             token_shard_path(s), (long long)max_id, (long long)token_shard_vocab_size(s),
+             token_shard_stored_max_token_id(s) >= 0 ? " (its max_token_id attribute)" : "");
+    return false;
+}

@@ -1,0 +1,70 @@
+/* The start-up memory check: what this rank will allocate, against what its
+ * device (or the host, shared by every rank on the node) has free, decided
+ * before anything large is built or allocated. */
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "training/trainer.h"
+
+static double gib(double bytes) { return bytes / (1024.0 * 1024.0 * 1024.0); }
+
+/* Ranks that draw on the same memory as this one: on the CPU every rank of
+ * the node shares the host; a GPU rank owns its device. */
+static int ranks_sharing_memory(const Trainer *t) {
+    return !strcmp(t->be->name, "cpu") ? t->ps->local_size : 1;
+}
+
+static void describe_memory(const Trainer *t, char *out, size_t size) {
+    const int sharing = ranks_sharing_memory(t);
+    if (sharing > 1)
+        snprintf(out, size, "host memory (MemAvailable and the cgroup limit), shared by the %d ranks "
+                            "on this node",
+                 sharing);
+    else
+        snprintf(out, size, "%s memory", strcmp(t->be->name, "cpu") ? "GPU" : "host");
+}
+
+bool trainer_check_memory(const Trainer *t, int num_slots, char *err, size_t err_size) {
+    const TrainArgs *a = t->args;
+    const size_t available = t->be->ops->memory_available(t->be);
+    if (available == SIZE_MAX) return true;
+    const double sharing = ranks_sharing_memory(t);
+    char where[160];
+    describe_memory(t, where, sizeof where);
+
+    /* The closed-form bound first: a shape that cannot fit is refused before
+     * its parameter table is built, which for absurd shapes alone would take
+     * minutes and all of memory. */
+    const double bound = gpt_model_min_rank_bytes(&t->cfg, t->ps->tp_size, t->ps->pp_size,
+                                                  backend_act_bytes(t->be, 1));
+    if (bound * sharing > (double)available) {
+        snprintf(err, err_size,
+                 "the model's %lld parameters (--num-layers %d, --hidden-size %d, "
+                 "--ffn-hidden-size %d, vocabulary %lld) need at least %.1f GiB per rank for "
+                 "weights and gradients alone, but only %.1f GiB of %s is free; use a smaller "
+                 "model or more --tensor-model-parallel-size / --pipeline-model-parallel-size",
+                 (long long)gpt_canonical_param_count(&t->cfg), a->num_layers, a->hidden_size,
+                 a->ffn_hidden_size, (long long)t->cfg.padded_vocab_size, gib(bound),
+                 gib((double)available), where);
+        return false;
+    }
+
+    GPTMemoryPlan plan;
+    gpt_model_plan(t->be, &t->cfg, &t->part, a->micro_batch_size, &t->tp, num_slots, &plan);
+    const double shard = (double)plan.flat_numel / t->ps->dp_size;
+    const double optimizer = shard * (double)optimizer_planned_bytes_per_element(t->be);
+    const double scratch = t->ps->dp_size > 1 ? shard * sizeof(float) : 0.0;
+    const double total = (double)plan.param_bytes + (double)plan.grad_bytes + optimizer +
+                         scratch + (double)plan.activation_bytes;
+    if (total * sharing <= (double)available) return true;
+    snprintf(err, err_size,
+             "the memory plan needs %.2f GiB per rank (parameters %.2f, gradients %.2f, "
+             "optimizer state %.2f, activations %.2f GiB for --micro-batch-size %d x "
+             "--seq-length %d) but only %.2f GiB of %s is free; lower --micro-batch-size or "
+             "--seq-length, add --recompute-activations, or spread the model over more ranks",
+             gib(total), gib((double)plan.param_bytes), gib((double)plan.grad_bytes),
+             gib(optimizer + scratch), gib((double)plan.activation_bytes), a->micro_batch_size,
+             a->seq_length, gib((double)available), where);
+    return false;
+}
