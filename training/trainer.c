@@ -135,6 +135,8 @@ bool trainer_setup(Trainer *t, const TrainArgs *a, const ParallelState *ps, char
     memset(t, 0, sizeof *t);
     t->args = a;
     t->ps = ps;
+    t->resume_iteration = -1;
+    if (!trainer_prepare_checkpoints(t, err, err_size)) return false;
     const char *device = NULL;
     if (!resolve_device(a, &device, err, err_size)) return false;
     /* The collectives stage CPU buffers through MPI; device buffers need the
@@ -208,6 +210,7 @@ bool trainer_setup(Trainer *t, const TrainArgs *a, const ParallelState *ps, char
 }
 
 void trainer_free(Trainer *t) {
+    trainer_release_save(t);
     if (t->metrics) fclose(t->metrics);
     if (t->trace) fclose(t->trace);
     optimizer_free(t->opt);
@@ -315,7 +318,10 @@ static void print_peak_memory(const Trainer *t) {
 
 static void save_or_die(Trainer *t) {
     char err[2048];
-    if (!trainer_save_checkpoint(t, err, sizeof err)) gpt3d_fail_user("%s", err);
+    if (trainer_save_checkpoint(t, err, sizeof err)) return;
+    /* The error exit skips trainer_free; the lock must not outlive us. */
+    trainer_release_save(t);
+    gpt3d_fail_user("%s", err);
 }
 
 static int stop_on_nonfinite(const Trainer *t, const StepResult *r) {

@@ -16,6 +16,7 @@
 #include <stdio.h>
 
 #include "backend/backend.h"
+#include "checkpoint/checkpoint.h"
 #include "data/data.h"
 #include "model/gpt_model.h"
 #include "optimizer/optimizer.h"
@@ -44,6 +45,8 @@ typedef struct {
     int32_t *sample, *tokens, *targets;
     float *grad_shard_scratch; /* DP reduce-scatter output, one shard */
     FILE *trace; /* --trace-schedule: this rank's pipeline operations */
+    CheckpointLock *save_lock; /* rank 0 with --save: this run owns --save */
+    int64_t resume_iteration;  /* the --load checkpoint to load; -1: none */
 } Trainer;
 
 bool trainer_setup(Trainer *t, const TrainArgs *a, const ParallelState *ps, char *err,
@@ -73,7 +76,15 @@ void trainer_optimizer_step(Trainer *t, const StepResult *r);
 
 /* training/checkpointing.c: glue between model/optimizer and checkpoint/. */
 bool trainer_save_checkpoint(Trainer *t, char *err, size_t err_size);
-/* Loads --load's latest checkpoint when there is one (*loaded tells). */
+/* Before any work, on every rank: rank 0 probes and locks --save, picks the
+ * --load checkpoint to resume from (the newest complete one, with a note
+ * when the tracker file was not usable) and refuses a --save that holds
+ * checkpoints this run would overwrite; the outcome is agreed over the world
+ * and resume_iteration broadcast. */
+bool trainer_prepare_checkpoints(Trainer *t, char *err, size_t err_size);
+/* Drops the --save lock (rank 0); trainer_free does it too. */
+void trainer_release_save(Trainer *t);
+/* Loads the checkpoint trainer_prepare_checkpoints picked, if any (*loaded tells). */
 bool trainer_load_checkpoint(Trainer *t, bool *loaded, char *err, size_t err_size);
 
 #endif
