@@ -11,9 +11,11 @@
  * mounts refuse or fake it.
  *
  * A lock is stale only when its holder ran on this host and that process is
- * gone: its pid is free, or the pid now belongs to a process that started at
- * another time (pids are reused quickly in containers, where a restarted job
- * often gets the very pid of the one that died). A stale lock is replaced by
+ * gone: nobody holds the file's flock (the holder's exit released it, even
+ * while the process lingers as a zombie), or, where flock() is unsupported,
+ * its pid is free or now belongs to a process that started at another time
+ * (pids are reused quickly in containers, where a restarted job often gets
+ * the very pid of the one that died). A stale lock is replaced by
  * rename of a complete new file, so no reader ever sees a half-written one;
  * the takeover holds flock() on the stale file meanwhile, so of two runs
  * taking over at the same moment, the second finds the first's fresh lock. A
@@ -124,12 +126,23 @@ static bool read_record(int fd, LockHolder *h) {
     return has_host && has_pid;
 }
 
-/* flock() where the filesystem has it. Returns 0 when locked or when locks
- * are unsupported (the record decides then), EWOULDBLOCK when another open
- * file holds it. */
-static int try_flock(int fd) {
-    if (flock(fd, LOCK_EX | LOCK_NB) == 0) return 0;
-    return errno == EWOULDBLOCK ? EWOULDBLOCK : 0;
+typedef enum { FLOCK_TAKEN, FLOCK_BUSY, FLOCK_UNSUPPORTED } FlockState;
+
+/* flock() where the filesystem has it (Lustre without -o flock and some NFS
+ * mounts answer ENOSYS, ENOLCK or EOPNOTSUPP; the record decides there). */
+static FlockState try_flock(int fd) {
+    if (flock(fd, LOCK_EX | LOCK_NB) == 0) return FLOCK_TAKEN;
+    return errno == EWOULDBLOCK ? FLOCK_BUSY : FLOCK_UNSUPPORTED;
+}
+
+/* The creator of a fresh lock file must hold its flock: a run looking at the
+ * file may hold it for a moment, so wait that out (up to about a second). */
+static bool flock_fresh(int fd) {
+    for (int i = 0; i < 100; i++) {
+        if (try_flock(fd) != FLOCK_BUSY) return true;
+        usleep(10000);
+    }
+    return false;
 }
 
 static bool same_file(int fd, const char *path) {
@@ -138,9 +151,14 @@ static bool same_file(int fd, const char *path) {
            a.st_ino == b.st_ino;
 }
 
-/* True when the holder ran here and is gone (see the top of the file). */
-static bool holder_is_gone(const LockHolder *h, const LockHolder *me) {
-    if (strcmp(h->host, me->host) != 0) return false;
+/* True when the holder ran here and is gone (see the top of the file).
+ * `ours` is what our flock() of its file got: a holder keeps its flock for
+ * life, so when we got it the holder has exited (or is a zombie, which
+ * kill() still finds), and only without flock support do the pid and its
+ * start time decide. */
+static bool holder_is_gone(const LockHolder *h, const LockHolder *me, FlockState ours) {
+    if (strcmp(h->host, me->host) != 0 || ours == FLOCK_BUSY) return false;
+    if (ours == FLOCK_TAKEN) return true;
     if (kill((pid_t)h->pid, 0) != 0 && errno == ESRCH) return true;
     if (h->pid == me->pid && h->proc_start == me->proc_start) return false; /* ourselves */
     unsigned long long now = process_start_ticks(h->pid);
@@ -189,8 +207,7 @@ static int take_over(const char *path, const LockHolder *me, char *err, size_t e
                      strerror(errno));
         return -1;
     }
-    try_flock(fd);
-    if (!write_record(fd, me) || rename(tmp, path) != 0) {
+    if (!flock_fresh(fd) || !write_record(fd, me) || rename(tmp, path) != 0) {
         ckpt_set_err(err, err_size, "cannot replace the stale lock '%s': %s", path,
                      strerror(errno));
         close(fd);
@@ -208,8 +225,7 @@ static int lock_once(const char *save_dir, const char *path, const LockHolder *m
     if (fd >= 0) {
         /* Locked before writing, so a reader that finds the file still empty
          * also finds it held. */
-        try_flock(fd);
-        if (write_record(fd, me)) return fd;
+        if (flock_fresh(fd) && write_record(fd, me)) return fd;
         ckpt_set_err(err, err_size, "cannot write the lock file '%s' of --save %s: %s", path,
                      save_dir, strerror(errno));
         close(fd);
@@ -230,7 +246,7 @@ static int lock_once(const char *save_dir, const char *path, const LockHolder *m
                      save_dir, strerror(errno));
         return -1;
     }
-    const int busy = try_flock(fd);
+    const FlockState ours = try_flock(fd);
     if (!same_file(fd, path)) { /* replaced or released meanwhile */
         close(fd);
         return -2;
@@ -242,7 +258,7 @@ static int lock_once(const char *save_dir, const char *path, const LockHolder *m
                      "--save %s has a lock file %s that names no run (empty or damaged): if no "
                      "gpt3d run uses %s, delete it; otherwise pass another --save directory",
                      save_dir, path, save_dir);
-    } else if (busy || !holder_is_gone(&h, me)) {
+    } else if (!holder_is_gone(&h, me, ours)) {
         refuse_held(save_dir, path, &h, me, err, err_size);
     } else {
         int mine = take_over(path, me, err, err_size);
