@@ -10,7 +10,8 @@
  *   weight, exp_avg, exp_avg_sq of end-begin elements (moments optional).
  * A save goes into <save>/iter_%07d.tmp/ and is published by
  * checkpoint_publish() (rename to the final name, then
- * latest_checkpointed_iteration.txt replaced by rename), which the caller runs
+ * latest_checkpointed_iteration.txt written to a temporary file, fsync'd,
+ * renamed over the old one, and the directory fsync'd), which the caller runs
  * on one rank after every rank has written its file. A crash at any moment
  * leaves the previous checkpoint intact and the one `latest` names.
  * Loading reads any interval of any parameter from whichever rank files hold
@@ -75,26 +76,78 @@ bool checkpoint_write_meta(const char *save_dir, const CheckpointMeta *meta, cha
  * latest_checkpointed_iteration.txt by rename. One rank. */
 bool checkpoint_publish(const char *save_dir, int64_t iteration, char *err, size_t err_size);
 
-/* checkpoint_publish with a crash-test hook: crash tests need to stop a
- * publish between its steps, which only this module can reach, so it calls
+/* checkpoint_publish with a test hook: crash and fault-injection tests need
+ * to act between publish's steps, which only this module can reach. It calls
  * hook(point, ctx) at "after_rename" (the new directory has its final name,
- * latest_checkpointed_iteration.txt still names the previous checkpoint).
+ * latest_checkpointed_iteration.txt still names the previous checkpoint) and
+ * at "tracker_write" (its temporary file is open); a non-zero return is an
+ * errno value that step then fails with, as a full disk would (ENOSPC).
  * hook may be NULL. */
-typedef void (*CheckpointPublishHook)(const char *point, void *ctx);
+typedef int (*CheckpointPublishHook)(const char *point, void *ctx);
 bool checkpoint_publish_with_hook(const char *save_dir, int64_t iteration,
                                   CheckpointPublishHook hook, void *ctx, char *err,
                                   size_t err_size);
 
-/* Reads latest_checkpointed_iteration.txt. Returns false (err empty) when the
- * directory has no checkpoint; false with a message when it is malformed. */
+/* Reads latest_checkpointed_iteration.txt alone. Returns false (err empty)
+ * when there is none; false with a message when it is malformed or names a
+ * missing directory. Runs and tools resume with checkpoint_find_resume. */
 bool checkpoint_find_latest(const char *load_dir, int64_t *iteration, char *err, size_t err_size);
 
+/* The checkpoint a run or tool resumes from (checkpoint_recover.c): the
+ * newest complete one in load_dir (metadata.json, every rank file it
+ * declares, every element covered once). The tracker is trusted when it
+ * names the newest iter_* directory and that one is complete; otherwise
+ * (tracker missing, empty, malformed, naming a missing or incomplete
+ * directory, or older than a complete one) *iteration is the newest complete
+ * checkpoint and note gets one line saying so ("no usable
+ * latest_checkpointed_iteration.txt in DIR (why): resuming from the newest
+ * complete checkpoint iter_0000100"); note is empty when there is nothing to
+ * say. False with err empty when load_dir holds no checkpoint at all (no
+ * tracker, no iter_* directory); false with a message when it has
+ * checkpoints but none is complete, or a tracker and no checkpoint. */
+bool checkpoint_find_resume(const char *load_dir, int64_t *iteration, char *note,
+                            size_t note_size, char *err, size_t err_size);
+/* True when iteration's checkpoint in dir would load; else why says why. */
+bool checkpoint_is_complete(const char *dir, int64_t iteration, char *why, size_t why_size);
+
+/* A run never overwrites a checkpoint it did not write. A run starting at
+ * start_iteration saves only later iterations, except that it may re-save
+ * the state it loaded: resaving_start says whether iter_<start_iteration> in
+ * save_dir is that state (--save is the --load directory). False with a
+ * message naming the clashing iter_* directories and the fix (--load them,
+ * or another --save) when save_dir holds later ones (or the start one
+ * otherwise). A missing save_dir is fine. */
+bool checkpoint_check_save_target(const char *save_dir, int64_t start_iteration,
+                                  bool resaving_start, char *err, size_t err_size);
+
 /* The iteration a tool should open: `requested` when the user gave
- * --iteration, else the one latest_checkpointed_iteration.txt names. False
- * with a message naming the flag or directory and the fix when the request
- * is negative, load_dir is not a directory, or it holds no checkpoint. */
+ * --iteration, else the one checkpoint_find_resume picks (note as there).
+ * False with a message naming the flag or directory and the fix when the
+ * request is negative, load_dir is not a directory, or it holds no usable
+ * checkpoint. */
 bool checkpoint_resolve_iteration(const char *load_dir, bool given, int64_t requested,
-                                  int64_t *iteration, char *err, size_t err_size);
+                                  int64_t *iteration, char *note, size_t note_size, char *err,
+                                  size_t err_size);
+
+/* Ownership of a --save directory (checkpoint_lock.c). The lock is
+ * <save>/.gpt3d_save.lock, naming host, pid and start time, created
+ * exclusively and flock()ed for the holder's life. checkpoint_lock_save_dir
+ * creates save_dir if missing, probes it (checkpoint_probe_save_dir), and
+ * takes the lock. NULL with err when another run holds it (its host, pid and
+ * start named), when a lock names another host (never taken over: delete the
+ * file if that run is gone), or the directory is unusable. A lock left by a
+ * process of this host that is gone is taken over, atomically, and note says
+ * so; note is empty otherwise. checkpoint_unlock removes the file and
+ * releases; after a crash the file stays, and the next run on this host takes
+ * it over. One process per --save: the caller locks on one rank. */
+typedef struct CheckpointLock CheckpointLock;
+CheckpointLock *checkpoint_lock_save_dir(const char *save_dir, char *note, size_t note_size,
+                                         char *err, size_t err_size);
+void checkpoint_unlock(CheckpointLock *lock);
+/* Creates save_dir if missing and writes, fsyncs and removes a small file in
+ * it, so an unwritable or full --save is found before any work; false with
+ * one line naming --save and the reason. */
+bool checkpoint_probe_save_dir(const char *save_dir, char *err, size_t err_size);
 
 typedef struct CheckpointReader CheckpointReader;
 

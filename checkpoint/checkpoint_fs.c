@@ -126,16 +126,20 @@ static bool remove_tree(const char *path, char *err, size_t err_size) {
     return false;
 }
 
-/* mkdir -p, then make sure we may create entries in it. */
-static bool make_save_dir(const char *save_dir, char *err, size_t err_size) {
+bool ckpt_make_save_dir(const char *save_dir, char *created, size_t created_size, char *err,
+                        size_t err_size) {
     char path[CKPT_PATH_MAX];
+    if (created && created_size) created[0] = '\0';
     if (!ckpt_path(path, sizeof path, err, err_size, "%s", save_dir)) return false;
     for (char *p = path + 1;; p++) {
         bool last = *p == '\0';
         if (*p != '/' && !last) continue;
         char saved = *p;
         *p = '\0';
-        if (mkdir(path, 0777) != 0 && errno != EEXIST) {
+        const bool made = mkdir(path, 0777) == 0;
+        if (made && created && created_size && !created[0])
+            snprintf(created, created_size, "%s", path);
+        if (!made && errno != EEXIST) {
             ckpt_set_err(err, err_size,
                          "cannot create checkpoint directory '%s' for --save %s: %s; pass a "
                          "--save directory you can write to",
@@ -159,8 +163,7 @@ static bool make_save_dir(const char *save_dir, char *err, size_t err_size) {
     return true;
 }
 
-/* Name "iter_<digits>.old" -> its iteration. */
-static bool parse_aside_name(const char *name, int64_t *iteration) {
+bool ckpt_parse_iter_name(const char *name, const char *suffix, int64_t *iteration) {
     const char *p = name;
     if (strncmp(p, "iter_", 5) != 0) return false;
     p += 5;
@@ -168,7 +171,7 @@ static bool parse_aside_name(const char *name, int64_t *iteration) {
     while (*p >= '0' && *p <= '9')
         p++;
     size_t nd = (size_t)(p - digits);
-    if (nd < 7 || nd > 18 || strcmp(p, CKPT_ASIDE_SUFFIX) != 0) return false;
+    if (nd < 7 || nd > 18 || strcmp(p, suffix) != 0) return false;
     *iteration = strtoll(digits, NULL, 10);
     return true;
 }
@@ -186,7 +189,7 @@ static bool recover_aside_copies(const char *save_dir, char *err, size_t err_siz
     struct dirent *e;
     while (ok && (e = readdir(d)) != NULL) {
         int64_t it;
-        if (!parse_aside_name(e->d_name, &it)) continue;
+        if (!ckpt_parse_iter_name(e->d_name, CKPT_ASIDE_SUFFIX, &it)) continue;
         char aside[CKPT_PATH_MAX], final[CKPT_PATH_MAX];
         ok = ckpt_iter_path(aside, sizeof aside, save_dir, it, CKPT_ASIDE_SUFFIX, err, err_size) &&
              ckpt_iter_path(final, sizeof final, save_dir, it, "", err, err_size);
@@ -218,7 +221,7 @@ static bool check_save_args(const char *save_dir, int64_t iteration, char *err, 
 bool checkpoint_begin_save(const char *save_dir, int64_t iteration, char *err, size_t err_size) {
     ckpt_set_err(err, err_size, "%s", "");
     if (!check_save_args(save_dir, iteration, err, err_size)) return false;
-    if (!make_save_dir(save_dir, err, err_size)) return false;
+    if (!ckpt_make_save_dir(save_dir, NULL, 0, err, err_size)) return false;
     if (!recover_aside_copies(save_dir, err, err_size)) return false;
     char tmp[CKPT_PATH_MAX];
     if (!ckpt_iter_path(tmp, sizeof tmp, save_dir, iteration, CKPT_TMP_SUFFIX, err, err_size))
@@ -275,7 +278,8 @@ static bool fsync_dir_and_files(const char *dir, char *err, size_t err_size) {
 }
 
 /* Megatron's format: the iteration in decimal, nothing else. */
-static bool write_latest(const char *save_dir, int64_t iteration, char *err, size_t err_size) {
+static bool write_latest(const char *save_dir, int64_t iteration, CheckpointPublishHook hook,
+                         void *ctx, char *err, size_t err_size) {
     char path[CKPT_PATH_MAX], tmp[CKPT_PATH_MAX];
     if (!ckpt_path(path, sizeof path, err, err_size, "%s/%s", save_dir, CKPT_LATEST_FILE) ||
         !ckpt_path(tmp, sizeof tmp, err, err_size, "%s%s", path, CKPT_TMP_SUFFIX))
@@ -285,8 +289,10 @@ static bool write_latest(const char *save_dir, int64_t iteration, char *err, siz
         ckpt_set_err(err, err_size, "cannot create '%s': %s", tmp, strerror(errno));
         return false;
     }
-    bool ok = fprintf(f, "%" PRId64, iteration) > 0 && fflush(f) == 0 && fsync(fileno(f)) == 0;
-    int saved = errno;
+    const int injected = hook ? hook("tracker_write", ctx) : 0;
+    bool ok = !injected && fprintf(f, "%" PRId64, iteration) > 0 && fflush(f) == 0 &&
+              fsync(fileno(f)) == 0;
+    int saved = injected ? injected : errno;
     if (fclose(f) != 0 && ok) {
         ok = false;
         saved = errno;
@@ -339,7 +345,15 @@ bool checkpoint_publish_with_hook(const char *save_dir, int64_t iteration,
     }
     if (!ckpt_fsync_path(save_dir, true, err, err_size)) return false;
     if (hook) hook("after_rename", ctx);
-    if (!write_latest(save_dir, iteration, err, err_size)) return false;
+    if (!write_latest(save_dir, iteration, hook, ctx, err, err_size)) {
+        /* The checkpoint itself is safe; say so, and how the next run finds it. */
+        size_t n = strlen(err);
+        snprintf(err + n, err_size - n,
+                 "; '%s' is complete, but %s still names the previous checkpoint: free space "
+                 "and resume with --load %s, which recovers the newest complete checkpoint",
+                 final, CKPT_LATEST_FILE, save_dir);
+        return false;
+    }
     return remove_tree(aside, err, err_size);
 }
 
@@ -358,30 +372,45 @@ static bool parse_latest(const char *text, int64_t *iteration) {
     return true;
 }
 
-bool checkpoint_find_latest(const char *load_dir, int64_t *iteration, char *err, size_t err_size) {
-    ckpt_set_err(err, err_size, "%s", "");
+CkptTracker ckpt_read_tracker(const char *dir, int64_t *iteration, char *why, size_t why_size) {
+    ckpt_set_err(why, why_size, "%s", "");
     char path[CKPT_PATH_MAX];
-    if (!load_dir || !*load_dir) return false;
-    if (!ckpt_path(path, sizeof path, err, err_size, "%s/%s", load_dir, CKPT_LATEST_FILE))
-        return false;
+    if (!ckpt_path(path, sizeof path, why, why_size, "%s/%s", dir, CKPT_LATEST_FILE))
+        return CKPT_TRACKER_BAD;
     FILE *f = fopen(path, "r");
     if (!f) {
-        if (errno != ENOENT && errno != ENOTDIR)
-            ckpt_set_err(err, err_size, "cannot read '%s': %s", path, strerror(errno));
-        return false;
+        if (errno == ENOENT || errno == ENOTDIR) return CKPT_TRACKER_MISSING;
+        ckpt_set_err(why, why_size, "it cannot be read: %s", strerror(errno));
+        return CKPT_TRACKER_BAD;
     }
     char text[64];
     size_t n = fread(text, 1, sizeof text - 1, f);
     bool read_error = ferror(f) != 0;
     fclose(f);
     text[n] = '\0';
-    int64_t it = 0;
-    if (read_error || n == sizeof text - 1 || strlen(text) != n || !parse_latest(text, &it)) {
-        ckpt_set_err(err, err_size,
-                     "'%s' is malformed: expected an iteration number in decimal (as Megatron "
-                     "writes it); fix or delete the file",
-                     path);
+    if (read_error || n == sizeof text - 1 || strlen(text) != n || !parse_latest(text, iteration)) {
+        ckpt_set_err(why, why_size, "%s", n == 0 && !read_error ? "it is empty" : "it is malformed");
+        return CKPT_TRACKER_BAD;
+    }
+    return CKPT_TRACKER_OK;
+}
+
+bool checkpoint_find_latest(const char *load_dir, int64_t *iteration, char *err, size_t err_size) {
+    ckpt_set_err(err, err_size, "%s", "");
+    if (!load_dir || !*load_dir) return false;
+    char path[CKPT_PATH_MAX], why[256];
+    if (!ckpt_path(path, sizeof path, err, err_size, "%s/%s", load_dir, CKPT_LATEST_FILE))
         return false;
+    int64_t it = 0;
+    switch (ckpt_read_tracker(load_dir, &it, why, sizeof why)) {
+    case CKPT_TRACKER_MISSING: return false;
+    case CKPT_TRACKER_BAD:
+        ckpt_set_err(err, err_size,
+                     "'%s' is unusable (%s): expected an iteration number in decimal (as "
+                     "Megatron writes it); fix or delete the file",
+                     path, why);
+        return false;
+    case CKPT_TRACKER_OK: break;
     }
     char dir[CKPT_PATH_MAX];
     if (!ckpt_resolve_iter_dir(dir, sizeof dir, load_dir, it)) {
@@ -393,36 +422,4 @@ bool checkpoint_find_latest(const char *load_dir, int64_t *iteration, char *err,
     }
     *iteration = it;
     return true;
-}
-
-bool checkpoint_resolve_iteration(const char *load_dir, bool given, int64_t requested,
-                                  int64_t *iteration, char *err, size_t err_size) {
-    if (given && requested < 0) {
-        snprintf(err, err_size, "--iteration must be >= 0 (got %lld)", (long long)requested);
-        return false;
-    }
-    struct stat st;
-    if (stat(load_dir, &st) != 0 || !S_ISDIR(st.st_mode)) {
-        snprintf(err, err_size,
-                 "--load '%s' is not a directory, so it holds no checkpoint (give the --save "
-                 "directory of a training run)",
-                 load_dir);
-        return false;
-    }
-    if (given) {
-        *iteration = requested;
-        return true;
-    }
-    err[0] = '\0';
-    if (checkpoint_find_latest(load_dir, iteration, err, err_size)) return true;
-    if (err[0]) {
-        size_t n = strlen(err);
-        snprintf(err + n, err_size - n, " (or pick a checkpoint with --iteration N)");
-    } else {
-        snprintf(err, err_size,
-                 "--load '%s' holds no checkpoint (no latest_checkpointed_iteration.txt); give "
-                 "the --save directory of a run that saved, or --iteration N",
-                 load_dir);
-    }
-    return false;
 }

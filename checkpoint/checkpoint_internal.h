@@ -41,6 +41,21 @@ bool ckpt_is_file(const char *path);
  * crash hit publish between its two renames. False when neither exists. */
 bool ckpt_resolve_iter_dir(char *out, size_t size, const char *dir, int64_t iteration);
 
+/* mkdir -p of a --save directory, then a check that we may create entries
+ * in it; false with a message naming --save. created (may be NULL) gets the
+ * outermost directory this call created, "" when it created none. */
+bool ckpt_make_save_dir(const char *save_dir, char *created, size_t created_size, char *err,
+                        size_t err_size);
+
+/* "iter_<7+ digits><suffix>" -> its iteration. */
+bool ckpt_parse_iter_name(const char *name, const char *suffix, int64_t *iteration);
+
+/* latest_checkpointed_iteration.txt of dir: missing, unusable (why says
+ * why: "it is empty", "it is malformed", ...), or naming *iteration (whose
+ * directory may not exist). */
+typedef enum { CKPT_TRACKER_MISSING, CKPT_TRACKER_BAD, CKPT_TRACKER_OK } CkptTracker;
+CkptTracker ckpt_read_tracker(const char *dir, int64_t *iteration, char *why, size_t why_size);
+
 /* fsync a file or a directory by path. */
 bool ckpt_fsync_path(const char *path, bool is_dir, char *err, size_t err_size);
 

@@ -116,7 +116,8 @@ bool import_check_save_dir(const char *save_dir, char *err, size_t err_size) {
         return interop_fail(err, err_size, "--save '%s': %s; import into a new directory",
                             save_dir, why);
     }
-    return true;
+    /* iter_* directories without a tracker are checkpoints too. */
+    return checkpoint_check_save_target(save_dir, 0, false, err, err_size);
 }
 
 const char *import_default_tokenizer(int64_t vocab_size) {
@@ -176,9 +177,11 @@ static bool check_params(ExportSource *src, char *err, size_t err_size) {
 bool export_source_open(ExportSource *src, const char *load_dir, int64_t iteration, char *err,
                         size_t err_size) {
     memset(src, 0, sizeof *src);
-    if (!checkpoint_resolve_iteration(load_dir, iteration >= 0, iteration, &iteration, err,
-                                      err_size))
+    char note[2048];
+    if (!checkpoint_resolve_iteration(load_dir, iteration >= 0, iteration, &iteration, note,
+                                      sizeof note, err, err_size))
         return false;
+    if (note[0]) fprintf(stderr, "note: %s\n", note); /* a recovery is never silent */
     checkpoint_iter_dir(src->dir, sizeof src->dir, load_dir, iteration);
     src->reader = checkpoint_open(load_dir, iteration, err, err_size);
     if (!src->reader) return false;

@@ -4,8 +4,8 @@
 #   the save of iteration 10 of a run resumed from iteration 5 (also between
 #   publish's directory rename and its tracker write): the job dies,
 #   every checkpoint under its final name is complete, `latest` names 5 (10
-#   once published), and a --load from it reproduces the uninterrupted run's
-#   metrics bitwise;
+#   once published), and a --load from it resumes from the newest complete
+#   checkpoint and reproduces the uninterrupted run's metrics bitwise;
 # - SIGTERM to the ranks (as Slurm sends) with --exit-signal-handler: exit 0
 #   after saving the iteration they finished; a resume continues from it;
 # - --exit-duration-in-mins stops a long run with exit 0 and a checkpoint.
@@ -90,18 +90,28 @@ crash_case() {
         [ -d "$dir/iter_0000010.tmp" ] || fail "$name: no iter_0000010.tmp left by the crash"
         [ ! -e "$dir/iter_0000010" ] || fail "$name: iteration 10 appeared under its final name"
     fi
-    # The next job resumes from it (over the debris of the crash) and continues bitwise.
+    # The next job resumes from the newest complete checkpoint (over the
+    # debris of the crash) and continues bitwise. Every final name is
+    # complete (verified above), so that is the newest final name: `latest`,
+    # or iteration 10 after a kill at after_rename, which the resume must
+    # then announce instead of re-saving over it.
+    local resume
+    resume=$(cd "$dir" && ls -d iter_??????? | sort | tail -n 1 | sed 's/^iter_0*//')
     mpi --train-iters 15 --load "$dir" --save "$dir" --save-interval 5 --metrics-file "$dir.resumed.jsonl" \
         > "$dir.resumed.log" 2>&1 || { cat "$dir.resumed.log"; fail "$name: resume failed"; return; }
-    [ "$(first_iteration "$dir.resumed.jsonl")" = $((latest + 1)) ] \
-        || fail "$name: resumed at iteration $(first_iteration "$dir.resumed.jsonl"), want $((latest + 1))"
+    [ "$(first_iteration "$dir.resumed.jsonl")" = $((resume + 1)) ] \
+        || fail "$name: resumed at iteration $(first_iteration "$dir.resumed.jsonl"), want $((resume + 1))"
+    if [ "$resume" != "$latest" ]; then
+        grep -q "^note: no usable latest_checkpointed_iteration.txt in $dir (it names iteration $latest, older than the complete iter_0000010 (a save stopped before updating it)): resuming from the newest complete checkpoint iter_0000010$" \
+            "$dir.resumed.log" || { cat "$dir.resumed.log"; fail "$name: the resume did not say it recovered iteration 10"; }
+    fi
     same_as_full "$name, resumed" "$dir.resumed.jsonl"
     verified=$("$VERIFY" "$dir" 2>&1) || { echo "$verified" >&2; fail "$name: incomplete checkpoint after the resume"; return; }
     [ "$(latest_of "$dir")" = "15" ] || fail "$name: the resumed run did not publish iteration 15"
     local debris
     debris=$(cd "$dir" && ls -d -- *.tmp *.old 2>/dev/null)
     [ -z "$debris" ] || fail "$name: the resumed run left behind: $debris"
-    echo "$name: latest $latest, resumed ok"
+    echo "$name: latest $latest, resumed from $resume ok"
     rm -rf "$dir"
 }
 crash_case after_begin 0 "5"

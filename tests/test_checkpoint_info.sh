@@ -261,18 +261,41 @@ expect_error() { # expect_error NAME REGEX ARGS...: one "error:" line matching R
     grep -Eq -- "$regex" "$WORK/$name.err" || { fail "$name: stderr lacks /$regex/"; cat "$WORK/$name.err" >&2; }
     [ "$(grep -c '^error:' "$WORK/$name.err")" -eq 1 ] || fail "$name: not exactly one error line"
 }
+# A damaged iteration 3 named by --iteration is an error naming its file;
+# without --iteration the tool resolves as a resuming run does (the newest
+# complete checkpoint, iteration 2 here) and says in one note line why.
+expect_recovered() { # expect_recovered NAME REGEX ARGS...: iteration 2 opened, a note matching REGEX
+    local name=$1 regex=$2
+    shift 2
+    run "$name" "$@"
+    expect_rc "$name" 0
+    expect_line "$name" "iteration: 2"
+    grep -Eq -- "^note: .*$regex.*resuming from the newest complete checkpoint iter_0000002" \
+        "$WORK/$name.err" || { fail "$name: no recovery note matching /$regex/"; cat "$WORK/$name.err" >&2; }
+}
 cp -r "$WORK/ck2" "$WORK/norank"
 rm "$WORK/norank/iter_0000003/rank_00001.h5"
-expect_error missing-rank-file "rank_00001.h5.* missing" --load "$WORK/norank" --verify
+expect_error missing-rank-file "rank_00001.h5.* missing" --load "$WORK/norank" --iteration 3 --verify
+expect_recovered missing-rank-file-latest "names iteration 3, which is incomplete: .*rank_00001.h5" \
+    --load "$WORK/norank" --verify
 cp -r "$WORK/ck1" "$WORK/badmeta"
 echo '{"format": "gpt3d-checkpoint",' > "$WORK/badmeta/iter_0000003/metadata.json"
-expect_error bad-metadata "badmeta/iter_0000003/metadata.json" --load "$WORK/badmeta"
+expect_error bad-metadata "badmeta/iter_0000003/metadata.json" --load "$WORK/badmeta" --iteration 3
+expect_recovered bad-metadata-latest "badmeta/iter_0000003/metadata.json" --load "$WORK/badmeta"
 cp -r "$WORK/ck1" "$WORK/badlatest"
 echo "three" > "$WORK/badlatest/latest_checkpointed_iteration.txt"
-expect_error bad-latest "latest_checkpointed_iteration.txt' is malformed" --load "$WORK/badlatest"
+run bad-latest --load "$WORK/badlatest"
+expect_rc bad-latest 0
+expect_line bad-latest "iteration: 3"
+grep -q "^note: no usable latest_checkpointed_iteration.txt in .*badlatest (it is malformed): resuming from the newest complete checkpoint iter_0000003$" \
+    "$WORK/bad-latest.err" || { fail "bad-latest: no recovery note"; cat "$WORK/bad-latest.err" >&2; }
 cp -r "$WORK/ck1" "$WORK/badrank"
 echo "not hdf5" > "$WORK/badrank/iter_0000003/rank_00000.h5"
-expect_error bad-rank-file "badrank/iter_0000003/rank_00000.h5" --load "$WORK/badrank"
+expect_error bad-rank-file "badrank/iter_0000003/rank_00000.h5" --load "$WORK/badrank" --iteration 3
+expect_recovered bad-rank-file-latest "badrank/iter_0000003/rank_00000.h5" --load "$WORK/badrank"
+# Nothing complete: the tool opens what the tracker names, to show its damage.
+rm -r "$WORK/badrank/iter_0000002"
+expect_error bad-rank-file-only "badrank/iter_0000003/rank_00000.h5" --load "$WORK/badrank"
 mkdir "$WORK/empty"
 expect_error no-checkpoint "'.*empty' holds no checkpoint" --load "$WORK/empty"
 expect_error no-directory "--load '.*nope' is not a directory" --load "$WORK/nope"
@@ -282,7 +305,7 @@ expect_error missing-load "missing required flag --load" --verify
 expect_error unknown-flag "unknown flag --norm" --load "$WORK/ck1" --norm
 expect_error bad-integer "--iteration" --load "$WORK/ck1" --iteration three
 expect_error bad-chunk "--chunk-elements must be between 1" --load "$WORK/ck1" --chunk-elements 0
-expect_error bad-rtol "--rtol and --atol must be finite and >= 0" --load "$WORK/ck1" --compare-to "$WORK/ck2" --rtol nan
+expect_error bad-rtol "--rtol expects a finite number, got 'nan'" --load "$WORK/ck1" --compare-to "$WORK/ck2" --rtol nan
 expect_error bad-atol "--rtol and --atol must be finite and >= 0" --load "$WORK/ck1" --compare-to "$WORK/ck2" --atol -1
 expect_error bad-tensors "--compare-tensors: unknown tensor 'exp_avgs'" --load "$WORK/ck1" --compare-to "$WORK/ck2" --compare-tensors weight,exp_avgs
 expect_error rtol-alone "need --compare-to DIR" --load "$WORK/ck1" --rtol 1e-6

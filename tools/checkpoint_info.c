@@ -484,9 +484,12 @@ static void print_json(const Report *rep) {
 static CheckpointReader *open_report(const char *load_dir, bool given, int64_t requested,
                                      Report *rep) {
     int64_t iteration = 0;
-    char err[2048];
-    if (!checkpoint_resolve_iteration(load_dir, given, requested, &iteration, err, sizeof err))
+    char err[2048], note[2048];
+    if (!checkpoint_resolve_iteration(load_dir, given, requested, &iteration, note, sizeof note,
+                                      err, sizeof err))
         gpt3d_fail_user("%s", err);
+    /* stderr: stdout may be --json */
+    if (note[0]) fprintf(stderr, "note: %s\n", note);
     CheckpointReader *r = checkpoint_open(load_dir, iteration, err, sizeof err);
     if (!r) gpt3d_fail_user("%s", err);
     memset(rep, 0, sizeof *rep);

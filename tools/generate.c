@@ -338,10 +338,11 @@ static const char SUMMARY[] =
 
 static int run(const Options *o, bool iteration_given) {
     int64_t iteration = 0;
-    char resolve_err[2048];
-    if (!checkpoint_resolve_iteration(o->load, iteration_given, o->iteration, &iteration,
-                                      resolve_err, sizeof resolve_err))
+    char resolve_err[2048], note[2048];
+    if (!checkpoint_resolve_iteration(o->load, iteration_given, o->iteration, &iteration, note,
+                                      sizeof note, resolve_err, sizeof resolve_err))
         gpt3d_fail_user("%s", resolve_err);
+    if (note[0]) fprintf(stderr, "note: %s\n", note);
     char err[ERR_SIZE], dir[4096];
     checkpoint_iter_dir(dir, sizeof dir, o->load, iteration);
     CheckpointReader *r = checkpoint_open(o->load, iteration, err, sizeof err);

@@ -1,9 +1,11 @@
 /* Glue between the model/optimizer state of a rank and checkpoint/: which
  * canonical intervals a rank writes and reads, and the run metadata. */
+#include <errno.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "checkpoint/checkpoint.h"
 #include "core/errors.h"
@@ -119,7 +121,18 @@ static void test_crash_point(const Trainer *t, const char *point) {
     raise(SIGKILL);
 }
 
-static void publish_hook(const char *point, void *ctx) { test_crash_point(ctx, point); }
+/* Test hook for a full disk: GPT3D_TEST_FAIL_IN_SAVE=POINT makes that step of
+ * rank 0's publish fail with ENOSPC (points: tracker_write, the write of
+ * latest_checkpointed_iteration.txt after the directory rename). */
+static int test_fault_point(const char *point) {
+    const char *spec = getenv("GPT3D_TEST_FAIL_IN_SAVE");
+    return spec && !strcmp(spec, point) ? ENOSPC : 0;
+}
+
+static int publish_hook(const char *point, void *ctx) {
+    test_crash_point(ctx, point);
+    return test_fault_point(point);
+}
 
 bool trainer_save_checkpoint(Trainer *t, char *err, size_t err_size) {
     const bool root = t->ps->rank == 0;
@@ -218,12 +231,11 @@ static bool load_checkpoint(Trainer *t, bool *loaded, char *note, size_t note_si
                             size_t err_size) {
     const TrainArgs *a = t->args;
     *loaded = false;
-    int64_t iteration = 0;
+    const int64_t iteration = t->resume_iteration;
     err[0] = '\0';
-    if (!checkpoint_find_latest(a->load, &iteration, err, err_size)) {
-        if (err[0]) return false;
+    if (iteration < 0) {
         if (a->finetune || a->no_load_optim)
-            FAIL("--load %s holds no checkpoint (no latest_checkpointed_iteration.txt), but "
+            FAIL("--load %s holds no checkpoint (no iter_* directory), but "
                  "--%s needs one",
                  a->load, a->finetune ? "finetune" : "no-load-optim");
         snprintf(note, note_size, "no checkpoint in --load %s yet: starting from the initial weights",
@@ -282,4 +294,51 @@ bool trainer_load_checkpoint(Trainer *t, bool *loaded, char *err, size_t err_siz
         fflush(stdout);
     }
     return trainer_save_checkpoint(t, err, err_size);
+}
+
+static bool same_directory(const char *a, const char *b) {
+    struct stat x, y;
+    return a && b && stat(a, &x) == 0 && stat(b, &y) == 0 && x.st_dev == y.st_dev &&
+           x.st_ino == y.st_ino;
+}
+
+/* Rank 0's part of trainer_prepare_checkpoints; *resume is -1 when --load
+ * holds no checkpoint (or there is no --load). */
+static bool prepare_on_root(Trainer *t, int64_t *resume, char *err, size_t err_size) {
+    const TrainArgs *a = t->args;
+    char note[2048];
+    if (a->save) {
+        t->save_lock = checkpoint_lock_save_dir(a->save, note, sizeof note, err, err_size);
+        if (!t->save_lock) return false;
+        if (note[0]) printf("note: %s\n", note);
+    }
+    if (a->load && checkpoint_find_resume(a->load, resume, note, sizeof note, err, err_size)) {
+        if (note[0]) printf("note: %s\n", note);
+    } else if (err[0]) {
+        return false;
+    }
+    fflush(stdout);
+    if (!a->save) return true;
+    /* A --finetune run counts from 0 whatever it loads. Re-saving the loaded
+     * iteration is allowed only over that very checkpoint: it writes the
+     * state just read from it. */
+    const bool resumes = *resume >= 0 && !a->finetune;
+    return checkpoint_check_save_target(a->save, resumes ? *resume : 0,
+                                        resumes && same_directory(a->save, a->load), err,
+                                        err_size);
+}
+
+bool trainer_prepare_checkpoints(Trainer *t, char *err, size_t err_size) {
+    int64_t resume = -1;
+    err[0] = '\0';
+    const bool ok = t->ps->rank != 0 || prepare_on_root(t, &resume, err, err_size);
+    if (!parallel_state_agree(t->ps->world, ok, err, err_size)) return false;
+    MPI_Bcast(&resume, 1, MPI_INT64_T, 0, t->ps->world);
+    t->resume_iteration = resume;
+    return true;
+}
+
+void trainer_release_save(Trainer *t) {
+    checkpoint_unlock(t->save_lock);
+    t->save_lock = NULL;
 }

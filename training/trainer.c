@@ -135,6 +135,8 @@ bool trainer_setup(Trainer *t, const TrainArgs *a, const ParallelState *ps, char
     memset(t, 0, sizeof *t);
     t->args = a;
     t->ps = ps;
+    t->resume_iteration = -1;
+    if (!trainer_prepare_checkpoints(t, err, err_size)) return false;
     const char *device = NULL;
     if (!resolve_device(a, &device, err, err_size)) return false;
     /* The collectives stage CPU buffers through MPI; device buffers need the
@@ -207,6 +209,7 @@ bool trainer_setup(Trainer *t, const TrainArgs *a, const ParallelState *ps, char
 }
 
 void trainer_free(Trainer *t) {
+    trainer_release_save(t);
     if (t->metrics) fclose(t->metrics);
     if (t->trace) fclose(t->trace);
     optimizer_free(t->opt);

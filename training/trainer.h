@@ -16,6 +16,7 @@
 #include <stdio.h>
 
 #include "backend/backend.h"
+#include "checkpoint/checkpoint.h"
 #include "data/data.h"
 #include "model/gpt_model.h"
 #include "optimizer/optimizer.h"
@@ -44,6 +45,8 @@ typedef struct {
     int32_t *sample, *tokens, *targets;
     float *grad_shard_scratch; /* DP reduce-scatter output, one shard */
     FILE *trace; /* --trace-schedule: this rank's pipeline operations */
+    CheckpointLock *save_lock; /* rank 0 with --save: this run owns --save */
+    int64_t resume_iteration;  /* the --load checkpoint to load; -1: none */
 } Trainer;
 
 bool trainer_setup(Trainer *t, const TrainArgs *a, const ParallelState *ps, char *err,
@@ -81,8 +84,16 @@ bool trainer_check_memory(const Trainer *t, int num_slots, char *err, size_t err
  * every rank when any rank failed, err holding that rank's own message
  * (parallel_state_agree). */
 bool trainer_save_checkpoint(Trainer *t, char *err, size_t err_size);
-/* Loads --load's latest checkpoint when there is one (*loaded tells); rank 0
- * prints what was loaded once every rank has. */
+/* Before any work, on every rank: rank 0 probes and locks --save, picks the
+ * --load checkpoint to resume from (the newest complete one, with a note
+ * when the tracker file was not usable) and refuses a --save that holds
+ * checkpoints this run would overwrite; the outcome is agreed over the world
+ * and resume_iteration broadcast. */
+bool trainer_prepare_checkpoints(Trainer *t, char *err, size_t err_size);
+/* Drops the --save lock (rank 0); trainer_free does it too. */
+void trainer_release_save(Trainer *t);
+/* Loads the checkpoint trainer_prepare_checkpoints picked, if any (*loaded
+ * tells); rank 0 prints what was loaded once every rank has. */
 bool trainer_load_checkpoint(Trainer *t, bool *loaded, char *err, size_t err_size);
 
 #endif
