@@ -41,8 +41,8 @@ void ckpt_hdf5_quiet(Hdf5Quiet *saved) {
     H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
 }
 
-void ckpt_hdf5_restore(const Hdf5Quiet *saved) {
-    H5Eset_auto2(H5E_DEFAULT, saved->func, saved->data);
+void ckpt_hdf5_restore(const Hdf5Quiet *saved, bool succeeded) {
+    if (succeeded) H5Eset_auto2(H5E_DEFAULT, saved->func, saved->data);
 }
 
 typedef struct {
@@ -292,7 +292,7 @@ bool checkpoint_write_rank(const char *save_dir, int64_t iteration, int rank,
     H5Pclose(fapl); /* only now: any HDF5 call clears the error stack */
     if (ok) ok = write_rank_file(fid, rank, intervals, count, &w);
     if (fid >= 0 && H5Fclose(fid) < 0 && ok) ok = h5_failed(&w, "closing the file", "");
-    ckpt_hdf5_restore(&quiet);
+    ckpt_hdf5_restore(&quiet, ok);
     /* Each writer flushes its own file: on a shared filesystem the rank that
      * publishes cannot flush another node's cache. */
     if (ok) ok = ckpt_fsync_path(path, false, err, err_size);

@@ -53,13 +53,17 @@ bool ckpt_meta_read_file(const char *path, CheckpointMeta *meta, char *err, size
 
 /* HDF5 prints its error stack to stderr by default; every public entry point
  * silences it for its duration so the user sees our message, and restores the
- * caller's setting afterwards. */
+ * caller's setting afterwards, but only when the call succeeded: HDF5 1.10
+ * keeps internal state of a file whose metadata failed to load (no handle of
+ * ours stays open, yet H5close cannot finish), and at exit prints "HDF5:
+ * infinite loop closing library" if printing is on. Left off after a failure,
+ * it stays off: later calls save and restore "off". */
 typedef struct {
     H5E_auto2_t func;
     void *data;
 } Hdf5Quiet;
 void ckpt_hdf5_quiet(Hdf5Quiet *saved);
-void ckpt_hdf5_restore(const Hdf5Quiet *saved);
+void ckpt_hdf5_restore(const Hdf5Quiet *saved, bool succeeded);
 /* The most specific message on HDF5's error stack ("" when empty); call it
  * right after the failing call, before anything else touches the stack. */
 void ckpt_hdf5_detail(char *out, size_t size);

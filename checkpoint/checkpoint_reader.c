@@ -355,7 +355,7 @@ CheckpointReader *checkpoint_open(const char *load_dir, int64_t iteration, char 
         Hdf5Quiet quiet;
         ckpt_hdf5_quiet(&quiet);
         for (int f = 0; ok && f < r->num_files; f++) ok = index_file(r, f, err, err_size);
-        ckpt_hdf5_restore(&quiet);
+        ckpt_hdf5_restore(&quiet, ok);
     }
     if (ok) ok = group_params(r, err, err_size);
     if (!ok) {
@@ -369,9 +369,10 @@ void checkpoint_close(CheckpointReader *r) {
     if (!r) return;
     Hdf5Quiet quiet;
     ckpt_hdf5_quiet(&quiet);
+    bool closed = true;
     for (int i = 0; i < READER_OPEN_FILES; i++)
-        if (r->open[i].file >= 0) H5Fclose(r->open[i].fid);
-    ckpt_hdf5_restore(&quiet);
+        if (r->open[i].file >= 0) closed = H5Fclose(r->open[i].fid) >= 0 && closed;
+    ckpt_hdf5_restore(&quiet, closed);
     for (int i = 0; i < r->num_entries; i++) free(r->entries[i].name);
     free(r->entries);
     free(r->params);
@@ -528,7 +529,7 @@ bool checkpoint_read(CheckpointReader *r, const char *name, CheckpointTensor whi
         ok = read_piece(r, e, which, cursor, hi, out + (cursor - begin), err, err_size);
         cursor = hi;
     }
-    ckpt_hdf5_restore(&quiet);
+    ckpt_hdf5_restore(&quiet, ok);
     return ok;
 }
 
@@ -599,7 +600,7 @@ bool checkpoint_verify_checksums(CheckpointReader *r, CheckpointVerifyStats *sta
             stats->bytes += ok ? n * (int64_t)sizeof(float) : 0;
         }
     }
-    ckpt_hdf5_restore(&quiet);
+    ckpt_hdf5_restore(&quiet, ok);
     free(buf);
     stats->blocks = r->verified_blocks - blocks_before;
     return ok;
