@@ -12,6 +12,8 @@
  * - A dataset stripped of its checksum attributes fails; a version 1
  *   checkpoint (no checksums anywhere) still loads exactly, and
  *   checkpoint_verify_checksums reports zero blocks for it.
+ * - checkpoint_find_verified skips a checkpoint that fails, and finds none
+ *   when every candidate fails.
  * - HDF5 prints nothing, during the failed loads or at its shutdown. */
 #include <cjson/cJSON.h>
 #include <hdf5.h>
@@ -447,11 +449,66 @@ static void check_quiet_shutdown(const char *root) {
     CHECK_MSG(n == 0, "HDF5 printed at shutdown: %s", text);
 }
 
-int main(void) {
+/* --data-offset FILE (for tests/test_checkpoint_integrity.sh): prints the
+ * byte offset of a float in the middle of the file's largest dataset. */
+typedef struct {
+    haddr_t off;
+    hsize_t len;
+} Largest;
+
+static herr_t visit_dataset(hid_t fid, const char *name, const H5L_info_t *info, void *data) {
+    (void)info;
+    Largest *best = data;
+    hid_t obj = H5Oopen(fid, name, H5P_DEFAULT);
+    if (obj >= 0 && H5Iget_type(obj) == H5I_DATASET) {
+        hsize_t len = H5Dget_storage_size(obj);
+        if (len > best->len) {
+            best->len = len;
+            best->off = H5Dget_offset(obj);
+        }
+    }
+    if (obj >= 0) H5Oclose(obj);
+    return 0;
+}
+
+static int print_data_offset(const char *path) {
+    hid_t fid = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
+    CHECK_MSG(fid >= 0, "cannot open %s", path);
+    Largest best = {HADDR_UNDEF, 0};
+    CHECK(H5Lvisit(fid, H5_INDEX_NAME, H5_ITER_INC, visit_dataset, &best) >= 0);
+    CHECK(best.len >= 8 && best.off != HADDR_UNDEF);
+    H5Fclose(fid);
+    printf("%llu\n", (unsigned long long)(best.off + best.len / 8 * 4 + 2));
+    return 0;
+}
+
+static void test_find_verified(const char *root) {
+    Fixture f;
+    setup(&f, root, "find");
+    char err[4096], older[2100];
+    int64_t found = -1;
+    CHECK_MSG(checkpoint_verify_full(f.save, ITER, err, sizeof err), "%s", err);
+    snprintf(older, sizeof older, "%s/iter_%07d", f.save, ITER - 2);
+    char cmd[8400];
+    snprintf(cmd, sizeof cmd, "cp -r '%s' '%s' && sed -i 's/\"iteration\":[[:space:]]*%d,/\"iteration\": %d,/' "
+             "'%s/metadata.json'", f.dir, older, ITER, ITER - 2, older);
+    CHECK(system(cmd) == 0);
+    /* The copy's metadata changed, so its checksum must now fail. */
+    CHECK(!checkpoint_verify_full(f.save, ITER - 2, err, sizeof err) && strstr(err, "CRC32C"));
+    CHECK(checkpoint_find_verified(f.save, ITER, &found, err, sizeof err) && found == ITER);
+    flip_byte(f.rank_path[1], (long)f.ranges[f.num_ranges - 1].off + 5, 0x40);
+    CHECK(!checkpoint_find_verified(f.save, ITER, &found, err, sizeof err));
+    CHECK_MSG(strstr(err, f.rank_path[1]), "the newest candidate's failure: %s", err);
+    teardown(&f);
+}
+
+int main(int argc, char **argv) {
+    if (argc == 3 && strcmp(argv[1], "--data-offset") == 0) return print_data_offset(argv[2]);
     char root[] = "/tmp/gpt3d_test_integrity_XXXXXX";
     CHECK(mkdtemp(root));
     test_partial_read(root);
     test_missing_checksums_and_version_1(root);
+    test_find_verified(root);
     test_random_mutations(root);
     check_quiet_shutdown(root);
     char cmd[256];
