@@ -2,7 +2,7 @@
  *
  * Layout of <save>/iter_%07d/rank_%05d.h5 (HDF5, readable with h5py):
  *   /                          attributes format = "gpt3d-checkpoint" (string),
- *                              format_version = 1, rank (int64)
+ *                              format_version = 2, rank (int64)
  *   /intervals/<parameter>/    one group per canonical parameter name (names
  *                              hold dots, never '/')
  *   /intervals/<parameter>/<begin>_<end>/
@@ -14,7 +14,12 @@
  *                              end - begin elements, contiguous (so a reader's
  *                              hyperslab is one seek and one read). The moments
  *                              are absent when the run saved no optimizer
- *                              state.
+ *                              state. Each dataset has attributes crc32c
+ *                              (uint32[nblocks]) and crc32c_block_elements
+ *                              (int64): see checkpoint_crc.c.
+ * Files use HDF5's 1.8 format (superblock 2, object header 2), whose
+ * metadata HDF5 checksums itself: a flipped header byte fails to open
+ * instead of pointing a dataset at other bytes.
  * The directory protocol (.tmp, publish, latest) is in checkpoint_fs.c,
  * metadata.json in checkpoint_meta.c, reading in checkpoint_reader.c. */
 #include "checkpoint/checkpoint_internal.h"
@@ -22,8 +27,11 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+
+#include "core/crc32c.h"
 
 void ckpt_hdf5_quiet(Hdf5Quiet *saved) {
     if (H5Eget_auto2(H5E_DEFAULT, &saved->func, &saved->data) < 0) {
@@ -33,8 +41,8 @@ void ckpt_hdf5_quiet(Hdf5Quiet *saved) {
     H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
 }
 
-void ckpt_hdf5_restore(const Hdf5Quiet *saved) {
-    H5Eset_auto2(H5E_DEFAULT, saved->func, saved->data);
+void ckpt_hdf5_restore(const Hdf5Quiet *saved, bool succeeded) {
+    if (succeeded) H5Eset_auto2(H5E_DEFAULT, saved->func, saved->data);
 }
 
 typedef struct {
@@ -120,6 +128,19 @@ static bool write_string_attr(hid_t loc, const char *name, const char *value,
     return ok;
 }
 
+/* The checksum pass runs over the caller's buffer, not the file, at
+ * several GB/s (core/crc32c.h), so it costs little next to the write. */
+static bool write_checksums(hid_t dset, const float *data, int64_t n, const WriteCtx *w) {
+    const int64_t block = ckpt_crc_block_elements(n), count = (n + block - 1) / block;
+    uint32_t *crc = xmalloc((size_t)count * sizeof *crc);
+    crc32c_blocks(data, (size_t)n * sizeof *data, (size_t)block * sizeof *data, crc);
+    bool ok = write_attr(dset, CKPT_ATTR_CRC, H5T_STD_U32LE, H5T_NATIVE_UINT32, 1,
+                         (hsize_t)count, crc, w) &&
+              write_i64_attr(dset, CKPT_ATTR_CRC_BLOCK, block, w);
+    free(crc);
+    return ok;
+}
+
 static bool write_dataset(hid_t group, const char *name, const float *data, int64_t n,
                           hid_t dcpl, const WriteCtx *w) {
     hsize_t dims = (hsize_t)n;
@@ -130,6 +151,7 @@ static bool write_dataset(hid_t group, const char *name, const float *data, int6
     bool ok = dset >= 0 && H5Dwrite(dset, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT,
                                     data) >= 0;
     if (!ok) h5_failed(w, "dataset", name);
+    if (ok) ok = write_checksums(dset, data, n, w);
     if (dset >= 0) H5Dclose(dset);
     if (space >= 0) H5Sclose(space);
     return ok;
@@ -262,12 +284,15 @@ bool checkpoint_write_rank(const char *save_dir, int64_t iteration, int rank,
     Hdf5Quiet quiet;
     ckpt_hdf5_quiet(&quiet);
     hid_t fapl = ckpt_hdf5_fapl();
+    /* The 1.8 format checksums HDF5's own metadata; pinning both bounds keeps
+     * the files readable by every HDF5 from 1.8 on, whatever HDF5 wrote them. */
+    H5Pset_libver_bounds(fapl, H5F_LIBVER_V18, H5F_LIBVER_V18);
     hid_t fid = H5Fcreate(path, H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
     bool ok = fid >= 0 || h5_failed(&w, "creating the file", "");
     H5Pclose(fapl); /* only now: any HDF5 call clears the error stack */
     if (ok) ok = write_rank_file(fid, rank, intervals, count, &w);
     if (fid >= 0 && H5Fclose(fid) < 0 && ok) ok = h5_failed(&w, "closing the file", "");
-    ckpt_hdf5_restore(&quiet);
+    ckpt_hdf5_restore(&quiet, ok);
     /* Each writer flushes its own file: on a shared filesystem the rank that
      * publishes cannot flush another node's cache. */
     if (ok) ok = ckpt_fsync_path(path, false, err, err_size);

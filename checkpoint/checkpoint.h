@@ -16,6 +16,18 @@
  * leaves the previous checkpoint intact and the one `latest` names.
  * Loading reads any interval of any parameter from whichever rank files hold
  * it, so a checkpoint written at one layout loads at any other.
+ * Integrity (format version 2). Every dataset carries CRC32C checksums of
+ * consecutive blocks of its elements: attribute crc32c (uint32[nblocks]) and
+ * crc32c_block_elements (int64: 65536, doubled until there are at most 4096
+ * blocks, so the attribute stays small). checkpoint_read reads the whole
+ * blocks a range touches and verifies them before returning any element;
+ * a mismatch fails naming the file, the dataset and the block.
+ * metadata.json carries "crc32c", the CRC32C of its values (see
+ * checkpoint_meta.c). Rank files are written with HDF5's 1.8+ file format,
+ * whose superblock and object headers carry HDF5's own checksums, so a
+ * damaged header fails in HDF5, reported with the file's name.
+ * checkpoint_verify_checksums reads every dataset and checks every block.
+ * Version 1 checkpoints (no checksums) load unverified.
  * This module does no communication; errors come back as messages. */
 #ifndef GPT3D_CHECKPOINT_H
 #define GPT3D_CHECKPOINT_H
@@ -25,7 +37,10 @@
 #include <stdint.h>
 
 #define CHECKPOINT_FORMAT "gpt3d-checkpoint"
-#define CHECKPOINT_FORMAT_VERSION 1
+/* Version 2 added the checksums (see Integrity above); version 1
+ * checkpoints, which have none, still load. */
+#define CHECKPOINT_FORMAT_VERSION 2
+#define CHECKPOINT_MIN_FORMAT_VERSION 1
 #define CHECKPOINT_MAX_DIMS 4
 
 typedef struct {
@@ -44,6 +59,7 @@ typedef struct {
     bool has_optimizer_state;
     char data_description[1024]; /* e.g. the --data-path and --split given */
     char tokenizer_type[64];
+    int format_version; /* set by reading; a save always writes CHECKPOINT_FORMAT_VERSION */
 } CheckpointMeta;
 
 typedef enum { CKPT_WEIGHT = 0, CKPT_EXP_AVG = 1, CKPT_EXP_AVG_SQ = 2 } CheckpointTensor;
@@ -175,5 +191,27 @@ bool checkpoint_verify_coverage(CheckpointReader *r, char *err, size_t err_size)
  * single rank file, so a comparison of two checkpoints does not depend on
  * how checkpoint_read stitches intervals together. */
 int64_t checkpoint_stored_piece_end(const CheckpointReader *r, const char *name, int64_t pos);
+
+/* What checkpoint_verify_checksums read. */
+typedef struct {
+    int64_t datasets; /* datasets read whole */
+    int64_t bytes;    /* their element bytes */
+    int64_t blocks;   /* checksum blocks verified (0 for a version 1 checkpoint) */
+} CheckpointVerifyStats;
+/* Reads every dataset of every rank file and checks every checksum block;
+ * false with a message naming the first damaged file and dataset. */
+bool checkpoint_verify_checksums(CheckpointReader *r, CheckpointVerifyStats *stats, char *err,
+                                 size_t err_size);
+
+/* Opens the checkpoint of `iteration` under load_dir and checks all of it:
+ * coverage and every checksum. False with the first defect. */
+bool checkpoint_verify_full(const char *load_dir, int64_t iteration, char *err, size_t err_size);
+
+/* The newest checkpoint under load_dir at or below `at_most` that passes
+ * checkpoint_verify_full, trying iter_* directories newest first; false when
+ * none does. `first_err` (may be NULL) gets the reason the newest candidate
+ * failed, so a caller can say why a checkpoint it expected was skipped. */
+bool checkpoint_find_verified(const char *load_dir, int64_t at_most, int64_t *found,
+                              char *first_err, size_t first_err_size);
 
 #endif

@@ -68,13 +68,17 @@ bool ckpt_meta_read_file(const char *path, CheckpointMeta *meta, char *err, size
 
 /* HDF5 prints its error stack to stderr by default; every public entry point
  * silences it for its duration so the user sees our message, and restores the
- * caller's setting afterwards. */
+ * caller's setting afterwards, but only when the call succeeded: HDF5 1.10
+ * keeps internal state of a file whose metadata failed to load (no handle of
+ * ours stays open, yet H5close cannot finish), and at exit prints "HDF5:
+ * infinite loop closing library" if printing is on. Left off after a failure,
+ * it stays off: later calls save and restore "off". */
 typedef struct {
     H5E_auto2_t func;
     void *data;
 } Hdf5Quiet;
 void ckpt_hdf5_quiet(Hdf5Quiet *saved);
-void ckpt_hdf5_restore(const Hdf5Quiet *saved);
+void ckpt_hdf5_restore(const Hdf5Quiet *saved, bool succeeded);
 /* The most specific message on HDF5's error stack ("" when empty); call it
  * right after the failing call, before anything else touches the stack. */
 void ckpt_hdf5_detail(char *out, size_t size);
@@ -90,6 +94,36 @@ hid_t ckpt_hdf5_fapl(void);
 #define CKPT_ATTR_BEGIN "begin"
 #define CKPT_ATTR_END "end"
 #define CKPT_GROUP_INTERVALS "intervals"
+/* Integrity (format version 2): attributes of every dataset, and the
+ * metadata.json field (see checkpoint.h). */
+#define CKPT_ATTR_CRC "crc32c"
+#define CKPT_ATTR_CRC_BLOCK "crc32c_block_elements"
+#define CKPT_META_CRC "crc32c"
+#define CKPT_CRC_MIN_BLOCK 65536
+#define CKPT_CRC_MAX_BLOCKS 4096
+/* The fix every "fails its CRC32C check" message ends with. */
+#define CKPT_DAMAGED_FIX                                                                          \
+    "resume from an earlier checkpoint (checkpoint_info --load DIR --iteration N --verify "     \
+    "checks one; --load resumes from the iteration DIR/latest_checkpointed_iteration.txt names)"
+
+/* Elements per checksum block of a dataset of n elements. */
+int64_t ckpt_crc_block_elements(int64_t n);
+
+/* How a verified read failed, for the caller to name file and dataset. */
+typedef enum { CKPT_CRC_OK, CKPT_CRC_IO, CKPT_CRC_MALFORMED, CKPT_CRC_MISMATCH } CkptCrcStatus;
+typedef struct {
+    CkptCrcStatus status;
+    int64_t block, block_begin, block_end; /* CKPT_CRC_MISMATCH: elements of the dataset */
+    uint32_t stored, computed;
+    char detail[512]; /* HDF5's innermost message (CKPT_CRC_IO), or what is malformed */
+} CkptCrcResult;
+
+/* Elements [lo, hi) of a 1-D float dataset of n elements into out, reading
+ * the whole checksum blocks the range touches and verifying each. A dataset
+ * without checksum attributes is read unverified when !required, and fails
+ * as malformed when required. *blocks (may be NULL) counts verified blocks. */
+bool ckpt_crc_read(hid_t dset, hid_t fspace, int64_t n, int64_t lo, int64_t hi, float *out,
+                   bool required, int64_t *blocks, CkptCrcResult *res);
 
 /* Dataset name of each CheckpointTensor. */
 const char *ckpt_tensor_name(CheckpointTensor which);

@@ -1,16 +1,23 @@
 /* checkpoint/checkpoint_meta.c — metadata.json of a checkpoint.
  *
- * One JSON object: "format": "gpt3d-checkpoint", "format_version": 1, then
+ * One JSON object: "format": "gpt3d-checkpoint", "format_version": 2, then
  * every CheckpointMeta field under its C name. JSON numbers are doubles to
  * cJSON (and to most readers), so integers are stored only when |v| <= 2^53,
  * where the double is exact; a larger value fails the save rather than being
  * silently rounded. cJSON's own printer keeps only ~15 significant digits
  * (0.1*3 comes back as 0.3), so numbers are formatted here, exactly, and
  * inserted as raw JSON text; parsing (strtod) is exact. A field table drives
- * writing, reading and validation alike, so the three cannot drift apart. */
+ * writing, reading and validation alike, so the three cannot drift apart.
+ * Integrity (format version 2): "crc32c" holds 8 hex digits, the CRC32C of
+ * the canonical text of every other field (cJSON's unformatted print of the
+ * object this file builds, in table order). A reader rebuilds that text from
+ * the values it parsed, so any change to a value (a flipped digit) fails the
+ * check, while whitespace or key order, which change no value, do not
+ * matter. Version 1 files carry no checksum and still load. */
 #include "checkpoint/checkpoint_internal.h"
 
 #include <cjson/cJSON.h>
+#include "core/crc32c.h"
 #include <errno.h>
 #include <inttypes.h>
 #include <limits.h>
@@ -165,11 +172,11 @@ static bool add_raw_number(cJSON *root, const char *name, const char *text) {
     return cJSON_AddRawToObject(root, name, text) != NULL;
 }
 
-static cJSON *meta_to_json(const CheckpointMeta *m) {
+static cJSON *meta_to_json(const CheckpointMeta *m, int version) {
     cJSON *root = cJSON_CreateObject();
     GPT3D_CHECK(root != NULL, "out of memory building %s", CKPT_META_FILE);
     bool ok = cJSON_AddStringToObject(root, "format", CHECKPOINT_FORMAT) &&
-              cJSON_AddNumberToObject(root, "format_version", CHECKPOINT_FORMAT_VERSION);
+              cJSON_AddNumberToObject(root, "format_version", version);
     for (int i = 0; ok && i < NUM_META_FIELDS; i++) {
         const MetaField *f = &META_FIELDS[i];
         const char *p = (const char *)m + f->offset;
@@ -193,11 +200,26 @@ static cJSON *meta_to_json(const CheckpointMeta *m) {
     return root;
 }
 
+/* CRC32C of the canonical text of m as a file of this version holds it. */
+static uint32_t meta_checksum(const CheckpointMeta *m, int version) {
+    cJSON *root = meta_to_json(m, version);
+    char *text = cJSON_PrintUnformatted(root);
+    cJSON_Delete(root);
+    GPT3D_CHECK(text != NULL, "out of memory printing %s", CKPT_META_FILE);
+    uint32_t crc = crc32c(0, text, strlen(text));
+    cJSON_free(text);
+    return crc;
+}
+
 bool ckpt_meta_write_file(const char *path, const CheckpointMeta *meta, char *err,
                           size_t err_size) {
     if (!ckpt_meta_validate(meta, "cannot write checkpoint metadata", err, err_size))
         return false;
-    cJSON *root = meta_to_json(meta);
+    cJSON *root = meta_to_json(meta, CHECKPOINT_FORMAT_VERSION);
+    char crc[16];
+    snprintf(crc, sizeof crc, "%08x", meta_checksum(meta, CHECKPOINT_FORMAT_VERSION));
+    GPT3D_CHECK(cJSON_AddStringToObject(root, CKPT_META_CRC, crc) != NULL,
+                "out of memory building %s", CKPT_META_FILE);
     char *text = cJSON_Print(root);
     cJSON_Delete(root);
     GPT3D_CHECK(text != NULL, "out of memory printing %s", CKPT_META_FILE);
@@ -318,7 +340,8 @@ static bool json_to_field(const cJSON *root, const MetaField *f, const char *pat
     return false;
 }
 
-static bool check_format(const cJSON *root, const char *path, char *err, size_t err_size) {
+static bool check_format(const cJSON *root, const char *path, int *version_out, char *err,
+                         size_t err_size) {
     const cJSON *format = cJSON_GetObjectItemCaseSensitive(root, "format");
     const cJSON *version = cJSON_GetObjectItemCaseSensitive(root, "format_version");
     if (!cJSON_IsString(format) || strcmp(format->valuestring, CHECKPOINT_FORMAT) != 0) {
@@ -326,12 +349,32 @@ static bool check_format(const cJSON *root, const char *path, char *err, size_t 
                      path, CHECKPOINT_FORMAT);
         return false;
     }
-    if (!cJSON_IsNumber(version) || version->valuedouble != CHECKPOINT_FORMAT_VERSION) {
+    double v = cJSON_IsNumber(version) ? version->valuedouble : -1.0;
+    if (v != floor(v) || v < CHECKPOINT_MIN_FORMAT_VERSION || v > CHECKPOINT_FORMAT_VERSION) {
         ckpt_set_err(err, err_size,
-                     "'%s' has format_version %g; this build reads version %d (use the gpt3d "
-                     "that wrote it, or convert the checkpoint)",
-                     path, cJSON_IsNumber(version) ? version->valuedouble : -1.0,
-                     CHECKPOINT_FORMAT_VERSION);
+                     "'%s' has format_version %g; this build reads versions %d to %d (use the "
+                     "gpt3d that wrote it, or convert the checkpoint)",
+                     path, v, CHECKPOINT_MIN_FORMAT_VERSION, CHECKPOINT_FORMAT_VERSION);
+        return false;
+    }
+    *version_out = (int)v;
+    return true;
+}
+
+/* Version 2 on: the stored checksum must match the values just parsed. */
+static bool check_meta_crc(const cJSON *root, const CheckpointMeta *m, const char *path,
+                           char *err, size_t err_size) {
+    if (m->format_version < 2) return true;
+    const cJSON *item = cJSON_GetObjectItemCaseSensitive(root, CKPT_META_CRC);
+    const char *text = cJSON_IsString(item) ? item->valuestring : "";
+    char *end = NULL;
+    unsigned long stored = strtoul(text, &end, 16);
+    uint32_t computed = meta_checksum(m, m->format_version);
+    if (strlen(text) != 8 || *end != '\0' || stored != computed) {
+        ckpt_set_err(err, err_size,
+                     "checkpoint file '%s' fails its CRC32C check (stored \"%s\": \"%.16s\", "
+                     "computed %08x): the file is damaged; %s",
+                     path, CKPT_META_CRC, text, computed, CKPT_DAMAGED_FIX);
         return false;
     }
     return true;
@@ -352,9 +395,10 @@ bool ckpt_meta_read_file(const char *path, CheckpointMeta *meta, char *err, size
     }
     free(text);
     memset(meta, 0, sizeof *meta);
-    bool ok = check_format(root, path, err, err_size);
+    bool ok = check_format(root, path, &meta->format_version, err, err_size);
     for (int i = 0; ok && i < NUM_META_FIELDS; i++)
         ok = json_to_field(root, &META_FIELDS[i], path, meta, err, err_size);
+    if (ok) ok = check_meta_crc(root, meta, path, err, err_size);
     cJSON_Delete(root);
     if (!ok) return false;
     char where[CKPT_PATH_MAX + 16];

@@ -15,6 +15,8 @@
 #include <string.h>
 
 #define READER_OPEN_FILES 16
+/* checkpoint_verify_checksums reads this many checksum blocks at a time. */
+#define VERIFY_CHUNK_BLOCKS 64
 
 typedef struct {
     char *name; /* owned */
@@ -49,6 +51,7 @@ struct CheckpointReader {
     int num_params;
     OpenFile open[READER_OPEN_FILES];
     uint64_t clock;
+    int64_t verified_blocks; /* checksum blocks checked so far */
 };
 
 static void file_path(const CheckpointReader *r, int file, char *out, size_t size) {
@@ -233,15 +236,19 @@ static bool index_file(CheckpointReader *r, int file, char *err, size_t err_size
     if (fid < 0) return false;
     char format[64];
     int64_t version = 0, rank = -1;
+    /* The version must be metadata.json's: a rank file that claims another
+     * one (or a metadata.json whose version digit flipped) would otherwise
+     * decide whether checksums are required. */
     if (!read_string_attr(fid, CKPT_ATTR_FORMAT, format, sizeof format) ||
         strcmp(format, CHECKPOINT_FORMAT) != 0 ||
         !read_int_attr(fid, CKPT_ATTR_FORMAT_VERSION, &version, 1, NULL) ||
-        version != CHECKPOINT_FORMAT_VERSION ||
+        version != r->meta.format_version ||
         !read_int_attr(fid, CKPT_ATTR_RANK, &rank, 1, NULL) || rank != file) {
         ckpt_set_err(err, err_size,
-                     "'%s' is not rank %d of a gpt3d checkpoint of format version %d (root "
-                     "attributes format, format_version, rank)",
-                     path, file, CHECKPOINT_FORMAT_VERSION);
+                     "'%s' is not rank %d of a gpt3d checkpoint of format version %d, the "
+                     "version '%s/%s' names (root attributes format, format_version, rank): "
+                     "one of the two files is damaged or from another checkpoint",
+                     path, file, r->meta.format_version, r->dir, CKPT_META_FILE);
         return false;
     }
     IndexCtx c = {r, file, "", err, err_size, false};
@@ -348,7 +355,7 @@ CheckpointReader *checkpoint_open(const char *load_dir, int64_t iteration, char 
         Hdf5Quiet quiet;
         ckpt_hdf5_quiet(&quiet);
         for (int f = 0; ok && f < r->num_files; f++) ok = index_file(r, f, err, err_size);
-        ckpt_hdf5_restore(&quiet);
+        ckpt_hdf5_restore(&quiet, ok);
     }
     if (ok) ok = group_params(r, err, err_size);
     if (!ok) {
@@ -362,9 +369,10 @@ void checkpoint_close(CheckpointReader *r) {
     if (!r) return;
     Hdf5Quiet quiet;
     ckpt_hdf5_quiet(&quiet);
+    bool closed = true;
     for (int i = 0; i < READER_OPEN_FILES; i++)
-        if (r->open[i].file >= 0) H5Fclose(r->open[i].fid);
-    ckpt_hdf5_restore(&quiet);
+        if (r->open[i].file >= 0) closed = H5Fclose(r->open[i].fid) >= 0 && closed;
+    ckpt_hdf5_restore(&quiet, closed);
     for (int i = 0; i < r->num_entries; i++) free(r->entries[i].name);
     free(r->entries);
     free(r->params);
@@ -398,6 +406,27 @@ const char *checkpoint_param_name(const CheckpointReader *r, int i) {
     return i >= 0 && i < r->num_params ? r->params[i].name : NULL;
 }
 
+/* The message of a failed verified read: file, dataset, and why. */
+static bool crc_read_failed(const CheckpointReader *r, int file, const char *dataset,
+                            const CkptCrcResult *res, char *err, size_t err_size) {
+    char path[CKPT_PATH_MAX];
+    file_path(r, file, path, sizeof path);
+    if (res->status == CKPT_CRC_MISMATCH)
+        ckpt_set_err(err, err_size,
+                     "checkpoint file %s: dataset %s fails its CRC32C check (block %" PRId64
+                     ", elements [%" PRId64 ", %" PRId64 "): stored %08x, computed %08x): the "
+                     "file is damaged; %s",
+                     path, dataset, res->block, res->block_begin, res->block_end, res->stored,
+                     res->computed, CKPT_DAMAGED_FIX);
+    else if (res->status == CKPT_CRC_MALFORMED)
+        ckpt_set_err(err, err_size, "checkpoint file %s: dataset %s %s: the file is damaged; %s",
+                     path, dataset, res->detail, CKPT_DAMAGED_FIX);
+    else
+        ckpt_set_err(err, err_size, "cannot read checkpoint file '%s': dataset %s%s%s", path,
+                     dataset, res->detail[0] ? ": " : "", res->detail);
+    return false;
+}
+
 /* Reads elements [lo, hi) of the canonical tensor, all inside entry e. */
 static bool read_piece(CheckpointReader *r, const IndexEntry *e, CheckpointTensor which,
                        int64_t lo, int64_t hi, float *out, char *err, size_t err_size) {
@@ -411,7 +440,7 @@ static bool read_piece(CheckpointReader *r, const IndexEntry *e, CheckpointTenso
     hid_t dset = H5Dopen2(fid, path, H5P_DEFAULT);
     if (dset < 0) return h5_read_failed(r, e->file, path, err, err_size);
     hid_t type = H5Dget_type(dset), fspace = H5Dget_space(dset);
-    hsize_t dims = 0, start = (hsize_t)(lo - e->begin), count = (hsize_t)(hi - lo);
+    hsize_t dims = 0;
     bool ok = type >= 0 && H5Tget_class(type) == H5T_FLOAT && fspace >= 0 &&
               H5Sget_simple_extent_ndims(fspace) == 1 &&
               H5Sget_simple_extent_dims(fspace, &dims, NULL) == 1 &&
@@ -424,15 +453,12 @@ static bool read_piece(CheckpointReader *r, const IndexEntry *e, CheckpointTenso
                      " elements",
                      path_file, path, e->end - e->begin);
     }
-    hid_t mspace = -1;
     if (ok) {
-        mspace = H5Screate_simple(1, &count, NULL);
-        ok = mspace >= 0 &&
-             H5Sselect_hyperslab(fspace, H5S_SELECT_SET, &start, NULL, &count, NULL) >= 0 &&
-             H5Dread(dset, H5T_NATIVE_FLOAT, mspace, fspace, H5P_DEFAULT, out) >= 0;
-        if (!ok) h5_read_failed(r, e->file, path, err, err_size);
+        CkptCrcResult res;
+        ok = ckpt_crc_read(dset, fspace, (int64_t)dims, lo - e->begin, hi - e->begin, out,
+                           r->meta.format_version >= 2, &r->verified_blocks, &res);
+        if (!ok) crc_read_failed(r, e->file, path + 1, &res, err, err_size);
     }
-    if (mspace >= 0) H5Sclose(mspace);
     if (fspace >= 0) H5Sclose(fspace);
     if (type >= 0) H5Tclose(type);
     H5Dclose(dset);
@@ -503,7 +529,7 @@ bool checkpoint_read(CheckpointReader *r, const char *name, CheckpointTensor whi
         ok = read_piece(r, e, which, cursor, hi, out + (cursor - begin), err, err_size);
         cursor = hi;
     }
-    ckpt_hdf5_restore(&quiet);
+    ckpt_hdf5_restore(&quiet, ok);
     return ok;
 }
 
@@ -546,6 +572,38 @@ bool checkpoint_verify_coverage(CheckpointReader *r, char *err, size_t err_size)
         }
     }
     return true;
+}
+
+bool checkpoint_verify_checksums(CheckpointReader *r, CheckpointVerifyStats *stats, char *err,
+                                 size_t err_size) {
+    ckpt_set_err(err, err_size, "%s", "");
+    memset(stats, 0, sizeof *stats);
+    const int64_t blocks_before = r->verified_blocks;
+    int64_t cap = 0;
+    float *buf = NULL;
+    Hdf5Quiet quiet;
+    ckpt_hdf5_quiet(&quiet);
+    bool ok = true;
+    for (int i = 0; ok && i < r->num_entries; i++) {
+        const IndexEntry *e = &r->entries[i];
+        /* Whole checksum blocks at a time, so memory stays bounded (and no
+         * block is read twice) however large an interval is. */
+        const int64_t n = e->end - e->begin, step = VERIFY_CHUNK_BLOCKS * ckpt_crc_block_elements(n);
+        const int64_t want = n < step ? n : step;
+        if (want > cap) buf = xrealloc(buf, (size_t)(cap = want) * sizeof *buf);
+        for (int t = CKPT_WEIGHT; ok && t <= CKPT_EXP_AVG_SQ; t++) {
+            if (!(e->tensors & (1u << t))) continue;
+            for (int64_t lo = e->begin; ok && lo < e->end; lo += step)
+                ok = read_piece(r, e, (CheckpointTensor)t, lo, e->end - lo < step ? e->end : lo + step,
+                                buf, err, err_size);
+            stats->datasets += ok;
+            stats->bytes += ok ? n * (int64_t)sizeof(float) : 0;
+        }
+    }
+    ckpt_hdf5_restore(&quiet, ok);
+    free(buf);
+    stats->blocks = r->verified_blocks - blocks_before;
+    return ok;
 }
 
 int64_t checkpoint_stored_piece_end(const CheckpointReader *r, const char *name, int64_t pos) {

@@ -7,7 +7,7 @@
  * layernorm), which do not depend on the layout, so two checkpoints of the
  * same run at different layouts can be compared; --verify checks that every
  * canonical element of every parameter the model shape implies is stored
- * exactly once. Norms are read in chunks of --chunk-elements, so memory stays
+ * exactly once, then reads every dataset and checks every CRC32C block. Norms are read in chunks of --chunk-elements, so memory stays
  * bounded whatever the model size.
  * --compare-to DIR compares the checkpoint with another one, of any layout,
  * element by element in canonical coordinates (checkpoint_compare below):
@@ -53,7 +53,8 @@ static const FlagSpec FLAGS[] = {
      "checkpoint", false},
     {"verify", FLAG_SWITCH, offsetof(Options, verify), NULL, NULL,
      "check that every canonical element of every parameter of the model shape is stored "
-     "exactly once across the rank files; exit status 1 when not",
+     "exactly once across the rank files, and read every dataset checking its CRC32C "
+     "checksums; exit status 1 naming the first defect",
      "checks", false},
     {"norms", FLAG_SWITCH, offsetof(Options, norms), NULL, NULL,
      "print each parameter's L2 norm of weight, exp_avg and exp_avg_sq (computed in double), "
@@ -108,6 +109,9 @@ typedef struct {
     int64_t stored_numel, expected_numel;
     bool verified, valid;
     char verify_error[2048];
+    bool checksums_checked, checksums_ok; /* --verify read every dataset */
+    CheckpointVerifyStats checksum_stats;
+    char checksum_error[4096];
     bool norms_done;
 } Report;
 
@@ -270,10 +274,16 @@ static bool check_param_set(const Report *rep, char *err, size_t err_size) {
     return true;
 }
 
+/* Coverage first (cheap, from the index), then every dataset read whole and
+ * every checksum block checked: --verify passing means a load would too. */
 static void verify(Report *rep, CheckpointReader *r) {
     rep->verified = true;
     rep->valid = checkpoint_verify_coverage(r, rep->verify_error, sizeof rep->verify_error) &&
                  check_param_set(rep, rep->verify_error, sizeof rep->verify_error);
+    rep->checksums_checked = true;
+    rep->checksums_ok = checkpoint_verify_checksums(r, &rep->checksum_stats, rep->checksum_error,
+                                                    sizeof rep->checksum_error);
+    if (!rep->checksums_ok) rep->valid = false;
 }
 
 /* ------------------------------------------------------------ norms */
@@ -375,13 +385,28 @@ static void print_norms_text(const Report *rep) {
     }
 }
 
+static void print_checksums_text(const Report *rep) {
+    const CheckpointVerifyStats *st = &rep->checksum_stats;
+    if (!rep->checksums_ok)
+        printf("checksums: FAILED: %s\n", rep->checksum_error);
+    else if (rep->meta.format_version < 2)
+        printf("checksums: none (a format version %d checkpoint carries none); read all %" PRId64
+               " datasets, %" PRId64 " bytes\n",
+               rep->meta.format_version, st->datasets, st->bytes);
+    else
+        printf("checksums: verified %" PRId64 " datasets, %" PRId64 " bytes, %" PRId64
+               " CRC32C blocks\n",
+               st->datasets, st->bytes, st->blocks);
+}
+
 static void print_text(const Report *rep, bool norms_requested) {
     print_meta_text(rep);
     if (rep->verified) {
-        if (rep->valid)
+        if (!rep->verify_error[0])
             printf("coverage: %s\n", COVERAGE_OK);
         else
             printf("coverage: FAILED: %s\n", rep->verify_error);
+        print_checksums_text(rep);
     }
     if (rep->norms_done)
         print_norms_text(rep);
@@ -463,8 +488,16 @@ static void print_json(const Report *rep) {
     add_meta_json(root, rep);
     if (rep->verified) {
         cJSON *cov = cJSON_AddObjectToObject(root, "coverage");
-        cJSON_AddBoolToObject(cov, "ok", rep->valid);
-        cJSON_AddStringToObject(cov, "message", rep->valid ? COVERAGE_OK : rep->verify_error);
+        cJSON_AddBoolToObject(cov, "ok", !rep->verify_error[0]);
+        cJSON_AddStringToObject(cov, "message",
+                                rep->verify_error[0] ? rep->verify_error : COVERAGE_OK);
+        cJSON *sums = cJSON_AddObjectToObject(root, "checksums");
+        GPT3D_CHECK(sums != NULL, "out of memory");
+        cJSON_AddBoolToObject(sums, "ok", rep->checksums_ok);
+        add_integer(sums, "datasets", rep->checksum_stats.datasets);
+        add_integer(sums, "bytes", rep->checksum_stats.bytes);
+        add_integer(sums, "blocks", rep->checksum_stats.blocks);
+        if (!rep->checksums_ok) cJSON_AddStringToObject(sums, "message", rep->checksum_error);
     }
     if (rep->norms_done) {
         cJSON *params = cJSON_AddArrayToObject(root, "parameters");
@@ -646,8 +679,8 @@ static int compare_checkpoints(const Options *o, bool iteration_given, bool ref_
      * missing from one side is a difference, not something to skip. */
     verify(&ra, a);
     verify(&rb, b);
-    if (!ra.valid) printf("differ: %s\n", ra.verify_error);
-    if (!rb.valid) printf("differ: %s\n", rb.verify_error);
+    if (!ra.valid) printf("differ: %s\n", ra.verify_error[0] ? ra.verify_error : ra.checksum_error);
+    if (!rb.valid) printf("differ: %s\n", rb.verify_error[0] ? rb.verify_error : rb.checksum_error);
     for (int t = 1; t < 3; t++)
         if (want[t] && (!ra.meta.has_optimizer_state || !rb.meta.has_optimizer_state)) {
             printf("differ: %s has no optimizer state to compare %s\n",
@@ -702,7 +735,7 @@ static int compare_checkpoints(const Options *o, bool iteration_given, bool ref_
 static const char SUMMARY[] =
     "Prints a gpt3d checkpoint's iteration, model shape, the layout it was saved with and "
     "its parameter counts; --norms adds per-parameter norms, --verify checks that every "
-    "canonical element is stored exactly once, --compare-to compares two checkpoints of any "
+    "canonical element is stored exactly once and every checksum matches, --compare-to compares two checkpoints of any "
     "layouts element by element.";
 
 static int describe(const Options *o, bool iteration_given) {

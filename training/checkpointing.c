@@ -155,6 +155,8 @@ bool trainer_save_checkpoint(Trainer *t, char *err, size_t err_size) {
     test_crash_point(t, "after_publish");
     if (!parallel_state_agree(world, ok, err, err_size)) return false;
     checkpoint_iter_dir(t->last_checkpoint, sizeof t->last_checkpoint, t->args->save, t->iteration);
+    t->last_checkpoint_root = t->args->save;
+    t->last_checkpoint_iteration = t->iteration;
     if (root) {
         printf("saved checkpoint at iteration %lld to %s\n", (long long)t->iteration,
                t->last_checkpoint);
@@ -259,6 +261,8 @@ static bool load_checkpoint(Trainer *t, bool *loaded, char *note, size_t note_si
         t->consumed_samples = a->finetune ? 0 : m->consumed_train_samples;
         optimizer_set_step_count(t->opt, with_moments ? m->optimizer_step : 0);
         snprintf(t->last_checkpoint, sizeof t->last_checkpoint, "%s", where);
+        t->last_checkpoint_root = a->load;
+        t->last_checkpoint_iteration = iteration;
         snprintf(note, note_size,
                  "loaded checkpoint %s (iteration %lld, saved at TP %d PP %d DP %d)%s", where,
                  (long long)m->iteration, m->tensor_model_parallel_size,

@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "checkpoint/checkpoint.h"
 #include "core/errors.h"
 #include "core/timer.h"
 #include "training/exit_signal.h"
@@ -328,6 +329,40 @@ static bool save_or_report(Trainer *t) {
     return false;
 }
 
+/* The NaN guard's advice names a checkpoint only after reading all of it
+ * and checking every checksum: a damaged file would otherwise be called
+ * "good" and the resumed run would fail, or diverge, again. */
+static void name_last_good_checkpoint(const Trainer *t) {
+    if (!t->last_checkpoint[0]) {
+        fprintf(stderr, "No checkpoint was saved in this run; lower --lr or tighten "
+                        "--clip-grad and start again.\n");
+        return;
+    }
+    char why[4096];
+    if (checkpoint_verify_full(t->last_checkpoint_root, t->last_checkpoint_iteration, why,
+                               sizeof why)) {
+        fprintf(stderr, "The last good checkpoint (verified: every dataset and checksum) is %s; "
+                        "resume from it with --load and a lower --lr or tighter --clip-grad.\n",
+                t->last_checkpoint);
+        return;
+    }
+    fprintf(stderr, "The last checkpoint, %s, fails verification (%s). ", t->last_checkpoint, why);
+    int64_t found = 0;
+    if (!checkpoint_find_verified(t->last_checkpoint_root, t->last_checkpoint_iteration - 1,
+                                  &found, NULL, 0)) {
+        fprintf(stderr, "No older checkpoint in %s verifies; lower --lr or tighten --clip-grad "
+                        "and start again.\n",
+                t->last_checkpoint_root);
+        return;
+    }
+    char dir[4096];
+    checkpoint_iter_dir(dir, sizeof dir, t->last_checkpoint_root, found);
+    fprintf(stderr, "The newest checkpoint that verifies is %s; resume from it (write %lld into "
+                    "%s/latest_checkpointed_iteration.txt, then --load %s) with a lower --lr or "
+                    "tighter --clip-grad.\n",
+            dir, (long long)found, t->last_checkpoint_root, t->last_checkpoint_root);
+}
+
 static int stop_on_nonfinite(const Trainer *t, const StepResult *r) {
     if (is_root(t)) {
         fflush(stdout);
@@ -337,13 +372,7 @@ static int stop_on_nonfinite(const Trainer *t, const StepResult *r) {
                 (long long)(t->iteration + 1), isfinite(r->loss) ? "the gradient norm" : "the loss",
                 isnan(isfinite(r->loss) ? r->grad_norm : r->loss) ? "NaN" : "infinite", r->loss,
                 r->grad_norm);
-        if (t->last_checkpoint[0])
-            fprintf(stderr, "The last good checkpoint is %s; resume from it with --load and a "
-                            "lower --lr or tighter --clip-grad.\n",
-                    t->last_checkpoint);
-        else
-            fprintf(stderr, "No checkpoint was saved in this run; lower --lr or tighten "
-                            "--clip-grad and start again.\n");
+        name_last_good_checkpoint(t);
     }
     return 3;
 }

@@ -42,6 +42,10 @@ typedef struct {
     int64_t consumed_samples;
     FILE *metrics;
     char last_checkpoint[4096]; /* "" when none yet */
+    /* Where last_checkpoint lies (--save or --load) and its iteration, so
+     * the NaN guard can verify it (and search older ones) before naming it. */
+    const char *last_checkpoint_root;
+    int64_t last_checkpoint_iteration;
     int32_t *sample, *tokens, *targets;
     float *grad_shard_scratch; /* DP reduce-scatter output, one shard */
     FILE *trace; /* --trace-schedule: this rank's pipeline operations */
