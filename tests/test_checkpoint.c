@@ -6,6 +6,7 @@
  * (generation, parameter, tensor, element), exactly representable in fp32,
  * so the expected data never comes from the code under test. */
 #include "checkpoint/checkpoint.h"
+#include "test_checkpoint_meta.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -85,30 +86,7 @@ static const Piece GOOD_PLAN[] = {
 #define NPIECES(a) ((int)(sizeof(a) / sizeof((a)[0])))
 
 static CheckpointMeta make_meta(int64_t iteration, int world) {
-    CheckpointMeta m;
-    memset(&m, 0, sizeof m);
-    m.iteration = iteration;
-    m.consumed_train_samples = iteration * 16;
-    m.optimizer_step = iteration;
-    m.scheduler_num_steps = iteration * 16;
-    m.loss_scale = 1.0;
-    m.num_layers = 1;
-    m.hidden_size = 4;
-    m.num_attention_heads = 1;
-    m.ffn_hidden_size = 8;
-    m.vocab_size = 256;
-    m.padded_vocab_size = 256;
-    m.max_position_embeddings = 16;
-    m.seq_length = 16;
-    m.tensor_model_parallel_size = world;
-    m.pipeline_model_parallel_size = 1;
-    m.data_parallel_size = 1;
-    m.world_size = world;
-    m.seed = 1234;
-    m.has_optimizer_state = true;
-    snprintf(m.data_description, sizeof m.data_description, "--data-path fake.h5");
-    snprintf(m.tokenizer_type, sizeof m.tokenizer_type, "ByteTokenizer");
-    return m;
+    return test_checkpoint_meta(iteration, world);
 }
 
 /* Writes the pieces of one rank, with data of generation gen. */

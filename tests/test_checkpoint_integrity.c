@@ -25,6 +25,7 @@
 #include <unistd.h>
 
 #include "checkpoint/checkpoint.h"
+#include "test_checkpoint_meta.h"
 #include "test_util.h"
 
 #define ITER 7
@@ -69,28 +70,15 @@ static uint64_t next_random(uint64_t *s) {
     return *s;
 }
 
+/* Distinctive values, so a metadata flip that still parses shows as a
+ * difference from what was written. */
 static CheckpointMeta make_meta(void) {
-    CheckpointMeta m;
-    memset(&m, 0, sizeof m);
-    m.iteration = ITER;
+    CheckpointMeta m = test_checkpoint_meta(ITER, WORLD);
     m.consumed_train_samples = 112;
-    m.optimizer_step = ITER;
-    m.scheduler_num_steps = 112;
     m.loss_scale = 65536.0;
-    m.num_layers = 1;
-    m.hidden_size = 4;
-    m.num_attention_heads = 1;
     m.ffn_hidden_size = 16;
     m.vocab_size = 250;
-    m.padded_vocab_size = 256;
-    m.max_position_embeddings = 16;
-    m.seq_length = 16;
-    m.tensor_model_parallel_size = WORLD;
-    m.pipeline_model_parallel_size = 1;
-    m.data_parallel_size = 1;
-    m.world_size = WORLD;
     m.seed = 4321;
-    m.has_optimizer_state = true;
     snprintf(m.data_description, sizeof m.data_description, "--data-path corpus --split 98,2,0");
     snprintf(m.tokenizer_type, sizeof m.tokenizer_type, "GPT2BPETokenizer");
     return m;

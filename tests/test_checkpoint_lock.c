@@ -16,6 +16,7 @@
  * - a publish whose tracker write fails (the hook's ENOSPC) reports it, keeps
  *   both checkpoints, and recovery then resumes from the new one. */
 #include "checkpoint/checkpoint.h"
+#include "test_checkpoint_meta.h"
 
 #include <errno.h>
 #include <signal.h>
@@ -196,26 +197,7 @@ static int test_probe(void) {
 static const char *PARAM = "decoder.final_layernorm.weight";
 enum { NUMEL = 8, WORLD = 2 };
 
-static CheckpointMeta make_meta(int64_t iteration) {
-    CheckpointMeta m;
-    memset(&m, 0, sizeof m);
-    m.iteration = iteration;
-    m.loss_scale = 1.0;
-    m.num_layers = 1;
-    m.hidden_size = 4;
-    m.num_attention_heads = 1;
-    m.ffn_hidden_size = 8;
-    m.vocab_size = 256;
-    m.padded_vocab_size = 256;
-    m.max_position_embeddings = 16;
-    m.seq_length = 16;
-    m.tensor_model_parallel_size = 1;
-    m.pipeline_model_parallel_size = 1;
-    m.data_parallel_size = WORLD;
-    m.world_size = WORLD;
-    snprintf(m.tokenizer_type, sizeof m.tokenizer_type, "ByteTokenizer");
-    return m;
-}
+static CheckpointMeta make_meta(int64_t iteration) { return test_checkpoint_meta(iteration, WORLD); }
 
 typedef struct {
     int fail_errno;
