@@ -21,6 +21,13 @@ static void abort_job(int code) {
     if (initialized && !finalized) MPI_Finalize();
 }
 
+/* The watchdog limit of the start-up agreements: the flag once it parsed,
+ * Megatron's default before (a bad value must not disarm the agreement that
+ * reports it). */
+static double timeout_s(const TrainArgs *a, bool parsed) {
+    return parsed ? 60.0 * a->distributed_timeout_minutes : PARALLEL_STATE_DEFAULT_TIMEOUT_S;
+}
+
 /* Stops every rank with one message (printed by the lowest failing rank). */
 static int stop_all(const char *err, bool ok, int code) {
     int rank = 0, first_bad = 0, mine;
@@ -53,7 +60,7 @@ int main(int argc, char **argv) {
         MPI_Finalize();
         return 0;
     }
-    if (!parallel_state_all_ok(MPI_COMM_WORLD, ok)) {
+    if (!parallel_state_all_ok(MPI_COMM_WORLD, ok, timeout_s(&args, ok))) {
         args_free(&args, &parser);
         return stop_all(err, ok, 2);
     }
@@ -61,11 +68,13 @@ int main(int argc, char **argv) {
     ParallelState ps;
     ok = parallel_state_init(&ps, MPI_COMM_WORLD, args.tensor_model_parallel_size,
                              args.pipeline_model_parallel_size, err, sizeof err);
-    if (!parallel_state_all_ok(MPI_COMM_WORLD, ok)) return stop_all(err, ok, 2);
+    if (!parallel_state_all_ok(MPI_COMM_WORLD, ok, timeout_s(&args, true)))
+        return stop_all(err, ok, 2);
+    ps.timeout_s = timeout_s(&args, true);
 
     Trainer trainer;
     ok = trainer_setup(&trainer, &args, &ps, err, sizeof err);
-    if (!parallel_state_all_ok(MPI_COMM_WORLD, ok)) {
+    if (!parallel_state_all_ok(MPI_COMM_WORLD, ok, ps.timeout_s)) {
         trainer_free(&trainer);
         parallel_state_destroy(&ps);
         args_free(&args, &parser);

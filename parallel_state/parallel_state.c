@@ -40,6 +40,7 @@ bool parallel_state_check_sizes(int world_size, int tp, int pp, char *err, size_
 bool parallel_state_init(ParallelState *ps, MPI_Comm world, int tp, int pp, char *err,
                          size_t err_size) {
     memset(ps, 0, sizeof *ps);
+    ps->timeout_s = PARALLEL_STATE_DEFAULT_TIMEOUT_S;
     /* Null handles first, so that destroy is safe after a failed init. */
     ps->world = ps->tp_comm = ps->pp_comm = ps->dp_comm = MPI_COMM_NULL;
     ps->model_parallel_comm = ps->embedding_comm = MPI_COMM_NULL;
@@ -89,8 +90,12 @@ int parallel_state_prev_stage_rank(const ParallelState *ps) {
                                   ps->dp_size);
 }
 
-bool parallel_state_all_ok(MPI_Comm world, bool ok) {
+bool parallel_state_all_ok(MPI_Comm world, bool ok, double timeout_s) {
     int mine = ok ? 1 : 0, all = 0;
-    MPI_Allreduce(&mine, &all, 1, MPI_INT, MPI_MIN, world);
+    const WatchedOp what = {.op = "all-reduce (agreement)", .group = "world", .group_comm = world,
+                            .world = world, .peer = -1, .count = 1, .dtype = "int"};
+    MPI_Request req;
+    MPI_Iallreduce(&mine, &all, 1, MPI_INT, MPI_MIN, world, &req);
+    parallel_state_wait(&req, &what, 1, timeout_s);
     return all == 1;
 }

@@ -260,10 +260,10 @@ static void check_all_ok(MPI_Comm world) {
     int size, rank;
     MPI_Comm_size(world, &size);
     MPI_Comm_rank(world, &rank);
-    CHECK(parallel_state_all_ok(world, true));
+    CHECK(parallel_state_all_ok(world, true, PARALLEL_STATE_DEFAULT_TIMEOUT_S));
     for (int bad = 0; bad < size; bad++)
-        CHECK(!parallel_state_all_ok(world, rank != bad));
-    CHECK(!parallel_state_all_ok(world, false));
+        CHECK(!parallel_state_all_ok(world, rank != bad, PARALLEL_STATE_DEFAULT_TIMEOUT_S));
+    CHECK(!parallel_state_all_ok(world, false, PARALLEL_STATE_DEFAULT_TIMEOUT_S));
 }
 
 /* The state is built over the communicator it is given, not MPI_COMM_WORLD:

@@ -123,22 +123,22 @@ static void publish_hook(const char *point, void *ctx) { test_crash_point(ctx, p
 
 /* Every rank learns whether all succeeded; a rank that succeeded while
  * another failed reports `other` (the failing rank prints its own reason). */
-static bool agree(MPI_Comm world, bool ok, const char *other, char *err, size_t err_size) {
-    if (parallel_state_all_ok(world, ok)) return true;
+static bool agree(const ParallelState *ps, bool ok, const char *other, char *err,
+                  size_t err_size) {
+    if (parallel_state_all_ok(ps->world, ok, ps->timeout_s)) return true;
     if (ok) snprintf(err, err_size, "%s", other);
     return false;
 }
 
 bool trainer_save_checkpoint(Trainer *t, char *err, size_t err_size) {
     const bool root = t->ps->rank == 0;
-    MPI_Comm world = t->ps->world;
     bool ok = !root || checkpoint_begin_save(t->args->save, t->iteration, err, err_size);
-    if (!agree(world, ok, "rank 0 could not start the checkpoint save", err, err_size)) return false;
+    if (!agree(t->ps, ok, "rank 0 could not start the checkpoint save", err, err_size)) return false;
     test_crash_point(t, "after_begin");
     test_crash_point(t, "partial_rank_file");
     ok = write_rank_file(t, err, err_size);
     test_crash_point(t, "after_rank_file");
-    if (!agree(world, ok, "another rank failed to write its checkpoint file", err, err_size))
+    if (!agree(t->ps, ok, "another rank failed to write its checkpoint file", err, err_size))
         return false;
     test_crash_point(t, "before_publish");
     if (root) {
@@ -149,7 +149,7 @@ bool trainer_save_checkpoint(Trainer *t, char *err, size_t err_size) {
                                           err_size);
     }
     test_crash_point(t, "after_publish");
-    if (!agree(world, ok, "rank 0 failed to publish the checkpoint", err, err_size)) return false;
+    if (!agree(t->ps, ok, "rank 0 failed to publish the checkpoint", err, err_size)) return false;
     checkpoint_iter_dir(t->last_checkpoint, sizeof t->last_checkpoint, t->args->save, t->iteration);
     if (root) {
         printf("saved checkpoint at iteration %lld to %s\n", (long long)t->iteration,
@@ -279,7 +279,7 @@ bool trainer_load_checkpoint(Trainer *t, bool *loaded, char *err, size_t err_siz
     bool ok = load_checkpoint(t, loaded, err, err_size);
     if (!getenv("GPT3D_TEST_SAVE_AFTER_LOAD") || !t->args->save) return ok;
     /* Every rank takes part in the save's collectives, so all must have loaded. */
-    if (!agree(t->ps->world, ok, "another rank failed to load the checkpoint", err, err_size))
+    if (!agree(t->ps, ok, "another rank failed to load the checkpoint", err, err_size))
         return false;
     if (!*loaded) return true;
     if (t->ps->rank == 0) {
