@@ -15,28 +15,33 @@ bool watchdog_expired(double start_s, double now_s, double timeout_s) {
     return now_s - start_s >= timeout_s;
 }
 
-/* Most waits end within a few polls (a tensor-parallel all-reduce whose peers
- * are already there): yielding keeps their latency close to a blocking
- * call's. Longer waits (a peer still computing its micro-batch) sleep,
- * doubling from 1 us to about 1 ms, so that with more ranks than cores the
- * waiting rank gives its core to the rank it is waiting for; a busy poll
- * would steal exactly that rank's time. */
-enum { YIELD_POLLS = 32, POLLS_PER_STEP = 4, MAX_SHIFT = 10 };
+/* How a waiting rank spends the time between polls. Most waits are short (a
+ * tensor-parallel all-reduce whose peers are already there): for the first
+ * YIELD_S the rank only yields, as Open MPI's own blocking wait does when
+ * oversubscribed, so short waits cost what the blocking call cost. A longer
+ * wait (a peer still computing its micro-batch) sleeps an eighth of the time
+ * waited so far, capped at MAX_SLEEP_S: with more ranks than cores the waiting
+ * rank then gives its core to the rank it waits for, which a busy poll would
+ * slow down, and noticing completion late adds at most about 1/8 to a wait. */
+#define YIELD_S 1e-3
+#define MIN_SLEEP_S 20e-6
+#define MAX_SLEEP_S 1e-3
 
-static void back_off(int poll) {
-    if (poll < YIELD_POLLS) {
+static void back_off(double waited_s) {
+    if (waited_s < YIELD_S) {
         sched_yield();
         return;
     }
-    int shift = (poll - YIELD_POLLS) / POLLS_PER_STEP;
-    if (shift > MAX_SHIFT) shift = MAX_SHIFT;
-    const struct timespec pause = {0, 1000L << shift};
+    double pause_s = waited_s / 8.0;
+    if (pause_s < MIN_SLEEP_S) pause_s = MIN_SLEEP_S;
+    if (pause_s > MAX_SLEEP_S) pause_s = MAX_SLEEP_S;
+    const struct timespec pause = {0, (long)(pause_s * 1e9)};
     nanosleep(&pause, NULL);
 }
 
 bool watchdog_poll(MPI_Request *reqs, int n, double timeout_s, double *waited_s) {
     const double start = timer_now_s();
-    for (int poll = 0;; poll++) {
+    for (;;) {
         bool done = true;
         for (int i = 0; i < n; i++) {
             if (reqs[i] == MPI_REQUEST_NULL) continue;
@@ -49,7 +54,7 @@ bool watchdog_poll(MPI_Request *reqs, int n, double timeout_s, double *waited_s)
         *waited_s = now - start;
         if (done) return true;
         if (watchdog_expired(start, now, timeout_s)) return false;
-        back_off(poll);
+        back_off(*waited_s);
     }
 }
 
