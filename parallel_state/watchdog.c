@@ -20,11 +20,10 @@ bool watchdog_expired(double start_s, double now_s, double timeout_s) {
  * YIELD_S the rank only yields, as Open MPI's own blocking wait does when
  * oversubscribed, so short waits cost what the blocking call cost. A longer
  * wait (a peer still computing its micro-batch) sleeps an eighth of the time
- * waited so far, capped at MAX_SLEEP_S: with more ranks than cores the waiting
- * rank then gives its core to the rank it waits for, which a busy poll would
+ * waited so far (from 125 us), capped at MAX_SLEEP_S: with more ranks than
+ * cores the waiting rank then gives its core to the rank it waits for, which a busy poll would
  * slow down, and noticing completion late adds at most about 1/8 to a wait. */
 #define YIELD_S 1e-3
-#define MIN_SLEEP_S 20e-6
 #define MAX_SLEEP_S 1e-3
 
 static void back_off(double waited_s) {
@@ -33,7 +32,6 @@ static void back_off(double waited_s) {
         return;
     }
     double pause_s = waited_s / 8.0;
-    if (pause_s < MIN_SLEEP_S) pause_s = MIN_SLEEP_S;
     if (pause_s > MAX_SLEEP_S) pause_s = MAX_SLEEP_S;
     const struct timespec pause = {0, (long)(pause_s * 1e9)};
     nanosleep(&pause, NULL);
