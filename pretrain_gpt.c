@@ -21,6 +21,13 @@ static void abort_job(int code) {
     if (initialized && !finalized) MPI_Finalize();
 }
 
+/* The watchdog limit of the start-up agreements: the flag once it parsed,
+ * Megatron's default before (a bad value must not disarm the agreement that
+ * reports it). */
+static double timeout_s(const TrainArgs *a, bool parsed) {
+    return parsed ? 60.0 * a->distributed_timeout_minutes : PARALLEL_STATE_DEFAULT_TIMEOUT_S;
+}
+
 /* Ends every rank after parallel_state_agree gave them all the lowest
  * failing rank's own message, which rank 0 alone prints. */
 static int stop_all(const char *err, int code) {
@@ -52,7 +59,7 @@ int main(int argc, char **argv) {
         MPI_Finalize();
         return 0;
     }
-    if (!parallel_state_agree(MPI_COMM_WORLD, ok, err, sizeof err)) {
+    if (!parallel_state_agree(MPI_COMM_WORLD, ok, timeout_s(&args, ok), err, sizeof err)) {
         args_free(&args, &parser);
         return stop_all(err, 2);
     }
@@ -60,11 +67,13 @@ int main(int argc, char **argv) {
     ParallelState ps;
     ok = parallel_state_init(&ps, MPI_COMM_WORLD, args.tensor_model_parallel_size,
                              args.pipeline_model_parallel_size, err, sizeof err);
-    if (!parallel_state_agree(MPI_COMM_WORLD, ok, err, sizeof err)) return stop_all(err, 2);
+    if (!parallel_state_agree(MPI_COMM_WORLD, ok, timeout_s(&args, true), err, sizeof err))
+        return stop_all(err, 2);
+    ps.timeout_s = timeout_s(&args, true);
 
     Trainer trainer;
     ok = trainer_setup(&trainer, &args, &ps, err, sizeof err);
-    if (!parallel_state_agree(MPI_COMM_WORLD, ok, err, sizeof err)) {
+    if (!parallel_state_agree(MPI_COMM_WORLD, ok, ps.timeout_s, err, sizeof err)) {
         trainer_free(&trainer);
         parallel_state_destroy(&ps);
         args_free(&args, &parser);

@@ -101,13 +101,28 @@ static void require_host_buffers(const Comm *c) {
         if (rc_ != MPI_SUCCESS) GPT3D_FAIL("%s failed with MPI error %d", #call, rc_);             \
     } while (0)
 
+/* Completes one collective's request under the watchdog. */
+static void wait_collective(const Comm *c, MPI_Request *req, GroupKind g, CollectiveKind k,
+                            size_t n, DType t) {
+    const WatchedOp what = {.op = comm_collective_name(k),
+                            .group = comm_group_name(g),
+                            .group_comm = group_comm(c, g),
+                            .world = c->ps->world,
+                            .peer = -1,
+                            .count = n,
+                            .dtype = k == COLL_BARRIER ? NULL : dtype_name(t)};
+    parallel_state_wait(req, &what, 1, c->ps->timeout_s);
+}
+
 void comm_all_reduce(Comm *c, GroupKind g, void *buf, size_t n, DType t, ReduceOp op) {
     require_host_buffers(c);
     MPI_Comm m = member_comm(c, g);
     count(c, g, COLL_ALL_REDUCE, n, t);
     if (comm_group_size(c, g) == 1 || n == 0) return;
-    MPI_OK(MPI_Allreduce(MPI_IN_PLACE, buf, mpi_count(n), mpi_type(t),
-                         op == REDUCE_SUM ? MPI_SUM : MPI_MAX, m));
+    MPI_Request req;
+    MPI_OK(MPI_Iallreduce(MPI_IN_PLACE, buf, mpi_count(n), mpi_type(t),
+                          op == REDUCE_SUM ? MPI_SUM : MPI_MAX, m, &req));
+    wait_collective(c, &req, g, COLL_ALL_REDUCE, n, t);
 }
 
 void comm_all_gather(Comm *c, GroupKind g, void *dst, const void *src, size_t n, DType t) {
@@ -121,8 +136,10 @@ void comm_all_gather(Comm *c, GroupKind g, void *dst, const void *src, size_t n,
         if (!in_place) c->be->ops->copy_device(c->be, dst, src, chunk_bytes);
         return;
     }
-    MPI_OK(MPI_Allgather(in_place ? MPI_IN_PLACE : src, mpi_count(n), mpi_type(t), dst,
-                         mpi_count(n), mpi_type(t), m));
+    MPI_Request req;
+    MPI_OK(MPI_Iallgather(in_place ? MPI_IN_PLACE : src, mpi_count(n), mpi_type(t), dst,
+                          mpi_count(n), mpi_type(t), m, &req));
+    wait_collective(c, &req, g, COLL_ALL_GATHER, n, t);
 }
 
 void comm_reduce_scatter(Comm *c, GroupKind g, void *dst, const void *src, size_t n, DType t) {
@@ -134,7 +151,9 @@ void comm_reduce_scatter(Comm *c, GroupKind g, void *dst, const void *src, size_
         if (dst != src) c->be->ops->copy_device(c->be, dst, src, n * dtype_size(t));
         return;
     }
-    MPI_OK(MPI_Reduce_scatter_block(src, dst, mpi_count(n), mpi_type(t), MPI_SUM, m));
+    MPI_Request req;
+    MPI_OK(MPI_Ireduce_scatter_block(src, dst, mpi_count(n), mpi_type(t), MPI_SUM, m, &req));
+    wait_collective(c, &req, g, COLL_REDUCE_SCATTER, n * (size_t)size, t);
 }
 
 void comm_broadcast(Comm *c, GroupKind g, void *buf, size_t n, DType t, int root) {
@@ -145,9 +164,14 @@ void comm_broadcast(Comm *c, GroupKind g, void *buf, size_t n, DType t, int root
                 root, comm_group_name(g), size);
     count(c, g, COLL_BROADCAST, n, t);
     if (size == 1) return;
-    MPI_OK(MPI_Bcast(buf, mpi_count(n), mpi_type(t), root, m));
+    MPI_Request req;
+    MPI_OK(MPI_Ibcast(buf, mpi_count(n), mpi_type(t), root, m, &req));
+    wait_collective(c, &req, g, COLL_BROADCAST, n, t);
 }
 
+/* Both directions are posted before either is waited for, so neighbouring
+ * stages that send to each other never deadlock; the watchdog reports the
+ * direction that did not complete. */
 static void exchange(Comm *c, const void *send_buf, size_t send_n, int dest, int send_tag,
                      void *recv_buf, size_t recv_n, int source, int recv_tag, DType t) {
     require_host_buffers(c);
@@ -155,18 +179,31 @@ static void exchange(Comm *c, const void *send_buf, size_t send_n, int dest, int
                 "send/recv peer (dest %d, source %d) outside a world of %d ranks", dest, source,
                 c->ps->world_size);
     MPI_Request req[2];
+    WatchedOp what[2];
     int nreq = 0;
+    const WatchedOp p2p = {.group = comm_group_name(GROUP_PIPELINE),
+                           .group_comm = c->ps->pp_comm,
+                           .world = c->ps->world,
+                           .dtype = dtype_name(t)};
     if (source >= 0) {
         count(c, GROUP_PIPELINE, COLL_RECV, recv_n, t);
+        what[nreq] = p2p;
+        what[nreq].op = comm_collective_name(COLL_RECV);
+        what[nreq].peer = source;
+        what[nreq].count = recv_n;
         MPI_OK(MPI_Irecv(recv_buf, mpi_count(recv_n), mpi_type(t), source, recv_tag, c->ps->world,
                          &req[nreq++]));
     }
     if (dest >= 0) {
         count(c, GROUP_PIPELINE, COLL_SEND, send_n, t);
+        what[nreq] = p2p;
+        what[nreq].op = comm_collective_name(COLL_SEND);
+        what[nreq].peer = dest;
+        what[nreq].count = send_n;
         MPI_OK(MPI_Isend(send_buf, mpi_count(send_n), mpi_type(t), dest, send_tag, c->ps->world,
                          &req[nreq++]));
     }
-    MPI_OK(MPI_Waitall(nreq, req, MPI_STATUSES_IGNORE));
+    parallel_state_wait(req, what, nreq, c->ps->timeout_s);
 }
 
 void comm_send_recv(Comm *c, const void *send_buf, size_t send_n, int dest, void *recv_buf,
@@ -182,5 +219,7 @@ void comm_send_recv_tagged(Comm *c, const void *send_buf, int dest, int send_tag
 void comm_barrier(Comm *c, GroupKind g) {
     MPI_Comm m = member_comm(c, g);
     count(c, g, COLL_BARRIER, 0, DTYPE_F32);
-    MPI_OK(MPI_Barrier(m));
+    MPI_Request req;
+    MPI_OK(MPI_Ibarrier(m, &req));
+    wait_collective(c, &req, g, COLL_BARRIER, 0, DTYPE_F32);
 }

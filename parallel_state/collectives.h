@@ -10,7 +10,9 @@
  * traffic. Sizes are in elements; all-gather and reduce-scatter take the
  * per-rank chunk size, and the full buffer is group_size chunks in rank order.
  * All calls are blocking and deterministic (the same inputs give bitwise the
- * same result on every rank of the group).
+ * same result on every rank of the group). Each is a nonblocking MPI
+ * operation completed under the watchdog (parallel_state.h): one that does
+ * not complete within ps->timeout_s aborts the job with a report naming it.
  *
  * Counted bytes per call: all-reduce and broadcast n elements (on every rank,
  * root or not); all-gather the n-element chunk a rank sends; reduce-scatter

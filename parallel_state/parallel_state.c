@@ -41,6 +41,7 @@ bool parallel_state_check_sizes(int world_size, int tp, int pp, char *err, size_
 bool parallel_state_init(ParallelState *ps, MPI_Comm world, int tp, int pp, char *err,
                          size_t err_size) {
     memset(ps, 0, sizeof *ps);
+    ps->timeout_s = PARALLEL_STATE_DEFAULT_TIMEOUT_S;
     /* Null handles first, so that destroy is safe after a failed init. */
     ps->world = ps->tp_comm = ps->pp_comm = ps->dp_comm = MPI_COMM_NULL;
     ps->model_parallel_comm = ps->embedding_comm = MPI_COMM_NULL;
@@ -90,21 +91,34 @@ int parallel_state_prev_stage_rank(const ParallelState *ps) {
                                   ps->dp_size);
 }
 
-bool parallel_state_all_ok(MPI_Comm world, bool ok) {
+bool parallel_state_all_ok(MPI_Comm world, bool ok, double timeout_s) {
     int mine = ok ? 1 : 0, all = 0;
-    MPI_Allreduce(&mine, &all, 1, MPI_INT, MPI_MIN, world);
+    const WatchedOp what = {.op = "all-reduce (agreement)", .group = "world", .group_comm = world,
+                            .world = world, .peer = -1, .count = 1, .dtype = "int"};
+    MPI_Request req;
+    MPI_Iallreduce(&mine, &all, 1, MPI_INT, MPI_MIN, world, &req);
+    parallel_state_wait(&req, &what, 1, timeout_s);
     return all == 1;
 }
 
-bool parallel_state_agree(MPI_Comm world, bool ok, char *err, size_t err_size) {
+bool parallel_state_agree(MPI_Comm world, bool ok, double timeout_s, char *err,
+                          size_t err_size) {
     int rank = 0, first_bad = 0;
     MPI_Comm_rank(world, &rank);
     const int mine = ok ? INT_MAX : rank;
-    MPI_Allreduce(&mine, &first_bad, 1, MPI_INT, MPI_MIN, world);
+    const WatchedOp who = {.op = "all-reduce (agreement)", .group = "world", .group_comm = world,
+                           .world = world, .peer = -1, .count = 1, .dtype = "int"};
+    MPI_Request req;
+    MPI_Iallreduce(&mine, &first_bad, 1, MPI_INT, MPI_MIN, world, &req);
+    parallel_state_wait(&req, &who, 1, timeout_s);
     if (first_bad == INT_MAX) return true;
     char message[PARALLEL_STATE_MAX_MESSAGE] = "";
     if (rank == first_bad) snprintf(message, sizeof message, "%s", err_size ? err : "");
-    MPI_Bcast(message, (int)sizeof message, MPI_CHAR, first_bad, world);
+    const WatchedOp what = {.op = "broadcast (error message)", .group = "world",
+                            .group_comm = world, .world = world, .peer = -1,
+                            .count = sizeof message, .dtype = "char"};
+    MPI_Ibcast(message, (int)sizeof message, MPI_CHAR, first_bad, world, &req);
+    parallel_state_wait(&req, &what, 1, timeout_s);
     message[sizeof message - 1] = '\0';
     if (err_size == 0) return false;
     if (first_bad == 0)

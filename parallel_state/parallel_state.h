@@ -6,7 +6,20 @@
  * ParallelState that callers pass explicitly (no global groups). The
  * embedding group joins the first and last pipeline stage of a PP group (it
  * is the PP group itself when PP = 2, and a single rank when PP = 1).
- * The node-local rank (for GPU selection) comes from MPI_Comm_split_type. */
+ * The node-local rank (for GPU selection) comes from MPI_Comm_split_type.
+ *
+ * Watchdog (watchdog.c). Every wait on other ranks has a deadline: the
+ * collectives (collectives.h) and the host-value helpers below start a
+ * nonblocking MPI operation and complete it with parallel_state_wait(), which
+ * polls it until it is done or `timeout_s` (ParallelState.timeout_s, from
+ * --distributed-timeout-minutes) has passed. The limit applies to each
+ * operation on its own, as torch.distributed's timeout does for NCCL in
+ * Megatron: a rank may wait that long at any single collective, e.g. while
+ * another rank writes its part of a checkpoint before the save's agreement,
+ * so a save phase longer than the limit needs a larger limit. On a timeout
+ * the rank prints one line (operation, group and its ranks, the peers it
+ * waits for, element count, seconds waited, the flag) and aborts the job:
+ * a stopped or dead peer cannot take part in a clean agreement. */
 #ifndef GPT3D_PARALLEL_STATE_H
 #define GPT3D_PARALLEL_STATE_H
 
@@ -23,6 +36,7 @@ typedef struct {
     MPI_Comm tp_comm, pp_comm, dp_comm;
     MPI_Comm model_parallel_comm; /* the TP x PP ranks of one DP replica */
     MPI_Comm embedding_comm;      /* first + last stage of this PP group; MPI_COMM_NULL elsewhere */
+    double timeout_s; /* watchdog limit per operation; init sets the default */
 } ParallelState;
 
 /* Rank of the coordinates (tp, dp, pp) under the rank order above. */
@@ -49,8 +63,48 @@ int parallel_state_next_stage_rank(const ParallelState *ps);
 int parallel_state_prev_stage_rank(const ParallelState *ps);
 
 /* Every rank agrees: returns true when `ok` is true on all ranks of world.
- * Used so that a bad input seen by one rank stops every rank together. */
-bool parallel_state_all_ok(MPI_Comm world, bool ok);
+ * Used so that a bad input seen by one rank stops every rank together.
+ * Watched with `timeout_s` (it also runs before a ParallelState exists). */
+bool parallel_state_all_ok(MPI_Comm world, bool ok, double timeout_s);
+
+/* ---- watchdog (watchdog.c) ---- */
+
+/* Megatron's default --distributed-timeout-minutes, 10. */
+#define PARALLEL_STATE_DEFAULT_TIMEOUT_S 600.0
+/* The job's exit status when an operation timed out (through MPI_Abort). */
+#define PARALLEL_STATE_TIMEOUT_EXIT 4
+
+/* What a request is, for the report when it does not complete. */
+typedef struct {
+    const char *op;      /* "all-reduce", "send", "recv", ... */
+    const char *group;   /* "data", "pipeline", ... */
+    MPI_Comm group_comm; /* the group's members are listed from it (MPI_COMM_NULL: none) */
+    MPI_Comm world;      /* ranks are reported as ranks of this communicator */
+    int peer;            /* p2p: the peer's rank in world; -1 for a collective */
+    size_t count;        /* elements this rank sends or receives */
+    const char *dtype;   /* element type name; NULL for a barrier */
+} WatchedOp;
+
+/* The deadline decision: has an operation started at start_s run out of
+ * timeout_s at now_s? */
+bool watchdog_expired(double start_s, double now_s, double timeout_s);
+/* Polls reqs[0..n) until all completed (true) or timeout_s passed (false;
+ * the incomplete requests are left active). *waited_s: seconds polled. */
+bool watchdog_poll(MPI_Request *reqs, int n, double timeout_s, double *waited_s);
+/* The one-line report of `op` after waited_s seconds (without "error: "). */
+void watchdog_describe(const WatchedOp *op, double waited_s, double timeout_s, char *buf,
+                       size_t size);
+/* Completes reqs[i], described by ops[i]; on a timeout reports the first
+ * incomplete one on stderr and aborts the job with PARALLEL_STATE_TIMEOUT_EXIT. */
+void parallel_state_wait(MPI_Request *reqs, const WatchedOp *ops, int n, double timeout_s);
+
+/* Host values (flags, loss sums, hashes) over one of ps's communicators,
+ * under the watchdog; for device buffers use collectives.h. In place. */
+void parallel_state_all_reduce(const ParallelState *ps, MPI_Comm comm, void *buf, int n,
+                               MPI_Datatype type, MPI_Op op);
+/* dst holds group_size * n values, in group-rank order. */
+void parallel_state_all_gather(const ParallelState *ps, MPI_Comm comm, const void *src,
+                               void *dst, int n, MPI_Datatype type);
 
 /* Longest failure message parallel_state_agree carries between ranks. */
 #define PARALLEL_STATE_MAX_MESSAGE 2048
@@ -59,7 +113,9 @@ bool parallel_state_all_ok(MPI_Comm world, bool ok);
  * world is not ok, every rank's err becomes the message of the lowest failing
  * rank R (prefixed "rank R: " when R is not 0), so rank 0 alone can print the
  * one real error while healthy ranks print nothing. The reporting rank's own
- * err is read, never its neighbours' boilerplate ("another rank failed"). */
-bool parallel_state_agree(MPI_Comm world, bool ok, char *err, size_t err_size);
+ * err is read, never its neighbours' boilerplate ("another rank failed").
+ * Watched with timeout_s, as parallel_state_all_ok. */
+bool parallel_state_agree(MPI_Comm world, bool ok, double timeout_s, char *err,
+                          size_t err_size);
 
 #endif

@@ -260,24 +260,25 @@ static void check_all_ok(MPI_Comm world) {
     int size, rank;
     MPI_Comm_size(world, &size);
     MPI_Comm_rank(world, &rank);
-    CHECK(parallel_state_all_ok(world, true));
+    CHECK(parallel_state_all_ok(world, true, PARALLEL_STATE_DEFAULT_TIMEOUT_S));
     for (int bad = 0; bad < size; bad++)
-        CHECK(!parallel_state_all_ok(world, rank != bad));
-    CHECK(!parallel_state_all_ok(world, false));
+        CHECK(!parallel_state_all_ok(world, rank != bad, PARALLEL_STATE_DEFAULT_TIMEOUT_S));
+    CHECK(!parallel_state_all_ok(world, false, PARALLEL_STATE_DEFAULT_TIMEOUT_S));
 }
 
 /* The failing rank's own message reaches every rank, with its rank named
  * unless it is rank 0; healthy ranks' text never wins. */
 static void check_agree(MPI_Comm world) {
+    const double limit = PARALLEL_STATE_DEFAULT_TIMEOUT_S;
     int size, rank;
     MPI_Comm_size(world, &size);
     MPI_Comm_rank(world, &rank);
     char err[128] = "untouched", want[128];
-    CHECK(parallel_state_agree(world, true, err, sizeof err));
+    CHECK(parallel_state_agree(world, true, limit, err, sizeof err));
     CHECK(!strcmp(err, "untouched"));
     for (int bad = 0; bad < size; bad++) {
         snprintf(err, sizeof err, rank == bad ? "shard %d is damaged" : "healthy rank %d", rank);
-        CHECK(!parallel_state_agree(world, rank != bad, err, sizeof err));
+        CHECK(!parallel_state_agree(world, rank != bad, limit, err, sizeof err));
         if (bad == 0)
             snprintf(want, sizeof want, "shard 0 is damaged");
         else
@@ -286,14 +287,14 @@ static void check_agree(MPI_Comm world) {
     }
     /* Two failing ranks: the lower one speaks. */
     snprintf(err, sizeof err, "failure on %d", rank);
-    CHECK(!parallel_state_agree(world, rank < size - 2, err, sizeof err));
+    CHECK(!parallel_state_agree(world, rank < size - 2, limit, err, sizeof err));
     snprintf(want, sizeof want, "rank %d: failure on %d", size - 2, size - 2);
     CHECK(!strcmp(err, want));
     /* A short buffer truncates, never overflows. */
     char tiny[8];
     memset(tiny, 'x', sizeof tiny);
     snprintf(tiny, 6, "boom");
-    CHECK(!parallel_state_agree(world, rank != 1, tiny, 6));
+    CHECK(!parallel_state_agree(world, rank != 1, limit, tiny, 6));
     CHECK(!strcmp(tiny, "rank ") && tiny[6] == 'x');
 }
 

@@ -1,5 +1,6 @@
 #include "training/args.h"
 
+#include <math.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <string.h>
@@ -24,6 +25,7 @@ static const FlagSpec TRAIN_FLAGS[] = {
     {"tensor-model-parallel-size", FLAG_INT, OPT(tensor_model_parallel_size), "1", "TP", "Ranks that split each layer.", "parallelism", false},
     {"pipeline-model-parallel-size", FLAG_INT, OPT(pipeline_model_parallel_size), "1", "PP", "Pipeline stages.", "parallelism", false},
     {"sequence-parallel", FLAG_SWITCH, OPT(sequence_parallel), NULL, NULL, "Shard layernorm and residual regions along the sequence (needs TP > 1).", "parallelism", false},
+    {"distributed-timeout-minutes", FLAG_DOUBLE, OPT(distributed_timeout_minutes), "10", "MIN", "Stop the job, naming the operation and the ranks it waits for, when one collective or send/receive does not complete within MIN minutes (a stopped or dead rank); fractions allowed. The limit applies to each operation, including the wait for the slowest rank's checkpoint write.", "parallelism", false},
     {"use-distributed-optimizer", FLAG_SWITCH, OPT(use_distributed_optimizer), NULL, NULL, "Accepted for Megatron compatibility: the optimizer is always ZeRO-1 sharded over DP.", "parallelism", false},
     /* training */
     {"micro-batch-size", FLAG_INT, OPT(micro_batch_size), NULL, "B", "Samples per micro-batch per data-parallel rank.", "training", true},
@@ -152,6 +154,10 @@ static bool check_training(const TrainArgs *a, char *err, size_t err_size) {
     /* Checkpoint metadata is JSON, whose numbers are exact only below 2^53. */
     if (a->seed < 0 || a->seed >= (int64_t)1 << 53)
         FAIL("--seed must be between 0 and 2^53 - 1 (got %lld)", (long long)a->seed);
+    if (!(isfinite(a->distributed_timeout_minutes) && a->distributed_timeout_minutes > 0))
+        FAIL("--distributed-timeout-minutes must be a positive number of minutes (got %g); "
+             "e.g. 10, or 0.5 for 30 seconds",
+             a->distributed_timeout_minutes);
     if (a->bf16 && a->fp16) FAIL("--bf16 and --fp16 exclude each other; pick one");
     if (strcmp(a->device, "auto") && strcmp(a->device, "cpu") && strcmp(a->device, "cuda"))
         FAIL("--device %s: use cpu, cuda or auto", a->device);

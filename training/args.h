@@ -25,6 +25,7 @@ typedef struct {
     /* parallelism */
     int tensor_model_parallel_size, pipeline_model_parallel_size;
     bool sequence_parallel, use_distributed_optimizer, recompute_activations;
+    double distributed_timeout_minutes;
     /* batch and schedule */
     int micro_batch_size, global_batch_size;
     int64_t train_iters;

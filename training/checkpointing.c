@@ -136,14 +136,13 @@ static int publish_hook(const char *point, void *ctx) {
 
 bool trainer_save_checkpoint(Trainer *t, char *err, size_t err_size) {
     const bool root = t->ps->rank == 0;
-    MPI_Comm world = t->ps->world;
     bool ok = !root || checkpoint_begin_save(t->args->save, t->iteration, err, err_size);
-    if (!parallel_state_agree(world, ok, err, err_size)) return false;
+    if (!parallel_state_agree(t->ps->world, ok, t->ps->timeout_s, err, err_size)) return false;
     test_crash_point(t, "after_begin");
     test_crash_point(t, "partial_rank_file");
     ok = write_rank_file(t, err, err_size);
     test_crash_point(t, "after_rank_file");
-    if (!parallel_state_agree(world, ok, err, err_size)) return false;
+    if (!parallel_state_agree(t->ps->world, ok, t->ps->timeout_s, err, err_size)) return false;
     test_crash_point(t, "before_publish");
     if (root) {
         CheckpointMeta meta;
@@ -153,7 +152,7 @@ bool trainer_save_checkpoint(Trainer *t, char *err, size_t err_size) {
                                           err_size);
     }
     test_crash_point(t, "after_publish");
-    if (!parallel_state_agree(world, ok, err, err_size)) return false;
+    if (!parallel_state_agree(t->ps->world, ok, t->ps->timeout_s, err, err_size)) return false;
     checkpoint_iter_dir(t->last_checkpoint, sizeof t->last_checkpoint, t->args->save, t->iteration);
     t->last_checkpoint_root = t->args->save;
     t->last_checkpoint_iteration = t->iteration;
@@ -287,7 +286,7 @@ static bool load_checkpoint(Trainer *t, bool *loaded, char *note, size_t note_si
 bool trainer_load_checkpoint(Trainer *t, bool *loaded, char *err, size_t err_size) {
     char note[sizeof t->last_checkpoint + 256] = "";
     bool ok = load_checkpoint(t, loaded, note, sizeof note, err, err_size);
-    if (!parallel_state_agree(t->ps->world, ok, err, err_size)) return false;
+    if (!parallel_state_agree(t->ps->world, ok, t->ps->timeout_s, err, err_size)) return false;
     if (t->ps->rank == 0 && note[0]) {
         printf("%s\n", note);
         fflush(stdout);
@@ -336,8 +335,9 @@ bool trainer_prepare_checkpoints(Trainer *t, char *err, size_t err_size) {
     int64_t resume = -1;
     err[0] = '\0';
     const bool ok = t->ps->rank != 0 || prepare_on_root(t, &resume, err, err_size);
-    if (!parallel_state_agree(t->ps->world, ok, err, err_size)) return false;
-    MPI_Bcast(&resume, 1, MPI_INT64_T, 0, t->ps->world);
+    if (!parallel_state_agree(t->ps->world, ok, t->ps->timeout_s, err, err_size)) return false;
+    /* Only rank 0 looked; the others hold -1, so the maximum is its answer. */
+    parallel_state_all_reduce(t->ps, t->ps->world, &resume, 1, MPI_INT64_T, MPI_MAX);
     t->resume_iteration = resume;
     return true;
 }

@@ -92,8 +92,8 @@ static int next_stage(const Trainer *t) {
  * over data-parallel replicas). */
 static double global_mean_loss(Trainer *t, double local_sum, double tokens) {
     double sum = local_sum;
-    MPI_Allreduce(MPI_IN_PLACE, &sum, 1, MPI_DOUBLE, MPI_SUM, t->ps->pp_comm);
-    MPI_Allreduce(MPI_IN_PLACE, &sum, 1, MPI_DOUBLE, MPI_SUM, t->ps->dp_comm);
+    parallel_state_all_reduce(t->ps, t->ps->pp_comm, &sum, 1, MPI_DOUBLE, MPI_SUM);
+    parallel_state_all_reduce(t->ps, t->ps->dp_comm, &sum, 1, MPI_DOUBLE, MPI_SUM);
     return sum / tokens;
 }
 
@@ -157,7 +157,7 @@ StepResult train_step(Trainer *t) {
         comm_all_reduce(&t->comm, GROUP_EMBEDDING, dwte, wte_numel, DTYPE_F32, REDUCE_SUM);
     reduce_scatter_grads(t);
     double sum_squares = optimizer_grad_sum_squares(t->opt, gpt_model_grad_buffer(t->model));
-    MPI_Allreduce(MPI_IN_PLACE, &sum_squares, 1, MPI_DOUBLE, MPI_SUM, t->ps->world);
+    parallel_state_all_reduce(t->ps, t->ps->world, &sum_squares, 1, MPI_DOUBLE, MPI_SUM);
     r.grad_norm = sqrt(sum_squares);
     return r;
 }

@@ -162,9 +162,8 @@ bool trainer_setup(Trainer *t, const TrainArgs *a, const ParallelState *ps, char
     /* 1F1B holds at most min(P - stage, M) micro-batches' activations. */
     int slots = ps->pp_size - ps->pp_rank;
     if (slots > a->num_microbatches) slots = a->num_microbatches;
-    if (!parallel_state_agree(ps->world, trainer_check_memory(t, slots, err, err_size), err,
-                              err_size))
-        return false;
+    const bool fits = trainer_check_memory(t, slots, err, err_size);
+    if (!parallel_state_agree(ps->world, fits, ps->timeout_s, err, err_size)) return false;
     t->model = gpt_model_create(t->be, &t->cfg, &t->part, a->micro_batch_size, &t->tp,
                                 ps->pp_size > 1 ? slots : 1);
     const ParamTable *pt = gpt_model_params(t->model);
@@ -387,7 +386,7 @@ static const char *exit_reason(const Trainer *t, double train_start) {
     int flags[2] = {a->exit_signal_handler && exit_signal_received(),
                     a->exit_duration_in_mins > 0 &&
                         timer_now_s() - train_start >= 60.0 * a->exit_duration_in_mins};
-    MPI_Allreduce(MPI_IN_PLACE, flags, 2, MPI_INT, MPI_MAX, t->ps->world);
+    parallel_state_all_reduce(t->ps, t->ps->world, flags, 2, MPI_INT, MPI_MAX);
     if (flags[0]) return "SIGTERM with --exit-signal-handler";
     if (flags[1]) return "--exit-duration-in-mins";
     return NULL;
@@ -407,7 +406,7 @@ static bool check_tied_embeddings(Trainer *t) {
     for (size_t i = 0; i < bytes; i++) hash = (hash ^ host[i]) * 1099511628211ull;
     free(host);
     uint64_t pair[2];
-    MPI_Allgather(&hash, 1, MPI_UINT64_T, pair, 1, MPI_UINT64_T, t->ps->embedding_comm);
+    parallel_state_all_gather(t->ps, t->ps->embedding_comm, &hash, pair, 1, MPI_UINT64_T);
     other = pair[0] == hash ? pair[1] : pair[0];
     if (is_root(t))
         printf("tied word-embedding copies on the first and last stage: %s\n",
@@ -470,5 +469,5 @@ int trainer_run(Trainer *t) {
         }
     }
     if (a->save && last_saved != t->iteration && !save_or_report(t)) return 2;
-    return parallel_state_all_ok(t->ps->world, check_tied_embeddings(t)) ? 0 : 1;
+    return parallel_state_all_ok(t->ps->world, check_tied_embeddings(t), t->ps->timeout_s) ? 0 : 1;
 }
