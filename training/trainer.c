@@ -6,6 +6,7 @@
 
 #include "core/errors.h"
 #include "core/timer.h"
+#include "training/async_save.h"
 #include "training/exit_signal.h"
 
 #define FAIL(...)                                                                                  \
@@ -133,6 +134,7 @@ static void print_summary(const Trainer *t, const char *device) {
 bool trainer_setup(Trainer *t, const TrainArgs *a, const ParallelState *ps, char *err,
                    size_t err_size) {
     memset(t, 0, sizeof *t);
+    t->setup_start_s = timer_now_s();
     t->args = a;
     t->ps = ps;
     const char *device = NULL;
@@ -208,6 +210,7 @@ bool trainer_setup(Trainer *t, const TrainArgs *a, const ParallelState *ps, char
 }
 
 void trainer_free(Trainer *t) {
+    async_writer_free(t->async);
     if (t->metrics) fclose(t->metrics);
     if (t->trace) fclose(t->trace);
     optimizer_free(t->opt);
@@ -318,7 +321,14 @@ static void save_or_die(Trainer *t) {
     if (!trainer_save_checkpoint(t, err, sizeof err)) gpt3d_fail_user("%s", err);
 }
 
-static int stop_on_nonfinite(const Trainer *t, const StepResult *r) {
+/* --async-save: publish a finished background save (wait: wait for it). */
+static void poll_or_die(Trainer *t, bool wait) {
+    char err[2048];
+    if (!trainer_checkpoint_poll(t, wait, err, sizeof err)) gpt3d_fail_user("%s", err);
+}
+
+static int stop_on_nonfinite(Trainer *t, const StepResult *r) {
+    poll_or_die(t, true); /* the last good checkpoint may still be in flight */
     if (is_root(t)) {
         fflush(stdout);
         fprintf(stderr,
@@ -384,6 +394,11 @@ int trainer_run(Trainer *t) {
     const int64_t first_iteration = t->iteration;
     const double train_start = timer_now_s();
     if (a->exit_signal_handler) exit_signal_install();
+    if (is_root(t) && t->iteration < a->train_iters) {
+        printf("time to first iteration: %.2f s (set-up of data, model, optimizer%s)\n",
+               train_start - t->setup_start_s, t->args->load ? ", checkpoint load" : "");
+        fflush(stdout);
+    }
     while (t->iteration < a->train_iters) {
         const double start = timer_now_s();
         comm_reset_counters(&t->comm);
@@ -417,6 +432,7 @@ int trainer_run(Trainer *t) {
         }
         if (is_root(t)) write_metrics(t, &r, seconds, evaluated_last, valid_loss);
 
+        poll_or_die(t, false);
         const char *reason = exit_reason(t, train_start);
         const bool exiting = reason != NULL;
         if (a->save && ((a->save_interval > 0 && t->iteration % a->save_interval == 0) || last ||
@@ -425,11 +441,13 @@ int trainer_run(Trainer *t) {
             last_saved = t->iteration;
         }
         if (exiting && !last) {
+            poll_or_die(t, true);
             if (is_root(t))
                 printf("exiting at iteration %lld (%s)\n", (long long)t->iteration, reason);
             return 0;
         }
     }
     if (a->save && last_saved != t->iteration) save_or_die(t);
+    poll_or_die(t, true);
     return parallel_state_all_ok(t->ps->world, check_tied_embeddings(t)) ? 0 : 1;
 }

@@ -44,6 +44,8 @@ typedef struct {
     int32_t *sample, *tokens, *targets;
     float *grad_shard_scratch; /* DP reduce-scatter output, one shard */
     FILE *trace; /* --trace-schedule: this rank's pipeline operations */
+    struct AsyncWriter *async; /* --async-save's background writer, NULL until the first save */
+    double setup_start_s;      /* timer_now_s() when trainer_setup began */
 } Trainer;
 
 bool trainer_setup(Trainer *t, const TrainArgs *a, const ParallelState *ps, char *err,
@@ -73,6 +75,10 @@ void trainer_optimizer_step(Trainer *t, const StepResult *r);
 
 /* training/checkpointing.c: glue between model/optimizer and checkpoint/. */
 bool trainer_save_checkpoint(Trainer *t, char *err, size_t err_size);
+/* With --async-save, at an iteration boundary: publishes the pending save
+ * once every rank's background write has finished (wait: waits for it);
+ * false with the message when a rank's write failed. A no-op otherwise. */
+bool trainer_checkpoint_poll(Trainer *t, bool wait, char *err, size_t err_size);
 /* Loads --load's latest checkpoint when there is one (*loaded tells). */
 bool trainer_load_checkpoint(Trainer *t, bool *loaded, char *err, size_t err_size);
 
