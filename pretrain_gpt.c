@@ -42,7 +42,10 @@ static int stop_all(const char *err, int code) {
 }
 
 int main(int argc, char **argv) {
-    MPI_Init(&argc, &argv);
+    /* FUNNELED: --async-save and initialisation run threads, but only this
+     * one calls MPI. */
+    int provided = 0;
+    MPI_Init_thread(&argc, &argv, MPI_THREAD_FUNNELED, &provided);
     gpt3d_set_exit_hook(abort_job);
     int world_size = 1, rank = 0;
     MPI_Comm_size(MPI_COMM_WORLD, &world_size);

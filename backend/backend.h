@@ -152,6 +152,14 @@ typedef struct {
      * compares the memory plan with it before allocating anything. */
     size_t (*memory_available)(Backend *be);
 
+    /* ---- initialisation ----
+     * dst[i] = (float)(std * rng_normal(seed, stream, index0 + i)) for i < n
+     * (core/rng.h), bitwise the same on every backend: initial weights are
+     * generated where they live, in parallel, and every layout and device
+     * still starts from the same model. */
+    void (*init_normal)(Backend *be, float *dst, size_t n, uint64_t seed, uint64_t stream,
+                        uint64_t index0, double std);
+
     void (*destroy)(Backend *be);
 } BackendOps;
 
@@ -160,6 +168,10 @@ struct Backend {
     const char *name; /* "cpu" or "cuda" */
     DType act_dtype;
     void *impl;
+    /* Device pointers are host pointers (the CPU backend): host code may
+     * read and write buffers directly, and checkpoint I/O skips the staging
+     * copy that a GPU needs. */
+    bool host_visible;
     /* Device-memory accounting, maintained by alloc/free. */
     size_t bytes_in_use;
     size_t peak_bytes_in_use;

@@ -1,8 +1,111 @@
+#define _GNU_SOURCE /* sched_getaffinity, MADV_HUGEPAGE */
 #include "core/host_memory.h"
 
 #include <inttypes.h>
 #include <stdio.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "core/errors.h"
+
+/* Below this, calloc is as lazy as a mapping and wastes less. */
+#define LARGE_BYTES ((size_t)2 << 20)
+#define HUGE_PAGE ((size_t)2 << 20)
+
+void *host_alloc_zeroed(size_t bytes) {
+    if (bytes < LARGE_BYTES) {
+        void *p = NULL;
+        if (posix_memalign(&p, 64, bytes ? bytes : 1)) return NULL;
+        memset(p, 0, bytes); /* small: clearing now costs little */
+        return p;
+    }
+    /* Over-map by one huge page and trim, so the buffer starts on a huge-page
+     * boundary and the kernel can back all of it with huge pages. */
+    const size_t len = (bytes + HUGE_PAGE - 1) / HUGE_PAGE * HUGE_PAGE;
+    if (len < bytes || len > SIZE_MAX - HUGE_PAGE) return NULL;
+    char *raw = mmap(NULL, len + HUGE_PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
+                     -1, 0);
+    if (raw == MAP_FAILED) return NULL;
+    char *p = (char *)(((uintptr_t)raw + HUGE_PAGE - 1) & ~(uintptr_t)(HUGE_PAGE - 1));
+    if (p > raw) munmap(raw, (size_t)(p - raw));
+    if (raw + HUGE_PAGE > p) munmap(p + len, (size_t)(raw + HUGE_PAGE - p));
+#ifdef MADV_HUGEPAGE
+    madvise(p, len, MADV_HUGEPAGE); /* a hint: without THP the buffer still works */
+#endif
+    return p;
+}
+
+void host_free(void *ptr, size_t bytes) {
+    if (!ptr) return;
+    if (bytes < LARGE_BYTES) {
+        free(ptr);
+        return;
+    }
+    munmap(ptr, (bytes + HUGE_PAGE - 1) / HUGE_PAGE * HUGE_PAGE);
+}
+
+int host_thread_count(void) {
+    const char *env = getenv("GPT3D_THREADS");
+    if (env && *env) {
+        char *end = NULL;
+        long n = strtol(env, &end, 10);
+        GPT3D_CHECK(*end == '\0' && n >= 1 && n <= 1024,
+                    "GPT3D_THREADS=%s: give a thread count between 1 and 1024", env);
+        return (int)n;
+    }
+    cpu_set_t set;
+    if (sched_getaffinity(0, sizeof set, &set) == 0 && CPU_COUNT(&set) > 0) return CPU_COUNT(&set);
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n > 0 ? (int)n : 1;
+}
+
+typedef struct {
+    HostRangeFn fn;
+    void *ctx;
+    size_t begin, end;
+} RangeJob;
+
+static void *run_range(void *arg) {
+    RangeJob *j = arg;
+    j->fn(j->ctx, j->begin, j->end);
+    return NULL;
+}
+
+void host_parallel_for(size_t n, size_t min_per_thread, int threads, HostRangeFn fn, void *ctx) {
+    if (n == 0) return;
+    if (min_per_thread < 1) min_per_thread = 1;
+    size_t t = threads > 1 ? (size_t)threads : 1;
+    if (t > n / min_per_thread) t = n / min_per_thread;
+    if (t <= 1) {
+        fn(ctx, 0, n);
+        return;
+    }
+    RangeJob *jobs = xcalloc(t, sizeof *jobs);
+    pthread_t *ids = xcalloc(t, sizeof *ids);
+    bool *started = xcalloc(t, sizeof *started);
+    for (size_t i = 0; i < t; i++)
+        jobs[i] = (RangeJob){fn, ctx, n / t * i + (i < n % t ? i : n % t),
+                             n / t * (i + 1) + (i + 1 < n % t ? i + 1 : n % t)};
+    /* Thread 0's range runs here; a thread that cannot be created runs its
+     * range here too, so a short-of-threads system is only slower. */
+    for (size_t i = 1; i < t; i++) started[i] = pthread_create(&ids[i], NULL, run_range, &jobs[i]) == 0;
+    run_range(&jobs[0]);
+    for (size_t i = 1; i < t; i++) {
+        if (started[i])
+            pthread_join(ids[i], NULL);
+        else
+            run_range(&jobs[i]);
+    }
+    free(started);
+    free(ids);
+    free(jobs);
+}
 
 static bool read_meminfo_available(const char *path, uint64_t *bytes) {
     FILE *f = path ? fopen(path, "r") : NULL;

@@ -9,6 +9,7 @@
 #ifndef GPT3D_CORE_RNG_H
 #define GPT3D_CORE_RNG_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 typedef struct {
@@ -29,6 +30,12 @@ double rng_uniform(uint64_t seed, uint64_t stream, uint64_t index);
 
 /* Standard normal (Box-Muller on one block), for (seed, stream, index). */
 double rng_normal(uint64_t seed, uint64_t stream, uint64_t index);
+
+/* out[i] = (float)(std * rng_normal(seed, stream, index0 + i)) for i < n,
+ * on `threads` threads (core/host_memory.h); bitwise the same for any
+ * thread count, since each element is a pure function of its index. */
+void rng_normal_fill(float *out, size_t n, uint64_t seed, uint64_t stream, uint64_t index0,
+                     double std, int threads);
 
 /* Uniform integer in [0, n) without modulo bias worth measuring (n < 2^32
  * uses 64-bit multiply-shift; larger n uses 64 random bits). */

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "core/errors.h"
+#include "core/rng.h"
 #include "model/gpt_model_internal.h"
 
 static void *param_ptr(GPTModel *m, const char *name) {
@@ -237,30 +238,53 @@ size_t gpt_model_activation_bytes(const GPTModel *m) {
     return m->act_bytes + m->stat_bytes + m->grad_bytes;
 }
 
-void gpt_model_init_params(GPTModel *m, float *master, size_t master_begin, size_t master_end) {
+/* Normal-initialised parameters are generated on the device by the backend
+ * (in parallel, where they live); the few constant ones (layernorm ones,
+ * zero biases) are filled on the host. A parameter inside the optimizer's
+ * master shard is generated straight into the master and cast from there,
+ * which spares a staging buffer and a copy of the whole model. */
+static void init_param(GPTModel *m, const ParamInfo *p, float *master, size_t master_begin,
+                       size_t master_end, float **host, float **staging, size_t *cap) {
     Backend *be = m->be;
+    const size_t n = (size_t)p->local_numel;
+    void *param = (char *)m->params + backend_act_bytes(be, p->offset);
+    const bool in_master = master && p->offset >= master_begin && p->offset + n <= master_end;
+    float *values = in_master ? master + (p->offset - master_begin) : NULL;
+    if (!values) {
+        if (n > *cap) {
+            *cap = n;
+            if (*staging) be->ops->free(be, *staging);
+            *staging = be->ops->alloc(be, n * sizeof(float));
+            *host = xrealloc(*host, n * sizeof **host);
+        }
+        values = *staging;
+    }
+    if (p->init == PARAM_INIT_NORMAL) {
+        be->ops->init_normal(be, values, n, m->cfg.seed, rng_stream_from_name(p->name),
+                             (uint64_t)p->local_begin, p->init_std);
+    } else {
+        float *h = in_master ? xmalloc(n * sizeof *h) : *host;
+        param_init_values(p, m->cfg.seed, h);
+        be->ops->copy_to_device(be, values, h, n * sizeof(float));
+        if (in_master) free(h);
+    }
+    be->ops->f32_to_act(be, param, values, n);
+    if (in_master || !master) return;
+    /* Straddling the shard: copy the part the shard holds. */
+    size_t lo = p->offset > master_begin ? p->offset : master_begin;
+    size_t hi = p->offset + n < master_end ? p->offset + n : master_end;
+    if (lo < hi)
+        be->ops->copy_device(be, master + (lo - master_begin), values + (lo - p->offset),
+                             (hi - lo) * sizeof(float));
+}
+
+void gpt_model_init_params(GPTModel *m, float *master, size_t master_begin, size_t master_end) {
     size_t cap = 0;
     float *host = NULL, *staging = NULL;
-    for (int i = 0; i < m->table.count; i++) {
-        const ParamInfo *p = &m->table.params[i];
-        const size_t n = (size_t)p->local_numel;
-        if (n > cap) {
-            cap = n;
-            host = xrealloc(host, cap * sizeof *host);
-            if (staging) be->ops->free(be, staging);
-            staging = be->ops->alloc(be, cap * sizeof(float));
-        }
-        param_init_values(p, m->cfg.seed, host);
-        be->ops->copy_to_device(be, staging, host, n * sizeof(float));
-        be->ops->f32_to_act(be, (char *)m->params + backend_act_bytes(be, p->offset), staging, n);
-        if (!master) continue;
-        size_t lo = p->offset > master_begin ? p->offset : master_begin;
-        size_t hi = p->offset + n < master_end ? p->offset + n : master_end;
-        if (lo < hi)
-            be->ops->copy_to_device(be, master + (lo - master_begin), host + (lo - p->offset),
-                                    (hi - lo) * sizeof(float));
-    }
-    if (staging) be->ops->free(be, staging);
+    for (int i = 0; i < m->table.count; i++)
+        init_param(m, &m->table.params[i], master, master_begin, master_end, &host, &staging,
+                   &cap);
+    if (staging) m->be->ops->free(m->be, staging);
     free(host);
 }
 

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "core/errors.h"
+#include "core/host_memory.h"
 #include "core/rng.h"
 #include "model/gpt_model.h"
 
@@ -179,9 +180,8 @@ void param_init_values(const ParamInfo *p, uint64_t seed, float *out) {
         for (int64_t i = 0; i < p->local_numel; i++) out[i] = 1.0f;
         return;
     case PARAM_INIT_NORMAL: {
-        const uint64_t stream = rng_stream_from_name(p->name);
-        for (int64_t i = 0; i < p->local_numel; i++)
-            out[i] = (float)(p->init_std * rng_normal(seed, stream, (uint64_t)(p->local_begin + i)));
+        rng_normal_fill(out, (size_t)p->local_numel, seed, rng_stream_from_name(p->name),
+                        (uint64_t)p->local_begin, p->init_std, host_thread_count());
         return;
     }
     }

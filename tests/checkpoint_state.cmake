@@ -11,3 +11,12 @@ add_test(NAME test_checkpoint_state
           $<TARGET_FILE:checkpoint_info> $<TARGET_FILE:test_checkpoint_state_expect>)
 set_tests_properties(test_checkpoint_state PROPERTIES TIMEOUT 300
   ENVIRONMENT "OPENBLAS_NUM_THREADS=1;OMPI_MCA_rmaps_base_oversubscribe=1")
+
+# --async-save (tests/test_async_save.sh): bitwise equal to synchronous
+# saves, training continues during the write, kill -9 in the background
+# write keeps the previous checkpoint, a failed write is reported.
+add_test(NAME test_async_save
+  COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/test_async_save.sh ${MPIEXEC_EXECUTABLE}
+          $<TARGET_FILE:pretrain_gpt> $<TARGET_FILE:preprocess_data> $<TARGET_FILE:checkpoint_info>)
+set_tests_properties(test_async_save PROPERTIES TIMEOUT 300
+  ENVIRONMENT "OPENBLAS_NUM_THREADS=1;OMPI_MCA_rmaps_base_oversubscribe=1")

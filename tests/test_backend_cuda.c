@@ -14,10 +14,14 @@
  * test_backend_cuda_model.c. With --cpu-standin, a CPU backend takes the
  * CUDA backend's place (see test_backend_cuda_util.h): ctest runs those as
  * the harness self-tests test_harness_cuda*, which check no CUDA op. */
+#include <math.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
 
 #include "backend/backend.h"
+#include "core/errors.h"
 #include "test_backend_cuda_util.h"
 
 static int test_no_device(void) {
@@ -318,6 +322,46 @@ static int test_layernorm(Pair *p, TestRng *rng) {
     return 0;
 }
 
+/* init_normal gives the CPU backend's floats bit for bit (initial weights
+ * are generated on the device, and every device must start from the same
+ * model), over sizes that hit the near-midpoint patching many times. The
+ * output is poisoned with NaN first, so an element left unwritten fails. */
+static int test_init_normal(Pair *p) {
+    const struct {
+        size_t n;
+        uint64_t seed, stream, index0;
+        double std;
+    } cases[] = {{1, 1, 2, 0, 0.02}, {1000, 1234, 0xfeedbeefcafe1234ull, 77, 0.02},
+                 {3000017, 42, 0x0123456789abcdefull, 1ull << 33, 0.0036}};
+    for (int c = 0; c < 3; c++) {
+        const size_t n = cases[c].n, bytes = n * sizeof(float);
+        float *want = xmalloc(bytes), *got = xmalloc(bytes);
+        for (size_t i = 0; i < n; i++) got[i] = NAN;
+        float *cpu = p->cpu->ops->alloc(p->cpu, bytes), *cu = p->cu->ops->alloc(p->cu, bytes);
+        p->cu->ops->copy_to_device(p->cu, cu, got, bytes);
+        p->cpu->ops->init_normal(p->cpu, cpu, n, cases[c].seed, cases[c].stream, cases[c].index0,
+                                 cases[c].std);
+        p->cu->ops->init_normal(p->cu, cu, n, cases[c].seed, cases[c].stream, cases[c].index0,
+                                cases[c].std);
+        p->cpu->ops->copy_to_host(p->cpu, want, cpu, bytes);
+        p->cu->ops->copy_to_host(p->cu, got, cu, bytes);
+        size_t differ = 0, first = n;
+        for (size_t i = 0; i < n; i++)
+            if (memcmp(&want[i], &got[i], sizeof(float)) && differ++ == 0) first = i;
+        if (differ) {
+            fprintf(stderr, "init_normal case %d: %zu of %zu floats differ from the CPU's (first "
+                            "at %zu: %.9g, want %.9g)\n",
+                    c, differ, n, first, (double)got[first], (double)want[first]);
+            return 1;
+        }
+        p->cpu->ops->free(p->cpu, cpu);
+        p->cu->ops->free(p->cu, cu);
+        free(want);
+        free(got);
+    }
+    return 0;
+}
+
 int main(int argc, char **argv) {
     const bool standin = cpu_standin(argc, argv);
     if (!standin && !backend_cuda_compiled()) {
@@ -347,6 +391,7 @@ int main(int argc, char **argv) {
     RUN(failures, test_embedding(&p, &rng));
     RUN(failures, test_position_embedding(&p, &rng));
     RUN(failures, test_layernorm(&p, &rng));
+    RUN(failures, test_init_normal(&p));
     pair_destroy(&p);
     /* The stand-in compares the CPU backend with itself: say so, so a pass
      * here is never read as the CUDA ops passing. */

@@ -1,10 +1,12 @@
 /* GPT model on the CPU backend: parameter table, counter-based init, and a
  * whole-model gradient check against central finite differences. */
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "backend/backend.h"
 #include "core/errors.h"
+#include "core/rng.h"
 #include "model/gpt_model.h"
 #include "test_util.h"
 
@@ -229,9 +231,71 @@ static void test_recompute(void) {
     backend_destroy(be);
 }
 
+/* The multithreaded fill gives rng_normal's values bitwise, for any thread
+ * count and any range split (n is not a multiple of the batch or of the
+ * thread counts, and starts at an odd index). */
+static void test_normal_fill_threads(void) {
+    const size_t n = 300001;
+    float *ref = xmalloc(n * sizeof *ref), *got = xmalloc(n * sizeof *got);
+    const uint64_t stream = rng_stream_from_name("decoder.layers.0.mlp.linear_fc1.weight");
+    for (size_t i = 0; i < n; i++) ref[i] = (float)(0.02 * rng_normal(11, stream, 12345 + i));
+    const int threads[] = {1, 2, 3, 8};
+    for (int k = 0; k < 4; k++) {
+        memset(got, 0, n * sizeof *got);
+        rng_normal_fill(got, n, 11, stream, 12345, 0.02, threads[k]);
+        CHECK_MSG(memcmp(ref, got, n * sizeof *ref) == 0, "rng_normal_fill on %d threads differs",
+                  threads[k]);
+    }
+    free(ref);
+    free(got);
+}
+
+/* Model init with GPT3D_THREADS=1 and =4 (the env var host_thread_count()
+ * reads, documented for tests) gives bitwise the same parameters, and the
+ * master copy equals them whether a parameter lies inside the master shard,
+ * straddles its edge or the model has no master. */
+static void test_init_threads(void) {
+    char err[256];
+    Backend *be = backend_create("cpu", 0, err, sizeof err);
+    CHECK(be);
+    GPTConfig c = tiny_config(5);
+    c.hidden_size = 64;
+    c.num_attention_heads = 2;
+    c.ffn_hidden_size = 128;
+    c.vocab_size = 4000; /* word embedding 4096 x 64: split over threads */
+    c.padded_vocab_size = gpt_padded_vocab_size(c.vocab_size, 128);
+    float *params[2];
+    size_t n = 0;
+    for (int r = 0; r < 2; r++) {
+        setenv("GPT3D_THREADS", r == 0 ? "1" : "4", 1);
+        GPTModel *m = gpt_model_create(be, &c, &WHOLE, 1, NULL, 1);
+        n = gpt_model_params(m)->total_numel;
+        /* Run 0: master over the whole buffer; run 1: a shard from the middle
+         * of the word embedding (the last parameter) to the end. */
+        const size_t begin = r == 0 ? 0 : n - 100000;
+        float *master = be->ops->alloc(be, (n - begin) * sizeof(float));
+        gpt_model_init_params(m, master, begin, n);
+        params[r] = xmalloc(n * sizeof(float));
+        memcpy(params[r], gpt_model_param_buffer(m), n * sizeof(float));
+        CHECK_MSG(memcmp(master, params[r] + begin, (n - begin) * sizeof(float)) == 0,
+                  "run %d: the master shard differs from the parameters", r);
+        be->ops->free(be, master);
+        gpt_model_free(m);
+    }
+    unsetenv("GPT3D_THREADS");
+    CHECK_MSG(memcmp(params[0], params[1], n * sizeof(float)) == 0,
+              "init on 1 and 4 threads differs");
+    printf("init: %zu parameters bitwise equal on 1 and 4 threads\n", n);
+    free(params[0]);
+    free(params[1]);
+    backend_destroy(be);
+}
+
 int main(void) {
     test_param_table();
     test_init();
+    test_normal_fill_threads();
+    test_init_threads();
     test_whole_model_gradient();
     test_recompute();
     printf("test_model: ok\n");

@@ -60,6 +60,7 @@ static const FlagSpec TRAIN_FLAGS[] = {
     {"load", FLAG_STRING, OPT(load), NULL, "DIR", "Directory to resume from (its latest checkpoint); a fresh start when it holds none.", "checkpointing", false},
     {"save-interval", FLAG_INT64, OPT(save_interval), "0", "N", "Save every N iterations (and at the end) when --save is given.", "checkpointing", false},
     {"exit-interval", FLAG_INT64, OPT(exit_interval), "0", "N", "Save (with --save) and exit 0 after an iteration divisible by N.", "checkpointing", false},
+    {"async-save", FLAG_SWITCH, OPT(async_save), NULL, NULL, "Write checkpoints in a background thread while training goes on (each rank first copies its shard to host memory); published once every rank has finished.", "checkpointing", false},
     {"exit-signal-handler", FLAG_SWITCH, OPT(exit_signal_handler), NULL, NULL, "On SIGTERM, finish the current iteration on every rank, save (with --save) and exit 0.", "checkpointing", false},
     {"exit-duration-in-mins", FLAG_DOUBLE, OPT(exit_duration_in_mins), "0", "MIN", "Save (with --save) and exit 0 once training has run this long (0: no limit).", "checkpointing", false},
     {"no-load-optim", FLAG_SWITCH, OPT(no_load_optim), NULL, NULL, "Load weights and iteration but not the optimizer state.", "checkpointing", false},
@@ -176,6 +177,8 @@ static bool check_io(const TrainArgs *a, char *err, size_t err_size) {
     if (a->save_interval > 0 && !a->save)
         FAIL("--save-interval %lld needs --save DIR (where to write the checkpoints)",
              (long long)a->save_interval);
+    if (a->async_save && !a->save)
+        FAIL("--async-save needs --save DIR (where to write the checkpoints)");
     if (a->exit_interval < 0) FAIL("--exit-interval must be >= 0");
     if (!(a->exit_duration_in_mins >= 0)) FAIL("--exit-duration-in-mins must be >= 0");
     if ((a->finetune || a->no_load_optim) && !a->load)

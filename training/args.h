@@ -48,6 +48,7 @@ typedef struct {
     int64_t save_interval, exit_interval;
     bool no_load_optim, finetune;
     bool exit_signal_handler;
+    bool async_save;
     double exit_duration_in_mins;
     /* logging and evaluation */
     int64_t log_interval, eval_interval, eval_iters;

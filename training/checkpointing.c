@@ -9,6 +9,9 @@
 
 #include "checkpoint/checkpoint.h"
 #include "core/errors.h"
+#include "core/host_memory.h"
+#include "core/timer.h"
+#include "training/async_save.h"
 #include "training/trainer.h"
 
 #define FAIL(...)                                                                                  \
@@ -62,16 +65,15 @@ static void fill_meta(const Trainer *t, CheckpointMeta *m) {
     snprintf(m->tokenizer_type, sizeof m->tokenizer_type, "%s", t->tokenizer_type);
 }
 
-static bool write_rank_file(Trainer *t, char *err, size_t err_size) {
-    Backend *be = t->be;
+/* The intervals this rank writes, pointing into three arrays of its
+ * optimizer shard (master, exp_avg, exp_avg_sq); *bytes is their payload. */
+static CheckpointInterval *shard_intervals(const Trainer *t, const float *const state[3], int *count,
+                                           double *bytes) {
     const ParamTable *pt = gpt_model_params(t->model);
-    const size_t sb = optimizer_shard_begin(t->opt), len = optimizer_shard_end(t->opt) - sb;
-    float *host = xmalloc(3 * len * sizeof(float) + 1);
-    be->ops->copy_to_host(be, host, optimizer_master(t->opt), len * sizeof(float));
-    be->ops->copy_to_host(be, host + len, optimizer_exp_avg(t->opt), len * sizeof(float));
-    be->ops->copy_to_host(be, host + 2 * len, optimizer_exp_avg_sq(t->opt), len * sizeof(float));
-    CheckpointInterval *iv = xcalloc((size_t)pt->count, sizeof *iv);
+    const size_t sb = optimizer_shard_begin(t->opt);
+    CheckpointInterval *iv = xcalloc((size_t)pt->count + 1, sizeof *iv);
     int n = 0;
+    *bytes = 0;
     for (int i = 0; i < pt->count; i++) {
         const ParamInfo *p = &pt->params[i];
         size_t lo, hi;
@@ -82,13 +84,41 @@ static bool write_rank_file(Trainer *t, char *err, size_t err_size) {
         memcpy(c->shape, p->shape, sizeof c->shape);
         c->begin = p->local_begin + (int64_t)(lo - p->offset);
         c->end = c->begin + (int64_t)(hi - lo);
-        c->weight = host + (lo - sb);
-        c->exp_avg = host + len + (lo - sb);
-        c->exp_avg_sq = host + 2 * len + (lo - sb);
+        c->weight = state[0] + (lo - sb);
+        c->exp_avg = state[1] + (lo - sb);
+        c->exp_avg_sq = state[2] + (lo - sb);
+        *bytes += 3.0 * sizeof(float) * (double)(hi - lo);
     }
+    *count = n;
+    return iv;
+}
+
+/* The optimizer shard as host arrays: the buffers themselves where the
+ * backend's memory is the host's, else copies into `host` (3 * shard). */
+static void shard_on_host(Trainer *t, float *host, const float *state[3]) {
+    Backend *be = t->be;
+    const size_t len = optimizer_shard_end(t->opt) - optimizer_shard_begin(t->opt);
+    const float *dev[3] = {optimizer_master(t->opt), optimizer_exp_avg(t->opt),
+                           optimizer_exp_avg_sq(t->opt)};
+    for (int k = 0; k < 3; k++) {
+        state[k] = host ? host + k * len : dev[k];
+        if (host) be->ops->copy_to_host(be, host + k * len, dev[k], len * sizeof(float));
+    }
+}
+
+static bool write_rank_file(Trainer *t, double *bytes, char *err, size_t err_size) {
+    const size_t len = optimizer_shard_end(t->opt) - optimizer_shard_begin(t->opt);
+    const size_t host_bytes = t->be->host_visible ? 0 : 3 * len * sizeof(float) + 1;
+    float *host = host_bytes ? host_alloc_zeroed(host_bytes) : NULL;
+    GPT3D_CHECK(!host_bytes || host, "out of host memory for the checkpoint copy (%zu bytes)",
+                host_bytes);
+    const float *state[3];
+    shard_on_host(t, host, state);
+    int n;
+    CheckpointInterval *iv = shard_intervals(t, state, &n, bytes);
     bool ok = checkpoint_write_rank(t->args->save, t->iteration, t->ps->rank, iv, n, err, err_size);
     free(iv);
-    free(host);
+    host_free(host, host_bytes);
     return ok;
 }
 
@@ -134,34 +164,88 @@ static int publish_hook(const char *point, void *ctx) {
     return test_fault_point(point);
 }
 
+/* After every rank's file is written (ok: this rank's result): agree, then
+ * rank 0 writes the metadata and publishes. */
+static bool publish_save(Trainer *t, const CheckpointMeta *meta, bool ok, const char *how,
+                         char *err, size_t err_size) {
+    const bool root = t->ps->rank == 0;
+    test_crash_point(t, "after_rank_file");
+    if (!parallel_state_agree(t->ps->world, ok, t->ps->timeout_s, err, err_size)) return false;
+    test_crash_point(t, "before_publish");
+    if (root)
+        ok = checkpoint_write_meta(t->args->save, meta, err, err_size) &&
+             checkpoint_publish_with_hook(t->args->save, meta->iteration, publish_hook, t, err,
+                                          err_size);
+    test_crash_point(t, "after_publish");
+    if (!parallel_state_agree(t->ps->world, ok, t->ps->timeout_s, err, err_size)) return false;
+    checkpoint_iter_dir(t->last_checkpoint, sizeof t->last_checkpoint, t->args->save,
+                        meta->iteration);
+    t->last_checkpoint_root = t->args->save;
+    t->last_checkpoint_iteration = meta->iteration;
+    if (root) {
+        printf("saved checkpoint at iteration %lld to %s (%s)\n", (long long)meta->iteration,
+               t->last_checkpoint, how);
+        fflush(stdout);
+    }
+    return true;
+}
+
+/* --async-save: snapshot the shard (the only stall) and hand it to the
+ * background writer; trainer_checkpoint_poll publishes it later. */
+static bool start_async_save(Trainer *t, char *err, size_t err_size) {
+    if (!t->async && !(t->async = async_writer_create(err, err_size))) return false;
+    const size_t len = optimizer_shard_end(t->opt) - optimizer_shard_begin(t->opt);
+    const double start = timer_now_s();
+    const float *state[3];
+    shard_on_host(t, async_writer_buffer(t->async, 3 * len + 1), state);
+    CheckpointMeta meta;
+    fill_meta(t, &meta);
+    int n;
+    double bytes;
+    CheckpointInterval *iv = shard_intervals(t, state, &n, &bytes);
+    async_writer_start(t->async, t->args->save, t->ps->rank, iv, n, &meta);
+    if (t->ps->rank == 0) {
+        printf("checkpoint at iteration %lld: shard copied in %.3f s, written in the background\n",
+               (long long)t->iteration, timer_now_s() - start);
+        fflush(stdout);
+    }
+    return true;
+}
+
+bool trainer_checkpoint_poll(Trainer *t, bool wait, char *err, size_t err_size) {
+    if (!async_writer_pending(t->async)) return true;
+    int done = wait || async_writer_done(t->async);
+    /* One small all-reduce per iteration while a save is pending: publish
+     * only when every rank's write has finished. */
+    parallel_state_all_reduce(t->ps, t->ps->world, &done, 1, MPI_INT, MPI_MIN);
+    if (!done) return true;
+    CheckpointMeta meta;
+    double seconds = 0;
+    bool ok = async_writer_join(t->async, &meta, &seconds, err, err_size);
+    char how[128];
+    snprintf(how, sizeof how, "written in the background in %.2f s by rank 0", seconds);
+    return publish_save(t, &meta, ok, how, err, err_size);
+}
+
 bool trainer_save_checkpoint(Trainer *t, char *err, size_t err_size) {
+    /* A pending asynchronous save is published first, so saves stay in order. */
+    if (!trainer_checkpoint_poll(t, true, err, err_size)) return false;
     const bool root = t->ps->rank == 0;
     bool ok = !root || checkpoint_begin_save(t->args->save, t->iteration, err, err_size);
     if (!parallel_state_agree(t->ps->world, ok, t->ps->timeout_s, err, err_size)) return false;
     test_crash_point(t, "after_begin");
     test_crash_point(t, "partial_rank_file");
-    ok = write_rank_file(t, err, err_size);
-    test_crash_point(t, "after_rank_file");
-    if (!parallel_state_agree(t->ps->world, ok, t->ps->timeout_s, err, err_size)) return false;
-    test_crash_point(t, "before_publish");
-    if (root) {
-        CheckpointMeta meta;
-        fill_meta(t, &meta);
-        ok = checkpoint_write_meta(t->args->save, &meta, err, err_size) &&
-             checkpoint_publish_with_hook(t->args->save, t->iteration, publish_hook, t, err,
-                                          err_size);
-    }
-    test_crash_point(t, "after_publish");
-    if (!parallel_state_agree(t->ps->world, ok, t->ps->timeout_s, err, err_size)) return false;
-    checkpoint_iter_dir(t->last_checkpoint, sizeof t->last_checkpoint, t->args->save, t->iteration);
-    t->last_checkpoint_root = t->args->save;
-    t->last_checkpoint_iteration = t->iteration;
-    if (root) {
-        printf("saved checkpoint at iteration %lld to %s\n", (long long)t->iteration,
-               t->last_checkpoint);
-        fflush(stdout);
-    }
-    return true;
+    if (t->args->async_save) return start_async_save(t, err, err_size);
+    const double start = timer_now_s();
+    double bytes = 0;
+    ok = write_rank_file(t, &bytes, err, err_size);
+    const double seconds = timer_now_s() - start;
+    CheckpointMeta meta;
+    fill_meta(t, &meta);
+    char how[128];
+    snprintf(how, sizeof how, "rank 0 wrote %.1f MB in %.2f s, %.0f MB/s", bytes / 1e6, seconds,
+             bytes / 1e6 / (seconds > 0 ? seconds : 1e-9));
+    return publish_save(t, &meta, ok, how, err, err_size);
 }
 
 /* A checkpoint of another model shape is refused with the first difference. */
@@ -184,11 +268,21 @@ static bool check_shape(const CheckpointMeta *m, const GPTConfig *c, const char 
 }
 
 static bool read_state(Trainer *t, CheckpointReader *r, bool with_moments, const char *where,
-                       char *err, size_t err_size) {
+                       double *bytes, char *err, size_t err_size) {
     Backend *be = t->be;
     const ParamTable *pt = gpt_model_params(t->model);
     const size_t sb = optimizer_shard_begin(t->opt), len = optimizer_shard_end(t->opt) - sb;
-    float *host = xcalloc(3 * len + 1, sizeof(float));
+    /* Where the backend's memory is the host's, the reads land in the
+     * optimizer's own buffers: no staging array, no copy (and no fresh
+     * memory to fault in, which costs seconds per GB on some VMs). */
+    const size_t host_bytes = be->host_visible ? 0 : (3 * len + 1) * sizeof(float);
+    float *host = host_bytes ? host_alloc_zeroed(host_bytes) : NULL;
+    GPT3D_CHECK(!host_bytes || host, "out of host memory reading the checkpoint (%zu bytes)",
+                host_bytes);
+    float *dst[3] = {optimizer_master(t->opt), optimizer_exp_avg(t->opt),
+                     optimizer_exp_avg_sq(t->opt)};
+    if (host)
+        for (int k = 0; k < 3; k++) dst[k] = host + k * len;
     bool ok = true;
     for (int i = 0; i < pt->count && ok; i++) {
         const ParamInfo *p = &pt->params[i];
@@ -210,21 +304,23 @@ static bool read_state(Trainer *t, CheckpointReader *r, bool with_moments, const
         if (!shard_part(t, p, &lo, &hi)) continue;
         const int64_t begin = p->local_begin + (int64_t)(lo - p->offset);
         const int64_t end = begin + (int64_t)(hi - lo);
-        ok = checkpoint_read(r, p->name, CKPT_WEIGHT, begin, end, host + (lo - sb), err, err_size);
+        ok = checkpoint_read(r, p->name, CKPT_WEIGHT, begin, end, dst[0] + (lo - sb), err,
+                             err_size);
         if (ok && with_moments)
-            ok = checkpoint_read(r, p->name, CKPT_EXP_AVG, begin, end, host + len + (lo - sb), err,
+            ok = checkpoint_read(r, p->name, CKPT_EXP_AVG, begin, end, dst[1] + (lo - sb), err,
                                  err_size) &&
-                 checkpoint_read(r, p->name, CKPT_EXP_AVG_SQ, begin, end,
-                                 host + 2 * len + (lo - sb), err, err_size);
+                 checkpoint_read(r, p->name, CKPT_EXP_AVG_SQ, begin, end, dst[2] + (lo - sb),
+                                 err, err_size);
+        if (ok) *bytes += (with_moments ? 3.0 : 1.0) * sizeof(float) * (double)(hi - lo);
     }
-    if (ok) {
+    if (ok && host) {
         be->ops->copy_to_device(be, optimizer_master(t->opt), host, len * sizeof(float));
         be->ops->copy_to_device(be, optimizer_exp_avg(t->opt), host + len, len * sizeof(float));
         be->ops->copy_to_device(be, optimizer_exp_avg_sq(t->opt), host + 2 * len,
                                 len * sizeof(float));
-        optimizer_write_params(t->opt, gpt_model_param_buffer(t->model));
     }
-    free(host);
+    if (ok) optimizer_write_params(t->opt, gpt_model_param_buffer(t->model));
+    host_free(host, host_bytes);
     return ok;
 }
 
@@ -254,7 +350,10 @@ static bool load_checkpoint(Trainer *t, bool *loaded, char *note, size_t note_si
         ok = (snprintf(err, err_size,
                        "%s holds no optimizer state; add --no-load-optim or --finetune", where),
               false);
-    if (ok) ok = read_state(t, r, with_moments, where, err, err_size);
+    const double start = timer_now_s();
+    double bytes = 0;
+    if (ok) ok = read_state(t, r, with_moments, where, &bytes, err, err_size);
+    const double seconds = timer_now_s() - start;
     if (ok) {
         t->iteration = a->finetune ? 0 : m->iteration;
         t->consumed_samples = a->finetune ? 0 : m->consumed_train_samples;
@@ -268,6 +367,9 @@ static bool load_checkpoint(Trainer *t, bool *loaded, char *note, size_t note_si
                  m->pipeline_model_parallel_size, m->data_parallel_size,
                  a->finetune ? " for finetuning from iteration 0"
                              : (a->no_load_optim ? " without optimizer state" : ""));
+        const size_t n = strlen(note);
+        snprintf(note + n, note_size - n, "\ncheckpoint read: rank %d read %.1f MB in %.2f s, %.0f MB/s",
+                 t->ps->rank, bytes / 1e6, seconds, bytes / 1e6 / (seconds > 0 ? seconds : 1e-9));
         *loaded = true;
     }
     checkpoint_close(r);

@@ -7,6 +7,7 @@
 #include "checkpoint/checkpoint.h"
 #include "core/errors.h"
 #include "core/timer.h"
+#include "training/async_save.h"
 #include "training/exit_signal.h"
 
 #define FAIL(...)                                                                                  \
@@ -134,6 +135,7 @@ static void print_summary(const Trainer *t, const char *device) {
 bool trainer_setup(Trainer *t, const TrainArgs *a, const ParallelState *ps, char *err,
                    size_t err_size) {
     memset(t, 0, sizeof *t);
+    t->setup_start_s = timer_now_s();
     t->args = a;
     t->ps = ps;
     t->resume_iteration = -1;
@@ -209,6 +211,7 @@ bool trainer_setup(Trainer *t, const TrainArgs *a, const ParallelState *ps, char
 }
 
 void trainer_free(Trainer *t) {
+    async_writer_free(t->async); /* joins a write in flight before the lock goes */
     trainer_release_save(t);
     if (t->metrics) fclose(t->metrics);
     if (t->trace) fclose(t->trace);
@@ -315,17 +318,19 @@ static void print_peak_memory(const Trainer *t) {
 
 /* ------------------------------------------------------------------ loop */
 
-/* A failed save is agreed over the world, so the run can end cleanly: rank 0
- * prints the failing rank's message and every rank returns the user-error
- * status, with no MPI_Abort. */
-static bool save_or_report(Trainer *t) {
-    char err[PARALLEL_STATE_MAX_MESSAGE];
-    if (trainer_save_checkpoint(t, err, sizeof err)) return true;
-    if (is_root(t)) {
+/* Rank 0 prints an agreed failure (every rank holds the failing rank's own
+ * message) and every rank returns it, so the run ends without MPI_Abort. */
+static bool reported(const Trainer *t, bool ok, const char *err) {
+    if (!ok && is_root(t)) {
         fflush(stdout);
         fprintf(stderr, "error: %s\n", err);
     }
-    return false;
+    return ok;
+}
+
+static bool save_or_report(Trainer *t) {
+    char err[PARALLEL_STATE_MAX_MESSAGE];
+    return reported(t, trainer_save_checkpoint(t, err, sizeof err), err);
 }
 
 /* The NaN guard's advice names a checkpoint only after reading all of it
@@ -362,7 +367,16 @@ static void name_last_good_checkpoint(const Trainer *t) {
             dir, (long long)found, t->last_checkpoint_root, t->last_checkpoint_root);
 }
 
-static int stop_on_nonfinite(const Trainer *t, const StepResult *r) {
+/* A pending --async-save published at an iteration boundary; a failure is
+ * agreed like a synchronous save's (save_or_report). */
+static bool poll_or_report(Trainer *t, bool wait) {
+    char err[PARALLEL_STATE_MAX_MESSAGE];
+    return reported(t, trainer_checkpoint_poll(t, wait, err, sizeof err), err);
+}
+
+static int stop_on_nonfinite(Trainer *t, const StepResult *r) {
+    /* The last good checkpoint may still be in flight. */
+    if (!poll_or_report(t, true)) return 2;
     if (is_root(t)) {
         fflush(stdout);
         fprintf(stderr,
@@ -422,6 +436,11 @@ int trainer_run(Trainer *t) {
     const int64_t first_iteration = t->iteration;
     const double train_start = timer_now_s();
     if (a->exit_signal_handler) exit_signal_install();
+    if (is_root(t) && t->iteration < a->train_iters) {
+        printf("time to first iteration: %.2f s (set-up of data, model, optimizer%s)\n",
+               train_start - t->setup_start_s, t->args->load ? ", checkpoint load" : "");
+        fflush(stdout);
+    }
     while (t->iteration < a->train_iters) {
         const double start = timer_now_s();
         comm_reset_counters(&t->comm);
@@ -455,6 +474,7 @@ int trainer_run(Trainer *t) {
         }
         if (is_root(t)) write_metrics(t, &r, seconds, evaluated_last, valid_loss);
 
+        if (!poll_or_report(t, false)) return 2;
         const char *reason = exit_reason(t, train_start);
         const bool exiting = reason != NULL;
         if (a->save && ((a->save_interval > 0 && t->iteration % a->save_interval == 0) || last ||
@@ -463,11 +483,13 @@ int trainer_run(Trainer *t) {
             last_saved = t->iteration;
         }
         if (exiting && !last) {
+            if (!poll_or_report(t, true)) return 2;
             if (is_root(t))
                 printf("exiting at iteration %lld (%s)\n", (long long)t->iteration, reason);
             return 0;
         }
     }
     if (a->save && last_saved != t->iteration && !save_or_report(t)) return 2;
+    if (!poll_or_report(t, true)) return 2;
     return parallel_state_all_ok(t->ps->world, check_tied_embeddings(t), t->ps->timeout_s) ? 0 : 1;
 }

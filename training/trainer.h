@@ -51,6 +51,8 @@ typedef struct {
     FILE *trace; /* --trace-schedule: this rank's pipeline operations */
     CheckpointLock *save_lock; /* rank 0 with --save: this run owns --save */
     int64_t resume_iteration;  /* the --load checkpoint to load; -1: none */
+    struct AsyncWriter *async; /* --async-save's background writer, NULL until the first save */
+    double setup_start_s;      /* timer_now_s() when trainer_setup began */
 } Trainer;
 
 bool trainer_setup(Trainer *t, const TrainArgs *a, const ParallelState *ps, char *err,
@@ -96,6 +98,10 @@ bool trainer_save_checkpoint(Trainer *t, char *err, size_t err_size);
 bool trainer_prepare_checkpoints(Trainer *t, char *err, size_t err_size);
 /* Drops the --save lock (rank 0); trainer_free does it too. */
 void trainer_release_save(Trainer *t);
+/* With --async-save, at an iteration boundary: publishes the pending save
+ * once every rank's background write has finished (wait: waits for it);
+ * false with the message when a rank's write failed. A no-op otherwise. */
+bool trainer_checkpoint_poll(Trainer *t, bool wait, char *err, size_t err_size);
 /* Loads the checkpoint trainer_prepare_checkpoints picked, if any (*loaded
  * tells); rank 0 prints what was loaded once every rank has. */
 bool trainer_load_checkpoint(Trainer *t, bool *loaded, char *err, size_t err_size);
