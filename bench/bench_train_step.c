@@ -19,7 +19,8 @@
 #include "core/rng.h"
 #include "core/timer.h"
 #include "model/gpt_model.h"
-#include "optimizer/optimizer.h"
+#include "optimizer/distrib_optimizer.h"
+#include "parallel_state/collectives.h"
 
 typedef struct {
     char *device;
@@ -70,11 +71,24 @@ int main(int argc, char **argv) {
     cfg.padded_vocab_size = gpt_padded_vocab_size(cfg.vocab_size, 128);
     ModelPartition part = {.tp_size = 1, .num_local_layers = a.num_layers,
                            .has_embedding = true, .has_head = true};
-    GPTModel *m = gpt_model_create(be, &cfg, &part, a.micro_batch_size, NULL, 1);
-    const ParamTable *pt = gpt_model_params(m);
-    AdamWConfig oc = {.beta1 = 0.9, .beta2 = 0.95, .eps = 1e-8, .weight_decay = 0.1, .clip_grad = 1.0};
-    Optimizer *opt = optimizer_create(be, pt, &oc, 0, pt->total_numel, gpt_model_param_buffer(m));
-    gpt_model_init_params(m, optimizer_master(opt), 0, pt->total_numel);
+    /* One rank: the distributed optimizer over a data-parallel group of one,
+     * as pretrain_gpt runs it. */
+    MPI_Init(&argc, &argv);
+    ParallelState ps;
+    if (!parallel_state_init(&ps, MPI_COMM_WORLD, 1, 1, err, sizeof err)) {
+        fprintf(stderr, "error: %s\n", err);
+        return 2;
+    }
+    Comm comm;
+    comm_init(&comm, &ps, be);
+    GPTModel *m = gpt_model_create_unbound(be, &cfg, &part, a.micro_batch_size, NULL, 1);
+    const DistOptConfig oc = {
+        .adamw = {.beta1 = 0.9, .beta2 = 0.95, .eps = 1e-8, .weight_decay = 0.1, .clip_grad = 1.0}};
+    DistributedOptimizer *opt = distrib_optimizer_create(be, &comm, gpt_model_params(m), &oc);
+    gpt_model_bind_buffers(m, distrib_optimizer_param_buffer(opt), distrib_optimizer_grad_buffer(opt));
+    int num_masters;
+    const GPTMasterRange *masters = distrib_optimizer_master_ranges(opt, &num_masters);
+    gpt_model_init_params(m, masters, num_masters);
 
     const size_t N = (size_t)a.micro_batch_size * a.seq_length;
     int32_t *tok = xmalloc(N * sizeof *tok), *tgt = xmalloc(N * sizeof *tgt);
@@ -95,8 +109,8 @@ int main(int argc, char **argv) {
         gpt_model_zero_grad(m);
         loss = gpt_model_forward(m, tok, tgt) / (double)N;
         gpt_model_backward(m, (float)(1.0 / (double)N));
-        double norm = sqrt(optimizer_grad_sum_squares(opt, gpt_model_grad_buffer(m)));
-        optimizer_step(opt, gpt_model_param_buffer(m), gpt_model_grad_buffer(m), 1e-4, norm);
+        distrib_optimizer_reduce_grads(opt);
+        distrib_optimizer_step(opt, 1e-4, distrib_optimizer_grad_norm(opt));
         be->ops->synchronize(be);
         const double dt = timer_now_s() - t0;
         if (it >= a.warmup) {
@@ -110,9 +124,9 @@ int main(int argc, char **argv) {
     /* The buffers the model and optimizer plan for; the allocator's peak
      * above them is scratch nobody accounted for (workspaces, temporaries). */
     const double MiB = 1024.0 * 1024.0;
-    const double planned = (double)backend_act_bytes(be, pt->total_numel) +
-                           (double)pt->total_numel * sizeof(float) +
-                           (double)optimizer_state_bytes(opt) +
+    const size_t numel = distrib_optimizer_buffer_numel(opt);
+    const double planned = (double)backend_act_bytes(be, numel) + (double)numel * sizeof(float) +
+                           (double)distrib_optimizer_state_bytes(opt) +
                            (double)gpt_model_activation_bytes(m);
     printf("step %.1f ms, %.0f tokens/s, %.2f GFLOP/s model, %.1f%% of the step in GEMM calls "
            "(loss %.3f)\n",
@@ -130,9 +144,11 @@ int main(int argc, char **argv) {
            (double)be->peak_bytes_in_use / MiB, planned / MiB, loss);
     free(tok);
     free(tgt);
-    optimizer_free(opt);
+    distrib_optimizer_free(opt);
     gpt_model_free(m);
     backend_destroy(be);
+    parallel_state_destroy(&ps);
+    MPI_Finalize();
     flags_free(&fp, &a);
     return 0;
 }

@@ -30,7 +30,7 @@ static void whole_model_table(const GPT2Shape *s, ParamTable *table) {
     };
     const ModelPartition whole = {.tp_size = 1, .tp_rank = 0, .first_layer = 0,
                                   .num_local_layers = s->num_layers, .has_embedding = true,
-                                  .has_head = true, .data_parallel_size = 1};
+                                  .has_head = true};
     param_table_build(table, &cfg, &whole);
 }
 

@@ -178,14 +178,49 @@ void gpt_model_plan(Backend *be, const GPTConfig *cfg, const ModelPartition *par
     gpt_model_free(m);
 }
 
-GPTModel *gpt_model_create(Backend *be, const GPTConfig *cfg, const ModelPartition *part,
-                           int micro_batch_size, const TensorParallel *tp, int num_slots) {
-    GPTModel *m = model_describe(be, cfg, part, micro_batch_size, tp, num_slots);
-    int L = part->num_local_layers;
-    m->params = be->ops->alloc(be, backend_act_bytes(be, m->table.total_numel));
-    m->grads = be->ops->alloc(be, m->table.total_numel * sizeof(float));
+/* The buffer range of the `count` parameters from table index `first`
+ * (they are consecutive in the flat buffers). */
+static BufferRange param_range(const GPTModel *m, int first, int count) {
+    const ParamInfo *a = &m->table.params[first], *b = &m->table.params[first + count - 1];
+    return (BufferRange){a->offset, b->offset + (size_t)b->local_numel};
+}
 
-    for (int l = 0; l < L; l++) bind_layer(m, l, part->first_layer + l);
+/* Where each part of the stage lies in the flat buffers, for the hooks:
+ * the table lists the final layernorm (last stage), the layers last first,
+ * then the embeddings (see param_table_build). */
+static void locate_parts(GPTModel *m) {
+    int at = 0;
+    if (m->part.has_head) {
+        m->head_params = param_range(m, at, 2);
+        at += 2;
+    }
+    for (int l = m->part.num_local_layers - 1; l >= 0; l--) {
+        m->layer_params[l] = param_range(m, at, GPT_PARAMS_PER_LAYER);
+        at += GPT_PARAMS_PER_LAYER;
+    }
+    if (at < m->table.count) m->embedding_params = param_range(m, at, m->table.count - at);
+}
+
+GPTModel *gpt_model_create_unbound(Backend *be, const GPTConfig *cfg, const ModelPartition *part,
+                                   int micro_batch_size, const TensorParallel *tp, int num_slots) {
+    GPTModel *m = model_describe(be, cfg, part, micro_batch_size, tp, num_slots);
+    m->layer_params = xcalloc((size_t)(part->num_local_layers ? part->num_local_layers : 1),
+                              sizeof *m->layer_params);
+    locate_parts(m);
+    Carver act = {0}, stat = {0}, grad = {0};
+    act.base = m->act_block = be->ops->alloc(be, m->act_bytes);
+    stat.base = (char *)(m->stat_block = be->ops->alloc(be, m->stat_bytes));
+    grad.base = m->grad_block = be->ops->alloc(be, m->grad_bytes);
+    layout_activations(m, &act, &stat, &grad);
+    m->host_losses = xmalloc((size_t)m->B * m->T * sizeof(float));
+    return m;
+}
+
+void gpt_model_bind_buffers(GPTModel *m, void *params, float *grads) {
+    const ModelPartition *part = &m->part;
+    m->params = params;
+    m->grads = grads;
+    for (int l = 0; l < part->num_local_layers; l++) bind_layer(m, l, part->first_layer + l);
     if (part->has_embedding || part->has_head) {
         m->wte = param_ptr(m, "embedding.word_embeddings.weight");
         m->dwte = grad_ptr(m, "embedding.word_embeddings.weight");
@@ -200,22 +235,29 @@ GPTModel *gpt_model_create(Backend *be, const GPTConfig *cfg, const ModelPartiti
         m->dlnf_w = grad_ptr(m, "decoder.final_layernorm.weight");
         m->dlnf_b = grad_ptr(m, "decoder.final_layernorm.bias");
     }
+}
 
-    Carver act = {0}, stat = {0}, grad = {0};
-    act.base = m->act_block = be->ops->alloc(be, m->act_bytes);
-    stat.base = (char *)(m->stat_block = be->ops->alloc(be, m->stat_bytes));
-    grad.base = m->grad_block = be->ops->alloc(be, m->grad_bytes);
-    layout_activations(m, &act, &stat, &grad);
-
-    m->host_losses = xmalloc((size_t)m->B * m->T * sizeof(float));
+GPTModel *gpt_model_create(Backend *be, const GPTConfig *cfg, const ModelPartition *part,
+                           int micro_batch_size, const TensorParallel *tp, int num_slots) {
+    GPTModel *m = gpt_model_create_unbound(be, cfg, part, micro_batch_size, tp, num_slots);
+    m->owns_buffers = true;
+    gpt_model_bind_buffers(m, be->ops->alloc(be, backend_act_bytes(be, m->table.total_numel)),
+                           be->ops->alloc(be, m->table.total_numel * sizeof(float)));
     return m;
+}
+
+void gpt_model_set_buffer_hooks(GPTModel *m, const GPTBufferHooks *hooks) {
+    m->hooks = hooks ? *hooks : (GPTBufferHooks){0};
 }
 
 void gpt_model_free(GPTModel *m) {
     if (!m) return;
     Backend *be = m->be;
-    be->ops->free(be, m->params);
-    be->ops->free(be, m->grads);
+    if (m->owns_buffers) {
+        be->ops->free(be, m->params);
+        be->ops->free(be, m->grads);
+    }
+    free(m->layer_params);
     be->ops->free(be, m->act_block);
     be->ops->free(be, m->stat_block);
     be->ops->free(be, m->grad_block);
@@ -240,52 +282,62 @@ size_t gpt_model_activation_bytes(const GPTModel *m) {
 
 /* Normal-initialised parameters are generated on the device by the backend
  * (in parallel, where they live); the few constant ones (layernorm ones,
- * zero biases) are filled on the host. A parameter inside the optimizer's
- * master shard is generated straight into the master and cast from there,
+ * zero biases) are filled on the host. A parameter that lies inside one
+ * master range is generated straight into that master and cast from there,
  * which spares a staging buffer and a copy of the whole model. */
-static void init_param(GPTModel *m, const ParamInfo *p, float *master, size_t master_begin,
-                       size_t master_end, float **host, float **staging, size_t *cap) {
+typedef struct {
+    float *host, *staging;
+    size_t cap;
+} InitScratch;
+
+static const GPTMasterRange *range_holding(const GPTMasterRange *r, int count, size_t b, size_t e) {
+    for (int i = 0; i < count; i++)
+        if (b >= r[i].begin && e <= r[i].end) return &r[i];
+    return NULL;
+}
+
+static void init_param(GPTModel *m, const ParamInfo *p, const GPTMasterRange *masters, int count,
+                       InitScratch *s) {
     Backend *be = m->be;
-    const size_t n = (size_t)p->local_numel;
-    void *param = (char *)m->params + backend_act_bytes(be, p->offset);
-    const bool in_master = master && p->offset >= master_begin && p->offset + n <= master_end;
-    float *values = in_master ? master + (p->offset - master_begin) : NULL;
+    const size_t n = (size_t)p->local_numel, b = p->offset, e = b + n;
+    void *param = (char *)m->params + backend_act_bytes(be, b);
+    const GPTMasterRange *home = range_holding(masters, count, b, e);
+    float *values = home ? home->master + (b - home->begin) : NULL;
     if (!values) {
-        if (n > *cap) {
-            *cap = n;
-            if (*staging) be->ops->free(be, *staging);
-            *staging = be->ops->alloc(be, n * sizeof(float));
-            *host = xrealloc(*host, n * sizeof **host);
+        if (n > s->cap) {
+            s->cap = n;
+            if (s->staging) be->ops->free(be, s->staging);
+            s->staging = be->ops->alloc(be, n * sizeof(float));
+            s->host = xrealloc(s->host, n * sizeof *s->host);
         }
-        values = *staging;
+        values = s->staging;
     }
     if (p->init == PARAM_INIT_NORMAL) {
         be->ops->init_normal(be, values, n, m->cfg.seed, rng_stream_from_name(p->name),
                              (uint64_t)p->local_begin, p->init_std);
     } else {
-        float *h = in_master ? xmalloc(n * sizeof *h) : *host;
+        float *h = home ? xmalloc(n * sizeof *h) : s->host;
         param_init_values(p, m->cfg.seed, h);
         be->ops->copy_to_device(be, values, h, n * sizeof(float));
-        if (in_master) free(h);
+        if (home) free(h);
     }
     be->ops->f32_to_act(be, param, values, n);
-    if (in_master || !master) return;
-    /* Straddling the shard: copy the part the shard holds. */
-    size_t lo = p->offset > master_begin ? p->offset : master_begin;
-    size_t hi = p->offset + n < master_end ? p->offset + n : master_end;
-    if (lo < hi)
-        be->ops->copy_device(be, master + (lo - master_begin), values + (lo - p->offset),
-                             (hi - lo) * sizeof(float));
+    if (home) return;
+    /* Straddling ranges (or none): copy the part each range holds. */
+    for (int i = 0; i < count; i++) {
+        const size_t lo = b > masters[i].begin ? b : masters[i].begin;
+        const size_t hi = e < masters[i].end ? e : masters[i].end;
+        if (lo < hi)
+            be->ops->copy_device(be, masters[i].master + (lo - masters[i].begin), values + (lo - b),
+                                 (hi - lo) * sizeof(float));
+    }
 }
 
-void gpt_model_init_params(GPTModel *m, float *master, size_t master_begin, size_t master_end) {
-    size_t cap = 0;
-    float *host = NULL, *staging = NULL;
-    for (int i = 0; i < m->table.count; i++)
-        init_param(m, &m->table.params[i], master, master_begin, master_end, &host, &staging,
-                   &cap);
-    if (staging) m->be->ops->free(m->be, staging);
-    free(host);
+void gpt_model_init_params(GPTModel *m, const GPTMasterRange *masters, int count) {
+    InitScratch s = {0};
+    for (int i = 0; i < m->table.count; i++) init_param(m, &m->table.params[i], masters, count, &s);
+    if (s.staging) m->be->ops->free(m->be, s.staging);
+    free(s.host);
 }
 
 void gpt_model_zero_grad(GPTModel *m) {

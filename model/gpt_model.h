@@ -81,10 +81,6 @@ typedef struct {
     int tp_size, tp_rank;
     int first_layer, num_local_layers;
     bool has_embedding, has_head;
-    /* The flat buffers are padded to a multiple of this many alignment
-     * blocks so the distributed optimizer cuts them into equal DP shards
-     * (0 or 1: no extra padding). */
-    int data_parallel_size;
 } ModelPartition;
 
 void param_table_build(ParamTable *t, const GPTConfig *cfg, const ModelPartition *part);
@@ -118,10 +114,31 @@ void gpt_model_plan(Backend *be, const GPTConfig *cfg, const ModelPartition *par
 
 /* tp: the tensor-parallel context (NULL for one rank); its size and rank
  * must match the partition's. num_slots: micro-batches whose activations
- * can be held at once (1 without pipelining; min(P - stage, M) for 1F1B). */
+ * can be held at once (1 without pipelining; min(P - stage, M) for 1F1B).
+ * The model allocates and owns its parameter and gradient buffers. */
 GPTModel *gpt_model_create(Backend *be, const GPTConfig *cfg, const ModelPartition *part,
                            int micro_batch_size, const TensorParallel *tp, int num_slots);
+/* The same without parameter and gradient buffers: their owner (the
+ * distributed optimizer) sizes them from gpt_model_params() and binds them
+ * before any other call. Bound buffers (at least table.total_numel
+ * elements each) are not freed by the model. */
+GPTModel *gpt_model_create_unbound(Backend *be, const GPTConfig *cfg, const ModelPartition *part,
+                                   int micro_batch_size, const TensorParallel *tp, int num_slots);
+void gpt_model_bind_buffers(GPTModel *m, void *params, float *grads);
 void gpt_model_free(GPTModel *m);
+
+/* What the buffers' owner learns from a stage's forward and backward, so it
+ * can overlap communication with them. params_needed: the forward is about
+ * to read the parameters of the buffer range [begin, end). grads_ready: the
+ * running backward will not touch the gradients of [0, ready_numel) again
+ * (called after the head, after each layer and at the end of a backward;
+ * ready_numel grows within one backward). */
+typedef struct {
+    void *ctx;
+    void (*params_needed)(void *ctx, size_t begin, size_t end);
+    void (*grads_ready)(void *ctx, size_t ready_numel);
+} GPTBufferHooks;
+void gpt_model_set_buffer_hooks(GPTModel *m, const GPTBufferHooks *hooks);
 const ParamTable *gpt_model_params(const GPTModel *m);
 /* The flat buffers (device pointers of the model's backend). */
 void *gpt_model_param_buffer(GPTModel *m);
@@ -129,10 +146,15 @@ float *gpt_model_grad_buffer(GPTModel *m);
 /* Bytes of the activation allocations. */
 size_t gpt_model_activation_bytes(const GPTModel *m);
 
+/* fp32 master weights of the flat buffer range [begin, end), at master[0, end - begin). */
+typedef struct {
+    size_t begin, end;
+    float *master;
+} GPTMasterRange;
+
 /* Writes the initial values of every local parameter into the param buffer
- * and, when master != NULL, their fp32 values for the flat range
- * [master_begin, master_end) into master[0, master_end - master_begin). */
-void gpt_model_init_params(GPTModel *m, float *master, size_t master_begin, size_t master_end);
+ * and their fp32 values into every master range (none: count 0). */
+void gpt_model_init_params(GPTModel *m, const GPTMasterRange *masters, int count);
 
 void gpt_model_zero_grad(GPTModel *m);
 
@@ -172,8 +194,11 @@ void gpt_model_backward(GPTModel *m, float loss_scale_per_token);
 
 /* After the last micro-batch's backward: with sequence parallelism, sums
  * the partial gradients of TP-replicated parameters (layernorms, row-parallel
- * biases, position embedding) over the TP group. No-op otherwise. */
+ * biases, position embedding) over the TP group. No-op otherwise. The _in
+ * form does it for the parameters whose first element lies in the buffer
+ * range [begin, end) (one call per gradient bucket). */
 void gpt_model_reduce_sequence_parallel_grads(GPTModel *m);
+void gpt_model_reduce_sequence_parallel_grads_in(GPTModel *m, size_t begin, size_t end);
 
 /* Model FLOPs per token for forward+backward (Megatron's accounting: matmuls
  * 2 flops per MAC, causal attention counted at half, backward = 2x forward). */

@@ -39,6 +39,16 @@ typedef struct {
     int32_t *tokens_dev, *targets_dev;
 } ActivationSlot;
 
+/* add_layer's entries (param_table.c); gpt_model_min_rank_bytes sizes the
+ * table by it, param_table_build checks it and the hooks locate layers by
+ * it, so none of them can disagree. */
+#define GPT_PARAMS_PER_LAYER 12
+
+/* A range of the flat parameter/gradient buffers. */
+typedef struct {
+    size_t begin, end;
+} BufferRange;
+
 struct GPTModel {
     Backend *be;
     TensorParallel tp;
@@ -52,6 +62,12 @@ struct GPTModel {
 
     void *params;  /* act dtype, table.total_numel */
     float *grads;  /* fp32, table.total_numel */
+    bool owns_buffers; /* false when bound by their owner (the distributed optimizer) */
+    GPTBufferHooks hooks;
+    /* Where the head (final layernorm), each local layer and the embeddings
+     * lie in the flat buffers (for the hooks). */
+    BufferRange head_params, embedding_params;
+    BufferRange *layer_params;
 
     LayerParams *lp;
     LayerGrads *lg;

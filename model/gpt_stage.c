@@ -123,11 +123,20 @@ static void head_backward(GPTModel *m, ActivationSlot *s, float loss_scale_per_t
                                 s->lnf_rstd, R, C);
 }
 
+static void params_needed(GPTModel *m, BufferRange r) {
+    if (m->hooks.params_needed && r.begin < r.end) m->hooks.params_needed(m->hooks.ctx, r.begin, r.end);
+}
+static void grads_ready(GPTModel *m, size_t ready_numel) {
+    if (m->hooks.grads_ready) m->hooks.grads_ready(m->hooks.ctx, ready_numel);
+}
+
 double gpt_model_stage_forward(GPTModel *m, int slot, const int32_t *tokens,
                                const int32_t *targets) {
     Backend *be = m->be;
     ActivationSlot *s = slot_at(m, slot);
     const int N = m->B * m->T, C = m->cfg.hidden_size;
+    /* The embeddings hold the word embedding, which the head reads too. */
+    if (m->part.has_embedding || m->part.has_head) params_needed(m, m->embedding_params);
     if (m->part.has_embedding) {
         be->ops->copy_to_device(be, s->tokens_dev, tokens, (size_t)N * sizeof(int32_t));
         vocab_parallel_embedding_forward(&m->tp, s->input, m->full_scratch, s->tokens_dev, m->wte, N,
@@ -135,9 +144,12 @@ double gpt_model_stage_forward(GPTModel *m, int slot, const int32_t *tokens,
                                          (int)(m->vocab_begin + m->local_vocab));
         tp_position_embedding_add(&m->tp, s->input, m->wpe, N, m->T, C);
     }
-    for (int l = 0; l < m->part.num_local_layers; l++)
+    for (int l = 0; l < m->part.num_local_layers; l++) {
+        params_needed(m, m->layer_params[l]);
         layer_forward(m, l, layer_acts(m, s, l), layer_input(s, l));
+    }
     if (!m->part.has_head) return 0.0;
+    params_needed(m, m->head_params);
     be->ops->copy_to_device(be, s->targets_dev, targets, (size_t)N * sizeof(int32_t));
     return head_forward(m, s);
 }
@@ -146,18 +158,24 @@ void gpt_model_stage_backward(GPTModel *m, int slot, float loss_scale_per_token)
     ActivationSlot *s = slot_at(m, slot);
     const int N = m->B * m->T, C = m->cfg.hidden_size;
     /* A non-last stage finds d(output) in d_resid, received from the next stage. */
-    if (m->part.has_head) head_backward(m, s, loss_scale_per_token);
+    if (m->part.has_head) {
+        head_backward(m, s, loss_scale_per_token);
+        grads_ready(m, m->head_params.end);
+    }
     for (int l = m->part.num_local_layers - 1; l >= 0; l--) {
         LayerActs *a = layer_acts(m, s, l);
         /* Recomputing rewrites the saved output with bitwise the same values. */
         if (m->cfg.recompute_activations) layer_forward(m, l, a, layer_input(s, l));
         layer_backward(m, l, a, layer_input(s, l));
+        grads_ready(m, m->layer_params[l].end);
     }
-    if (!m->part.has_embedding) return;
-    const int vb = (int)m->vocab_begin, ve = (int)(m->vocab_begin + m->local_vocab);
-    vocab_parallel_embedding_backward(&m->tp, m->dwte, m->d_resid, m->full_scratch, s->tokens_dev, N,
-                                      C, vb, ve);
-    tp_position_embedding_backward(&m->tp, m->dwpe, m->d_resid, N, m->T, C);
+    if (m->part.has_embedding) {
+        const int vb = (int)m->vocab_begin, ve = (int)(m->vocab_begin + m->local_vocab);
+        vocab_parallel_embedding_backward(&m->tp, m->dwte, m->d_resid, m->full_scratch,
+                                          s->tokens_dev, N, C, vb, ve);
+        tp_position_embedding_backward(&m->tp, m->dwpe, m->d_resid, N, m->T, C);
+    }
+    grads_ready(m, m->table.total_numel);
 }
 
 double gpt_model_forward(GPTModel *m, const int32_t *tokens, const int32_t *targets) {
@@ -171,29 +189,41 @@ void gpt_model_backward(GPTModel *m, float loss_scale_per_token) {
 }
 
 void gpt_model_reduce_sequence_parallel_grads(GPTModel *m) {
+    gpt_model_reduce_sequence_parallel_grads_in(m, 0, m->table.total_numel);
+}
+
+/* Under sequence parallelism each TP rank saw only its tokens' share of the
+ * gradients of the parameters replicated across TP. They are small and many
+ * (layernorms, row-parallel biases, positions): one all-reduce over a packed
+ * copy instead of one per parameter. */
+static bool sp_replicated_in(const ParamInfo *p, size_t begin, size_t end) {
+    return !p->tensor_parallel_split && p->offset >= begin && p->offset < end;
+}
+
+void gpt_model_reduce_sequence_parallel_grads_in(GPTModel *m, size_t begin, size_t end) {
     if (!m->tp.sequence_parallel) return;
-    /* Under sequence parallelism each TP rank saw only its tokens' share of
-     * the gradients of the parameters replicated across TP. They are small
-     * and many (layernorms, row-parallel biases, positions): one all-reduce
-     * over a packed copy instead of one per parameter. */
     Backend *be = m->be;
+    if (!m->sp_grad_pack) {
+        size_t all = 0;
+        for (int i = 0; i < m->table.count; i++)
+            if (!m->table.params[i].tensor_parallel_split)
+                all += (size_t)m->table.params[i].local_numel;
+        m->sp_grad_pack = be->ops->alloc(be, all * sizeof(float));
+    }
     size_t total = 0;
-    for (int i = 0; i < m->table.count; i++)
-        if (!m->table.params[i].tensor_parallel_split) total += (size_t)m->table.params[i].local_numel;
-    if (!m->sp_grad_pack) m->sp_grad_pack = be->ops->alloc(be, total * sizeof(float));
+    for (int i = 0; i < m->table.count; i++) {
+        const ParamInfo *p = &m->table.params[i];
+        if (!sp_replicated_in(p, begin, end)) continue;
+        be->ops->copy_device(be, m->sp_grad_pack + total, m->grads + p->offset,
+                             (size_t)p->local_numel * sizeof(float));
+        total += (size_t)p->local_numel;
+    }
+    if (!total) return;
+    comm_all_reduce(m->tp.comm, GROUP_TENSOR, m->sp_grad_pack, total, DTYPE_F32, REDUCE_SUM);
     size_t at = 0;
     for (int i = 0; i < m->table.count; i++) {
         const ParamInfo *p = &m->table.params[i];
-        if (p->tensor_parallel_split) continue;
-        be->ops->copy_device(be, m->sp_grad_pack + at, m->grads + p->offset,
-                             (size_t)p->local_numel * sizeof(float));
-        at += (size_t)p->local_numel;
-    }
-    comm_all_reduce(m->tp.comm, GROUP_TENSOR, m->sp_grad_pack, total, DTYPE_F32, REDUCE_SUM);
-    at = 0;
-    for (int i = 0; i < m->table.count; i++) {
-        const ParamInfo *p = &m->table.params[i];
-        if (p->tensor_parallel_split) continue;
+        if (!sp_replicated_in(p, begin, end)) continue;
         be->ops->copy_device(be, m->grads + p->offset, m->sp_grad_pack + at,
                              (size_t)p->local_numel * sizeof(float));
         at += (size_t)p->local_numel;

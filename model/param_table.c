@@ -8,7 +8,7 @@
 #include "core/errors.h"
 #include "core/host_memory.h"
 #include "core/rng.h"
-#include "model/gpt_model.h"
+#include "model/gpt_model_internal.h"
 
 /* Offsets are aligned so every parameter starts on a 256-byte boundary for
  * any element type (vectorised CPU loops, aligned GPU loads). */
@@ -78,10 +78,6 @@ static void add_layernorm(TableBuilder *b, const char *prefix, int64_t C) {
     add_param(b, name, 1, &C, false, false, PARAM_INIT_ONES, 0.0);
 }
 
-/* add_layer's entries; gpt_model_min_rank_bytes sizes the table by it and
- * param_table_build checks it, so the two cannot disagree. */
-#define PARAMS_PER_LAYER 12
-
 static void add_layer(TableBuilder *b, const GPTConfig *cfg, int layer) {
     const int64_t C = cfg->hidden_size, F = cfg->ffn_hidden_size;
     const int64_t NH = cfg->num_attention_heads, HS = C / NH;
@@ -120,8 +116,8 @@ void param_table_build(ParamTable *t, const GPTConfig *cfg, const ModelPartition
     for (int l = part->first_layer + part->num_local_layers - 1; l >= part->first_layer; l--) {
         const int before = t->count;
         add_layer(&b, cfg, l);
-        GPT3D_CHECK(t->count - before == PARAMS_PER_LAYER, "a layer has %d parameters, not %d",
-                    t->count - before, PARAMS_PER_LAYER);
+        GPT3D_CHECK(t->count - before == GPT_PARAMS_PER_LAYER, "a layer has %d parameters, not %d",
+                    t->count - before, GPT_PARAMS_PER_LAYER);
     }
     /* The last stage keeps its own copy of the tied word embedding. */
     if (part->has_embedding) {
@@ -136,9 +132,6 @@ void param_table_build(ParamTable *t, const GPTConfig *cfg, const ModelPartition
         /* The first stage's copy is the one the global norm counts. */
         if (!part->has_embedding) t->params[t->count - 1].counts_in_grad_norm = false;
     }
-    const size_t block = PARAM_ALIGN_ELEMENTS *
-                         (size_t)(part->data_parallel_size > 1 ? part->data_parallel_size : 1);
-    t->total_numel = (t->total_numel + block - 1) / block * block;
 }
 
 void param_table_free(ParamTable *t) {
@@ -167,7 +160,7 @@ double gpt_model_min_rank_bytes(const GPTConfig *cfg, int tp_size, int pp_size,
                                 size_t act_elem_bytes) {
     const double ranks = (double)tp_size * pp_size;
     const double params = (double)gpt_canonical_param_count(cfg) / ranks;
-    const double table = (double)cfg->num_layers / pp_size * PARAMS_PER_LAYER * sizeof(ParamInfo);
+    const double table = (double)cfg->num_layers / pp_size * GPT_PARAMS_PER_LAYER * sizeof(ParamInfo);
     return params * ((double)act_elem_bytes + sizeof(float)) + table;
 }
 

@@ -20,3 +20,12 @@ add_test(NAME test_checkpoint_crash
           $<TARGET_FILE:test_dp_verify_checkpoint>)
 set_tests_properties(test_checkpoint_crash PROPERTIES TIMEOUT 600
   ENVIRONMENT "OPENBLAS_NUM_THREADS=1")
+
+# Gradient buckets with --overlap-grad-reduce / --overlap-param-gather (issue
+# 15): layouts against one rank, the logged layout against the analytic one,
+# the trace of the overlap, bitwise resume, bad bucket sizes.
+add_test(NAME test_overlap_e2e
+  COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/test_overlap_e2e.sh ${MPIEXEC_EXECUTABLE}
+          $<TARGET_FILE:pretrain_gpt> $<TARGET_FILE:preprocess_data>)
+set_tests_properties(test_overlap_e2e PROPERTIES TIMEOUT 600
+  ENVIRONMENT "OPENBLAS_NUM_THREADS=1")

@@ -5,3 +5,7 @@ gpt3d_add_test(NAME test_parallel_state SOURCES test_parallel_state.c RANKS 8 TI
 gpt3d_add_test(NAME test_collectives SOURCES test_collectives.c RANKS 4 TIMEOUT 60)
 gpt3d_add_test(NAME test_collectives_8 SOURCES test_collectives.c RANKS 8 TIMEOUT 60
   ARGS 2x2 2x4 1x8)
+# The distributed optimizer alone: layout, shard map, reduce-scatter, norm,
+# step and all-gather against one rank's arithmetic, bucket sizes and overlap.
+gpt3d_add_test(NAME test_distrib_optimizer SOURCES test_distrib_optimizer.c RANKS 4 TIMEOUT 60)
+gpt3d_add_test(NAME test_distrib_optimizer_1 SOURCES test_distrib_optimizer.c RANKS 1 TIMEOUT 60)

@@ -83,7 +83,7 @@ static int test_whole_model(Pair *p) {
     GPTConfig cfg = tiny_config();
     GPTModel *mc = gpt_model_create(cpu, &cfg, &WHOLE, B, NULL, 1);
     GPTModel *mg = gpt_model_create(cu, &cfg, &WHOLE, B, NULL, 1);
-    gpt_model_init_params(mg, NULL, 0, 0);
+    gpt_model_init_params(mg, NULL, 0);
     copy_params(mc, cpu, mg, cu);
     gpt_model_zero_grad(mc);
     gpt_model_zero_grad(mg);

@@ -186,7 +186,7 @@ static int write_checkpoint(const char *kind, const char *save) {
     GPTConfig cfg = tiny_config();
     ModelPartition whole = {.tp_size = 1, .tp_rank = 0, .first_layer = 0,
                             .num_local_layers = cfg.num_layers, .has_embedding = true,
-                            .has_head = true, .data_parallel_size = 1};
+                            .has_head = true};
     ParamTable t;
     param_table_build(&t, &cfg, &whole);
     CheckpointMeta meta = tiny_meta(&cfg, moments);

@@ -126,7 +126,7 @@ double gpt3d_loss(const char *ckpt_dir, const int32_t *tokens, const int32_t *ta
                      .max_position_embeddings = meta->max_position_embeddings, .seq_length = T,
                      .init_method_std = 0.02, .seed = 1};
     const ModelPartition whole = {.tp_size = 1, .first_layer = 0, .num_local_layers = cfg.num_layers,
-                                  .has_embedding = true, .has_head = true, .data_parallel_size = 1};
+                                  .has_embedding = true, .has_head = true};
     Backend *be = backend_create("cpu", 0, err, sizeof err);
     CHECK_MSG(be != NULL, "%s", err);
     GPTModel *model = gpt_model_create(be, &cfg, &whole, 1, NULL, 1);

@@ -54,7 +54,7 @@ static void check_plan_matches_create(void) {
                      .max_position_embeddings = 64, .seq_length = 16, .init_method_std = 0.02,
                      .seed = 1, .recompute_activations = false};
     ModelPartition part = {.tp_size = 1, .tp_rank = 0, .first_layer = 0, .num_local_layers = 3,
-                           .has_embedding = true, .has_head = true, .data_parallel_size = 1};
+                           .has_embedding = true, .has_head = true};
     for (int slots = 1; slots <= 2; slots++) {
         GPTMemoryPlan plan;
         const size_t before = be->bytes_in_use;

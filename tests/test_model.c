@@ -142,7 +142,7 @@ static void test_whole_model_gradient(void) {
     GPTConfig c = tiny_config(3);
     const int B = 2, T = c.seq_length, N = B * T;
     GPTModel *m = gpt_model_create(be, &c, &WHOLE, B, NULL, 1);
-    gpt_model_init_params(m, NULL, 0, 0);
+    gpt_model_init_params(m, NULL, 0);
     int32_t tok[10], tgt[10];
     for (int i = 0; i < N; i++) {
         tok[i] = (i * 7 + 3) % (int)c.vocab_size;
@@ -210,7 +210,7 @@ static void test_recompute(void) {
     for (int r = 0; r < 2; r++) {
         c.recompute_activations = r == 1;
         GPTModel *m = gpt_model_create(be, &c, &part, 2, NULL, 2);
-        gpt_model_init_params(m, NULL, 0, 0);
+        gpt_model_init_params(m, NULL, 0);
         gpt_model_zero_grad(m);
         /* Two micro-batches in flight, as a pipeline stage holds them. */
         loss[r] = gpt_model_stage_forward(m, 0, tok, tgt) + gpt_model_stage_forward(m, 1, tgt, tok);
@@ -274,7 +274,8 @@ static void test_init_threads(void) {
          * of the word embedding (the last parameter) to the end. */
         const size_t begin = r == 0 ? 0 : n - 100000;
         float *master = be->ops->alloc(be, (n - begin) * sizeof(float));
-        gpt_model_init_params(m, master, begin, n);
+        const GPTMasterRange range = {begin, n, master};
+        gpt_model_init_params(m, &range, 1);
         params[r] = xmalloc(n * sizeof(float));
         memcpy(params[r], gpt_model_param_buffer(m), n * sizeof(float));
         CHECK_MSG(memcmp(master, params[r] + begin, (n - begin) * sizeof(float)) == 0,

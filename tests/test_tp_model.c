@@ -77,7 +77,7 @@ static GPTModel *tiny_model(Backend *be, int layers, const TensorParallel *tp) {
                            .has_embedding = true,
                            .has_head = true};
     GPTModel *m = gpt_model_create(be, &cfg, &part, B, tp, 1);
-    gpt_model_init_params(m, NULL, 0, 0);
+    gpt_model_init_params(m, NULL, 0);
     perturb_constant_params(be, m);
     gpt_model_zero_grad(m);
     return m;

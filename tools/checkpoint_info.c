@@ -191,8 +191,7 @@ static void collect_params(Report *rep, const CheckpointReader *r) {
                             .first_layer = 0,
                             .num_local_layers = cfg.num_layers,
                             .has_embedding = true,
-                            .has_head = true,
-                            .data_parallel_size = 1};
+                            .has_head = true};
     ParamTable table;
     param_table_build(&table, &cfg, &whole);
     int stored = checkpoint_num_params(r);

@@ -363,8 +363,7 @@ static int run(const Options *o, bool iteration_given) {
                             .first_layer = 0,
                             .num_local_layers = cfg.num_layers,
                             .has_embedding = true,
-                            .has_head = true,
-                            .data_parallel_size = 1};
+                            .has_head = true};
     GPTModel *model = gpt_model_create(be, &cfg, &whole, 1, NULL, 1);
     load_weights(model, be, r, dir);
     fprintf(stderr,

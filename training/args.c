@@ -26,6 +26,10 @@ static const FlagSpec TRAIN_FLAGS[] = {
     {"pipeline-model-parallel-size", FLAG_INT, OPT(pipeline_model_parallel_size), "1", "PP", "Pipeline stages.", "parallelism", false},
     {"sequence-parallel", FLAG_SWITCH, OPT(sequence_parallel), NULL, NULL, "Shard layernorm and residual regions along the sequence (needs TP > 1).", "parallelism", false},
     {"distributed-timeout-minutes", FLAG_DOUBLE, OPT(distributed_timeout_minutes), "10", "MIN", "Stop the job, naming the operation and the ranks it waits for, when one collective or send/receive does not complete within MIN minutes (a stopped or dead rank); fractions allowed. The limit applies to each operation, including the wait for the slowest rank's checkpoint write.", "parallelism", false},
+    {"overlap-grad-reduce", FLAG_SWITCH, OPT(overlap_grad_reduce), NULL, NULL, "Cut the gradient buffer into buckets of --ddp-bucket-size and start each bucket's data-parallel reduce-scatter as soon as the last micro-batch's backward has finished its gradients, while backward goes on.", "parallelism", false},
+    {"overlap-param-gather", FLAG_SWITCH, OPT(overlap_param_gather), NULL, NULL, "All-gather the updated parameters per bucket in the background; the next forward waits only for the bucket it reads.", "parallelism", false},
+    {"ddp-bucket-size", FLAG_INT64, OPT(ddp_bucket_size), NULL, "N", "Elements per gradient bucket with --overlap-grad-reduce (rounded up to a multiple of 64 x DP); max(40000000, 1000000 x DP) when not given, as Megatron. Without overlap all gradients form one bucket.", "parallelism", false},
+    {"grad-reduce-in-bf16", FLAG_SWITCH, OPT(grad_reduce_in_bf16), NULL, NULL, "Reduce gradients over data parallelism in bf16 (CUDA with NCCL): half the bytes; fp32 reduction is the default.", "parallelism", false},
     {"use-distributed-optimizer", FLAG_SWITCH, OPT(use_distributed_optimizer), NULL, NULL, "Accepted for Megatron compatibility: the optimizer is always ZeRO-1 sharded over DP.", "parallelism", false},
     /* training */
     {"micro-batch-size", FLAG_INT, OPT(micro_batch_size), NULL, "B", "Samples per micro-batch per data-parallel rank.", "training", true},
@@ -160,6 +164,10 @@ static bool check_training(const TrainArgs *a, char *err, size_t err_size) {
              "e.g. 10, or 0.5 for 30 seconds",
              a->distributed_timeout_minutes);
     if (a->bf16 && a->fp16) FAIL("--bf16 and --fp16 exclude each other; pick one");
+    if (a->ddp_bucket_size < 0 || (a->ddp_bucket_size == 0 && a->ddp_bucket_size_given))
+        FAIL("--ddp-bucket-size must be a positive number of elements (got %lld); leave it out "
+             "for Megatron's default max(40000000, 1000000 x DP)",
+             (long long)a->ddp_bucket_size);
     if (strcmp(a->device, "auto") && strcmp(a->device, "cpu") && strcmp(a->device, "cuda"))
         FAIL("--device %s: use cpu, cuda or auto", a->device);
     return true;
@@ -210,6 +218,7 @@ bool args_parse(TrainArgs *a, FlagParser *parser, int argc, char **argv, int wor
     if (!flags_was_set(parser, "global-batch-size"))
         a->global_batch_size = a->micro_batch_size * a->data_parallel_size;
     if (!flags_was_set(parser, "lr-decay-iters")) a->lr_decay_iters = a->train_iters;
+    a->ddp_bucket_size_given = flags_was_set(parser, "ddp-bucket-size");
     if (!check_model(a, err, err_size) || !check_training(a, err, err_size) ||
         !check_io(a, err, err_size))
         return false;

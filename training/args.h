@@ -25,6 +25,9 @@ typedef struct {
     /* parallelism */
     int tensor_model_parallel_size, pipeline_model_parallel_size;
     bool sequence_parallel, use_distributed_optimizer, recompute_activations;
+    bool overlap_grad_reduce, overlap_param_gather, grad_reduce_in_bf16;
+    int64_t ddp_bucket_size; /* 0: Megatron's default */
+    bool ddp_bucket_size_given;
     double distributed_timeout_minutes;
     /* batch and schedule */
     int micro_batch_size, global_batch_size;

@@ -29,21 +29,12 @@ static bool rank_writes_param(const Trainer *t, const ParamInfo *p) {
     return true;
 }
 
-/* The part of p that lies in the optimizer shard, as buffer offsets. */
-static bool shard_part(const Trainer *t, const ParamInfo *p, size_t *lo, size_t *hi) {
-    const size_t b = p->offset, e = p->offset + (size_t)p->local_numel;
-    const size_t sb = optimizer_shard_begin(t->opt), se = optimizer_shard_end(t->opt);
-    *lo = b > sb ? b : sb;
-    *hi = e < se ? e : se;
-    return *lo < *hi;
-}
-
 static void fill_meta(const Trainer *t, CheckpointMeta *m) {
     memset(m, 0, sizeof *m);
     const GPTConfig *c = &t->cfg;
     m->iteration = t->iteration;
     m->consumed_train_samples = t->consumed_samples;
-    m->optimizer_step = optimizer_step_count(t->opt);
+    m->optimizer_step = distrib_optimizer_step_count(t->opt);
     m->scheduler_num_steps = t->consumed_samples;
     m->loss_scale = 1.0;
     m->num_layers = c->num_layers;
@@ -65,57 +56,91 @@ static void fill_meta(const Trainer *t, CheckpointMeta *m) {
     snprintf(m->tokenizer_type, sizeof m->tokenizer_type, "%s", t->tokenizer_type);
 }
 
-/* The intervals this rank writes, pointing into three arrays of its
- * optimizer shard (master, exp_avg, exp_avg_sq); *bytes is their payload. */
-static CheckpointInterval *shard_intervals(const Trainer *t, const float *const state[3], int *count,
-                                           double *bytes) {
+/* The optimizer shard's three fp32 arrays (master, exp_avg, exp_avg_sq),
+ * indexed by state offset: `host` (3 x shard) when the backend's memory is
+ * not the host's, else the device arrays themselves. */
+static void interval_state(Trainer *t, float *host, const ShardInterval *iv, float *out[3]) {
+    if (host) {
+        const size_t len = distrib_optimizer_shard_numel(t->opt);
+        for (int k = 0; k < 3; k++) out[k] = host + (size_t)k * len + iv->state_offset;
+        return;
+    }
+    out[0] = distrib_optimizer_master_at(t->opt, iv);
+    out[1] = distrib_optimizer_exp_avg(t->opt) + iv->state_offset;
+    out[2] = distrib_optimizer_exp_avg_sq(t->opt) + iv->state_offset;
+}
+
+/* The intervals this rank writes, pointing into the state arrays (host
+ * copies when `host` is set); *bytes is their payload. */
+static CheckpointInterval *shard_intervals(Trainer *t, float *host, int *count, double *bytes) {
     const ParamTable *pt = gpt_model_params(t->model);
-    const size_t sb = optimizer_shard_begin(t->opt);
-    CheckpointInterval *iv = xcalloc((size_t)pt->count + 1, sizeof *iv);
+    int total;
+    const ShardInterval *sh = distrib_optimizer_intervals(t->opt, &total);
+    CheckpointInterval *iv = xcalloc((size_t)total + 1, sizeof *iv);
     int n = 0;
     *bytes = 0;
-    for (int i = 0; i < pt->count; i++) {
-        const ParamInfo *p = &pt->params[i];
-        size_t lo, hi;
-        if (!rank_writes_param(t, p) || !shard_part(t, p, &lo, &hi)) continue;
+    for (int i = 0; i < total; i++) {
+        const ParamInfo *p = &pt->params[sh[i].param];
+        if (!rank_writes_param(t, p)) continue;
+        float *state[3];
+        interval_state(t, host, &sh[i], state);
         CheckpointInterval *c = &iv[n++];
         c->name = p->name;
         c->ndim = p->ndim;
         memcpy(c->shape, p->shape, sizeof c->shape);
-        c->begin = p->local_begin + (int64_t)(lo - p->offset);
-        c->end = c->begin + (int64_t)(hi - lo);
-        c->weight = state[0] + (lo - sb);
-        c->exp_avg = state[1] + (lo - sb);
-        c->exp_avg_sq = state[2] + (lo - sb);
-        *bytes += 3.0 * sizeof(float) * (double)(hi - lo);
+        c->begin = sh[i].canonical_begin;
+        c->end = sh[i].canonical_end;
+        c->weight = state[0];
+        c->exp_avg = state[1];
+        c->exp_avg_sq = state[2];
+        *bytes += 3.0 * sizeof(float) * (double)(c->end - c->begin);
     }
     *count = n;
     return iv;
 }
 
-/* The optimizer shard as host arrays: the buffers themselves where the
- * backend's memory is the host's, else copies into `host` (3 * shard). */
-static void shard_on_host(Trainer *t, float *host, const float *state[3]) {
+/* Copies the shard's state into `host` (3 x shard, by state offset). The
+ * master weights of an fp32 backend are the parameters themselves, so they
+ * are copied interval by interval. */
+static void shard_to_host(Trainer *t, float *host) {
     Backend *be = t->be;
-    const size_t len = optimizer_shard_end(t->opt) - optimizer_shard_begin(t->opt);
-    const float *dev[3] = {optimizer_master(t->opt), optimizer_exp_avg(t->opt),
-                           optimizer_exp_avg_sq(t->opt)};
-    for (int k = 0; k < 3; k++) {
-        state[k] = host ? host + k * len : dev[k];
-        if (host) be->ops->copy_to_host(be, host + k * len, dev[k], len * sizeof(float));
+    DistributedOptimizer *o = t->opt;
+    const size_t len = distrib_optimizer_shard_numel(o);
+    be->ops->copy_to_host(be, host + len, distrib_optimizer_exp_avg(o), len * sizeof(float));
+    be->ops->copy_to_host(be, host + 2 * len, distrib_optimizer_exp_avg_sq(o), len * sizeof(float));
+    if (!distrib_optimizer_master_is_params(o)) {
+        be->ops->copy_to_host(be, host, distrib_optimizer_master(o), len * sizeof(float));
+        return;
     }
+    int total;
+    const ShardInterval *sh = distrib_optimizer_intervals(o, &total);
+    for (int i = 0; i < total; i++)
+        be->ops->copy_to_host(be, host + sh[i].state_offset, distrib_optimizer_master_at(o, &sh[i]),
+                              (size_t)(sh[i].canonical_end - sh[i].canonical_begin) * sizeof(float));
+}
+
+/* The host copy of the state a load fills, back into the optimizer. */
+static void shard_from_host(Trainer *t, const float *host) {
+    Backend *be = t->be;
+    DistributedOptimizer *o = t->opt;
+    const size_t len = distrib_optimizer_shard_numel(o);
+    GPT3D_CHECK(!distrib_optimizer_master_is_params(o),
+                "a backend whose memory is not the host's keeps a separate master copy");
+    be->ops->copy_to_device(be, distrib_optimizer_master(o), host, len * sizeof(float));
+    be->ops->copy_to_device(be, distrib_optimizer_exp_avg(o), host + len, len * sizeof(float));
+    be->ops->copy_to_device(be, distrib_optimizer_exp_avg_sq(o), host + 2 * len,
+                            len * sizeof(float));
 }
 
 static bool write_rank_file(Trainer *t, double *bytes, char *err, size_t err_size) {
-    const size_t len = optimizer_shard_end(t->opt) - optimizer_shard_begin(t->opt);
+    const size_t len = distrib_optimizer_shard_numel(t->opt);
     const size_t host_bytes = t->be->host_visible ? 0 : 3 * len * sizeof(float) + 1;
     float *host = host_bytes ? host_alloc_zeroed(host_bytes) : NULL;
     GPT3D_CHECK(!host_bytes || host, "out of host memory for the checkpoint copy (%zu bytes)",
                 host_bytes);
-    const float *state[3];
-    shard_on_host(t, host, state);
+    if (host) shard_to_host(t, host);
     int n;
-    CheckpointInterval *iv = shard_intervals(t, state, &n, bytes);
+    CheckpointInterval *iv = shard_intervals(t, host, &n, bytes);
     bool ok = checkpoint_write_rank(t->args->save, t->iteration, t->ps->rank, iv, n, err, err_size);
     free(iv);
     host_free(host, host_bytes);
@@ -194,15 +219,15 @@ static bool publish_save(Trainer *t, const CheckpointMeta *meta, bool ok, const 
  * background writer; trainer_checkpoint_poll publishes it later. */
 static bool start_async_save(Trainer *t, char *err, size_t err_size) {
     if (!t->async && !(t->async = async_writer_create(err, err_size))) return false;
-    const size_t len = optimizer_shard_end(t->opt) - optimizer_shard_begin(t->opt);
+    const size_t len = distrib_optimizer_shard_numel(t->opt);
     const double start = timer_now_s();
-    const float *state[3];
-    shard_on_host(t, async_writer_buffer(t->async, 3 * len + 1), state);
+    float *snapshot = async_writer_buffer(t->async, 3 * len + 1);
+    shard_to_host(t, snapshot);
     CheckpointMeta meta;
     fill_meta(t, &meta);
     int n;
     double bytes;
-    CheckpointInterval *iv = shard_intervals(t, state, &n, &bytes);
+    CheckpointInterval *iv = shard_intervals(t, snapshot, &n, &bytes);
     async_writer_start(t->async, t->args->save, t->ps->rank, iv, n, &meta);
     if (t->ps->rank == 0) {
         printf("checkpoint at iteration %lld: shard copied in %.3f s, written in the background\n",
@@ -230,6 +255,9 @@ bool trainer_checkpoint_poll(Trainer *t, bool wait, char *err, size_t err_size) 
 bool trainer_save_checkpoint(Trainer *t, char *err, size_t err_size) {
     /* A pending asynchronous save is published first, so saves stay in order. */
     if (!trainer_checkpoint_poll(t, true, err, err_size)) return false;
+    /* On an fp32 backend the master weights saved are the parameter buffer,
+     * which an all-gather in flight may still be writing. */
+    distrib_optimizer_finish_param_gather(t->opt);
     const bool root = t->ps->rank == 0;
     bool ok = !root || checkpoint_begin_save(t->args->save, t->iteration, err, err_size);
     if (!parallel_state_agree(t->ps->world, ok, t->ps->timeout_s, err, err_size)) return false;
@@ -267,11 +295,28 @@ static bool check_shape(const CheckpointMeta *m, const GPTConfig *c, const char 
     return true;
 }
 
+/* Every parameter of this model must be in the checkpoint with its shape. */
+static bool check_params(Trainer *t, CheckpointReader *r, const char *where, char *err,
+                         size_t err_size) {
+    const ParamTable *pt = gpt_model_params(t->model);
+    for (int i = 0; i < pt->count; i++) {
+        const ParamInfo *p = &pt->params[i];
+        int ndim;
+        int64_t shape[CHECKPOINT_MAX_DIMS];
+        if (!checkpoint_param_shape(r, p->name, &ndim, shape))
+            FAIL("%s has no parameter %s; it is not a checkpoint of this model", where, p->name);
+        if (ndim != p->ndim || memcmp(shape, p->shape, (size_t)ndim * sizeof *shape))
+            FAIL("%s: parameter %s has another shape than this model's", where, p->name);
+    }
+    return true;
+}
+
 static bool read_state(Trainer *t, CheckpointReader *r, bool with_moments, const char *where,
                        double *bytes, char *err, size_t err_size) {
     Backend *be = t->be;
     const ParamTable *pt = gpt_model_params(t->model);
-    const size_t sb = optimizer_shard_begin(t->opt), len = optimizer_shard_end(t->opt) - sb;
+    if (!check_params(t, r, where, err, err_size)) return false;
+    const size_t len = distrib_optimizer_shard_numel(t->opt);
     /* Where the backend's memory is the host's, the reads land in the
      * optimizer's own buffers: no staging array, no copy (and no fresh
      * memory to fault in, which costs seconds per GB on some VMs). */
@@ -279,47 +324,21 @@ static bool read_state(Trainer *t, CheckpointReader *r, bool with_moments, const
     float *host = host_bytes ? host_alloc_zeroed(host_bytes) : NULL;
     GPT3D_CHECK(!host_bytes || host, "out of host memory reading the checkpoint (%zu bytes)",
                 host_bytes);
-    float *dst[3] = {optimizer_master(t->opt), optimizer_exp_avg(t->opt),
-                     optimizer_exp_avg_sq(t->opt)};
-    if (host)
-        for (int k = 0; k < 3; k++) dst[k] = host + k * len;
+    int total;
+    const ShardInterval *sh = distrib_optimizer_intervals(t->opt, &total);
     bool ok = true;
-    for (int i = 0; i < pt->count && ok; i++) {
-        const ParamInfo *p = &pt->params[i];
-        int ndim;
-        int64_t shape[CHECKPOINT_MAX_DIMS];
-        if (!checkpoint_param_shape(r, p->name, &ndim, shape)) {
-            snprintf(err, err_size, "%s has no parameter %s; it is not a checkpoint of this model",
-                     where, p->name);
-            ok = false;
-            break;
-        }
-        if (ndim != p->ndim || memcmp(shape, p->shape, (size_t)ndim * sizeof *shape)) {
-            snprintf(err, err_size, "%s: parameter %s has another shape than this model's", where,
-                     p->name);
-            ok = false;
-            break;
-        }
-        size_t lo, hi;
-        if (!shard_part(t, p, &lo, &hi)) continue;
-        const int64_t begin = p->local_begin + (int64_t)(lo - p->offset);
-        const int64_t end = begin + (int64_t)(hi - lo);
-        ok = checkpoint_read(r, p->name, CKPT_WEIGHT, begin, end, dst[0] + (lo - sb), err,
-                             err_size);
+    for (int i = 0; i < total && ok; i++) {
+        const char *name = pt->params[sh[i].param].name;
+        const int64_t begin = sh[i].canonical_begin, end = sh[i].canonical_end;
+        float *dst[3];
+        interval_state(t, host, &sh[i], dst);
+        ok = checkpoint_read(r, name, CKPT_WEIGHT, begin, end, dst[0], err, err_size);
         if (ok && with_moments)
-            ok = checkpoint_read(r, p->name, CKPT_EXP_AVG, begin, end, dst[1] + (lo - sb), err,
-                                 err_size) &&
-                 checkpoint_read(r, p->name, CKPT_EXP_AVG_SQ, begin, end, dst[2] + (lo - sb),
-                                 err, err_size);
-        if (ok) *bytes += (with_moments ? 3.0 : 1.0) * sizeof(float) * (double)(hi - lo);
+            ok = checkpoint_read(r, name, CKPT_EXP_AVG, begin, end, dst[1], err, err_size) &&
+                 checkpoint_read(r, name, CKPT_EXP_AVG_SQ, begin, end, dst[2], err, err_size);
+        if (ok) *bytes += (with_moments ? 3.0 : 1.0) * sizeof(float) * (double)(end - begin);
     }
-    if (ok && host) {
-        be->ops->copy_to_device(be, optimizer_master(t->opt), host, len * sizeof(float));
-        be->ops->copy_to_device(be, optimizer_exp_avg(t->opt), host + len, len * sizeof(float));
-        be->ops->copy_to_device(be, optimizer_exp_avg_sq(t->opt), host + 2 * len,
-                                len * sizeof(float));
-    }
-    if (ok) optimizer_write_params(t->opt, gpt_model_param_buffer(t->model));
+    if (ok && host) shard_from_host(t, host);
     host_free(host, host_bytes);
     return ok;
 }
@@ -357,7 +376,7 @@ static bool load_checkpoint(Trainer *t, bool *loaded, char *note, size_t note_si
     if (ok) {
         t->iteration = a->finetune ? 0 : m->iteration;
         t->consumed_samples = a->finetune ? 0 : m->consumed_train_samples;
-        optimizer_set_step_count(t->opt, with_moments ? m->optimizer_step : 0);
+        distrib_optimizer_set_step_count(t->opt, with_moments ? m->optimizer_step : 0);
         snprintf(t->last_checkpoint, sizeof t->last_checkpoint, "%s", where);
         t->last_checkpoint_root = a->load;
         t->last_checkpoint_iteration = iteration;

@@ -53,7 +53,7 @@ bool trainer_check_memory(const Trainer *t, int num_slots, char *err, size_t err
     GPTMemoryPlan plan;
     gpt_model_plan(t->be, &t->cfg, &t->part, a->micro_batch_size, &t->tp, num_slots, &plan);
     const double shard = (double)plan.flat_numel / t->ps->dp_size;
-    const double optimizer = shard * (double)optimizer_planned_bytes_per_element(t->be);
+    const double optimizer = shard * (double)distrib_optimizer_planned_bytes_per_element(t->be);
     const double scratch = t->ps->dp_size > 1 ? shard * sizeof(float) : 0.0;
     const double total = (double)plan.param_bytes + (double)plan.grad_bytes + optimizer +
                          scratch + (double)plan.activation_bytes;

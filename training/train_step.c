@@ -48,7 +48,11 @@ static void stage_forward(void *ctx, int mb) {
 
 static void stage_backward(void *ctx, int mb) {
     StageCtx *c = ctx;
+    /* 1F1B runs the backwards in micro-batch order: the last one makes the
+     * gradients final, bucket by bucket. */
+    c->t->in_last_backward = mb == c->t->args->num_microbatches - 1;
     gpt_model_stage_backward(c->t->model, slot_of(c->t, mb), c->loss_scale);
+    c->t->in_last_backward = false;
 }
 
 static void *input_buffer(void *ctx, int mb) {
@@ -92,36 +96,54 @@ static int next_stage(const Trainer *t) {
  * over data-parallel replicas). */
 static double global_mean_loss(Trainer *t, double local_sum, double tokens) {
     double sum = local_sum;
-    parallel_state_all_reduce(t->ps, t->ps->pp_comm, &sum, 1, MPI_DOUBLE, MPI_SUM);
-    parallel_state_all_reduce(t->ps, t->ps->dp_comm, &sum, 1, MPI_DOUBLE, MPI_SUM);
+    comm_host_all_reduce(&t->comm, GROUP_PIPELINE, &sum, 1, HOST_F64, REDUCE_SUM);
+    comm_host_all_reduce(&t->comm, GROUP_DATA, &sum, 1, HOST_F64, REDUCE_SUM);
     return sum / tokens;
 }
 
-/* ZeRO-1: each DP rank ends with the sum over replicas of its own shard of
- * the gradient buffer (the loss is already scaled by the global token
- * count, so the sum is the global batch's gradient). */
-static void reduce_scatter_grads(Trainer *t) {
-    if (t->ps->dp_size == 1) return;
-    float *grads = gpt_model_grad_buffer(t->model);
-    const size_t begin = optimizer_shard_begin(t->opt);
-    const size_t n = optimizer_shard_end(t->opt) - begin;
-    comm_reduce_scatter(&t->comm, GROUP_DATA, t->grad_shard_scratch, grads, n, DTYPE_F32);
-    t->be->ops->copy_device(t->be, grads + begin, t->grad_shard_scratch, n * sizeof(float));
+/* The stage's copy of the tied word embedding gradient, when the other end
+ * of the pipeline holds the other copy (NULL otherwise). */
+static float *tied_embedding_grad(Trainer *t, size_t *numel) {
+    if (t->ps->pp_size == 1) return NULL;
+    return gpt_model_word_embedding_grad(t->model, numel);
 }
 
-void trainer_gather_params(Trainer *t) {
-    if (t->ps->dp_size == 1) return;
-    void *params = gpt_model_param_buffer(t->model);
-    const size_t begin = optimizer_shard_begin(t->opt);
-    const size_t n = optimizer_shard_end(t->opt) - begin;
-    comm_all_gather(&t->comm, GROUP_DATA, params,
-                    (char *)params + backend_act_bytes(t->be, begin), n, t->be->act_dtype);
+/* Before the distributed optimizer reduces the bucket [begin, end) over DP,
+ * its gradients are completed over the other groups: sequence-parallel
+ * partial sums over TP, and the two copies of the tied word embedding
+ * (first and last stage) summed so that they stay identical. */
+void trainer_finalize_grads(void *ctx, size_t begin, size_t end) {
+    Trainer *t = ctx;
+    gpt_model_reduce_sequence_parallel_grads_in(t->model, begin, end);
+    size_t numel = 0;
+    float *dwte = tied_embedding_grad(t, &numel);
+    const size_t at = dwte ? (size_t)(dwte - distrib_optimizer_grad_buffer(t->opt)) : 0;
+    if (dwte && at >= begin && at < end)
+        comm_all_reduce(&t->comm, GROUP_EMBEDDING, dwte, numel, DTYPE_F32, REDUCE_SUM);
+}
+
+static void on_params_needed(void *ctx, size_t begin, size_t end) {
+    distrib_optimizer_params_needed(((Trainer *)ctx)->opt, begin, end);
+}
+
+static void on_grads_ready(void *ctx, size_t ready_numel) {
+    Trainer *t = ctx;
+    if (!t->in_last_backward) return;
+    /* The tied-embedding sum is a collective with the other end of the
+     * pipeline, which is still waiting for this stage's gradients: the
+     * buckets from the embedding on wait for the end of the schedule. */
+    size_t numel = 0;
+    float *dwte = tied_embedding_grad(t, &numel);
+    const size_t at = dwte ? (size_t)(dwte - distrib_optimizer_grad_buffer(t->opt)) : ready_numel;
+    distrib_optimizer_grads_ready(t->opt, ready_numel < at ? ready_numel : at);
+}
+
+GPTBufferHooks trainer_buffer_hooks(Trainer *t) {
+    return (GPTBufferHooks){.ctx = t, .params_needed = on_params_needed, .grads_ready = on_grads_ready};
 }
 
 void trainer_optimizer_step(Trainer *t, const StepResult *r) {
-    optimizer_step(t->opt, gpt_model_param_buffer(t->model), gpt_model_grad_buffer(t->model), r->lr,
-                   r->grad_norm);
-    trainer_gather_params(t);
+    distrib_optimizer_step(t->opt, r->lr, r->grad_norm);
 }
 
 StepResult train_step(Trainer *t) {
@@ -146,19 +168,9 @@ StepResult train_step(Trainer *t) {
         fflush(t->trace);
     }
     free(ops);
+    distrib_optimizer_reduce_grads(t->opt);
     r.loss = global_mean_loss(t, ctx.loss_sum, tokens_per_batch);
-
-    gpt_model_reduce_sequence_parallel_grads(t->model);
-    /* The two copies of the tied word embedding (first and last stage) get
-     * the sum of both gradients, so they stay identical. */
-    size_t wte_numel = 0;
-    float *dwte = gpt_model_word_embedding_grad(t->model, &wte_numel);
-    if (t->ps->pp_size > 1 && dwte)
-        comm_all_reduce(&t->comm, GROUP_EMBEDDING, dwte, wte_numel, DTYPE_F32, REDUCE_SUM);
-    reduce_scatter_grads(t);
-    double sum_squares = optimizer_grad_sum_squares(t->opt, gpt_model_grad_buffer(t->model));
-    parallel_state_all_reduce(t->ps, t->ps->world, &sum_squares, 1, MPI_DOUBLE, MPI_SUM);
-    r.grad_norm = sqrt(sum_squares);
+    r.grad_norm = distrib_optimizer_grad_norm(t->opt);
     return r;
 }
 

@@ -89,7 +89,6 @@ static void setup_config(Trainer *t) {
         .num_local_layers = layers_per_stage,
         .has_embedding = parallel_state_is_first_stage(ps),
         .has_head = parallel_state_is_last_stage(ps),
-        .data_parallel_size = ps->dp_size,
     };
     t->sched = (LRSchedule){.max_lr = a->lr,
                             .min_lr = a->min_lr,
@@ -98,16 +97,35 @@ static void setup_config(Trainer *t) {
     lr_decay_style_parse(a->lr_decay_style, &t->sched.style);
 }
 
+/* The bucket layout of rank 0, as the tests and users check it against
+ * --ddp-bucket-size. */
+static void print_buckets(const Trainer *t) {
+    const int K = distrib_optimizer_num_buckets(t->opt);
+    char sizes[512];
+    size_t n = 0;
+    sizes[0] = 0;
+    for (int k = 0; k < K && n < sizeof sizes - 32; k++) {
+        const GradBucket *b = distrib_optimizer_bucket(t->opt, k);
+        n += (size_t)snprintf(sizes + n, sizeof sizes - n, "%s%zu", k ? " " : "", b->end - b->begin);
+    }
+    printf("gradient buckets: %d over DP %d (elements: %s%s); overlap: grad reduce %s, param "
+           "gather %s\n",
+           K, t->ps->dp_size, sizes, n >= sizeof sizes - 32 ? " ..." : "",
+           t->args->overlap_grad_reduce ? "on" : "off", t->args->overlap_param_gather ? "on" : "off");
+}
+
 static void print_summary(const Trainer *t, const char *device) {
     if (!is_root(t)) return;
     const TrainArgs *a = t->args;
     const GPTConfig *c = &t->cfg;
     const ParamTable *pt = gpt_model_params(t->model);
-    const size_t param_bytes = backend_act_bytes(t->be, pt->total_numel);
-    const size_t grad_bytes = pt->total_numel * sizeof(float);
-    const size_t opt_bytes = optimizer_state_bytes(t->opt);
+    const size_t numel = distrib_optimizer_buffer_numel(t->opt);
+    const size_t param_bytes = backend_act_bytes(t->be, numel);
+    const size_t grad_bytes = numel * sizeof(float);
+    const size_t opt_bytes = distrib_optimizer_state_bytes(t->opt);
     const double MiB = 1024.0 * 1024.0;
-    const double plain_opt = (double)optimizer_state_bytes_per_element(t->opt) * pt->total_numel;
+    const double plain_opt = (double)distrib_optimizer_state_bytes_per_element(t->opt) * (double)numel;
+    (void)pt;
     printf("gpt3d pretrain_gpt: %d rank(s) = DP %d x PP %d x TP %d, device %s (%s)\n",
            t->ps->world_size, t->ps->dp_size, t->ps->pp_size, t->ps->tp_size, device,
            dtype_name(t->be->act_dtype));
@@ -126,10 +144,52 @@ static void print_summary(const Trainer *t, const char *device) {
            "(plain data parallel: %.3f MiB; ZeRO-1 keeps 1/%d), activations %.3f MiB\n",
            param_bytes / MiB, grad_bytes / MiB, opt_bytes / MiB, plain_opt / MiB, t->ps->dp_size,
            gpt_model_activation_bytes(t->model) / MiB);
+    print_buckets(t);
     if (strcmp(device, "cpu") == 0 && (a->bf16 || a->fp16))
         printf("note: the CPU backend computes in fp32; --%s applies to --device cuda\n",
                a->bf16 ? "bf16" : "fp16");
+    if (strcmp(device, "cpu") == 0 && a->grad_reduce_in_bf16)
+        printf("note: the CPU backend reduces gradients in fp32; --grad-reduce-in-bf16 applies to "
+               "--device cuda\n");
     fflush(stdout);
+}
+
+/* The model computes on views of buffers the distributed optimizer owns and
+ * tells it, through the hooks, when gradients are final and which
+ * parameters a forward needs. */
+static void setup_model(Trainer *t, int slots) {
+    const TrainArgs *a = t->args;
+    const ParallelState *ps = t->ps;
+    t->model = gpt_model_create_unbound(t->be, &t->cfg, &t->part, a->micro_batch_size, &t->tp,
+                                        ps->pp_size > 1 ? slots : 1);
+    const DistOptConfig oc = {.adamw = {.beta1 = a->adam_beta1,
+                                        .beta2 = a->adam_beta2,
+                                        .eps = a->adam_eps,
+                                        .weight_decay = a->weight_decay,
+                                        .clip_grad = a->clip_grad},
+                              .bucket_numel = (size_t)a->ddp_bucket_size,
+                              .overlap_grad_reduce = a->overlap_grad_reduce,
+                              .overlap_param_gather = a->overlap_param_gather,
+                              /* The CPU backend is fp32 throughout (noted at start-up). */
+                              .grad_reduce_dtype = a->grad_reduce_in_bf16 ? t->be->act_dtype : DTYPE_F32,
+                              .finalize = trainer_finalize_grads,
+                              .finalize_ctx = t,
+                              .trace = t->trace};
+    t->opt = distrib_optimizer_create(t->be, &t->comm, gpt_model_params(t->model), &oc);
+    gpt_model_bind_buffers(t->model, distrib_optimizer_param_buffer(t->opt),
+                           distrib_optimizer_grad_buffer(t->opt));
+    const GPTBufferHooks hooks = trainer_buffer_hooks(t);
+    gpt_model_set_buffer_hooks(t->model, &hooks);
+}
+
+static bool open_trace(Trainer *t, char *err, size_t err_size) {
+    const TrainArgs *a = t->args;
+    if (!a->trace_schedule) return true;
+    char path[4200];
+    snprintf(path, sizeof path, "%s.rank%d", a->trace_schedule, t->ps->rank);
+    t->trace = fopen(path, "w");
+    if (!t->trace) FAIL("--trace-schedule %s: cannot create %s", a->trace_schedule, path);
+    return true;
 }
 
 bool trainer_setup(Trainer *t, const TrainArgs *a, const ParallelState *ps, char *err,
@@ -166,43 +226,26 @@ bool trainer_setup(Trainer *t, const TrainArgs *a, const ParallelState *ps, char
     if (slots > a->num_microbatches) slots = a->num_microbatches;
     const bool fits = trainer_check_memory(t, slots, err, err_size);
     if (!parallel_state_agree(ps->world, fits, ps->timeout_s, err, err_size)) return false;
-    t->model = gpt_model_create(t->be, &t->cfg, &t->part, a->micro_batch_size, &t->tp,
-                                ps->pp_size > 1 ? slots : 1);
-    const ParamTable *pt = gpt_model_params(t->model);
-    AdamWConfig oc = {.beta1 = a->adam_beta1,
-                      .beta2 = a->adam_beta2,
-                      .eps = a->adam_eps,
-                      .weight_decay = a->weight_decay,
-                      .clip_grad = a->clip_grad};
-    /* ZeRO-1: DP rank d owns shard d of the flat buffers. */
-    const size_t shard = pt->total_numel / (size_t)ps->dp_size;
-    t->opt = optimizer_create(t->be, pt, &oc, shard * (size_t)ps->dp_rank,
-                              shard * (size_t)(ps->dp_rank + 1), gpt_model_param_buffer(t->model));
+    if (!open_trace(t, err, err_size)) return false;
+    setup_model(t, slots);
 
     print_summary(t, device);
     bool loaded = false;
     /* The load agrees over the world, so no rank waits below for a failed one. */
     if (a->load && !trainer_load_checkpoint(t, &loaded, err, err_size)) return false;
-    if (!loaded)
-        gpt_model_init_params(t->model, optimizer_master(t->opt), optimizer_shard_begin(t->opt),
-                              optimizer_shard_end(t->opt));
-    else
-        trainer_gather_params(t); /* a load filled only this rank's shard */
+    if (!loaded) {
+        int n;
+        const GPTMasterRange *masters = distrib_optimizer_master_ranges(t->opt, &n);
+        gpt_model_init_params(t->model, masters, n);
+    } else {
+        distrib_optimizer_publish_params(t->opt); /* a load filled only this rank's shard */
+    }
 
     const size_t N = (size_t)a->micro_batch_size * (size_t)a->seq_length;
     t->sample = xmalloc(((size_t)a->seq_length + 1) * sizeof(int32_t));
     t->tokens = xmalloc(N * sizeof(int32_t));
     t->targets = xmalloc(N * sizeof(int32_t));
-    if (ps->dp_size > 1)
-        t->grad_shard_scratch = t->be->ops->alloc(
-            t->be, (optimizer_shard_end(t->opt) - optimizer_shard_begin(t->opt)) * sizeof(float));
 
-    if (a->trace_schedule) {
-        char path[4200];
-        snprintf(path, sizeof path, "%s.rank%d", a->trace_schedule, ps->rank);
-        t->trace = fopen(path, "w");
-        if (!t->trace) FAIL("--trace-schedule %s: cannot create %s", a->trace_schedule, path);
-    }
     if (is_root(t) && a->metrics_file) {
         t->metrics = fopen(a->metrics_file, "a");
         if (!t->metrics) FAIL("--metrics-file %s: cannot open for appending", a->metrics_file);
@@ -215,11 +258,10 @@ void trainer_free(Trainer *t) {
     trainer_release_save(t);
     if (t->metrics) fclose(t->metrics);
     if (t->trace) fclose(t->trace);
-    optimizer_free(t->opt);
+    distrib_optimizer_free(t->opt); /* completes communication in flight first */
     gpt_model_free(t->model);
     blended_dataset_free(t->train_ds);
     blended_dataset_free(t->valid_ds);
-    if (t->grad_shard_scratch) t->be->ops->free(t->be, t->grad_shard_scratch);
     backend_destroy(t->be);
     free(t->sample);
     free(t->tokens);
@@ -304,10 +346,9 @@ static void print_comm_summary(const Trainer *t) {
  * the sum of the planned buffers: a difference means a buffer nobody
  * accounted for (a backend scratch, a library workspace). */
 static void print_peak_memory(const Trainer *t) {
-    const ParamTable *pt = gpt_model_params(t->model);
-    const double expected = (double)backend_act_bytes(t->be, pt->total_numel) +
-                            (double)pt->total_numel * sizeof(float) +
-                            (double)optimizer_state_bytes(t->opt) +
+    const size_t numel = distrib_optimizer_buffer_numel(t->opt);
+    const double expected = (double)backend_act_bytes(t->be, numel) + (double)numel * sizeof(float) +
+                            (double)distrib_optimizer_state_bytes(t->opt) +
                             (double)gpt_model_activation_bytes(t->model);
     printf("peak %s memory of rank 0 after the first iteration: %.3f MiB allocated (planned "
            "buffers: %.3f MiB)\n",

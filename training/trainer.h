@@ -19,6 +19,7 @@
 #include "checkpoint/checkpoint.h"
 #include "data/data.h"
 #include "model/gpt_model.h"
+#include "optimizer/distrib_optimizer.h"
 #include "optimizer/optimizer.h"
 #include "parallel_state/collectives.h"
 #include "parallel_state/parallel_state.h"
@@ -34,7 +35,7 @@ typedef struct {
     GPTConfig cfg;
     ModelPartition part;
     GPTModel *model;
-    Optimizer *opt;
+    DistributedOptimizer *opt; /* owns the parameter and gradient buffers */
     LRSchedule sched;
     BlendedDataset *train_ds, *valid_ds;
     char tokenizer_type[64];
@@ -47,7 +48,7 @@ typedef struct {
     const char *last_checkpoint_root;
     int64_t last_checkpoint_iteration;
     int32_t *sample, *tokens, *targets;
-    float *grad_shard_scratch; /* DP reduce-scatter output, one shard */
+    bool in_last_backward; /* the running backward is the iteration's last micro-batch */
     FILE *trace; /* --trace-schedule: this rank's pipeline operations */
     CheckpointLock *save_lock; /* rank 0 with --save: this run owns --save */
     int64_t resume_iteration;  /* the --load checkpoint to load; -1: none */
@@ -74,10 +75,11 @@ StepResult train_step(Trainer *t);
  * validation split (forward only, through the pipeline), on every rank. */
 double evaluate(Trainer *t);
 
-/* All-gathers the act-dtype parameters over DP after each rank rewrote its
- * own optimizer shard (ZeRO-1). */
-void trainer_gather_params(Trainer *t);
-/* AdamW step on this rank's shard, then the all-gather. */
+/* The model's hooks into the distributed optimizer, and the optimizer's
+ * finalize callback (ctx: the Trainer). */
+GPTBufferHooks trainer_buffer_hooks(Trainer *t);
+void trainer_finalize_grads(void *ctx, size_t begin, size_t end);
+/* AdamW step on this rank's shard, then the parameter all-gather. */
 void trainer_optimizer_step(Trainer *t, const StepResult *r);
 
 /* training/memory_plan.c: false with the plan and the fix when this rank's
