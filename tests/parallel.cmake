@@ -5,3 +5,6 @@ gpt3d_add_test(NAME test_parallel_state SOURCES test_parallel_state.c RANKS 8 TI
 gpt3d_add_test(NAME test_collectives SOURCES test_collectives.c RANKS 4 TIMEOUT 60)
 gpt3d_add_test(NAME test_collectives_8 SOURCES test_collectives.c RANKS 8 TIMEOUT 60
   ARGS 2x2 2x4 1x8)
+# One and two ranks: the size-1 shortcuts and the smallest real exchanges.
+gpt3d_add_test(NAME test_collectives_1 SOURCES test_collectives.c RANKS 1 TIMEOUT 60)
+gpt3d_add_test(NAME test_collectives_2 SOURCES test_collectives.c RANKS 2 TIMEOUT 60)
