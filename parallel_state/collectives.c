@@ -1,19 +1,85 @@
+/* The front of the communication interface: checks, counting, the cases
+ * that move nothing, then the Comm's implementation (comm_impl.h). */
 #include "parallel_state/collectives.h"
 
-#include <limits.h>
 #include <string.h>
 
 #include "core/errors.h"
+#include "parallel_state/comm_impl.h"
 
 void comm_init(Comm *c, const ParallelState *ps, Backend *be) {
     memset(c, 0, sizeof *c);
     c->ps = ps;
     c->be = be;
+    c->kind = COMM_IMPL_MPI;
+    c->impl = &comm_mpi_impl;
+}
+
+bool comm_init_impl(Comm *c, const ParallelState *ps, Backend *be, CommImplKind kind, char *err,
+                    size_t err_size) {
+    comm_init(c, ps, be);
+    c->kind = kind;
+    switch (kind) {
+    case COMM_IMPL_MPI:
+        if (be && !be->host_visible) {
+            snprintf(err, err_size,
+                     "--comm mpi on %s buffers needs the staged implementation; this is a bug in "
+                     "the caller (ask for COMM_IMPL_STAGED)",
+                     be->name);
+            return false;
+        }
+        return true;
+    case COMM_IMPL_STAGED: c->impl = &comm_staged_impl; return comm_staged_init(c, err, err_size);
+    case COMM_IMPL_NCCL: c->impl = &comm_nccl_impl; return comm_nccl_init(c, err, err_size);
+    }
+    snprintf(err, err_size, "unknown communication implementation %d", (int)kind);
+    return false;
+}
+
+void comm_destroy(Comm *c) {
+    if (c->impl && c->impl->destroy) c->impl->destroy(c);
+    c->impl_state = NULL;
+}
+
+const char *comm_impl_name(CommImplKind k) {
+    switch (k) {
+    case COMM_IMPL_MPI: return "mpi";
+    case COMM_IMPL_NCCL: return "nccl";
+    case COMM_IMPL_STAGED: return "staged";
+    }
+    return "?";
+}
+
+bool comm_resolve_kind(const char *value, const char *device, CommImplKind *kind, char *err,
+                       size_t err_size) {
+    const bool cuda = !strcmp(device, "cuda");
+    if (!strcmp(value, "auto")) {
+        *kind = cuda ? COMM_IMPL_NCCL : COMM_IMPL_MPI;
+        return true;
+    }
+    if (!strcmp(value, "mpi")) {
+        /* Device buffers go through host memory: several ranks may share a GPU. */
+        *kind = cuda ? COMM_IMPL_STAGED : COMM_IMPL_MPI;
+        return true;
+    }
+    if (!strcmp(value, "nccl")) {
+        if (!cuda) {
+            snprintf(err, err_size,
+                     "--comm nccl needs --device cuda (NCCL moves GPU buffers); with --device %s "
+                     "use --comm mpi or --comm auto",
+                     device);
+            return false;
+        }
+        *kind = COMM_IMPL_NCCL;
+        return true;
+    }
+    snprintf(err, err_size, "--comm %s: unknown communication; use auto, nccl or mpi", value);
+    return false;
 }
 
 void comm_reset_counters(Comm *c) { memset(&c->counters, 0, sizeof c->counters); }
 
-static MPI_Comm group_comm(const Comm *c, GroupKind g) {
+MPI_Comm comm_group_mpi(const Comm *c, GroupKind g) {
     switch (g) {
     case GROUP_WORLD: return c->ps->world;
     case GROUP_TENSOR: return c->ps->tp_comm;
@@ -27,7 +93,7 @@ static MPI_Comm group_comm(const Comm *c, GroupKind g) {
 }
 
 int comm_group_size(const Comm *c, GroupKind g) {
-    MPI_Comm m = group_comm(c, g);
+    MPI_Comm m = comm_group_mpi(c, g);
     if (m == MPI_COMM_NULL) return 0;
     int n;
     MPI_Comm_size(m, &n);
@@ -35,7 +101,7 @@ int comm_group_size(const Comm *c, GroupKind g) {
 }
 
 int comm_group_rank(const Comm *c, GroupKind g) {
-    MPI_Comm m = group_comm(c, g);
+    MPI_Comm m = comm_group_mpi(c, g);
     if (m == MPI_COMM_NULL) return -1;
     int r;
     MPI_Comm_rank(m, &r);
@@ -49,161 +115,170 @@ const char *comm_group_name(GroupKind g) {
 }
 
 const char *comm_collective_name(CollectiveKind k) {
-    static const char *names[NUM_COLLECTIVES] = {"all-reduce", "all-gather", "reduce-scatter",
-                                                 "broadcast",  "send",       "recv",
-                                                 "barrier"};
+    static const char *names[NUM_COLLECTIVES] = {
+        "all-reduce", "all-gather", "reduce-scatter",    "broadcast",        "send",
+        "recv",       "barrier",    "all-to-all", "host all-reduce", "host all-gather"};
     return (int)k < NUM_COLLECTIVES ? names[k] : "?";
 }
 
-/* The communicator of a group this rank belongs to. A rank outside the group
- * (a middle pipeline stage and the embedding group) calling a collective on
- * it is a bug in the caller, reported here rather than as an MPI error. */
-static MPI_Comm member_comm(const Comm *c, GroupKind g) {
-    MPI_Comm m = group_comm(c, g);
-    GPT3D_CHECK(m != MPI_COMM_NULL, "world rank %d is not a member of the %s group",
-                c->ps->rank, comm_group_name(g));
-    return m;
+/* A rank outside the group (a middle pipeline stage and the embedding
+ * group) calling a collective on it is a bug in the caller, reported here
+ * rather than as an MPI error. Returns the group's size. */
+static int require_member(const Comm *c, GroupKind g) {
+    GPT3D_CHECK(comm_group_mpi(c, g) != MPI_COMM_NULL,
+                "world rank %d is not a member of the %s group", c->ps->rank, comm_group_name(g));
+    return comm_group_size(c, g);
 }
 
-/* MPI counts are int. */
-static int mpi_count(size_t n) {
-    GPT3D_CHECK(n <= (size_t)INT_MAX, "collective of %zu elements exceeds MPI's int count", n);
-    return (int)n;
+static void begin(const Comm *c, CommHandle *h) {
+    GPT3D_CHECK(c->be, "collective on device buffers through a Comm without a backend");
+    GPT3D_CHECK(!h->active, "communication handle started while still in flight");
+    memset(h, 0, sizeof *h);
 }
 
-static MPI_Datatype mpi_type(DType t) {
-    switch (t) {
-    case DTYPE_F32: return MPI_FLOAT;
-    case DTYPE_BF16:
-    case DTYPE_F16: break;
-    }
-    GPT3D_FAIL("collectives over MPI support fp32 buffers only (got %s); the CUDA path stages "
-               "through fp32 or uses NCCL",
-               dtype_name(t));
-}
-
-static void count(Comm *c, GroupKind g, CollectiveKind k, size_t n, DType t) {
+void comm_count(Comm *c, GroupKind g, CollectiveKind k, size_t n, size_t elem_size) {
     c->counters.calls[g][k]++;
-    c->counters.bytes[g][k] += n * dtype_size(t);
+    c->counters.bytes[g][k] += n * elem_size;
 }
 
-/* The CPU backend's device buffers are host memory; other backends stage or
- * use their own library (the CUDA backend's NCCL path). */
-static void require_host_buffers(const Comm *c) {
-    GPT3D_CHECK(!strcmp(c->be->name, "cpu"),
-                "MPI collectives on %s buffers need host staging, which this build lacks",
-                c->be->name);
+void comm_all_reduce_start(Comm *c, GroupKind g, void *buf, size_t n, DType t, ReduceOp op,
+                           CommHandle *h) {
+    begin(c, h);
+    const int size = require_member(c, g);
+    comm_count(c, g, COLL_ALL_REDUCE, n, dtype_size(t));
+    if (size > 1 && n > 0) c->impl->all_reduce(c, g, buf, n, t, op, h);
 }
 
-#define MPI_OK(call)                                                                               \
-    do {                                                                                           \
-        int rc_ = (call);                                                                          \
-        if (rc_ != MPI_SUCCESS) GPT3D_FAIL("%s failed with MPI error %d", #call, rc_);             \
-    } while (0)
-
-/* Completes one collective's request under the watchdog. */
-static void wait_collective(const Comm *c, MPI_Request *req, GroupKind g, CollectiveKind k,
-                            size_t n, DType t) {
-    const WatchedOp what = {.op = comm_collective_name(k),
-                            .group = comm_group_name(g),
-                            .group_comm = group_comm(c, g),
-                            .world = c->ps->world,
-                            .peer = -1,
-                            .count = n,
-                            .dtype = k == COLL_BARRIER ? NULL : dtype_name(t)};
-    parallel_state_wait(req, &what, 1, c->ps->timeout_s);
-}
-
-void comm_all_reduce(Comm *c, GroupKind g, void *buf, size_t n, DType t, ReduceOp op) {
-    require_host_buffers(c);
-    MPI_Comm m = member_comm(c, g);
-    count(c, g, COLL_ALL_REDUCE, n, t);
-    if (comm_group_size(c, g) == 1 || n == 0) return;
-    MPI_Request req;
-    MPI_OK(MPI_Iallreduce(MPI_IN_PLACE, buf, mpi_count(n), mpi_type(t),
-                          op == REDUCE_SUM ? MPI_SUM : MPI_MAX, m, &req));
-    wait_collective(c, &req, g, COLL_ALL_REDUCE, n, t);
-}
-
-void comm_all_gather(Comm *c, GroupKind g, void *dst, const void *src, size_t n, DType t) {
-    require_host_buffers(c);
-    MPI_Comm m = member_comm(c, g);
-    count(c, g, COLL_ALL_GATHER, n, t);
+void comm_all_gather_start(Comm *c, GroupKind g, void *dst, const void *src, size_t n, DType t,
+                           CommHandle *h) {
+    begin(c, h);
+    const int size = require_member(c, g);
+    comm_count(c, g, COLL_ALL_GATHER, n, dtype_size(t));
     const size_t chunk_bytes = n * dtype_size(t);
     const char *own_chunk = (const char *)dst + (size_t)comm_group_rank(c, g) * chunk_bytes;
     const bool in_place = src == own_chunk;
-    if (comm_group_size(c, g) == 1) {
-        if (!in_place) c->be->ops->copy_device(c->be, dst, src, chunk_bytes);
+    if (size == 1) {
+        if (!in_place && n) c->be->ops->copy_device(c->be, dst, src, chunk_bytes);
         return;
     }
-    MPI_Request req;
-    MPI_OK(MPI_Iallgather(in_place ? MPI_IN_PLACE : src, mpi_count(n), mpi_type(t), dst,
-                          mpi_count(n), mpi_type(t), m, &req));
-    wait_collective(c, &req, g, COLL_ALL_GATHER, n, t);
+    if (n > 0) c->impl->all_gather(c, g, dst, src, n, t, in_place, h);
+}
+
+void comm_reduce_scatter_start(Comm *c, GroupKind g, void *dst, const void *src, size_t n,
+                               DType t, CommHandle *h) {
+    begin(c, h);
+    const int size = require_member(c, g);
+    comm_count(c, g, COLL_REDUCE_SCATTER, n * (size_t)size, dtype_size(t));
+    if (size == 1) {
+        if (dst != src && n) c->be->ops->copy_device(c->be, dst, src, n * dtype_size(t));
+        return;
+    }
+    if (n > 0) c->impl->reduce_scatter(c, g, dst, src, n, t, h);
+}
+
+void comm_broadcast_start(Comm *c, GroupKind g, void *buf, size_t n, DType t, int root,
+                          CommHandle *h) {
+    begin(c, h);
+    const int size = require_member(c, g);
+    GPT3D_CHECK(root >= 0 && root < size, "broadcast root %d outside the %s group of %d ranks",
+                root, comm_group_name(g), size);
+    comm_count(c, g, COLL_BROADCAST, n, dtype_size(t));
+    if (size > 1 && n > 0) c->impl->broadcast(c, g, buf, n, t, root, h);
+}
+
+void comm_all_to_all_start(Comm *c, GroupKind g, void *dst, const void *src, size_t n_per_rank,
+                           DType t, CommHandle *h) {
+    begin(c, h);
+    const int size = require_member(c, g);
+    comm_count(c, g, COLL_ALL_TO_ALL, n_per_rank * (size_t)size, dtype_size(t));
+    GPT3D_CHECK(dst != src || n_per_rank == 0, "all-to-all: src and dst must not overlap");
+    if (size == 1) {
+        if (n_per_rank) c->be->ops->copy_device(c->be, dst, src, n_per_rank * dtype_size(t));
+        return;
+    }
+    if (n_per_rank > 0) c->impl->all_to_all(c, g, dst, src, n_per_rank, t, h);
+}
+
+void comm_p2p_start(Comm *c, const CommP2POp *ops, int n, CommHandle *h) {
+    begin(c, h);
+    GPT3D_CHECK(n >= 0 && n <= COMM_HANDLE_MAX_OPS, "batched p2p of %d operations (at most %d)", n,
+                COMM_HANDLE_MAX_OPS);
+    /* Receives first: each rank's receive is posted before its send. */
+    CommP2POp posted[COMM_HANDLE_MAX_OPS];
+    int count_posted = 0;
+    for (int pass = 0; pass < 2; pass++)
+        for (int i = 0; i < n; i++) {
+            const CommP2POp *op = &ops[i];
+            if ((op->kind == COMM_P2P_RECV) != (pass == 0) || op->peer < 0) continue;
+            GPT3D_CHECK(op->peer < c->ps->world_size, "%s peer %d outside a world of %d ranks",
+                        op->kind == COMM_P2P_RECV ? "recv" : "send", op->peer, c->ps->world_size);
+            comm_count(c, GROUP_PIPELINE, op->kind == COMM_P2P_RECV ? COLL_RECV : COLL_SEND, op->n,
+                  dtype_size(op->dtype));
+            if (op->n > 0) posted[count_posted++] = *op;
+        }
+    if (count_posted > 0) c->impl->p2p(c, posted, count_posted, h);
+}
+
+bool comm_test(Comm *c, CommHandle *h) { return !h->active || c->impl->test(c, h); }
+
+void comm_wait(Comm *c, CommHandle *h) {
+    if (h->active) c->impl->wait(c, h);
+}
+
+void comm_wait_receives(Comm *c, CommHandle *h) {
+    if (h->active) c->impl->wait_receives(c, h);
+}
+
+/* ---- blocking: start + wait ---- */
+
+void comm_all_reduce(Comm *c, GroupKind g, void *buf, size_t n, DType t, ReduceOp op) {
+    CommHandle h = {0};
+    comm_all_reduce_start(c, g, buf, n, t, op, &h);
+    comm_wait(c, &h);
+}
+
+void comm_all_gather(Comm *c, GroupKind g, void *dst, const void *src, size_t n, DType t) {
+    CommHandle h = {0};
+    comm_all_gather_start(c, g, dst, src, n, t, &h);
+    comm_wait(c, &h);
 }
 
 void comm_reduce_scatter(Comm *c, GroupKind g, void *dst, const void *src, size_t n, DType t) {
-    require_host_buffers(c);
-    MPI_Comm m = member_comm(c, g);
-    const int size = comm_group_size(c, g);
-    count(c, g, COLL_REDUCE_SCATTER, n * (size_t)size, t);
-    if (size == 1) {
-        if (dst != src) c->be->ops->copy_device(c->be, dst, src, n * dtype_size(t));
-        return;
-    }
-    MPI_Request req;
-    MPI_OK(MPI_Ireduce_scatter_block(src, dst, mpi_count(n), mpi_type(t), MPI_SUM, m, &req));
-    wait_collective(c, &req, g, COLL_REDUCE_SCATTER, n * (size_t)size, t);
+    CommHandle h = {0};
+    comm_reduce_scatter_start(c, g, dst, src, n, t, &h);
+    comm_wait(c, &h);
 }
 
 void comm_broadcast(Comm *c, GroupKind g, void *buf, size_t n, DType t, int root) {
-    require_host_buffers(c);
-    MPI_Comm m = member_comm(c, g);
-    const int size = comm_group_size(c, g);
-    GPT3D_CHECK(root >= 0 && root < size, "broadcast root %d outside the %s group of %d ranks",
-                root, comm_group_name(g), size);
-    count(c, g, COLL_BROADCAST, n, t);
-    if (size == 1) return;
-    MPI_Request req;
-    MPI_OK(MPI_Ibcast(buf, mpi_count(n), mpi_type(t), root, m, &req));
-    wait_collective(c, &req, g, COLL_BROADCAST, n, t);
+    CommHandle h = {0};
+    comm_broadcast_start(c, g, buf, n, t, root, &h);
+    comm_wait(c, &h);
 }
 
-/* Both directions are posted before either is waited for, so neighbouring
- * stages that send to each other never deadlock; the watchdog reports the
- * direction that did not complete. */
+void comm_all_to_all(Comm *c, GroupKind g, void *dst, const void *src, size_t n_per_rank,
+                     DType t) {
+    CommHandle h = {0};
+    comm_all_to_all_start(c, g, dst, src, n_per_rank, t, &h);
+    comm_wait(c, &h);
+}
+
+void comm_p2p(Comm *c, const CommP2POp *ops, int n) {
+    CommHandle h = {0};
+    comm_p2p_start(c, ops, n, &h);
+    comm_wait(c, &h);
+}
+
+/* Both directions in one batch, so neighbouring stages that send to each
+ * other never deadlock; the watchdog reports the direction that did not
+ * complete. */
 static void exchange(Comm *c, const void *send_buf, size_t send_n, int dest, int send_tag,
                      void *recv_buf, size_t recv_n, int source, int recv_tag, DType t) {
-    require_host_buffers(c);
-    GPT3D_CHECK(dest < c->ps->world_size && source < c->ps->world_size,
-                "send/recv peer (dest %d, source %d) outside a world of %d ranks", dest, source,
-                c->ps->world_size);
-    MPI_Request req[2];
-    WatchedOp what[2];
-    int nreq = 0;
-    const WatchedOp p2p = {.group = comm_group_name(GROUP_PIPELINE),
-                           .group_comm = c->ps->pp_comm,
-                           .world = c->ps->world,
-                           .dtype = dtype_name(t)};
-    if (source >= 0) {
-        count(c, GROUP_PIPELINE, COLL_RECV, recv_n, t);
-        what[nreq] = p2p;
-        what[nreq].op = comm_collective_name(COLL_RECV);
-        what[nreq].peer = source;
-        what[nreq].count = recv_n;
-        MPI_OK(MPI_Irecv(recv_buf, mpi_count(recv_n), mpi_type(t), source, recv_tag, c->ps->world,
-                         &req[nreq++]));
-    }
-    if (dest >= 0) {
-        count(c, GROUP_PIPELINE, COLL_SEND, send_n, t);
-        what[nreq] = p2p;
-        what[nreq].op = comm_collective_name(COLL_SEND);
-        what[nreq].peer = dest;
-        what[nreq].count = send_n;
-        MPI_OK(MPI_Isend(send_buf, mpi_count(send_n), mpi_type(t), dest, send_tag, c->ps->world,
-                         &req[nreq++]));
-    }
-    parallel_state_wait(req, what, nreq, c->ps->timeout_s);
+    const CommP2POp ops[2] = {
+        {.kind = COMM_P2P_RECV, .buf = recv_buf, .n = recv_n, .peer = source, .tag = recv_tag,
+         .dtype = t},
+        {.kind = COMM_P2P_SEND, .buf = (void *)send_buf, .n = send_n, .peer = dest,
+         .tag = send_tag, .dtype = t}};
+    comm_p2p(c, ops, 2);
 }
 
 void comm_send_recv(Comm *c, const void *send_buf, size_t send_n, int dest, void *recv_buf,
@@ -214,12 +289,4 @@ void comm_send_recv(Comm *c, const void *send_buf, size_t send_n, int dest, void
 void comm_send_recv_tagged(Comm *c, const void *send_buf, int dest, int send_tag, void *recv_buf,
                            int source, int recv_tag, size_t n, DType t) {
     exchange(c, send_buf, n, dest, send_tag, recv_buf, n, source, recv_tag, t);
-}
-
-void comm_barrier(Comm *c, GroupKind g) {
-    MPI_Comm m = member_comm(c, g);
-    count(c, g, COLL_BARRIER, 0, DTYPE_F32);
-    MPI_Request req;
-    MPI_OK(MPI_Ibarrier(m, &req));
-    wait_collective(c, &req, g, COLL_BARRIER, 0, DTYPE_F32);
 }

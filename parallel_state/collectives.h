@@ -9,15 +9,31 @@
  * can assert how many collectives a layer ran and benchmarks can report
  * traffic. Sizes are in elements; all-gather and reduce-scatter take the
  * per-rank chunk size, and the full buffer is group_size chunks in rank order.
- * All calls are blocking and deterministic (the same inputs give bitwise the
- * same result on every rank of the group). Each is a nonblocking MPI
- * operation completed under the watchdog (parallel_state.h): one that does
- * not complete within ps->timeout_s aborts the job with a report naming it.
+ * Every operation exists blocking and as start + wait on a CommHandle;
+ * the blocking call is its start followed by comm_wait. Results are
+ * deterministic (the same inputs give bitwise the same result on every rank
+ * of the group). A started operation's buffers belong to it until comm_test
+ * returned true or comm_wait returned. Several handles may be in flight at
+ * once, on one group or several, as long as every rank of a group starts
+ * that group's operations in the same order (MPI's rule for nonblocking
+ * collectives; NCCL's for its stream); they may be completed in any order.
+ * Every wait is under the watchdog (parallel_state.h): an operation that
+ * does not complete within ps->timeout_s aborts the job with a report
+ * naming it. Calls and bytes are counted when an operation starts.
+ *
+ * Implementations (comm_impl.h), chosen once by comm_init_impl (--comm):
+ * MPI on host buffers (the CPU backend); NCCL on CUDA device buffers, one
+ * communicator per group, operations on a communication stream ordered
+ * after the compute stream's work by events; staged, CUDA device buffers
+ * copied through pinned host memory and MPI, for several ranks sharing one
+ * GPU (which NCCL refuses). Host values (flags, loss sums, hashes) always go
+ * through MPI with comm_host_* and are counted like the rest.
  *
  * Counted bytes per call: all-reduce and broadcast n elements (on every rank,
  * root or not); all-gather the n-element chunk a rank sends; reduce-scatter
  * the full group_size * n input; send and recv their own n, both under
- * GROUP_PIPELINE; barrier 0. Size-1 groups and n = 0 still count a call.
+ * GROUP_PIPELINE; barrier 0; all-to-all the group_size * n_per_rank elements
+ * a rank sends; host values n * their size (all-gather: the n a rank sends). Size-1 groups and n = 0 still count a call.
  * A rank may call a collective only on a group it belongs to (the embedding
  * group exists on first and last stages only). */
 #ifndef GPT3D_COLLECTIVES_H
@@ -47,23 +63,88 @@ typedef enum {
     COLL_SEND,
     COLL_RECV,
     COLL_BARRIER,
+    COLL_ALL_TO_ALL,
+    COLL_HOST_ALL_REDUCE, /* comm_host_all_reduce: flags, loss sums */
+    COLL_HOST_ALL_GATHER, /* comm_host_all_gather: hashes */
     NUM_COLLECTIVES
 } CollectiveKind;
 
-typedef enum { REDUCE_SUM = 0, REDUCE_MAX = 1 } ReduceOp;
+typedef enum { REDUCE_SUM = 0, REDUCE_MAX = 1, REDUCE_MIN = 2 } ReduceOp;
+
+/* Element types of host values (comm_host_*). */
+typedef enum { HOST_I32 = 0, HOST_I64, HOST_U64, HOST_F64 } HostType;
+
+/* Which implementation carries the device-buffer collectives (--comm). */
+typedef enum {
+    COMM_IMPL_MPI = 0, /* host buffers (the CPU backend) through MPI */
+    COMM_IMPL_NCCL,    /* CUDA device buffers through NCCL, one rank per GPU */
+    COMM_IMPL_STAGED   /* CUDA device buffers through pinned host memory and MPI */
+} CommImplKind;
 
 typedef struct {
     uint64_t calls[NUM_GROUPS][NUM_COLLECTIVES];
     uint64_t bytes[NUM_GROUPS][NUM_COLLECTIVES];
 } CommCounters;
 
+typedef struct CommImpl CommImpl; /* comm_impl.h: the implementation table */
+
 typedef struct {
     const ParallelState *ps;
     Backend *be;
     CommCounters counters;
+    CommImplKind kind;
+    const CommImpl *impl;
+    void *impl_state; /* owned by the implementation; freed by comm_destroy */
 } Comm;
 
+/* Requests one handle can hold: a batched p2p of up to this many operations. */
+#define COMM_HANDLE_MAX_OPS 4
+
+/* A host copy of a device buffer (the staged implementation): `host` holds
+ * n elements of fp32 when widened, else of dtype; device is where the result
+ * goes back (NULL for an input-only copy). */
+typedef struct {
+    void *host;
+    void *device;
+    size_t n;
+    DType dtype;
+    bool widened;
+} CommStaging;
+
+/* One operation in flight, in storage the caller owns (a local, a struct
+ * member, an array of them for buckets). Zeroed it is inactive; start makes
+ * it active; comm_test returning true or comm_wait makes it inactive again,
+ * so a handle can be reused. The fields belong to the implementation. */
+typedef struct CommHandle {
+    int count; /* MPI requests in reqs[0..count) */
+    MPI_Request reqs[COMM_HANDLE_MAX_OPS];
+    WatchedOp what[COMM_HANDLE_MAX_OPS];
+    bool is_recv[COMM_HANDLE_MAX_OPS];
+    /* Device implementations: the event that marks completion on the
+     * communication stream (NCCL), and the host copies of device buffers
+     * (staged), copied back to `device` when the operation completes. */
+    void *event;
+    CommStaging stage[2 * COMM_HANDLE_MAX_OPS];
+    int stage_count;
+    bool active;
+} CommHandle;
+
+/* A Comm over MPI (host buffers). be may be NULL for a Comm that carries
+ * host values only (comm_host_*), e.g. before the backend exists. */
 void comm_init(Comm *c, const ParallelState *ps, Backend *be);
+/* A Comm over the implementation `kind` for be's buffers. Collective over
+ * the world (NCCL creates one communicator per group here, once). On
+ * failure returns false with a message naming --comm. */
+bool comm_init_impl(Comm *c, const ParallelState *ps, Backend *be, CommImplKind kind, char *err,
+                    size_t err_size);
+/* Frees the implementation's state (communicators, streams, staging). */
+void comm_destroy(Comm *c);
+/* Parses a --comm value for `device` ("cpu" or "cuda"): auto is nccl on
+ * cuda when every rank of a node has its own GPU, mpi on cpu. false with a
+ * message naming --comm on a bad value or a device that cannot use it. */
+bool comm_resolve_kind(const char *value, const char *device, CommImplKind *kind, char *err,
+                       size_t err_size);
+const char *comm_impl_name(CommImplKind k);
 void comm_reset_counters(Comm *c);
 int comm_group_size(const Comm *c, GroupKind g);
 int comm_group_rank(const Comm *c, GroupKind g);
@@ -89,5 +170,61 @@ void comm_send_recv(Comm *c, const void *send_buf, size_t send_n, int dest, void
 void comm_send_recv_tagged(Comm *c, const void *send_buf, int dest, int send_tag, void *recv_buf,
                            int source, int recv_tag, size_t n, DType t);
 void comm_barrier(Comm *c, GroupKind g);
+
+/* dst[r * n_per_rank + i] = src_of_rank_r[me * n_per_rank + i]: rank r's
+ * me-th chunk arrives as my r-th chunk. src and dst hold group_size *
+ * n_per_rank elements each and must not overlap. */
+void comm_all_to_all(Comm *c, GroupKind g, void *dst, const void *src, size_t n_per_rank, DType t);
+
+/* ---- nonblocking: start, then comm_test / comm_wait ----
+ * Same semantics and rules as the blocking call of the same name; h must be
+ * inactive. */
+void comm_all_reduce_start(Comm *c, GroupKind g, void *buf, size_t n, DType t, ReduceOp op,
+                           CommHandle *h);
+void comm_all_gather_start(Comm *c, GroupKind g, void *dst, const void *src, size_t n, DType t,
+                           CommHandle *h);
+void comm_reduce_scatter_start(Comm *c, GroupKind g, void *dst, const void *src, size_t n,
+                               DType t, CommHandle *h);
+void comm_broadcast_start(Comm *c, GroupKind g, void *buf, size_t n, DType t, int root_in_group,
+                          CommHandle *h);
+void comm_all_to_all_start(Comm *c, GroupKind g, void *dst, const void *src, size_t n_per_rank,
+                           DType t, CommHandle *h);
+/* Drives progress; true once the operation completed (the handle is then
+ * inactive), and for an inactive handle. Never blocks. */
+bool comm_test(Comm *c, CommHandle *h);
+/* Completes the operation under the watchdog; no-op when inactive. */
+void comm_wait(Comm *c, CommHandle *h);
+static inline bool comm_handle_active(const CommHandle *h) { return h->active; }
+
+/* ---- batched point to point ----
+ * Sends and receives with world-rank peers, started together so that
+ * neighbours sending to each other never deadlock (NCCL: one group call).
+ * Counted as COLL_SEND / COLL_RECV under GROUP_PIPELINE. A peer of -1 skips
+ * the operation (a stage without that neighbour). */
+typedef enum { COMM_P2P_SEND = 0, COMM_P2P_RECV } CommP2PKind;
+typedef struct {
+    CommP2PKind kind;
+    void *buf; /* const for a send */
+    size_t n;
+    int peer; /* world rank, or -1 */
+    int tag;
+    DType dtype;
+} CommP2POp;
+void comm_p2p_start(Comm *c, const CommP2POp *ops, int n, CommHandle *h);
+void comm_p2p(Comm *c, const CommP2POp *ops, int n);
+/* Completes the receives of a p2p handle and leaves its sends in flight
+ * (for comm_test / comm_wait later), so a stage can compute on what it
+ * received while its own message is still going out. Where the
+ * implementation cannot separate them (NCCL's group), completes all of it. */
+void comm_wait_receives(Comm *c, CommHandle *h);
+
+/* ---- host values over MPI (flags, loss sums, hashes), counted ---- */
+size_t comm_host_type_size(HostType t);
+/* In place over the group. */
+void comm_host_all_reduce(Comm *c, GroupKind g, void *buf, size_t n, HostType t, ReduceOp op);
+/* dst holds group_size * n values in group-rank order; src and dst must not
+ * overlap. */
+void comm_host_all_gather(Comm *c, GroupKind g, void *dst, const void *src, size_t n,
+                          HostType t);
 
 #endif

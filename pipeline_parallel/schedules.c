@@ -66,17 +66,86 @@ int pipeline_1f1b_plan(int P, int stage, int M, PipelineOp *ops) {
     return p.count;
 }
 
-static void run_op(Comm *comm, const PipelineOp *op, const PipelineStageFns *f, int prev_rank,
-                   int next_rank, int *live, int *peak);
+/* Sends still in flight, each with the buffer it reads. A stage posts its
+ * sends and receives of one operation as one batch, waits for the receives
+ * only (what it computes next needs them) and lets the send go on while it
+ * computes. A send's buffer must not change before the send completes: the
+ * executor waits for it before anything writes that buffer (the forward of
+ * a micro-batch in the same output slot, the next backward writing the
+ * shared input-gradient buffer, a receive into it), and at the end of the
+ * run. Waiting later than the blocking exchange did never adds a wait on a
+ * peer, so the plan's deadlock freedom carries over. */
+enum { MAX_PENDING_SENDS = 8 };
+
+typedef struct {
+    CommHandle handle;
+    const void *buf;
+} PendingSend;
+
+typedef struct {
+    Comm *comm;
+    PendingSend sends[MAX_PENDING_SENDS];
+    int count;
+} Pending;
+
+static void retire(Pending *p, int i) {
+    p->sends[i] = p->sends[--p->count];
+}
+
+/* Completes every pending send that reads buf (NULL: all of them). */
+static void wait_sends_of(Pending *p, const void *buf) {
+    for (int i = p->count - 1; i >= 0; i--) {
+        if (buf && p->sends[i].buf != buf) continue;
+        comm_wait(p->comm, &p->sends[i].handle);
+        retire(p, i);
+    }
+}
+
+/* Drives progress of the sends in flight and forgets the finished ones. */
+static void test_sends(Pending *p) {
+    for (int i = p->count - 1; i >= 0; i--)
+        if (comm_test(p->comm, &p->sends[i].handle)) retire(p, i);
+}
+
+/* One operation's exchange: an optional send and an optional receive. */
+static void exchange(Pending *p, const void *send_buf, int dest, int send_tag, void *recv_buf,
+                     int source, int recv_tag, size_t n, DType t) {
+    if (recv_buf) wait_sends_of(p, recv_buf);
+    if (send_buf && p->count == MAX_PENDING_SENDS) {
+        comm_wait(p->comm, &p->sends[0].handle);
+        retire(p, 0);
+    }
+    CommP2POp ops[2];
+    int count = 0;
+    if (recv_buf)
+        ops[count++] = (CommP2POp){.kind = COMM_P2P_RECV, .buf = recv_buf, .n = n, .peer = source,
+                                   .tag = recv_tag, .dtype = t};
+    if (send_buf)
+        ops[count++] = (CommP2POp){.kind = COMM_P2P_SEND, .buf = (void *)send_buf, .n = n,
+                                   .peer = dest, .tag = send_tag, .dtype = t};
+    CommHandle h = {0};
+    comm_p2p_start(p->comm, ops, count, &h);
+    comm_wait_receives(p->comm, &h);
+    if (send_buf && comm_handle_active(&h)) {
+        p->sends[p->count++] = (PendingSend){.handle = h, .buf = send_buf};
+    } else {
+        comm_wait(p->comm, &h);
+    }
+}
+
+static void run_op(Pending *pending, const PipelineOp *op, const PipelineStageFns *f,
+                   int prev_rank, int next_rank, int *live, int *peak);
+
 
 void pipeline_run(Comm *comm, const PipelineOp *ops, int count, const PipelineStageFns *f,
                   int prev_rank, int next_rank, FILE *trace, PipelineStats *stats) {
     int live = 0, peak = 0;
+    Pending pending = {.comm = comm, .count = 0};
     const double origin = timer_now_s();
     for (int k = 0; k < count; k++) {
         const PipelineOp *op = &ops[k];
         const double start = timer_now_s();
-        run_op(comm, op, f, prev_rank, next_rank, &live, &peak);
+        run_op(&pending, op, f, prev_rank, next_rank, &live, &peak);
         if (!trace) continue;
         /* Times in seconds since the schedule began: enough to measure the bubble. */
         const double end = timer_now_s();
@@ -88,47 +157,53 @@ void pipeline_run(Comm *comm, const PipelineOp *ops, int count, const PipelineSt
             fprintf(trace, "%s %d %.6f %.6f\n", pipeline_op_name(op->kind), op->mb, start - origin,
                     end - origin);
     }
+    wait_sends_of(&pending, NULL);
     GPT3D_CHECK(live == 0, "pipeline schedule ended with %d micro-batches without backward", live);
     if (stats) stats->peak_live_microbatches = peak;
 }
 
-static void run_op(Comm *comm, const PipelineOp *op, const PipelineStageFns *f, int prev_rank,
+static void run_op(Pending *p, const PipelineOp *op, const PipelineStageFns *f, int prev_rank,
                    int next_rank, int *live, int *peak) {
+    void *ctx = f->ctx;
     switch (op->kind) {
     case PIPE_FORWARD:
-        f->forward(f->ctx, op->mb);
+        test_sends(p);
+        wait_sends_of(p, f->output_buffer(ctx, op->mb));
+        f->forward(ctx, op->mb);
         if (++*live > *peak) *peak = *live;
         break;
     case PIPE_BACKWARD:
-        f->backward(f->ctx, op->mb);
+        test_sends(p);
+        wait_sends_of(p, f->input_grad_buffer(ctx, op->mb));
+        f->backward(ctx, op->mb);
         --*live;
         break;
     case PIPE_RECV_FORWARD:
-        comm_send_recv(comm, NULL, 0, -1, f->input_buffer(f->ctx, op->mb), f->numel, prev_rank,
-                       f->dtype, TAG_ACTIVATION);
+        exchange(p, NULL, -1, 0, f->input_buffer(ctx, op->mb), prev_rank, TAG_ACTIVATION,
+                 f->numel, f->dtype);
         break;
     case PIPE_SEND_FORWARD:
-        comm_send_recv(comm, f->output_buffer(f->ctx, op->mb), f->numel, next_rank, NULL, 0, -1,
-                       f->dtype, TAG_ACTIVATION);
+        exchange(p, f->output_buffer(ctx, op->mb), next_rank, TAG_ACTIVATION, NULL, -1, 0,
+                 f->numel, f->dtype);
         break;
     case PIPE_RECV_BACKWARD:
-        comm_send_recv(comm, NULL, 0, -1, f->output_grad_buffer(f->ctx, op->mb), f->numel,
-                       next_rank, f->dtype, TAG_GRADIENT);
+        exchange(p, NULL, -1, 0, f->output_grad_buffer(ctx, op->mb), next_rank, TAG_GRADIENT,
+                 f->numel, f->dtype);
         break;
     case PIPE_SEND_BACKWARD:
-        comm_send_recv(comm, f->input_grad_buffer(f->ctx, op->mb), f->numel, prev_rank, NULL, 0, -1,
-                       f->dtype, TAG_GRADIENT);
+        exchange(p, f->input_grad_buffer(ctx, op->mb), prev_rank, TAG_GRADIENT, NULL, -1, 0,
+                 f->numel, f->dtype);
         break;
     case PIPE_SEND_FORWARD_RECV_BACKWARD:
         /* Different tags in the two directions; one exchange with the next stage. */
-        comm_send_recv_tagged(comm, f->output_buffer(f->ctx, op->mb), next_rank, TAG_ACTIVATION,
-                              f->output_grad_buffer(f->ctx, op->recv_mb), next_rank, TAG_GRADIENT,
-                              f->numel, f->dtype);
+        exchange(p, f->output_buffer(ctx, op->mb), next_rank, TAG_ACTIVATION,
+                 f->output_grad_buffer(ctx, op->recv_mb), next_rank, TAG_GRADIENT, f->numel,
+                 f->dtype);
         break;
     case PIPE_SEND_BACKWARD_RECV_FORWARD:
-        comm_send_recv_tagged(comm, f->input_grad_buffer(f->ctx, op->mb), prev_rank, TAG_GRADIENT,
-                              f->input_buffer(f->ctx, op->recv_mb), prev_rank, TAG_ACTIVATION,
-                              f->numel, f->dtype);
+        exchange(p, f->input_grad_buffer(ctx, op->mb), prev_rank, TAG_GRADIENT,
+                 f->input_buffer(ctx, op->recv_mb), prev_rank, TAG_ACTIVATION, f->numel,
+                 f->dtype);
         break;
     }
 }

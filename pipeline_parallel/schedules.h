@@ -11,7 +11,13 @@
  * executes a plan with a stage's callbacks, over the Comm's world ranks of
  * the previous and next stage, optionally tracing every operation; it
  * counts the micro-batches whose activations are alive (forward done,
- * backward not yet), whose peak is min(P - stage, M). */
+ * backward not yet), whose peak is min(P - stage, M). Each exchange is one
+ * batched nonblocking p2p (collectives.h): the run waits for its receives
+ * at once and for its send only before something writes the sent buffer
+ * (a forward into the same output slot, the next backward into the shared
+ * input-gradient buffer, a receive into it) or at the end of the run, so a
+ * send overlaps the compute that follows it; the results are bitwise those
+ * of blocking exchanges. */
 #ifndef GPT3D_PIPELINE_SCHEDULES_H
 #define GPT3D_PIPELINE_SCHEDULES_H
 

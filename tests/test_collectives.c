@@ -32,8 +32,13 @@ typedef struct {
     int tp, dp, pp;
 } Coord;
 
+/* How the checks call each collective: the blocking call, start + wait, or
+ * start + polling comm_test until it reports completion. */
+typedef enum { MODE_BLOCKING = 0, MODE_START_WAIT, MODE_START_TEST, NUM_MODES } Mode;
+
 typedef struct {
     Comm comm;
+    Mode mode;
     CommCounters expect; /* what the counters must read, tallied by the test */
     Backend *be;
     const ParallelState *ps;
@@ -124,6 +129,58 @@ static void expect_count(Ctx *x, GroupKind g, CollectiveKind k, size_t elements)
     x->expect.bytes[g][k] += elements * sizeof(float);
 }
 
+/* Completes h as the mode says; a polled handle must stay inactive after. */
+static void finish_handle(Ctx *x, CommHandle *h) {
+    if (x->mode == MODE_START_WAIT) {
+        comm_wait(&x->comm, h);
+    } else {
+        while (!comm_test(&x->comm, h)) {
+        }
+    }
+    CHECK(!comm_handle_active(h) && comm_test(&x->comm, h));
+}
+
+static void do_all_reduce(Ctx *x, GroupKind g, void *buf, size_t n, ReduceOp op) {
+    if (x->mode == MODE_BLOCKING) {
+        comm_all_reduce(&x->comm, g, buf, n, DTYPE_F32, op);
+        return;
+    }
+    CommHandle h = {0};
+    comm_all_reduce_start(&x->comm, g, buf, n, DTYPE_F32, op, &h);
+    finish_handle(x, &h);
+}
+
+static void do_all_gather(Ctx *x, GroupKind g, void *dst, const void *src, size_t n) {
+    if (x->mode == MODE_BLOCKING) return do_all_gather(x, g, dst, src, n);
+    CommHandle h = {0};
+    comm_all_gather_start(&x->comm, g, dst, src, n, DTYPE_F32, &h);
+    finish_handle(x, &h);
+}
+
+static void do_reduce_scatter(Ctx *x, GroupKind g, void *dst, const void *src, size_t n) {
+    if (x->mode == MODE_BLOCKING) return do_reduce_scatter(x, g, dst, src, n);
+    CommHandle h = {0};
+    comm_reduce_scatter_start(&x->comm, g, dst, src, n, DTYPE_F32, &h);
+    finish_handle(x, &h);
+}
+
+static void do_broadcast(Ctx *x, GroupKind g, void *buf, size_t n, int root) {
+    if (x->mode == MODE_BLOCKING) return do_broadcast(x, g, buf, n, root);
+    CommHandle h = {0};
+    comm_broadcast_start(&x->comm, g, buf, n, DTYPE_F32, root, &h);
+    finish_handle(x, &h);
+}
+
+static void do_all_to_all(Ctx *x, GroupKind g, void *dst, const void *src, size_t n) {
+    if (x->mode == MODE_BLOCKING) {
+        comm_all_to_all(&x->comm, g, dst, src, n, DTYPE_F32);
+        return;
+    }
+    CommHandle h = {0};
+    comm_all_to_all_start(&x->comm, g, dst, src, n, DTYPE_F32, &h);
+    finish_handle(x, &h);
+}
+
 /* ---- one check per operation ---- */
 
 static void check_all_reduce_sum(Ctx *x, GroupKind g, size_t n) {
@@ -133,7 +190,7 @@ static void check_all_reduce_sum(Ctx *x, GroupKind g, size_t n) {
     for (size_t i = 0; i < n; i++) host[i] = contribution(x->rank, i);
     float *buf = dev_alloc(x, n + 1);
     to_device(x, buf, host, n);
-    comm_all_reduce(&x->comm, g, buf, n, DTYPE_F32, REDUCE_SUM);
+    do_all_reduce(x, g, buf, n, REDUCE_SUM);
     expect_count(x, g, COLL_ALL_REDUCE, n);
     float *got = to_host(x, buf, n);
     for (size_t i = 0; i < n; i++) {
@@ -146,19 +203,21 @@ static void check_all_reduce_sum(Ctx *x, GroupKind g, size_t n) {
     dev_free(x, buf);
 }
 
-static void check_all_reduce_max(Ctx *x, GroupKind g, size_t n) {
+static void check_all_reduce_extreme(Ctx *x, GroupKind g, size_t n, ReduceOp op) {
     int m[MAX_RANKS];
     const int size = members(x, g, m);
     float *host = xmalloc((n + 1) * sizeof(float));
     for (size_t i = 0; i < n; i++) host[i] = max_contribution(x->rank, i);
     float *buf = dev_alloc(x, n + 1);
     to_device(x, buf, host, n);
-    comm_all_reduce(&x->comm, g, buf, n, DTYPE_F32, REDUCE_MAX);
+    do_all_reduce(x, g, buf, n, op);
     expect_count(x, g, COLL_ALL_REDUCE, n);
     float *got = to_host(x, buf, n);
     for (size_t i = 0; i < n; i++) {
         float want = max_contribution(m[0], i);
-        for (int j = 1; j < size; j++) want = fmaxf(want, max_contribution(m[j], i));
+        for (int j = 1; j < size; j++)
+            want = op == REDUCE_MAX ? fmaxf(want, max_contribution(m[j], i))
+                                    : fminf(want, max_contribution(m[j], i));
         CHECK(got[i] == want);
     }
     free(got);
@@ -184,7 +243,7 @@ static void check_all_gather(Ctx *x, GroupKind g, size_t n) {
     float *src = dev_alloc(x, n + 1);
     to_device(x, src, host, n);
     float *dst = dev_fill(x, (size_t)size * n + 1, SENTINEL);
-    comm_all_gather(&x->comm, g, dst, src, n, DTYPE_F32);
+    do_all_gather(x, g, dst, src, n);
     expect_count(x, g, COLL_ALL_GATHER, n);
     check_gathered(x, g, dst, n);
     dev_free(x, dst);
@@ -193,7 +252,7 @@ static void check_all_gather(Ctx *x, GroupKind g, size_t n) {
     dst = dev_fill(x, (size_t)size * n + 1, SENTINEL);
     float *own = dst + (size_t)comm_group_rank(&x->comm, g) * n;
     to_device(x, own, host, n);
-    comm_all_gather(&x->comm, g, dst, own, n, DTYPE_F32);
+    do_all_gather(x, g, dst, own, n);
     expect_count(x, g, COLL_ALL_GATHER, n);
     check_gathered(x, g, dst, n);
     dev_free(x, dst);
@@ -211,7 +270,7 @@ static void check_reduce_scatter(Ctx *x, GroupKind g, size_t n) {
     float *src = dev_alloc(x, full + 1);
     to_device(x, src, host, full);
     float *dst = dev_fill(x, n + 1, SENTINEL);
-    comm_reduce_scatter(&x->comm, g, dst, src, n, DTYPE_F32);
+    do_reduce_scatter(x, g, dst, src, n);
     expect_count(x, g, COLL_REDUCE_SCATTER, full);
     float *got = to_host(x, dst, n + 1);
     for (size_t i = 0; i < n; i++) {
@@ -240,7 +299,7 @@ static void check_broadcast(Ctx *x, GroupKind g, size_t n) {
         for (size_t i = 0; i < n; i++) host[i] = me == root ? contribution(x->rank, i) : SENTINEL;
         float *buf = dev_alloc(x, n + 1);
         to_device(x, buf, host, n);
-        comm_broadcast(&x->comm, g, buf, n, DTYPE_F32, root);
+        do_broadcast(x, g, buf, n, root);
         expect_count(x, g, COLL_BROADCAST, n);
         float *got = to_host(x, buf, n);
         for (size_t i = 0; i < n; i++) CHECK(got[i] == contribution(m[root], i));
@@ -253,15 +312,15 @@ static void check_broadcast(Ctx *x, GroupKind g, size_t n) {
 /* Zero elements: every operation returns, touches nothing, counts a call. */
 static void check_empty(Ctx *x, GroupKind g) {
     float *buf = dev_fill(x, 4, SENTINEL), *other = dev_fill(x, 4, SENTINEL);
-    comm_all_reduce(&x->comm, g, buf, 0, DTYPE_F32, REDUCE_SUM);
+    do_all_reduce(x, g, buf, 0, REDUCE_SUM);
     expect_count(x, g, COLL_ALL_REDUCE, 0);
-    comm_all_reduce(&x->comm, g, buf, 0, DTYPE_F32, REDUCE_MAX);
+    do_all_reduce(x, g, buf, 0, REDUCE_MAX);
     expect_count(x, g, COLL_ALL_REDUCE, 0);
-    comm_all_gather(&x->comm, g, buf, other, 0, DTYPE_F32);
+    do_all_gather(x, g, buf, other, 0);
     expect_count(x, g, COLL_ALL_GATHER, 0);
-    comm_reduce_scatter(&x->comm, g, buf, other, 0, DTYPE_F32);
+    do_reduce_scatter(x, g, buf, other, 0);
     expect_count(x, g, COLL_REDUCE_SCATTER, 0);
-    comm_broadcast(&x->comm, g, buf, 0, DTYPE_F32, 0);
+    do_broadcast(x, g, buf, 0, 0);
     expect_count(x, g, COLL_BROADCAST, 0);
     float *got = to_host(x, buf, 4);
     for (int i = 0; i < 4; i++) CHECK(got[i] == SENTINEL);
@@ -279,10 +338,10 @@ static void check_bitwise_agreement(Ctx *x, GroupKind g, size_t n) {
     for (size_t i = 0; i < n; i++) host[i] = rounding_contribution(x->rank, i);
     float *buf = dev_alloc(x, n + 1);
     to_device(x, buf, host, n);
-    comm_all_reduce(&x->comm, g, buf, n, DTYPE_F32, REDUCE_SUM);
+    do_all_reduce(x, g, buf, n, REDUCE_SUM);
     expect_count(x, g, COLL_ALL_REDUCE, n);
     float *all = dev_fill(x, (size_t)size * n + 1, SENTINEL);
-    comm_all_gather(&x->comm, g, all, buf, n, DTYPE_F32);
+    do_all_gather(x, g, all, buf, n);
     expect_count(x, g, COLL_ALL_GATHER, n);
     float *got = to_host(x, all, (size_t)size * n);
     for (int r = 1; r < size; r++)
@@ -296,6 +355,127 @@ static void check_bitwise_agreement(Ctx *x, GroupKind g, size_t n) {
     free(host);
     dev_free(x, all);
     dev_free(x, buf);
+}
+
+/* Rank r's chunk j goes to group rank j, landing as its chunk r. */
+static void check_all_to_all(Ctx *x, GroupKind g, size_t n) {
+    int m[MAX_RANKS];
+    const int size = members(x, g, m);
+    const size_t me = (size_t)comm_group_rank(&x->comm, g), full = (size_t)size * n;
+    float *host = xmalloc((full + 1) * sizeof(float));
+    for (size_t i = 0; i < full; i++) host[i] = contribution(x->rank, i);
+    float *src = dev_alloc(x, full + 1);
+    to_device(x, src, host, full);
+    float *dst = dev_fill(x, full + 1, SENTINEL);
+    do_all_to_all(x, g, dst, src, n);
+    expect_count(x, g, COLL_ALL_TO_ALL, full);
+    float *got = to_host(x, dst, full + 1);
+    for (int r = 0; r < size; r++)
+        for (size_t i = 0; i < n; i++)
+            CHECK(got[(size_t)r * n + i] == contribution(m[r], me * n + i));
+    CHECK(got[full] == SENTINEL);
+    free(got);
+    free(host);
+    dev_free(x, dst);
+    dev_free(x, src);
+}
+
+/* Five operations of different kinds in flight on one group at once, then
+ * completed in reverse order (or, with `poll`, by testing them round-robin
+ * until all report done, so they complete in whatever order they finish). */
+enum { FLIGHT_AR, FLIGHT_AG, FLIGHT_RS, FLIGHT_BC, FLIGHT_A2A, NUM_FLIGHT };
+
+static void check_in_flight(Ctx *x, GroupKind g, bool poll) {
+    int m[MAX_RANKS];
+    const int size = members(x, g, m);
+    const size_t me = (size_t)comm_group_rank(&x->comm, g), n = 23, full = (size_t)size * n;
+    float *host = xmalloc((full + 1) * sizeof(float));
+    for (size_t i = 0; i < full; i++) host[i] = contribution(x->rank, i);
+    float *in[NUM_FLIGHT], *out[NUM_FLIGHT];
+    for (int k = 0; k < NUM_FLIGHT; k++) {
+        in[k] = dev_alloc(x, full + 1);
+        to_device(x, in[k], host, full);
+        out[k] = dev_fill(x, full + 1, SENTINEL);
+    }
+    const int root = size - 1;
+    CommHandle h[NUM_FLIGHT];
+    memset(h, 0, sizeof h);
+    comm_all_reduce_start(&x->comm, g, in[FLIGHT_AR], n, DTYPE_F32, REDUCE_SUM, &h[FLIGHT_AR]);
+    comm_all_gather_start(&x->comm, g, out[FLIGHT_AG], in[FLIGHT_AG], n, DTYPE_F32, &h[FLIGHT_AG]);
+    comm_reduce_scatter_start(&x->comm, g, out[FLIGHT_RS], in[FLIGHT_RS], n, DTYPE_F32,
+                              &h[FLIGHT_RS]);
+    comm_broadcast_start(&x->comm, g, in[FLIGHT_BC], n, DTYPE_F32, root, &h[FLIGHT_BC]);
+    comm_all_to_all_start(&x->comm, g, out[FLIGHT_A2A], in[FLIGHT_A2A], n, DTYPE_F32,
+                          &h[FLIGHT_A2A]);
+    expect_count(x, g, COLL_ALL_REDUCE, n);
+    expect_count(x, g, COLL_ALL_GATHER, n);
+    expect_count(x, g, COLL_REDUCE_SCATTER, full);
+    expect_count(x, g, COLL_BROADCAST, n);
+    expect_count(x, g, COLL_ALL_TO_ALL, full);
+    if (poll) {
+        for (int left = NUM_FLIGHT; left > 0;) {
+            left = 0;
+            for (int k = 0; k < NUM_FLIGHT; k++) left += !comm_test(&x->comm, &h[k]);
+        }
+    } else {
+        for (int k = NUM_FLIGHT - 1; k >= 0; k--) comm_wait(&x->comm, &h[k]);
+    }
+    for (int k = 0; k < NUM_FLIGHT; k++) CHECK(!comm_handle_active(&h[k]));
+
+    float *ar = to_host(x, in[FLIGHT_AR], n), *bc = to_host(x, in[FLIGHT_BC], n);
+    float *ag = to_host(x, out[FLIGHT_AG], full), *rs = to_host(x, out[FLIGHT_RS], n + 1);
+    float *a2a = to_host(x, out[FLIGHT_A2A], full);
+    for (size_t i = 0; i < n; i++) {
+        float sum = 0, scattered = 0;
+        for (int j = 0; j < size; j++) {
+            sum += contribution(m[j], i);
+            scattered += contribution(m[j], me * n + i);
+        }
+        CHECK(ar[i] == sum && rs[i] == scattered && bc[i] == contribution(m[root], i));
+        for (int r = 0; r < size; r++) {
+            CHECK(ag[(size_t)r * n + i] == contribution(m[r], i));
+            CHECK(a2a[(size_t)r * n + i] == contribution(m[r], me * n + i));
+        }
+    }
+    CHECK(rs[n] == SENTINEL);
+    free(ar), free(bc), free(ag), free(rs), free(a2a);
+    for (int k = 0; k < NUM_FLIGHT; k++) dev_free(x, in[k]), dev_free(x, out[k]);
+    free(host);
+}
+
+static void expect_host(Ctx *x, GroupKind g, CollectiveKind k, size_t n, size_t elem) {
+    x->expect.calls[g][k]++;
+    x->expect.bytes[g][k] += n * elem;
+}
+
+/* Flags, counts past 2^32, hashes and sums of doubles, as the trainer uses them. */
+static void check_host_values(Ctx *x, GroupKind g) {
+    int m[MAX_RANKS];
+    const int size = members(x, g, m);
+    int32_t flags[3] = {x->rank % 3, x->rank % 3, x->rank % 3}, want_max = 0, want_min = 99;
+    int64_t big = ((int64_t)x->rank + 1) << 33, want_big = 0;
+    double d = 0.5 * x->rank, want_d = 0;
+    uint64_t hash = 0x9e3779b97f4a7c15ull * (uint64_t)(x->rank + 1), gathered[MAX_RANKS + 1];
+    for (int j = 0; j < size; j++) {
+        want_max = m[j] % 3 > want_max ? m[j] % 3 : want_max;
+        want_min = m[j] % 3 < want_min ? m[j] % 3 : want_min;
+        want_big += ((int64_t)m[j] + 1) << 33;
+        want_d += 0.5 * m[j];
+    }
+    comm_host_all_reduce(&x->comm, g, &flags[0], 1, HOST_I32, REDUCE_MAX);
+    comm_host_all_reduce(&x->comm, g, &flags[1], 2, HOST_I32, REDUCE_MIN);
+    comm_host_all_reduce(&x->comm, g, &big, 1, HOST_I64, REDUCE_SUM);
+    comm_host_all_reduce(&x->comm, g, &d, 1, HOST_F64, REDUCE_SUM);
+    gathered[size] = 7;
+    comm_host_all_gather(&x->comm, g, gathered, &hash, 1, HOST_U64);
+    expect_host(x, g, COLL_HOST_ALL_REDUCE, 1, 4);
+    expect_host(x, g, COLL_HOST_ALL_REDUCE, 2, 4);
+    expect_host(x, g, COLL_HOST_ALL_REDUCE, 1, 8);
+    expect_host(x, g, COLL_HOST_ALL_REDUCE, 1, 8);
+    expect_host(x, g, COLL_HOST_ALL_GATHER, 1, 8);
+    CHECK(flags[0] == want_max && flags[1] == want_min && flags[2] == want_min);
+    CHECK(big == want_big && d == want_d && gathered[size] == 7);
+    for (int j = 0; j < size; j++) CHECK(gathered[j] == 0x9e3779b97f4a7c15ull * (uint64_t)(m[j] + 1));
 }
 
 static void check_group(Ctx *x, GroupKind g) {
@@ -312,7 +492,13 @@ static void check_group(Ctx *x, GroupKind g) {
 
     check_all_reduce_sum(x, g, 37);
     check_all_reduce_sum(x, g, BIG_N);
-    check_all_reduce_max(x, g, 37);
+    check_all_reduce_extreme(x, g, 37, REDUCE_MAX);
+    check_all_reduce_extreme(x, g, 37, REDUCE_MIN);
+    check_all_to_all(x, g, 9);
+    check_all_to_all(x, g, BIG_N / size);
+    check_in_flight(x, g, false);
+    check_in_flight(x, g, true);
+    check_host_values(x, g);
     check_all_gather(x, g, 13);
     check_all_gather(x, g, BIG_N / size);
     check_reduce_scatter(x, g, 11);
@@ -379,6 +565,42 @@ static void check_chain(Ctx *x, size_t n) {
     dev_free(x, buf);
 }
 
+/* Both neighbours in both directions in one batch of four: the receives
+ * complete first (comm_wait_receives) while the sends may still be in
+ * flight, then the rest. */
+static void check_batched_p2p(Ctx *x, size_t n) {
+    const int next = stage_rank(x, x->me.pp + 1), prev = stage_rank(x, x->me.pp - 1);
+    float *host = xmalloc((n + 1) * sizeof(float));
+    for (size_t i = 0; i < n; i++) host[i] = contribution(x->rank, i);
+    float *send = dev_alloc(x, n + 1);
+    to_device(x, send, host, n);
+    float *from_prev = dev_fill(x, n + 1, SENTINEL), *from_next = dev_fill(x, n + 1, SENTINEL);
+    const CommP2POp ops[4] = {
+        {.kind = COMM_P2P_SEND, .buf = send, .n = n, .peer = next, .tag = 5, .dtype = DTYPE_F32},
+        {.kind = COMM_P2P_SEND, .buf = send, .n = n, .peer = prev, .tag = 6, .dtype = DTYPE_F32},
+        {.kind = COMM_P2P_RECV, .buf = from_prev, .n = n, .peer = prev, .tag = 5, .dtype = DTYPE_F32},
+        {.kind = COMM_P2P_RECV, .buf = from_next, .n = n, .peer = next, .tag = 6, .dtype = DTYPE_F32}};
+    CommHandle h = {0};
+    comm_p2p_start(&x->comm, ops, 4, &h);
+    for (int k = 0; k < 2; k++) {
+        expect_count(x, GROUP_PIPELINE, COLL_SEND, n);
+        expect_count(x, GROUP_PIPELINE, COLL_RECV, n);
+    }
+    comm_wait_receives(&x->comm, &h);
+    float *got_prev = to_host(x, from_prev, n + 1), *got_next = to_host(x, from_next, n + 1);
+    for (size_t i = 0; i < n; i++)
+        CHECK(got_prev[i] == contribution(prev, i) && got_next[i] == contribution(next, i));
+    CHECK(got_prev[n] == SENTINEL && got_next[n] == SENTINEL);
+    if (x->mode == MODE_START_TEST)
+        while (!comm_test(&x->comm, &h)) {
+        }
+    else
+        comm_wait(&x->comm, &h);
+    CHECK(!comm_handle_active(&h));
+    free(got_prev), free(got_next), free(host);
+    dev_free(x, from_prev), dev_free(x, from_next), dev_free(x, send);
+}
+
 /* ---- counters ---- */
 
 static void check_counters(const Ctx *x) {
@@ -403,7 +625,42 @@ static void check_names(void) {
     CHECK(strcmp(comm_group_name(GROUP_EMBEDDING), "embedding") == 0);
     CHECK(strcmp(comm_collective_name(COLL_REDUCE_SCATTER), "reduce-scatter") == 0);
     CHECK(strcmp(comm_collective_name(COLL_BARRIER), "barrier") == 0);
+    CHECK(strcmp(comm_collective_name(COLL_ALL_TO_ALL), "all-to-all") == 0);
+    CHECK(strcmp(comm_collective_name(COLL_HOST_ALL_GATHER), "host all-gather") == 0);
+    CHECK(strcmp(comm_collective_name(NUM_COLLECTIVES), "?") == 0);
+    for (int k = 0; k < NUM_COLLECTIVES; k++)
+        CHECK(strcmp(comm_collective_name((CollectiveKind)k), "?") != 0);
     CHECK(strcmp(comm_group_name(NUM_GROUPS), "?") == 0);
+}
+
+/* The whole suite through one implementation in one mode. */
+static void check_suite(Ctx *x, const ParallelState *ps, CommImplKind impl, Mode mode) {
+    char err[256];
+    CHECK(comm_init_impl(&x->comm, ps, x->be, impl, err, sizeof err));
+    x->mode = mode;
+    memset(&x->expect, 0, sizeof x->expect);
+    check_counters(x);
+
+    static const GroupKind groups[] = {GROUP_WORLD, GROUP_TENSOR, GROUP_PIPELINE,
+                                       GROUP_DATA,  GROUP_MODEL_PARALLEL, GROUP_EMBEDDING};
+    for (size_t i = 0; i < sizeof groups / sizeof *groups; i++) check_group(x, groups[i]);
+    check_ring(x, 7);
+    check_ring(x, BIG_N);
+    check_chain(x, BIG_N);
+    check_batched_p2p(x, 7);
+    check_batched_p2p(x, BIG_N);
+    check_counters(x);
+
+    comm_reset_counters(&x->comm);
+    memset(&x->expect, 0, sizeof x->expect);
+    check_counters(x);
+    /* Counting starts again from zero after a reset. */
+    comm_barrier(&x->comm, GROUP_TENSOR);
+    expect_count(x, GROUP_TENSOR, COLL_BARRIER, 0);
+    check_all_reduce_sum(x, GROUP_DATA, 5);
+    check_counters(x);
+    comm_destroy(&x->comm);
+    CHECK(x->be->bytes_in_use == 0);
 }
 
 static void check_layout(int tp, int pp) {
@@ -421,27 +678,11 @@ static void check_layout(int tp, int pp) {
     x.world_size = ps.world_size;
     x.rank = ps.rank;
     x.me = coord_of(&x, ps.rank);
-    comm_init(&x.comm, &ps, x.be);
-    check_counters(&x);
-
-    static const GroupKind groups[] = {GROUP_WORLD, GROUP_TENSOR, GROUP_PIPELINE,
-                                       GROUP_DATA,  GROUP_MODEL_PARALLEL, GROUP_EMBEDDING};
-    for (size_t i = 0; i < sizeof groups / sizeof *groups; i++) check_group(&x, groups[i]);
-    check_ring(&x, 7);
-    check_ring(&x, BIG_N);
-    check_chain(&x, BIG_N);
-    check_counters(&x);
-
-    comm_reset_counters(&x.comm);
-    memset(&x.expect, 0, sizeof x.expect);
-    check_counters(&x);
-    /* Counting starts again from zero after a reset. */
-    comm_barrier(&x.comm, GROUP_TENSOR);
-    expect_count(&x, GROUP_TENSOR, COLL_BARRIER, 0);
-    check_all_reduce_sum(&x, GROUP_DATA, 5);
-    check_counters(&x);
-
-    CHECK(x.be->bytes_in_use == 0);
+    /* The staged implementation copies through host memory whatever the
+     * backend, so it runs on CPU buffers too. */
+    for (int mode = 0; mode < NUM_MODES; mode++) check_suite(&x, &ps, COMM_IMPL_MPI, (Mode)mode);
+    check_suite(&x, &ps, COMM_IMPL_STAGED, MODE_BLOCKING);
+    check_suite(&x, &ps, COMM_IMPL_STAGED, MODE_START_TEST);
     backend_destroy(x.be);
     parallel_state_destroy(&ps);
 }

@@ -242,7 +242,7 @@ bool trainer_checkpoint_poll(Trainer *t, bool wait, char *err, size_t err_size) 
     int done = wait || async_writer_done(t->async);
     /* One small all-reduce per iteration while a save is pending: publish
      * only when every rank's write has finished. */
-    parallel_state_all_reduce(t->ps, t->ps->world, &done, 1, MPI_INT, MPI_MIN);
+    comm_host_all_reduce(&t->comm, GROUP_WORLD, &done, 1, HOST_I32, REDUCE_MIN);
     if (!done) return true;
     CheckpointMeta meta;
     double seconds = 0;
@@ -458,7 +458,7 @@ bool trainer_prepare_checkpoints(Trainer *t, char *err, size_t err_size) {
     const bool ok = t->ps->rank != 0 || prepare_on_root(t, &resume, err, err_size);
     if (!parallel_state_agree(t->ps->world, ok, t->ps->timeout_s, err, err_size)) return false;
     /* Only rank 0 looked; the others hold -1, so the maximum is its answer. */
-    parallel_state_all_reduce(t->ps, t->ps->world, &resume, 1, MPI_INT64_T, MPI_MAX);
+    comm_host_all_reduce(&t->comm, GROUP_WORLD, &resume, 1, HOST_I64, REDUCE_MAX);
     t->resume_iteration = resume;
     return true;
 }

@@ -199,6 +199,8 @@ bool trainer_setup(Trainer *t, const TrainArgs *a, const ParallelState *ps, char
     t->args = a;
     t->ps = ps;
     t->resume_iteration = -1;
+    /* Host values only until the backend exists (the checkpoint agreement). */
+    comm_init(&t->comm, ps, NULL);
     if (!trainer_prepare_checkpoints(t, err, err_size)) return false;
     const char *device = NULL;
     if (!resolve_device(a, &device, err, err_size)) return false;
@@ -262,6 +264,7 @@ void trainer_free(Trainer *t) {
     gpt_model_free(t->model);
     blended_dataset_free(t->train_ds);
     blended_dataset_free(t->valid_ds);
+    comm_destroy(&t->comm);
     backend_destroy(t->be);
     free(t->sample);
     free(t->tokens);
@@ -434,14 +437,14 @@ static int stop_on_nonfinite(Trainer *t, const StepResult *r) {
 /* Why the run should save and stop after this iteration, or NULL. Every
  * rank reaches the same answer: a signal may reach only some of them, and
  * clocks differ, so the decision is agreed over the world. */
-static const char *exit_reason(const Trainer *t, double train_start) {
+static const char *exit_reason(Trainer *t, double train_start) {
     const TrainArgs *a = t->args;
     if (a->exit_interval > 0 && t->iteration % a->exit_interval == 0) return "--exit-interval";
     if (!a->exit_signal_handler && a->exit_duration_in_mins <= 0) return NULL;
     int flags[2] = {a->exit_signal_handler && exit_signal_received(),
                     a->exit_duration_in_mins > 0 &&
                         timer_now_s() - train_start >= 60.0 * a->exit_duration_in_mins};
-    parallel_state_all_reduce(t->ps, t->ps->world, flags, 2, MPI_INT, MPI_MAX);
+    comm_host_all_reduce(&t->comm, GROUP_WORLD, flags, 2, HOST_I32, REDUCE_MAX);
     if (flags[0]) return "SIGTERM with --exit-signal-handler";
     if (flags[1]) return "--exit-duration-in-mins";
     return NULL;
@@ -450,7 +453,7 @@ static const char *exit_reason(const Trainer *t, double train_start) {
 /* The two copies of the tied word embedding must end bitwise equal; a
  * difference would mean their gradients or optimizer states diverged. */
 static bool check_tied_embeddings(Trainer *t) {
-    if (t->ps->pp_size == 1 || t->ps->embedding_comm == MPI_COMM_NULL) return true;
+    if (t->ps->pp_size == 1 || comm_group_size(&t->comm, GROUP_EMBEDDING) == 0) return true;
     const ParamTable *pt = gpt_model_params(t->model);
     const ParamInfo *p = &pt->params[param_table_find(pt, "embedding.word_embeddings.weight")];
     const size_t bytes = backend_act_bytes(t->be, (size_t)p->local_numel);
@@ -461,7 +464,7 @@ static bool check_tied_embeddings(Trainer *t) {
     for (size_t i = 0; i < bytes; i++) hash = (hash ^ host[i]) * 1099511628211ull;
     free(host);
     uint64_t pair[2];
-    parallel_state_all_gather(t->ps, t->ps->embedding_comm, &hash, pair, 1, MPI_UINT64_T);
+    comm_host_all_gather(&t->comm, GROUP_EMBEDDING, pair, &hash, 1, HOST_U64);
     other = pair[0] == hash ? pair[1] : pair[0];
     if (is_root(t))
         printf("tied word-embedding copies on the first and last stage: %s\n",
