@@ -57,5 +57,6 @@ awk -v L=$L -v C=$C -v T=$T -v B=$B -v V=$V -v M=4 -v n="$numel" 'BEGIN {
     # all-reduces of [N, C] in forward (row-parallel outputs) and two in
     # backward (column-parallel input gradients); the first stage adds the
     # vocab-parallel embedding lookup.
+    printf "formula embedding (first and last stage): the tied word embedding gradient, V_pad x C / TP x 4 B = %.3f MiB\n", V * C / 2 * 4 / MiB
     printf "formula TP (first stage, %d local layers): M x (4 x %d + 1) all-reduces of N x C x 4 B = %.3f MiB\n", L / 2, L / 2, M * (4 * L / 2 + 1) * act / MiB
 }'
