@@ -64,7 +64,7 @@ int main(int argc, char **argv) {
         fprintf(stderr, "error: %s\n", err);
         return 2;
     }
-    GPTConfig cfg = {.num_layers = a.num_layers, .hidden_size = a.hidden_size,
+    TransformerConfig cfg = {.num_layers = a.num_layers, .hidden_size = a.hidden_size,
                      .num_attention_heads = a.heads, .ffn_hidden_size = 4 * a.hidden_size,
                      .vocab_size = a.vocab_size, .max_position_embeddings = a.seq_length,
                      .seq_length = a.seq_length, .init_method_std = 0.02, .seed = 1234};

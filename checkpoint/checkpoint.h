@@ -36,6 +36,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "model/transformer_config.h"
+
 #define CHECKPOINT_FORMAT "gpt3d-checkpoint"
 /* Version 2 added the checksums (see Integrity above); version 1
  * checkpoints, which have none, still load. */
@@ -49,13 +51,11 @@ typedef struct {
     int64_t optimizer_step;     /* Adam's t */
     int64_t scheduler_num_steps; /* samples seen by the LR scheduler */
     double loss_scale;
-    /* model shape */
-    int num_layers, hidden_size, num_attention_heads, ffn_hidden_size;
-    int64_t vocab_size, padded_vocab_size;
-    int max_position_embeddings, seq_length;
+    /* The model (its architecture fields, seq_length and seed are stored;
+     * the init std and recomputation are not). */
+    TransformerConfig model;
     /* layout it was saved with */
     int tensor_model_parallel_size, pipeline_model_parallel_size, data_parallel_size, world_size;
-    uint64_t seed;
     bool has_optimizer_state;
     char data_description[1024]; /* e.g. the --data-path and --split given */
     char tokenizer_type[64];

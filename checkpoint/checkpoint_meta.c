@@ -42,6 +42,14 @@ typedef struct {
 } MetaField;
 
 #define FIELD(f, kind, min) {#f, kind, offsetof(CheckpointMeta, f), sizeof(((CheckpointMeta *)0)->f), min}
+/* The model's fields keep their flat JSON keys (checkpoints of every
+ * version read alike); the architecture's come from its one list. */
+#define META_KIND_int F_INT
+#define META_KIND_int64 F_I64
+#define META_KIND_u64 F_U64
+#define MODEL_FIELD(f, kind, max, what)                                                            \
+    {#f, META_KIND_##kind, offsetof(CheckpointMeta, model.f),                                      \
+     sizeof(((CheckpointMeta *)0)->model.f), META_KIND_##kind == F_U64 ? 0 : 1},
 
 static const MetaField META_FIELDS[] = {
     FIELD(iteration, F_I64, 0),
@@ -49,19 +57,13 @@ static const MetaField META_FIELDS[] = {
     FIELD(optimizer_step, F_I64, 0),
     FIELD(scheduler_num_steps, F_I64, 0),
     FIELD(loss_scale, F_F64, 0),
-    FIELD(num_layers, F_INT, 1),
-    FIELD(hidden_size, F_INT, 1),
-    FIELD(num_attention_heads, F_INT, 1),
-    FIELD(ffn_hidden_size, F_INT, 1),
-    FIELD(vocab_size, F_I64, 1),
-    FIELD(padded_vocab_size, F_I64, 1),
-    FIELD(max_position_embeddings, F_INT, 1),
-    FIELD(seq_length, F_INT, 1),
+    TRANSFORMER_ARCH_FIELDS(MODEL_FIELD)
+    MODEL_FIELD(seq_length, int, 0, 0)
+    MODEL_FIELD(seed, u64, 0, 0)
     FIELD(tensor_model_parallel_size, F_INT, 1),
     FIELD(pipeline_model_parallel_size, F_INT, 1),
     FIELD(data_parallel_size, F_INT, 1),
     FIELD(world_size, F_INT, 1),
-    FIELD(seed, F_U64, 0),
     FIELD(has_optimizer_state, F_BOOL, 0),
     FIELD(data_description, F_STR, 0),
     FIELD(tokenizer_type, F_STR, 0),
@@ -141,12 +143,7 @@ static bool validate_field(const CheckpointMeta *m, const MetaField *f, const ch
 bool ckpt_meta_validate(const CheckpointMeta *m, const char *where, char *err, size_t err_size) {
     for (int i = 0; i < NUM_META_FIELDS; i++)
         if (!validate_field(m, &META_FIELDS[i], where, err, err_size)) return false;
-    if (m->padded_vocab_size < m->vocab_size) {
-        ckpt_set_err(err, err_size,
-                     "%s: padded_vocab_size %" PRId64 " is smaller than vocab_size %" PRId64,
-                     where, m->padded_vocab_size, m->vocab_size);
-        return false;
-    }
+    if (!transformer_config_check(&m->model, where, err, err_size)) return false;
     int64_t layout = (int64_t)m->tensor_model_parallel_size * m->pipeline_model_parallel_size *
                      m->data_parallel_size;
     if (layout != m->world_size) {

@@ -8,34 +8,6 @@
 #include "interop/interop.h"
 #include "interop/interop_internal.h"
 
-bool gpt2_shape_check(const GPT2Shape *s, const char *where, char *err, size_t err_size) {
-    const struct {
-        const char *name;
-        int64_t value, max;
-    } sizes[] = {
-        {"num_layers", s->num_layers, 1 << 16},
-        {"hidden_size", s->hidden_size, 1 << 20},
-        {"num_attention_heads", s->num_attention_heads, 1 << 16},
-        {"ffn_hidden_size", s->ffn_hidden_size, 1 << 24},
-        {"vocab_size", s->vocab_size, INT32_MAX},
-        {"padded_vocab_size", s->padded_vocab_size, INT32_MAX},
-        {"max_position_embeddings", s->max_position_embeddings, 1 << 24},
-    };
-    for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++)
-        if (sizes[i].value < 1 || sizes[i].value > sizes[i].max)
-            return interop_fail(err, err_size, "%s: %s = %" PRId64 " must be between 1 and %" PRId64,
-                                where, sizes[i].name, sizes[i].value, sizes[i].max);
-    if (s->hidden_size % s->num_attention_heads)
-        return interop_fail(err, err_size,
-                            "%s: hidden size %d is not divisible by the %d attention heads", where,
-                            s->hidden_size, s->num_attention_heads);
-    if (s->padded_vocab_size < s->vocab_size)
-        return interop_fail(err, err_size,
-                            "%s: padded vocabulary %" PRId64 " is smaller than the vocabulary %" PRId64,
-                            where, s->padded_vocab_size, s->vocab_size);
-    return true;
-}
-
 int64_t tensor_mapping_numel(const TensorMapping *m) {
     int64_t n = 1;
     for (int d = 0; d < m->ndim; d++) n *= m->shape[d];
@@ -47,7 +19,7 @@ int64_t tensor_mapping_numel(const TensorMapping *m) {
 /* External index of canonical flat index k of a QKV tensor: canonical
  * [heads, 3, head_dim(, C)], external columns or rows [q | k | v] with head h
  * at h * head_dim inside each. */
-static int64_t qkv_external_index(ExternalLayout layout, const GPT2Shape *s, int64_t k) {
+static int64_t qkv_external_index(ExternalLayout layout, const TransformerConfig *s, int64_t k) {
     const int64_t C = s->hidden_size, HS = C / s->num_attention_heads;
     const int64_t c = layout == LAYOUT_QKV_BIAS ? 0 : k % C;
     const int64_t row = layout == LAYOUT_QKV_BIAS ? k : k / C; /* (h*3 + part)*HS + d */
@@ -62,7 +34,7 @@ static int64_t qkv_external_index(ExternalLayout layout, const GPT2Shape *s, int
 
 /* Moves the canonical tensor to or from its external layout, element by
  * element: a permutation for every layout but the vocabulary rows. */
-static void permute(const TensorMapping *m, const GPT2Shape *s, float *canonical, float *external,
+static void permute(const TensorMapping *m, const TransformerConfig *s, float *canonical, float *external,
                     bool to_external) {
     const int64_t n = tensor_mapping_numel(m);
     switch (m->layout) {
@@ -106,12 +78,12 @@ static void permute(const TensorMapping *m, const GPT2Shape *s, float *canonical
     GPT3D_FAIL("unknown external layout %d", (int)m->layout);
 }
 
-void tensor_to_external(const TensorMapping *m, const GPT2Shape *s, const float *canonical,
+void tensor_to_external(const TensorMapping *m, const TransformerConfig *s, const float *canonical,
                         float *external) {
     permute(m, s, (float *)canonical, external, true); /* reads canonical only */
 }
 
-void tensor_from_external(const TensorMapping *m, const GPT2Shape *s, const float *external,
+void tensor_from_external(const TensorMapping *m, const TransformerConfig *s, const float *external,
                           float *canonical) {
     permute(m, s, canonical, (float *)external, false); /* reads external only */
 }
@@ -145,7 +117,7 @@ static void layer_name(char *out, const char *fmt, int layer, const char *suffix
     snprintf(out, INTEROP_NAME_MAX, fmt, layer, suffix);
 }
 
-static void add_hf_layer(MappingList *l, const GPT2Shape *s, int i) {
+static void add_hf_layer(MappingList *l, const TransformerConfig *s, int i) {
     const int64_t C = s->hidden_size, F = s->ffn_hidden_size;
     static const struct {
         const char *hf, *gpt3d;
@@ -177,7 +149,7 @@ static void add_hf_layer(MappingList *l, const GPT2Shape *s, int i) {
     }
 }
 
-TensorMapping *hf_gpt2_mappings(const GPT2Shape *s, int *count) {
+TensorMapping *hf_gpt2_mappings(const TransformerConfig *s, int *count) {
     MappingList l = {0};
     const int64_t C = s->hidden_size;
     add(&l, "transformer.wte.weight", WORD_EMBEDDING, 2, s->vocab_size, C, LAYOUT_VOCAB_ROWS);
@@ -190,7 +162,7 @@ TensorMapping *hf_gpt2_mappings(const GPT2Shape *s, int *count) {
     return l.items;
 }
 
-TensorMapping *llmc_mappings(const GPT2Shape *s, int64_t llmc_padded_vocab, int *count) {
+TensorMapping *llmc_mappings(const TransformerConfig *s, int64_t llmc_padded_vocab, int *count) {
     MappingList l = {0};
     const int64_t C = s->hidden_size, F = s->ffn_hidden_size;
     /* llm.c's weights are nn.Linear's [out, in]; its file keeps every layer

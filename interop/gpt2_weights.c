@@ -10,31 +10,21 @@
 #include "model/gpt_model.h"
 
 struct GPT2Weights {
-    GPT2Shape shape;
+    TransformerConfig shape;
     ParamTable table; /* the whole model on one rank; offsets index values */
     float *values;
 };
 
-static void whole_model_table(const GPT2Shape *s, ParamTable *table) {
-    const GPTConfig cfg = {
-        .num_layers = s->num_layers,
-        .hidden_size = s->hidden_size,
-        .num_attention_heads = s->num_attention_heads,
-        .ffn_hidden_size = s->ffn_hidden_size,
-        .vocab_size = s->vocab_size,
-        .padded_vocab_size = s->padded_vocab_size,
-        .max_position_embeddings = s->max_position_embeddings,
-        .seq_length = s->max_position_embeddings,
-        .init_method_std = 0.02, /* unused: only names and shapes are needed */
-        .seed = 0,
-    };
+static void whole_model_table(const TransformerConfig *s, ParamTable *table) {
+    /* Only names and shapes are needed: the run settings do not matter. */
+    const TransformerConfig cfg = *s;
     const ModelPartition whole = {.tp_size = 1, .tp_rank = 0, .first_layer = 0,
                                   .num_local_layers = s->num_layers, .has_embedding = true,
                                   .has_head = true};
     param_table_build(table, &cfg, &whole);
 }
 
-GPT2Weights *gpt2_weights_create(const GPT2Shape *s) {
+GPT2Weights *gpt2_weights_create(const TransformerConfig *s) {
     GPT2Weights *w = xcalloc(1, sizeof *w);
     w->shape = *s;
     whole_model_table(s, &w->table);
@@ -49,7 +39,7 @@ void gpt2_weights_free(GPT2Weights *w) {
     free(w);
 }
 
-const GPT2Shape *gpt2_weights_shape(const GPT2Weights *w) { return &w->shape; }
+const TransformerConfig *gpt2_weights_shape(const GPT2Weights *w) { return &w->shape; }
 
 float *gpt2_weights_param(GPT2Weights *w, const char *name, int64_t *numel) {
     const int i = param_table_find(&w->table, name);
@@ -60,16 +50,10 @@ float *gpt2_weights_param(GPT2Weights *w, const char *name, int64_t *numel) {
 
 static void fill_meta(const GPT2Weights *w, const GPT2SaveInfo *info, CheckpointMeta *m) {
     memset(m, 0, sizeof *m);
-    const GPT2Shape *s = &w->shape;
+    const TransformerConfig *s = &w->shape;
     m->loss_scale = 1.0;
-    m->num_layers = s->num_layers;
-    m->hidden_size = s->hidden_size;
-    m->num_attention_heads = s->num_attention_heads;
-    m->ffn_hidden_size = s->ffn_hidden_size;
-    m->vocab_size = s->vocab_size;
-    m->padded_vocab_size = s->padded_vocab_size;
-    m->max_position_embeddings = s->max_position_embeddings;
-    m->seq_length = info->seq_length;
+    m->model = *s;
+    m->model.seq_length = info->seq_length;
     m->tensor_model_parallel_size = m->pipeline_model_parallel_size = 1;
     m->data_parallel_size = m->world_size = 1;
     m->has_optimizer_state = false;
@@ -128,15 +112,6 @@ const char *import_default_tokenizer(int64_t vocab_size) {
 
 /* ----------------------------------------------------- export source */
 
-static void shape_of(const CheckpointMeta *m, GPT2Shape *s) {
-    s->num_layers = m->num_layers;
-    s->hidden_size = m->hidden_size;
-    s->num_attention_heads = m->num_attention_heads;
-    s->ffn_hidden_size = m->ffn_hidden_size;
-    s->vocab_size = m->vocab_size;
-    s->padded_vocab_size = m->padded_vocab_size;
-    s->max_position_embeddings = m->max_position_embeddings;
-}
 
 static void format_shape(int ndim, const int64_t *shape, char *out, size_t size) {
     size_t used = (size_t)snprintf(out, size, "[");
@@ -186,10 +161,10 @@ bool export_source_open(ExportSource *src, const char *load_dir, int64_t iterati
     src->reader = checkpoint_open(load_dir, iteration, err, err_size);
     if (!src->reader) return false;
     src->meta = *checkpoint_meta(src->reader);
-    shape_of(&src->meta, &src->shape);
+    src->shape = src->meta.model;
     char where[4200];
     snprintf(where, sizeof where, "checkpoint '%s'", src->dir);
-    if (!gpt2_shape_check(&src->shape, where, err, err_size) || !check_params(src, err, err_size)) {
+    if (!transformer_config_check(&src->shape, where, err, err_size) || !check_params(src, err, err_size)) {
         export_source_close(src);
         return false;
     }

@@ -29,14 +29,14 @@ static void join_path(char *out, size_t size, const char *dir, const char *file)
 
 /* The token that ends a document, when the tokenizer is one we know. */
 static int64_t end_of_text_token(const CheckpointMeta *m) {
-    if (m->vocab_size == GPT2_VOCAB) return GPT2_EOT;
-    if (m->vocab_size == BYTE_TOKENIZER_VOCAB && !strcmp(m->tokenizer_type, "ByteTokenizer"))
+    if (m->model.vocab_size == GPT2_VOCAB) return GPT2_EOT;
+    if (m->model.vocab_size == BYTE_TOKENIZER_VOCAB && !strcmp(m->tokenizer_type, "ByteTokenizer"))
         return BYTE_TOKENIZER_EOD;
     return -1;
 }
 
 static char *config_json(const ExportSource *src) {
-    const GPT2Shape *s = &src->shape;
+    const TransformerConfig *s = &src->shape;
     cJSON *root = cJSON_CreateObject();
     cJSON_AddStringToObject(root, "model_type", "gpt2");
     cJSON *arch = cJSON_AddArrayToObject(root, "architectures");
@@ -155,7 +155,7 @@ static bool check_supported(const cJSON *root, const char *path, char *err, size
     return true;
 }
 
-static bool read_shape(const cJSON *root, const char *path, int divisible_by, GPT2Shape *s,
+static bool read_shape(const cJSON *root, const char *path, int divisible_by, TransformerConfig *s,
                        char *err, size_t err_size) {
     static const char *const LAYERS[] = {"n_layer", "num_hidden_layers"};
     static const char *const HEADS[] = {"n_head", "num_attention_heads"};
@@ -181,10 +181,10 @@ static bool read_shape(const cJSON *root, const char *path, int divisible_by, GP
     s->padded_vocab_size = gpt_padded_vocab_size(vocab, divisible_by);
     char where[4200];
     snprintf(where, sizeof where, "'%s'", path);
-    return gpt2_shape_check(s, where, err, err_size);
+    return transformer_config_check(s, where, err, err_size);
 }
 
-bool hf_read_config(const char *path, int divisible_by, GPT2Shape *s, char *err,
+bool hf_read_config(const char *path, int divisible_by, TransformerConfig *s, char *err,
                     size_t err_size) {
     GPT3D_CHECK(divisible_by >= 1, "divisible_by %d", divisible_by);
     char *text = read_text_file(path, err, err_size);
@@ -275,7 +275,7 @@ typedef struct {
     const char *prefix; /* "transformer." or "" as the file names them */
     const TensorMapping *maps;
     int count;
-    const GPT2Shape *shape;
+    const TransformerConfig *shape;
 } ImportContext;
 
 static void file_name_of(const ImportContext *c, const TensorMapping *m, char *out, size_t size) {
@@ -397,7 +397,7 @@ GPT2Weights *hf_import(const char *hf_dir, int divisible_by, char *err, size_t e
     char config_path[4200], weights_path[4200];
     join_path(config_path, sizeof config_path, hf_dir, HF_CONFIG_FILE);
     join_path(weights_path, sizeof weights_path, hf_dir, HF_WEIGHTS_FILE);
-    GPT2Shape shape;
+    TransformerConfig shape;
     if (!hf_read_config(config_path, divisible_by, &shape, err, err_size)) return NULL;
     SafetensorsReader *file = safetensors_open(weights_path, err, err_size);
     if (!file) return NULL;

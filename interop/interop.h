@@ -48,16 +48,9 @@
 
 /* ------------------------------------------------------------ model shape */
 
-typedef struct {
-    int num_layers, hidden_size, num_attention_heads, ffn_hidden_size;
-    int64_t vocab_size, padded_vocab_size;
-    int max_position_embeddings;
-} GPT2Shape;
-
-/* False with a message (prefixed by `where`) when the shape is not one gpt3d
- * can build: non-positive sizes, hidden not divisible by heads, padded
- * vocabulary smaller than the vocabulary, sizes beyond int32 indexing. */
-bool gpt2_shape_check(const GPT2Shape *s, const char *where, char *err, size_t err_size);
+/* The GPT-2 shape of a checkpoint or an external model is its
+ * TransformerConfig (model/transformer_config.h), checked by
+ * transformer_config_check. */
 
 /* ------------------------------------------------------------ safetensors */
 
@@ -122,9 +115,9 @@ void safetensors_abort(SafetensorsWriter *w);
 typedef struct GPT2Weights GPT2Weights;
 
 /* Every canonical parameter of the shape, zero-filled. */
-GPT2Weights *gpt2_weights_create(const GPT2Shape *s);
+GPT2Weights *gpt2_weights_create(const TransformerConfig *s);
 void gpt2_weights_free(GPT2Weights *w);
-const GPT2Shape *gpt2_weights_shape(const GPT2Weights *w);
+const TransformerConfig *gpt2_weights_shape(const GPT2Weights *w);
 /* The parameter's canonical tensor (NULL when the model has none of that
  * name); *numel receives its element count. */
 float *gpt2_weights_param(GPT2Weights *w, const char *name, int64_t *numel);
@@ -153,7 +146,7 @@ const char *import_default_tokenizer(int64_t vocab_size);
 typedef struct {
     CheckpointReader *reader;
     CheckpointMeta meta;
-    GPT2Shape shape;
+    TransformerConfig shape;
     char dir[4096]; /* <load>/iter_%07d, for messages */
 } ExportSource;
 
@@ -190,19 +183,19 @@ typedef struct {
 
 int64_t tensor_mapping_numel(const TensorMapping *m);
 /* external[0, numel) from the whole canonical tensor. */
-void tensor_to_external(const TensorMapping *m, const GPT2Shape *s, const float *canonical,
+void tensor_to_external(const TensorMapping *m, const TransformerConfig *s, const float *canonical,
                         float *external);
 /* The whole canonical tensor from external[0, numel) (padded vocabulary rows
  * the external tensor lacks are zero). */
-void tensor_from_external(const TensorMapping *m, const GPT2Shape *s, const float *external,
+void tensor_from_external(const TensorMapping *m, const TransformerConfig *s, const float *external,
                           float *canonical);
 
 /* GPT-2's Hugging Face tensors in model order (named_parameters()), names
  * with the "transformer." prefix. Caller frees. */
-TensorMapping *hf_gpt2_mappings(const GPT2Shape *s, int *count);
+TensorMapping *hf_gpt2_mappings(const TransformerConfig *s, int *count);
 /* llm.c's tensors in file order, one entry per layer of each kind, with the
  * word embedding padded to `llmc_padded_vocab` rows. Caller frees. */
-TensorMapping *llmc_mappings(const GPT2Shape *s, int64_t llmc_padded_vocab, int *count);
+TensorMapping *llmc_mappings(const TransformerConfig *s, int64_t llmc_padded_vocab, int *count);
 
 /* ---------------------------------------------------------- Hugging Face */
 
@@ -217,7 +210,7 @@ bool hf_export(ExportSource *src, const char *out_dir, int *tensors, int64_t *el
  * divisible_by) and refusal of options gpt3d does not implement (another
  * activation or layernorm epsilon, untied embeddings, cross attention,
  * attention scaled by layer index). */
-bool hf_read_config(const char *path, int divisible_by, GPT2Shape *s, char *err, size_t err_size);
+bool hf_read_config(const char *path, int divisible_by, TransformerConfig *s, char *err, size_t err_size);
 /* config.json + model.safetensors of hf_dir as canonical weights. */
 GPT2Weights *hf_import(const char *hf_dir, int divisible_by, char *err, size_t err_size);
 

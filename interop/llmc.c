@@ -73,7 +73,7 @@ bool llmc_export(ExportSource *src, const char *path, int divisible_by, bool bf1
                  size_t err_size) {
     GPT3D_CHECK(interop_host_is_little_endian(), "llm.c files need a little-endian host");
     GPT3D_CHECK(divisible_by >= 1, "divisible_by %d", divisible_by);
-    const GPT2Shape *s = &src->shape;
+    const TransformerConfig *s = &src->shape;
     if (s->ffn_hidden_size != 4 * s->hidden_size)
         return interop_fail(err, err_size,
                             "checkpoint '%s' has ffn_hidden_size %d, but llm.c's GPT-2 always has "
@@ -165,7 +165,7 @@ static bool read_values(FILE *f, float *out, int64_t n, bool bf16) {
 
 static bool read_tensors(FILE *f, const char *path, const TensorMapping *maps, int count,
                          bool bf16, GPT2Weights *w, char *err, size_t err_size) {
-    const GPT2Shape *s = gpt2_weights_shape(w);
+    const TransformerConfig *s = gpt2_weights_shape(w);
     for (int i = 0; i < count; i++) {
         const int64_t n = tensor_mapping_numel(&maps[i]);
         float *external = xmalloc((size_t)n * sizeof *external + 1);
@@ -186,7 +186,7 @@ static bool read_tensors(FILE *f, const char *path, const TensorMapping *maps, i
 
 static GPT2Weights *read_model(FILE *f, const char *path, uint64_t file_size, const int32_t *h,
                                int divisible_by, char *err, size_t err_size) {
-    GPT2Shape s = {
+    TransformerConfig s = {
         .num_layers = h[H_LAYERS],
         .hidden_size = h[H_CHANNELS],
         .num_attention_heads = h[H_HEADS],
@@ -198,7 +198,7 @@ static GPT2Weights *read_model(FILE *f, const char *path, uint64_t file_size, co
     };
     char where[4200];
     snprintf(where, sizeof where, "'%s'", path);
-    if (!gpt2_shape_check(&s, where, err, err_size)) return NULL;
+    if (!transformer_config_check(&s, where, err, err_size)) return NULL;
     int count = 0;
     TensorMapping *maps = llmc_mappings(&s, h[H_PADDED_VOCAB], &count);
     const bool bf16 = h[H_VERSION] == LLMC_VERSION_BF16;

@@ -127,7 +127,7 @@ static void layout_activations(GPTModel *m, Carver *act, Carver *stat, Carver *g
  * exists: its shape, parameter table, host bookkeeping and the sizes the
  * Carver measures. Planning and creation share it, so a plan cannot drift
  * from what creation allocates. */
-static GPTModel *model_describe(Backend *be, const GPTConfig *cfg, const ModelPartition *part,
+static GPTModel *model_describe(Backend *be, const TransformerConfig *cfg, const ModelPartition *part,
                                 int micro_batch_size, const TensorParallel *tp, int num_slots) {
     GPT3D_CHECK(num_slots >= 1, "a model needs at least one activation slot");
     GPTModel *m = xcalloc(1, sizeof *m);
@@ -167,7 +167,7 @@ static GPTModel *model_describe(Backend *be, const GPTConfig *cfg, const ModelPa
     return m;
 }
 
-void gpt_model_plan(Backend *be, const GPTConfig *cfg, const ModelPartition *part,
+void gpt_model_plan(Backend *be, const TransformerConfig *cfg, const ModelPartition *part,
                     int micro_batch_size, const TensorParallel *tp, int num_slots,
                     GPTMemoryPlan *plan) {
     GPTModel *m = model_describe(be, cfg, part, micro_batch_size, tp, num_slots);
@@ -201,7 +201,7 @@ static void locate_parts(GPTModel *m) {
     if (at < m->table.count) m->embedding_params = param_range(m, at, m->table.count - at);
 }
 
-GPTModel *gpt_model_create_unbound(Backend *be, const GPTConfig *cfg, const ModelPartition *part,
+GPTModel *gpt_model_create_unbound(Backend *be, const TransformerConfig *cfg, const ModelPartition *part,
                                    int micro_batch_size, const TensorParallel *tp, int num_slots) {
     GPTModel *m = model_describe(be, cfg, part, micro_batch_size, tp, num_slots);
     m->layer_params = xcalloc((size_t)(part->num_local_layers ? part->num_local_layers : 1),
@@ -237,7 +237,7 @@ void gpt_model_bind_buffers(GPTModel *m, void *params, float *grads) {
     }
 }
 
-GPTModel *gpt_model_create(Backend *be, const GPTConfig *cfg, const ModelPartition *part,
+GPTModel *gpt_model_create(Backend *be, const TransformerConfig *cfg, const ModelPartition *part,
                            int micro_batch_size, const TensorParallel *tp, int num_slots) {
     GPTModel *m = gpt_model_create_unbound(be, cfg, part, micro_batch_size, tp, num_slots);
     m->owns_buffers = true;

@@ -1,7 +1,7 @@
 /* model/gpt_model.h — the GPT-2 architecture on a Backend.
  *
  * Contract.
- * - GPTConfig is the model shape; the parameter table lists every parameter
+ * - TransformerConfig is the model shape; the parameter table lists every parameter
  *   this rank holds with its Megatron-core name, canonical full shape, the
  *   canonical flat interval [local_begin, local_begin + local_numel) this
  *   rank owns (the tensor-parallel split dimension is dimension 0, so a TP
@@ -26,24 +26,10 @@
 #include <stdint.h>
 
 #include "backend/backend.h"
+#include "model/transformer_config.h"
 #include "tensor_parallel/tensor_parallel.h"
 
-typedef struct {
-    int num_layers;
-    int hidden_size;
-    int num_attention_heads;
-    int ffn_hidden_size;
-    int64_t vocab_size;        /* tokenizer's */
-    int64_t padded_vocab_size; /* rounded up to make_vocab_size_divisible_by */
-    int max_position_embeddings;
-    int seq_length;
-    double init_method_std;
-    uint64_t seed;
-    /* Keep only each layer's output per micro-batch and recompute the rest
-     * of the layer's forward in its backward (Megatron's full activation
-     * recomputation): less activation memory, one more forward of compute. */
-    bool recompute_activations;
-} GPTConfig;
+/* The model's shape and architecture: model/transformer_config.h. */
 
 /* Rounds vocab_size up to a multiple of `divisible_by` (Megatron: times TP). */
 int64_t gpt_padded_vocab_size(int64_t vocab_size, int divisible_by);
@@ -83,12 +69,12 @@ typedef struct {
     bool has_embedding, has_head;
 } ModelPartition;
 
-void param_table_build(ParamTable *t, const GPTConfig *cfg, const ModelPartition *part);
+void param_table_build(ParamTable *t, const TransformerConfig *cfg, const ModelPartition *part);
 void param_table_free(ParamTable *t);
 /* Index of a parameter by name, -1 when absent. */
 int param_table_find(const ParamTable *t, const char *name);
 /* Canonical parameter count of the whole model (each parameter once). */
-int64_t gpt_canonical_param_count(const GPTConfig *cfg);
+int64_t gpt_canonical_param_count(const TransformerConfig *cfg);
 /* Host fp32 initial values of p's local interval (local_numel elements). */
 void param_init_values(const ParamInfo *p, uint64_t seed, float *out);
 
@@ -97,7 +83,7 @@ void param_init_values(const ParamInfo *p, uint64_t seed, float *out);
  * plus its host parameter table. It builds nothing, so an absurd shape
  * (--num-layers 100000000) is refused in microseconds instead of stalling in
  * a table of 10^9 entries. */
-double gpt_model_min_rank_bytes(const GPTConfig *cfg, int tp_size, int pp_size,
+double gpt_model_min_rank_bytes(const TransformerConfig *cfg, int tp_size, int pp_size,
                                 size_t act_elem_bytes);
 
 typedef struct GPTModel GPTModel;
@@ -108,7 +94,7 @@ typedef struct {
     size_t param_bytes, grad_bytes, activation_bytes;
     size_t flat_numel; /* length of the flat buffers the optimizer shards */
 } GPTMemoryPlan;
-void gpt_model_plan(Backend *be, const GPTConfig *cfg, const ModelPartition *part,
+void gpt_model_plan(Backend *be, const TransformerConfig *cfg, const ModelPartition *part,
                     int micro_batch_size, const TensorParallel *tp, int num_slots,
                     GPTMemoryPlan *plan);
 
@@ -116,13 +102,13 @@ void gpt_model_plan(Backend *be, const GPTConfig *cfg, const ModelPartition *par
  * must match the partition's. num_slots: micro-batches whose activations
  * can be held at once (1 without pipelining; min(P - stage, M) for 1F1B).
  * The model allocates and owns its parameter and gradient buffers. */
-GPTModel *gpt_model_create(Backend *be, const GPTConfig *cfg, const ModelPartition *part,
+GPTModel *gpt_model_create(Backend *be, const TransformerConfig *cfg, const ModelPartition *part,
                            int micro_batch_size, const TensorParallel *tp, int num_slots);
 /* The same without parameter and gradient buffers: their owner (the
  * distributed optimizer) sizes them from gpt_model_params() and binds them
  * before any other call. Bound buffers (at least table.total_numel
  * elements each) are not freed by the model. */
-GPTModel *gpt_model_create_unbound(Backend *be, const GPTConfig *cfg, const ModelPartition *part,
+GPTModel *gpt_model_create_unbound(Backend *be, const TransformerConfig *cfg, const ModelPartition *part,
                                    int micro_batch_size, const TensorParallel *tp, int num_slots);
 void gpt_model_bind_buffers(GPTModel *m, void *params, float *grads);
 void gpt_model_free(GPTModel *m);
@@ -202,6 +188,6 @@ void gpt_model_reduce_sequence_parallel_grads_in(GPTModel *m, size_t begin, size
 
 /* Model FLOPs per token for forward+backward (Megatron's accounting: matmuls
  * 2 flops per MAC, causal attention counted at half, backward = 2x forward). */
-double gpt_flops_per_token(const GPTConfig *cfg);
+double gpt_flops_per_token(const TransformerConfig *cfg);
 
 #endif

@@ -53,7 +53,7 @@ struct GPTModel {
     Backend *be;
     TensorParallel tp;
     int rows; /* residual-stream rows this rank holds */
-    GPTConfig cfg;
+    TransformerConfig cfg;
     ModelPartition part;
     ParamTable table;
     int B, T;

@@ -251,7 +251,7 @@ float *gpt_model_word_embedding_grad(GPTModel *m, size_t *numel) {
     return m->grads + m->table.params[i].offset;
 }
 
-double gpt_flops_per_token(const GPTConfig *cfg) {
+double gpt_flops_per_token(const TransformerConfig *cfg) {
     const double C = cfg->hidden_size, F = cfg->ffn_hidden_size, T = cfg->seq_length;
     const double L = cfg->num_layers, V = (double)cfg->padded_vocab_size;
     /* Forward per token: 2 flops per multiply-add of every matmul; the

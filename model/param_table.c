@@ -78,7 +78,7 @@ static void add_layernorm(TableBuilder *b, const char *prefix, int64_t C) {
     add_param(b, name, 1, &C, false, false, PARAM_INIT_ONES, 0.0);
 }
 
-static void add_layer(TableBuilder *b, const GPTConfig *cfg, int layer) {
+static void add_layer(TableBuilder *b, const TransformerConfig *cfg, int layer) {
     const int64_t C = cfg->hidden_size, F = cfg->ffn_hidden_size;
     const int64_t NH = cfg->num_attention_heads, HS = C / NH;
     const double std = cfg->init_method_std;
@@ -109,7 +109,7 @@ static void add_layer(TableBuilder *b, const GPTConfig *cfg, int layer) {
     add_layernorm(b, name, C);
 }
 
-void param_table_build(ParamTable *t, const GPTConfig *cfg, const ModelPartition *part) {
+void param_table_build(ParamTable *t, const TransformerConfig *cfg, const ModelPartition *part) {
     memset(t, 0, sizeof *t);
     TableBuilder b = {.table = t, .cap = 0, .part = part};
     if (part->has_head) add_layernorm(&b, "decoder.final_layernorm", cfg->hidden_size);
@@ -145,7 +145,7 @@ int param_table_find(const ParamTable *t, const char *name) {
     return -1;
 }
 
-int64_t gpt_canonical_param_count(const GPTConfig *cfg) {
+int64_t gpt_canonical_param_count(const TransformerConfig *cfg) {
     const int64_t C = cfg->hidden_size, F = cfg->ffn_hidden_size;
     const int64_t per_layer = 4 * C            /* two layernorms */
                               + 3 * C * C + 3 * C /* qkv */
@@ -156,7 +156,7 @@ int64_t gpt_canonical_param_count(const GPTConfig *cfg) {
            (int64_t)cfg->max_position_embeddings * C;
 }
 
-double gpt_model_min_rank_bytes(const GPTConfig *cfg, int tp_size, int pp_size,
+double gpt_model_min_rank_bytes(const TransformerConfig *cfg, int tp_size, int pp_size,
                                 size_t act_elem_bytes) {
     const double ranks = (double)tp_size * pp_size;
     const double params = (double)gpt_canonical_param_count(cfg) / ranks;

@@ -23,8 +23,8 @@
 
 enum { B = 2, T = 32 };
 
-static GPTConfig tiny_config(void) {
-    GPTConfig c = {.num_layers = 2,
+static TransformerConfig tiny_config(void) {
+    TransformerConfig c = {.num_layers = 2,
                    .hidden_size = 64,
                    .num_attention_heads = 4,
                    .ffn_hidden_size = 256,
@@ -80,7 +80,7 @@ static int compare_grads(const ParamTable *t, const float *got, const float *wan
 
 static int test_whole_model(Pair *p) {
     Backend *cpu = p->cpu, *cu = p->cu;
-    GPTConfig cfg = tiny_config();
+    TransformerConfig cfg = tiny_config();
     GPTModel *mc = gpt_model_create(cpu, &cfg, &WHOLE, B, NULL, 1);
     GPTModel *mg = gpt_model_create(cu, &cfg, &WHOLE, B, NULL, 1);
     gpt_model_init_params(mg, NULL, 0);

@@ -291,19 +291,19 @@ static int test_meta_round_trip(const char *root) {
     m.optimizer_step = (INT64_C(1) << 32) + 5;
     m.scheduler_num_steps = INT64_C(1) << 53; /* the largest exact value */
     m.loss_scale = 0.1 * 3.0;                 /* not a short decimal */
-    m.num_layers = 96;
-    m.hidden_size = 12288;
-    m.num_attention_heads = 96;
-    m.ffn_hidden_size = 49152;
-    m.vocab_size = 50257;
-    m.padded_vocab_size = 50304;
-    m.max_position_embeddings = 2048;
-    m.seq_length = 1024;
+    m.model.num_layers = 96;
+    m.model.hidden_size = 12288;
+    m.model.num_attention_heads = 96;
+    m.model.ffn_hidden_size = 49152;
+    m.model.vocab_size = 50257;
+    m.model.padded_vocab_size = 50304;
+    m.model.max_position_embeddings = 2048;
+    m.model.seq_length = 1024;
     m.tensor_model_parallel_size = 2;
     m.pipeline_model_parallel_size = 2;
     m.data_parallel_size = 2;
     m.world_size = 8;
-    m.seed = (UINT64_C(1) << 40) + 3;
+    m.model.seed = (UINT64_C(1) << 40) + 3;
     m.has_optimizer_state = false;
     snprintf(m.data_description, sizeof m.data_description,
              "0.7 \"web\\*.h5\" 0.3 b\u00fccher.h5\n--split 969,30,1\t");
@@ -322,12 +322,12 @@ static int test_meta_round_trip(const char *root) {
     CHECK(g->optimizer_step == m.optimizer_step);
     CHECK(g->scheduler_num_steps == m.scheduler_num_steps);
     CHECK(memcmp(&g->loss_scale, &m.loss_scale, sizeof(double)) == 0);
-    CHECK(g->num_layers == 96 && g->hidden_size == 12288 && g->num_attention_heads == 96);
-    CHECK(g->ffn_hidden_size == 49152 && g->vocab_size == 50257 && g->padded_vocab_size == 50304);
-    CHECK(g->max_position_embeddings == 2048 && g->seq_length == 1024);
+    CHECK(g->model.num_layers == 96 && g->model.hidden_size == 12288 && g->model.num_attention_heads == 96);
+    CHECK(g->model.ffn_hidden_size == 49152 && g->model.vocab_size == 50257 && g->model.padded_vocab_size == 50304);
+    CHECK(g->model.max_position_embeddings == 2048 && g->model.seq_length == 1024);
     CHECK(g->tensor_model_parallel_size == 2 && g->pipeline_model_parallel_size == 2);
     CHECK(g->data_parallel_size == 2 && g->world_size == 8);
-    CHECK(g->seed == m.seed);
+    CHECK(g->model.seed == m.model.seed);
     CHECK(g->has_optimizer_state == false);
     CHECK(strcmp(g->data_description, m.data_description) == 0);
     CHECK(strcmp(g->tokenizer_type, "GPT2BPETokenizer") == 0);
@@ -338,7 +338,7 @@ static int test_meta_round_trip(const char *root) {
     /* Values JSON cannot hold exactly, and inconsistent layouts, are refused. */
     CHECK_OK(checkpoint_begin_save(save, 4, err, sizeof err), err);
     CheckpointMeta bad = make_meta(4, 1);
-    bad.seed = (UINT64_C(1) << 53) + 1;
+    bad.model.seed = (UINT64_C(1) << 53) + 1;
     CHECK_FAILS_WITH(checkpoint_write_meta(save, &bad, err, sizeof err), err, "seed");
     bad = make_meta(4, 1);
     bad.consumed_train_samples = INT64_MAX;

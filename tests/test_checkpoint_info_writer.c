@@ -41,15 +41,15 @@
 #define FIRST_PARAM "embedding.word_embeddings.weight"
 #define LAST_PARAM "decoder.final_layernorm.bias"
 
-static GPTConfig tiny_config(void) {
-    GPTConfig cfg = {.num_layers = 2, .hidden_size = 8, .num_attention_heads = 2,
+static TransformerConfig tiny_config(void) {
+    TransformerConfig cfg = {.num_layers = 2, .hidden_size = 8, .num_attention_heads = 2,
                      .ffn_hidden_size = 16, .vocab_size = 20, .padded_vocab_size = 32,
                      .max_position_embeddings = 8, .seq_length = 8, .init_method_std = 0.02,
                      .seed = 77};
     return cfg;
 }
 
-static CheckpointMeta tiny_meta(const GPTConfig *cfg, bool moments) {
+static CheckpointMeta tiny_meta(const TransformerConfig *cfg, bool moments) {
     CheckpointMeta m;
     memset(&m, 0, sizeof m);
     m.iteration = ITERATION;
@@ -57,19 +57,19 @@ static CheckpointMeta tiny_meta(const GPTConfig *cfg, bool moments) {
     m.optimizer_step = ITERATION;
     m.scheduler_num_steps = 40;
     m.loss_scale = 1.0;
-    m.num_layers = cfg->num_layers;
-    m.hidden_size = cfg->hidden_size;
-    m.num_attention_heads = cfg->num_attention_heads;
-    m.ffn_hidden_size = cfg->ffn_hidden_size;
-    m.vocab_size = cfg->vocab_size;
-    m.padded_vocab_size = cfg->padded_vocab_size;
-    m.max_position_embeddings = cfg->max_position_embeddings;
-    m.seq_length = cfg->seq_length;
+    m.model.num_layers = cfg->num_layers;
+    m.model.hidden_size = cfg->hidden_size;
+    m.model.num_attention_heads = cfg->num_attention_heads;
+    m.model.ffn_hidden_size = cfg->ffn_hidden_size;
+    m.model.vocab_size = cfg->vocab_size;
+    m.model.padded_vocab_size = cfg->padded_vocab_size;
+    m.model.max_position_embeddings = cfg->max_position_embeddings;
+    m.model.seq_length = cfg->seq_length;
     m.tensor_model_parallel_size = 2;
     m.pipeline_model_parallel_size = 1;
     m.data_parallel_size = 1;
     m.world_size = 2;
-    m.seed = cfg->seed;
+    m.model.seed = cfg->seed;
     m.has_optimizer_state = moments;
     snprintf(m.data_description, sizeof m.data_description, "synthetic");
     snprintf(m.tokenizer_type, sizeof m.tokenizer_type, "ByteTokenizer");
@@ -183,14 +183,14 @@ static int write_checkpoint(const char *kind, const char *save) {
         return 1;
     }
     bool moments = strcmp(kind, "noopt") != 0;
-    GPTConfig cfg = tiny_config();
+    TransformerConfig cfg = tiny_config();
     ModelPartition whole = {.tp_size = 1, .tp_rank = 0, .first_layer = 0,
                             .num_local_layers = cfg.num_layers, .has_embedding = true,
                             .has_head = true};
     ParamTable t;
     param_table_build(&t, &cfg, &whole);
     CheckpointMeta meta = tiny_meta(&cfg, moments);
-    if (strcmp(kind, "reshaped") == 0) meta.ffn_hidden_size = 24;
+    if (strcmp(kind, "reshaped") == 0) meta.model.ffn_hidden_size = 24;
     const bool single = strcmp(kind, "single") == 0;
     if (single) meta.tensor_model_parallel_size = meta.world_size = 1;
     char err[4096];

@@ -76,9 +76,9 @@ static CheckpointMeta make_meta(void) {
     CheckpointMeta m = test_checkpoint_meta(ITER, WORLD);
     m.consumed_train_samples = 112;
     m.loss_scale = 65536.0;
-    m.ffn_hidden_size = 16;
-    m.vocab_size = 250;
-    m.seed = 4321;
+    m.model.ffn_hidden_size = 16;
+    m.model.vocab_size = 250;
+    m.model.seed = 4321;
     snprintf(m.data_description, sizeof m.data_description, "--data-path corpus --split 98,2,0");
     snprintf(m.tokenizer_type, sizeof m.tokenizer_type, "GPT2BPETokenizer");
     return m;

@@ -17,8 +17,8 @@
 #include "parallel_state/collectives.h"
 #include "test_util.h"
 
-static GPTConfig tiny_config(void) {
-    GPTConfig c = {.num_layers = 2, .hidden_size = 16, .num_attention_heads = 2,
+static TransformerConfig tiny_config(void) {
+    TransformerConfig c = {.num_layers = 2, .hidden_size = 16, .num_attention_heads = 2,
                    .ffn_hidden_size = 40, .vocab_size = 70, .max_position_embeddings = 12,
                    .seq_length = 12, .init_method_std = 0.02, .seed = 7};
     c.padded_vocab_size = gpt_padded_vocab_size(c.vocab_size, 128);
@@ -203,7 +203,7 @@ int main(int argc, char **argv) {
     CHECK_MSG(be, "%s", err);
     Comm comm;
     comm_init(&comm, &ps, be);
-    const GPTConfig cfg = tiny_config();
+    const TransformerConfig cfg = tiny_config();
     const ModelPartition whole = {.tp_size = 1, .num_local_layers = cfg.num_layers,
                                   .has_embedding = true, .has_head = true};
     ParamTable pt;

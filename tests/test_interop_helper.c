@@ -146,13 +146,13 @@ static void write_checkpoint(const char *dir, const Shape *s, int ranks, bool ra
         }
         CHECK_MSG(checkpoint_write_rank(dir, 5, r, iv, n, err, sizeof err), "%s", err);
     }
-    CheckpointMeta m = {.iteration = 5, .loss_scale = 1.0, .num_layers = s->L,
-                        .hidden_size = s->C, .num_attention_heads = s->H,
-                        .ffn_hidden_size = s->F, .vocab_size = s->V,
-                        .padded_vocab_size = s->VP, .max_position_embeddings = s->P,
-                        .seq_length = s->P, .tensor_model_parallel_size = 1,
+    CheckpointMeta m = {.iteration = 5, .loss_scale = 1.0, .model.num_layers = s->L,
+                        .model.hidden_size = s->C, .model.num_attention_heads = s->H,
+                        .model.ffn_hidden_size = s->F, .model.vocab_size = s->V,
+                        .model.padded_vocab_size = s->VP, .model.max_position_embeddings = s->P,
+                        .model.seq_length = s->P, .tensor_model_parallel_size = 1,
                         .pipeline_model_parallel_size = 1, .data_parallel_size = ranks,
-                        .world_size = ranks, .seed = seed};
+                        .world_size = ranks, .model.seed = seed};
     snprintf(m.tokenizer_type, sizeof m.tokenizer_type, "ByteTokenizer");
     CHECK_MSG(checkpoint_write_meta(dir, &m, err, sizeof err), "%s", err);
     CHECK_MSG(checkpoint_publish(dir, 5, err, sizeof err), "%s", err);
@@ -534,9 +534,9 @@ static void compare_checkpoints(const char *a_dir, const char *b_dir, bool padde
     CHECK_MSG(b != NULL, "%s", err);
     CHECK_MSG(checkpoint_verify_coverage(b, err, sizeof err), "%s", err);
     CHECK(checkpoint_num_params(a) == checkpoint_num_params(b));
-    const int64_t V = checkpoint_meta(a)->vocab_size;
-    CHECK(checkpoint_meta(b)->vocab_size == V &&
-          checkpoint_meta(b)->padded_vocab_size == checkpoint_meta(a)->padded_vocab_size);
+    const int64_t V = checkpoint_meta(a)->model.vocab_size;
+    CHECK(checkpoint_meta(b)->model.vocab_size == V &&
+          checkpoint_meta(b)->model.padded_vocab_size == checkpoint_meta(a)->model.padded_vocab_size);
     int64_t total = 0, padded = 0;
     for (int i = 0; i < checkpoint_num_params(a); i++) {
         const char *name = checkpoint_param_name(a, i);

@@ -119,12 +119,8 @@ double gpt3d_loss(const char *ckpt_dir, const int32_t *tokens, const int32_t *ta
     CheckpointReader *r = checkpoint_open(ckpt_dir, iteration, err, sizeof err);
     CHECK_MSG(r != NULL, "%s", err);
     const CheckpointMeta *meta = checkpoint_meta(r);
-    GPTConfig cfg = {.num_layers = meta->num_layers, .hidden_size = meta->hidden_size,
-                     .num_attention_heads = meta->num_attention_heads,
-                     .ffn_hidden_size = meta->ffn_hidden_size, .vocab_size = meta->vocab_size,
-                     .padded_vocab_size = meta->padded_vocab_size,
-                     .max_position_embeddings = meta->max_position_embeddings, .seq_length = T,
-                     .init_method_std = 0.02, .seed = 1};
+    TransformerConfig cfg = meta->model;
+    cfg.seq_length = T;
     const ModelPartition whole = {.tp_size = 1, .first_layer = 0, .num_local_layers = cfg.num_layers,
                                   .has_embedding = true, .has_head = true};
     Backend *be = backend_create("cpu", 0, err, sizeof err);

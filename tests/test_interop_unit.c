@@ -216,7 +216,7 @@ static void test_malformed(void) {
 
 /* ------------------------------------------------------ layouts */
 
-static const GPT2Shape SHAPE = {.num_layers = 2, .hidden_size = 6, .num_attention_heads = 3,
+static const TransformerConfig SHAPE = {.num_layers = 2, .hidden_size = 6, .num_attention_heads = 3,
                                 .ffn_hidden_size = 10, .vocab_size = 11,
                                 .padded_vocab_size = 16, .max_position_embeddings = 5};
 
@@ -315,16 +315,16 @@ static void test_layouts(void) {
 
 static void test_shape_check(void) {
     char err[512];
-    GPT2Shape s = SHAPE;
-    CHECK(gpt2_shape_check(&s, "x", err, sizeof err));
+    TransformerConfig s = SHAPE;
+    CHECK(transformer_config_check(&s, "x", err, sizeof err));
     s.num_attention_heads = 4;
-    CHECK(!gpt2_shape_check(&s, "x", err, sizeof err) && strstr(err, "divisible"));
+    CHECK(!transformer_config_check(&s, "x", err, sizeof err) && strstr(err, "divisible"));
     s = SHAPE;
     s.padded_vocab_size = 8;
-    CHECK(!gpt2_shape_check(&s, "x", err, sizeof err) && strstr(err, "smaller"));
+    CHECK(!transformer_config_check(&s, "x", err, sizeof err) && strstr(err, "smaller"));
     s = SHAPE;
     s.num_layers = 0;
-    CHECK(!gpt2_shape_check(&s, "x", err, sizeof err) && strstr(err, "num_layers"));
+    CHECK(!transformer_config_check(&s, "x", err, sizeof err) && strstr(err, "num_layers"));
 }
 
 int main(void) {

@@ -49,7 +49,7 @@ static void check_plan_matches_create(void) {
     char err[256];
     Backend *be = backend_create("cpu", 0, err, sizeof err);
     CHECK(be);
-    GPTConfig cfg = {.num_layers = 3, .hidden_size = 32, .num_attention_heads = 4,
+    TransformerConfig cfg = {.num_layers = 3, .hidden_size = 32, .num_attention_heads = 4,
                      .ffn_hidden_size = 128, .vocab_size = 100, .padded_vocab_size = 128,
                      .max_position_embeddings = 64, .seq_length = 16, .init_method_std = 0.02,
                      .seed = 1, .recompute_activations = false};

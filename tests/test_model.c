@@ -10,8 +10,8 @@
 #include "model/gpt_model.h"
 #include "test_util.h"
 
-static GPTConfig tiny_config(uint64_t seed) {
-    GPTConfig c = {.num_layers = 2,
+static TransformerConfig tiny_config(uint64_t seed) {
+    TransformerConfig c = {.num_layers = 2,
                    .hidden_size = 8,
                    .num_attention_heads = 2,
                    .ffn_hidden_size = 12,
@@ -29,7 +29,7 @@ static const ModelPartition WHOLE = {.tp_size = 1, .tp_rank = 0, .first_layer = 
                                      .has_head = true};
 
 static void test_param_table(void) {
-    GPTConfig c = tiny_config(1);
+    TransformerConfig c = tiny_config(1);
     ParamTable t;
     param_table_build(&t, &c, &WHOLE);
     CHECK(t.count == 2 + 2 * 12 + 2);
@@ -67,7 +67,7 @@ static void test_param_table(void) {
 }
 
 static void test_init(void) {
-    GPTConfig c = tiny_config(7);
+    TransformerConfig c = tiny_config(7);
     c.hidden_size = 64;
     c.num_attention_heads = 4;
     c.ffn_hidden_size = 256;
@@ -139,7 +139,7 @@ static void test_whole_model_gradient(void) {
     char err[256];
     Backend *be = backend_create("cpu", 0, err, sizeof err);
     CHECK(be);
-    GPTConfig c = tiny_config(3);
+    TransformerConfig c = tiny_config(3);
     const int B = 2, T = c.seq_length, N = B * T;
     GPTModel *m = gpt_model_create(be, &c, &WHOLE, B, NULL, 1);
     gpt_model_init_params(m, NULL, 0);
@@ -198,7 +198,7 @@ static void test_recompute(void) {
     char err[256];
     Backend *be = backend_create("cpu", 0, err, sizeof err);
     CHECK(be);
-    GPTConfig c = tiny_config(5);
+    TransformerConfig c = tiny_config(5);
     c.num_layers = 3;
     ModelPartition part = WHOLE;
     part.num_local_layers = 3;
@@ -258,7 +258,7 @@ static void test_init_threads(void) {
     char err[256];
     Backend *be = backend_create("cpu", 0, err, sizeof err);
     CHECK(be);
-    GPTConfig c = tiny_config(5);
+    TransformerConfig c = tiny_config(5);
     c.hidden_size = 64;
     c.num_attention_heads = 2;
     c.ffn_hidden_size = 128;
@@ -292,7 +292,51 @@ static void test_init_threads(void) {
     backend_destroy(be);
 }
 
+/* The one list of architecture fields drives validation and comparison:
+ * every field, changed alone, is the difference reported (with its flag),
+ * run settings are not, and each bound is enforced. */
+static void test_transformer_config(void) {
+    const TransformerConfig base = tiny_config(1);
+    char err[256];
+    CHECK_MSG(transformer_config_check(&base, "tiny", err, sizeof err), "%s", err);
+    long long a, b;
+    CHECK(transformer_config_difference(&base, &base, &a, &b) == NULL);
+    TransformerConfig run = base;
+    run.seq_length = 3;
+    run.seed = 99;
+    run.init_method_std = 1.0;
+    run.recompute_activations = true;
+    CHECK(transformer_config_difference(&base, &run, &a, &b) == NULL);
+    int fields = 0;
+#define ONE_CHANGED(f, kind, max, what)                                                            \
+    {                                                                                              \
+        TransformerConfig c = base;                                                                \
+        c.f += 1;                                                                                  \
+        const char *d = transformer_config_difference(&base, &c, &a, &b);                          \
+        CHECK_MSG(d && !strcmp(d, what) && a == (long long)base.f && b == a + 1, "%s: %s", #f,     \
+                  d ? d : "no difference");                                                       \
+        c.f = 0;                                                                                   \
+        CHECK_MSG(!transformer_config_check(&c, "tiny", err, sizeof err) && strstr(err, #f),     \
+                  "%s = 0 accepted", #f);                                                          \
+        fields++;                                                                                  \
+    }
+    TRANSFORMER_ARCH_FIELDS(ONE_CHANGED)
+#undef ONE_CHANGED
+    CHECK(fields == 7);
+    TransformerConfig c = base;
+    c.num_attention_heads = 3;
+    CHECK(!transformer_config_check(&c, "tiny", err, sizeof err) && strstr(err, "divisible"));
+    c = base;
+    c.padded_vocab_size = c.vocab_size - 1;
+    CHECK(!transformer_config_check(&c, "tiny", err, sizeof err) && strstr(err, "smaller"));
+    c = base;
+    c.num_layers = (1 << 16) + 1;
+    CHECK(!transformer_config_check(&c, "tiny", err, sizeof err) && strstr(err, "num_layers"));
+    printf("transformer config: %d architecture fields compared and bounded\n", fields);
+}
+
 int main(void) {
+    test_transformer_config();
     test_param_table();
     test_init();
     test_normal_fill_threads();

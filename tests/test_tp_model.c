@@ -20,8 +20,8 @@ enum { B = 2, T = 8, HIDDEN = 16, HEADS = 4, FFN = 32, VOCAB = 37, VPAD = 64 };
 enum { N = B * T };
 
 /* vocab 37 padded to 64: at TP = 4 the last slice [48, 64) is all padding. */
-static GPTConfig tiny_config(int layers) {
-    GPTConfig cfg = {.num_layers = layers,
+static TransformerConfig tiny_config(int layers) {
+    TransformerConfig cfg = {.num_layers = layers,
                      .hidden_size = HIDDEN,
                      .num_attention_heads = HEADS,
                      .ffn_hidden_size = FFN,
@@ -69,7 +69,7 @@ static void perturb_constant_params(Backend *be, GPTModel *m) {
 }
 
 static GPTModel *tiny_model(Backend *be, int layers, const TensorParallel *tp) {
-    GPTConfig cfg = tiny_config(layers);
+    TransformerConfig cfg = tiny_config(layers);
     ModelPartition part = {.tp_size = tp ? tp->tp_size : 1,
                            .tp_rank = tp ? tp->tp_rank : 0,
                            .first_layer = 0,

@@ -117,45 +117,12 @@ typedef struct {
 
 /* --------------------------------------------------------- opening */
 
-/* metadata.json passed the checkpoint module's validation, but a damaged
- * file can still name a shape whose parameter table would not fit in
- * memory or overflow int64 element counts. */
-static void check_shape_bounds(const CheckpointMeta *m, const char *dir) {
-    struct {
-        const char *name;
-        int64_t value, max;
-    } bounds[] = {
-        {"num_layers", m->num_layers, 1 << 16},
-        {"hidden_size", m->hidden_size, 1 << 20},
-        {"num_attention_heads", m->num_attention_heads, m->hidden_size},
-        {"ffn_hidden_size", m->ffn_hidden_size, 1 << 24},
-        {"padded_vocab_size", m->padded_vocab_size, (int64_t)1 << 32},
-        {"max_position_embeddings", m->max_position_embeddings, 1 << 24},
-    };
-    for (size_t i = 0; i < sizeof bounds / sizeof bounds[0]; i++)
-        if (bounds[i].value > bounds[i].max)
-            gpt3d_fail_user("'%s/metadata.json': %s = %" PRId64 " is beyond any model this "
-                            "tool can describe (at most %" PRId64 "); the file is damaged",
-                            dir, bounds[i].name, bounds[i].value, bounds[i].max);
-}
-
 /* ------------------------------------------------------- parameters */
 
-static GPTConfig config_of(const CheckpointMeta *m) {
-    GPTConfig cfg = {
-        .num_layers = m->num_layers,
-        .hidden_size = m->hidden_size,
-        .num_attention_heads = m->num_attention_heads,
-        .ffn_hidden_size = m->ffn_hidden_size,
-        .vocab_size = m->vocab_size,
-        .padded_vocab_size = m->padded_vocab_size,
-        .max_position_embeddings = m->max_position_embeddings,
-        .seq_length = m->seq_length,
-        .init_method_std = 0.02, /* unused: only names and shapes are needed */
-        .seed = m->seed,
-    };
-    return cfg;
-}
+/* Only names and shapes are needed from it: the run settings do not matter.
+ * (metadata.json passed transformer_config_check when it was read, so the
+ * table it describes is one gpt3d can build.) */
+static TransformerConfig config_of(const CheckpointMeta *m) { return m->model; }
 
 static void add_param(Report *rep, const CheckpointReader *r, const char *name,
                       const ParamInfo *expected) {
@@ -185,7 +152,7 @@ static void add_param(Report *rep, const CheckpointReader *r, const char *name,
 /* The model's full parameter table lists parameters in the order gradients
  * become ready (last layer first); its reverse is the state-dict order. */
 static void collect_params(Report *rep, const CheckpointReader *r) {
-    GPTConfig cfg = config_of(&rep->meta);
+    TransformerConfig cfg = config_of(&rep->meta);
     ModelPartition whole = {.tp_size = 1,
                             .tp_rank = 0,
                             .first_layer = 0,
@@ -337,11 +304,12 @@ static void print_meta_text(const Report *rep) {
     printf("loss scale: %.17g\n", m->loss_scale);
     printf("model: %d layers, hidden %d, %d heads, ffn %d, vocab %" PRId64 " (padded %" PRId64
            "), max positions %d, seq length %d\n",
-           m->num_layers, m->hidden_size, m->num_attention_heads, m->ffn_hidden_size, m->vocab_size,
-           m->padded_vocab_size, m->max_position_embeddings, m->seq_length);
+           m->model.num_layers, m->model.hidden_size, m->model.num_attention_heads,
+           m->model.ffn_hidden_size, m->model.vocab_size, m->model.padded_vocab_size,
+           m->model.max_position_embeddings, m->model.seq_length);
     printf("saved with: TP %d, PP %d, DP %d, world size %d\n", m->tensor_model_parallel_size,
            m->pipeline_model_parallel_size, m->data_parallel_size, m->world_size);
-    printf("seed: %" PRIu64 "\n", m->seed);
+    printf("seed: %" PRIu64 "\n", m->model.seed);
     printf("tokenizer: %s\n", m->tokenizer_type[0] ? m->tokenizer_type : "(not recorded)");
     printf("data: %s\n", m->data_description[0] ? m->data_description : "(not recorded)");
     printf("optimizer state: %s\n",
@@ -425,14 +393,10 @@ static void add_integer(cJSON *obj, const char *key, int64_t v) {
 static void add_model_json(cJSON *root, const CheckpointMeta *m) {
     cJSON *model = cJSON_AddObjectToObject(root, "model");
     GPT3D_CHECK(model != NULL, "out of memory");
-    add_integer(model, "num_layers", m->num_layers);
-    add_integer(model, "hidden_size", m->hidden_size);
-    add_integer(model, "num_attention_heads", m->num_attention_heads);
-    add_integer(model, "ffn_hidden_size", m->ffn_hidden_size);
-    add_integer(model, "vocab_size", m->vocab_size);
-    add_integer(model, "padded_vocab_size", m->padded_vocab_size);
-    add_integer(model, "max_position_embeddings", m->max_position_embeddings);
-    add_integer(model, "seq_length", m->seq_length);
+#define ADD_ARCH(f, kind, max, what) add_integer(model, #f, m->model.f);
+    TRANSFORMER_ARCH_FIELDS(ADD_ARCH)
+#undef ADD_ARCH
+    add_integer(model, "seq_length", m->model.seq_length);
     cJSON *layout = cJSON_AddObjectToObject(root, "layout");
     GPT3D_CHECK(layout != NULL, "out of memory");
     add_integer(layout, "tensor_model_parallel_size", m->tensor_model_parallel_size);
@@ -451,7 +415,7 @@ static void add_meta_json(cJSON *root, const Report *rep) {
     cJSON_AddNumberToObject(root, "loss_scale", m->loss_scale);
     add_model_json(root, m);
     char seed[32];
-    snprintf(seed, sizeof seed, "%" PRIu64, m->seed);
+    snprintf(seed, sizeof seed, "%" PRIu64, m->model.seed);
     cJSON_AddRawToObject(root, "seed", seed);
     cJSON_AddStringToObject(root, "tokenizer_type", m->tokenizer_type);
     cJSON_AddStringToObject(root, "data_description", m->data_description);
@@ -527,7 +491,6 @@ static CheckpointReader *open_report(const char *load_dir, bool given, int64_t r
     memset(rep, 0, sizeof *rep);
     checkpoint_iter_dir(rep->dir, sizeof rep->dir, load_dir, iteration);
     rep->meta = *checkpoint_meta(r);
-    check_shape_bounds(&rep->meta, rep->dir);
     collect_params(rep, r);
     return r;
 }
@@ -618,21 +581,17 @@ static bool compare_meta(const CheckpointMeta *a, const CheckpointMeta *b, bool 
                (int64_t)b->field);                                                                 \
         same = false;                                                                              \
     }
+#define SAME_ARCH(f, kind, max, what) SAME(model.f, #f)
     if (shape) {
-        SAME(num_layers, "num_layers");
-        SAME(hidden_size, "hidden_size");
-        SAME(num_attention_heads, "num_attention_heads");
-        SAME(ffn_hidden_size, "ffn_hidden_size");
-        SAME(vocab_size, "vocab_size");
-        SAME(padded_vocab_size, "padded_vocab_size");
-        SAME(max_position_embeddings, "max_position_embeddings");
+        TRANSFORMER_ARCH_FIELDS(SAME_ARCH)
     }
+#undef SAME_ARCH
     if (state) {
         SAME(iteration, "iteration");
         SAME(consumed_train_samples, "consumed samples");
         SAME(optimizer_step, "optimizer step");
         SAME(scheduler_num_steps, "scheduler steps");
-        SAME(seed, "seed");
+        SAME(model.seed, "seed");
         if (!(a->loss_scale == b->loss_scale)) {
             printf("differ: loss scale %.17g, reference %.17g\n", a->loss_scale, b->loss_scale);
             same = false;

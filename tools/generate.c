@@ -93,19 +93,9 @@ static const FlagSpec FLAGS[] = {
 
 /* ------------------------------------------------------- checkpoint */
 
-static GPTConfig config_of(const CheckpointMeta *m, int seq_length) {
-    GPTConfig cfg = {
-        .num_layers = m->num_layers,
-        .hidden_size = m->hidden_size,
-        .num_attention_heads = m->num_attention_heads,
-        .ffn_hidden_size = m->ffn_hidden_size,
-        .vocab_size = m->vocab_size,
-        .padded_vocab_size = m->padded_vocab_size,
-        .max_position_embeddings = m->max_position_embeddings,
-        .seq_length = seq_length,
-        .init_method_std = 0.02, /* unused: every weight comes from the checkpoint */
-        .seed = m->seed,
-    };
+static TransformerConfig config_of(const CheckpointMeta *m, int seq_length) {
+    TransformerConfig cfg = m->model; /* every weight comes from the checkpoint */
+    cfg.seq_length = seq_length;
     return cfg;
 }
 
@@ -311,11 +301,11 @@ static Tokenizer *open_tokenizer(const Options *o, const CheckpointMeta *meta) {
     char err[ERR_SIZE];
     Tokenizer *t = tokenizer_create(type, o->vocab_file, o->merge_file, err, sizeof err);
     if (!t) gpt3d_fail_user("%s", err);
-    if (tokenizer_vocab_size(t) != meta->vocab_size)
+    if (tokenizer_vocab_size(t) != meta->model.vocab_size)
         gpt3d_fail_user("--tokenizer-type %s has %" PRId64 " tokens but the checkpoint's model "
                         "was trained with a vocabulary of %" PRId64
                         "; give the tokenizer it was trained with",
-                        type, tokenizer_vocab_size(t), meta->vocab_size);
+                        type, tokenizer_vocab_size(t), meta->model.vocab_size);
     return t;
 }
 
@@ -323,10 +313,10 @@ static Tokenizer *open_tokenizer(const Options *o, const CheckpointMeta *meta) {
  * than the longest context this run can reach, since every step costs a
  * forward pass over the whole window. */
 static int window_length(const Options *o, const CheckpointMeta *meta, size_t prompt_tokens) {
-    int T = o->seq_length ? o->seq_length : meta->seq_length;
-    if (T > meta->max_position_embeddings)
+    int T = o->seq_length ? o->seq_length : meta->model.seq_length;
+    if (T > meta->model.max_position_embeddings)
         gpt3d_fail_user("--seq-length %d exceeds the checkpoint's max position embeddings %d", T,
-                        meta->max_position_embeddings);
+                        meta->model.max_position_embeddings);
     size_t reach = prompt_tokens + (size_t)o->max_new_tokens;
     if (reach < (size_t)T) T = reach > 0 ? (int)reach : 1;
     return T;
@@ -357,7 +347,7 @@ static int run(const Options *o, bool iteration_given) {
     Backend *be = backend_create(o->device, 0, err, sizeof err);
     if (!be) gpt3d_fail_user("%s", err);
     const int T = window_length(o, meta, context.count);
-    GPTConfig cfg = config_of(meta, T);
+    TransformerConfig cfg = config_of(meta, T);
     ModelPartition whole = {.tp_size = 1,
                             .tp_rank = 0,
                             .first_layer = 0,

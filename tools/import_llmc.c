@@ -63,7 +63,7 @@ static void run(const Options *o, bool seq_given) {
     if (!import_check_save_dir(o->save, err, sizeof err)) gpt3d_fail_user("%s", err);
     GPT2Weights *w = llmc_import(o->llmc, o->divisible_by, err, sizeof err);
     if (!w) gpt3d_fail_user("%s", err);
-    const GPT2Shape *s = gpt2_weights_shape(w);
+    const TransformerConfig *s = gpt2_weights_shape(w);
     if (seq_given && o->seq_length > s->max_position_embeddings)
         gpt3d_fail_user("--seq-length %d exceeds the model's max_seq_len %d", o->seq_length,
                         s->max_position_embeddings);

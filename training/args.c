@@ -12,15 +12,15 @@
 
 static const FlagSpec TRAIN_FLAGS[] = {
     /* model */
-    {"num-layers", FLAG_INT, OPT(num_layers), NULL, "N", "Number of transformer layers.", "model", true},
-    {"hidden-size", FLAG_INT, OPT(hidden_size), NULL, "C", "Transformer hidden size.", "model", true},
-    {"num-attention-heads", FLAG_INT, OPT(num_attention_heads), NULL, "H", "Number of attention heads.", "model", true},
-    {"ffn-hidden-size", FLAG_INT, OPT(ffn_hidden_size), NULL, "F", "MLP hidden size; 4 x hidden-size when not given.", "model", false},
-    {"seq-length", FLAG_INT, OPT(seq_length), NULL, "T", "Tokens per sample.", "model", true},
-    {"max-position-embeddings", FLAG_INT, OPT(max_position_embeddings), NULL, "P", "Rows of the position embedding; seq-length when not given.", "model", false},
+    {"num-layers", FLAG_INT, OPT(model.num_layers), NULL, "N", "Number of transformer layers.", "model", true},
+    {"hidden-size", FLAG_INT, OPT(model.hidden_size), NULL, "C", "Transformer hidden size.", "model", true},
+    {"num-attention-heads", FLAG_INT, OPT(model.num_attention_heads), NULL, "H", "Number of attention heads.", "model", true},
+    {"ffn-hidden-size", FLAG_INT, OPT(model.ffn_hidden_size), NULL, "F", "MLP hidden size; 4 x hidden-size when not given.", "model", false},
+    {"seq-length", FLAG_INT, OPT(model.seq_length), NULL, "T", "Tokens per sample.", "model", true},
+    {"max-position-embeddings", FLAG_INT, OPT(model.max_position_embeddings), NULL, "P", "Rows of the position embedding; seq-length when not given.", "model", false},
     {"make-vocab-size-divisible-by", FLAG_INT, OPT(make_vocab_size_divisible_by), "128", "K", "Pad the vocabulary to a multiple of K (padded logits are masked out of the loss).", "model", false},
-    {"init-method-std", FLAG_DOUBLE, OPT(init_method_std), "0.02", "S", "Std of the normal init; output projections use S/sqrt(2*num-layers).", "model", false},
-    {"recompute-activations", FLAG_SWITCH, OPT(recompute_activations), NULL, NULL, "Keep only each transformer layer's output and recompute the layer's forward in backward (full recomputation, Megatron's --recompute-granularity full): less activation memory for about a third more compute.", "model", false},
+    {"init-method-std", FLAG_DOUBLE, OPT(model.init_method_std), "0.02", "S", "Std of the normal init; output projections use S/sqrt(2*num-layers).", "model", false},
+    {"recompute-activations", FLAG_SWITCH, OPT(model.recompute_activations), NULL, NULL, "Keep only each transformer layer's output and recompute the layer's forward in backward (full recomputation, Megatron's --recompute-granularity full): less activation memory for about a third more compute.", "model", false},
     /* parallelism */
     {"tensor-model-parallel-size", FLAG_INT, OPT(tensor_model_parallel_size), "1", "TP", "Ranks that split each layer.", "parallelism", false},
     {"pipeline-model-parallel-size", FLAG_INT, OPT(pipeline_model_parallel_size), "1", "PP", "Pipeline stages.", "parallelism", false},
@@ -96,38 +96,38 @@ void args_free(TrainArgs *a, FlagParser *parser) { flags_free(parser, a); }
     } while (0)
 
 static bool check_model(const TrainArgs *a, char *err, size_t err_size) {
-    if (a->num_layers < 1) FAIL("--num-layers must be >= 1 (got %d)", a->num_layers);
-    if (a->hidden_size < 1) FAIL("--hidden-size must be >= 1 (got %d)", a->hidden_size);
-    if (a->num_attention_heads < 1)
-        FAIL("--num-attention-heads must be >= 1 (got %d)", a->num_attention_heads);
-    if (a->hidden_size % a->num_attention_heads)
+    if (a->model.num_layers < 1) FAIL("--num-layers must be >= 1 (got %d)", a->model.num_layers);
+    if (a->model.hidden_size < 1) FAIL("--hidden-size must be >= 1 (got %d)", a->model.hidden_size);
+    if (a->model.num_attention_heads < 1)
+        FAIL("--num-attention-heads must be >= 1 (got %d)", a->model.num_attention_heads);
+    if (a->model.hidden_size % a->model.num_attention_heads)
         FAIL("--hidden-size %d is not divisible by --num-attention-heads %d; pick sizes whose "
              "ratio (the head size) is an integer",
-             a->hidden_size, a->num_attention_heads);
-    if (a->ffn_hidden_size < 1) FAIL("--ffn-hidden-size must be >= 1 (got %d)", a->ffn_hidden_size);
-    if (a->seq_length < 1) FAIL("--seq-length must be >= 1 (got %d)", a->seq_length);
-    if (a->seq_length > a->max_position_embeddings)
+             a->model.hidden_size, a->model.num_attention_heads);
+    if (a->model.ffn_hidden_size < 1) FAIL("--ffn-hidden-size must be >= 1 (got %d)", a->model.ffn_hidden_size);
+    if (a->model.seq_length < 1) FAIL("--seq-length must be >= 1 (got %d)", a->model.seq_length);
+    if (a->model.seq_length > a->model.max_position_embeddings)
         FAIL("--seq-length %d exceeds --max-position-embeddings %d; raise "
              "--max-position-embeddings or shorten --seq-length",
-             a->seq_length, a->max_position_embeddings);
+             a->model.seq_length, a->model.max_position_embeddings);
     if (a->make_vocab_size_divisible_by < 1)
         FAIL("--make-vocab-size-divisible-by must be >= 1 (got %d)",
              a->make_vocab_size_divisible_by);
-    if (!(a->init_method_std > 0)) FAIL("--init-method-std must be > 0");
+    if (!(a->model.init_method_std > 0)) FAIL("--init-method-std must be > 0");
     const int tp = a->tensor_model_parallel_size;
-    if (a->num_attention_heads % tp)
+    if (a->model.num_attention_heads % tp)
         FAIL("--num-attention-heads %d is not divisible by --tensor-model-parallel-size %d",
-             a->num_attention_heads, tp);
-    if (a->ffn_hidden_size % tp)
+             a->model.num_attention_heads, tp);
+    if (a->model.ffn_hidden_size % tp)
         FAIL("--ffn-hidden-size %d is not divisible by --tensor-model-parallel-size %d",
-             a->ffn_hidden_size, tp);
-    if (a->num_layers % a->pipeline_model_parallel_size)
+             a->model.ffn_hidden_size, tp);
+    if (a->model.num_layers % a->pipeline_model_parallel_size)
         FAIL("--num-layers %d is not divisible by --pipeline-model-parallel-size %d",
-             a->num_layers, a->pipeline_model_parallel_size);
-    if (a->sequence_parallel && a->seq_length % tp)
+             a->model.num_layers, a->pipeline_model_parallel_size);
+    if (a->sequence_parallel && a->model.seq_length % tp)
         FAIL("--sequence-parallel needs --seq-length %d divisible by "
              "--tensor-model-parallel-size %d",
-             a->seq_length, tp);
+             a->model.seq_length, tp);
     return true;
 }
 
@@ -212,9 +212,9 @@ bool args_parse(TrainArgs *a, FlagParser *parser, int argc, char **argv, int wor
         return false;
     a->data_parallel_size =
         world_size / (a->tensor_model_parallel_size * a->pipeline_model_parallel_size);
-    if (!flags_was_set(parser, "ffn-hidden-size")) a->ffn_hidden_size = 4 * a->hidden_size;
+    if (!flags_was_set(parser, "ffn-hidden-size")) a->model.ffn_hidden_size = 4 * a->model.hidden_size;
     if (!flags_was_set(parser, "max-position-embeddings"))
-        a->max_position_embeddings = a->seq_length;
+        a->model.max_position_embeddings = a->model.seq_length;
     if (!flags_was_set(parser, "global-batch-size"))
         a->global_batch_size = a->micro_batch_size * a->data_parallel_size;
     if (!flags_was_set(parser, "lr-decay-iters")) a->lr_decay_iters = a->train_iters;

@@ -16,15 +16,16 @@
 #include <stdio.h>
 
 #include "core/flags.h"
+#include "model/transformer_config.h"
 
 typedef struct {
-    /* model */
-    int num_layers, hidden_size, num_attention_heads, ffn_hidden_size;
-    int seq_length, max_position_embeddings, make_vocab_size_divisible_by;
-    double init_method_std;
+    /* The model as the flags give it (the vocabulary sizes and the seed are
+     * filled in by the trainer from the data and --seed). */
+    TransformerConfig model;
+    int make_vocab_size_divisible_by;
     /* parallelism */
     int tensor_model_parallel_size, pipeline_model_parallel_size;
-    bool sequence_parallel, use_distributed_optimizer, recompute_activations;
+    bool sequence_parallel, use_distributed_optimizer;
     bool overlap_grad_reduce, overlap_param_gather, grad_reduce_in_bf16;
     int64_t ddp_bucket_size; /* 0: Megatron's default */
     bool ddp_bucket_size_given;

@@ -31,25 +31,17 @@ static bool rank_writes_param(const Trainer *t, const ParamInfo *p) {
 
 static void fill_meta(const Trainer *t, CheckpointMeta *m) {
     memset(m, 0, sizeof *m);
-    const GPTConfig *c = &t->cfg;
+    const TransformerConfig *c = &t->cfg;
     m->iteration = t->iteration;
     m->consumed_train_samples = t->consumed_samples;
     m->optimizer_step = distrib_optimizer_step_count(t->opt);
     m->scheduler_num_steps = t->consumed_samples;
     m->loss_scale = 1.0;
-    m->num_layers = c->num_layers;
-    m->hidden_size = c->hidden_size;
-    m->num_attention_heads = c->num_attention_heads;
-    m->ffn_hidden_size = c->ffn_hidden_size;
-    m->vocab_size = c->vocab_size;
-    m->padded_vocab_size = c->padded_vocab_size;
-    m->max_position_embeddings = c->max_position_embeddings;
-    m->seq_length = c->seq_length;
+    m->model = *c;
     m->tensor_model_parallel_size = t->ps->tp_size;
     m->pipeline_model_parallel_size = t->ps->pp_size;
     m->data_parallel_size = t->ps->dp_size;
     m->world_size = t->ps->world_size;
-    m->seed = c->seed;
     m->has_optimizer_state = true;
     snprintf(m->data_description, sizeof m->data_description, "%s",
              blended_dataset_description(t->train_ds));
@@ -277,21 +269,14 @@ bool trainer_save_checkpoint(Trainer *t, char *err, size_t err_size) {
 }
 
 /* A checkpoint of another model shape is refused with the first difference. */
-static bool check_shape(const CheckpointMeta *m, const GPTConfig *c, const char *where, char *err,
-                        size_t err_size) {
-#define SAME(field, flag)                                                                          \
-    if ((long long)m->field != (long long)c->field)                                                \
-        FAIL("%s was saved with %s %lld but this run has %lld; use the checkpoint's model shape "  \
-             "or start without --load",                                                            \
-             where, flag, (long long)m->field, (long long)c->field);
-    SAME(num_layers, "--num-layers");
-    SAME(hidden_size, "--hidden-size");
-    SAME(num_attention_heads, "--num-attention-heads");
-    SAME(ffn_hidden_size, "--ffn-hidden-size");
-    SAME(vocab_size, "a vocabulary size");
-    SAME(padded_vocab_size, "a padded vocabulary (--make-vocab-size-divisible-by) of");
-    SAME(max_position_embeddings, "--max-position-embeddings");
-#undef SAME
+static bool check_shape(const CheckpointMeta *m, const TransformerConfig *c, const char *where,
+                        char *err, size_t err_size) {
+    long long saved, ours;
+    const char *what = transformer_config_difference(&m->model, c, &saved, &ours);
+    if (what)
+        FAIL("%s was saved with %s %lld but this run has %lld; use the checkpoint's model shape "
+             "or start without --load",
+             where, what, saved, ours);
     return true;
 }
 

@@ -44,8 +44,8 @@ bool trainer_check_memory(const Trainer *t, int num_slots, char *err, size_t err
                  "--ffn-hidden-size %d, vocabulary %lld) need at least %.1f GiB per rank for "
                  "weights and gradients alone, but only %.1f GiB of %s is free; use a smaller "
                  "model or more --tensor-model-parallel-size / --pipeline-model-parallel-size",
-                 (long long)gpt_canonical_param_count(&t->cfg), a->num_layers, a->hidden_size,
-                 a->ffn_hidden_size, (long long)t->cfg.padded_vocab_size, gib(bound),
+                 (long long)gpt_canonical_param_count(&t->cfg), a->model.num_layers, a->model.hidden_size,
+                 a->model.ffn_hidden_size, (long long)t->cfg.padded_vocab_size, gib(bound),
                  gib((double)available), where);
         return false;
     }
@@ -65,6 +65,6 @@ bool trainer_check_memory(const Trainer *t, int num_slots, char *err, size_t err
              "--seq-length, add --recompute-activations, or spread the model over more ranks",
              gib(total), gib((double)plan.param_bytes), gib((double)plan.grad_bytes),
              gib(optimizer + scratch), gib((double)plan.activation_bytes), a->micro_batch_size,
-             a->seq_length, gib((double)available), where);
+             a->model.seq_length, gib((double)available), where);
     return false;
 }

@@ -10,7 +10,7 @@
 
 /* Fills tokens/targets with B consecutive samples starting at `first`. */
 static void load_micro_batch(Trainer *t, BlendedDataset *ds, int64_t first) {
-    const int B = t->args->micro_batch_size, T = t->args->seq_length;
+    const int B = t->args->micro_batch_size, T = t->args->model.seq_length;
     char err[1024];
     for (int b = 0; b < B; b++) {
         if (!blended_dataset_get_sample(ds, first + b, t->sample, err, sizeof err))
@@ -149,7 +149,7 @@ void trainer_optimizer_step(Trainer *t, const StepResult *r) {
 StepResult train_step(Trainer *t) {
     const TrainArgs *a = t->args;
     const int M = a->num_microbatches;
-    const double tokens_per_batch = (double)a->global_batch_size * a->seq_length;
+    const double tokens_per_batch = (double)a->global_batch_size * a->model.seq_length;
     StepResult r = {.lr = lr_schedule_lr(&t->sched, t->iteration)};
     gpt_model_zero_grad(t->model);
 
@@ -197,5 +197,5 @@ double evaluate(Trainer *t) {
         }
     }
     return global_mean_loss(t, ctx.loss_sum,
-                            (double)a->eval_iters * a->global_batch_size * a->seq_length);
+                            (double)a->eval_iters * a->global_batch_size * a->model.seq_length);
 }

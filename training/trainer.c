@@ -43,7 +43,7 @@ static bool setup_data(Trainer *t, char *err, size_t err_size) {
         .valid_data_path = (const char *const *)a->valid_data_path.items,
         .valid_data_path_count = a->valid_data_path.count,
         .split = a->split,
-        .seq_length = a->seq_length,
+        .seq_length = a->model.seq_length,
         .seed = (uint64_t)a->seed,
         .expected_tokenizer_type = a->tokenizer_type,
         .cache_dir = a->data_cache_path,
@@ -68,20 +68,15 @@ static bool setup_data(Trainer *t, char *err, size_t err_size) {
 
 static void setup_config(Trainer *t) {
     const TrainArgs *a = t->args;
-    GPTConfig *c = &t->cfg;
-    c->num_layers = a->num_layers;
-    c->hidden_size = a->hidden_size;
-    c->num_attention_heads = a->num_attention_heads;
-    c->ffn_hidden_size = a->ffn_hidden_size;
-    c->padded_vocab_size = gpt_padded_vocab_size(c->vocab_size, a->make_vocab_size_divisible_by);
-    c->max_position_embeddings = a->max_position_embeddings;
-    c->seq_length = a->seq_length;
-    c->init_method_std = a->init_method_std;
+    TransformerConfig *c = &t->cfg;
+    const int64_t vocab_size = c->vocab_size; /* the data's tokenizer (setup_data) */
+    *c = a->model;
+    c->vocab_size = vocab_size;
+    c->padded_vocab_size = gpt_padded_vocab_size(vocab_size, a->make_vocab_size_divisible_by);
     c->seed = (uint64_t)a->seed;
-    c->recompute_activations = a->recompute_activations;
 
     const ParallelState *ps = t->ps;
-    const int layers_per_stage = a->num_layers / ps->pp_size;
+    const int layers_per_stage = a->model.num_layers / ps->pp_size;
     t->part = (ModelPartition){
         .tp_size = ps->tp_size,
         .tp_rank = ps->tp_rank,
@@ -117,7 +112,7 @@ static void print_buckets(const Trainer *t) {
 static void print_summary(const Trainer *t, const char *device) {
     if (!is_root(t)) return;
     const TrainArgs *a = t->args;
-    const GPTConfig *c = &t->cfg;
+    const TransformerConfig *c = &t->cfg;
     const ParamTable *pt = gpt_model_params(t->model);
     const size_t numel = distrib_optimizer_buffer_numel(t->opt);
     const size_t param_bytes = backend_act_bytes(t->be, numel);
@@ -137,7 +132,7 @@ static void print_summary(const Trainer *t, const char *device) {
     printf("batch: micro %d x %d micro-batches x DP %d = global %d samples (%d tokens) per "
            "iteration\n",
            a->micro_batch_size, a->num_microbatches, t->ps->dp_size, a->global_batch_size,
-           a->global_batch_size * a->seq_length);
+           a->global_batch_size * a->model.seq_length);
     printf("data: %s; tokenizer %s\n", blended_dataset_description(t->train_ds), t->tokenizer_type);
     if (t->valid_ds) printf("      %s\n", blended_dataset_description(t->valid_ds));
     printf("memory per rank: parameters %.3f MiB, gradients %.3f MiB, optimizer state %.3f MiB "
@@ -243,8 +238,8 @@ bool trainer_setup(Trainer *t, const TrainArgs *a, const ParallelState *ps, char
         distrib_optimizer_publish_params(t->opt); /* a load filled only this rank's shard */
     }
 
-    const size_t N = (size_t)a->micro_batch_size * (size_t)a->seq_length;
-    t->sample = xmalloc(((size_t)a->seq_length + 1) * sizeof(int32_t));
+    const size_t N = (size_t)a->micro_batch_size * (size_t)a->model.seq_length;
+    t->sample = xmalloc(((size_t)a->model.seq_length + 1) * sizeof(int32_t));
     t->tokens = xmalloc(N * sizeof(int32_t));
     t->targets = xmalloc(N * sizeof(int32_t));
 
@@ -287,7 +282,7 @@ static void print_log_line(const Trainer *t, const StepResult *r, const LogWindo
     char stamp[32];
     timer_wall_clock_string(stamp, sizeof stamp);
     const double ms = 1000.0 * w->seconds / (double)w->iters;
-    const double tokens = (double)a->global_batch_size * a->seq_length;
+    const double tokens = (double)a->global_batch_size * a->model.seq_length;
     const double tflops = gpt_flops_per_token(&t->cfg) * tokens / (ms / 1000.0) / 1e12 /
                           t->ps->world_size;
     printf(" [%s] iteration %8lld/%8lld | consumed samples: %12lld | elapsed time per iteration "
@@ -313,7 +308,7 @@ static void write_metrics(const Trainer *t, const StepResult *r, double seconds,
                           double valid_loss) {
     if (!t->metrics) return;
     const TrainArgs *a = t->args;
-    const double tokens = (double)a->global_batch_size * a->seq_length;
+    const double tokens = (double)a->global_batch_size * a->model.seq_length;
     fprintf(t->metrics,
             "{\"iteration\": %lld, \"consumed_samples\": %lld, \"lm_loss\": %.17g, "
             "\"grad_norm\": %.17g, \"lr\": %.17g, \"loss_scale\": 1.0, \"iteration_ms\": %.3f, "

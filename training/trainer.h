@@ -32,7 +32,7 @@ typedef struct {
     Backend *be;
     Comm comm;
     TensorParallel tp;
-    GPTConfig cfg;
+    TransformerConfig cfg;
     ModelPartition part;
     GPTModel *model;
     DistributedOptimizer *opt; /* owns the parameter and gradient buffers */
