@@ -37,3 +37,19 @@ finish() {
     echo "$1: ok"
     exit 0
 }
+
+# strip_timings FILE...: metrics lines without their timing fields (which
+# differ between runs; losses, norms and the learning rate must not).
+strip_timings() { sed -E 's/, "iteration_ms"[^,}]*//; s/, "tokens_per_s"[^,}]*//; s/, "tflops_per_gpu"[^,}]*//' "$@"; }
+
+# first_iteration FILE: the iteration of a metrics file's first line.
+first_iteration() { sed -E 's/^\{"iteration": ([0-9]+).*/\1/;q' "$1"; }
+
+# run_layout TP PP DP OUT ARGS...: pretrain_gpt (PRETRAIN) under MPIEXEC at
+# that layout, its output in OUT.log; the status is pretrain_gpt's.
+run_layout() {
+    local tp=$1 pp=$2 dp=$3 out=$4
+    shift 4
+    timeout 300 "$MPIEXEC" --oversubscribe -np $((tp * pp * dp)) "$PRETRAIN" "$@" \
+        --tensor-model-parallel-size "$tp" --pipeline-model-parallel-size "$pp" > "$out.log" 2>&1
+}

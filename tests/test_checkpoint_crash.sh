@@ -16,12 +16,8 @@ MPIEXEC=$1
 PRETRAIN=$2
 PREPROCESS=$3
 VERIFY=$4
-WORK=$(mktemp -d)
-trap 'rm -rf "$WORK"' EXIT
-export OPENBLAS_NUM_THREADS=1 OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+source "$(dirname "$0")/e2e_common.sh"
 unset GPT3D_TEST_KILL_IN_SAVE
-failures=0
-fail() { echo "FAIL: $*" >&2; failures=$((failures + 1)); }
 
 for i in $(seq 1 24); do
     for j in $(seq 1 30); do echo "checkpoint $i survives crash $j of $(( (i + 3 * j) % 19 ))"; done > "$WORK/d$i.txt"
@@ -36,8 +32,6 @@ ARGS=(--num-layers 4 --hidden-size 32 --num-attention-heads 4 --ffn-hidden-size 
       --eval-iters 0 --device cpu --log-interval 1000 --tensor-model-parallel-size 2)
 NP=4
 mpi() { timeout 120 "$MPIEXEC" --oversubscribe -np "$NP" "$PRETRAIN" "${ARGS[@]}" "$@"; }
-strip() { sed -E 's/, "iteration_ms"[^,}]*//; s/, "tokens_per_s"[^,}]*//; s/, "tflops_per_gpu"[^,}]*//' "$@"; }
-first_iteration() { sed -E 's/^\{"iteration": ([0-9]+).*/\1/;q' "$1"; }
 latest_of() { cat "$1/latest_checkpointed_iteration.txt" 2>/dev/null; }
 same_as_full() { # same_as_full NAME FILE: FILE's lines equal those of full.jsonl for their iterations, timings aside
     local first
@@ -45,7 +39,7 @@ same_as_full() { # same_as_full NAME FILE: FILE's lines equal those of full.json
     [ -s "$2" ] || { fail "$1: no metrics written ($2 is empty or missing)"; return; }
     first=$(first_iteration "$2")
     [[ "$first" =~ ^[1-9][0-9]*$ ]] || { fail "$1: the first line of $2 has no iteration"; return; }
-    diff <(strip "$WORK/full.jsonl" | sed -n "$first,\$p" | head -n "$(wc -l < "$2")") <(strip "$2") \
+    diff <(strip_timings "$WORK/full.jsonl" | sed -n "$first,\$p" | head -n "$(wc -l < "$2")") <(strip_timings "$2") \
         > "$WORK/same.diff" || { cat "$WORK/same.diff" >&2; fail "$1: metrics differ from the uninterrupted run"; }
 }
 
@@ -173,7 +167,7 @@ if sigterm_run "$SIG" all; then
     mpi --train-iters $((n + 3)) --load "$SIG" --metrics-file "$SIG.resumed.jsonl" > "$SIG.resumed.log" 2>&1 \
         || { cat "$SIG.resumed.log"; fail "SIGTERM: resume"; }
     [ "$(first_iteration "$SIG.resumed.jsonl")" = $((n + 1)) ] || fail "SIGTERM: the resume does not start at $((n + 1))"
-    diff <(strip "$WORK/sigfull.jsonl") <(strip "$SIG.jsonl" "$SIG.resumed.jsonl") > "$WORK/sig.diff" \
+    diff <(strip_timings "$WORK/sigfull.jsonl") <(strip_timings "$SIG.jsonl" "$SIG.resumed.jsonl") > "$WORK/sig.diff" \
         || { cat "$WORK/sig.diff" >&2; fail "SIGTERM: stopped and resumed run differs from the uninterrupted one"; }
     echo "SIGTERM to every rank: exited at iteration $n with its checkpoint; resume ok"
 fi

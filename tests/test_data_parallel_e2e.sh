@@ -29,14 +29,6 @@ ARGS=(--num-layers 4 --hidden-size 32 --num-attention-heads 4 --ffn-hidden-size 
       --tokenizer-type ByteTokenizer --data-path "$WORK/c_text_document.h5" --split 90,10,0
       --eval-iters 1 --eval-interval 10 --device cpu --log-interval 10)
 
-strip() { sed -E 's/, "iteration_ms"[^,}]*//; s/, "tokens_per_s"[^,}]*//; s/, "tflops_per_gpu"[^,}]*//' "$@"; }
-run() { # run TP PP DP OUT ARGS...: pretrain_gpt at that layout, log in OUT.log
-    local tp=$1 pp=$2 dp=$3 out=$4
-    shift 4
-    timeout 300 "$MPIEXEC" --oversubscribe -np $((tp * pp * dp)) "$PRETRAIN" "$@" \
-        --tensor-model-parallel-size "$tp" --pipeline-model-parallel-size "$pp" > "$out.log" 2>&1
-}
-first_iteration() { sed -E 's/^\{"iteration": ([0-9]+).*/\1/;q' "$1"; }
 
 # --- every layout against one rank ---------------------------------------
 "$PRETRAIN" "${ARGS[@]}" --metrics-file "$WORK/ref.jsonl" > "$WORK/ref.log" 2>&1 \
@@ -46,14 +38,14 @@ for layout in "1 1 2" "1 1 4" "2 2 2" "1 2 4" "2 1 4"; do
     set -- $layout
     name="TPxPPxDP=$1x$2x$3"
     out="$WORK/l$1$2$3"
-    if ! run "$1" "$2" "$3" "$out" "${ARGS[@]}" --metrics-file "$out.jsonl"; then
+    if ! run_layout "$1" "$2" "$3" "$out" "${ARGS[@]}" --metrics-file "$out.jsonl"; then
         cat "$out.log"; fail "$name run"; continue
     fi
     grep -q "DP $3 x PP $2 x TP $1" "$out.log" || fail "$name: start-up line does not state the layout"
     grep -q "micro 1 x $((8 / $3)) micro-batches x DP $3 = global 8 samples" "$out.log" \
         || fail "$name: batch split line: $(grep '^batch:' "$out.log")"
     compare "$name" "$WORK/ref.jsonl" "$out.jsonl" || fail "$name differs from one rank"
-    echo "$name: $(sed -n 20p "$out.jsonl" | strip) ok"
+    echo "$name: $(sed -n 20p "$out.jsonl" | strip_timings) ok"
 done
 
 # --- optimizer state per rank: 1/DP of plain data parallelism ----------------
@@ -63,8 +55,8 @@ done
 optimizer_mib() { # optimizer_mib LOG -> "X Y": optimizer state and plain data parallel MiB
     sed -nE 's/.*optimizer state ([0-9.]+) MiB \(plain data parallel: ([0-9.]+) MiB[;)].*/\1 \2/p' "$1"
 }
-run 1 1 1 "$WORK/mem1" "${ARGS[@]}" --train-iters 1 --lr-warmup-iters 0 --eval-iters 0 || { cat "$WORK/mem1.log"; fail "DP=1 memory run"; }
-run 1 1 4 "$WORK/mem4" "${ARGS[@]}" --train-iters 1 --lr-warmup-iters 0 --eval-iters 0 || { cat "$WORK/mem4.log"; fail "DP=4 memory run"; }
+run_layout 1 1 1 "$WORK/mem1" "${ARGS[@]}" --train-iters 1 --lr-warmup-iters 0 --eval-iters 0 || { cat "$WORK/mem1.log"; fail "DP=1 memory run"; }
+run_layout 1 1 4 "$WORK/mem4" "${ARGS[@]}" --train-iters 1 --lr-warmup-iters 0 --eval-iters 0 || { cat "$WORK/mem4.log"; fail "DP=4 memory run"; }
 read -r x1 y1 <<<"$(optimizer_mib "$WORK/mem1.log")"
 read -r x4 y4 <<<"$(optimizer_mib "$WORK/mem4.log")"
 params=$(sed -nE 's/^model: .* ([0-9]+) parameters$/\1/p' "$WORK/mem1.log")
@@ -88,7 +80,7 @@ else
 fi
 
 # --- resume: saved at 2x2x2, loaded at 2x2x2, 1x1x1, 1x4x2, 4x1x2 ------------
-run 2 2 2 "$WORK/save" "${ARGS[@]}" --exit-interval 10 --save "$WORK/ck" --metrics-file "$WORK/save.jsonl" \
+run_layout 2 2 2 "$WORK/save" "${ARGS[@]}" --exit-interval 10 --save "$WORK/ck" --metrics-file "$WORK/save.jsonl" \
     || { cat "$WORK/save.log"; fail "2x2x2 save at iteration 10"; }
 [ "$(cat "$WORK/ck/latest_checkpointed_iteration.txt" 2>/dev/null)" = "10" ] || fail "no checkpoint of iteration 10"
 grep -q "exiting at iteration 10 (--exit-interval)" "$WORK/save.log" || fail "--exit-interval 10 did not stop at 10"
@@ -97,7 +89,7 @@ for layout in "2 2 2" "1 1 1" "1 4 2" "4 1 2"; do
     set -- $layout
     name="2x2x2 -> $1x$2x$3 resume"
     out="$WORK/re$1$2$3"
-    if ! run "$1" "$2" "$3" "$out" "${ARGS[@]}" --load "$WORK/ck" --metrics-file "$out.jsonl"; then
+    if ! run_layout "$1" "$2" "$3" "$out" "${ARGS[@]}" --load "$WORK/ck" --metrics-file "$out.jsonl"; then
         cat "$out.log"; fail "$name"; continue
     fi
     grep -q "saved at TP 2 PP 2 DP 2" "$out.log" || fail "$name: the saved layout is not reported"
@@ -105,7 +97,7 @@ for layout in "2 2 2" "1 1 1" "1 4 2" "4 1 2"; do
     cat "$WORK/save.jsonl" "$out.jsonl" > "$out.all.jsonl"
     if [ "$layout" = "2 2 2" ]; then
         # Same layout: the metrics, timings aside, equal the uninterrupted run's bitwise.
-        diff <(strip "$WORK/l222.jsonl") <(strip "$out.all.jsonl") > "$out.diff" \
+        diff <(strip_timings "$WORK/l222.jsonl") <(strip_timings "$out.all.jsonl") > "$out.diff" \
             || { cat "$out.diff" >&2; fail "$name differs from the uninterrupted 2x2x2 run"; }
     else
         compare "$name" "$WORK/l222.jsonl" "$out.all.jsonl" || fail "$name differs from the uninterrupted run"
@@ -124,20 +116,20 @@ awk '{ if (!match($0, /"grad_norm": [^,}]*/)) exit 1; if (substr($0, RSTART + 13
      END { exit NR != 20 }' "$WORK/clip1.jsonl" || fail "--clip-grad 0.05 does not clip every iteration"
 # A clip that changes the update changes the losses (iteration 3 is the first
 # after a step with a non-zero learning rate).
-[ "$(sed -n 3p "$WORK/clip1.jsonl" | strip)" != "$(sed -n 3p "$WORK/ref.jsonl" | strip)" ] \
+[ "$(sed -n 3p "$WORK/clip1.jsonl" | strip_timings)" != "$(sed -n 3p "$WORK/ref.jsonl" | strip_timings)" ] \
     || fail "--clip-grad 0.05 had no effect on the losses"
 for layout in "1 1 2" "2 2 2"; do
     set -- $layout
     name="clipped TPxPPxDP=$1x$2x$3"
     out="$WORK/clip$1$2$3"
-    if ! run "$1" "$2" "$3" "$out" "${CLIP[@]}" --metrics-file "$out.jsonl"; then
+    if ! run_layout "$1" "$2" "$3" "$out" "${CLIP[@]}" --metrics-file "$out.jsonl"; then
         cat "$out.log"; fail "$name run"; continue
     fi
     compare "$name" "$WORK/clip1.jsonl" "$out.jsonl" || fail "$name differs from one rank"
 done
 
 # --- a global batch that does not split over the DP replicas -----------------
-run 1 1 8 "$WORK/bad" "${ARGS[@]}" --global-batch-size 6 --save "$WORK/bad_ck" \
+run_layout 1 1 8 "$WORK/bad" "${ARGS[@]}" --global-batch-size 6 --save "$WORK/bad_ck" \
     && fail "--global-batch-size 6 at DP 8 was accepted"
 grep -q "^error: .*--global-batch-size 6.*--micro-batch-size 1" "$WORK/bad.log" \
     || { cat "$WORK/bad.log"; fail "bad global batch: message does not name --global-batch-size 6"; }

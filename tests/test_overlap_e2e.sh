@@ -25,13 +25,6 @@ ARGS=(--num-layers $L --hidden-size $C --num-attention-heads 4 --ffn-hidden-size
       --eval-iters 1 --eval-interval 10 --device cpu --log-interval 10)
 OVERLAP=(--overlap-grad-reduce --overlap-param-gather --ddp-bucket-size $BUCKET)
 
-strip() { sed -E 's/, "iteration_ms"[^,}]*//; s/, "tokens_per_s"[^,}]*//; s/, "tflops_per_gpu"[^,}]*//' "$@"; }
-run() { # run TP PP DP OUT ARGS...: pretrain_gpt at that layout, log in OUT.log
-    local tp=$1 pp=$2 dp=$3 out=$4
-    shift 4
-    timeout 300 "$MPIEXEC" --oversubscribe -np $((tp * pp * dp)) "$PRETRAIN" "$@" \
-        --tensor-model-parallel-size "$tp" --pipeline-model-parallel-size "$pp" > "$out.log" 2>&1
-}
 buckets_line() { grep -m1 '^gradient buckets:' "$1"; }
 
 "$PRETRAIN" "${ARGS[@]}" --metrics-file "$WORK/ref.jsonl" > "$WORK/ref.log" 2>&1 \
@@ -46,7 +39,7 @@ for layout in "1 1 2" "1 1 4" "2 2 2" "1 2 4" "2 1 4" "2 1 2 sp"; do
     out="$WORK/l$1$2$3${4:-}"
     extra=()
     [ "${4:-}" = sp ] && extra=(--sequence-parallel)
-    if ! run "$1" "$2" "$3" "$out" "${ARGS[@]}" "${OVERLAP[@]}" "${extra[@]}" --metrics-file "$out.jsonl"; then
+    if ! run_layout "$1" "$2" "$3" "$out" "${ARGS[@]}" "${OVERLAP[@]}" "${extra[@]}" --metrics-file "$out.jsonl"; then
         cat "$out.log"; fail "$name run"; continue
     fi
     k=$(buckets_line "$out.log" | sed -E 's/^gradient buckets: ([0-9]+) .*/\1/')
@@ -54,7 +47,7 @@ for layout in "1 1 2" "1 1 4" "2 2 2" "1 2 4" "2 1 4" "2 1 2 sp"; do
     buckets_line "$out.log" | grep -q "overlap: grad reduce on, param gather on" \
         || fail "$name: overlap not reported on"
     compare "$name" "$WORK/ref.jsonl" "$out.jsonl" || fail "$name differs from one rank"
-    echo "$name: $k buckets, $(sed -n 20p "$out.jsonl" | strip) ok"
+    echo "$name: $k buckets, $(sed -n 20p "$out.jsonl" | strip_timings) ok"
 done
 
 # --- the bucket layout at DP 4 (TP = PP = 1) equals the analytic one ----------
@@ -78,7 +71,7 @@ echo "bucket layout at DP 4: $got"
 # written when a bucket's collective starts. In the last iteration, a
 # grad_reduce_start line before the last backward line means that bucket's
 # reduce-scatter was posted while that backward was still running.
-run 1 1 2 "$WORK/trace" "${ARGS[@]}" "${OVERLAP[@]}" --train-iters 2 --lr-warmup-iters 0 --eval-iters 0 \
+run_layout 1 1 2 "$WORK/trace" "${ARGS[@]}" "${OVERLAP[@]}" --train-iters 2 --lr-warmup-iters 0 --eval-iters 0 \
     --trace-schedule "$WORK/trace.txt" || { cat "$WORK/trace.log"; fail "traced run"; }
 # It must also come after the one before (the gradients were final only then).
 awk '/^iteration 2$/ { on = 1 } on && /^grad_reduce_start/ && !first { first = NR }
@@ -91,17 +84,17 @@ k=$(buckets_line "$WORK/trace.log" | sed -E 's/^gradient buckets: ([0-9]+) .*/\1
 grep -q '^grad_reduce_exposed ' "$WORK/trace.txt.rank0" || fail "the trace does not report the exposed reduce time"
 
 # --- resume with overlap at the same layout is bitwise ------------------------
-run 2 2 2 "$WORK/save" "${ARGS[@]}" "${OVERLAP[@]}" --exit-interval 10 --save "$WORK/ck" \
+run_layout 2 2 2 "$WORK/save" "${ARGS[@]}" "${OVERLAP[@]}" --exit-interval 10 --save "$WORK/ck" \
     --metrics-file "$WORK/save.jsonl" || { cat "$WORK/save.log"; fail "2x2x2 save at iteration 10"; }
-run 2 2 2 "$WORK/resume" "${ARGS[@]}" "${OVERLAP[@]}" --load "$WORK/ck" --metrics-file "$WORK/resume.jsonl" \
+run_layout 2 2 2 "$WORK/resume" "${ARGS[@]}" "${OVERLAP[@]}" --load "$WORK/ck" --metrics-file "$WORK/resume.jsonl" \
     || { cat "$WORK/resume.log"; fail "2x2x2 resume"; }
 cat "$WORK/save.jsonl" "$WORK/resume.jsonl" > "$WORK/all.jsonl"
-diff <(strip "$WORK/l222.jsonl") <(strip "$WORK/all.jsonl") > "$WORK/resume.diff" \
+diff <(strip_timings "$WORK/l222.jsonl") <(strip_timings "$WORK/all.jsonl") > "$WORK/resume.diff" \
     || { cat "$WORK/resume.diff" >&2; fail "the overlapped 2x2x2 resume differs from the uninterrupted run"; }
 
 # --- bad bucket sizes ---------------------------------------------------------
 for bad in 0 -5; do
-    run 1 1 2 "$WORK/bad" "${ARGS[@]}" --overlap-grad-reduce --ddp-bucket-size "$bad" \
+    run_layout 1 1 2 "$WORK/bad" "${ARGS[@]}" --overlap-grad-reduce --ddp-bucket-size "$bad" \
         && fail "--ddp-bucket-size $bad was accepted"
     grep -q "^error: .*--ddp-bucket-size" "$WORK/bad.log" \
         || { cat "$WORK/bad.log"; fail "--ddp-bucket-size $bad: message does not name the flag"; }
