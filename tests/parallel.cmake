@@ -8,3 +8,11 @@ gpt3d_add_test(NAME test_collectives_8 SOURCES test_collectives.c RANKS 8 TIMEOU
 # One and two ranks: the size-1 shortcuts and the smallest real exchanges.
 gpt3d_add_test(NAME test_collectives_1 SOURCES test_collectives.c RANKS 1 TIMEOUT 60)
 gpt3d_add_test(NAME test_collectives_2 SOURCES test_collectives.c RANKS 2 TIMEOUT 60)
+# The device implementations (NCCL, staged) on CUDA buffers; exit 77 without
+# a GPU. Two ranks share the GPU through the staged implementation; the GPU
+# kit runs it as one rank, where every group is a one-rank NCCL communicator.
+gpt3d_add_test(NAME test_comm_cuda SOURCES test_comm_cuda.c RANKS 2 TIMEOUT 120 LABELS cuda)
+# The same program with the CPU backend standing in (staged only): a harness
+# self-test that runs everywhere.
+gpt3d_add_test(NAME test_harness_comm_cuda SOURCES test_comm_cuda.c RANKS 2 TIMEOUT 120
+  ARGS --cpu-standin LABELS harness)
