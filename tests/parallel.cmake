@@ -16,3 +16,11 @@ gpt3d_add_test(NAME test_comm_cuda SOURCES test_comm_cuda.c RANKS 2 TIMEOUT 120 
 # self-test that runs everywhere.
 gpt3d_add_test(NAME test_harness_comm_cuda SOURCES test_comm_cuda.c RANKS 2 TIMEOUT 120
   ARGS --cpu-standin LABELS harness)
+# 2, 4 and 8 ranks sharing one GPU through the staged communication against
+# one rank (exit 77 without a GPU). A shell test, so the GPU kit runs the same
+# comparison itself (scripts/run_gpu_checks.sh, check_multirank).
+add_test(NAME test_comm_cuda_e2e
+  COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/test_comm_cuda_e2e.sh ${MPIEXEC_EXECUTABLE}
+          $<TARGET_FILE:pretrain_gpt> $<TARGET_FILE:preprocess_data>)
+set_tests_properties(test_comm_cuda_e2e PROPERTIES TIMEOUT 600 SKIP_RETURN_CODE 77 LABELS cuda
+  ENVIRONMENT "OPENBLAS_NUM_THREADS=1")

@@ -165,6 +165,10 @@ bool trainer_setup(Trainer *t, const TrainArgs *a, const ParallelState *ps, char
     if (!resolve_device(a, &device, err, err_size)) return false;
     CommImplKind comm_kind;
     if (!comm_resolve_kind(a->comm, device, &comm_kind, err, err_size)) return false;
+    /* One rank moves nothing between ranks: auto makes no NCCL communicators
+     * (the staged implementation only copies within the device then). */
+    if (ps->world_size == 1 && !strcmp(a->comm, "auto") && comm_kind == COMM_IMPL_NCCL)
+        comm_kind = COMM_IMPL_STAGED;
     if (!check_gpus_per_node(ps, device, a->comm, comm_kind, err, err_size)) return false;
     if (!strcmp(device, "cuda") && a->fp16)
         FAIL("--fp16 (dynamic loss scaling) is not implemented yet; use --bf16 on --device cuda");
