@@ -105,6 +105,7 @@ typedef struct {
  * goes back (NULL for an input-only copy). */
 typedef struct {
     void *host;
+    size_t capacity; /* bytes of the host block */
     void *device;
     size_t n;
     DType dtype;

@@ -1,5 +1,6 @@
 /* parallel_state/nccl_ops.h — the NCCL primitives the NCCL implementation
- * (comm_nccl.c) reaches through a table, so that NCCL lives in the CUDA
+ * (comm_nccl.c) reaches through a table, and the pinned host memory of the
+ * staged one (comm_staged.c), so that NCCL and CUDA live in the CUDA
  * backend's shared library (loaded only for --device cuda) and host code
  * compiles without NCCL or MPI headers.
  *
@@ -58,8 +59,16 @@ typedef struct {
     void (*event_release)(void *ctx, void *event);
 } NcclOps;
 
+/* Page-locked host memory for the staged implementation's copies (faster
+ * device transfers than pageable memory); NULL when it cannot be had. */
+typedef struct {
+    void *(*alloc)(size_t bytes);
+    void (*free)(void *ptr);
+} PinnedHostOps;
+
 /* Exported by the CUDA backend library (backend/cuda/cuda_comm.cu). */
 const NcclOps *cuda_nccl_ops(void);
+const PinnedHostOps *cuda_pinned_host_ops(void);
 
 #ifdef __cplusplus
 }

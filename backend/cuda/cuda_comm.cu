@@ -170,6 +170,18 @@ const NcclOps OPS = {unique_id,  context_create, context_destroy, comm_create,
                      comm_destroy, all_reduce,   all_gather,      reduce_scatter,
                      broadcast,  grouped,        event_done,      event_release};
 
+void *pinned_alloc(size_t bytes) {
+    void *p = nullptr;
+    return cudaMallocHost(&p, bytes) == cudaSuccess ? p : nullptr;
+}
+
+void pinned_free(void *p) {
+    if (p) CUDA_CHECK(cudaFreeHost(p));
+}
+
+const PinnedHostOps PINNED = {pinned_alloc, pinned_free};
+
 } // namespace
 
 extern "C" const NcclOps *cuda_nccl_ops(void) { return &OPS; }
+extern "C" const PinnedHostOps *cuda_pinned_host_ops(void) { return &PINNED; }
