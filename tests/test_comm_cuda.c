@@ -18,15 +18,9 @@
 #include "core/errors.h"
 #include "parallel_state/collectives.h"
 #include "parallel_state/parallel_state.h"
+#include "test_mpi_util.h"
 #include "test_backend_cuda_util.h"
 
-#define COMM_CHECK(cond)                                                                                \
-    do {                                                                                           \
-        if (!(cond)) {                                                                             \
-            fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond);              \
-            MPI_Abort(MPI_COMM_WORLD, 1);                                                          \
-        }                                                                                          \
-    } while (0)
 
 #define SENTINEL -99.0f
 #define N_LARGE 5000
@@ -110,7 +104,7 @@ static void complete(Ctx *x, CommHandle *h) {
     else
         while (!comm_test(&x->comm, h)) {
         }
-    COMM_CHECK(!comm_handle_active(h));
+    MPI_TEST_CHECK(!comm_handle_active(h));
 }
 
 /* ---- one check per operation ---- */
@@ -138,7 +132,7 @@ static void check_all_reduce(Ctx *x, GroupKind g, size_t n, ReduceOp op) {
             if (op == REDUCE_MAX) want = fmaxf(want, signed_value(m[j], i));
             if (op == REDUCE_MIN) want = fminf(want, signed_value(m[j], i));
         }
-        COMM_CHECK(got[i] == want);
+        MPI_TEST_CHECK(got[i] == want);
     }
     free(got), free(host);
     release(x, buf);
@@ -166,8 +160,8 @@ static void check_all_gather(Ctx *x, GroupKind g, size_t n, bool in_place) {
     expect(x, g, COLL_ALL_GATHER, n);
     float *got = get(x, dst, (size_t)size * n + 1);
     for (int r = 0; r < size; r++)
-        for (size_t i = 0; i < n; i++) COMM_CHECK(got[(size_t)r * n + i] == value(m[r], i));
-    COMM_CHECK(got[(size_t)size * n] == SENTINEL);
+        for (size_t i = 0; i < n; i++) MPI_TEST_CHECK(got[(size_t)r * n + i] == value(m[r], i));
+    MPI_TEST_CHECK(got[(size_t)size * n] == SENTINEL);
     free(got), free(host);
     if (!in_place) release(x, src);
     release(x, dst);
@@ -192,9 +186,9 @@ static void check_reduce_scatter(Ctx *x, GroupKind g, size_t n) {
     for (size_t i = 0; i < n; i++) {
         float want = 0;
         for (int j = 0; j < size; j++) want += value(m[j], (size_t)me * n + i);
-        COMM_CHECK(got[i] == want);
+        MPI_TEST_CHECK(got[i] == want);
     }
-    COMM_CHECK(got[n] == SENTINEL);
+    MPI_TEST_CHECK(got[n] == SENTINEL);
     free(got), free(host);
     release(x, src), release(x, dst);
 }
@@ -215,7 +209,7 @@ static void check_broadcast(Ctx *x, GroupKind g, size_t n) {
         }
         expect(x, g, COLL_BROADCAST, n);
         float *got = get(x, buf, n);
-        for (size_t i = 0; i < n; i++) COMM_CHECK(got[i] == value(m[root], i));
+        for (size_t i = 0; i < n; i++) MPI_TEST_CHECK(got[i] == value(m[root], i));
         free(got), free(host);
         release(x, buf);
     }
@@ -239,8 +233,8 @@ static void check_all_to_all(Ctx *x, GroupKind g, size_t n) {
     float *got = get(x, dst, full + 1);
     for (int r = 0; r < size; r++)
         for (size_t i = 0; i < n; i++)
-            COMM_CHECK(got[(size_t)r * n + i] == value(m[r], (size_t)me * n + i));
-    COMM_CHECK(got[full] == SENTINEL);
+            MPI_TEST_CHECK(got[(size_t)r * n + i] == value(m[r], (size_t)me * n + i));
+    MPI_TEST_CHECK(got[full] == SENTINEL);
     free(got), free(host);
     release(x, src), release(x, dst);
 }
@@ -259,8 +253,8 @@ static void check_p2p(Ctx *x, size_t n) {
     comm_p2p_start(&x->comm, ops, 2, &h);
     comm_wait_receives(&x->comm, &h);
     float *got = get(x, recv, n + 1);
-    for (size_t i = 0; i < n; i++) COMM_CHECK(got[i] == value(prev, i));
-    COMM_CHECK(got[n] == SENTINEL);
+    for (size_t i = 0; i < n; i++) MPI_TEST_CHECK(got[i] == value(prev, i));
+    MPI_TEST_CHECK(got[n] == SENTINEL);
     complete(x, &h);
     expect(x, GROUP_PIPELINE, COLL_SEND, n);
     expect(x, GROUP_PIPELINE, COLL_RECV, n);
@@ -290,9 +284,9 @@ static void check_in_flight(Ctx *x) {
         float sum = 0;
         for (int j = 0; j < size; j++) {
             sum += value(m[j], i);
-            COMM_CHECK(got_ag[(size_t)j * n + i] == value(m[j], i));
+            MPI_TEST_CHECK(got_ag[(size_t)j * n + i] == value(m[j], i));
         }
-        COMM_CHECK(got_ar[i] == sum && got_bc[i] == value(m[0], i));
+        MPI_TEST_CHECK(got_ar[i] == sum && got_bc[i] == value(m[0], i));
     }
     free(got_ar), free(got_ag), free(got_bc), free(host);
     release(x, ar), release(x, ag_src), release(x, ag), release(x, bc);
@@ -301,7 +295,7 @@ static void check_in_flight(Ctx *x) {
 static void check_counters(const Ctx *x) {
     for (int g = 0; g < NUM_GROUPS; g++)
         for (int k = 0; k < NUM_COLLECTIVES; k++)
-            COMM_CHECK(x->comm.counters.calls[g][k] == x->expect.calls[g][k] &&
+            MPI_TEST_CHECK(x->comm.counters.calls[g][k] == x->expect.calls[g][k] &&
                   x->comm.counters.bytes[g][k] == x->expect.bytes[g][k]);
 }
 
@@ -341,16 +335,14 @@ static void check_impl(Ctx *x, const ParallelState *ps, CommImplKind impl) {
     if (x->rank == 0) printf("test_comm_cuda: %s on %d rank(s) ok\n", comm_impl_name(impl), x->world);
 }
 
-static void abort_job(int code) { MPI_Abort(MPI_COMM_WORLD, code); }
-
 int main(int argc, char **argv) {
     MPI_Init(&argc, &argv);
-    gpt3d_set_exit_hook(abort_job);
+    gpt3d_set_exit_hook(mpi_test_abort_job);
     Ctx x;
     memset(&x, 0, sizeof x);
     MPI_Comm_rank(MPI_COMM_WORLD, &x.rank);
     MPI_Comm_size(MPI_COMM_WORLD, &x.world);
-    COMM_CHECK(x.world <= 64);
+    MPI_TEST_CHECK(x.world <= 64);
     /* --cpu-standin: the CPU backend takes the GPU's place and only the
      * staged implementation runs (fp32), checking the test program itself. */
     const bool standin = cpu_standin(argc, argv);
@@ -362,16 +354,16 @@ int main(int argc, char **argv) {
     }
     ParallelState ps;
     char err[512];
-    COMM_CHECK(parallel_state_init(&ps, MPI_COMM_WORLD, 1, 1, err, sizeof err));
+    MPI_TEST_CHECK(parallel_state_init(&ps, MPI_COMM_WORLD, 1, 1, err, sizeof err));
     x.be = backend_create(standin ? "cpu" : "cuda", ps.local_rank, err, sizeof err);
-    COMM_CHECK(x.be != NULL);
+    MPI_TEST_CHECK(x.be != NULL);
     check_impl(&x, &ps, COMM_IMPL_STAGED);
     /* NCCL refuses two ranks on one GPU. */
     if (!standin && ps.local_size <= gpus)
         check_impl(&x, &ps, COMM_IMPL_NCCL);
     else if (!standin && x.rank == 0)
         printf("test_comm_cuda: nccl not run: %d ranks on %d GPU(s)\n", ps.local_size, gpus);
-    COMM_CHECK(x.be->bytes_in_use == 0);
+    MPI_TEST_CHECK(x.be->bytes_in_use == 0);
     backend_destroy(x.be);
     parallel_state_destroy(&ps);
     MPI_Finalize();

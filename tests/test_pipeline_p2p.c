@@ -15,15 +15,9 @@
 #include "core/errors.h"
 #include "parallel_state/collectives.h"
 #include "parallel_state/parallel_state.h"
+#include "test_mpi_util.h"
 #include "pipeline_parallel/schedules.h"
 
-#define P2P_CHECK(cond)                                                                            \
-    do {                                                                                           \
-        if (!(cond)) {                                                                             \
-            fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond);              \
-            MPI_Abort(MPI_COMM_WORLD, 1);                                                          \
-        }                                                                                          \
-    } while (0)
 
 #define NUMEL 50000
 #define MICRO_BATCHES 8
@@ -43,18 +37,18 @@ static int slot(const Stage *st, int mb) { return mb % st->slots; }
 
 static void forward(void *ctx, int mb) {
     Stage *st = ctx;
-    P2P_CHECK(mb == st->forwards++);
+    MPI_TEST_CHECK(mb == st->forwards++);
     if (st->stage > 0)
         for (size_t i = 0; i < NUMEL; i++)
-            P2P_CHECK(st->input[slot(st, mb)][i] == activation(st->stage - 1, mb, i));
+            MPI_TEST_CHECK(st->input[slot(st, mb)][i] == activation(st->stage - 1, mb, i));
     for (size_t i = 0; i < NUMEL; i++) st->output[slot(st, mb)][i] = activation(st->stage, mb, i);
 }
 
 static void backward(void *ctx, int mb) {
     Stage *st = ctx;
-    P2P_CHECK(mb == st->backwards++);
+    MPI_TEST_CHECK(mb == st->backwards++);
     if (st->stage < st->stages - 1)
-        for (size_t i = 0; i < NUMEL; i++) P2P_CHECK(st->grad[i] == gradient(st->stage + 1, mb, i));
+        for (size_t i = 0; i < NUMEL; i++) MPI_TEST_CHECK(st->grad[i] == gradient(st->stage + 1, mb, i));
     /* The input gradient overwrites the output gradient: one shared buffer. */
     for (size_t i = 0; i < NUMEL; i++) st->grad[i] = gradient(st->stage, mb, i);
 }
@@ -66,24 +60,22 @@ static void *grad_buffer(void *ctx, int mb) {
     return ((Stage *)ctx)->grad;
 }
 
-static void abort_job(int code) { MPI_Abort(MPI_COMM_WORLD, code); }
-
 int main(int argc, char **argv) {
     MPI_Init(&argc, &argv);
-    gpt3d_set_exit_hook(abort_job);
+    gpt3d_set_exit_hook(mpi_test_abort_job);
     int world = 0;
     MPI_Comm_size(MPI_COMM_WORLD, &world);
     ParallelState ps;
     char err[256];
-    P2P_CHECK(parallel_state_init(&ps, MPI_COMM_WORLD, 1, world, err, sizeof err));
+    MPI_TEST_CHECK(parallel_state_init(&ps, MPI_COMM_WORLD, 1, world, err, sizeof err));
     Backend *be = backend_create("cpu", ps.local_rank, err, sizeof err);
-    P2P_CHECK(be != NULL);
+    MPI_TEST_CHECK(be != NULL);
     Comm comm;
     comm_init(&comm, &ps, be);
 
     Stage st = {.stage = ps.pp_rank, .stages = ps.pp_size};
     st.slots = ps.pp_size - ps.pp_rank < MICRO_BATCHES ? ps.pp_size - ps.pp_rank : MICRO_BATCHES;
-    P2P_CHECK(st.slots <= MAX_SLOTS);
+    MPI_TEST_CHECK(st.slots <= MAX_SLOTS);
     for (int k = 0; k < st.slots; k++) {
         st.input[k] = xcalloc(NUMEL, sizeof(float));
         st.output[k] = xcalloc(NUMEL, sizeof(float));
@@ -107,14 +99,14 @@ int main(int argc, char **argv) {
     for (int run = 0; run < 2; run++) {
         st.forwards = st.backwards = 0;
         pipeline_run(&comm, ops, count, &fns, prev, next, NULL, &stats);
-        P2P_CHECK(st.forwards == MICRO_BATCHES && st.backwards == MICRO_BATCHES);
-        P2P_CHECK(stats.peak_live_microbatches == st.slots);
+        MPI_TEST_CHECK(st.forwards == MICRO_BATCHES && st.backwards == MICRO_BATCHES);
+        MPI_TEST_CHECK(stats.peak_live_microbatches == st.slots);
     }
     /* Every stage but the last sends each activation once per run, every
      * stage but the first each gradient. */
     const uint64_t sends = 2u * MICRO_BATCHES * (uint64_t)((next >= 0) + (prev >= 0));
-    P2P_CHECK(comm.counters.calls[GROUP_PIPELINE][COLL_SEND] == sends);
-    P2P_CHECK(comm.counters.calls[GROUP_PIPELINE][COLL_RECV] == sends);
+    MPI_TEST_CHECK(comm.counters.calls[GROUP_PIPELINE][COLL_SEND] == sends);
+    MPI_TEST_CHECK(comm.counters.calls[GROUP_PIPELINE][COLL_RECV] == sends);
     for (int k = 0; k < st.slots; k++) free(st.input[k]), free(st.output[k]);
     free(st.grad);
     comm_destroy(&comm);
