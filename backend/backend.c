@@ -199,6 +199,18 @@ bool backend_cuda_complete(void) {
 #endif
 }
 
+void *backend_cuda_symbol(const char *name, char *err, size_t err_size) {
+#ifdef GPT3D_HAVE_CUDA
+    return cuda_symbol(name, err, err_size);
+#else
+    if (err && err_size)
+        snprintf(err, err_size,
+                 "this build of gpt3d has no CUDA backend (%s); rebuild with the CUDA toolkit",
+                 name);
+    return NULL;
+#endif
+}
+
 bool backend_cuda_library(char *msg, size_t msg_size) {
 #ifdef GPT3D_HAVE_CUDA
     return cuda_library_open(msg, msg_size) != NULL;

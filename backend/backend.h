@@ -204,6 +204,11 @@ int backend_cuda_probe(char *reason, size_t reason_size);
  * libgpt3d) and in ../lib from there, then the build tree's copy. */
 bool backend_cuda_library(char *msg, size_t msg_size);
 
+/* A function exported by the CUDA backend library (loading it on first
+ * use), e.g. the NCCL table of parallel_state/nccl_ops.h; NULL with a
+ * reason naming the library (or the CPU-only build) when it cannot be had. */
+void *backend_cuda_symbol(const char *name, char *err, size_t err_size);
+
 /* Bytes of a buffer of n activation-type elements. */
 static inline size_t backend_act_bytes(const Backend *be, size_t n) {
     return n * dtype_size(be->act_dtype);

@@ -136,6 +136,9 @@ static void begin(const Comm *c, CommHandle *h) {
     memset(h, 0, sizeof *h);
 }
 
+/* Whether the implementation runs an operation on a group of `size`. */
+static bool moves(const Comm *c, int size) { return size > 1 || c->impl->single_rank_groups; }
+
 void comm_count(Comm *c, GroupKind g, CollectiveKind k, size_t n, size_t elem_size) {
     c->counters.calls[g][k]++;
     c->counters.bytes[g][k] += n * elem_size;
@@ -146,7 +149,7 @@ void comm_all_reduce_start(Comm *c, GroupKind g, void *buf, size_t n, DType t, R
     begin(c, h);
     const int size = require_member(c, g);
     comm_count(c, g, COLL_ALL_REDUCE, n, dtype_size(t));
-    if (size > 1 && n > 0) c->impl->all_reduce(c, g, buf, n, t, op, h);
+    if (moves(c, size) && n > 0) c->impl->all_reduce(c, g, buf, n, t, op, h);
 }
 
 void comm_all_gather_start(Comm *c, GroupKind g, void *dst, const void *src, size_t n, DType t,
@@ -157,7 +160,7 @@ void comm_all_gather_start(Comm *c, GroupKind g, void *dst, const void *src, siz
     const size_t chunk_bytes = n * dtype_size(t);
     const char *own_chunk = (const char *)dst + (size_t)comm_group_rank(c, g) * chunk_bytes;
     const bool in_place = src == own_chunk;
-    if (size == 1) {
+    if (!moves(c, size)) {
         if (!in_place && n) c->be->ops->copy_device(c->be, dst, src, chunk_bytes);
         return;
     }
@@ -169,7 +172,7 @@ void comm_reduce_scatter_start(Comm *c, GroupKind g, void *dst, const void *src,
     begin(c, h);
     const int size = require_member(c, g);
     comm_count(c, g, COLL_REDUCE_SCATTER, n * (size_t)size, dtype_size(t));
-    if (size == 1) {
+    if (!moves(c, size)) {
         if (dst != src && n) c->be->ops->copy_device(c->be, dst, src, n * dtype_size(t));
         return;
     }
@@ -183,7 +186,7 @@ void comm_broadcast_start(Comm *c, GroupKind g, void *buf, size_t n, DType t, in
     GPT3D_CHECK(root >= 0 && root < size, "broadcast root %d outside the %s group of %d ranks",
                 root, comm_group_name(g), size);
     comm_count(c, g, COLL_BROADCAST, n, dtype_size(t));
-    if (size > 1 && n > 0) c->impl->broadcast(c, g, buf, n, t, root, h);
+    if (moves(c, size) && n > 0) c->impl->broadcast(c, g, buf, n, t, root, h);
 }
 
 void comm_all_to_all_start(Comm *c, GroupKind g, void *dst, const void *src, size_t n_per_rank,
@@ -192,7 +195,7 @@ void comm_all_to_all_start(Comm *c, GroupKind g, void *dst, const void *src, siz
     const int size = require_member(c, g);
     comm_count(c, g, COLL_ALL_TO_ALL, n_per_rank * (size_t)size, dtype_size(t));
     GPT3D_CHECK(dst != src || n_per_rank == 0, "all-to-all: src and dst must not overlap");
-    if (size == 1) {
+    if (!moves(c, size)) {
         if (n_per_rank) c->be->ops->copy_device(c->be, dst, src, n_per_rank * dtype_size(t));
         return;
     }

@@ -105,6 +105,7 @@ typedef struct {
  * goes back (NULL for an input-only copy). */
 typedef struct {
     void *host;
+    size_t capacity; /* bytes of the host block */
     void *device;
     size_t n;
     DType dtype;
@@ -140,7 +141,7 @@ bool comm_init_impl(Comm *c, const ParallelState *ps, Backend *be, CommImplKind 
 /* Frees the implementation's state (communicators, streams, staging). */
 void comm_destroy(Comm *c);
 /* Parses a --comm value for `device` ("cpu" or "cuda"): auto is nccl on
- * cuda when every rank of a node has its own GPU, mpi on cpu. false with a
+ * cuda, mpi on cpu; mpi on cuda is the staged implementation. false with a
  * message naming --comm on a bad value or a device that cannot use it. */
 bool comm_resolve_kind(const char *value, const char *device, CommImplKind *kind, char *err,
                        size_t err_size);

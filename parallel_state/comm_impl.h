@@ -4,8 +4,10 @@
  * Contract. collectives.c validates every call, counts it, handles the
  * cases that move nothing (n = 0, a group of one rank: a local copy at
  * most) and hands the rest to the Comm's CommImpl, which starts the
- * operation on h and returns. The implementation only ever sees groups of
- * two or more ranks this rank belongs to and n > 0. test/wait/wait_receives
+ * operation on h and returns. The implementation sees groups this rank
+ * belongs to and n > 0, and groups of one rank only when it sets
+ * single_rank_groups (NCCL: a one-rank communicator runs the same calls,
+ * which is how one GPU tests them). test/wait/wait_receives
  * are called on active handles only; when an operation completes the
  * implementation clears h->active. */
 #ifndef GPT3D_COMM_IMPL_H
@@ -15,6 +17,7 @@
 
 struct CommImpl {
     const char *name;
+    bool single_rank_groups;
     void (*all_reduce)(Comm *c, GroupKind g, void *buf, size_t n, DType t, ReduceOp op,
                        CommHandle *h);
     /* in_place: src is dst's own chunk. */

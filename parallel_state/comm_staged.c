@@ -5,19 +5,98 @@
  * same fp32 sum rounded once. The device-to-host copy happens at start
  * (it waits for the compute that produced the buffer), so the device
  * buffers of an input are free again as soon as start returns; outputs are
- * written at completion. */
+ * written at completion. Host copies come from a pool of page-locked
+ * blocks (pinned memory from the CUDA library; plain memory for host-visible
+ * backends), kept between operations because pinning is slow. */
 #include <stdlib.h>
 #include <string.h>
 
 #include "core/errors.h"
 #include "parallel_state/comm_impl.h"
+#include "parallel_state/nccl_ops.h"
+
+/* Free blocks kept for reuse; more are freed at once. */
+enum { POOL_BLOCKS = 16 };
+
+typedef struct {
+    void *ptr;
+    size_t bytes;
+} Block;
+
+typedef struct {
+    const PinnedHostOps *pinned; /* NULL: plain host memory */
+    Block free_blocks[POOL_BLOCKS];
+    int count;
+} StagedState;
+
+static StagedState *state_of(const Comm *c) { return c->impl_state; }
+
+static void *plain_alloc(size_t bytes) { return xmalloc(bytes); }
+static const PinnedHostOps PLAIN = {plain_alloc, free};
 
 bool comm_staged_init(Comm *c, char *err, size_t err_size) {
     if (!c->be) {
         snprintf(err, err_size, "the staged communication needs a backend");
         return false;
     }
+    StagedState *s = xcalloc(1, sizeof *s);
+    s->pinned = &PLAIN;
+    if (!c->be->host_visible) {
+        const PinnedHostOps *(*table)(void) = (const PinnedHostOps *(*)(void))backend_cuda_symbol(
+            "cuda_pinned_host_ops", err, err_size);
+        if (!table) {
+            free(s);
+            return false;
+        }
+        s->pinned = table();
+    }
+    c->impl_state = s;
     return true;
+}
+
+/* The smallest free block of at least `bytes`, else a new one. */
+static Block take_block(StagedState *s, size_t bytes) {
+    int best = -1;
+    for (int i = 0; i < s->count; i++)
+        if (s->free_blocks[i].bytes >= bytes &&
+            (best < 0 || s->free_blocks[i].bytes < s->free_blocks[best].bytes))
+            best = i;
+    if (best >= 0) {
+        const Block b = s->free_blocks[best];
+        s->free_blocks[best] = s->free_blocks[--s->count];
+        return b;
+    }
+    /* Whole pages, so that near sizes share blocks. */
+    const size_t rounded = (bytes + 4095) & ~(size_t)4095;
+    void *ptr = s->pinned->alloc(rounded);
+    GPT3D_CHECK(ptr, "cannot allocate %zu bytes of pinned host memory for staged communication",
+                rounded);
+    return (Block){ptr, rounded};
+}
+
+static void give_block(StagedState *s, Block b) {
+    if (s->count == POOL_BLOCKS) {
+        /* Keep the larger blocks: replace the smallest if this one is bigger. */
+        int smallest = 0;
+        for (int i = 1; i < s->count; i++)
+            if (s->free_blocks[i].bytes < s->free_blocks[smallest].bytes) smallest = i;
+        if (s->free_blocks[smallest].bytes >= b.bytes) {
+            s->pinned->free(b.ptr);
+            return;
+        }
+        s->pinned->free(s->free_blocks[smallest].ptr);
+        s->free_blocks[smallest] = b;
+        return;
+    }
+    s->free_blocks[s->count++] = b;
+}
+
+static void staged_destroy(Comm *c) {
+    StagedState *s = state_of(c);
+    if (!s) return;
+    for (int i = 0; i < s->count; i++) s->pinned->free(s->free_blocks[i].ptr);
+    free(s);
+    c->impl_state = NULL;
 }
 
 /* bf16 is the upper half of an fp32; narrowing rounds to nearest even. */
@@ -50,7 +129,8 @@ static void *stage(Comm *c, CommHandle *h, const void *device, size_t n, DType t
     require_stageable(t);
     GPT3D_CHECK(h->stage_count < 2 * COMM_HANDLE_MAX_OPS, "too many staged buffers on one handle");
     const bool widened = widen && t != DTYPE_F32;
-    void *host = xmalloc((n ? n : 1) * (widened ? sizeof(float) : dtype_size(t)));
+    const Block block = take_block(state_of(c), (n ? n : 1) * (widened ? sizeof(float) : dtype_size(t)));
+    void *host = block.ptr;
     if (copy_in) {
         if (widened) {
             uint16_t *raw = xmalloc(n * sizeof *raw);
@@ -61,8 +141,12 @@ static void *stage(Comm *c, CommHandle *h, const void *device, size_t n, DType t
             c->be->ops->copy_to_host(c->be, host, device, n * dtype_size(t));
         }
     }
-    h->stage[h->stage_count++] =
-        (CommStaging){.host = host, .device = back, .n = n, .dtype = t, .widened = widened};
+    h->stage[h->stage_count++] = (CommStaging){.host = host,
+                                               .capacity = block.bytes,
+                                               .device = back,
+                                               .n = n,
+                                               .dtype = t,
+                                               .widened = widened};
     return host;
 }
 
@@ -76,7 +160,7 @@ static void unstage(Comm *c, CommStaging *s) {
     } else if (s->device) {
         c->be->ops->copy_to_device(c->be, s->device, s->host, s->n * dtype_size(s->dtype));
     }
-    free(s->host);
+    give_block(state_of(c), (Block){s->host, s->capacity});
     s->host = NULL;
 }
 
@@ -164,4 +248,4 @@ const CommImpl comm_staged_impl = {.name = "staged",
                                    .test = staged_test,
                                    .wait = staged_wait,
                                    .wait_receives = staged_wait_receives,
-                                   .destroy = NULL};
+                                   .destroy = staged_destroy};

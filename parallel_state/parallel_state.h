@@ -91,6 +91,13 @@ bool watchdog_expired(double start_s, double now_s, double timeout_s);
 /* Polls reqs[0..n) until all completed (true) or timeout_s passed (false;
  * the incomplete requests are left active). *waited_s: seconds polled. */
 bool watchdog_poll(MPI_Request *reqs, int n, double timeout_s, double *waited_s);
+/* The same for any completion test: polls done(arg) with the same back-off
+ * (the NCCL implementation polls a CUDA event with it). */
+bool watchdog_poll_until(bool (*done)(void *arg), void *arg, double timeout_s,
+                         double *waited_s);
+/* Reports `op` as timed out on stderr and aborts the job with
+ * PARALLEL_STATE_TIMEOUT_EXIT. */
+void parallel_state_timeout_abort(const WatchedOp *op, double waited_s, double timeout_s);
 /* The one-line report of `op` after waited_s seconds (without "error: "). */
 void watchdog_describe(const WatchedOp *op, double waited_s, double timeout_s, char *buf,
                        size_t size);

@@ -37,23 +37,40 @@ static void back_off(double waited_s) {
     nanosleep(&pause, NULL);
 }
 
-bool watchdog_poll(MPI_Request *reqs, int n, double timeout_s, double *waited_s) {
+bool watchdog_poll_until(bool (*done)(void *arg), void *arg, double timeout_s,
+                         double *waited_s) {
     const double start = timer_now_s();
     for (;;) {
-        bool done = true;
-        for (int i = 0; i < n; i++) {
-            if (reqs[i] == MPI_REQUEST_NULL) continue;
-            int flag = 0;
-            const int rc = MPI_Test(&reqs[i], &flag, MPI_STATUS_IGNORE);
-            if (rc != MPI_SUCCESS) GPT3D_FAIL("MPI_Test failed with MPI error %d", rc);
-            done = done && flag;
-        }
+        const bool finished = done(arg);
         const double now = timer_now_s();
         *waited_s = now - start;
-        if (done) return true;
+        if (finished) return true;
         if (watchdog_expired(start, now, timeout_s)) return false;
         back_off(*waited_s);
     }
+}
+
+typedef struct {
+    MPI_Request *reqs;
+    int n;
+} Requests;
+
+static bool requests_done(void *arg) {
+    const Requests *r = arg;
+    bool done = true;
+    for (int i = 0; i < r->n; i++) {
+        if (r->reqs[i] == MPI_REQUEST_NULL) continue;
+        int flag = 0;
+        const int rc = MPI_Test(&r->reqs[i], &flag, MPI_STATUS_IGNORE);
+        if (rc != MPI_SUCCESS) GPT3D_FAIL("MPI_Test failed with MPI error %d", rc);
+        done = done && flag;
+    }
+    return done;
+}
+
+bool watchdog_poll(MPI_Request *reqs, int n, double timeout_s, double *waited_s) {
+    Requests r = {reqs, n};
+    return watchdog_poll_until(requests_done, &r, timeout_s, waited_s);
 }
 
 /* Ranks in `world` of the members of `group_comm`, skipping `skip` (a world
@@ -118,17 +135,21 @@ void watchdog_describe(const WatchedOp *op, double waited_s, double timeout_s, c
              waiting_for == 1 ? "" : "s", waiting, timeout_s / 60.0);
 }
 
+void parallel_state_timeout_abort(const WatchedOp *op, double waited_s, double timeout_s) {
+    char line[1024];
+    watchdog_describe(op, waited_s, timeout_s, line, sizeof line);
+    fflush(stdout);
+    fprintf(stderr, "error: %s\n", line);
+    fflush(stderr);
+    MPI_Abort(MPI_COMM_WORLD, PARALLEL_STATE_TIMEOUT_EXIT);
+}
+
 void parallel_state_wait(MPI_Request *reqs, const WatchedOp *ops, int n, double timeout_s) {
     double waited = 0.0;
     if (watchdog_poll(reqs, n, timeout_s, &waited)) return;
     int stuck = 0;
     while (stuck < n - 1 && reqs[stuck] == MPI_REQUEST_NULL) stuck++;
-    char line[1024];
-    watchdog_describe(&ops[stuck], waited, timeout_s, line, sizeof line);
-    fflush(stdout);
-    fprintf(stderr, "error: %s\n", line);
-    fflush(stderr);
-    MPI_Abort(MPI_COMM_WORLD, PARALLEL_STATE_TIMEOUT_EXIT);
+    parallel_state_timeout_abort(&ops[stuck], waited, timeout_s);
 }
 
 /* ------------------------------------------------ host-value helpers */

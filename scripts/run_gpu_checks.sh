@@ -16,7 +16,8 @@
 # failure on a GPU machine; a failure is rerun once with
 # CUDA_LAUNCH_BLOCKING=1), pretrain_gpt --device cuda against --device cpu
 # on the same data and seed (first-iteration loss within 1e-2 relative, a
-# 50-iteration curve), the single-GPU benchmark at GPT-2 124M,
+# 50-iteration curve), TP2 x PP2 x DP2 on the one GPU with --comm mpi
+# against one rank (when the machine has mpirun), the benchmark at GPT-2 124M,
 # compute-sanitizer memcheck of the op and model tests, then larger
 # benchmark shapes while the budget lasts. Training and the first benchmark
 # come before the sanitizer because they are worth more when time is short.
@@ -35,7 +36,7 @@ while [ $# -gt 0 ]; do
         --budget-s) BUDGET=$2; shift 2 ;;
         --cpu-standin) STANDIN=1; shift ;;
         --only) ONLY=$2; shift 2 ;;
-        -h | --help) sed -n '2,27p' "$0"; exit 0 ;;
+        -h | --help) sed -n '2,28p' "$0"; exit 0 ;;
         *) echo "run_gpu_checks.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
     esac
 done
@@ -388,6 +389,69 @@ check_train() {
     fi
 }
 
+# ---- several ranks on one GPU: the staged communication ---------------------------
+# TP2 x PP2 x DP2 on one GPU with --comm mpi (device buffers through host
+# memory and MPI; NCCL refuses two ranks on one device) against one rank on
+# the same data and seed: first-iteration loss within 1e-2 relative and
+# every one of 20 losses within 5e-2, the bf16 thresholds of check_train.
+# Needs an mpirun on the machine (the bundle itself starts singletons only).
+LAUNCH=()
+multirank_run() { # multirank_run NAME ARGS... under "${LAUNCH[@]}" -> WORK/NAME.jsonl
+    local name=$1 extra=()
+    shift
+    [ "$DEVICE" = cuda ] && extra=(--bf16)
+    run_logged "$WORK/$name.log" "$(step_timeout 180)" "${LAUNCH[@]}" "$KIT/pretrain_gpt" \
+        --device "$DEVICE" "${extra[@]}" "$@" --num-layers 4 --hidden-size 64 --num-attention-heads 4 --seq-length 64 \
+        --micro-batch-size 2 --global-batch-size 8 --train-iters 20 --lr 1e-3 --seed 1234 \
+        --tokenizer-type ByteTokenizer --data-path "$KIT/data/kit_text_document.h5" --split 98,2,0 \
+        --eval-iters 0 --log-interval 10 --data-cache-path "$WORK/cache_$name" \
+        --metrics-file "$WORK/$name.jsonl"
+}
+
+check_multirank() {
+    section "TP2 x PP2 x DP2 on one device with --comm mpi against one rank"
+    local launcher
+    launcher=$(command -v mpirun || command -v mpiexec || true)
+    if [ -z "$launcher" ]; then
+        record multirank_staged skip 0 "no mpirun or mpiexec on this machine (the bundle starts singletons only)"
+        return 0
+    fi
+    budget_allows multirank_staged 90 optional || return 0
+    local t0=$SECONDS rc=0
+    rm -f "$WORK/mr1.jsonl" "$WORK/mr8.jsonl"
+    multirank_run mr1 || rc=$?
+    [ "$rc" -eq 0 ] || { record multirank_staged fail $((SECONDS - t0)) "one rank exited $rc: $(why "$WORK/mr1.log")"; return 0; }
+    # The machine's own Open MPI starts the ranks: the bundle's MPI settings
+    # (made for singletons) are left out of its environment.
+    LAUNCH=(env -u OPAL_PREFIX -u OPAL_SYSCONFDIR -u OMPI_MCA_mca_base_component_path
+            -u OMPI_MCA_ess_singleton_isolated -u HWLOC_PLUGINS_PATH
+            "$launcher" --oversubscribe --allow-run-as-root -np 8 -x LD_LIBRARY_PATH)
+    multirank_run mr8 --comm mpi --tensor-model-parallel-size 2 --pipeline-model-parallel-size 2 \
+        || rc=$?
+    LAUNCH=()
+    if [ "$rc" -ne 0 ] && ! grep -q '^error:\|iteration' "$WORK/mr8.log"; then
+        # pretrain_gpt never spoke: the launcher could not start it here.
+        record multirank_staged skip $((SECONDS - t0)) "$launcher could not start the bundle's pretrain_gpt: $(head -n 1 "$WORK/mr8.log" | cut -c1-200)"
+        return 0
+    fi
+    [ "$rc" -eq 0 ] || { record multirank_staged fail $((SECONDS - t0)) "8 ranks exited $rc: $(why "$WORK/mr8.log")"; return 0; }
+    local i a b worst=0 bad=0
+    for i in $(seq 1 20); do
+        a=$(field lm_loss "$(sed -n "${i}p" "$WORK/mr8.jsonl")")
+        b=$(field lm_loss "$(sed -n "${i}p" "$WORK/mr1.jsonl")")
+        if ! is_number "$a" || ! is_number "$b"; then bad=$((bad + 1)); continue; fi
+        local tol=5e-2
+        [ "$i" -eq 1 ] && tol=1e-2
+        awk -v a="$a" -v b="$b" -v t="$tol" 'BEGIN { d = (a - b) / b; if (d < 0) d = -d; exit !(d <= t) }' || bad=$((bad + 1))
+        worst=$(awk -v a="$a" -v b="$b" -v w="$worst" 'BEGIN { d = (a - b) / b; if (d < 0) d = -d; printf "%.5f", (d > w ? d : w) }')
+    done
+    if [ "$bad" -eq 0 ]; then
+        record multirank_staged pass $((SECONDS - t0)) "20 losses within 5e-2 of one rank (first within 1e-2), worst $worst"
+    else
+        record multirank_staged fail $((SECONDS - t0)) "$bad of 20 losses missing or beyond tolerance (worst $worst)"
+    fi
+}
+
 # ---- compute-sanitizer ---------------------------------------------------------
 check_memcheck() {
     section "compute-sanitizer --tool memcheck (op and model tests)"
@@ -477,7 +541,7 @@ gpt-2.7B 32 2560 32 2048 4 50257 optional"
 # ---- the list -------------------------------------------------------------------
 if wants env; then check_environment; check_mpi_singleton; fi
 if wants tests; then check_tests; fi
-if wants train; then check_train; fi
+if wants train; then check_train; check_multirank; fi
 # GPT-2 124M before the sanitizer, the larger shapes with what is left.
 if wants bench; then check_bench required; fi
 if wants memcheck; then check_memcheck; fi

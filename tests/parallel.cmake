@@ -12,3 +12,19 @@ gpt3d_add_test(NAME test_distrib_optimizer_1 SOURCES test_distrib_optimizer.c RA
 # One and two ranks: the size-1 shortcuts and the smallest real exchanges.
 gpt3d_add_test(NAME test_collectives_1 SOURCES test_collectives.c RANKS 1 TIMEOUT 60)
 gpt3d_add_test(NAME test_collectives_2 SOURCES test_collectives.c RANKS 2 TIMEOUT 60)
+# The device implementations (NCCL, staged) on CUDA buffers; exit 77 without
+# a GPU. Two ranks share the GPU through the staged implementation; the GPU
+# kit runs it as one rank, where every group is a one-rank NCCL communicator.
+gpt3d_add_test(NAME test_comm_cuda SOURCES test_comm_cuda.c RANKS 2 TIMEOUT 120 LABELS cuda)
+# The same program with the CPU backend standing in (staged only): a harness
+# self-test that runs everywhere.
+gpt3d_add_test(NAME test_harness_comm_cuda SOURCES test_comm_cuda.c RANKS 2 TIMEOUT 120
+  ARGS --cpu-standin LABELS harness)
+# 2, 4 and 8 ranks sharing one GPU through the staged communication against
+# one rank (exit 77 without a GPU). A shell test, so the GPU kit runs the same
+# comparison itself (scripts/run_gpu_checks.sh, check_multirank).
+add_test(NAME test_comm_cuda_e2e
+  COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/test_comm_cuda_e2e.sh ${MPIEXEC_EXECUTABLE}
+          $<TARGET_FILE:pretrain_gpt> $<TARGET_FILE:preprocess_data>)
+set_tests_properties(test_comm_cuda_e2e PROPERTIES TIMEOUT 600 SKIP_RETURN_CODE 77 LABELS cuda
+  ENVIRONMENT "OPENBLAS_NUM_THREADS=1")

@@ -3,3 +3,7 @@ add_test(NAME test_pipeline_e2e
   COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/test_pipeline_e2e.sh ${MPIEXEC_EXECUTABLE}
           $<TARGET_FILE:pretrain_gpt> $<TARGET_FILE:preprocess_data>)
 set_tests_properties(test_pipeline_e2e PROPERTIES TIMEOUT 300)
+# The executor's nonblocking exchanges between real stages (2 and 4 ranks):
+# every received message is what the neighbour computed for that micro-batch.
+gpt3d_add_test(NAME test_pipeline_p2p SOURCES test_pipeline_p2p.c RANKS 2 TIMEOUT 60)
+gpt3d_add_test(NAME test_pipeline_p2p_4 SOURCES test_pipeline_p2p.c RANKS 4 TIMEOUT 60)

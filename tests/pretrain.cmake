@@ -1,4 +1,4 @@
 add_test(NAME test_pretrain_cli
   COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/test_pretrain_cli.sh $<TARGET_FILE:pretrain_gpt>
-          $<TARGET_FILE:preprocess_data>)
+          $<TARGET_FILE:preprocess_data> ${MPIEXEC_EXECUTABLE})
 set_tests_properties(test_pretrain_cli PROPERTIES TIMEOUT 600 ENVIRONMENT "OPENBLAS_NUM_THREADS=1")

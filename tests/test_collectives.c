@@ -260,15 +260,23 @@ static void check_all_gather(Ctx *x, GroupKind g, size_t n) {
     free(host);
 }
 
+/* A device buffer of n elements holding this rank's contribution; the host
+ * copy stays in *host (freed by the caller). */
+static float *dev_contribution(Ctx *x, size_t n, float **host) {
+    *host = xmalloc((n + 1) * sizeof(float));
+    for (size_t i = 0; i < n; i++) (*host)[i] = contribution(x->rank, i);
+    float *dev = dev_alloc(x, n + 1);
+    to_device(x, dev, *host, n);
+    return dev;
+}
+
 static void check_reduce_scatter(Ctx *x, GroupKind g, size_t n) {
     int m[MAX_RANKS];
     const int size = members(x, g, m);
     const int me = comm_group_rank(&x->comm, g);
     const size_t full = (size_t)size * n;
-    float *host = xmalloc((full + 1) * sizeof(float));
-    for (size_t i = 0; i < full; i++) host[i] = contribution(x->rank, i);
-    float *src = dev_alloc(x, full + 1);
-    to_device(x, src, host, full);
+    float *host;
+    float *src = dev_contribution(x, full, &host);
     float *dst = dev_fill(x, n + 1, SENTINEL);
     do_reduce_scatter(x, g, dst, src, n);
     expect_count(x, g, COLL_REDUCE_SCATTER, full);
@@ -362,10 +370,8 @@ static void check_all_to_all(Ctx *x, GroupKind g, size_t n) {
     int m[MAX_RANKS];
     const int size = members(x, g, m);
     const size_t me = (size_t)comm_group_rank(&x->comm, g), full = (size_t)size * n;
-    float *host = xmalloc((full + 1) * sizeof(float));
-    for (size_t i = 0; i < full; i++) host[i] = contribution(x->rank, i);
-    float *src = dev_alloc(x, full + 1);
-    to_device(x, src, host, full);
+    float *host;
+    float *src = dev_contribution(x, full, &host);
     float *dst = dev_fill(x, full + 1, SENTINEL);
     do_all_to_all(x, g, dst, src, n);
     expect_count(x, g, COLL_ALL_TO_ALL, full);

@@ -19,12 +19,17 @@ for f in run_gpu_checks.sh pretrain_gpt bench_train_step tests.tsv libs.tar.gz B
     [ -e "$WORK/kit/$f" ] || fail "the bundle lacks $f"
 done
 grep -q 'test_backend_cuda_model' "$WORK/kit/tests.tsv" || fail "tests.tsv lacks the CUDA tests"
+grep -q 'test_comm_cuda' "$WORK/kit/tests.tsv" || fail "tests.tsv lacks the communication test"
 
 rc=0
 OUT="$WORK/out" "$WORK/kit/run_gpu_checks.sh" --cpu-standin --budget-s 200 > "$WORK/checks.log" 2>&1 \
     || rc=$?
 REPORT="$WORK/out/gpu_report.txt"
 SUMMARY="$WORK/out/gpu_summary.jsonl"
+# Several ranks on one device: run where this machine has mpirun, else a skip.
+grep '"check": "multirank_staged"' "$SUMMARY" || true
+grep -Eq '"check": "multirank_staged", "status": "(pass|skip)"' "$SUMMARY" \
+    || fail "the multi-rank check neither passed nor was skipped"
 [ "$rc" -eq 0 ] || { tail -n 40 "$WORK/checks.log"; fail "run_gpu_checks.sh --cpu-standin exited $rc"; }
 [ -s "$REPORT" ] || fail "no report $REPORT"
 [ -s "$SUMMARY" ] || fail "no summary $SUMMARY"

@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # End-to-end tests of pretrain_gpt on one rank: learning on repetitive data,
 # bitwise resume, the NaN guard, and every bad-input case (one clear message,
-# non-zero exit, nothing written). Usage: test_pretrain_cli.sh PRETRAIN PREPROCESS
+# non-zero exit, nothing written). Usage: test_pretrain_cli.sh PRETRAIN PREPROCESS [MPIEXEC]
+# (with MPIEXEC, also the bad-input cases that need two ranks)
 set -u
 PRETRAIN=$1
 PREPROCESS=$2
+MPIEXEC=${3:-}
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
 export OPENBLAS_NUM_THREADS=1
@@ -99,11 +101,12 @@ rc=$?
 grep -Eq "error: iteration [0-9]+: .*(NaN|infinite)" "$WORK/nan.log" || { cat "$WORK/nan.log"; fail "NaN message"; }
 
 # --- bad input: one clear message, non-zero exit, nothing written --------
+LAUNCH=() # a launcher for the cases that need several ranks
 expect_fail() { # expect_fail NAME REGEX ARGS...
     local name=$1 regex=$2
     shift 2
     rm -rf "$WORK/out"
-    "$PRETRAIN" "$@" --save "$WORK/out/ckpt" --metrics-file "$WORK/out.jsonl" \
+    "${LAUNCH[@]}" "$PRETRAIN" "$@" --save "$WORK/out/ckpt" --metrics-file "$WORK/out.jsonl" \
         > "$WORK/bad.out" 2> "$WORK/bad.err"
     local rc=$?
     if [ $rc -eq 0 ]; then fail "$name: exit status 0"; return; fi
@@ -132,6 +135,10 @@ expect_fail bad-split "--split" "${BASE[@]}" --split 1,x,2
 expect_fail bad-device "--device" "${BASE[@]}" --device tpu
 expect_fail data-and-train-path "--data-path and --train-data-path/--valid-data-path exclude each other" \
     "${BASE[@]}" --train-data-path "$SHARD"
+expect_fail comm-nccl-on-cpu "--comm nccl needs --device cuda .*use --comm mpi" "${BASE[@]}" \
+    --device cpu --comm nccl
+expect_fail comm-bogus "--comm bogus: unknown communication; use auto, nccl or mpi" "${BASE[@]}" \
+    --comm bogus
 expect_fail fp16-on-cuda "--fp16 \(dynamic loss scaling\) is not implemented yet" "${BASE[@]}" --device cuda --fp16
 expect_fail trace-unwritable "--trace-schedule .*cannot create" "${BASE[@]}" --trace-schedule "$WORK/no/such/dir/t"
 expect_fail exit-duration "--exit-duration-in-mins must be >= 0" "${BASE[@]}" --exit-duration-in-mins -1
@@ -154,10 +161,22 @@ expect_fail other-shape "saved with --num-layers 2 but this run has 4" \
 after=$(cd "$WORK/ckpt" && find . -type f -exec sha1sum {} + | sort)
 [ "$before" = "$after" ] || fail "the refused checkpoint was modified"
 
+# Two ranks on a node with fewer than two GPUs: NCCL needs one GPU per rank,
+# so --device cuda without --comm mpi is refused by name.
+gpus=$(nvidia-smi -L 2>/dev/null | grep -c '^GPU' || true)
+if [ -n "$MPIEXEC" ] && [ "${gpus:-0}" -lt 2 ]; then
+    LAUNCH=(timeout 120 "$MPIEXEC" --oversubscribe -np 2)
+    expect_fail ranks-over-gpus "--comm auto \(nccl for --device cuda\): this node runs 2 ranks but has (no GPU|1 GPU),.*--comm mpi" \
+        "${BASE[@]}" --device cuda
+    expect_fail ranks-over-gpus-nccl "--comm nccl: this node runs 2 ranks .*--comm mpi" \
+        "${BASE[@]}" --device cuda --comm nccl
+    LAUNCH=()
+fi
+
 # --- --help comes from the flag table -------------------------------------
 "$PRETRAIN" --help > "$WORK/help.txt" 2>&1 || fail "--help exited non-zero"
 for flag in --tensor-model-parallel-size --pipeline-model-parallel-size --data-path --save-interval \
-            --metrics-file --no-load-optim --finetune --lr-decay-style; do
+            --metrics-file --no-load-optim --finetune --lr-decay-style --comm; do
     grep -q -- "$flag" "$WORK/help.txt" || fail "--help lacks $flag"
 done
 

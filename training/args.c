@@ -50,6 +50,7 @@ static const FlagSpec TRAIN_FLAGS[] = {
     {"bf16", FLAG_SWITCH, OPT(bf16), NULL, NULL, "bf16 parameters and activations (CUDA; the CPU backend is fp32).", "training", false},
     {"fp16", FLAG_SWITCH, OPT(fp16), NULL, NULL, "fp16 with dynamic loss scaling (CUDA).", "training", false},
     {"device", FLAG_STRING, OPT(device), "auto", "DEV", "cpu, cuda, or auto (cuda when a GPU and a complete CUDA backend are present).", "training", false},
+    {"comm", FLAG_STRING, OPT(comm), "auto", "IMPL", "How ranks exchange device buffers: nccl (one GPU per rank), mpi (host memory; on cuda several ranks may share a GPU), or auto (nccl for --device cuda, mpi for cpu).", "training", false},
     /* data */
     {"data-path", FLAG_LIST, OPT(data_path), NULL, "[W] PATH", "HDF5 token shards or globs (made by tools/preprocess_data), divided by --split. Weighted (0.7 web-*.h5 0.3 books.h5), each pattern is one component of a blend sampled by weight, as Megatron's BlendedDataset.", "data", false},
     {"train-data-path", FLAG_LIST, OPT(train_data_path), NULL, "[W] PATH", "Training shards, used whole (--split is ignored); same syntax as --data-path, which it excludes.", "data", false},
@@ -170,6 +171,8 @@ static bool check_training(const TrainArgs *a, char *err, size_t err_size) {
              (long long)a->ddp_bucket_size);
     if (strcmp(a->device, "auto") && strcmp(a->device, "cpu") && strcmp(a->device, "cuda"))
         FAIL("--device %s: use cpu, cuda or auto", a->device);
+    if (strcmp(a->comm, "auto") && strcmp(a->comm, "nccl") && strcmp(a->comm, "mpi"))
+        FAIL("--comm %s: unknown communication; use auto, nccl or mpi", a->comm);
     return true;
 }
 

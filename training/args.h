@@ -41,6 +41,7 @@ typedef struct {
     /* precision and device */
     bool bf16, fp16;
     char *device;
+    char *comm; /* --comm: auto, nccl or mpi */
     bool check_for_nan_in_loss_and_grad;
     /* data */
     StringList data_path, train_data_path, valid_data_path;

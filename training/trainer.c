@@ -33,6 +33,25 @@ static bool resolve_device(const TrainArgs *a, const char **device, char *err, s
     return true;
 }
 
+/* NCCL takes one GPU per rank (two ranks on one device are refused); the
+ * staged implementation (--comm mpi) lets ranks share. */
+static bool check_gpus_per_node(const ParallelState *ps, const char *device, const char *comm,
+                                CommImplKind kind, char *err, size_t err_size) {
+    if (strcmp(device, "cuda") || kind != COMM_IMPL_NCCL || ps->local_size == 1) return true;
+    const int gpus = backend_cuda_device_count();
+    if (ps->local_size <= gpus) return true;
+    const char *which = strcmp(comm, "auto") ? "" : " (nccl for --device cuda)";
+    if (gpus == 0)
+        FAIL("--comm %s%s: this node runs %d ranks but has no GPU, and NCCL needs one GPU per "
+             "rank; run on nodes with a GPU per rank, pass --comm mpi so that ranks share GPUs "
+             "through host memory, or use --device cpu",
+             comm, which, ps->local_size);
+    FAIL("--comm %s%s: this node runs %d ranks but has %d GPU%s, and NCCL needs one GPU per "
+         "rank; launch at most %d rank%s per node, or pass --comm mpi so that ranks share GPUs "
+         "through host memory",
+         comm, which, ps->local_size, gpus, gpus == 1 ? "" : "s", gpus, gpus == 1 ? "" : "s");
+}
+
 static bool setup_data(Trainer *t, char *err, size_t err_size) {
     const TrainArgs *a = t->args;
     GPTDataConfig dc = {
@@ -199,12 +218,13 @@ bool trainer_setup(Trainer *t, const TrainArgs *a, const ParallelState *ps, char
     if (!trainer_prepare_checkpoints(t, err, err_size)) return false;
     const char *device = NULL;
     if (!resolve_device(a, &device, err, err_size)) return false;
-    /* The collectives stage CPU buffers through MPI; device buffers need the
-     * NCCL / staged path of the CUDA work, which is not there yet. */
-    if (!strcmp(device, "cuda") && ps->world_size > 1)
-        FAIL("--device cuda with %d ranks: multi-rank GPU runs need the NCCL collectives, which "
-             "this build does not have yet; run one rank per job on the GPU, or --device cpu",
-             ps->world_size);
+    CommImplKind comm_kind;
+    if (!comm_resolve_kind(a->comm, device, &comm_kind, err, err_size)) return false;
+    /* One rank moves nothing between ranks: auto makes no NCCL communicators
+     * (the staged implementation only copies within the device then). */
+    if (ps->world_size == 1 && !strcmp(a->comm, "auto") && comm_kind == COMM_IMPL_NCCL)
+        comm_kind = COMM_IMPL_STAGED;
+    if (!check_gpus_per_node(ps, device, a->comm, comm_kind, err, err_size)) return false;
     if (!strcmp(device, "cuda") && a->fp16)
         FAIL("--fp16 (dynamic loss scaling) is not implemented yet; use --bf16 on --device cuda");
     if (!setup_data(t, err, err_size)) return false;
@@ -215,8 +235,11 @@ bool trainer_setup(Trainer *t, const TrainArgs *a, const ParallelState *ps, char
              (long long)t->cfg.padded_vocab_size, ps->tp_size, ps->tp_size);
 
     t->be = backend_create(device, ps->local_rank, err, err_size);
-    if (!t->be) return false;
-    comm_init(&t->comm, ps, t->be);
+    /* Agreed: comm_init_impl below is collective over the world. */
+    if (!parallel_state_agree(ps->world, t->be != NULL, ps->timeout_s, err, err_size)) return false;
+    if (!comm_init_impl(&t->comm, ps, t->be, comm_kind, err, err_size)) return false;
+    if (is_root(t) && ps->world_size > 1)
+        printf("communication: %s\n", comm_impl_name(comm_kind));
     tensor_parallel_init(&t->tp, t->be, &t->comm, ps->tp_size, ps->tp_rank, a->sequence_parallel);
     /* 1F1B holds at most min(P - stage, M) micro-batches' activations. */
     int slots = ps->pp_size - ps->pp_rank;
