@@ -50,6 +50,13 @@ bool ckpt_make_save_dir(const char *save_dir, char *created, size_t created_size
 /* "iter_<7+ digits><suffix>" -> its iteration. */
 bool ckpt_parse_iter_name(const char *name, const char *suffix, int64_t *iteration);
 
+/* The iterations of dir's published checkpoints, newest first, each once:
+ * iter_N and the iter_N.old a publish parks for a moment (a reader opens
+ * either). Unfinished saves (.tmp) are not checkpoints. *out is owned by the
+ * caller (free); false with a message when dir cannot be listed. */
+bool ckpt_list_iterations(const char *dir, int64_t **out, int *count, char *err,
+                          size_t err_size);
+
 /* latest_checkpointed_iteration.txt of dir: missing, unusable (why says
  * why: "it is empty", "it is malformed", ...), or naming *iteration (whose
  * directory may not exist). */
