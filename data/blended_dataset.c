@@ -289,6 +289,7 @@ static bool create_components(BlendedDataset *ds, const GPTDataConfig *cfg,
             .expected_vocab_size = cfg->expected_vocab_size,
             .cache_dir = cfg->cache_dir,
             .data_path_flag = src->flag,
+            .scans = cfg->scans,
         };
         char inner[1024];
         ds->components[i] = gpt_dataset_create(&gc, ds->split, inner, sizeof inner);

@@ -33,6 +33,26 @@ static bool resolve_device(const TrainArgs *a, const char **device, char *err, s
     return true;
 }
 
+static bool open_datasets(Trainer *t, GPTDataConfig *dc, char *err, size_t err_size) {
+    const TrainArgs *a = t->args;
+    t->train_ds = blended_dataset_create(dc, SPLIT_TRAIN, err, err_size);
+    if (!t->train_ds) return false;
+    t->cfg.vocab_size = blended_dataset_vocab_size(t->train_ds);
+    snprintf(t->tokenizer_type, sizeof t->tokenizer_type, "%s",
+             blended_dataset_tokenizer_type(t->train_ds));
+    if (a->eval_iters > 0) {
+        dc->expected_vocab_size = t->cfg.vocab_size; /* validation shards must match training's */
+        t->valid_ds = blended_dataset_create(dc, SPLIT_VALID, err, err_size);
+        if (!t->valid_ds) {
+            size_t n = strlen(err);
+            snprintf(err + n, err_size - n,
+                     " (validation split; pass --eval-iters 0 to train without evaluation)");
+            return false;
+        }
+    }
+    return true;
+}
+
 static bool setup_data(Trainer *t, char *err, size_t err_size) {
     const TrainArgs *a = t->args;
     GPTDataConfig dc = {
@@ -47,23 +67,11 @@ static bool setup_data(Trainer *t, char *err, size_t err_size) {
         .seed = (uint64_t)a->seed,
         .expected_tokenizer_type = a->tokenizer_type,
         .cache_dir = a->data_cache_path,
+        .scans = token_id_scans_new(), /* the splits share their shards' scans */
     };
-    t->train_ds = blended_dataset_create(&dc, SPLIT_TRAIN, err, err_size);
-    if (!t->train_ds) return false;
-    t->cfg.vocab_size = blended_dataset_vocab_size(t->train_ds);
-    snprintf(t->tokenizer_type, sizeof t->tokenizer_type, "%s",
-             blended_dataset_tokenizer_type(t->train_ds));
-    if (a->eval_iters > 0) {
-        dc.expected_vocab_size = t->cfg.vocab_size; /* validation shards must match training's */
-        t->valid_ds = blended_dataset_create(&dc, SPLIT_VALID, err, err_size);
-        if (!t->valid_ds) {
-            size_t n = strlen(err);
-            snprintf(err + n, err_size - n,
-                     " (validation split; pass --eval-iters 0 to train without evaluation)");
-            return false;
-        }
-    }
-    return true;
+    const bool ok = open_datasets(t, &dc, err, err_size);
+    token_id_scans_free(dc.scans);
+    return ok;
 }
 
 static void setup_config(Trainer *t) {
