@@ -31,6 +31,31 @@ compare() {
     "$METRICS_COMPARE" --name "$name" "$@" "$reference" "$file"
 }
 
+# ranks_recorded MPIEXEC NP PROGRAM ARGS...: PROGRAM on NP ranks for at most
+# 120 s, each rank's own exit status written to $WORK/rank_rc.<rank>
+# (mpirun's status says only that some rank failed); mpirun's status (124
+# when timed out) is returned.
+ranks_recorded() {
+    local mpiexec=$1 np=$2
+    shift 2
+    rm -f "$WORK"/rank_rc.*
+    timeout 120 "$mpiexec" --oversubscribe -np "$np" sh -c \
+        '"$0" "$@"; rc=$?; echo $rc > "'"$WORK"'/rank_rc.$OMPI_COMM_WORLD_RANK"; exit $rc' "$@"
+}
+
+# expect_agreed_failure NAME NP LOG: the failure ranks agree on, as DESIGN.md
+# (Errors) asks: every one of NP ranks exited non-zero (ranks_recorded's
+# files) and LOG holds exactly one "error: " line.
+expect_agreed_failure() {
+    local name=$1 np=$2 log=$3 r rc errors
+    for r in $(seq 0 $((np - 1))); do
+        rc=$(cat "$WORK/rank_rc.$r" 2> /dev/null)
+        [ -n "$rc" ] && [ "$rc" -ne 0 ] || { cat "$log"; fail "$name: rank $r exit status '${rc:-none}', want non-zero"; }
+    done
+    errors=$(grep -c "^error: " "$log")
+    [ "$errors" -eq 1 ] || { cat "$log"; fail "$name: $errors 'error:' lines, want exactly one"; }
+}
+
 # finish: the exit status of the script.
 finish() {
     if [ "$failures" -ne 0 ]; then echo "$failures failure(s)"; exit 1; fi
