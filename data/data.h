@@ -214,7 +214,10 @@ typedef struct BlendedDataset BlendedDataset;
 BlendedDataset *blended_dataset_create(const GPTDataConfig *cfg, SplitKind split, char *err,
                                        size_t err_size);
 void blended_dataset_free(BlendedDataset *ds);
-/* Global sample k (any k >= 0) into out[seq_length + 1]. */
+/* Global sample k (any k >= 0) into out[seq_length + 1]. Test hook: with
+ * GPT3D_TEST_FAIL_DATA_READ_AT=K set when the training split is created,
+ * its sample K fails to read (as a damaged shard would), so a test can
+ * see how a run stops on a data error mid-step. */
 bool blended_dataset_get_sample(BlendedDataset *ds, int64_t k, int32_t *out, char *err,
                                 size_t err_size);
 /* The component serving global sample k and its index in that component. */

@@ -33,14 +33,23 @@ compare() {
 
 # ranks_recorded MPIEXEC NP PROGRAM ARGS...: PROGRAM on NP ranks for at most
 # 120 s, each rank's own exit status written to $WORK/rank_rc.<rank>
-# (mpirun's status says only that some rank failed); mpirun's status (124
-# when timed out) is returned.
+# (mpirun's status says only that some rank failed). The wrapper itself
+# exits 0, so mpirun does not kill the other ranks when the first one fails
+# and every rank records its status. Returns 124 when timed out, else the
+# largest rank status (1 when a rank recorded none).
 ranks_recorded() {
-    local mpiexec=$1 np=$2
+    local mpiexec=$1 np=$2 r rc worst=0
     shift 2
     rm -f "$WORK"/rank_rc.*
     timeout 120 "$mpiexec" --oversubscribe -np "$np" sh -c \
-        '"$0" "$@"; rc=$?; echo $rc > "'"$WORK"'/rank_rc.$OMPI_COMM_WORLD_RANK"; exit $rc' "$@"
+        '"$0" "$@"; echo $? > "'"$WORK"'/rank_rc.$OMPI_COMM_WORLD_RANK"' "$@"
+    rc=$?
+    [ $rc -eq 124 ] && return 124
+    for r in $(seq 0 $((np - 1))); do
+        rc=$(cat "$WORK/rank_rc.$r" 2> /dev/null || echo 1)
+        [ "$rc" -gt "$worst" ] && worst=$rc
+    done
+    return "$worst"
 }
 
 # expect_agreed_failure NAME NP LOG: the failure ranks agree on, as DESIGN.md

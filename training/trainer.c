@@ -382,6 +382,17 @@ static bool poll_or_report(Trainer *t, bool wait) {
     return reported(t, trainer_checkpoint_poll(t, wait, err, sizeof err), err);
 }
 
+/* A data read that failed during a step (or an evaluation) on any rank
+ * stops the run here, after the schedule completed on every rank: rank 0
+ * prints the reading rank's own message and the run ends without saving. */
+static bool data_reads_ok(const Trainer *t) {
+    char err[PARALLEL_STATE_MAX_MESSAGE];
+    snprintf(err, sizeof err, "%s", t->data_error);
+    return reported(t, parallel_state_agree(t->ps->world, !t->data_error[0], t->ps->timeout_s, err,
+                                            sizeof err),
+                    err);
+}
+
 static int stop_on_nonfinite(Trainer *t, const StepResult *r) {
     /* The last good checkpoint may still be in flight. */
     if (!poll_or_report(t, true)) return 2;
@@ -453,6 +464,7 @@ int trainer_run(Trainer *t) {
         const double start = timer_now_s();
         comm_reset_counters(&t->comm);
         StepResult r = train_step(t);
+        if (!data_reads_ok(t)) return 2;
         if (a->check_for_nan_in_loss_and_grad && (!isfinite(r.loss) || !isfinite(r.grad_norm)))
             return stop_on_nonfinite(t, &r);
         trainer_optimizer_step(t, &r);
@@ -477,6 +489,7 @@ int trainer_run(Trainer *t) {
         const bool last = t->iteration == a->train_iters;
         if (t->valid_ds && (t->iteration % a->eval_interval == 0 || last)) {
             valid_loss = evaluate(t);
+            if (!data_reads_ok(t)) return 2;
             evaluated_last = true;
             if (is_root(t)) print_validation(t, valid_loss);
         }
