@@ -31,6 +31,20 @@ compare() {
     "$METRICS_COMPARE" --name "$name" "$@" "$reference" "$file"
 }
 
+# mpi_ranks NP ARGS...: $PRETRAIN "${ARGS[@]}" ARGS on NP ranks through
+# $MPIEXEC for at most 120 s (the caller sets all three); its exit status.
+mpi_ranks() {
+    local np=$1
+    shift
+    timeout 120 "$MPIEXEC" --oversubscribe -np "$np" "$PRETRAIN" "${ARGS[@]}" "$@"
+}
+
+# one_error NAME LOG REGEX: exactly one "error:" line in LOG, matching REGEX.
+one_error() {
+    [ "$(grep -c '^error:' "$2")" -eq 1 ] || { cat "$2" >&2; fail "$1: not exactly one error line"; return; }
+    grep -Eq -- "^error: .*$3" "$2" || { cat "$2" >&2; fail "$1: the error lacks /$3/"; }
+}
+
 # ranks_recorded MPIEXEC NP PROGRAM ARGS...: PROGRAM on NP ranks for at most
 # 120 s, each rank's own exit status written to $WORK/rank_rc.<rank>
 # (mpirun's status says only that some rank failed). The wrapper itself
@@ -61,7 +75,7 @@ expect_agreed_failure() {
         rc=$(cat "$WORK/rank_rc.$r" 2> /dev/null)
         [ -n "$rc" ] && [ "$rc" -ne 0 ] || { cat "$log"; fail "$name: rank $r exit status '${rc:-none}', want non-zero"; }
     done
-    errors=$(grep -c "^error: " "$log")
+    errors=$(grep -c "^error:" "$log")
     [ "$errors" -eq 1 ] || { cat "$log"; fail "$name: $errors 'error:' lines, want exactly one"; }
 }
 

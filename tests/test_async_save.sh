@@ -33,7 +33,7 @@ ARGS=(--num-layers 2 --hidden-size 32 --num-attention-heads 4 --ffn-hidden-size 
 run() {
     local name=$1
     shift
-    timeout 120 "$MPIEXEC" --oversubscribe -np 2 "$PRETRAIN" "${ARGS[@]}" "$@" > "$WORK/$name.log" 2>&1
+    mpi_ranks 2 "$@" > "$WORK/$name.log" 2>&1
 }
 latest_of() { cat "$1/latest_checkpointed_iteration.txt" 2>/dev/null; }
 
