@@ -1,5 +1,6 @@
 /* checkpoint/checkpoint_internal.h — what the C files of checkpoint/ share.
- * Not part of the module's contract; nothing outside checkpoint/ includes it. */
+ * Not part of the module's contract; nothing outside checkpoint/ includes it
+ * but tests/test_checkpoint_raw.c (raw reads have no public entry point). */
 #ifndef GPT3D_CHECKPOINT_INTERNAL_H
 #define GPT3D_CHECKPOINT_INTERNAL_H
 
