@@ -80,8 +80,24 @@ static bool load_stored(hid_t dset, int64_t n, bool required, StoredCrc *s,
     return true;
 }
 
-static bool read_slab(hid_t dset, hid_t fspace, int64_t start, int64_t count, float *out,
+/* Where a dataset's elements come from: HDF5, or its raw bytes at offset. */
+typedef struct {
+    hid_t dset, fspace;
+    const CkptRawSource *raw;
+    int64_t offset; /* -1: through HDF5 */
+} Source;
+
+static bool read_slab(const Source *src, int64_t start, int64_t count, float *out,
                       CkptCrcResult *res) {
+    if (src->offset >= 0) {
+        bool ok = ckpt_raw_read(src->raw->file, src->raw->bounce,
+                                src->offset + start * (int64_t)sizeof(float),
+                                (size_t)count * sizeof(float), out, res->detail,
+                                sizeof res->detail);
+        if (!ok) res->status = CKPT_CRC_IO;
+        return ok;
+    }
+    hid_t dset = src->dset, fspace = src->fspace;
     hsize_t off = (hsize_t)start, len = (hsize_t)count;
     hid_t mspace = H5Screate_simple(1, &len, NULL);
     bool ok = mspace >= 0 &&
@@ -116,11 +132,11 @@ static bool check_blocks(const StoredCrc *s, int64_t n, int64_t b0, int64_t b1,
 }
 
 /* Reads one edge block whole, checks it, copies its part of [lo, hi). */
-static bool read_edge_block(hid_t dset, hid_t fspace, const StoredCrc *s, int64_t n, int64_t b,
+static bool read_edge_block(const Source *src, const StoredCrc *s, int64_t n, int64_t b,
                             int64_t lo, int64_t hi, float *out, float *scratch, int64_t *blocks,
                             CkptCrcResult *res) {
     int64_t start = b * s->block, end = start + s->block < n ? start + s->block : n;
-    if (!read_slab(dset, fspace, start, end - start, scratch, res) ||
+    if (!read_slab(src, start, end - start, scratch, res) ||
         !check_blocks(s, n, b, b + 1, scratch, blocks, res))
         return false;
     int64_t from = lo > start ? lo : start, to = hi < end ? hi : end;
@@ -128,7 +144,7 @@ static bool read_edge_block(hid_t dset, hid_t fspace, const StoredCrc *s, int64_
     return true;
 }
 
-static bool read_checked(hid_t dset, hid_t fspace, const StoredCrc *s, int64_t n, int64_t lo,
+static bool read_checked(const Source *src, const StoredCrc *s, int64_t n, int64_t lo,
                          int64_t hi, float *out, int64_t *blocks, CkptCrcResult *res) {
     const int64_t B = s->block;
     const int64_t b0 = lo / B, b1 = (hi - 1) / B + 1;
@@ -137,7 +153,7 @@ static bool read_checked(hid_t dset, hid_t fspace, const StoredCrc *s, int64_t n
     if (in1 < in0) in1 = in0;
     if (in0 < in1) {
         int64_t start = in0 * B, end = in1 * B < n ? in1 * B : n;
-        if (!read_slab(dset, fspace, start, end - start, out + (start - lo), res) ||
+        if (!read_slab(src, start, end - start, out + (start - lo), res) ||
             !check_blocks(s, n, in0, in1, out + (start - lo), blocks, res))
             return false;
     }
@@ -149,19 +165,22 @@ static bool read_checked(hid_t dset, hid_t fspace, const StoredCrc *s, int64_t n
     float *scratch = xmalloc((size_t)B * sizeof *scratch);
     bool ok = true;
     for (int64_t i = 0; ok && i < num_edges; i++)
-        ok = read_edge_block(dset, fspace, s, n, edges[i], lo, hi, out, scratch, blocks, res);
+        ok = read_edge_block(src, s, n, edges[i], lo, hi, out, scratch, blocks, res);
     free(scratch);
     return ok;
 }
 
 bool ckpt_crc_read(hid_t dset, hid_t fspace, int64_t n, int64_t lo, int64_t hi, float *out,
-                   bool required, int64_t *blocks, CkptCrcResult *res) {
+                   bool required, const CkptRawSource *raw, int64_t *blocks,
+                   CkptCrcResult *res) {
     memset(res, 0, sizeof *res);
     if (lo >= hi) return true;
     StoredCrc s;
     if (!load_stored(dset, n, required, &s, res)) return false;
-    bool ok = s.block == 0 ? read_slab(dset, fspace, lo, hi - lo, out, res)
-                           : read_checked(dset, fspace, &s, n, lo, hi, out, blocks, res);
+    Source src = {dset, fspace, raw, -1};
+    if (raw && raw->file->fd >= 0) src.offset = ckpt_raw_offset(dset, n);
+    bool ok = s.block == 0 ? read_slab(&src, lo, hi - lo, out, res)
+                           : read_checked(&src, &s, n, lo, hi, out, blocks, res);
     free(s.crc);
     return ok;
 }

@@ -423,3 +423,41 @@ bool checkpoint_find_latest(const char *load_dir, int64_t *iteration, char *err,
     *iteration = it;
     return true;
 }
+
+static int compare_desc(const void *a, const void *b) {
+    const int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return x < y ? 1 : (x > y ? -1 : 0);
+}
+
+/* The one listing of a directory's checkpoints (see checkpoint_internal.h). */
+bool ckpt_list_iterations(const char *dir, int64_t **out, int *count, char *err,
+                            size_t err_size) {
+    *out = NULL;
+    *count = 0;
+    DIR *d = opendir(dir);
+    if (!d) {
+        ckpt_set_err(err, err_size, "cannot list checkpoint directory '%s': %s", dir,
+                     strerror(errno));
+        return false;
+    }
+    int cap = 0;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        int64_t it;
+        if (!ckpt_parse_iter_name(e->d_name, "", &it) &&
+            !ckpt_parse_iter_name(e->d_name, CKPT_ASIDE_SUFFIX, &it))
+            continue;
+        if (*count == cap) {
+            cap = cap ? 2 * cap : 16;
+            *out = xrealloc(*out, (size_t)cap * sizeof **out);
+        }
+        (*out)[(*count)++] = it;
+    }
+    closedir(d);
+    qsort(*out, (size_t)*count, sizeof **out, compare_desc);
+    int kept = 0; /* iter_N and iter_N.old are one checkpoint */
+    for (int i = 0; i < *count; i++)
+        if (kept == 0 || (*out)[kept - 1] != (*out)[i]) (*out)[kept++] = (*out)[i];
+    *count = kept;
+    return true;
+}

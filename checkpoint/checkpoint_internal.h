@@ -1,5 +1,6 @@
 /* checkpoint/checkpoint_internal.h — what the C files of checkpoint/ share.
- * Not part of the module's contract; nothing outside checkpoint/ includes it. */
+ * Not part of the module's contract; nothing outside checkpoint/ includes it
+ * but tests/test_checkpoint_raw.c (raw reads have no public entry point). */
 #ifndef GPT3D_CHECKPOINT_INTERNAL_H
 #define GPT3D_CHECKPOINT_INTERNAL_H
 
@@ -49,6 +50,13 @@ bool ckpt_make_save_dir(const char *save_dir, char *created, size_t created_size
 
 /* "iter_<7+ digits><suffix>" -> its iteration. */
 bool ckpt_parse_iter_name(const char *name, const char *suffix, int64_t *iteration);
+
+/* The iterations of dir's published checkpoints, newest first, each once:
+ * iter_N and the iter_N.old a publish parks for a moment (a reader opens
+ * either). Unfinished saves (.tmp) are not checkpoints. *out is owned by the
+ * caller (free); false with a message when dir cannot be listed. */
+bool ckpt_list_iterations(const char *dir, int64_t **out, int *count, char *err,
+                          size_t err_size);
 
 /* latest_checkpointed_iteration.txt of dir: missing, unusable (why says
  * why: "it is empty", "it is malformed", ...), or naming *iteration (whose
@@ -118,12 +126,38 @@ typedef struct {
     char detail[512]; /* HDF5's innermost message (CKPT_CRC_IO), or what is malformed */
 } CkptCrcResult;
 
+/* Raw reads of contiguous datasets (checkpoint_raw.c): a rank file opened
+ * beside its HDF5 handle, buffered and, where the filesystem allows it,
+ * O_DIRECT (direct_fd -1 where refused; fd -1 when the file cannot be
+ * opened, and then HDF5 reads everything). */
+typedef struct {
+    int fd, direct_fd;
+} CkptRawFile;
+#define CKPT_RAW_BOUNCE_BYTES (8u << 20)
+typedef struct {
+    const CkptRawFile *file;
+    unsigned char *bounce; /* CKPT_RAW_BOUNCE_BYTES, page aligned; NULL: buffered reads */
+} CkptRawSource;
+void ckpt_raw_open(CkptRawFile *f, const char *path);
+void ckpt_raw_close(CkptRawFile *f);
+/* NULL when out of memory (reads are then buffered). free() releases it. */
+unsigned char *ckpt_raw_bounce_new(void);
+/* The file offset of a dataset of n elements whose bytes are n IEEE F32LE
+ * values stored contiguously, on a little-endian host; -1 otherwise. */
+int64_t ckpt_raw_offset(hid_t dset, int64_t n);
+/* len bytes at file offset off into out; false with detail on an I/O error
+ * or a file that ends early. */
+bool ckpt_raw_read(const CkptRawFile *f, unsigned char *bounce, int64_t off, size_t len,
+                   void *out, char *detail, size_t size);
+
 /* Elements [lo, hi) of a 1-D float dataset of n elements into out, reading
  * the whole checksum blocks the range touches and verifying each. A dataset
  * without checksum attributes is read unverified when !required, and fails
- * as malformed when required. *blocks (may be NULL) counts verified blocks. */
+ * as malformed when required. raw (may be NULL) reads a contiguous
+ * dataset's bytes directly. *blocks (may be NULL) counts verified blocks. */
 bool ckpt_crc_read(hid_t dset, hid_t fspace, int64_t n, int64_t lo, int64_t hi, float *out,
-                   bool required, int64_t *blocks, CkptCrcResult *res);
+                   bool required, const CkptRawSource *raw, int64_t *blocks,
+                   CkptCrcResult *res);
 
 /* Dataset name of each CheckpointTensor. */
 const char *ckpt_tensor_name(CheckpointTensor which);

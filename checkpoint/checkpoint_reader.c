@@ -38,6 +38,7 @@ typedef struct {
 typedef struct {
     int file; /* -1: slot free */
     hid_t fid;
+    CkptRawFile raw; /* the same file for direct reads of its datasets' bytes */
     uint64_t last_use;
 } OpenFile;
 
@@ -51,6 +52,7 @@ struct CheckpointReader {
     int num_params;
     OpenFile open[READER_OPEN_FILES];
     uint64_t clock;
+    unsigned char *bounce; /* O_DIRECT reads' aligned buffer, allocated at first use */
     int64_t verified_blocks; /* checksum blocks checked so far */
 };
 
@@ -69,19 +71,25 @@ static bool h5_read_failed(const CheckpointReader *r, int file, const char *what
 }
 
 /* The open HDF5 handle of a rank file, opening it (and closing the least
- * recently used one) when needed; -1 with a message on failure. */
-static hid_t reader_file(CheckpointReader *r, int file, char *err, size_t err_size) {
+ * recently used one) when needed; -1 with a message on failure. *raw (when
+ * raw is not NULL) gets the file's descriptors for raw reads. */
+static hid_t reader_file(CheckpointReader *r, int file, const CkptRawFile **raw, char *err,
+                         size_t err_size) {
     OpenFile *victim = &r->open[0];
     r->clock++;
     for (int i = 0; i < READER_OPEN_FILES; i++) {
         OpenFile *s = &r->open[i];
         if (s->file == file) {
             s->last_use = r->clock;
+            if (raw) *raw = &s->raw;
             return s->fid;
         }
         if (s->last_use < victim->last_use) victim = s;
     }
-    if (victim->file >= 0) H5Fclose(victim->fid);
+    if (victim->file >= 0) {
+        H5Fclose(victim->fid);
+        ckpt_raw_close(&victim->raw);
+    }
     victim->file = -1;
     victim->last_use = 0;
     char path[CKPT_PATH_MAX];
@@ -93,7 +101,9 @@ static hid_t reader_file(CheckpointReader *r, int file, char *err, size_t err_si
     if (fid < 0) return -1;
     victim->file = file;
     victim->fid = fid;
+    ckpt_raw_open(&victim->raw, path);
     victim->last_use = r->clock;
+    if (raw) *raw = &victim->raw;
     return fid;
 }
 
@@ -232,7 +242,7 @@ static bool index_file(CheckpointReader *r, int file, char *err, size_t err_size
                      r->dir, path, r->num_files);
         return false;
     }
-    hid_t fid = reader_file(r, file, err, err_size);
+    hid_t fid = reader_file(r, file, NULL, err, err_size);
     if (fid < 0) return false;
     char format[64];
     int64_t version = 0, rank = -1;
@@ -333,7 +343,10 @@ CheckpointReader *checkpoint_open(const char *load_dir, int64_t iteration, char 
         return NULL;
     }
     CheckpointReader *r = xcalloc(1, sizeof *r);
-    for (int i = 0; i < READER_OPEN_FILES; i++) r->open[i].file = -1;
+    for (int i = 0; i < READER_OPEN_FILES; i++) {
+        r->open[i].file = -1;
+        r->open[i].raw.fd = r->open[i].raw.direct_fd = -1;
+    }
     if (!ckpt_resolve_iter_dir(r->dir, sizeof r->dir, load_dir, iteration)) {
         checkpoint_iter_dir(r->dir, sizeof r->dir, load_dir, iteration);
         ckpt_set_err(err, err_size, "checkpoint directory '%s' does not exist (check --load)",
@@ -371,11 +384,15 @@ void checkpoint_close(CheckpointReader *r) {
     ckpt_hdf5_quiet(&quiet);
     bool closed = true;
     for (int i = 0; i < READER_OPEN_FILES; i++)
-        if (r->open[i].file >= 0) closed = H5Fclose(r->open[i].fid) >= 0 && closed;
+        if (r->open[i].file >= 0) {
+            closed = H5Fclose(r->open[i].fid) >= 0 && closed;
+            ckpt_raw_close(&r->open[i].raw);
+        }
     ckpt_hdf5_restore(&quiet, closed);
     for (int i = 0; i < r->num_entries; i++) free(r->entries[i].name);
     free(r->entries);
     free(r->params);
+    free(r->bounce);
     free(r);
 }
 
@@ -430,8 +447,11 @@ static bool crc_read_failed(const CheckpointReader *r, int file, const char *dat
 /* Reads elements [lo, hi) of the canonical tensor, all inside entry e. */
 static bool read_piece(CheckpointReader *r, const IndexEntry *e, CheckpointTensor which,
                        int64_t lo, int64_t hi, float *out, char *err, size_t err_size) {
-    hid_t fid = reader_file(r, e->file, err, err_size);
+    const CkptRawFile *raw_file = NULL;
+    hid_t fid = reader_file(r, e->file, &raw_file, err, err_size);
     if (fid < 0) return false;
+    if (raw_file->direct_fd >= 0 && !r->bounce) r->bounce = ckpt_raw_bounce_new();
+    const CkptRawSource raw = {raw_file, r->bounce};
     char link[48], path[CKPT_PATH_MAX];
     ckpt_interval_link(link, sizeof link, e->begin, e->end);
     if (!ckpt_path(path, sizeof path, err, err_size, "/%s/%s/%s/%s", CKPT_GROUP_INTERVALS,
@@ -456,7 +476,7 @@ static bool read_piece(CheckpointReader *r, const IndexEntry *e, CheckpointTenso
     if (ok) {
         CkptCrcResult res;
         ok = ckpt_crc_read(dset, fspace, (int64_t)dims, lo - e->begin, hi - e->begin, out,
-                           r->meta.format_version >= 2, &r->verified_blocks, &res);
+                           r->meta.format_version >= 2, &raw, &r->verified_blocks, &res);
         if (!ok) crc_read_failed(r, e->file, path + 1, &res, err, err_size);
     }
     if (fspace >= 0) H5Sclose(fspace);

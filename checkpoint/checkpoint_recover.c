@@ -13,53 +13,12 @@
  * declares, and every canonical element covered exactly once. */
 #include "checkpoint/checkpoint_internal.h"
 
-#include <dirent.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-
-static int compare_desc(const void *a, const void *b) {
-    const int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
-    return x < y ? 1 : (x > y ? -1 : 0);
-}
-
-/* The iterations of dir's published checkpoints, newest first: iter_N and
- * the iter_N.old a publish parks for a moment. Unfinished saves (.tmp) are
- * not checkpoints. */
-static bool list_iterations(const char *dir, int64_t **out, int *count, char *err,
-                            size_t err_size) {
-    *out = NULL;
-    *count = 0;
-    DIR *d = opendir(dir);
-    if (!d) {
-        ckpt_set_err(err, err_size, "cannot list checkpoint directory '%s': %s", dir,
-                     strerror(errno));
-        return false;
-    }
-    int cap = 0;
-    struct dirent *e;
-    while ((e = readdir(d)) != NULL) {
-        int64_t it;
-        if (!ckpt_parse_iter_name(e->d_name, "", &it) &&
-            !ckpt_parse_iter_name(e->d_name, CKPT_ASIDE_SUFFIX, &it))
-            continue;
-        if (*count == cap) {
-            cap = cap ? 2 * cap : 16;
-            *out = xrealloc(*out, (size_t)cap * sizeof **out);
-        }
-        (*out)[(*count)++] = it;
-    }
-    closedir(d);
-    qsort(*out, (size_t)*count, sizeof **out, compare_desc);
-    int kept = 0; /* iter_N and iter_N.old are one checkpoint */
-    for (int i = 0; i < *count; i++)
-        if (kept == 0 || (*out)[kept - 1] != (*out)[i]) (*out)[kept++] = (*out)[i];
-    *count = kept;
-    return true;
-}
 
 bool checkpoint_is_complete(const char *dir, int64_t iteration, char *why, size_t why_size) {
     CheckpointReader *r = checkpoint_open(dir, iteration, why, why_size);
@@ -99,7 +58,7 @@ bool checkpoint_find_resume(const char *load_dir, int64_t *iteration, char *note
     const CkptTracker state = ckpt_read_tracker(load_dir, &named, bad_why, sizeof bad_why);
     int64_t *its = NULL;
     int count = 0;
-    if (!list_iterations(load_dir, &its, &count, err, err_size)) return false;
+    if (!ckpt_list_iterations(load_dir, &its, &count, err, err_size)) return false;
     if (count == 0) {
         free(its);
         if (state == CKPT_TRACKER_MISSING) return false; /* no checkpoint at all */
@@ -156,7 +115,7 @@ bool checkpoint_check_save_target(const char *save_dir, int64_t start_iteration,
     if (!ckpt_is_dir(save_dir)) return true;
     int64_t *its = NULL;
     int count = 0;
-    if (!list_iterations(save_dir, &its, &count, err, err_size)) return false;
+    if (!ckpt_list_iterations(save_dir, &its, &count, err, err_size)) return false;
     char names[1024] = "";
     size_t n = 0;
     int clashes = 0;

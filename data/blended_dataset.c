@@ -35,6 +35,7 @@ static const char *const SPLIT_NAMES[3] = {"train", "valid", "test"};
 
 struct BlendedDataset {
     SplitKind split;
+    int64_t test_fail_at; /* GPT3D_TEST_FAIL_DATA_READ_AT: a sample whose read fails; -1 none */
     int num_components;
     GPTDataset **components;
     double *weights; /* normalised */
@@ -289,6 +290,7 @@ static bool create_components(BlendedDataset *ds, const GPTDataConfig *cfg,
             .expected_vocab_size = cfg->expected_vocab_size,
             .cache_dir = cfg->cache_dir,
             .data_path_flag = src->flag,
+            .scans = cfg->scans,
         };
         char inner[1024];
         ds->components[i] = gpt_dataset_create(&gc, ds->split, inner, sizeof inner);
@@ -313,6 +315,8 @@ BlendedDataset *blended_dataset_create(const GPTDataConfig *cfg, SplitKind split
     if (!data_path_parse(src.flag, src.words, src.count, &path, err, err_size)) return NULL;
     BlendedDataset *ds = xcalloc(1, sizeof *ds);
     ds->split = split;
+    const char *fail_at = getenv("GPT3D_TEST_FAIL_DATA_READ_AT");
+    ds->test_fail_at = split == SPLIT_TRAIN && fail_at ? strtoll(fail_at, NULL, 10) : -1;
     bool ok = create_components(ds, cfg, &src, &path, err, err_size) &&
               check_components_agree(ds, src.flag, err, err_size);
     data_path_free(&path);
@@ -360,6 +364,12 @@ void blended_dataset_sample_source(BlendedDataset *ds, int64_t k, int *component
 
 bool blended_dataset_get_sample(BlendedDataset *ds, int64_t k, int32_t *out, char *err,
                                 size_t err_size) {
+    if (k == ds->test_fail_at) {
+        set_err(err, err_size,
+                "test hook: the read of training sample %lld fails (GPT3D_TEST_FAIL_DATA_READ_AT)",
+                (long long)k);
+        return false;
+    }
     int c;
     int64_t local;
     blended_dataset_sample_source(ds, k, &c, &local);

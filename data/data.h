@@ -88,6 +88,15 @@ char *tokenizer_decode(const Tokenizer *t, const int32_t *ids, size_t count);
 
 typedef enum { SPLIT_TRAIN = 0, SPLIT_VALID = 1, SPLIT_TEST = 2 } SplitKind;
 
+/* The largest token id of each shard that had to be scanned (no
+ * max_token_id attribute), kept by the caller for the life of its process
+ * so one shard is scanned at most once however many datasets (splits, blend
+ * components) open it. Keyed like the --data-cache-path entry: path, size,
+ * modification time and shape, so a rewritten file is scanned again. */
+typedef struct TokenIdScans TokenIdScans;
+TokenIdScans *token_id_scans_new(void);
+void token_id_scans_free(TokenIdScans *scans);
+
 typedef struct {
     const char *const *paths; /* shard files (globs already expanded) */
     int num_paths;
@@ -102,6 +111,7 @@ typedef struct {
     const char *cache_dir;
     /* The flag the paths came from, for messages; NULL means "--data-path". */
     const char *data_path_flag;
+    TokenIdScans *scans; /* NULL: a shard without max_token_id is scanned at every open */
 } GPTDatasetConfig;
 
 typedef struct GPTDataset GPTDataset;
@@ -189,6 +199,7 @@ typedef struct {
     const char *expected_tokenizer_type; /* NULL / 0: not checked */
     int64_t expected_vocab_size;
     const char *cache_dir; /* --data-cache-path; NULL: no index cache */
+    TokenIdScans *scans;   /* passed to every component's GPTDatasetConfig */
 } GPTDataConfig;
 
 /* Megatron's BlendedDataset over one GPTDataset per component (each over
@@ -203,7 +214,10 @@ typedef struct BlendedDataset BlendedDataset;
 BlendedDataset *blended_dataset_create(const GPTDataConfig *cfg, SplitKind split, char *err,
                                        size_t err_size);
 void blended_dataset_free(BlendedDataset *ds);
-/* Global sample k (any k >= 0) into out[seq_length + 1]. */
+/* Global sample k (any k >= 0) into out[seq_length + 1]. Test hook: with
+ * GPT3D_TEST_FAIL_DATA_READ_AT=K set when the training split is created,
+ * its sample K fails to read (as a damaged shard would), so a test can
+ * see how a run stops on a data error mid-step. */
 bool blended_dataset_get_sample(BlendedDataset *ds, int64_t k, int32_t *out, char *err,
                                 size_t err_size);
 /* The component serving global sample k and its index in that component. */

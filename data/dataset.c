@@ -443,7 +443,8 @@ GPTDataset *gpt_dataset_create(const GPTDatasetConfig *cfg, SplitKind split, cha
     }
     for (int i = 0; i < ds->num_shards; i++) {
         bool scanned = false;
-        if (!token_ids_check(ds->shards[i], ds->cache_dir, &scanned, err, err_size)) {
+        if (!token_ids_check(ds->shards[i], ds->cache_dir, cfg->scans, &scanned, err,
+                             err_size)) {
             gpt_dataset_free(ds);
             return NULL;
         }

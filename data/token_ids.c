@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <sys/stat.h>
 
+#include "core/errors.h"
 #include "data/index_cache.h"
 
 /* Everything a scan result depends on; a rewritten file changes its size or
@@ -24,11 +25,47 @@ static bool scan_cache_key(const TokenShard *s, IndexKey *k) {
     return true;
 }
 
-static bool cached_or_scanned_max(TokenShard *s, const char *cache_dir, int64_t *max_id,
-                                  bool *scanned, char *err, size_t err_size) {
+struct TokenIdScans {
+    struct {
+        uint64_t key;
+        int64_t max_id;
+    } *found;
+    size_t count, cap;
+};
+
+TokenIdScans *token_id_scans_new(void) { return xcalloc(1, sizeof(TokenIdScans)); }
+
+void token_id_scans_free(TokenIdScans *scans) {
+    if (!scans) return;
+    free(scans->found);
+    free(scans);
+}
+
+static bool scans_lookup(const TokenIdScans *scans, uint64_t key, int64_t *max_id) {
+    for (size_t i = 0; scans && i < scans->count; i++)
+        if (scans->found[i].key == key) {
+            *max_id = scans->found[i].max_id;
+            return true;
+        }
+    return false;
+}
+
+static void scans_add(TokenIdScans *scans, uint64_t key, int64_t max_id) {
+    if (!scans) return;
+    if (scans->count == scans->cap) {
+        scans->cap = scans->cap ? 2 * scans->cap : 8;
+        scans->found = xrealloc(scans->found, scans->cap * sizeof *scans->found);
+    }
+    scans->found[scans->count].key = key;
+    scans->found[scans->count++].max_id = max_id;
+}
+
+static bool cached_or_scanned_max(TokenShard *s, const char *cache_dir, TokenIdScans *scans,
+                                  int64_t *max_id, bool *scanned, char *err, size_t err_size) {
     IndexKey key;
-    char *path = cache_dir && scan_cache_key(s, &key) ? index_cache_path(cache_dir, "maxid", key.h)
-                                                      : NULL;
+    const bool keyed = (cache_dir || scans) && scan_cache_key(s, &key);
+    if (keyed && scans_lookup(scans, key.h, max_id)) return true;
+    char *path = keyed && cache_dir ? index_cache_path(cache_dir, "maxid", key.h) : NULL;
     if (path) {
         int64_t count = 0;
         IndexCacheStatus status;
@@ -37,6 +74,7 @@ static bool cached_or_scanned_max(TokenShard *s, const char *cache_dir, int64_t 
             *max_id = cached[0];
             free(cached);
             free(path);
+            if (keyed) scans_add(scans, key.h, *max_id);
             return true;
         }
         free(cached);
@@ -45,16 +83,17 @@ static bool cached_or_scanned_max(TokenShard *s, const char *cache_dir, int64_t 
     bool ok = token_shard_scan_max_token_id(s, max_id, err, err_size);
     /* A failed cache write only costs the next run a scan. */
     if (ok && path) (void)index_cache_write(path, key.h, max_id, 1);
+    if (ok && keyed) scans_add(scans, key.h, *max_id);
     free(path);
     return ok;
 }
 
-bool token_ids_check(TokenShard *s, const char *cache_dir, bool *scanned, char *err,
-                     size_t err_size) {
+bool token_ids_check(TokenShard *s, const char *cache_dir, TokenIdScans *scans, bool *scanned,
+                     char *err, size_t err_size) {
     *scanned = false;
     int64_t max_id = token_shard_stored_max_token_id(s);
     if (max_id < 0 && token_shard_num_tokens(s) > 0 &&
-        !cached_or_scanned_max(s, cache_dir, &max_id, scanned, err, err_size))
+        !cached_or_scanned_max(s, cache_dir, scans, &max_id, scanned, err, err_size))
         return false;
     if (max_id < token_shard_vocab_size(s)) return true;
     snprintf(err, err_size,

@@ -4,9 +4,10 @@
  * Contract. A shard whose largest id is outside [0, vocab_size) is refused
  * at start, naming the file, the id and the fix, instead of failing hours in
  * when the sample holding that id is drawn. The largest id comes from the
- * shard's max_token_id attribute; a shard without it is scanned once and the
- * result kept under the --data-cache-path directory (when given), keyed by
- * the file's path, size, modification time and shape, so a changed file is
+ * shard's max_token_id attribute; a shard without it is scanned at most once
+ * per process (the caller's TokenIdScans) and the result kept under the
+ * --data-cache-path directory (when given) for later runs, both keyed by the
+ * file's path, size, modification time and shape, so a changed file is
  * scanned again. */
 #ifndef GPT3D_DATA_TOKEN_IDS_H
 #define GPT3D_DATA_TOKEN_IDS_H
@@ -16,9 +17,10 @@
 
 #include "data/data.h"
 
-/* cache_dir may be NULL (then a shard without the attribute is scanned on
- * every open). *scanned tells whether this call read the tokens. */
-bool token_ids_check(TokenShard *s, const char *cache_dir, bool *scanned, char *err,
-                     size_t err_size);
+/* cache_dir and scans may be NULL (with both NULL a shard without the
+ * attribute is scanned at every open). *scanned tells whether this call read
+ * the tokens. */
+bool token_ids_check(TokenShard *s, const char *cache_dir, TokenIdScans *scans, bool *scanned,
+                     char *err, size_t err_size);
 
 #endif

@@ -17,3 +17,9 @@ gpt3d_add_test(NAME test_data_inspect_shard SOURCES test_data_inspect_shard.c TI
   ARGS $<TARGET_FILE:inspect_shard> ${CMAKE_BINARY_DIR}/gpt2-vocab
        ${CMAKE_SOURCE_DIR}/tools/fetch_gpt2_vocab.sh)
 set_tests_properties(test_data_inspect_shard PROPERTIES RESOURCE_LOCK gpt2_vocab_dir)
+# A data read failing mid-step on 2 ranks: one error line, every rank non-zero, no save.
+add_test(NAME test_data_read_failure
+  COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/test_data_read_failure.sh ${MPIEXEC_EXECUTABLE}
+          $<TARGET_FILE:pretrain_gpt> $<TARGET_FILE:preprocess_data>)
+set_tests_properties(test_data_read_failure PROPERTIES TIMEOUT 300
+  ENVIRONMENT "OPENBLAS_NUM_THREADS=1")

@@ -31,6 +31,54 @@ compare() {
     "$METRICS_COMPARE" --name "$name" "$@" "$reference" "$file"
 }
 
+# mpi_ranks NP ARGS...: $PRETRAIN "${ARGS[@]}" ARGS on NP ranks through
+# $MPIEXEC for at most 120 s (the caller sets all three); its exit status.
+mpi_ranks() {
+    local np=$1
+    shift
+    timeout 120 "$MPIEXEC" --oversubscribe -np "$np" "$PRETRAIN" "${ARGS[@]}" "$@"
+}
+
+# one_error NAME LOG REGEX: exactly one "error:" line in LOG, matching REGEX.
+one_error() {
+    [ "$(grep -c '^error:' "$2")" -eq 1 ] || { cat "$2" >&2; fail "$1: not exactly one error line"; return; }
+    grep -Eq -- "^error: .*$3" "$2" || { cat "$2" >&2; fail "$1: the error lacks /$3/"; }
+}
+
+# ranks_recorded MPIEXEC NP PROGRAM ARGS...: PROGRAM on NP ranks for at most
+# 120 s, each rank's own exit status written to $WORK/rank_rc.<rank>
+# (mpirun's status says only that some rank failed). The wrapper itself
+# exits 0, so mpirun does not kill the other ranks when the first one fails
+# and every rank records its status. Returns 124 when timed out, else the
+# largest rank status (1 when a rank recorded none).
+ranks_recorded() {
+    local mpiexec=$1 np=$2 r rc worst=0
+    shift 2
+    rm -f "$WORK"/rank_rc.*
+    timeout 120 "$mpiexec" --oversubscribe -np "$np" sh -c \
+        '"$0" "$@"; echo $? > "'"$WORK"'/rank_rc.$OMPI_COMM_WORLD_RANK"' "$@"
+    rc=$?
+    [ $rc -eq 124 ] && return 124
+    for r in $(seq 0 $((np - 1))); do
+        rc=$(cat "$WORK/rank_rc.$r" 2> /dev/null || echo 1)
+        [ "$rc" -gt "$worst" ] && worst=$rc
+    done
+    return "$worst"
+}
+
+# expect_agreed_failure NAME NP LOG: the failure ranks agree on, as DESIGN.md
+# (Errors) asks: every one of NP ranks exited non-zero (ranks_recorded's
+# files) and LOG holds exactly one "error: " line.
+expect_agreed_failure() {
+    local name=$1 np=$2 log=$3 r rc errors
+    for r in $(seq 0 $((np - 1))); do
+        rc=$(cat "$WORK/rank_rc.$r" 2> /dev/null)
+        [ -n "$rc" ] && [ "$rc" -ne 0 ] || { cat "$log"; fail "$name: rank $r exit status '${rc:-none}', want non-zero"; }
+    done
+    errors=$(grep -c "^error:" "$log")
+    [ "$errors" -eq 1 ] || { cat "$log"; fail "$name: $errors 'error:' lines, want exactly one"; }
+}
+
 # finish: the exit status of the script.
 finish() {
     if [ "$failures" -ne 0 ]; then echo "$failures failure(s)"; exit 1; fi

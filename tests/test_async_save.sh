@@ -11,8 +11,10 @@
 #   "1:in_async_write") leaves the previous checkpoint published, verified
 #   and loadable, and the resumed losses bitwise equal to the uninterrupted
 #   run's;
-# - a background write that fails (its iter_N.tmp removed under it) ends the
-#   run non-zero with the write's own message, and nothing is published.
+# - a background write that fails (its iter_N.tmp removed under it), or its
+#   publish (GPT3D_TEST_FAIL_IN_SAVE=tracker_write, a full disk), ends every
+#   rank non-zero with exactly one error line, the write's own message, and
+#   nothing is published.
 # Usage: test_async_save.sh MPIEXEC PRETRAIN PREPROCESS CHECKPOINT_INFO
 set -u
 MPIEXEC=$1
@@ -31,7 +33,7 @@ ARGS=(--num-layers 2 --hidden-size 32 --num-attention-heads 4 --ffn-hidden-size 
 run() {
     local name=$1
     shift
-    timeout 120 "$MPIEXEC" --oversubscribe -np 2 "$PRETRAIN" "${ARGS[@]}" "$@" > "$WORK/$name.log" 2>&1
+    mpi_ranks 2 "$@" > "$WORK/$name.log" 2>&1
 }
 latest_of() { cat "$1/latest_checkpointed_iteration.txt" 2>/dev/null; }
 
@@ -73,8 +75,14 @@ sed -n '5,$p' "$WORK/sync.jsonl" > "$WORK/sync_5_8.jsonl"
 compare "resumed after the kill" "$WORK/sync_5_8.jsonl" "$WORK/resumed.jsonl" --rtol 0 --atol 0 \
     || fail "resumed losses differ from the uninterrupted run's"
 
-# --- a failing background write is reported and ends the run ---------------
-GPT3D_TEST_ASYNC_SAVE_DELAY_MS=3000 run failing --save "$WORK/fail" --save-interval 2 --async-save &
+# --- a failing background write is reported once and ends every rank --------
+# ranked NAME ARGS...: like run, each rank's exit status recorded.
+ranked() {
+    local name=$1
+    shift
+    ranks_recorded "$MPIEXEC" 2 "$PRETRAIN" "${ARGS[@]}" "$@" > "$WORK/$name.log" 2>&1
+}
+GPT3D_TEST_ASYNC_SAVE_DELAY_MS=3000 ranked failing --save "$WORK/fail" --save-interval 2 --async-save &
 pid=$!
 for _ in $(seq 1 100); do
     grep -q "^checkpoint at iteration 2: shard copied" "$WORK/failing.log" 2>/dev/null && break
@@ -83,9 +91,17 @@ done
 rm -rf "$WORK/fail/iter_0000002.tmp"
 wait $pid
 rc=$?
-{ [ $rc -ne 0 ] && [ $rc -ne 124 ]; } || { cat "$WORK/failing.log"; fail "failing write: exit status $rc, want non-zero"; }
-grep -q "iter_0000002.tmp.* does not exist" "$WORK/failing.log" \
+[ $rc -ne 124 ] || { cat "$WORK/failing.log"; fail "failing write: timed out"; }
+expect_agreed_failure "failing write" 2 "$WORK/failing.log"
+grep -q "^error: .*iter_0000002.tmp.* does not exist" "$WORK/failing.log" \
     || { cat "$WORK/failing.log"; fail "failing write: the writer's own message is not reported"; }
 [ -z "$(latest_of "$WORK/fail")" ] || fail "failing write: something was published"
+
+# The publish of a background save failing (a full disk at the tracker write).
+GPT3D_TEST_FAIL_IN_SAVE=tracker_write ranked fulldisk --save "$WORK/full" --save-interval 2 --async-save
+[ $? -ne 124 ] || { cat "$WORK/fulldisk.log"; fail "full disk: timed out"; }
+expect_agreed_failure "full disk at the tracker write" 2 "$WORK/fulldisk.log"
+grep -q "^error: .*latest_checkpointed_iteration" "$WORK/fulldisk.log" \
+    || { cat "$WORK/fulldisk.log"; fail "full disk: the message does not name the tracker"; }
 
 finish test_async_save

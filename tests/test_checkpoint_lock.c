@@ -17,6 +17,7 @@
  *   both checkpoints, and recovery then resumes from the new one. */
 #include "checkpoint/checkpoint.h"
 #include "test_checkpoint_meta.h"
+#include "test_util.h"
 
 #include <errno.h>
 #include <signal.h>
@@ -26,23 +27,6 @@
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
-
-#define CHECK(cond)                                                                  \
-    do {                                                                             \
-        if (!(cond)) {                                                               \
-            fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond); \
-            return 1;                                                                \
-        }                                                                            \
-    } while (0)
-
-/* s must contain needle; prints s otherwise. */
-#define CHECK_HAS(s, needle)                                                                 \
-    do {                                                                                     \
-        if (!strstr((s), (needle))) {                                                        \
-            fprintf(stderr, "%s:%d: '%s' lacks '%s'\n", __FILE__, __LINE__, (s), (needle)); \
-            return 1;                                                                        \
-        }                                                                                    \
-    } while (0)
 
 static char root[256];
 
@@ -73,7 +57,7 @@ static void host_name(char *out, size_t size) {
     gethostname(out, size - 1);
 }
 
-static int test_lock_in_process(void) {
+static void test_lock_in_process(void) {
     char save[512], lockfile[600], err[2048], note[2048], host[256], want[300];
     snprintf(save, sizeof save, "%s/new/save", root);
     snprintf(lockfile, sizeof lockfile, "%s/.gpt3d_save.lock", save);
@@ -105,12 +89,11 @@ static int test_lock_in_process(void) {
     CHECK(a);
     checkpoint_unlock(a);
     CHECK(exists(want));
-    return 0;
 }
 
 /* A child takes the lock and waits; the parent is refused while it lives and
  * takes the stale lock over once it is SIGKILLed. */
-static int test_lock_other_process(void) {
+static void test_lock_other_process(void) {
     char save[512], err[2048], note[2048], want[300];
     snprintf(save, sizeof save, "%s/shared", root);
     int ready[2];
@@ -141,10 +124,9 @@ static int test_lock_other_process(void) {
     checkpoint_unlock(l);
     close(ready[0]);
     close(ready[1]);
-    return 0;
 }
 
-static int test_lock_records(void) {
+static void test_lock_records(void) {
     char save[512], lockfile[600], err[2048], note[2048], host[256], text[1024], after[1024];
     snprintf(save, sizeof save, "%s/records", root);
     snprintf(lockfile, sizeof lockfile, "%s/.gpt3d_save.lock", save);
@@ -176,10 +158,9 @@ static int test_lock_records(void) {
     CHECK_HAS(err, "names no run (empty or damaged)");
     CHECK(exists(lockfile));
     unlink(lockfile);
-    return 0;
 }
 
-static int test_probe(void) {
+static void test_probe(void) {
     char file[512], save[600], err[2048];
     snprintf(file, sizeof file, "%s/plain_file", root);
     write_text(file, "x");
@@ -189,7 +170,6 @@ static int test_probe(void) {
     CHECK_HAS(err, strerror(ENOTDIR));
     CHECK(!checkpoint_lock_save_dir(save, NULL, 0, err, sizeof err));
     CHECK_HAS(err, "--save");
-    return 0;
 }
 
 /* ------------------------------------------------------------- recovery */
@@ -227,25 +207,18 @@ static bool save(const char *dir, int64_t iteration, FaultCtx *fault, char *err,
 static char tracker[600];
 
 /* find_resume must pick `want` with a note containing every needle given. */
-static int expect_resume(const char *dir, int64_t want, const char *n1, const char *n2) {
+static void expect_resume(const char *dir, int64_t want, const char *n1, const char *n2) {
     char note[2048], err[2048];
     int64_t it = -1;
-    if (!checkpoint_find_resume(dir, &it, note, sizeof note, err, sizeof err)) {
-        fprintf(stderr, "find_resume failed: %s\n", err);
-        return 1;
-    }
-    if (it != want) {
-        fprintf(stderr, "find_resume picked %lld, want %lld (note: %s)\n", (long long)it,
-                (long long)want, note);
-        return 1;
-    }
+    CHECK_MSG(checkpoint_find_resume(dir, &it, note, sizeof note, err, sizeof err), "%s", err);
+    CHECK_MSG(it == want, "find_resume picked %lld, want %lld (note: %s)", (long long)it,
+              (long long)want, note);
     if (!n1) CHECK(note[0] == '\0');
     if (n1) CHECK_HAS(note, n1);
     if (n2) CHECK_HAS(note, n2);
-    return 0;
 }
 
-static int test_recovery(void) {
+static void test_recovery(void) {
     char dir[512], err[2048], note[2048], path[700];
     int64_t it = -1;
     snprintf(dir, sizeof dir, "%s/recover", root);
@@ -255,30 +228,26 @@ static int test_recovery(void) {
     CHECK(err[0] == '\0'); /* empty: a fresh start */
     CHECK(save(dir, 1, NULL, err, sizeof err));
     CHECK(save(dir, 2, NULL, err, sizeof err));
-    if (expect_resume(dir, 2, NULL, NULL)) return 1;
+    expect_resume(dir, 2, NULL, NULL);
     const char *newest = "resuming from the newest complete checkpoint iter_0000002";
     unlink(tracker);
-    if (expect_resume(dir, 2, "no usable latest_checkpointed_iteration.txt in", "(it is missing)") ||
-        expect_resume(dir, 2, newest, NULL))
-        return 1;
+    expect_resume(dir, 2, "no usable latest_checkpointed_iteration.txt in", "(it is missing)");
+    expect_resume(dir, 2, newest, NULL);
     write_text(tracker, "");
-    if (expect_resume(dir, 2, "(it is empty)", newest)) return 1;
+    expect_resume(dir, 2, "(it is empty)", newest);
     write_text(tracker, "two\n");
-    if (expect_resume(dir, 2, "(it is malformed)", newest)) return 1;
+    expect_resume(dir, 2, "(it is malformed)", newest);
     write_text(tracker, "7\n");
-    if (expect_resume(dir, 2, "names iteration 7, whose directory does not exist", newest))
-        return 1;
+    expect_resume(dir, 2, "names iteration 7, whose directory does not exist", newest);
     write_text(tracker, "1\n");
-    if (expect_resume(dir, 2, "names iteration 1, older than the complete iter_0000002", newest))
-        return 1;
+    expect_resume(dir, 2, "names iteration 1, older than the complete iter_0000002", newest);
     /* A half-written newest: one rank file gone. */
     snprintf(path, sizeof path, "%s/iter_0000002/rank_00001.h5", dir);
     CHECK(unlink(path) == 0);
-    if (expect_resume(dir, 1, "skipped the incomplete iter_0000002", "rank_00001.h5")) return 1;
+    expect_resume(dir, 1, "skipped the incomplete iter_0000002", "rank_00001.h5");
     write_text(tracker, "2\n");
-    if (expect_resume(dir, 1, "names iteration 2, which is incomplete", "rank_00001.h5") ||
-        expect_resume(dir, 1, "resuming from the newest complete checkpoint iter_0000001", NULL))
-        return 1;
+    expect_resume(dir, 1, "names iteration 2, which is incomplete", "rank_00001.h5");
+    expect_resume(dir, 1, "resuming from the newest complete checkpoint iter_0000001", NULL);
     /* Tools resolve alike. */
     CHECK(checkpoint_resolve_iteration(dir, false, 0, &it, note, sizeof note, err, sizeof err));
     CHECK(it == 1);
@@ -296,10 +265,9 @@ static int test_recovery(void) {
     write_text(path, "3\n");
     CHECK(!checkpoint_find_resume(dir, &it, note, sizeof note, err, sizeof err));
     CHECK_HAS(err, "iter_0000003");
-    return 0;
 }
 
-static int test_save_target(void) {
+static void test_save_target(void) {
     char dir[512], err[2048];
     snprintf(dir, sizeof dir, "%s/target", root);
     CHECK(checkpoint_check_save_target(dir, 0, false, err, sizeof err)); /* missing: fine */
@@ -315,10 +283,9 @@ static int test_save_target(void) {
     CHECK_HAS(err, "(iter_0000005, iter_0000003)");
     CHECK_HAS(err, "pass --load");
     CHECK_HAS(err, "another --save directory");
-    return 0;
 }
 
-static int test_tracker_write_fails(void) {
+static void test_tracker_write_fails(void) {
     char dir[512], err[2048], path[700], text[64];
     snprintf(dir, sizeof dir, "%s/fulldisk", root);
     CHECK(save(dir, 4, NULL, err, sizeof err));
@@ -333,8 +300,7 @@ static int test_tracker_write_fails(void) {
     CHECK(!exists(path));
     CHECK(checkpoint_is_complete(dir, 4, err, sizeof err));
     CHECK(checkpoint_is_complete(dir, 8, err, sizeof err));
-    return expect_resume(dir, 8, "names iteration 4, older than the complete iter_0000008",
-                         NULL);
+    expect_resume(dir, 8, "names iteration 4, older than the complete iter_0000008", NULL);
 }
 
 int main(void) {
@@ -343,12 +309,14 @@ int main(void) {
         perror("mkdtemp");
         return 1;
     }
-    int failed = test_lock_in_process() || test_lock_other_process() || test_lock_records() ||
-                 test_probe() || test_recovery() || test_save_target() ||
-                 test_tracker_write_fails();
-    char cmd[300];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", root);
-    if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", root);
-    if (!failed) printf("test_checkpoint_lock: ok\n");
-    return failed;
+    test_lock_in_process();
+    test_lock_other_process();
+    test_lock_records();
+    test_probe();
+    test_recovery();
+    test_save_target();
+    test_tracker_write_fails();
+    test_remove_dir(root);
+    printf("test_checkpoint_lock: ok\n");
+    return 0;
 }

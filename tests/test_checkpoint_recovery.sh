@@ -30,15 +30,10 @@ ARGS=(--num-layers 2 --hidden-size 32 --num-attention-heads 4 --ffn-hidden-size 
       --lr-warmup-iters 2 --lr-decay-iters 1000 --tokenizer-type ByteTokenizer
       --data-path "$WORK/c_text_document.h5" --split 95,5,0 --eval-iters 0 --device cpu
       --log-interval 1000 --seed 1234)
-mpi() { timeout 120 "$MPIEXEC" --oversubscribe -np 2 "$PRETRAIN" "${ARGS[@]}" "$@"; }
+mpi() { mpi_ranks 2 "$@"; }
 HOST=$(uname -n)
 # snapshot DIR: every path with its size and contents' checksum
 snapshot() { (cd "$1" && find . -type f -exec md5sum {} + | sort; find . | sort); }
-# one_error NAME LOG REGEX: exactly one "error:" line, matching REGEX
-one_error() {
-    [ "$(grep -c '^error:' "$2")" -eq 1 ] || { cat "$2" >&2; fail "$1: not exactly one error line"; return; }
-    grep -Eq -- "^error: .*$3" "$2" || { cat "$2" >&2; fail "$1: the error lacks /$3/"; }
-}
 # tail_of FILE FIRST: the lines of iterations FIRST.. of FILE
 tail_of() { sed -n "$2,\$p" "$1"; }
 

@@ -293,11 +293,40 @@ static void reader_rejects_malformed(void) {
 }
 
 /* Opens a one-shard dataset of `path`; NULL with err on refusal. */
-static GPTDataset *open_one(const char *path, const char *cache, char *err, size_t err_size) {
+static GPTDataset *open_split(const char *path, const char *cache, TokenIdScans *scans,
+                              const char *split, SplitKind which, char *err, size_t err_size) {
     const char *paths[1] = {path};
-    GPTDatasetConfig cfg = {.paths = paths, .num_paths = 1, .split = "1,0,0", .seq_length = 2,
-                            .seed = 1, .cache_dir = cache};
-    return gpt_dataset_create(&cfg, SPLIT_TRAIN, err, err_size);
+    GPTDatasetConfig cfg = {.paths = paths, .num_paths = 1, .split = split, .seq_length = 2,
+                            .seed = 1, .cache_dir = cache, .scans = scans};
+    return gpt_dataset_create(&cfg, which, err, err_size);
+}
+
+static GPTDataset *open_one(const char *path, const char *cache, char *err, size_t err_size) {
+    return open_split(path, cache, NULL, "1,0,0", SPLIT_TRAIN, err, err_size);
+}
+
+/* Without --data-cache-path, the datasets of one run (its splits, blend
+ * components) share a TokenIdScans: the first to open a shard without
+ * max_token_id scans it, the next does not; a rewritten file is scanned
+ * again. (The hand-made shard is too short to split, so both open train.) */
+static void token_ids_scanned_once_per_process(void) {
+    char err[1024] = "";
+    const char *path = path_in_dir("ids_once.h5");
+    HandMade h = valid_hand_made();
+    write_hand_made(path, &h);
+    TokenIdScans *scans = token_id_scans_new();
+    for (int open = 0; open < 2; open++) {
+        GPTDataset *ds = open_split(path, NULL, scans, "1,0,0", SPLIT_TRAIN, err, sizeof err);
+        CHECK_MSG(ds, "%s", err);
+        CHECK(gpt_dataset_index_stats(ds).shards_scanned == (open == 0 ? 1 : 0));
+        gpt_dataset_free(ds);
+    }
+    h.fifth_token = 4000;
+    write_hand_made(path, &h);
+    CHECK(!open_split(path, NULL, scans, "1,0,0", SPLIT_TRAIN, err, sizeof err));
+    CHECK_MSG(strstr(err, "token id 4000"), "%s", err);
+    token_id_scans_free(scans);
+    unlink(path);
 }
 
 /* Token ids are checked against the vocabulary when a dataset opens a
@@ -365,6 +394,7 @@ int main(void) {
     reader_accepts_h5py_style();
     reader_rejects_malformed();
     token_ids_checked_at_open();
+    token_ids_scanned_once_per_process();
     CHECK(files_in_dir() == 0);
     rmdir(dir);
     printf("test_data_shard: ok\n");

@@ -4,12 +4,20 @@
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+
+/* How a failed check ends the test: exit(1), or, defined before this header
+ * is included, something else (an MPI test aborts the job so no rank waits
+ * for the failed one: #define TEST_FAIL_EXIT() MPI_Abort(MPI_COMM_WORLD, 1)). */
+#ifndef TEST_FAIL_EXIT
+#define TEST_FAIL_EXIT() exit(1)
+#endif
 
 #define CHECK(cond)                                                                                \
     do {                                                                                           \
         if (!(cond)) {                                                                             \
             fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond);              \
-            exit(1);                                                                               \
+            TEST_FAIL_EXIT();                                                                      \
         }                                                                                          \
     } while (0)
 
@@ -19,7 +27,16 @@
             fprintf(stderr, "%s:%d: CHECK failed: %s: ", __FILE__, __LINE__, #cond);              \
             fprintf(stderr, __VA_ARGS__);                                                          \
             fprintf(stderr, "\n");                                                                 \
-            exit(1);                                                                               \
+            TEST_FAIL_EXIT();                                                                      \
+        }                                                                                          \
+    } while (0)
+
+/* The string s must contain needle; both are printed otherwise. */
+#define CHECK_HAS(s, needle)                                                                       \
+    do {                                                                                           \
+        if (!strstr((s), (needle))) {                                                              \
+            fprintf(stderr, "%s:%d: '%s' lacks '%s'\n", __FILE__, __LINE__, (s), (needle));       \
+            TEST_FAIL_EXIT();                                                                      \
         }                                                                                          \
     } while (0)
 

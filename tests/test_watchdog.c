@@ -24,13 +24,9 @@
 #include "parallel_state/collectives.h"
 #include "parallel_state/parallel_state.h"
 
-#define CHECK(cond)                                                                                \
-    do {                                                                                           \
-        if (!(cond)) {                                                                             \
-            fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond);              \
-            MPI_Abort(MPI_COMM_WORLD, 1);                                                          \
-        }                                                                                          \
-    } while (0)
+/* A failed check aborts the job, so the other ranks do not wait for this one. */
+#define TEST_FAIL_EXIT() MPI_Abort(MPI_COMM_WORLD, 1)
+#include "test_util.h"
 
 /* A late rank arrives after LATE_S; the limit is several times that, so a
  * loaded machine does not turn the straggler case into a timeout. */

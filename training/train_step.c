@@ -8,13 +8,21 @@
 #include "pipeline_parallel/schedules.h"
 #include "training/trainer.h"
 
-/* Fills tokens/targets with B consecutive samples starting at `first`. */
+/* Fills tokens/targets with B consecutive samples starting at `first`. A
+ * failed read must not stop this rank alone (its pipeline and data-parallel
+ * peers would wait for it): the first failure's message goes to
+ * t->data_error and the sample is zeros, so the schedule completes, and
+ * trainer_run agrees on the failure once the step is over. */
 static void load_micro_batch(Trainer *t, BlendedDataset *ds, int64_t first) {
     const int B = t->args->micro_batch_size, T = t->args->model.seq_length;
     char err[1024];
     for (int b = 0; b < B; b++) {
-        if (!blended_dataset_get_sample(ds, first + b, t->sample, err, sizeof err))
-            gpt3d_fail_user("reading training data: %s", err);
+        if (!blended_dataset_get_sample(ds, first + b, t->sample, err, sizeof err)) {
+            if (!t->data_error[0])
+                snprintf(t->data_error, sizeof t->data_error, "reading %s data: %s",
+                         ds == t->valid_ds ? "validation" : "training", err);
+            memset(t->sample, 0, (size_t)(T + 1) * sizeof *t->sample);
+        }
         memcpy(t->tokens + (size_t)b * T, t->sample, (size_t)T * sizeof(int32_t));
         memcpy(t->targets + (size_t)b * T, t->sample + 1, (size_t)T * sizeof(int32_t));
     }

@@ -52,6 +52,26 @@ static bool check_gpus_per_node(const ParallelState *ps, const char *device, con
          comm, which, ps->local_size, gpus, gpus == 1 ? "" : "s", gpus, gpus == 1 ? "" : "s");
 }
 
+static bool open_datasets(Trainer *t, GPTDataConfig *dc, char *err, size_t err_size) {
+    const TrainArgs *a = t->args;
+    t->train_ds = blended_dataset_create(dc, SPLIT_TRAIN, err, err_size);
+    if (!t->train_ds) return false;
+    t->cfg.vocab_size = blended_dataset_vocab_size(t->train_ds);
+    snprintf(t->tokenizer_type, sizeof t->tokenizer_type, "%s",
+             blended_dataset_tokenizer_type(t->train_ds));
+    if (a->eval_iters > 0) {
+        dc->expected_vocab_size = t->cfg.vocab_size; /* validation shards must match training's */
+        t->valid_ds = blended_dataset_create(dc, SPLIT_VALID, err, err_size);
+        if (!t->valid_ds) {
+            size_t n = strlen(err);
+            snprintf(err + n, err_size - n,
+                     " (validation split; pass --eval-iters 0 to train without evaluation)");
+            return false;
+        }
+    }
+    return true;
+}
+
 static bool setup_data(Trainer *t, char *err, size_t err_size) {
     const TrainArgs *a = t->args;
     GPTDataConfig dc = {
@@ -66,23 +86,11 @@ static bool setup_data(Trainer *t, char *err, size_t err_size) {
         .seed = (uint64_t)a->seed,
         .expected_tokenizer_type = a->tokenizer_type,
         .cache_dir = a->data_cache_path,
+        .scans = token_id_scans_new(), /* the splits share their shards' scans */
     };
-    t->train_ds = blended_dataset_create(&dc, SPLIT_TRAIN, err, err_size);
-    if (!t->train_ds) return false;
-    t->cfg.vocab_size = blended_dataset_vocab_size(t->train_ds);
-    snprintf(t->tokenizer_type, sizeof t->tokenizer_type, "%s",
-             blended_dataset_tokenizer_type(t->train_ds));
-    if (a->eval_iters > 0) {
-        dc.expected_vocab_size = t->cfg.vocab_size; /* validation shards must match training's */
-        t->valid_ds = blended_dataset_create(&dc, SPLIT_VALID, err, err_size);
-        if (!t->valid_ds) {
-            size_t n = strlen(err);
-            snprintf(err + n, err_size - n,
-                     " (validation split; pass --eval-iters 0 to train without evaluation)");
-            return false;
-        }
-    }
-    return true;
+    const bool ok = open_datasets(t, &dc, err, err_size);
+    token_id_scans_free(dc.scans);
+    return ok;
 }
 
 static void setup_config(Trainer *t) {
@@ -436,6 +444,17 @@ static bool poll_or_report(Trainer *t, bool wait) {
     return reported(t, trainer_checkpoint_poll(t, wait, err, sizeof err), err);
 }
 
+/* A data read that failed during a step (or an evaluation) on any rank
+ * stops the run here, after the schedule completed on every rank: rank 0
+ * prints the reading rank's own message and the run ends without saving. */
+static bool data_reads_ok(const Trainer *t) {
+    char err[PARALLEL_STATE_MAX_MESSAGE];
+    snprintf(err, sizeof err, "%s", t->data_error);
+    return reported(t, parallel_state_agree(t->ps->world, !t->data_error[0], t->ps->timeout_s, err,
+                                            sizeof err),
+                    err);
+}
+
 static int stop_on_nonfinite(Trainer *t, const StepResult *r) {
     /* The last good checkpoint may still be in flight. */
     if (!poll_or_report(t, true)) return 2;
@@ -507,6 +526,7 @@ int trainer_run(Trainer *t) {
         const double start = timer_now_s();
         comm_reset_counters(&t->comm);
         StepResult r = train_step(t);
+        if (!data_reads_ok(t)) return 2;
         if (a->check_for_nan_in_loss_and_grad && (!isfinite(r.loss) || !isfinite(r.grad_norm)))
             return stop_on_nonfinite(t, &r);
         trainer_optimizer_step(t, &r);
@@ -531,6 +551,7 @@ int trainer_run(Trainer *t) {
         const bool last = t->iteration == a->train_iters;
         if (t->valid_ds && (t->iteration % a->eval_interval == 0 || last)) {
             valid_loss = evaluate(t);
+            if (!data_reads_ok(t)) return 2;
             evaluated_last = true;
             if (is_root(t)) print_validation(t, valid_loss);
         }

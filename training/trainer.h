@@ -54,6 +54,9 @@ typedef struct {
     int64_t resume_iteration;  /* the --load checkpoint to load; -1: none */
     struct AsyncWriter *async; /* --async-save's background writer, NULL until the first save */
     double setup_start_s;      /* timer_now_s() when trainer_setup began */
+    /* The first failed data read of this rank ("" when none), recorded by
+     * train_step's micro-batch loader; trainer_run stops on it. */
+    char data_error[1100]; /* the loader's message (1024) and a prefix */
 } Trainer;
 
 bool trainer_setup(Trainer *t, const TrainArgs *a, const ParallelState *ps, char *err,
