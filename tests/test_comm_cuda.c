@@ -348,7 +348,9 @@ int main(int argc, char **argv) {
     const bool standin = cpu_standin(argc, argv);
     const int gpus = standin ? 0 : backend_cuda_device_count();
     if (!standin && (gpus == 0 || !backend_cuda_complete())) {
-        if (x.rank == 0) print_skip_reason("no GPU for the CUDA communication tests");
+        if (x.rank == 0)
+            print_skip_reason(backend_cuda_compiled() ? "no GPU for the CUDA communication tests"
+                                                      : "this build has no CUDA backend");
         MPI_Finalize();
         return TEST_SKIPPED;
     }

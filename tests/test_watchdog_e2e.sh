@@ -78,7 +78,7 @@ if wait_lines "$WORK/stuck.jsonl" 3 && pid=$(rank_pid "$WORK/stuck.jsonl" 1); th
     [ "$rc" -ne 124 ] || fail "a stopped rank: the job hung until timeout(1) ended it"
     awk -v t="$took" 'BEGIN { exit !(t < 60) }' || fail "a stopped rank: the job ended only after ${took} s"
     awk -v t="$took" 'BEGIN { exit !(t >= 11) }' || fail "a stopped rank: the job ended ${took} s after the stop, before the 12 s limit"
-    grep -qE '^error: rank 0 \(pid [0-9]+ on .*\): (all-reduce|all-gather|reduce-scatter|broadcast|send|recv|barrier)[^;]* on the [a-z-]+ group \(world ranks 0,1\) did not complete within 1[2-9]\.[0-9] s; waiting for world rank 1,' "$WORK/stuck.err" \
+    grep -qE '^error: rank 0 \(pid [0-9]+ on .*\): (host )?(all-reduce|all-gather|reduce-scatter|broadcast|send|recv|barrier)[^;]* on the [a-z-]+ group \(world ranks 0,1\) did not complete within 1[2-9]\.[0-9] s; waiting for world rank 1,' "$WORK/stuck.err" \
         || fail "a stopped rank: no report naming the operation, group and peer"
     grep -qF -- "raise --distributed-timeout-minutes (now 0.2;" "$WORK/stuck.err" \
         || fail "a stopped rank: the report does not name the flag"
