@@ -285,8 +285,9 @@ void trainer_free(Trainer *t) {
     async_writer_free(t->async); /* joins a write in flight before the lock goes */
     trainer_release_save(t);
     if (t->metrics) fclose(t->metrics);
+    /* completes communication in flight first, tracing it */
+    distrib_optimizer_free(t->opt);
     if (t->trace) fclose(t->trace);
-    distrib_optimizer_free(t->opt); /* completes communication in flight first */
     gpt_model_free(t->model);
     blended_dataset_free(t->train_ds);
     blended_dataset_free(t->valid_ds);
