@@ -36,6 +36,28 @@ const char *dtype_name(DType t);
 
 typedef struct Backend Backend;
 
+/* Dropout masks come from core/rng.h's counter-based generator keyed by
+ * global coordinates, so every layout and a recomputation draw the same
+ * mask. Element (r, c) of a [rows, cols] block has the counter
+ * (row0 + r) * row_stride + col0 + c; it is kept when word 0 of
+ * rng_block(seed, stream, counter) is >= threshold (p * 2^32, rounded), an
+ * integer comparison that every backend makes bitwise alike. */
+typedef struct {
+    uint64_t seed, stream;
+    uint64_t row0, row_stride, col0;
+    uint32_t threshold;
+    float scale; /* 1 / (1 - p) */
+} DropoutKey;
+
+typedef struct {
+    uint64_t seed, stream;
+    uint64_t sample0;     /* global index of the micro-batch's first sample */
+    uint64_t head0;       /* global index of this rank's first query head */
+    uint64_t heads_total; /* query heads of the whole model */
+    uint32_t threshold;
+    float scale;
+} AttentionDropout;
+
 typedef struct {
     /* ---- memory ---- */
     void *(*alloc)(Backend *be, size_t bytes); /* zero-filled; never NULL */
@@ -65,14 +87,27 @@ typedef struct {
     void (*position_embedding_backward)(Backend *be, float *dpos, const void *dout, int B, int T,
                                         int C);
 
-    /* ---- layernorm (eps 1e-5, biased variance) ----
-     * mean and rstd are [N] fp32, saved for backward. */
+    /* ---- normalisation ----
+     * LayerNorm: out = (x - mean) * rstd * (weight + weight_offset) + bias, with
+     * rstd = 1/sqrt(biased variance + eps). RMSNorm: out = x * rstd * (weight +
+     * weight_offset), rstd = 1/sqrt(mean(x^2) + eps), no bias. weight_offset is
+     * 0, or 1 with --apply-layernorm-1p (the stored weight is then the weight
+     * minus one, initialised to zero). mean and rstd are [N] fp32, saved for
+     * backward. */
     void (*layernorm_forward)(Backend *be, void *out, float *mean, float *rstd, const void *inp,
-                              const void *weight, const void *bias, int N, int C);
+                              const void *weight, const void *bias, int N, int C, float eps,
+                              float weight_offset);
     /* Adds into dinp; adds into dweight/dbias. */
     void (*layernorm_backward)(Backend *be, void *dinp, float *dweight, float *dbias,
                                const void *dout, const void *inp, const void *weight,
-                               const float *mean, const float *rstd, int N, int C);
+                               const float *mean, const float *rstd, int N, int C,
+                               float weight_offset);
+    void (*rmsnorm_forward)(Backend *be, void *out, float *rstd, const void *inp,
+                            const void *weight, int N, int C, float eps, float weight_offset);
+    /* Adds into dinp; adds into dweight. */
+    void (*rmsnorm_backward)(Backend *be, void *dinp, float *dweight, const void *dout,
+                             const void *inp, const void *weight, const float *rstd, int N, int C,
+                             float weight_offset);
 
     /* ---- matrix products ----
      * out[N, OC] = inp[N, IC] . W (+ bias[OC] when bias != NULL);
@@ -90,6 +125,24 @@ typedef struct {
      * GELU, tanh approximation (GPT-2's "gelu_new"). */
     void (*gelu_forward)(Backend *be, void *out, const void *inp, size_t n);
     void (*gelu_backward)(Backend *be, void *dinp, const void *inp, const void *dout, size_t n);
+    /* SwiGLU: inp is [N, F, 2], per feature its gate then its up value (the
+     * canonical linear_fc1 order, so a TP shard of features is contiguous);
+     * out[n, f] = silu(gate) * up, silu(x) = x / (1 + exp(-x)). */
+    void (*swiglu_forward)(Backend *be, void *out, const void *inp, int N, int F);
+    /* dinp [N, F, 2] overwritten. */
+    void (*swiglu_backward)(Backend *be, void *dinp, const void *inp, const void *dout, int N,
+                            int F);
+    /* Squared ReLU: out = max(x, 0)^2. */
+    void (*squared_relu_forward)(Backend *be, void *out, const void *inp, size_t n);
+    void (*squared_relu_backward)(Backend *be, void *dinp, const void *inp, const void *dout,
+                                  size_t n);
+    /* Dropout whose mask is a pure function of global coordinates (see
+     * DropoutKey): out = keep ? inp * scale : 0. out may alias inp. */
+    void (*dropout_forward)(Backend *be, void *out, const void *inp, int rows, int cols,
+                            const DropoutKey *key);
+    /* dinp = keep ? dout * scale : 0, the same mask. dinp may alias dout. */
+    void (*dropout_backward)(Backend *be, void *dinp, const void *dout, int rows, int cols,
+                             const DropoutKey *key);
     /* out = a + b (out may alias a or b). */
     void (*add)(Backend *be, void *out, const void *a, const void *b, size_t n);
     /* dst += src. */
@@ -100,16 +153,37 @@ typedef struct {
     /* x *= s, fp32 buffer. */
     void (*scale_f32)(Backend *be, float *x, float s, size_t n);
 
-    /* ---- causal self-attention ----
-     * qkv is [B, T, NH, 3, HS] (per row: for each head its q, k, v, the canonical
-     * [heads, 3, head_dim] order); out is [B, T, NH, HS]. `saved` holds what
-     * backward needs, attention_saved_bytes(B, T, NH, HS) bytes. Scale 1/sqrt(HS). */
-    size_t (*attention_saved_bytes)(Backend *be, int B, int T, int NH, int HS);
+    /* ---- causal self-attention with query groups ----
+     * qkv rows are [NG, NH/NG + 2, HS]: for each of the NG query groups its
+     * NH/NG query heads, then its key head and its value head (Megatron's
+     * linear_qkv order; NG == NH is multi-head attention, [NH, 3, HS]). Query
+     * head h = g * (NH/NG) + j attends with group g's key and value. qkv is
+     * [B, T, NG * (NH/NG + 2) * HS]; out is [B, T, NH, HS]. Scale 1/sqrt(HS).
+     * `saved` holds what backward needs, attention_saved_bytes() bytes.
+     * `dropout` (NULL: none) drops attention probabilities after the softmax:
+     * probability (b, h, i, j) (query i, key j) uses the counter
+     * ((sample0 + b) * heads_total + head0 + h) * T * T + i * T + j with the
+     * key's seed, stream, threshold and scale (AttentionDropout). */
+    size_t (*attention_saved_bytes)(Backend *be, int B, int T, int NH, int NG, int HS);
     void (*attention_forward)(Backend *be, void *out, void *saved, const void *qkv, int B, int T,
-                              int NH, int HS);
-    /* dqkv overwritten. */
+                              int NH, int NG, int HS, const AttentionDropout *dropout);
+    /* dqkv overwritten; the same dropout as the forward. */
     void (*attention_backward)(Backend *be, void *dqkv, const void *dout, const void *qkv,
-                               const void *out, const void *saved, int B, int T, int NH, int HS);
+                               const void *out, const void *saved, int B, int T, int NH, int NG,
+                               int HS, const AttentionDropout *dropout);
+    /* Rotary position embedding, in place on the query and key heads of a
+     * qkv buffer laid out as above (value heads untouched). Row (b, t) has
+     * position t. The first rot_dim features of each head (rot_dim even,
+     * <= HS) rotate in pairs: rotate-half pairs feature i with i + rot_dim/2
+     * (Hugging Face and Megatron), interleaved pairs 2i with 2i + 1. Pair i
+     * has inv_freq = 1 / base^(2i / rot_dim) and angle t * inv_freq, both
+     * fp32 as Hugging Face computes them; (x, y) -> (x cos - y sin,
+     * y cos + x sin). */
+    void (*rope_forward)(Backend *be, void *qkv, int B, int T, int NH, int NG, int HS, int rot_dim,
+                         float base, bool interleaved);
+    /* The transposed rotation, in place on dqkv's query and key heads. */
+    void (*rope_backward)(Backend *be, void *dqkv, int B, int T, int NH, int NG, int HS,
+                          int rot_dim, float base, bool interleaved);
 
     /* ---- vocab-parallel softmax cross entropy, in pieces ----
      * logits are [N, V] for this rank's vocabulary slice [vocab_begin, vocab_begin + V);

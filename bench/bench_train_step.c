@@ -69,6 +69,7 @@ int main(int argc, char **argv) {
                      .vocab_size = a.vocab_size, .max_position_embeddings = a.seq_length,
                      .seq_length = a.seq_length, .init_method_std = 0.02, .seed = 1234};
     cfg.padded_vocab_size = gpt_padded_vocab_size(cfg.vocab_size, 128);
+    transformer_config_set_gpt2_variant(&cfg);
     ModelPartition part = {.tp_size = 1, .num_local_layers = a.num_layers,
                            .has_embedding = true, .has_head = true};
     /* One rank: the distributed optimizer over a data-parallel group of one,

@@ -2,7 +2,7 @@
  *
  * Layout of <save>/iter_%07d/rank_%05d.h5 (HDF5, readable with h5py):
  *   /                          attributes format = "gpt3d-checkpoint" (string),
- *                              format_version = 2, rank (int64)
+ *                              format_version = 3, rank (int64)
  *   /intervals/<parameter>/    one group per canonical parameter name (names
  *                              hold dots, never '/')
  *   /intervals/<parameter>/<begin>_<end>/

@@ -39,9 +39,9 @@
 #include "model/transformer_config.h"
 
 #define CHECKPOINT_FORMAT "gpt3d-checkpoint"
-/* Version 2 added the checksums (see Integrity above); version 1
- * checkpoints, which have none, still load. */
-#define CHECKPOINT_FORMAT_VERSION 2
+/* Version 2 added the checksums (see Integrity above), version 3 the
+ * architecture variant; version 1 and 2 checkpoints still load. */
+#define CHECKPOINT_FORMAT_VERSION 3
 #define CHECKPOINT_MIN_FORMAT_VERSION 1
 #define CHECKPOINT_MAX_DIMS 4
 

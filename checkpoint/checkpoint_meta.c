@@ -1,6 +1,6 @@
 /* checkpoint/checkpoint_meta.c — metadata.json of a checkpoint.
  *
- * One JSON object: "format": "gpt3d-checkpoint", "format_version": 2, then
+ * One JSON object: "format": "gpt3d-checkpoint", "format_version": 3, then
  * every CheckpointMeta field under its C name. JSON numbers are doubles to
  * cJSON (and to most readers), so integers are stored only when |v| <= 2^53,
  * where the double is exact; a larger value fails the save rather than being
@@ -8,6 +8,8 @@
  * (0.1*3 comes back as 0.3), so numbers are formatted here, exactly, and
  * inserted as raw JSON text; parsing (strtod) is exact. A field table drives
  * writing, reading and validation alike, so the three cannot drift apart.
+ * Version 3 added the architecture variant (model/transformer_config.h);
+ * an older file is of the GPT-2 variant.
  * Integrity (format version 2): "crc32c" holds 8 hex digits, the CRC32C of
  * the canonical text of every other field (cJSON's unformatted print of the
  * object this file builds, in table order). A reader rebuilds that text from
@@ -31,7 +33,7 @@
 #define MAX_EXACT_INTEGER 9007199254740992.0 /* 2^53 */
 #define MAX_META_BYTES (1 << 20)
 
-typedef enum { F_I64, F_INT, F_U64, F_F64, F_BOOL, F_STR } FieldKind;
+typedef enum { F_I64, F_INT, F_U64, F_F64, F_BOOL, F_STR, F_CHOICE } FieldKind;
 
 typedef struct {
     const char *name;
@@ -39,17 +41,28 @@ typedef struct {
     size_t offset;
     size_t size;     /* F_STR: capacity of the char array */
     int64_t minimum; /* integer fields */
+    const char *const *choices; /* F_CHOICE: the names, stored as text */
+    int since;                  /* first format version that has the field */
 } MetaField;
 
-#define FIELD(f, kind, min) {#f, kind, offsetof(CheckpointMeta, f), sizeof(((CheckpointMeta *)0)->f), min}
+#define FIELD(f, kind, min)                                                                        \
+    {#f, kind, offsetof(CheckpointMeta, f), sizeof(((CheckpointMeta *)0)->f), min, NULL, 1}
 /* The model's fields keep their flat JSON keys (checkpoints of every
  * version read alike); the architecture's come from its one list. */
 #define META_KIND_int F_INT
 #define META_KIND_int64 F_I64
 #define META_KIND_u64 F_U64
+#define META_KIND_bool F_BOOL
+#define META_KIND_f64 F_F64
+#define META_KIND_choice F_CHOICE
 #define MODEL_FIELD(f, kind, max, what)                                                            \
     {#f, META_KIND_##kind, offsetof(CheckpointMeta, model.f),                                      \
-     sizeof(((CheckpointMeta *)0)->model.f), META_KIND_##kind == F_U64 ? 0 : 1},
+     sizeof(((CheckpointMeta *)0)->model.f), META_KIND_##kind == F_U64 ? 0 : 1, NULL, 1},
+/* The architecture variant arrived with format version 3; older files are
+ * of the GPT-2 variant (transformer_config_set_gpt2_variant). */
+#define VARIANT_FIELD(f, kind, names, what)                                                        \
+    {#f, META_KIND_##kind, offsetof(CheckpointMeta, model.f),                                      \
+     sizeof(((CheckpointMeta *)0)->model.f), 1, names, 3},
 
 static const MetaField META_FIELDS[] = {
     FIELD(iteration, F_I64, 0),
@@ -58,6 +71,7 @@ static const MetaField META_FIELDS[] = {
     FIELD(scheduler_num_steps, F_I64, 0),
     FIELD(loss_scale, F_F64, 0),
     TRANSFORMER_ARCH_FIELDS(MODEL_FIELD)
+    TRANSFORMER_VARIANT_FIELDS(VARIANT_FIELD)
     MODEL_FIELD(seq_length, int, 0, 0)
     MODEL_FIELD(seed, u64, 0, 0)
     FIELD(tensor_model_parallel_size, F_INT, 1),
@@ -128,7 +142,8 @@ static bool validate_field(const CheckpointMeta *m, const MetaField *f, const ch
             return false;
         }
         return true;
-    case F_BOOL: return true;
+    case F_BOOL:
+    case F_CHOICE: return true; /* transformer_config_check names a bad choice */
     case F_STR:
         if (memchr(p, '\0', f->size) == NULL) {
             ckpt_set_err(err, err_size, "%s: %s is longer than %zu bytes", where, f->name,
@@ -169,6 +184,12 @@ static bool add_raw_number(cJSON *root, const char *name, const char *text) {
     return cJSON_AddRawToObject(root, name, text) != NULL;
 }
 
+static const char *choice_name(const MetaField *f, int v) {
+    for (int i = 0; f->choices[i]; i++)
+        if (i == v) return f->choices[i];
+    return "(unknown)";
+}
+
 static cJSON *meta_to_json(const CheckpointMeta *m, int version) {
     cJSON *root = cJSON_CreateObject();
     GPT3D_CHECK(root != NULL, "out of memory building %s", CKPT_META_FILE);
@@ -178,6 +199,7 @@ static cJSON *meta_to_json(const CheckpointMeta *m, int version) {
         const MetaField *f = &META_FIELDS[i];
         const char *p = (const char *)m + f->offset;
         char number[40];
+        if (f->since > version) continue;
         switch (f->kind) {
         case F_I64:
         case F_INT:
@@ -191,6 +213,7 @@ static cJSON *meta_to_json(const CheckpointMeta *m, int version) {
             break;
         case F_BOOL: ok = cJSON_AddBoolToObject(root, f->name, *(const bool *)p); break;
         case F_STR: ok = cJSON_AddStringToObject(root, f->name, p); break;
+        case F_CHOICE: ok = cJSON_AddStringToObject(root, f->name, choice_name(f, *(const int *)p)); break;
         }
     }
     GPT3D_CHECK(ok, "out of memory building %s", CKPT_META_FILE);
@@ -332,6 +355,17 @@ static bool json_to_field(const cJSON *root, const MetaField *f, const char *pat
         }
         strcpy(p, item->valuestring);
         return true;
+    case F_CHOICE: {
+        if (!cJSON_IsString(item)) break;
+        const int v = transformer_choice_index(f->choices, item->valuestring);
+        if (v < 0) {
+            ckpt_set_err(err, err_size, "'%s': \"%s\" = \"%.40s\" is not a choice this build knows",
+                         path, f->name, item->valuestring);
+            return false;
+        }
+        *(int *)p = v;
+        return true;
+    }
     }
     ckpt_set_err(err, err_size, "'%s': \"%s\" has the wrong JSON type", path, f->name);
     return false;
@@ -393,8 +427,11 @@ bool ckpt_meta_read_file(const char *path, CheckpointMeta *meta, char *err, size
     free(text);
     memset(meta, 0, sizeof *meta);
     bool ok = check_format(root, path, &meta->format_version, err, err_size);
-    for (int i = 0; ok && i < NUM_META_FIELDS; i++)
+    for (int i = 0; ok && i < NUM_META_FIELDS; i++) {
+        if (META_FIELDS[i].since > meta->format_version) continue;
         ok = json_to_field(root, &META_FIELDS[i], path, meta, err, err_size);
+    }
+    if (ok && meta->format_version < 3) transformer_config_set_gpt2_variant(&meta->model);
     if (ok) ok = check_meta_crc(root, meta, path, err, err_size);
     cJSON_Delete(root);
     if (!ok) return false;

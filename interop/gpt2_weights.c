@@ -149,6 +149,23 @@ static bool check_params(ExportSource *src, char *err, size_t err_size) {
     return ok;
 }
 
+/* The export formats (Hugging Face GPT2LMHeadModel, llm.c) hold the GPT-2
+ * block only: another variant gets an error naming what differs, never a
+ * file that computes something else. */
+static bool require_gpt2_variant(const TransformerConfig *s, const char *where, char *err,
+                                 size_t err_size) {
+    TransformerConfig gpt2 = *s;
+    transformer_config_set_gpt2_variant(&gpt2);
+    char ours[TRANSFORMER_FIELD_TEXT_MAX], theirs[TRANSFORMER_FIELD_TEXT_MAX];
+    const char *what = transformer_config_difference(s, &gpt2, ours, theirs, sizeof ours);
+    if (!what) return true;
+    return interop_fail(err, err_size,
+                        "%s has %s %s, which the GPT-2 export formats (Hugging Face "
+                        "GPT2LMHeadModel, llm.c) cannot express (GPT-2 has %s); export the GPT-2 "
+                        "architecture only",
+                        where, what, ours, theirs);
+}
+
 bool export_source_open(ExportSource *src, const char *load_dir, int64_t iteration, char *err,
                         size_t err_size) {
     memset(src, 0, sizeof *src);
@@ -164,7 +181,8 @@ bool export_source_open(ExportSource *src, const char *load_dir, int64_t iterati
     src->shape = src->meta.model;
     char where[4200];
     snprintf(where, sizeof where, "checkpoint '%s'", src->dir);
-    if (!transformer_config_check(&src->shape, where, err, err_size) || !check_params(src, err, err_size)) {
+    if (!transformer_config_check(&src->shape, where, err, err_size) ||
+        !require_gpt2_variant(&src->shape, where, err, err_size) || !check_params(src, err, err_size)) {
         export_source_close(src);
         return false;
     }

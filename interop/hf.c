@@ -179,6 +179,7 @@ static bool read_shape(const cJSON *root, const char *path, int divisible_by, Tr
     s->vocab_size = vocab;
     s->ffn_hidden_size = (int)(has_inner ? inner : 4 * hidden);
     s->padded_vocab_size = gpt_padded_vocab_size(vocab, divisible_by);
+    transformer_config_set_gpt2_variant(s);
     char where[4200];
     snprintf(where, sizeof where, "'%s'", path);
     return transformer_config_check(s, where, err, err_size);

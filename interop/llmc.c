@@ -196,6 +196,7 @@ static GPT2Weights *read_model(FILE *f, const char *path, uint64_t file_size, co
         .padded_vocab_size = gpt_padded_vocab_size(h[H_VOCAB], divisible_by),
         .max_position_embeddings = h[H_MAX_SEQ_LEN],
     };
+    transformer_config_set_gpt2_variant(&s);
     char where[4200];
     snprintf(where, sizeof where, "'%s'", path);
     if (!transformer_config_check(&s, where, err, err_size)) return NULL;

@@ -20,12 +20,20 @@ static float *grad_ptr(GPTModel *m, const char *name) {
     return m->grads + m->table.params[i].offset;
 }
 
+/* NULL when the variant has no such parameter (a bias, a position table). */
+static void *optional_param_ptr(GPTModel *m, const char *name) {
+    return param_table_find(&m->table, name) >= 0 ? param_ptr(m, name) : NULL;
+}
+static float *optional_grad_ptr(GPTModel *m, const char *name) {
+    return param_table_find(&m->table, name) >= 0 ? grad_ptr(m, name) : NULL;
+}
+
 static void bind_layer(GPTModel *m, int local, int layer) {
     char n[PARAM_NAME_MAX];
 #define BIND(field, suffix)                                                      \
     snprintf(n, sizeof n, "decoder.layers.%d.%s", layer, suffix);                \
-    m->lp[local].field = param_ptr(m, n);                                        \
-    m->lg[local].field = grad_ptr(m, n);
+    m->lp[local].field = optional_param_ptr(m, n);                               \
+    m->lg[local].field = optional_grad_ptr(m, n);
     BIND(ln1_w, "input_layernorm.weight");
     BIND(ln1_b, "input_layernorm.bias");
     BIND(qkv_w, "self_attention.linear_qkv.weight");
@@ -58,10 +66,11 @@ static void *carve(Carver *c, size_t bytes) {
 static void layout_layer(GPTModel *m, LayerActs *a, Carver *act, Carver *stat) {
     Backend *be = m->be;
     const size_t N = (size_t)m->B * m->T, C = (size_t)m->cfg.hidden_size, R = (size_t)m->rows;
-    const size_t HS = C / (size_t)m->cfg.num_attention_heads;
-    const size_t qkv_cols = 3 * HS * (size_t)m->local_heads, att_cols = HS * (size_t)m->local_heads;
-    const size_t F = (size_t)m->local_ffn;
-    const size_t att_saved = be->ops->attention_saved_bytes(be, m->B, m->T, m->local_heads, (int)HS);
+    const size_t HS = (size_t)transformer_head_dim(&m->cfg);
+    const size_t qkv_cols = (size_t)m->local_qkv_width, att_cols = HS * (size_t)m->local_heads;
+    const size_t F = (size_t)m->local_ffn, fc1_cols = (size_t)m->local_fc1_width;
+    const size_t att_saved = be->ops->attention_saved_bytes(be, m->B, m->T, m->local_heads,
+                                                              m->local_groups, (int)HS);
     const bool sp = m->tp.sequence_parallel;
     a->ln1 = carve(act, backend_act_bytes(be, R * C));
     a->ln1_full = sp ? carve(act, backend_act_bytes(be, N * C)) : a->ln1;
@@ -70,8 +79,8 @@ static void layout_layer(GPTModel *m, LayerActs *a, Carver *act, Carver *stat) {
     a->resid_mid = carve(act, backend_act_bytes(be, R * C));
     a->ln2 = carve(act, backend_act_bytes(be, R * C));
     a->ln2_full = sp ? carve(act, backend_act_bytes(be, N * C)) : a->ln2;
-    a->fc1 = carve(act, backend_act_bytes(be, N * F));
-    a->gelu = carve(act, backend_act_bytes(be, N * F));
+    a->fc1 = carve(act, backend_act_bytes(be, N * fc1_cols));
+    a->act = carve(act, backend_act_bytes(be, N * F));
     a->resid_out = carve(act, backend_act_bytes(be, R * C));
     a->att_saved = carve(act, att_saved);
     a->ln1_mean = carve(stat, R * sizeof(float));
@@ -109,17 +118,17 @@ static void layout_slot(GPTModel *m, ActivationSlot *s, Carver *act, Carver *sta
 static void layout_activations(GPTModel *m, Carver *act, Carver *stat, Carver *grad) {
     Backend *be = m->be;
     const size_t N = (size_t)m->B * m->T, C = (size_t)m->cfg.hidden_size, R = (size_t)m->rows;
-    const size_t HS = C / (size_t)m->cfg.num_attention_heads;
-    const size_t qkv_cols = 3 * HS * (size_t)m->local_heads, att_cols = HS * (size_t)m->local_heads;
-    const size_t F = (size_t)m->local_ffn;
+    const size_t HS = (size_t)transformer_head_dim(&m->cfg);
+    const size_t qkv_cols = (size_t)m->local_qkv_width, att_cols = HS * (size_t)m->local_heads;
+    const size_t F = (size_t)m->local_ffn, fc1_cols = (size_t)m->local_fc1_width;
     for (int i = 0; i < m->num_slots; i++) layout_slot(m, &m->slots[i], act, stat);
     if (m->cfg.recompute_activations) layout_layer(m, &m->recompute_scratch, act, stat);
     m->d_resid = carve(grad, backend_act_bytes(be, R * C));
     m->d_ln = carve(grad, backend_act_bytes(be, R * C));
     m->d_qkv = carve(grad, backend_act_bytes(be, N * qkv_cols));
     m->d_atty = carve(grad, backend_act_bytes(be, N * att_cols));
-    m->d_gelu = carve(grad, backend_act_bytes(be, N * F));
-    m->d_fc1 = carve(grad, backend_act_bytes(be, N * F));
+    m->d_act = carve(grad, backend_act_bytes(be, N * F));
+    m->d_fc1 = carve(grad, backend_act_bytes(be, N * fc1_cols));
     m->full_scratch = m->tp.sequence_parallel ? carve(grad, backend_act_bytes(be, N * C)) : NULL;
 }
 
@@ -147,7 +156,10 @@ static GPTModel *model_describe(Backend *be, const TransformerConfig *cfg, const
     m->B = micro_batch_size;
     m->T = cfg->seq_length;
     m->local_heads = cfg->num_attention_heads / part->tp_size;
+    m->local_groups = cfg->num_query_groups / part->tp_size;
     m->local_ffn = cfg->ffn_hidden_size / part->tp_size;
+    m->local_qkv_width = (int)(transformer_qkv_width(cfg) / part->tp_size);
+    m->local_fc1_width = m->local_ffn * (cfg->activation == ACTIVATION_SWIGLU ? 2 : 1);
     m->local_vocab = cfg->padded_vocab_size / part->tp_size;
     m->vocab_begin = m->local_vocab * part->tp_rank;
     param_table_build(&m->table, cfg, part);
@@ -186,17 +198,20 @@ static BufferRange param_range(const GPTModel *m, int first, int count) {
 }
 
 /* Where each part of the stage lies in the flat buffers, for the hooks:
- * the table lists the final layernorm (last stage), the layers last first,
- * then the embeddings (see param_table_build). */
+ * the table lists the head (an untied output layer, the final norm; last
+ * stage), the layers last first, then the embeddings (see
+ * param_table_build). */
 static void locate_parts(GPTModel *m) {
+    const int per_layer = gpt_layer_param_count(&m->cfg);
     int at = 0;
     if (m->part.has_head) {
-        m->head_params = param_range(m, at, 2);
-        at += 2;
+        const int head = gpt_norm_param_count(&m->cfg) + (transformer_tied_output(&m->cfg) ? 0 : 1);
+        m->head_params = param_range(m, at, head);
+        at += head;
     }
     for (int l = m->part.num_local_layers - 1; l >= 0; l--) {
-        m->layer_params[l] = param_range(m, at, GPT_PARAMS_PER_LAYER);
-        at += GPT_PARAMS_PER_LAYER;
+        m->layer_params[l] = param_range(m, at, per_layer);
+        at += per_layer;
     }
     if (at < m->table.count) m->embedding_params = param_range(m, at, m->table.count - at);
 }
@@ -221,19 +236,18 @@ void gpt_model_bind_buffers(GPTModel *m, void *params, float *grads) {
     m->params = params;
     m->grads = grads;
     for (int l = 0; l < part->num_local_layers; l++) bind_layer(m, l, part->first_layer + l);
-    if (part->has_embedding || part->has_head) {
-        m->wte = param_ptr(m, "embedding.word_embeddings.weight");
-        m->dwte = grad_ptr(m, "embedding.word_embeddings.weight");
-    }
-    if (part->has_embedding) {
-        m->wpe = param_ptr(m, "embedding.position_embeddings.weight");
-        m->dwpe = grad_ptr(m, "embedding.position_embeddings.weight");
-    }
+    m->wte = optional_param_ptr(m, GPT_WORD_EMBEDDING);
+    m->dwte = optional_grad_ptr(m, GPT_WORD_EMBEDDING);
+    m->wpe = optional_param_ptr(m, GPT_POSITION_EMBEDDING);
+    m->dwpe = optional_grad_ptr(m, GPT_POSITION_EMBEDDING);
     if (part->has_head) {
+        const bool tied = transformer_tied_output(&m->cfg);
+        m->wout = tied ? m->wte : param_ptr(m, GPT_OUTPUT_LAYER);
+        m->dwout = tied ? m->dwte : grad_ptr(m, GPT_OUTPUT_LAYER);
         m->lnf_w = param_ptr(m, "decoder.final_layernorm.weight");
-        m->lnf_b = param_ptr(m, "decoder.final_layernorm.bias");
+        m->lnf_b = optional_param_ptr(m, "decoder.final_layernorm.bias");
         m->dlnf_w = grad_ptr(m, "decoder.final_layernorm.weight");
-        m->dlnf_b = grad_ptr(m, "decoder.final_layernorm.bias");
+        m->dlnf_b = optional_grad_ptr(m, "decoder.final_layernorm.bias");
     }
 }
 

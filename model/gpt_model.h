@@ -1,4 +1,4 @@
-/* model/gpt_model.h — the GPT-2 architecture on a Backend.
+/* model/gpt_model.h — the GPT decoder (GPT-2 and Llama-style variants) on a Backend.
  *
  * Contract.
  * - TransformerConfig is the model shape; the parameter table lists every parameter
@@ -51,6 +51,8 @@ typedef struct {
     bool weight_decay;           /* false for biases and layernorm */
     bool counts_in_grad_norm;    /* false for this rank's replica of a parameter
                                     another rank counts (TP copies, tied embedding copy) */
+    bool tied_copy;              /* the last stage's copy of the tied word embedding
+                                    (the first stage's is the one saved and counted) */
     ParamInitKind init;
     double init_std;
 } ParamInfo;
@@ -71,6 +73,13 @@ typedef struct {
 
 void param_table_build(ParamTable *t, const TransformerConfig *cfg, const ModelPartition *part);
 void param_table_free(ParamTable *t);
+/* Names of the parameters outside the layers (Megatron-core's). */
+#define GPT_WORD_EMBEDDING "embedding.word_embeddings.weight"
+#define GPT_POSITION_EMBEDDING "embedding.position_embeddings.weight"
+#define GPT_OUTPUT_LAYER "output_layer.weight"
+/* Parameters of one transformer layer and of one norm in this variant. */
+int gpt_layer_param_count(const TransformerConfig *cfg);
+int gpt_norm_param_count(const TransformerConfig *cfg);
 /* Index of a parameter by name, -1 when absent. */
 int param_table_find(const ParamTable *t, const char *name);
 /* Canonical parameter count of the whole model (each parameter once). */
@@ -163,13 +172,23 @@ void *gpt_model_stage_input_grad(GPTModel *m);
 double gpt_model_stage_forward(GPTModel *m, int slot, const int32_t *tokens,
                                const int32_t *targets);
 void gpt_model_stage_backward(GPTModel *m, int slot, float loss_scale_per_token);
+/* Dropout (cfg hidden_dropout, attention_dropout) is applied only while
+ * training; its masks are keyed by the iteration and by each token's global
+ * coordinates, so set the iteration and, before a slot's forward, the
+ * global index of its micro-batch's first sample (layout-independent: the
+ * sample's index in the data order). The backward of the slot, and its
+ * recomputation, reuse them. Off (evaluation) until set. */
+void gpt_model_set_step(GPTModel *m, int64_t iteration, bool training);
+void gpt_model_set_first_sample(GPTModel *m, int slot, int64_t first_sample);
 /* Host fp32 copy of the logits of slot 0's last forward on the last stage:
  * [B*T, V_local] for this rank's vocabulary slice (padded columns included;
  * V_local returned). Valid until the next call or a backward (which
  * overwrites the logits with their gradient). For sampling tools. */
 const float *gpt_model_last_logits(GPTModel *m, int *V_local);
-/* This rank's gradient of the (tied) word embedding, NULL on middle stages. */
-float *gpt_model_word_embedding_grad(GPTModel *m, size_t *numel);
+/* This stage's gradient of the tied word embedding when the other end of
+ * the pipeline holds the other copy (first or last stage of several, tied
+ * output layer); NULL otherwise. */
+float *gpt_model_tied_embedding_grad(GPTModel *m, size_t *numel);
 
 /* A whole model on one stage, slot 0: tokens and targets are host arrays of
  * B*T ids. Returns the sum over the B*T token losses (fp64 sum of fp32

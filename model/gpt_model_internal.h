@@ -22,7 +22,7 @@ typedef struct {
  * parallelism); ln1_full/ln2_full are the all-gathered inputs of the
  * column-parallel layers (aliases of ln1/ln2 without sequence parallelism). */
 typedef struct {
-    void *ln1, *ln1_full, *qkv, *atty, *resid_mid, *ln2, *ln2_full, *fc1, *gelu, *resid_out;
+    void *ln1, *ln1_full, *qkv, *atty, *resid_mid, *ln2, *ln2_full, *fc1, *act, *resid_out;
     float *ln1_mean, *ln1_rstd, *ln2_mean, *ln2_rstd; /* fp32 */
     void *att_saved;                                 /* backend-defined */
 } LayerActs;
@@ -37,12 +37,8 @@ typedef struct {
     void *logits;
     float *ce_max, *ce_sums, *ce_losses; /* ce_sums: [sum of exps | target logits] */
     int32_t *tokens_dev, *targets_dev;
+    uint64_t sample0; /* global index of the micro-batch's first sample (dropout keys) */
 } ActivationSlot;
-
-/* add_layer's entries (param_table.c); gpt_model_min_rank_bytes sizes the
- * table by it, param_table_build checks it and the hooks locate layers by
- * it, so none of them can disagree. */
-#define GPT_PARAMS_PER_LAYER 12
 
 /* A range of the flat parameter/gradient buffers. */
 typedef struct {
@@ -57,7 +53,12 @@ struct GPTModel {
     ModelPartition part;
     ParamTable table;
     int B, T;
-    int local_heads, local_ffn;
+    int local_heads, local_groups, local_ffn;
+    /* Output widths of this rank's linear_qkv and linear_fc1 (SwiGLU: 2 F). */
+    int local_qkv_width, local_fc1_width;
+    /* Dropout is on while training (gpt_model_set_step), keyed by iteration. */
+    int64_t iteration;
+    bool training;
     int64_t local_vocab, vocab_begin;
 
     void *params;  /* act dtype, table.total_numel */
@@ -71,8 +72,10 @@ struct GPTModel {
 
     LayerParams *lp;
     LayerGrads *lg;
-    void *wte, *wpe, *lnf_w, *lnf_b;
-    float *dwte, *dwpe, *dlnf_w, *dlnf_b;
+    /* wout is the output layer: wte when tied. wpe, lnf_b: NULL when the
+     * variant has none. */
+    void *wte, *wpe, *wout, *lnf_w, *lnf_b;
+    float *dwte, *dwpe, *dwout, *dlnf_w, *dlnf_b;
 
     /* Activations of all slots: one act-dtype block, one fp32 block; one
      * act-dtype block of gradient scratch shared by every backward. */
@@ -88,7 +91,7 @@ struct GPTModel {
 
     /* Gradient scratch; full_scratch is an [N, C] buffer for the token
      * gathers and reductions of sequence parallelism. */
-    void *d_resid, *d_ln, *d_qkv, *d_atty, *d_gelu, *d_fc1, *full_scratch;
+    void *d_resid, *d_ln, *d_qkv, *d_atty, *d_act, *d_fc1, *full_scratch;
 
     float *host_losses;
     float *host_logits, *logits_staging; /* lazily made by gpt_model_last_logits */

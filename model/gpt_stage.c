@@ -5,60 +5,208 @@
 #include <string.h>
 
 #include "core/errors.h"
+#include "core/rng.h"
 #include "model/gpt_model_internal.h"
 
-static void layer_forward(GPTModel *m, int l, LayerActs *a, const void *resid_in) {
+/* ---- the variant's pieces ---- */
+
+static float norm_offset(const GPTModel *m) { return m->cfg.apply_layernorm_1p ? 1.0f : 0.0f; }
+
+/* LayerNorm or RMSNorm over this rank's R rows (RMSNorm leaves mean alone). */
+static void norm_forward(GPTModel *m, void *out, float *mean, float *rstd, const void *in,
+                         const void *w, const void *b, int R) {
     Backend *be = m->be;
-    const BackendOps *op = be->ops;
+    const int C = m->cfg.hidden_size;
+    const float eps = (float)m->cfg.norm_epsilon;
+    if (m->cfg.normalization == NORM_RMSNORM)
+        be->ops->rmsnorm_forward(be, out, rstd, in, w, R, C, eps, norm_offset(m));
+    else
+        be->ops->layernorm_forward(be, out, mean, rstd, in, w, b, R, C, eps, norm_offset(m));
+}
+
+static void norm_backward(GPTModel *m, void *dinp, float *dw, float *db, const void *dout,
+                          const void *in, const void *w, const float *mean, const float *rstd,
+                          int R) {
+    Backend *be = m->be;
+    const int C = m->cfg.hidden_size;
+    if (m->cfg.normalization == NORM_RMSNORM)
+        be->ops->rmsnorm_backward(be, dinp, dw, dout, in, w, rstd, R, C, norm_offset(m));
+    else
+        be->ops->layernorm_backward(be, dinp, dw, db, dout, in, w, mean, rstd, R, C,
+                                    norm_offset(m));
+}
+
+/* act [N, F_local] from fc1 ([N, F_local], or [N, F_local, 2] for SwiGLU). */
+static void mlp_activation_forward(GPTModel *m, void *act, const void *fc1, int N) {
+    Backend *be = m->be;
+    const int F = m->local_ffn;
+    switch ((ActivationType)m->cfg.activation) {
+    case ACTIVATION_SWIGLU: be->ops->swiglu_forward(be, act, fc1, N, F); return;
+    case ACTIVATION_SQUARED_RELU: be->ops->squared_relu_forward(be, act, fc1, (size_t)N * F); return;
+    case ACTIVATION_GELU: be->ops->gelu_forward(be, act, fc1, (size_t)N * F); return;
+    }
+}
+
+static void mlp_activation_backward(GPTModel *m, void *d_fc1, const void *fc1, const void *d_act,
+                                    int N) {
+    Backend *be = m->be;
+    const int F = m->local_ffn;
+    switch ((ActivationType)m->cfg.activation) {
+    case ACTIVATION_SWIGLU: be->ops->swiglu_backward(be, d_fc1, fc1, d_act, N, F); return;
+    case ACTIVATION_SQUARED_RELU:
+        be->ops->squared_relu_backward(be, d_fc1, fc1, d_act, (size_t)N * F);
+        return;
+    case ACTIVATION_GELU: be->ops->gelu_backward(be, d_fc1, fc1, d_act, (size_t)N * F); return;
+    }
+}
+
+static void rope(GPTModel *m, void *qkv, bool backward) {
+    if (m->cfg.position_embedding_type != POSITION_ROPE) return;
+    Backend *be = m->be;
+    const TransformerConfig *c = &m->cfg;
+    const int HS = transformer_head_dim(c), rot = transformer_rotary_dim(c);
+    const float base = (float)c->rotary_base;
+    if (backward)
+        be->ops->rope_backward(be, qkv, m->B, m->T, m->local_heads, m->local_groups, HS, rot, base,
+                               c->rotary_interleaved);
+    else
+        be->ops->rope_forward(be, qkv, m->B, m->T, m->local_heads, m->local_groups, HS, rot, base,
+                              c->rotary_interleaved);
+}
+
+/* ---- dropout, keyed by global coordinates ----
+ * Sites: the embedding output, each layer's attention and MLP outputs and
+ * its attention probabilities. The stream names (iteration, layer, site);
+ * the counter the element's global token row and canonical feature. */
+enum { DROP_EMBEDDING, DROP_ATTENTION_OUT, DROP_MLP_OUT, DROP_ATTENTION_PROBS };
+
+static bool dropping(const GPTModel *m, double p) { return m->training && p > 0; }
+
+static uint64_t dropout_stream(const GPTModel *m, int layer, int site) {
+    char name[96];
+    snprintf(name, sizeof name, "dropout/iteration %lld/layer %d/site %d",
+             (long long)m->iteration, layer, site);
+    return rng_stream_from_name(name);
+}
+
+static uint32_t dropout_threshold(double p) {
+    const double t = nearbyint(p * 4294967296.0);
+    return t >= 4294967295.0 ? UINT32_MAX : (uint32_t)t;
+}
+
+/* The residual-stream rows this rank holds are consecutive tokens of the
+ * micro-batch: all of them, or its sequence-parallel share. */
+static DropoutKey hidden_dropout_key(const GPTModel *m, const ActivationSlot *s, int layer,
+                                     int site) {
+    const int N = m->B * m->T;
+    const uint64_t first_row = m->tp.sequence_parallel ? (uint64_t)m->tp.tp_rank * (N / m->tp.tp_size) : 0;
+    const double p = m->cfg.hidden_dropout;
+    return (DropoutKey){.seed = m->cfg.seed,
+                        .stream = dropout_stream(m, layer, site),
+                        .row0 = s->sample0 * (uint64_t)m->T + first_row,
+                        .row_stride = (uint64_t)m->cfg.hidden_size,
+                        .col0 = 0,
+                        .threshold = dropout_threshold(p),
+                        .scale = (float)(1.0 / (1.0 - p))};
+}
+
+static void hidden_dropout(GPTModel *m, const ActivationSlot *s, int layer, int site, void *x,
+                           bool backward) {
+    if (!dropping(m, m->cfg.hidden_dropout)) return;
+    const DropoutKey k = hidden_dropout_key(m, s, layer, site);
+    if (backward)
+        m->be->ops->dropout_backward(m->be, x, x, m->rows, m->cfg.hidden_size, &k);
+    else
+        m->be->ops->dropout_forward(m->be, x, x, m->rows, m->cfg.hidden_size, &k);
+}
+
+/* NULL without attention dropout (evaluation, p = 0). */
+static const AttentionDropout *attention_dropout(GPTModel *m, const ActivationSlot *s, int layer,
+                                                 AttentionDropout *d) {
+    const double p = m->cfg.attention_dropout;
+    if (!dropping(m, p)) return NULL;
+    *d = (AttentionDropout){.seed = m->cfg.seed,
+                            .stream = dropout_stream(m, layer, DROP_ATTENTION_PROBS),
+                            .sample0 = s->sample0,
+                            .head0 = (uint64_t)m->tp.tp_rank * m->local_heads,
+                            .heads_total = (uint64_t)m->cfg.num_attention_heads,
+                            .threshold = dropout_threshold(p),
+                            .scale = (float)(1.0 / (1.0 - p))};
+    return d;
+}
+
+/* ---- one transformer layer ---- */
+
+static void layer_forward(GPTModel *m, const ActivationSlot *s, int l, LayerActs *a,
+                          const void *resid_in) {
+    Backend *be = m->be;
     TensorParallel *tp = &m->tp;
     const LayerParams *p = &m->lp[l];
-    const int N = m->B * m->T, R = m->rows, C = m->cfg.hidden_size;
-    const int HS = C / m->cfg.num_attention_heads, NH = m->local_heads, F = m->local_ffn;
+    const int N = m->B * m->T, R = m->rows, C = m->cfg.hidden_size, layer = m->part.first_layer + l;
+    const int HS = transformer_head_dim(&m->cfg), NH = m->local_heads, F = m->local_ffn;
+    AttentionDropout drop;
 
-    op->layernorm_forward(be, a->ln1, a->ln1_mean, a->ln1_rstd, resid_in, p->ln1_w, p->ln1_b, R, C);
+    norm_forward(m, a->ln1, a->ln1_mean, a->ln1_rstd, resid_in, p->ln1_w, p->ln1_b, R);
     column_parallel_linear_forward(tp, a->qkv, a->ln1_full, a->ln1, p->qkv_w, p->qkv_b, N, C,
-                                   3 * NH * HS, false, NULL);
-    op->attention_forward(be, a->atty, a->att_saved, a->qkv, m->B, m->T, NH, HS);
+                                   m->local_qkv_width, false, NULL);
+    rope(m, a->qkv, false);
+    be->ops->attention_forward(be, a->atty, a->att_saved, a->qkv, m->B, m->T, NH, m->local_groups,
+                               HS, attention_dropout(m, s, layer, &drop));
     row_parallel_linear_forward(tp, a->resid_mid, m->full_scratch, a->atty, p->proj_w, p->proj_b, N,
                                 NH * HS, C, true, NULL);
-    op->add(be, a->resid_mid, a->resid_mid, resid_in, (size_t)R * C);
-    op->layernorm_forward(be, a->ln2, a->ln2_mean, a->ln2_rstd, a->resid_mid, p->ln2_w, p->ln2_b,
-                          R, C);
-    column_parallel_linear_forward(tp, a->fc1, a->ln2_full, a->ln2, p->fc1_w, p->fc1_b, N, C, F,
-                                   false, NULL);
-    op->gelu_forward(be, a->gelu, a->fc1, (size_t)N * F);
-    row_parallel_linear_forward(tp, a->resid_out, m->full_scratch, a->gelu, p->fc2_w, p->fc2_b, N, F,
+    hidden_dropout(m, s, layer, DROP_ATTENTION_OUT, a->resid_mid, false);
+    be->ops->add(be, a->resid_mid, a->resid_mid, resid_in, (size_t)R * C);
+    norm_forward(m, a->ln2, a->ln2_mean, a->ln2_rstd, a->resid_mid, p->ln2_w, p->ln2_b, R);
+    column_parallel_linear_forward(tp, a->fc1, a->ln2_full, a->ln2, p->fc1_w, p->fc1_b, N, C,
+                                   m->local_fc1_width, false, NULL);
+    mlp_activation_forward(m, a->act, a->fc1, N);
+    row_parallel_linear_forward(tp, a->resid_out, m->full_scratch, a->act, p->fc2_w, p->fc2_b, N, F,
                                 C, true, NULL);
-    op->add(be, a->resid_out, a->resid_out, a->resid_mid, (size_t)R * C);
+    hidden_dropout(m, s, layer, DROP_MLP_OUT, a->resid_out, false);
+    be->ops->add(be, a->resid_out, a->resid_out, a->resid_mid, (size_t)R * C);
+}
+
+/* The gradient of a sublayer's output (before its dropout): d_resid
+ * itself, or with dropout its masked copy in d_ln, which is free until the
+ * sublayer's norm backward writes it. */
+static const void *sublayer_output_grad(GPTModel *m, const ActivationSlot *s, int layer, int site) {
+    if (!dropping(m, m->cfg.hidden_dropout)) return m->d_resid;
+    const DropoutKey k = hidden_dropout_key(m, s, layer, site);
+    m->be->ops->dropout_backward(m->be, m->d_ln, m->d_resid, m->rows, m->cfg.hidden_size, &k);
+    return m->d_ln;
 }
 
 /* d_resid holds d(loss)/d(layer output) on entry and d(loss)/d(layer input)
  * on exit (this rank's rows). */
-static void layer_backward(GPTModel *m, int l, const LayerActs *a, const void *resid_in) {
+static void layer_backward(GPTModel *m, const ActivationSlot *s, int l, const LayerActs *a,
+                           const void *resid_in) {
     Backend *be = m->be;
-    const BackendOps *op = be->ops;
     TensorParallel *tp = &m->tp;
     const LayerParams *p = &m->lp[l];
     const LayerGrads *g = &m->lg[l];
-    const int N = m->B * m->T, R = m->rows, C = m->cfg.hidden_size;
-    const int HS = C / m->cfg.num_attention_heads, NH = m->local_heads, F = m->local_ffn;
+    const int N = m->B * m->T, R = m->rows, C = m->cfg.hidden_size, layer = m->part.first_layer + l;
+    const int HS = transformer_head_dim(&m->cfg), NH = m->local_heads, F = m->local_ffn;
     void *dx_full = tp->sequence_parallel ? m->full_scratch : m->d_ln;
+    AttentionDropout drop;
 
-    row_parallel_linear_backward(tp, m->d_gelu, g->fc2_w, g->fc2_b, m->d_resid, m->full_scratch,
-                                 a->gelu, p->fc2_w, N, F, C);
-    op->gelu_backward(be, m->d_fc1, a->fc1, m->d_gelu, (size_t)N * F);
+    row_parallel_linear_backward(tp, m->d_act, g->fc2_w, g->fc2_b,
+                                 sublayer_output_grad(m, s, layer, DROP_MLP_OUT), m->full_scratch,
+                                 a->act, p->fc2_w, N, F, C);
+    mlp_activation_backward(m, m->d_fc1, a->fc1, m->d_act, N);
     column_parallel_linear_backward(tp, m->d_ln, dx_full, g->fc1_w, g->fc1_b, m->d_fc1, a->ln2_full,
-                                    p->fc1_w, N, C, F);
-    op->layernorm_backward(be, m->d_resid, g->ln2_w, g->ln2_b, m->d_ln, a->resid_mid, p->ln2_w,
-                           a->ln2_mean, a->ln2_rstd, R, C);
-    row_parallel_linear_backward(tp, m->d_atty, g->proj_w, g->proj_b, m->d_resid, m->full_scratch,
-                                 a->atty, p->proj_w, N, NH * HS, C);
-    op->attention_backward(be, m->d_qkv, m->d_atty, a->qkv, a->atty, a->att_saved, m->B, m->T, NH,
-                           HS);
+                                    p->fc1_w, N, C, m->local_fc1_width);
+    norm_backward(m, m->d_resid, g->ln2_w, g->ln2_b, m->d_ln, a->resid_mid, p->ln2_w, a->ln2_mean,
+                  a->ln2_rstd, R);
+    row_parallel_linear_backward(tp, m->d_atty, g->proj_w, g->proj_b,
+                                 sublayer_output_grad(m, s, layer, DROP_ATTENTION_OUT),
+                                 m->full_scratch, a->atty, p->proj_w, N, NH * HS, C);
+    be->ops->attention_backward(be, m->d_qkv, m->d_atty, a->qkv, a->atty, a->att_saved, m->B, m->T,
+                                NH, m->local_groups, HS, attention_dropout(m, s, layer, &drop));
+    rope(m, m->d_qkv, true);
     column_parallel_linear_backward(tp, m->d_ln, dx_full, g->qkv_w, g->qkv_b, m->d_qkv, a->ln1_full,
-                                    p->qkv_w, N, C, 3 * NH * HS);
-    op->layernorm_backward(be, m->d_resid, g->ln1_w, g->ln1_b, m->d_ln, resid_in, p->ln1_w,
-                           a->ln1_mean, a->ln1_rstd, R, C);
+                                    p->qkv_w, N, C, m->local_qkv_width);
+    norm_backward(m, m->d_resid, g->ln1_w, g->ln1_b, m->d_ln, resid_in, p->ln1_w, a->ln1_mean,
+                  a->ln1_rstd, R);
 }
 
 static const void *layer_input(const ActivationSlot *s, int l) {
@@ -90,15 +238,15 @@ void *gpt_model_stage_output(GPTModel *m, int slot) {
 void *gpt_model_stage_output_grad(GPTModel *m) { return m->d_resid; }
 void *gpt_model_stage_input_grad(GPTModel *m) { return m->d_resid; }
 
-/* Final layernorm, LM head (column-parallel over the vocabulary slice) and
+/* Final norm, output layer (column-parallel over the vocabulary slice) and
  * vocab-parallel cross entropy; returns the summed token loss. */
 static double head_forward(GPTModel *m, ActivationSlot *s) {
     Backend *be = m->be;
     const int N = m->B * m->T, R = m->rows, C = m->cfg.hidden_size;
     const int V = (int)m->local_vocab, vb = (int)m->vocab_begin, vs = (int)m->cfg.vocab_size;
     const void *last = layer_input(s, m->part.num_local_layers);
-    be->ops->layernorm_forward(be, s->lnf, s->lnf_mean, s->lnf_rstd, last, m->lnf_w, m->lnf_b, R, C);
-    column_parallel_linear_forward(&m->tp, s->logits, s->lnf_full, s->lnf, m->wte, NULL, N, C, V,
+    norm_forward(m, s->lnf, s->lnf_mean, s->lnf_rstd, last, m->lnf_w, m->lnf_b, R);
+    column_parallel_linear_forward(&m->tp, s->logits, s->lnf_full, s->lnf, m->wout, NULL, N, C, V,
                                    false, NULL);
     vocab_parallel_cross_entropy_forward(&m->tp, s->ce_losses, s->ce_max, s->ce_sums, s->logits,
                                          s->targets_dev, N, V, vb, vs);
@@ -115,12 +263,11 @@ static void head_backward(GPTModel *m, ActivationSlot *s, float loss_scale_per_t
     void *dx_full = m->tp.sequence_parallel ? m->full_scratch : m->d_ln;
     vocab_parallel_cross_entropy_backward(&m->tp, s->logits, s->logits, s->ce_max, s->ce_sums,
                                           s->targets_dev, N, V, vb, vs, loss_scale_per_token);
-    column_parallel_linear_backward(&m->tp, m->d_ln, dx_full, m->dwte, NULL, s->logits, s->lnf_full,
-                                    m->wte, N, C, V);
+    column_parallel_linear_backward(&m->tp, m->d_ln, dx_full, m->dwout, NULL, s->logits,
+                                    s->lnf_full, m->wout, N, C, V);
     be->ops->memset_zero(be, m->d_resid, backend_act_bytes(be, (size_t)R * C));
-    be->ops->layernorm_backward(be, m->d_resid, m->dlnf_w, m->dlnf_b, m->d_ln,
-                                layer_input(s, m->part.num_local_layers), m->lnf_w, s->lnf_mean,
-                                s->lnf_rstd, R, C);
+    norm_backward(m, m->d_resid, m->dlnf_w, m->dlnf_b, m->d_ln,
+                  layer_input(s, m->part.num_local_layers), m->lnf_w, s->lnf_mean, s->lnf_rstd, R);
 }
 
 static void params_needed(GPTModel *m, BufferRange r) {
@@ -135,18 +282,19 @@ double gpt_model_stage_forward(GPTModel *m, int slot, const int32_t *tokens,
     Backend *be = m->be;
     ActivationSlot *s = slot_at(m, slot);
     const int N = m->B * m->T, C = m->cfg.hidden_size;
-    /* The embeddings hold the word embedding, which the head reads too. */
+    /* The embeddings hold the word embedding, which a tied head reads too. */
     if (m->part.has_embedding || m->part.has_head) params_needed(m, m->embedding_params);
     if (m->part.has_embedding) {
         be->ops->copy_to_device(be, s->tokens_dev, tokens, (size_t)N * sizeof(int32_t));
         vocab_parallel_embedding_forward(&m->tp, s->input, m->full_scratch, s->tokens_dev, m->wte, N,
                                          C, (int)m->vocab_begin,
                                          (int)(m->vocab_begin + m->local_vocab));
-        tp_position_embedding_add(&m->tp, s->input, m->wpe, N, m->T, C);
+        if (m->wpe) tp_position_embedding_add(&m->tp, s->input, m->wpe, N, m->T, C);
+        hidden_dropout(m, s, -1, DROP_EMBEDDING, s->input, false);
     }
     for (int l = 0; l < m->part.num_local_layers; l++) {
         params_needed(m, m->layer_params[l]);
-        layer_forward(m, l, layer_acts(m, s, l), layer_input(s, l));
+        layer_forward(m, s, l, layer_acts(m, s, l), layer_input(s, l));
     }
     if (!m->part.has_head) return 0.0;
     params_needed(m, m->head_params);
@@ -165,17 +313,27 @@ void gpt_model_stage_backward(GPTModel *m, int slot, float loss_scale_per_token)
     for (int l = m->part.num_local_layers - 1; l >= 0; l--) {
         LayerActs *a = layer_acts(m, s, l);
         /* Recomputing rewrites the saved output with bitwise the same values. */
-        if (m->cfg.recompute_activations) layer_forward(m, l, a, layer_input(s, l));
-        layer_backward(m, l, a, layer_input(s, l));
+        if (m->cfg.recompute_activations) layer_forward(m, s, l, a, layer_input(s, l));
+        layer_backward(m, s, l, a, layer_input(s, l));
         grads_ready(m, m->layer_params[l].end);
     }
     if (m->part.has_embedding) {
         const int vb = (int)m->vocab_begin, ve = (int)(m->vocab_begin + m->local_vocab);
+        hidden_dropout(m, s, -1, DROP_EMBEDDING, m->d_resid, true);
         vocab_parallel_embedding_backward(&m->tp, m->dwte, m->d_resid, m->full_scratch,
                                           s->tokens_dev, N, C, vb, ve);
-        tp_position_embedding_backward(&m->tp, m->dwpe, m->d_resid, N, m->T, C);
+        if (m->wpe) tp_position_embedding_backward(&m->tp, m->dwpe, m->d_resid, N, m->T, C);
     }
     grads_ready(m, m->table.total_numel);
+}
+
+void gpt_model_set_step(GPTModel *m, int64_t iteration, bool training) {
+    m->iteration = iteration;
+    m->training = training;
+}
+
+void gpt_model_set_first_sample(GPTModel *m, int slot, int64_t first_sample) {
+    slot_at(m, slot)->sample0 = (uint64_t)first_sample;
 }
 
 double gpt_model_forward(GPTModel *m, const int32_t *tokens, const int32_t *targets) {
@@ -244,8 +402,9 @@ const float *gpt_model_last_logits(GPTModel *m, int *V_local) {
     return m->host_logits;
 }
 
-float *gpt_model_word_embedding_grad(GPTModel *m, size_t *numel) {
-    int i = param_table_find(&m->table, "embedding.word_embeddings.weight");
+float *gpt_model_tied_embedding_grad(GPTModel *m, size_t *numel) {
+    if (!transformer_tied_output(&m->cfg) || m->part.has_embedding == m->part.has_head) return NULL;
+    int i = param_table_find(&m->table, GPT_WORD_EMBEDDING);
     if (i < 0) return NULL;
     *numel = (size_t)m->table.params[i].local_numel;
     return m->grads + m->table.params[i].offset;
@@ -254,10 +413,15 @@ float *gpt_model_word_embedding_grad(GPTModel *m, size_t *numel) {
 double gpt_flops_per_token(const TransformerConfig *cfg) {
     const double C = cfg->hidden_size, F = cfg->ffn_hidden_size, T = cfg->seq_length;
     const double L = cfg->num_layers, V = (double)cfg->padded_vocab_size;
-    /* Forward per token: 2 flops per multiply-add of every matmul; the
-     * attention scores and the weighted sum cost 2*T*C each, halved because
-     * the mask is causal. Backward costs twice the forward. */
-    const double per_layer = 2.0 * (3 * C * C + C * C + 2 * C * F) + 2.0 * T * C;
+    const double attn_width = (double)cfg->num_attention_heads * transformer_head_dim(cfg);
+    const double fc1_rows = cfg->activation == ACTIVATION_SWIGLU ? 2.0 * F : F;
+    /* Forward per token: 2 flops per multiply-add of every matmul (QKV with
+     * its query groups, the projection, fc1 with SwiGLU's gate, fc2, and
+     * the output layer, tied or not); the attention scores and the weighted
+     * sum cost 2*T*(heads*head dim) each, halved because the mask is causal.
+     * Backward costs twice the forward. */
+    const double projections = C * ((double)transformer_qkv_width(cfg) + attn_width);
+    const double per_layer = 2.0 * (projections + C * fc1_rows + F * C) + 2.0 * T * attn_width;
     const double forward = L * per_layer + 2.0 * C * V;
     return 3.0 * forward;
 }

@@ -69,68 +69,114 @@ static void join_name(char *out, const char *prefix, const char *suffix) {
     memcpy(out + a, suffix, s + 1);
 }
 
-static void add_layernorm(TableBuilder *b, const char *prefix, int64_t C) {
+/* A norm's parameters (bias only for LayerNorm); with --apply-layernorm-1p
+ * the stored weight is the weight minus one, so it starts at zero. */
+static void add_norm(TableBuilder *b, const TransformerConfig *cfg, const char *prefix, int64_t C) {
     char name[PARAM_NAME_MAX];
     /* Bias before weight: reverse of use, the order gradients become ready. */
-    join_name(name, prefix, ".bias");
-    add_param(b, name, 1, &C, false, false, PARAM_INIT_ZEROS, 0.0);
+    if (cfg->normalization == NORM_LAYERNORM) {
+        join_name(name, prefix, ".bias");
+        add_param(b, name, 1, &C, false, false, PARAM_INIT_ZEROS, 0.0);
+    }
     join_name(name, prefix, ".weight");
-    add_param(b, name, 1, &C, false, false, PARAM_INIT_ONES, 0.0);
+    add_param(b, name, 1, &C, false, false,
+              cfg->apply_layernorm_1p ? PARAM_INIT_ZEROS : PARAM_INIT_ONES, 0.0);
 }
 
+int gpt_norm_param_count(const TransformerConfig *cfg) {
+    return cfg->normalization == NORM_LAYERNORM ? 2 : 1;
+}
+
+static bool has_qkv_bias(const TransformerConfig *cfg) {
+    return cfg->add_bias_linear || cfg->add_qkv_bias;
+}
+
+int gpt_layer_param_count(const TransformerConfig *cfg) {
+    return 4 /* weights */ + 2 * gpt_norm_param_count(cfg) + (cfg->add_bias_linear ? 3 : 0) +
+           (has_qkv_bias(cfg) ? 1 : 0);
+}
+
+/* The canonical layouts put the TP split dimension first: linear_qkv is
+ * [groups, heads per group + 2, head dim, C] (each group's query heads,
+ * then its key and value head, as Megatron's linear_qkv), the SwiGLU
+ * linear_fc1 is [F, 2, C] (each feature's gate and up rows together), so a
+ * TP shard of groups or features is one contiguous interval. */
 static void add_layer(TableBuilder *b, const TransformerConfig *cfg, int layer) {
     const int64_t C = cfg->hidden_size, F = cfg->ffn_hidden_size;
-    const int64_t NH = cfg->num_attention_heads, HS = C / NH;
+    const int64_t NG = cfg->num_query_groups, HS = transformer_head_dim(cfg);
+    const int64_t QKV = transformer_heads_per_group(cfg) + 2, NH = cfg->num_attention_heads;
+    const bool gated = cfg->activation == ACTIVATION_SWIGLU, bias = cfg->add_bias_linear;
     const double std = cfg->init_method_std;
     const double out_std = std / sqrt(2.0 * cfg->num_layers);
     char prefix[32], name[PARAM_NAME_MAX];
     snprintf(prefix, sizeof prefix, "decoder.layers.%d", layer);
 
     /* Reverse order of use within the layer. */
-    join_name(name, prefix, ".mlp.linear_fc2.bias");
-    add_param(b, name, 1, &C, false, false, PARAM_INIT_ZEROS, 0.0);
+    if (bias) {
+        join_name(name, prefix, ".mlp.linear_fc2.bias");
+        add_param(b, name, 1, &C, false, false, PARAM_INIT_ZEROS, 0.0);
+    }
     join_name(name, prefix, ".mlp.linear_fc2.weight");
     add_param(b, name, 2, (int64_t[]){F, C}, true, true, PARAM_INIT_NORMAL, out_std);
-    join_name(name, prefix, ".mlp.linear_fc1.bias");
-    add_param(b, name, 1, &F, true, false, PARAM_INIT_ZEROS, 0.0);
+    if (bias) {
+        join_name(name, prefix, ".mlp.linear_fc1.bias");
+        add_param(b, name, gated ? 2 : 1, (int64_t[]){F, 2}, true, false, PARAM_INIT_ZEROS, 0.0);
+    }
     join_name(name, prefix, ".mlp.linear_fc1.weight");
-    add_param(b, name, 2, (int64_t[]){F, C}, true, true, PARAM_INIT_NORMAL, std);
+    if (gated)
+        add_param(b, name, 3, (int64_t[]){F, 2, C}, true, true, PARAM_INIT_NORMAL, std);
+    else
+        add_param(b, name, 2, (int64_t[]){F, C}, true, true, PARAM_INIT_NORMAL, std);
     join_name(name, prefix, ".pre_mlp_layernorm");
-    add_layernorm(b, name, C);
-    join_name(name, prefix, ".self_attention.linear_proj.bias");
-    add_param(b, name, 1, &C, false, false, PARAM_INIT_ZEROS, 0.0);
+    add_norm(b, cfg, name, C);
+    if (bias) {
+        join_name(name, prefix, ".self_attention.linear_proj.bias");
+        add_param(b, name, 1, &C, false, false, PARAM_INIT_ZEROS, 0.0);
+    }
     join_name(name, prefix, ".self_attention.linear_proj.weight");
     add_param(b, name, 2, (int64_t[]){NH * HS, C}, true, true, PARAM_INIT_NORMAL, out_std);
-    join_name(name, prefix, ".self_attention.linear_qkv.bias");
-    add_param(b, name, 3, (int64_t[]){NH, 3, HS}, true, false, PARAM_INIT_ZEROS, 0.0);
+    if (has_qkv_bias(cfg)) {
+        join_name(name, prefix, ".self_attention.linear_qkv.bias");
+        add_param(b, name, 3, (int64_t[]){NG, QKV, HS}, true, false, PARAM_INIT_ZEROS, 0.0);
+    }
     join_name(name, prefix, ".self_attention.linear_qkv.weight");
-    add_param(b, name, 4, (int64_t[]){NH, 3, HS, C}, true, true, PARAM_INIT_NORMAL, std);
+    add_param(b, name, 4, (int64_t[]){NG, QKV, HS, C}, true, true, PARAM_INIT_NORMAL, std);
     join_name(name, prefix, ".input_layernorm");
-    add_layernorm(b, name, C);
+    add_norm(b, cfg, name, C);
 }
 
 void param_table_build(ParamTable *t, const TransformerConfig *cfg, const ModelPartition *part) {
     memset(t, 0, sizeof *t);
     TableBuilder b = {.table = t, .cap = 0, .part = part};
-    if (part->has_head) add_layernorm(&b, "decoder.final_layernorm", cfg->hidden_size);
+    const int64_t C = cfg->hidden_size, V = cfg->padded_vocab_size;
+    const bool tied = transformer_tied_output(cfg);
+    if (part->has_head) {
+        if (!tied)
+            add_param(&b, GPT_OUTPUT_LAYER, 2, (int64_t[]){V, C}, true, true, PARAM_INIT_NORMAL,
+                      cfg->init_method_std);
+        add_norm(&b, cfg, "decoder.final_layernorm", C);
+    }
     for (int l = part->first_layer + part->num_local_layers - 1; l >= part->first_layer; l--) {
         const int before = t->count;
         add_layer(&b, cfg, l);
-        GPT3D_CHECK(t->count - before == GPT_PARAMS_PER_LAYER, "a layer has %d parameters, not %d",
-                    t->count - before, GPT_PARAMS_PER_LAYER);
+        GPT3D_CHECK(t->count - before == gpt_layer_param_count(cfg),
+                    "a layer has %d parameters, not %d", t->count - before,
+                    gpt_layer_param_count(cfg));
     }
-    /* The last stage keeps its own copy of the tied word embedding. */
-    if (part->has_embedding) {
-        add_param(&b, "embedding.position_embeddings.weight", 2,
-                  (int64_t[]){cfg->max_position_embeddings, cfg->hidden_size}, false, true,
-                  PARAM_INIT_NORMAL, cfg->init_method_std);
+    if (part->has_embedding && cfg->position_embedding_type == POSITION_LEARNED_ABSOLUTE) {
+        add_param(&b, GPT_POSITION_EMBEDDING, 2, (int64_t[]){cfg->max_position_embeddings, C},
+                  false, true, PARAM_INIT_NORMAL, cfg->init_method_std);
     }
-    if (part->has_embedding || part->has_head) {
-        add_param(&b, "embedding.word_embeddings.weight", 2,
-                  (int64_t[]){cfg->padded_vocab_size, cfg->hidden_size}, true, true,
-                  PARAM_INIT_NORMAL, cfg->init_method_std);
+    /* With a tied output layer the last stage keeps its own copy of the
+     * word embedding. */
+    if (part->has_embedding || (part->has_head && tied)) {
+        add_param(&b, GPT_WORD_EMBEDDING, 2, (int64_t[]){V, C}, true, true, PARAM_INIT_NORMAL,
+                  cfg->init_method_std);
         /* The first stage's copy is the one the global norm counts. */
-        if (!part->has_embedding) t->params[t->count - 1].counts_in_grad_norm = false;
+        if (!part->has_embedding) {
+            t->params[t->count - 1].counts_in_grad_norm = false;
+            t->params[t->count - 1].tied_copy = true;
+        }
     }
 }
 
@@ -145,22 +191,30 @@ int param_table_find(const ParamTable *t, const char *name) {
     return -1;
 }
 
+static int64_t table_numel(const TransformerConfig *cfg, const ModelPartition *part) {
+    ParamTable t;
+    param_table_build(&t, cfg, part);
+    int64_t n = 0;
+    for (int i = 0; i < t.count; i++) n += t.params[i].canonical_numel;
+    param_table_free(&t);
+    return n;
+}
+
+/* From the tables of one layer and of the embeddings and head: the table
+ * stays the one owner of the shapes, and an absurd layer count costs no
+ * more than a small one. */
 int64_t gpt_canonical_param_count(const TransformerConfig *cfg) {
-    const int64_t C = cfg->hidden_size, F = cfg->ffn_hidden_size;
-    const int64_t per_layer = 4 * C            /* two layernorms */
-                              + 3 * C * C + 3 * C /* qkv */
-                              + C * C + C         /* proj */
-                              + F * C + F         /* fc1 */
-                              + F * C + C;        /* fc2 */
-    return cfg->num_layers * per_layer + 2 * C + cfg->padded_vocab_size * C +
-           (int64_t)cfg->max_position_embeddings * C;
+    const ModelPartition one_layer = {.tp_size = 1, .num_local_layers = 1};
+    const ModelPartition ends = {.tp_size = 1, .has_embedding = true, .has_head = true};
+    return cfg->num_layers * table_numel(cfg, &one_layer) + table_numel(cfg, &ends);
 }
 
 double gpt_model_min_rank_bytes(const TransformerConfig *cfg, int tp_size, int pp_size,
                                 size_t act_elem_bytes) {
     const double ranks = (double)tp_size * pp_size;
     const double params = (double)gpt_canonical_param_count(cfg) / ranks;
-    const double table = (double)cfg->num_layers / pp_size * GPT_PARAMS_PER_LAYER * sizeof(ParamInfo);
+    const double table =
+        (double)cfg->num_layers / pp_size * gpt_layer_param_count(cfg) * sizeof(ParamInfo);
     return params * ((double)act_elem_bytes + sizeof(float)) + table;
 }
 

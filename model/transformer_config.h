@@ -3,15 +3,22 @@
  * Contract. TransformerConfig is the one description of a model that the
  * flags fill (TrainArgs.model), the model builds from, checkpoint metadata
  * stores (CheckpointMeta.model) and interop reads and writes. Its
- * architecture fields are listed once, in TRANSFORMER_ARCH_FIELDS: the
- * checkpoint metadata table, the validation and the comparison of a saved
- * model with a run's all expand that list, so a new field (an architecture
- * variant) is added in one place. The JSON key of a field is its name.
+ * architecture fields are listed once: the shape in TRANSFORMER_ARCH_FIELDS,
+ * the architecture variant (positions, normalisation, activation, query
+ * groups, biases, tied output layer) in TRANSFORMER_VARIANT_FIELDS. The
+ * checkpoint metadata table, the validation, the comparison of a saved
+ * model with a run's and checkpoint_info all expand those lists, so a new
+ * field is added in one place. The JSON key of a field is its name.
  *
- * Architecture fields define the parameters (their names and shapes): a
- * checkpoint loads only into the same architecture. seq_length, the
- * initialisation std, the seed and recomputation are run settings: they
- * may change between save and resume. */
+ * Architecture fields define the parameters and the function the model
+ * computes: a checkpoint loads only into the same architecture. The run
+ * settings below them (seq_length, the initialisation std, the seed,
+ * recomputation, dropout) may change between save and resume.
+ *
+ * transformer_config_gpt2() gives the variant of every model gpt3d built
+ * before the variants existed (and of checkpoints that do not name them):
+ * learned positions, LayerNorm with bias, GELU, multi-head attention, tied
+ * output layer, biases everywhere. */
 #ifndef GPT3D_TRANSFORMER_CONFIG_H
 #define GPT3D_TRANSFORMER_CONFIG_H
 
@@ -31,12 +38,44 @@
       "a padded vocabulary (--make-vocab-size-divisible-by) of")                                   \
     X(max_position_embeddings, int, 1 << 24, "--max-position-embeddings")
 
+typedef enum { POSITION_LEARNED_ABSOLUTE, POSITION_ROPE, POSITION_NONE } PositionEmbeddingType;
+typedef enum { NORM_LAYERNORM, NORM_RMSNORM } NormalizationType;
+typedef enum { ACTIVATION_GELU, ACTIVATION_SWIGLU, ACTIVATION_SQUARED_RELU } ActivationType;
+
+/* Names of the choices, indexed by the enums, NULL-terminated; the flags and
+ * the metadata use these words (Megatron's). */
+extern const char *const POSITION_EMBEDDING_NAMES[];
+extern const char *const NORMALIZATION_NAMES[];
+extern const char *const ACTIVATION_NAMES[];
+
+/* X(field, kind, choices, what): kind int (in [1, 2^16]), bool, f64 (finite,
+ * > 0) or choice (an enum stored as int, named by `choices`). */
+#define TRANSFORMER_VARIANT_FIELDS(X)                                                              \
+    X(position_embedding_type, choice, POSITION_EMBEDDING_NAMES, "--position-embedding-type")     \
+    X(rotary_base, f64, NULL, "--rotary-base")                                                     \
+    X(rotary_percent, f64, NULL, "--rotary-percent")                                               \
+    X(rotary_interleaved, bool, NULL, "--rotary-interleaved")                                      \
+    X(normalization, choice, NORMALIZATION_NAMES, "--normalization")                               \
+    X(norm_epsilon, f64, NULL, "--norm-epsilon")                                                   \
+    X(apply_layernorm_1p, bool, NULL, "--apply-layernorm-1p")                                      \
+    X(activation, choice, ACTIVATION_NAMES, "the MLP activation (--swiglu, --squared-relu)")       \
+    X(num_query_groups, int, NULL, "--num-query-groups")                                           \
+    X(kv_channels, int, NULL, "--kv-channels")                                                     \
+    X(untie_embeddings_and_output_weights, bool, NULL, "--untie-embeddings-and-output-weights")   \
+    X(add_bias_linear, bool, NULL, "--disable-bias-linear (linear biases)")                        \
+    X(add_qkv_bias, bool, NULL, "--add-qkv-bias")                                                  \
+    X(qk_layernorm, bool, NULL, "--qk-layernorm")
+
 #define TRANSFORMER_FIELD_TYPE_int int
 #define TRANSFORMER_FIELD_TYPE_int64 int64_t
-#define TRANSFORMER_DECLARE_FIELD(f, kind, max, what) TRANSFORMER_FIELD_TYPE_##kind f;
+#define TRANSFORMER_FIELD_TYPE_bool bool
+#define TRANSFORMER_FIELD_TYPE_f64 double
+#define TRANSFORMER_FIELD_TYPE_choice int
+#define TRANSFORMER_DECLARE_FIELD(f, kind, extra, what) TRANSFORMER_FIELD_TYPE_##kind f;
 
 typedef struct {
     TRANSFORMER_ARCH_FIELDS(TRANSFORMER_DECLARE_FIELD)
+    TRANSFORMER_VARIANT_FIELDS(TRANSFORMER_DECLARE_FIELD)
     /* run settings */
     int seq_length;
     double init_method_std;
@@ -45,17 +84,54 @@ typedef struct {
      * of the layer's forward in its backward (Megatron's full activation
      * recomputation): less activation memory, one more forward of compute. */
     bool recompute_activations;
+    /* Dropout probabilities (Megatron's --hidden-dropout, on the embedding
+     * output and each sublayer's output before its residual add, and
+     * --attention-dropout, on the attention probabilities). */
+    double hidden_dropout, attention_dropout;
 } TransformerConfig;
 
+/* The GPT-2 variant's fields (see above), leaving the shape alone;
+ * num_query_groups and kv_channels follow the heads and hidden size. */
+void transformer_config_set_gpt2_variant(TransformerConfig *c);
+
+/* Head dimension, query heads per group and the width of one row of the
+ * fused QKV projection: the model, the counts and interop share them. */
+static inline int transformer_head_dim(const TransformerConfig *c) { return c->kv_channels; }
+static inline int transformer_heads_per_group(const TransformerConfig *c) {
+    return c->num_attention_heads / c->num_query_groups;
+}
+static inline int64_t transformer_qkv_width(const TransformerConfig *c) {
+    return (int64_t)c->num_query_groups * (transformer_heads_per_group(c) + 2) * c->kv_channels;
+}
+/* Features of each head that RoPE rotates (Megatron: kv_channels x
+ * rotary_percent, rounded down). */
+static inline int transformer_rotary_dim(const TransformerConfig *c) {
+    return (int)(c->kv_channels * c->rotary_percent);
+}
+/* Whether the output layer is the word embedding (tied) or its own. */
+static inline bool transformer_tied_output(const TransformerConfig *c) {
+    return !c->untie_embeddings_and_output_weights;
+}
+
 /* false with a message prefixed by `where` when the architecture is not one
- * gpt3d can build: a field outside [1, maximum], hidden not divisible by
- * heads, a padded vocabulary smaller than the vocabulary. */
+ * gpt3d can build: a field out of range, heads not divisible by query
+ * groups, a padded vocabulary smaller than the vocabulary, a rotary
+ * dimension that is odd or zero, a variant not implemented yet. */
 bool transformer_config_check(const TransformerConfig *c, const char *where, char *err,
                               size_t err_size);
 
-/* The first architecture field in which a and b differ: its `what` and both
- * values; NULL when they describe the same parameters. */
+/* A field's value as text: integers in decimal, booleans true/false, f64
+ * as the shortest decimal that reads back exactly, choices by name. */
+#define TRANSFORMER_FIELD_TEXT_MAX 48
+void transformer_config_field_text(const TransformerConfig *c, const char *field, char *out,
+                                   size_t size);
+
+/* The first architecture field in which a and b differ: its `what`, and
+ * both values as text; NULL when they describe the same model. */
 const char *transformer_config_difference(const TransformerConfig *a, const TransformerConfig *b,
-                                          long long *value_a, long long *value_b);
+                                          char *text_a, char *text_b, size_t text_size);
+
+/* The index in `names` (NULL-terminated) of `word`, -1 when absent. */
+int transformer_choice_index(const char *const *names, const char *word);
 
 #endif

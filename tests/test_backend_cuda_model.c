@@ -34,6 +34,7 @@ static TransformerConfig tiny_config(void) {
                    .init_method_std = 0.2,
                    .seed = 1234};
     c.padded_vocab_size = gpt_padded_vocab_size(c.vocab_size, 128);
+    transformer_config_set_gpt2_variant(&c);
     return c;
 }
 

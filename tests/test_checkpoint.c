@@ -299,6 +299,7 @@ static int test_meta_round_trip(const char *root) {
     m.model.padded_vocab_size = 50304;
     m.model.max_position_embeddings = 2048;
     m.model.seq_length = 1024;
+    transformer_config_set_gpt2_variant(&m.model);
     m.tensor_model_parallel_size = 2;
     m.pipeline_model_parallel_size = 2;
     m.data_parallel_size = 2;
@@ -359,7 +360,7 @@ static int test_bad_metadata_file(const char *root) {
     join(path, sizeof path, save, "iter_0000001/metadata.json");
     write_text(path, "{\"format\": \"gpt3d-checkpoint\", \"format_version\": 1,");
     CHECK_FAILS_WITH(checkpoint_open(save, 1, err, sizeof err) != NULL, err, path);
-    write_text(path, "{\"format\": \"gpt3d-checkpoint\", \"format_version\": 3}");
+    write_text(path, "{\"format\": \"gpt3d-checkpoint\", \"format_version\": 4}");
     CHECK_FAILS_WITH(checkpoint_open(save, 1, err, sizeof err) != NULL, err, "format_version");
     write_text(path, "{\"format\": \"gpt3d-checkpoint\", \"format_version\": 1, \"iteration\": 1}");
     CHECK_FAILS_WITH(checkpoint_open(save, 1, err, sizeof err) != NULL, err,

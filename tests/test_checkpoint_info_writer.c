@@ -46,6 +46,7 @@ static TransformerConfig tiny_config(void) {
                      .ffn_hidden_size = 16, .vocab_size = 20, .padded_vocab_size = 32,
                      .max_position_embeddings = 8, .seq_length = 8, .init_method_std = 0.02,
                      .seed = 77};
+    transformer_config_set_gpt2_variant(&cfg);
     return cfg;
 }
 

@@ -24,6 +24,7 @@ static inline CheckpointMeta test_checkpoint_meta(int64_t iteration, int world) 
     m.model.padded_vocab_size = 256;
     m.model.max_position_embeddings = 16;
     m.model.seq_length = 16;
+    transformer_config_set_gpt2_variant(&m.model);
     m.tensor_model_parallel_size = world;
     m.pipeline_model_parallel_size = 1;
     m.data_parallel_size = 1;

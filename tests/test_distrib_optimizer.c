@@ -22,6 +22,7 @@ static TransformerConfig tiny_config(void) {
                    .ffn_hidden_size = 40, .vocab_size = 70, .max_position_embeddings = 12,
                    .seq_length = 12, .init_method_std = 0.02, .seed = 7};
     c.padded_vocab_size = gpt_padded_vocab_size(c.vocab_size, 128);
+    transformer_config_set_gpt2_variant(&c);
     return c;
 }
 

@@ -154,6 +154,7 @@ static void write_checkpoint(const char *dir, const Shape *s, int ranks, bool ra
                         .pipeline_model_parallel_size = 1, .data_parallel_size = ranks,
                         .world_size = ranks, .model.seed = seed};
     snprintf(m.tokenizer_type, sizeof m.tokenizer_type, "ByteTokenizer");
+    transformer_config_set_gpt2_variant(&m.model);
     CHECK_MSG(checkpoint_write_meta(dir, &m, err, sizeof err), "%s", err);
     CHECK_MSG(checkpoint_publish(dir, 5, err, sizeof err), "%s", err);
     for (int i = 0; i < n; i++) free(values[i]);

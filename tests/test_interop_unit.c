@@ -218,7 +218,10 @@ static void test_malformed(void) {
 
 static const TransformerConfig SHAPE = {.num_layers = 2, .hidden_size = 6, .num_attention_heads = 3,
                                 .ffn_hidden_size = 10, .vocab_size = 11,
-                                .padded_vocab_size = 16, .max_position_embeddings = 5};
+                                .padded_vocab_size = 16, .max_position_embeddings = 5,
+                                /* the GPT-2 variant (transformer_config_set_gpt2_variant) */
+                                .rotary_base = 10000, .rotary_percent = 1, .norm_epsilon = 1e-5,
+                                .num_query_groups = 3, .kv_channels = 2, .add_bias_linear = true};
 
 static const TensorMapping *find_map(const TensorMapping *maps, int count, const char *name) {
     for (int i = 0; i < count; i++)

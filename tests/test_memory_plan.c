@@ -53,6 +53,7 @@ static void check_plan_matches_create(void) {
                      .ffn_hidden_size = 128, .vocab_size = 100, .padded_vocab_size = 128,
                      .max_position_embeddings = 64, .seq_length = 16, .init_method_std = 0.02,
                      .seed = 1, .recompute_activations = false};
+    transformer_config_set_gpt2_variant(&cfg);
     ModelPartition part = {.tp_size = 1, .tp_rank = 0, .first_layer = 0, .num_local_layers = 3,
                            .has_embedding = true, .has_head = true};
     for (int slots = 1; slots <= 2; slots++) {

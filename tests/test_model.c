@@ -21,6 +21,7 @@ static TransformerConfig tiny_config(uint64_t seed) {
                    .init_method_std = 0.3,
                    .seed = seed};
     c.padded_vocab_size = gpt_padded_vocab_size(c.vocab_size, 8);
+    transformer_config_set_gpt2_variant(&c);
     return c;
 }
 
@@ -292,29 +293,31 @@ static void test_init_threads(void) {
     backend_destroy(be);
 }
 
-/* The one list of architecture fields drives validation and comparison:
- * every field, changed alone, is the difference reported (with its flag),
- * run settings are not, and each bound is enforced. */
+/* The lists of architecture fields drive validation and comparison:
+ * every field, changed alone, is the difference reported (with its flag
+ * and both values as text), run settings are not, and each bound is
+ * enforced. */
 static void test_transformer_config(void) {
     const TransformerConfig base = tiny_config(1);
-    char err[256];
+    char err[256], ta[TRANSFORMER_FIELD_TEXT_MAX], tb[TRANSFORMER_FIELD_TEXT_MAX];
     CHECK_MSG(transformer_config_check(&base, "tiny", err, sizeof err), "%s", err);
-    long long a, b;
-    CHECK(transformer_config_difference(&base, &base, &a, &b) == NULL);
+    CHECK(transformer_config_difference(&base, &base, ta, tb, sizeof ta) == NULL);
     TransformerConfig run = base;
     run.seq_length = 3;
     run.seed = 99;
     run.init_method_std = 1.0;
     run.recompute_activations = true;
-    CHECK(transformer_config_difference(&base, &run, &a, &b) == NULL);
+    run.hidden_dropout = run.attention_dropout = 0.5;
+    CHECK(transformer_config_difference(&base, &run, ta, tb, sizeof ta) == NULL);
     int fields = 0;
 #define ONE_CHANGED(f, kind, max, what)                                                            \
     {                                                                                              \
         TransformerConfig c = base;                                                                \
         c.f += 1;                                                                                  \
-        const char *d = transformer_config_difference(&base, &c, &a, &b);                          \
-        CHECK_MSG(d && !strcmp(d, what) && a == (long long)base.f && b == a + 1, "%s: %s", #f,     \
-                  d ? d : "no difference");                                                       \
+        const char *d = transformer_config_difference(&base, &c, ta, tb, sizeof ta);               \
+        CHECK_MSG(d && !strcmp(d, what) && atoll(ta) == (long long)base.f &&                       \
+                      atoll(tb) == (long long)base.f + 1,                                          \
+                  "%s: %s", #f, d ? d : "no difference");                                         \
         c.f = 0;                                                                                   \
         CHECK_MSG(!transformer_config_check(&c, "tiny", err, sizeof err) && strstr(err, #f),     \
                   "%s = 0 accepted", #f);                                                          \
@@ -323,7 +326,39 @@ static void test_transformer_config(void) {
     TRANSFORMER_ARCH_FIELDS(ONE_CHANGED)
 #undef ONE_CHANGED
     CHECK(fields == 7);
+    /* Each variant field: a change is the reported difference; a bad value
+     * (out of range, not a choice) is refused naming the field. */
+#define BAD_int(f) c.f = 0;
+#define BAD_f64(f) c.f = -1.0;
+#define BAD_choice(f) c.f = 99;
+#define BAD_bool(f) c.f = c.f;
+#define CHANGE_int(f) c.f = c.f == 1 ? 2 : 1;
+#define CHANGE_f64(f) c.f = c.f * 0.5;
+#define CHANGE_choice(f) c.f = c.f == 0 ? 1 : 0;
+#define CHANGE_bool(f) c.f = !c.f;
+#define VARIANT_CHANGED(f, kind, names, what)                                                      \
+    {                                                                                              \
+        TransformerConfig c = base;                                                                \
+        CHANGE_##kind(f);                                                                          \
+        const char *d = transformer_config_difference(&base, &c, ta, tb, sizeof ta);               \
+        CHECK_MSG(d && !strcmp(d, what) && strcmp(ta, tb), "%s: %s (%s vs %s)", #f,              \
+                  d ? d : "no difference", ta, tb);                                                \
+        c = base;                                                                                  \
+        BAD_##kind(f);                                                                             \
+        if (strcmp(#kind, "bool"))                                                                 \
+            CHECK_MSG(!transformer_config_check(&c, "tiny", err, sizeof err) && strstr(err, #f), \
+                      "bad %s accepted", #f);                                                      \
+        fields++;                                                                                  \
+    }
+    TRANSFORMER_VARIANT_FIELDS(VARIANT_CHANGED)
+#undef VARIANT_CHANGED
+    CHECK(fields == 7 + 14);
+    transformer_config_field_text(&base, "normalization", ta, sizeof ta);
+    CHECK(!strcmp(ta, "LayerNorm"));
+    transformer_config_field_text(&base, "norm_epsilon", ta, sizeof ta);
+    CHECK(!strcmp(ta, "1.0000000000000001e-05") || !strcmp(ta, "1e-05"));
     TransformerConfig c = base;
+    c.num_query_groups = 2;
     c.num_attention_heads = 3;
     CHECK(!transformer_config_check(&c, "tiny", err, sizeof err) && strstr(err, "divisible"));
     c = base;
@@ -332,11 +367,52 @@ static void test_transformer_config(void) {
     c = base;
     c.num_layers = (1 << 16) + 1;
     CHECK(!transformer_config_check(&c, "tiny", err, sizeof err) && strstr(err, "num_layers"));
+    c = base;
+    c.position_embedding_type = POSITION_ROPE;
+    c.rotary_percent = 0.1; /* 0.4 of a feature of the head dimension 4 */
+    CHECK(!transformer_config_check(&c, "tiny", err, sizeof err) && strstr(err, "rotary"));
     printf("transformer config: %d architecture fields compared and bounded\n", fields);
+}
+
+/* The counts follow the variant: Llama-3 8B's shape has its published
+ * 8,030,261,248 parameters, and the FLOPs per token are Megatron's
+ * expression (GQA, SwiGLU and the output layer terms; the attention
+ * scores counted at half for the causal mask, as gpt3d always has). */
+static void test_llama_counts(void) {
+    TransformerConfig c = {.num_layers = 32, .hidden_size = 4096, .num_attention_heads = 32,
+                           .ffn_hidden_size = 14336, .vocab_size = 128256,
+                           .padded_vocab_size = 128256, .max_position_embeddings = 8192,
+                           .seq_length = 8192, .init_method_std = 0.02};
+    transformer_config_set_gpt2_variant(&c);
+    c.position_embedding_type = POSITION_ROPE;
+    c.normalization = NORM_RMSNORM;
+    c.activation = ACTIVATION_SWIGLU;
+    c.num_query_groups = 8;
+    c.untie_embeddings_and_output_weights = true;
+    c.add_bias_linear = false;
+    char err[256];
+    CHECK_MSG(transformer_config_check(&c, "llama", err, sizeof err), "%s", err);
+    CHECK(gpt_canonical_param_count(&c) == INT64_C(8030261248));
+    const double L = 32, C = 4096, F = 14336, T = 8192, V = 128256, NH = 32, NG = 8;
+    const double megatron = 12.0 * L * C * C *
+                                ((1 + NG / NH + T / C / 2) * 1.0 /* kv_channels * heads / C */ +
+                                 F / C * 1.5) +
+                            6.0 * C * V;
+    CHECK_MSG(fabs(gpt_flops_per_token(&c) / megatron - 1) < 1e-12, "flops %.6g vs %.6g",
+              gpt_flops_per_token(&c), megatron);
+    /* GPT-2 124M keeps its count. */
+    TransformerConfig g = {.num_layers = 12, .hidden_size = 768, .num_attention_heads = 12,
+                           .ffn_hidden_size = 3072, .vocab_size = 50257, .padded_vocab_size = 50304,
+                           .max_position_embeddings = 1024, .seq_length = 1024};
+    transformer_config_set_gpt2_variant(&g);
+    CHECK(gpt_canonical_param_count(&g) == INT64_C(124475904));
+    printf("counts: Llama-3 8B shape %lld parameters, %.4g model FLOPs per token\n",
+           (long long)gpt_canonical_param_count(&c), gpt_flops_per_token(&c));
 }
 
 int main(void) {
     test_transformer_config();
+    test_llama_counts();
     test_param_table();
     test_init();
     test_normal_fill_threads();

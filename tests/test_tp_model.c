@@ -31,6 +31,7 @@ static TransformerConfig tiny_config(int layers) {
                      .seq_length = T,
                      .init_method_std = 0.1,
                      .seed = 1234};
+    transformer_config_set_gpt2_variant(&cfg);
     return cfg;
 }
 

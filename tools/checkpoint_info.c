@@ -390,12 +390,27 @@ static void add_integer(cJSON *obj, const char *key, int64_t v) {
     GPT3D_CHECK(cJSON_AddRawToObject(obj, key, text) != NULL, "out of memory");
 }
 
+/* Variant fields: numbers and booleans as JSON values, choices by name. */
+static void add_variant_text(cJSON *obj, const char *key, const TransformerConfig *c, bool raw) {
+    char text[TRANSFORMER_FIELD_TEXT_MAX];
+    transformer_config_field_text(c, key, text, sizeof text);
+    GPT3D_CHECK((raw ? cJSON_AddRawToObject(obj, key, text) : cJSON_AddStringToObject(obj, key, text)) != NULL,
+                "out of memory");
+}
+#define add_variant_int(obj, key, c) add_variant_text(obj, key, c, true)
+#define add_variant_f64(obj, key, c) add_variant_text(obj, key, c, true)
+#define add_variant_bool(obj, key, c) add_variant_text(obj, key, c, true)
+#define add_variant_choice(obj, key, c) add_variant_text(obj, key, c, false)
+
 static void add_model_json(cJSON *root, const CheckpointMeta *m) {
     cJSON *model = cJSON_AddObjectToObject(root, "model");
     GPT3D_CHECK(model != NULL, "out of memory");
 #define ADD_ARCH(f, kind, max, what) add_integer(model, #f, m->model.f);
     TRANSFORMER_ARCH_FIELDS(ADD_ARCH)
 #undef ADD_ARCH
+#define ADD_VARIANT(f, kind, names, what) add_variant_##kind(model, #f, &m->model);
+    TRANSFORMER_VARIANT_FIELDS(ADD_VARIANT)
+#undef ADD_VARIANT
     add_integer(model, "seq_length", m->model.seq_length);
     cJSON *layout = cJSON_AddObjectToObject(root, "layout");
     GPT3D_CHECK(layout != NULL, "out of memory");
@@ -571,6 +586,19 @@ static void compare_tensor(CompareCtx *c, CheckpointReader *ra, CheckpointReader
     }
 }
 
+/* Makes the first differing architecture field of a equal to b's. */
+static bool copy_first_variant_difference(TransformerConfig *a, const TransformerConfig *b) {
+#define COPY_FIRST(f, kind, extra, what)                                                           \
+    if (a->f != b->f) {                                                                            \
+        a->f = b->f;                                                                               \
+        return true;                                                                               \
+    }
+    TRANSFORMER_ARCH_FIELDS(COPY_FIRST)
+    TRANSFORMER_VARIANT_FIELDS(COPY_FIRST)
+#undef COPY_FIRST
+    return false;
+}
+
 /* The model shape always has to match; the training state unless
  * --ignore-training-state. Prints each difference; true when none. */
 static bool compare_meta(const CheckpointMeta *a, const CheckpointMeta *b, bool shape, bool state) {
@@ -584,6 +612,18 @@ static bool compare_meta(const CheckpointMeta *a, const CheckpointMeta *b, bool 
 #define SAME_ARCH(f, kind, max, what) SAME(model.f, #f)
     if (shape) {
         TRANSFORMER_ARCH_FIELDS(SAME_ARCH)
+        char ta[TRANSFORMER_FIELD_TEXT_MAX], tb[TRANSFORMER_FIELD_TEXT_MAX];
+        TransformerConfig va = a->model, vb = b->model;
+#define COPY_ARCH(f, kind, max, what) va.f = vb.f; /* reported above */
+        TRANSFORMER_ARCH_FIELDS(COPY_ARCH)
+#undef COPY_ARCH
+        const char *what;
+        /* The variant fields compared one by one: each difference reported. */
+        while ((what = transformer_config_difference(&va, &vb, ta, tb, sizeof ta)) != NULL) {
+            printf("differ: %s %s, reference %s\n", what, ta, tb);
+            same = false;
+            if (!copy_first_variant_difference(&va, &vb)) break;
+        }
     }
 #undef SAME_ARCH
     if (state) {

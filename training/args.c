@@ -20,6 +20,24 @@ static const FlagSpec TRAIN_FLAGS[] = {
     {"max-position-embeddings", FLAG_INT, OPT(model.max_position_embeddings), NULL, "P", "Rows of the position embedding; seq-length when not given.", "model", false},
     {"make-vocab-size-divisible-by", FLAG_INT, OPT(make_vocab_size_divisible_by), "128", "K", "Pad the vocabulary to a multiple of K (padded logits are masked out of the loss).", "model", false},
     {"init-method-std", FLAG_DOUBLE, OPT(model.init_method_std), "0.02", "S", "Std of the normal init; output projections use S/sqrt(2*num-layers).", "model", false},
+    {"position-embedding-type", FLAG_STRING, OPT(position_embedding_type), "learned_absolute", "TYPE", "learned_absolute (a learned table, GPT-2), rope (rotary embeddings on queries and keys, Llama) or none.", "model", false},
+    {"rotary-base", FLAG_DOUBLE, OPT(model.rotary_base), "10000", "B", "RoPE base: pair i of a head turns by position x B^(-2i/d).", "model", false},
+    {"rotary-percent", FLAG_DOUBLE, OPT(model.rotary_percent), "1.0", "P", "Fraction of each head's features that RoPE rotates (the rest pass unchanged).", "model", false},
+    {"rotary-interleaved", FLAG_SWITCH, OPT(model.rotary_interleaved), NULL, NULL, "Rotate features (2i, 2i+1) together instead of (i, i + d/2), the rotate-half default of Megatron and Hugging Face.", "model", false},
+    {"normalization", FLAG_STRING, OPT(normalization), "LayerNorm", "NORM", "LayerNorm (mean and variance, weight and bias) or RMSNorm (root mean square, weight only).", "model", false},
+    {"norm-epsilon", FLAG_DOUBLE, OPT(model.norm_epsilon), "1e-05", "EPS", "Epsilon of every LayerNorm/RMSNorm.", "model", false},
+    {"apply-layernorm-1p", FLAG_SWITCH, OPT(model.apply_layernorm_1p), NULL, NULL, "Store each norm weight minus one (initialised to zero, so weight decay pulls it to one).", "model", false},
+    {"swiglu", FLAG_SWITCH, OPT(swiglu), NULL, NULL, "SwiGLU MLP: silu(gate) x up, gate and up from one linear_fc1 of twice the width; ffn-hidden-size defaults to 8h/3 rounded down to a multiple of 64.", "model", false},
+    {"squared-relu", FLAG_SWITCH, OPT(squared_relu), NULL, NULL, "Squared ReLU MLP activation instead of GELU.", "model", false},
+    {"group-query-attention", FLAG_SWITCH, OPT(group_query_attention), NULL, NULL, "Grouped-query attention: the heads share --num-query-groups key/value heads.", "model", false},
+    {"num-query-groups", FLAG_INT, OPT(num_query_groups), "1", "G", "Key/value heads with --group-query-attention (1: multi-query attention).", "model", false},
+    {"kv-channels", FLAG_INT, OPT(model.kv_channels), NULL, "D", "Head dimension; hidden-size / num-attention-heads when not given.", "model", false},
+    {"untie-embeddings-and-output-weights", FLAG_SWITCH, OPT(model.untie_embeddings_and_output_weights), NULL, NULL, "Give the output layer its own weight (output_layer.weight) instead of the word embedding.", "model", false},
+    {"disable-bias-linear", FLAG_SWITCH, OPT(disable_bias_linear), NULL, NULL, "No biases in the linear layers (QKV keeps one with --add-qkv-bias).", "model", false},
+    {"add-qkv-bias", FLAG_SWITCH, OPT(model.add_qkv_bias), NULL, NULL, "Keep the QKV bias even with --disable-bias-linear (Qwen-style).", "model", false},
+    {"qk-layernorm", FLAG_SWITCH, OPT(model.qk_layernorm), NULL, NULL, "Normalise each head's queries and keys (not implemented yet: refused).", "model", false},
+    {"hidden-dropout", FLAG_DOUBLE, OPT(model.hidden_dropout), "0.1", "P", "Dropout on the embedding output and on each attention and MLP output before its residual add (Megatron's default 0.1; 0 disables). Masks depend only on global coordinates: every layout draws the same ones.", "model", false},
+    {"attention-dropout", FLAG_DOUBLE, OPT(model.attention_dropout), "0.1", "P", "Dropout on the attention probabilities (Megatron's default 0.1; 0 disables).", "model", false},
     {"recompute-activations", FLAG_SWITCH, OPT(model.recompute_activations), NULL, NULL, "Keep only each transformer layer's output and recompute the layer's forward in backward (full recomputation, Megatron's --recompute-granularity full): less activation memory for about a third more compute.", "model", false},
     /* parallelism */
     {"tensor-model-parallel-size", FLAG_INT, OPT(tensor_model_parallel_size), "1", "TP", "Ranks that split each layer.", "parallelism", false},
@@ -101,10 +119,6 @@ static bool check_model(const TrainArgs *a, char *err, size_t err_size) {
     if (a->model.hidden_size < 1) FAIL("--hidden-size must be >= 1 (got %d)", a->model.hidden_size);
     if (a->model.num_attention_heads < 1)
         FAIL("--num-attention-heads must be >= 1 (got %d)", a->model.num_attention_heads);
-    if (a->model.hidden_size % a->model.num_attention_heads)
-        FAIL("--hidden-size %d is not divisible by --num-attention-heads %d; pick sizes whose "
-             "ratio (the head size) is an integer",
-             a->model.hidden_size, a->model.num_attention_heads);
     if (a->model.ffn_hidden_size < 1) FAIL("--ffn-hidden-size must be >= 1 (got %d)", a->model.ffn_hidden_size);
     if (a->model.seq_length < 1) FAIL("--seq-length must be >= 1 (got %d)", a->model.seq_length);
     if (a->model.seq_length > a->model.max_position_embeddings)
@@ -130,6 +144,74 @@ static bool check_model(const TrainArgs *a, char *err, size_t err_size) {
              "--tensor-model-parallel-size %d",
              a->model.seq_length, tp);
     return true;
+}
+
+/* Turns Megatron's architecture flags into the model's variant fields and
+ * refuses the combinations that cannot be built, naming the flags. */
+static bool resolve_architecture(TrainArgs *a, char *err, size_t err_size) {
+    TransformerConfig *m = &a->model;
+    const TransformerConfig given = *m;
+    const int pos = transformer_choice_index(POSITION_EMBEDDING_NAMES, a->position_embedding_type);
+    if (pos < 0)
+        FAIL("--position-embedding-type %s: use learned_absolute, rope or none",
+             a->position_embedding_type);
+    const int norm = transformer_choice_index(NORMALIZATION_NAMES, a->normalization);
+    if (norm < 0) FAIL("--normalization %s: use LayerNorm or RMSNorm", a->normalization);
+    if (a->swiglu && a->squared_relu)
+        FAIL("--swiglu and --squared-relu exclude each other: pick one MLP activation");
+    if (a->num_query_groups_given && !a->group_query_attention)
+        FAIL("--num-query-groups %d needs --group-query-attention", a->num_query_groups);
+    if (!a->kv_channels_given && m->hidden_size % m->num_attention_heads)
+        FAIL("--hidden-size %d is not divisible by --num-attention-heads %d; pick sizes whose "
+             "ratio (the head size) is an integer, or give the head size with --kv-channels",
+             m->hidden_size, m->num_attention_heads);
+    transformer_config_set_gpt2_variant(m);
+    m->position_embedding_type = pos;
+    m->normalization = norm;
+    m->norm_epsilon = given.norm_epsilon;
+    m->apply_layernorm_1p = given.apply_layernorm_1p;
+    m->activation = a->swiglu ? ACTIVATION_SWIGLU : a->squared_relu ? ACTIVATION_SQUARED_RELU
+                                                                   : ACTIVATION_GELU;
+    if (a->group_query_attention) m->num_query_groups = a->num_query_groups;
+    if (a->kv_channels_given) m->kv_channels = given.kv_channels;
+    m->untie_embeddings_and_output_weights = given.untie_embeddings_and_output_weights;
+    m->add_bias_linear = !a->disable_bias_linear;
+    m->add_qkv_bias = given.add_qkv_bias;
+    m->qk_layernorm = given.qk_layernorm;
+    /* RoPE's settings mean nothing without RoPE: they keep their defaults,
+     * so a resume compares only what the model computes with. */
+    if (pos == POSITION_ROPE) {
+        m->rotary_base = given.rotary_base;
+        m->rotary_percent = given.rotary_percent;
+        m->rotary_interleaved = given.rotary_interleaved;
+        if (!(isfinite(m->rotary_base) && m->rotary_base > 1))
+            FAIL("--rotary-base must be a finite number above 1 (got %g); Llama uses 10000 or "
+                 "500000",
+                 m->rotary_base);
+    }
+    if (!(isfinite(m->norm_epsilon) && m->norm_epsilon > 0 && m->norm_epsilon < 1))
+        FAIL("--norm-epsilon must be in (0, 1) (got %g)", m->norm_epsilon);
+    if (m->kv_channels < 1) FAIL("--kv-channels must be >= 1 (got %d)", m->kv_channels);
+    const int heads = m->num_attention_heads, groups = m->num_query_groups;
+    const int tp = a->tensor_model_parallel_size;
+    if (groups < 1 || groups > heads || heads % groups)
+        FAIL("--num-query-groups %d must divide --num-attention-heads %d (each key/value head "
+             "serves the same number of query heads)",
+             groups, heads);
+    if (groups % tp)
+        FAIL("--num-query-groups %d is not divisible by --tensor-model-parallel-size %d: each "
+             "tensor-parallel rank needs whole query groups; use at least %d groups or a smaller "
+             "TP",
+             groups, tp, tp);
+    const double drops[2] = {m->hidden_dropout, m->attention_dropout};
+    const char *drop_flags[2] = {"--hidden-dropout", "--attention-dropout"};
+    for (int i = 0; i < 2; i++)
+        if (!(drops[i] >= 0 && drops[i] < 1))
+            FAIL("%s must be in [0, 1) (got %g); 0 disables dropout", drop_flags[i], drops[i]);
+    char where[] = "the model flags";
+    TransformerConfig check = *m;
+    check.vocab_size = check.padded_vocab_size = 1; /* known once the data is open */
+    return transformer_config_check(&check, where, err, err_size);
 }
 
 static bool check_training(const TrainArgs *a, char *err, size_t err_size) {
@@ -215,14 +297,19 @@ bool args_parse(TrainArgs *a, FlagParser *parser, int argc, char **argv, int wor
         return false;
     a->data_parallel_size =
         world_size / (a->tensor_model_parallel_size * a->pipeline_model_parallel_size);
-    if (!flags_was_set(parser, "ffn-hidden-size")) a->model.ffn_hidden_size = 4 * a->model.hidden_size;
+    if (!flags_was_set(parser, "ffn-hidden-size"))
+        a->model.ffn_hidden_size = a->swiglu ? a->model.hidden_size * 8 / 3 / 64 * 64
+                                             : 4 * a->model.hidden_size;
+    a->kv_channels_given = flags_was_set(parser, "kv-channels");
+    a->num_query_groups_given = flags_was_set(parser, "num-query-groups");
     if (!flags_was_set(parser, "max-position-embeddings"))
         a->model.max_position_embeddings = a->model.seq_length;
     if (!flags_was_set(parser, "global-batch-size"))
         a->global_batch_size = a->micro_batch_size * a->data_parallel_size;
     if (!flags_was_set(parser, "lr-decay-iters")) a->lr_decay_iters = a->train_iters;
     a->ddp_bucket_size_given = flags_was_set(parser, "ddp-bucket-size");
-    if (!check_model(a, err, err_size) || !check_training(a, err, err_size) ||
+    if (!check_model(a, err, err_size) || !resolve_architecture(a, err, err_size) ||
+        !check_training(a, err, err_size) ||
         !check_io(a, err, err_size))
         return false;
     a->num_microbatches = a->global_batch_size / (a->micro_batch_size * a->data_parallel_size);

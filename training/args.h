@@ -2,8 +2,10 @@
  *
  * Contract: args_parse() fills TrainArgs from argv using the table in
  * args.c (Megatron's flag names and defaults), resolves derived defaults
- * (ffn = 4h, max positions = seq length, global batch = micro batch x DP,
- * decay iters = train iters) and checks everything that can be checked
+ * (ffn = 4h, or Megatron's 8h/3 rounded down to 64 with --swiglu; head
+ * dimension = h / heads; max positions = seq length, global batch = micro
+ * batch x DP, decay iters = train iters) and the architecture flags into
+ * args->model, and checks everything that can be checked
  * without opening files. It never exits: on bad input it returns false with
  * one message naming the flag and the fix; --help is printed from the same
  * table by args_print_help(). */
@@ -23,6 +25,11 @@ typedef struct {
      * filled in by the trainer from the data and --seed). */
     TransformerConfig model;
     int make_vocab_size_divisible_by;
+    /* Megatron's architecture flags that args_parse resolves into `model`. */
+    char *position_embedding_type, *normalization;
+    bool swiglu, squared_relu, group_query_attention, disable_bias_linear;
+    int num_query_groups;
+    bool kv_channels_given, num_query_groups_given;
     /* parallelism */
     int tensor_model_parallel_size, pipeline_model_parallel_size;
     bool sequence_parallel, use_distributed_optimizer;

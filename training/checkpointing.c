@@ -24,9 +24,7 @@
  * rank 0, the tied word embedding by the first stage only. */
 static bool rank_writes_param(const Trainer *t, const ParamInfo *p) {
     if (!p->tensor_parallel_split && t->ps->tp_size > 1 && t->ps->tp_rank != 0) return false;
-    if (!strcmp(p->name, "embedding.word_embeddings.weight") && !t->part.has_embedding)
-        return false;
-    return true;
+    return !p->tied_copy;
 }
 
 static void fill_meta(const Trainer *t, CheckpointMeta *m) {
@@ -271,10 +269,10 @@ bool trainer_save_checkpoint(Trainer *t, char *err, size_t err_size) {
 /* A checkpoint of another model shape is refused with the first difference. */
 static bool check_shape(const CheckpointMeta *m, const TransformerConfig *c, const char *where,
                         char *err, size_t err_size) {
-    long long saved, ours;
-    const char *what = transformer_config_difference(&m->model, c, &saved, &ours);
+    char saved[TRANSFORMER_FIELD_TEXT_MAX], ours[TRANSFORMER_FIELD_TEXT_MAX];
+    const char *what = transformer_config_difference(&m->model, c, saved, ours, sizeof saved);
     if (what)
-        FAIL("%s was saved with %s %lld but this run has %lld; use the checkpoint's model shape "
+        FAIL("%s was saved with %s %s but this run has %s; use the checkpoint's model shape "
              "or start without --load",
              where, what, saved, ours);
     return true;

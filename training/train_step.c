@@ -48,9 +48,10 @@ static int slot_of(const Trainer *t, int mb) { return mb % gpt_model_num_slots(t
 static void stage_forward(void *ctx, int mb) {
     StageCtx *c = ctx;
     Trainer *t = c->t;
+    const int64_t first = micro_batch_first_sample(t, c->base, mb);
     /* Only the stages that embed tokens or score targets read data. */
-    if (t->part.has_embedding || t->part.has_head)
-        load_micro_batch(t, c->ds, micro_batch_first_sample(t, c->base, mb));
+    if (t->part.has_embedding || t->part.has_head) load_micro_batch(t, c->ds, first);
+    gpt_model_set_first_sample(t->model, slot_of(t, mb), first); /* dropout keys */
     c->loss_sum += gpt_model_stage_forward(t->model, slot_of(t, mb), t->tokens, t->targets);
 }
 
@@ -112,8 +113,7 @@ static double global_mean_loss(Trainer *t, double local_sum, double tokens) {
 /* The stage's copy of the tied word embedding gradient, when the other end
  * of the pipeline holds the other copy (NULL otherwise). */
 static float *tied_embedding_grad(Trainer *t, size_t *numel) {
-    if (t->ps->pp_size == 1) return NULL;
-    return gpt_model_word_embedding_grad(t->model, numel);
+    return gpt_model_tied_embedding_grad(t->model, numel);
 }
 
 /* Before the distributed optimizer reduces the bucket [begin, end) over DP,
@@ -160,6 +160,7 @@ StepResult train_step(Trainer *t) {
     const double tokens_per_batch = (double)a->global_batch_size * a->model.seq_length;
     StepResult r = {.lr = lr_schedule_lr(&t->sched, t->iteration)};
     gpt_model_zero_grad(t->model);
+    gpt_model_set_step(t->model, t->iteration, true);
 
     StageCtx ctx = {.t = t,
                     .ds = t->train_ds,
@@ -186,6 +187,7 @@ double evaluate(Trainer *t) {
     const TrainArgs *a = t->args;
     StageCtx ctx = {.t = t, .ds = t->valid_ds};
     PipelineStageFns fns = stage_fns(&ctx);
+    gpt_model_set_step(t->model, t->iteration, false); /* no dropout */
     /* Forward only: receive, forward, send, one micro-batch at a time. */
     for (int64_t it = 0; it < a->eval_iters; it++) {
         ctx.base = it * a->global_batch_size;

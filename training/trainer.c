@@ -136,6 +136,15 @@ static void print_buckets(const Trainer *t) {
            t->args->overlap_grad_reduce ? "on" : "off", t->args->overlap_param_gather ? "on" : "off");
 }
 
+/* " (base B, R of D features, rotate-half)" for RoPE, else empty. */
+static void rope_text(const TransformerConfig *c, char *out, size_t size) {
+    out[0] = 0;
+    if (c->position_embedding_type == POSITION_ROPE)
+        snprintf(out, size, " (base %g, %d of %d features, %s)", c->rotary_base,
+                 transformer_rotary_dim(c), transformer_head_dim(c),
+                 c->rotary_interleaved ? "interleaved" : "rotate-half");
+}
+
 static void print_summary(const Trainer *t, const char *device) {
     if (!is_root(t)) return;
     const TrainArgs *a = t->args;
@@ -156,6 +165,18 @@ static void print_summary(const Trainer *t, const char *device) {
            c->num_layers, c->hidden_size, c->num_attention_heads, c->ffn_hidden_size,
            c->seq_length, (long long)c->vocab_size, (long long)c->padded_vocab_size,
            (long long)gpt_canonical_param_count(c));
+    char rope[96];
+    rope_text(c, rope, sizeof rope);
+    printf("architecture: %s positions%s, %s (eps %g%s), %s MLP, %d query groups of %d heads "
+           "(head dim %d), %s output layer, %s; dropout hidden %g, attention %g\n",
+           POSITION_EMBEDDING_NAMES[c->position_embedding_type],
+           rope,
+           NORMALIZATION_NAMES[c->normalization], c->norm_epsilon,
+           c->apply_layernorm_1p ? ", 1p" : "", ACTIVATION_NAMES[c->activation],
+           c->num_query_groups, transformer_heads_per_group(c), transformer_head_dim(c),
+           transformer_tied_output(c) ? "tied" : "untied",
+           c->add_bias_linear ? "linear biases" : c->add_qkv_bias ? "QKV bias only" : "no linear biases",
+           c->hidden_dropout, c->attention_dropout);
     printf("batch: micro %d x %d micro-batches x DP %d = global %d samples (%d tokens) per "
            "iteration\n",
            a->micro_batch_size, a->num_microbatches, t->ps->dp_size, a->global_batch_size,
@@ -491,9 +512,11 @@ static const char *exit_reason(Trainer *t, double train_start) {
 /* The two copies of the tied word embedding must end bitwise equal; a
  * difference would mean their gradients or optimizer states diverged. */
 static bool check_tied_embeddings(Trainer *t) {
-    if (t->ps->pp_size == 1 || comm_group_size(&t->comm, GROUP_EMBEDDING) == 0) return true;
+    if (t->ps->pp_size == 1 || !transformer_tied_output(&t->cfg) ||
+        comm_group_size(&t->comm, GROUP_EMBEDDING) == 0)
+        return true;
     const ParamTable *pt = gpt_model_params(t->model);
-    const ParamInfo *p = &pt->params[param_table_find(pt, "embedding.word_embeddings.weight")];
+    const ParamInfo *p = &pt->params[param_table_find(pt, GPT_WORD_EMBEDDING)];
     const size_t bytes = backend_act_bytes(t->be, (size_t)p->local_numel);
     unsigned char *host = xmalloc(bytes);
     t->be->ops->copy_to_host(t->be, host, (char *)gpt_model_param_buffer(t->model) +

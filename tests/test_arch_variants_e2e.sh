@@ -1,0 +1,134 @@
+#!/usr/bin/env bash
+# Architecture variants end to end (issue 16). For each variant, one rank
+# against TP 2, TP 2 with sequence parallelism, PP 2, DP 2 and 2x2x2: the
+# first iteration's loss and grad norm within 1e-5 relative, 20 iterations
+# within 1e-4. Variants:
+#   llama    rope + RMSNorm + SwiGLU + GQA (4 heads, 2 groups) + untied output
+#            layer + no linear biases, no dropout
+#   partial  llama with --rotary-percent 0.5 --rotary-interleaved --apply-layernorm-1p
+#            --add-qkv-bias
+#   gpt2drop the GPT-2 block with the default dropout (0.1 and 0.1)
+#   llamadrop llama with dropout 0.1 and --recompute-activations
+#   relu2    squared ReLU, no position embedding, LayerNorm, GQA 4 -> 1 group
+#            (multi-query), one rank against TP 1 layouts only (one group
+#            cannot be split over TP)
+# Then: llama saved at 2x2x2 resumes at 1x1x1 and 1x4x2 on the one-rank run's
+# trajectory; llamadrop resumes bitwise at its layout; the combinations that
+# cannot be built get one error each.
+# Usage: test_arch_variants_e2e.sh MPIEXEC PRETRAIN PREPROCESS
+set -u
+MPIEXEC=$1
+PRETRAIN=$2
+PREPROCESS=$3
+source "$(dirname "$0")/e2e_common.sh"
+make_corpus "$PREPROCESS" "variant"
+
+ARGS=(--num-layers 4 --hidden-size 32 --num-attention-heads 4 --seq-length 32
+      --micro-batch-size 1 --global-batch-size 8 --train-iters 20 --lr 2e-3 --lr-warmup-iters 2
+      --tokenizer-type ByteTokenizer --data-path "$WORK/c_text_document.h5" --split 90,10,0
+      --eval-iters 1 --eval-interval 10 --device cpu --log-interval 10)
+NODROP=(--hidden-dropout 0 --attention-dropout 0)
+LLAMA=(--position-embedding-type rope --normalization RMSNorm --swiglu --group-query-attention
+       --num-query-groups 2 --untie-embeddings-and-output-weights --disable-bias-linear)
+declare -A VARIANT=(
+    [llama]="${LLAMA[*]} ${NODROP[*]}"
+    [partial]="${LLAMA[*]} ${NODROP[*]} --rotary-percent 0.5 --rotary-interleaved --apply-layernorm-1p --add-qkv-bias"
+    [gpt2drop]=""
+    [llamadrop]="${LLAMA[*]} --hidden-dropout 0.1 --attention-dropout 0.1 --recompute-activations"
+    [relu2]="--squared-relu --position-embedding-type none --group-query-attention --num-query-groups 1 ${NODROP[*]}"
+)
+
+# first_line FILE: the metrics of the first iteration only.
+first_line() { head -1 "$1" > "$1.first"; echo "$1.first"; }
+
+for v in llama partial gpt2drop llamadrop relu2; do
+    read -r -a extra <<< "${VARIANT[$v]}"
+    ref="$WORK/$v.ref"
+    if ! "$PRETRAIN" "${ARGS[@]}" "${extra[@]}" --metrics-file "$ref.jsonl" > "$ref.log" 2>&1; then
+        cat "$ref.log"; fail "$v: one-rank run"; continue
+    fi
+    layouts=("2 1 1" "2 1 1 sp" "1 2 1" "1 1 2" "2 2 2")
+    [ "$v" = relu2 ] && layouts=("1 2 1" "1 1 2" "1 2 2")
+    for layout in "${layouts[@]}"; do
+        set -- $layout
+        name="$v at TPxPPxDP=$1x$2x$3${4:+ $4}"
+        out="$WORK/$v.l$1$2$3${4:-}"
+        sp=()
+        [ "${4:-}" = sp ] && sp=(--sequence-parallel)
+        if ! run_layout "$1" "$2" "$3" "$out" "${ARGS[@]}" "${extra[@]}" "${sp[@]}" --metrics-file "$out.jsonl"; then
+            cat "$out.log"; fail "$name run"; continue
+        fi
+        compare "$name (iteration 1)" "$(first_line "$ref.jsonl")" "$(first_line "$out.jsonl")" --rtol 1e-5 \
+            || fail "$name: first iteration differs from one rank"
+        compare "$name" "$ref.jsonl" "$out.jsonl" --rtol 1e-4 || fail "$name differs from one rank"
+    done
+    echo "$v: $(grep -m1 '^model:' "$ref.log" || true) last $(tail -1 "$ref.jsonl" | strip_timings)"
+done
+
+# The variants compute different models: their losses after 20 iterations differ.
+for v in partial gpt2drop llamadrop; do
+    if cmp -s <(tail -1 "$WORK/llama.ref.jsonl" | strip_timings) <(tail -1 "$WORK/$v.ref.jsonl" | strip_timings); then
+        fail "$v trains exactly as llama: its flags changed nothing"
+    fi
+done
+
+# --- llama saved at 2x2x2, resumed at 1x1x1 and 1x4x2 -------------------------
+read -r -a llama <<< "${VARIANT[llama]}"
+run_layout 2 2 2 "$WORK/save" "${ARGS[@]}" "${llama[@]}" --train-iters 10 --lr-decay-iters 20 \
+    --save "$WORK/ckpt" --save-interval 10 --metrics-file "$WORK/save.jsonl" \
+    || { cat "$WORK/save.log"; fail "llama save at 2x2x2"; }
+for layout in "1 1 1" "1 4 2"; do
+    set -- $layout
+    rm -rf "$WORK/ckpt_$1$2$3" && cp -r "$WORK/ckpt" "$WORK/ckpt_$1$2$3"
+    out="$WORK/resume$1$2$3"
+    if run_layout "$1" "$2" "$3" "$out" "${ARGS[@]}" "${llama[@]}" --load "$WORK/ckpt_$1$2$3" \
+            --metrics-file "$out.jsonl"; then
+        [ "$(first_iteration "$out.jsonl")" = 11 ] || fail "resume at $1x$2x$3 did not start at iteration 11"
+        tail -n 10 "$WORK/llama.ref.jsonl" > "$WORK/llama.tail.jsonl"
+        compare "llama resumed at $1x$2x$3" "$WORK/llama.tail.jsonl" "$out.jsonl" --rtol 1e-4 \
+            || fail "llama resumed at $1x$2x$3 leaves the one-rank trajectory"
+    else
+        cat "$out.log"; fail "llama resume at $1x$2x$3"
+    fi
+done
+
+# --- dropout and recomputation resume bitwise at the same layout --------------
+read -r -a drop <<< "${VARIANT[llamadrop]}"
+run_layout 2 1 2 "$WORK/dfull" "${ARGS[@]}" "${drop[@]}" --metrics-file "$WORK/dfull.jsonl" \
+    || { cat "$WORK/dfull.log"; fail "llamadrop uninterrupted"; }
+run_layout 2 1 2 "$WORK/dhalf" "${ARGS[@]}" "${drop[@]}" --train-iters 10 --lr-decay-iters 20 \
+    --save "$WORK/dckpt" --save-interval 10 --metrics-file "$WORK/dhalf.jsonl" \
+    || { cat "$WORK/dhalf.log"; fail "llamadrop first half"; }
+run_layout 2 1 2 "$WORK/drest" "${ARGS[@]}" "${drop[@]}" --load "$WORK/dckpt" \
+    --metrics-file "$WORK/drest.jsonl" || { cat "$WORK/drest.log"; fail "llamadrop resume"; }
+if ! cmp -s <(tail -n 10 "$WORK/dfull.jsonl" | strip_timings) <(strip_timings "$WORK/drest.jsonl"); then
+    diff <(tail -n 10 "$WORK/dfull.jsonl" | strip_timings) <(strip_timings "$WORK/drest.jsonl") | head -6 >&2
+    fail "llamadrop resumed is not bitwise the uninterrupted run"
+fi
+
+# --- combinations that cannot be built: one error each -------------------------
+bad() {
+    local name=$1 np=$2 tp=$3 regex=$4
+    shift 4
+    mpi_ranks "$np" "$@" --tensor-model-parallel-size "$tp" > "$WORK/bad.log" 2>&1
+    local rc=$?
+    [ $rc -ne 0 ] && [ $rc -ne 124 ] || fail "$name: status $rc"
+    one_error "$name" "$WORK/bad.log" "$regex"
+}
+bad "fewer query groups than TP ranks" 2 2 "--num-query-groups 1 is not divisible by --tensor-model-parallel-size 2" \
+    --group-query-attention --num-query-groups 1
+bad "heads not divisible by groups" 1 1 "--num-query-groups 3 must divide --num-attention-heads 4" \
+    --group-query-attention --num-query-groups 3
+bad "SwiGLU FFN that does not split" 2 2 "--ffn-hidden-size 65 is not divisible by --tensor-model-parallel-size 2" \
+    --swiglu --ffn-hidden-size 65
+bad "groups without GQA" 1 1 "--num-query-groups 2 needs --group-query-attention" --num-query-groups 2
+bad "two activations" 1 1 "--swiglu and --squared-relu exclude each other" --swiglu --squared-relu
+bad "unknown norm" 1 1 "--normalization BatchNorm: use LayerNorm or RMSNorm" --normalization BatchNorm
+bad "unknown positions" 1 1 "--position-embedding-type alibi: use learned_absolute, rope or none" \
+    --position-embedding-type alibi
+bad "odd rotary dimension" 1 1 "--rotary-percent 0.375 of the head dimension 8 rotates 3 features" \
+    --position-embedding-type rope --rotary-percent 0.375
+bad "dropout of one" 1 1 "--hidden-dropout must be in \[0, 1\)" --hidden-dropout 1
+bad "qk layernorm" 1 1 "--qk-layernorm is not implemented yet" --qk-layernorm
+
+finish "architecture variants"
