@@ -15,11 +15,13 @@
 # Then: llama saved at 2x2x2 resumes at 1x1x1 and 1x4x2 on the one-rank run's
 # trajectory; llamadrop resumes bitwise at its layout; the combinations that
 # cannot be built get one error each.
-# Usage: test_arch_variants_e2e.sh MPIEXEC PRETRAIN PREPROCESS
+# tools/generate samples from the llama checkpoint.
+# Usage: test_arch_variants_e2e.sh MPIEXEC PRETRAIN PREPROCESS GENERATE
 set -u
 MPIEXEC=$1
 PRETRAIN=$2
 PREPROCESS=$3
+GENERATE=$4
 source "$(dirname "$0")/e2e_common.sh"
 make_corpus "$PREPROCESS" "variant"
 
@@ -91,6 +93,15 @@ for layout in "1 1 1" "1 4 2"; do
         cat "$out.log"; fail "llama resume at $1x$2x$3"
     fi
 done
+
+# --- tools/generate on the llama checkpoint (saved at 2x2x2, read at one rank) ---
+gen() { "$GENERATE" --load "$WORK/ckpt" --prompt "The " --max-new-tokens 24 --top-k 5 --seed 9 2> "$WORK/gen.err"; }
+if text=$(gen) && again=$(gen); then
+    [ "${text:0:4}" = "The " ] && [ ${#text} -gt 4 ] || fail "generate: '$text' does not continue the prompt"
+    [ "$text" = "$again" ] || fail "generate: the same seed gave '$text' and '$again'"
+else
+    cat "$WORK/gen.err"; fail "generate on the llama checkpoint"
+fi
 
 # --- dropout and recomputation resume bitwise at the same layout --------------
 read -r -a drop <<< "${VARIANT[llamadrop]}"
