@@ -21,7 +21,10 @@ void transformer_config_set_gpt2_variant(TransformerConfig *c) {
     c->apply_layernorm_1p = false;
     c->activation = ACTIVATION_GELU;
     c->num_query_groups = c->num_attention_heads;
-    c->kv_channels = c->num_attention_heads > 0 ? c->hidden_size / c->num_attention_heads : 0;
+    /* 0 when the heads do not divide the hidden size: the check then says so. */
+    c->kv_channels = c->num_attention_heads > 0 && c->hidden_size % c->num_attention_heads == 0
+                         ? c->hidden_size / c->num_attention_heads
+                         : 0;
     c->untie_embeddings_and_output_weights = false;
     c->add_bias_linear = true;
     c->add_qkv_bias = false;
@@ -81,10 +84,9 @@ static bool check_fields(const TransformerConfig *c, const char *where, char *er
     return true;
 }
 
-bool transformer_config_check(const TransformerConfig *c, const char *where, char *err,
-                              size_t err_size) {
-    if (!check_fields(c, where, err, err_size)) return false;
-    if (c->num_attention_heads % c->num_query_groups) {
+bool transformer_config_check_variant(const TransformerConfig *c, const char *where, char *err,
+                                      size_t err_size) {
+    if (c->num_query_groups < 1 || c->num_attention_heads % c->num_query_groups) {
         snprintf(err, err_size,
                  "%s: the %d attention heads are not divisible by the %d query groups "
                  "(--num-query-groups); every group needs the same number of query heads",
@@ -112,6 +114,18 @@ bool transformer_config_check(const TransformerConfig *c, const char *where, cha
         return false;
     }
     return true;
+}
+
+bool transformer_config_check(const TransformerConfig *c, const char *where, char *err,
+                              size_t err_size) {
+    if (c->kv_channels == 0 && c->num_attention_heads > 0 &&
+        c->hidden_size % c->num_attention_heads) {
+        snprintf(err, err_size, "%s: hidden size %d is not divisible by the %d attention heads",
+                 where, c->hidden_size, c->num_attention_heads);
+        return false;
+    }
+    if (!check_fields(c, where, err, err_size)) return false;
+    return transformer_config_check_variant(c, where, err, err_size);
 }
 
 static void field_text(char *out, size_t size, const char *kind, const void *p,

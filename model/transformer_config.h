@@ -119,6 +119,11 @@ static inline bool transformer_tied_output(const TransformerConfig *c) {
  * dimension that is odd or zero, a variant not implemented yet. */
 bool transformer_config_check(const TransformerConfig *c, const char *where, char *err,
                               size_t err_size);
+/* Only the rules between the architecture fields (query groups, the
+ * vocabulary padding, the rotary dimension, what is not implemented), for
+ * the flag parser, which leaves the sizes' ranges to the memory plan. */
+bool transformer_config_check_variant(const TransformerConfig *c, const char *where, char *err,
+                                      size_t err_size);
 
 /* A field's value as text: integers in decimal, booleans true/false, f64
  * as the shortest decimal that reads back exactly, choices by name. */

@@ -1,8 +1,9 @@
 # Backend tests: the fp32 CPU reference backend against double-precision
 # references (gradients by finite differences), and its memory, optimizer and
-# determinism contract.
+# determinism contract; test_backend_arch: the ops of the modern architectures.
 gpt3d_add_test(NAME test_backend_cpu SOURCES test_backend_cpu.c TIMEOUT 60)
 gpt3d_add_test(NAME test_backend_cpu_misc SOURCES test_backend_cpu_misc.c TIMEOUT 60)
+gpt3d_add_test(NAME test_backend_arch SOURCES test_backend_arch.c TIMEOUT 60)
 # CUDA backend against the CPU backend (exit 77, skipped, without a GPU):
 # memory, casts, pointwise, embeddings, layernorm; GEMMs and attention; cross
 # entropy, AdamW and reductions; the whole tiny model.

@@ -191,7 +191,7 @@ static int test_layernorm(Backend *be, TestRng *rng) {
     float *d_out = be->ops->alloc(be, xn * 4), *d_mean = be->ops->alloc(be, N * 4);
     float *d_rstd = be->ops->alloc(be, N * 4), *d_dw = be->ops->alloc(be, C * 4);
     float *d_db = be->ops->alloc(be, C * 4);
-    be->ops->layernorm_forward(be, d_out, d_mean, d_rstd, d_x, d_w, d_b, N, C);
+    be->ops->layernorm_forward(be, d_out, d_mean, d_rstd, d_x, d_w, d_b, N, C, 1e-5f, 0.0f);
     double want[N * C], want_mean[N], want_rstd[N];
     layernorm_ref(want, want_mean, want_rstd, &ctx);
     float *out = download(be, d_out, xn), *mean = download(be, d_mean, N);
@@ -200,7 +200,7 @@ static int test_layernorm(Backend *be, TestRng *rng) {
     CHECK(!compare_verbose("layernorm mean", mean, want_mean, N, FWD_TOL));
     CHECK(!compare_verbose("layernorm rstd", rstd, want_rstd, N, FWD_TOL));
 
-    be->ops->layernorm_backward(be, d_dx, d_dw, d_db, d_R, d_x, d_w, d_mean, d_rstd, N, C);
+    be->ops->layernorm_backward(be, d_dx, d_dw, d_db, d_R, d_x, d_w, d_mean, d_rstd, N, C, 0.0f);
     float *dx = download(be, d_dx, xn), *dw = download(be, d_dw, C), *db = download(be, d_db, C);
     for (size_t i = 0; i < xn; i++) dx[i] -= prior[i]; /* backward adds into dinp */
     double num_x[N * C], num_w[C], num_b[C];
@@ -210,7 +210,7 @@ static int test_layernorm(Backend *be, TestRng *rng) {
     CHECK(!check_close("layernorm dinp (added)", dx, num_x, xn, GRAD_TOL));
     CHECK(!check_close("layernorm dweight", dw, num_w, C, GRAD_TOL));
     CHECK(!check_close("layernorm dbias", db, num_b, C, GRAD_TOL));
-    be->ops->layernorm_backward(be, d_dx, d_dw, d_db, d_R, d_x, d_w, d_mean, d_rstd, N, C);
+    be->ops->layernorm_backward(be, d_dx, d_dw, d_db, d_R, d_x, d_w, d_mean, d_rstd, N, C, 0.0f);
     float *dw2 = download(be, d_dw, C), *db2 = download(be, d_db, C);
     CHECK(!check_doubled("layernorm dweight accumulates", dw, dw2, C));
     CHECK(!check_doubled("layernorm dbias accumulates", db, db2, C));
@@ -436,12 +436,12 @@ static int check_attention(Backend *be, TestRng *rng, int B, int T, int NH, int 
     const size_t pn = (size_t)B * NH * T * T;
     float *qkv = rand_floats(rng, qn, -1.5f, 1.5f), *R = rand_floats(rng, on, -1, 1);
     AttentionCtx ctx = {B, T, NH, HS, true, to_double(qkv, qn), to_double(R, on)};
-    CHECK(be->ops->attention_saved_bytes(be, B, T, NH, HS) == pn * sizeof(float));
+    CHECK(be->ops->attention_saved_bytes(be, B, T, NH, NH, HS) == pn * sizeof(float));
 
     float *d_qkv = upload(be, qkv, qn * 4), *d_R = upload(be, R, on * 4);
     float *d_out = be->ops->alloc(be, on * 4), *d_saved = be->ops->alloc(be, pn * 4);
     float *d_dqkv = upload(be, qkv, qn * 4); /* stale content: must be overwritten */
-    be->ops->attention_forward(be, d_out, d_saved, d_qkv, B, T, NH, HS);
+    be->ops->attention_forward(be, d_out, d_saved, d_qkv, B, T, NH, NH, HS, NULL);
     double *want = xmalloc(on * sizeof(double)), *want_P = xmalloc(pn * sizeof(double));
     attention_ref(want, want_P, &ctx);
     float *out = download(be, d_out, on), *P = download(be, d_saved, pn);
@@ -452,7 +452,7 @@ static int check_attention(Backend *be, TestRng *rng, int B, int T, int NH, int 
     CHECK(rel_err(out, want, on) > 100 * FWD_TOL);
     ctx.causal = true;
 
-    be->ops->attention_backward(be, d_dqkv, d_R, d_qkv, d_out, d_saved, B, T, NH, HS);
+    be->ops->attention_backward(be, d_dqkv, d_R, d_qkv, d_out, d_saved, B, T, NH, NH, HS, NULL);
     float *dqkv = download(be, d_dqkv, qn);
     size_t count = fd_samples ? fd_samples : qn;
     size_t *idx = NULL;

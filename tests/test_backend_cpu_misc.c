@@ -342,8 +342,8 @@ static int test_overwrite(Backend *be, TestRng *rng) {
     size_t qn = (size_t)B * T * 3 * NH * HS, on = (size_t)B * T * NH * HS;
     float *d_out = poisoned(be, on), *d_saved = poisoned(be, (size_t)B * NH * T * T);
     float *d_dqkv = poisoned(be, qn);
-    be->ops->attention_forward(be, d_out, d_saved, d_qkv, B, T, NH, HS);
-    be->ops->attention_backward(be, d_dqkv, d_out, d_qkv, d_out, d_saved, B, T, NH, HS);
+    be->ops->attention_forward(be, d_out, d_saved, d_qkv, B, T, NH, NH, HS, NULL);
+    be->ops->attention_backward(be, d_dqkv, d_out, d_qkv, d_out, d_saved, B, T, NH, NH, HS, NULL);
     CHECK(!be->ops->has_nonfinite_f32(be, d_out, on));
     CHECK(!be->ops->has_nonfinite_f32(be, d_saved, (size_t)B * NH * T * T));
     CHECK(!be->ops->has_nonfinite_f32(be, d_dqkv, qn));
@@ -354,7 +354,7 @@ static int test_overwrite(Backend *be, TestRng *rng) {
     CHECK(!be->ops->has_nonfinite_f32(be, d_dgelu, N * IC));
     /* layernorm over rows of IC, reusing w's first IC floats as weight and bias */
     float *d_ln = poisoned(be, N * IC), *d_mean = poisoned(be, N), *d_rstd = poisoned(be, N);
-    be->ops->layernorm_forward(be, d_ln, d_mean, d_rstd, d_x, d_w, d_w, N, IC);
+    be->ops->layernorm_forward(be, d_ln, d_mean, d_rstd, d_x, d_w, d_w, N, IC, 1e-5f, 0.0f);
     CHECK(!be->ops->has_nonfinite_f32(be, d_ln, N * IC));
     CHECK(!be->ops->has_nonfinite_f32(be, d_mean, N) && !be->ops->has_nonfinite_f32(be, d_rstd, N));
     /* embedding rows of ids this slice does not own are written as zeros */
@@ -441,21 +441,21 @@ static float *run_chain(Backend *be, uint64_t seed, size_t *n_out) {
     for (int k = 0; k < 3; k++) be->ops->copy_device(be, d_bias + k * C, bias, sizeof(float) * C);
     be->ops->copy_to_device(be, d[X], x, sizeof(float) * N * C);
 
-    be->ops->layernorm_forward(be, d[LN], d[MEAN], d[RSTD], d[X], d_lnw, d_lnw, N, C);
+    be->ops->layernorm_forward(be, d[LN], d[MEAN], d[RSTD], d[X], d_lnw, d_lnw, N, C, 1e-5f, 0.0f);
     be->ops->matmul_forward(be, d[QKV], d[LN], d_w, d_bias, N, C, 3 * C, false);
     be->ops->gelu_forward(be, d[GQKV], d[QKV], N * 3 * C);
-    be->ops->attention_forward(be, d[ATT], d[SAVED], d[GQKV], B, T, NH, HS);
+    be->ops->attention_forward(be, d[ATT], d[SAVED], d[GQKV], B, T, NH, NH, HS, NULL);
     be->ops->matmul_forward(be, d[LOGITS], d[ATT], d_wv, NULL, N, C, V, false);
     be->ops->cross_entropy_max(be, d[MAX], d[LOGITS], N, V, 0, V - 3);
     be->ops->cross_entropy_sums(be, d[SUM], d[TGT], d[LOGITS], d[MAX], d_t, N, V, 0, V - 3);
     be->ops->cross_entropy_backward(be, d[DLOGITS], d[LOGITS], d[MAX], d[SUM], d_t, N, V, 0, V - 3,
                                     1.0f / N);
     be->ops->matmul_backward(be, d[DATT], d[DWV], NULL, d[DLOGITS], d[ATT], d_wv, N, C, V, false);
-    be->ops->attention_backward(be, d[DGQKV], d[DATT], d[GQKV], d[ATT], d[SAVED], B, T, NH, HS);
+    be->ops->attention_backward(be, d[DGQKV], d[DATT], d[GQKV], d[ATT], d[SAVED], B, T, NH, NH, HS, NULL);
     be->ops->gelu_backward(be, d[DQKV], d[QKV], d[DGQKV], N * 3 * C);
     be->ops->matmul_backward(be, d[DLN], d[DW], d[DB], d[DQKV], d[LN], d_w, N, C, 3 * C, false);
     be->ops->layernorm_backward(be, d[DX], d[DLNW], d[DLNB], d[DLN], d[X], d_lnw, d[MEAN], d[RSTD],
-                                N, C);
+                                N, C, 0.0f);
 
     float *all = xmalloc(total * sizeof(float));
     size_t at = 0;

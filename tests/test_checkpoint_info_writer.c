@@ -58,14 +58,7 @@ static CheckpointMeta tiny_meta(const TransformerConfig *cfg, bool moments) {
     m.optimizer_step = ITERATION;
     m.scheduler_num_steps = 40;
     m.loss_scale = 1.0;
-    m.model.num_layers = cfg->num_layers;
-    m.model.hidden_size = cfg->hidden_size;
-    m.model.num_attention_heads = cfg->num_attention_heads;
-    m.model.ffn_hidden_size = cfg->ffn_hidden_size;
-    m.model.vocab_size = cfg->vocab_size;
-    m.model.padded_vocab_size = cfg->padded_vocab_size;
-    m.model.max_position_embeddings = cfg->max_position_embeddings;
-    m.model.seq_length = cfg->seq_length;
+    m.model = *cfg;
     m.tensor_model_parallel_size = 2;
     m.pipeline_model_parallel_size = 1;
     m.data_parallel_size = 1;

@@ -211,7 +211,7 @@ static bool resolve_architecture(TrainArgs *a, char *err, size_t err_size) {
     char where[] = "the model flags";
     TransformerConfig check = *m;
     check.vocab_size = check.padded_vocab_size = 1; /* known once the data is open */
-    return transformer_config_check(&check, where, err, err_size);
+    return transformer_config_check_variant(&check, where, err, err_size);
 }
 
 static bool check_training(const TrainArgs *a, char *err, size_t err_size) {

@@ -1,21 +1,26 @@
-/* backend/cpu/cpu_attention.c — causal self-attention of the fp32 reference
- * backend.
+/* backend/cpu/cpu_attention.c — causal self-attention with query groups, of
+ * the fp32 reference backend.
  *
- * Per (batch, head) the products QK^T, PV and their gradients are sgemm
- * calls that read q, k and v in place inside the [B, T, NH, 3, HS] qkv rows
- * (leading dimension 3*NH*HS), so nothing is repacked. The sequence is cut
- * into blocks of ATTN_BLOCK rows and each block only multiplies against the
- * keys it can see, which skips the masked upper triangle except inside the
- * diagonal blocks (about half the FLOPs of a full T x T product).
+ * Per (batch, query head) the products QK^T, PV and their gradients are
+ * sgemm calls that read q, k and v in place inside the qkv rows (group g:
+ * its query heads, then its key and value head; leading dimension the whole
+ * row), so nothing is repacked. The sequence is cut into blocks of
+ * ATTN_BLOCK rows and each block only multiplies against the keys it can
+ * see, which skips the masked upper triangle except inside the diagonal
+ * blocks (about half the FLOPs of a full T x T product). The key and value
+ * gradients of a group sum over its query heads in head order, so the
+ * result does not depend on anything but the inputs.
  *
  * `saved` holds the softmax probabilities P [B, NH, T, T], zero above the
- * diagonal. */
+ * diagonal and before dropout: with attention dropout the dropped matrix is
+ * regenerated from its counters (backend.h) where it is needed. */
 #include <math.h>
 #include <string.h>
 
 #include "backend/cpu/cpu_internal.h"
 #include "backend/cpu/cpu_math.h"
 #include "core/errors.h"
+#include "core/rng.h"
 
 enum { ATTN_BLOCK = 64 };
 
@@ -25,10 +30,50 @@ static int block_end(int t, int T) {
     return end < T ? end : T;
 }
 
-size_t cpu_attention_saved_bytes(Backend *be, int B, int T, int NH, int HS) {
+size_t cpu_attention_saved_bytes(Backend *be, int B, int T, int NH, int NG, int HS) {
     (void)be;
+    (void)NG;
     (void)HS;
     return (size_t)B * NH * T * T * sizeof(float);
+}
+
+/* Where query head h of a [B, T, NG, NH/NG + 2, HS] qkv row finds its
+ * query, key and value, and the row's length. */
+typedef struct {
+    size_t row;      /* elements per (b, t) row */
+    size_t q, k, v;  /* offsets of the head's q, its group's k and v */
+    bool first_in_group; /* the head that starts its group's dk/dv sums */
+} HeadView;
+
+static HeadView head_view(int h, int NH, int NG, int HS) {
+    const int per_group = NH / NG, g = h / per_group, j = h % per_group;
+    const size_t group = (size_t)g * (per_group + 2) * HS;
+    HeadView hv = {
+        .row = (size_t)NG * (per_group + 2) * HS,
+        .q = group + (size_t)j * HS,
+        .k = group + (size_t)per_group * HS,
+        .v = group + (size_t)(per_group + 1) * HS,
+        .first_in_group = j == 0,
+    };
+    return hv;
+}
+
+/* Pd = P with attention dropout applied: (b, h)'s kept probabilities
+ * scaled, the rest zero; only the causal part j <= i is drawn. */
+static void dropped_probs(float *Pd, const float *P, int T, int b, int h,
+                          const AttentionDropout *d) {
+    const uint64_t plane = ((d->sample0 + (uint64_t)b) * d->heads_total + d->head0 + (uint64_t)h) *
+                           (uint64_t)T * (uint64_t)T;
+    for (int i = 0; i < T; i++) {
+        const float *p = P + (size_t)i * T;
+        float *o = Pd + (size_t)i * T;
+        const uint64_t base = plane + (uint64_t)i * (uint64_t)T;
+        for (int j = 0; j <= i; j++) {
+            bool keep = rng_block(d->seed, d->stream, base + (uint64_t)j).v[0] >= d->threshold;
+            o[j] = keep ? p[j] * d->scale : 0.0f;
+        }
+        memset(o + i + 1, 0, (size_t)(T - i - 1) * sizeof(float));
+    }
 }
 
 /* Rows t of P hold scale * q_t . k_j for j < block_end(t); turns each into
@@ -48,31 +93,51 @@ static void causal_softmax_rows(float *P, int T) {
 }
 
 void cpu_attention_forward(Backend *be, void *out_, void *saved, const void *qkv_, int B, int T,
-                           int NH, int HS) {
-    GPT3D_CHECK(B > 0 && T > 0 && NH > 0 && HS > 0,
-                "attention_forward: bad shape B=%d T=%d NH=%d HS=%d", B, T, NH, HS);
+                           int NH, int NG, int HS, const AttentionDropout *dropout) {
+    GPT3D_CHECK(B > 0 && T > 0 && NH > 0 && HS > 0 && NG > 0 && NH % NG == 0,
+                "attention_forward: bad shape B=%d T=%d NH=%d NG=%d HS=%d", B, T, NH, NG, HS);
     float *out = out_;
     const float *qkv = qkv_;
-    const int C = NH * HS, C3 = 3 * C;
+    const int C = NH * HS;
     const float scale = 1.0f / sqrtf((float)HS);
+    float *Pd = dropout ? cpu_scratch(be, (size_t)T * T) : NULL;
     for (int b = 0; b < B; b++) {
         for (int h = 0; h < NH; h++) {
-            const float *q = qkv + (size_t)b * T * C3 + (size_t)h * 3 * HS;
-            const float *k = q + HS, *v = q + 2 * HS;
+            const HeadView hv = head_view(h, NH, NG, HS);
+            const int ld = (int)hv.row;
+            const float *row0 = qkv + (size_t)b * T * hv.row;
+            const float *q = row0 + hv.q, *k = row0 + hv.k, *v = row0 + hv.v;
             float *P = (float *)saved + ((size_t)b * NH + h) * T * T;
             float *o = out + (size_t)b * T * C + (size_t)h * HS;
             for (int r0 = 0; r0 < T; r0 += ATTN_BLOCK) {
                 int r1 = block_end(r0, T);
-                cpu_sgemm(be, CblasNoTrans, CblasTrans, r1 - r0, r1, HS, scale, q + (size_t)r0 * C3,
-                          C3, k, C3, 0.0f, P + (size_t)r0 * T, T);
+                cpu_sgemm(be, CblasNoTrans, CblasTrans, r1 - r0, r1, HS, scale, q + (size_t)r0 * ld,
+                          ld, k, ld, 0.0f, P + (size_t)r0 * T, T);
             }
             causal_softmax_rows(P, T);
+            const float *PV = P;
+            if (dropout) {
+                dropped_probs(Pd, P, T, b, h, dropout);
+                PV = Pd;
+            }
             for (int r0 = 0; r0 < T; r0 += ATTN_BLOCK) {
                 int r1 = block_end(r0, T);
-                cpu_sgemm(be, CblasNoTrans, CblasNoTrans, r1 - r0, HS, r1, 1.0f, P + (size_t)r0 * T,
-                          T, v, C3, 0.0f, o + (size_t)r0 * C, C);
+                cpu_sgemm(be, CblasNoTrans, CblasNoTrans, r1 - r0, HS, r1, 1.0f,
+                          PV + (size_t)r0 * T, T, v, ld, 0.0f, o + (size_t)r0 * C, C);
             }
         }
+    }
+}
+
+/* dP = dPd through the dropout mask, read back from Pd instead of drawn
+ * again: where P is nonzero, Pd is nonzero exactly where kept; where P is
+ * zero either choice gives the same result, since the softmax backward
+ * multiplies by P. */
+static void dropout_mask_rows(float *dP, const float *Pd, const float *P, int T, float scale) {
+    for (int i = 0; i < T; i++) {
+        float *d = dP + (size_t)i * T;
+        const float *pd = Pd + (size_t)i * T, *p = P + (size_t)i * T;
+        for (int j = 0; j <= i; j++) d[j] = (pd[j] != 0.0f || p[j] == 0.0f) ? d[j] * scale : 0.0f;
     }
 }
 
@@ -90,45 +155,58 @@ static void softmax_backward_rows(float *dS, const float *P, int T) {
 }
 
 void cpu_attention_backward(Backend *be, void *dqkv_, const void *dout_, const void *qkv_,
-                            const void *out, const void *saved, int B, int T, int NH, int HS) {
+                            const void *out, const void *saved, int B, int T, int NH, int NG,
+                            int HS, const AttentionDropout *dropout) {
     (void)out;
-    GPT3D_CHECK(B > 0 && T > 0 && NH > 0 && HS > 0,
-                "attention_backward: bad shape B=%d T=%d NH=%d HS=%d", B, T, NH, HS);
+    GPT3D_CHECK(B > 0 && T > 0 && NH > 0 && HS > 0 && NG > 0 && NH % NG == 0,
+                "attention_backward: bad shape B=%d T=%d NH=%d NG=%d HS=%d", B, T, NH, NG, HS);
     float *dqkv = dqkv_;
     const float *dout = dout_, *qkv = qkv_;
-    const int C = NH * HS, C3 = 3 * C;
+    const int C = NH * HS;
     const float scale = 1.0f / sqrtf((float)HS);
-    float *dS = cpu_scratch(be, (size_t)T * T);
+    float *dS = cpu_scratch(be, (dropout ? 2 : 1) * (size_t)T * T);
+    float *Pd = dropout ? dS + (size_t)T * T : NULL;
     for (int b = 0; b < B; b++) {
         for (int h = 0; h < NH; h++) {
-            size_t qkv_offset = (size_t)b * T * C3 + (size_t)h * 3 * HS;
-            const float *q = qkv + qkv_offset, *k = q + HS, *v = q + 2 * HS;
-            float *dq = dqkv + qkv_offset, *dk = dq + HS, *dv = dq + 2 * HS;
+            const HeadView hv = head_view(h, NH, NG, HS);
+            const int ld = (int)hv.row;
+            const size_t row0 = (size_t)b * T * hv.row;
+            const float *q = qkv + row0 + hv.q, *k = qkv + row0 + hv.k, *v = qkv + row0 + hv.v;
+            float *dq = dqkv + row0 + hv.q, *dk = dqkv + row0 + hv.k, *dv = dqkv + row0 + hv.v;
+            /* The group's first head writes dk and dv, the others add. */
+            const float beta_kv = hv.first_in_group ? 0.0f : 1.0f;
             const float *P = (const float *)saved + ((size_t)b * NH + h) * T * T;
+            const float *PV = P;
+            if (dropout) {
+                dropped_probs(Pd, P, T, b, h, dropout);
+                PV = Pd;
+            }
             const float *g = dout + (size_t)b * T * C + (size_t)h * HS;
-            /* dP = dout V^T, then dS from the softmax Jacobian. */
+            /* dP = dout V^T (through the dropout mask), then dS from the
+             * softmax Jacobian of the undropped P. */
             for (int r0 = 0; r0 < T; r0 += ATTN_BLOCK) {
                 int r1 = block_end(r0, T);
                 cpu_sgemm(be, CblasNoTrans, CblasTrans, r1 - r0, r1, HS, 1.0f, g + (size_t)r0 * C,
-                          C, v, C3, 0.0f, dS + (size_t)r0 * T, T);
+                          C, v, ld, 0.0f, dS + (size_t)r0 * T, T);
             }
+            if (dropout) dropout_mask_rows(dS, Pd, P, T, dropout->scale);
             softmax_backward_rows(dS, P, T);
             /* dQ rows [r0, r1) see keys [0, r1): dQ = scale dS K. */
             for (int r0 = 0; r0 < T; r0 += ATTN_BLOCK) {
                 int r1 = block_end(r0, T);
                 cpu_sgemm(be, CblasNoTrans, CblasNoTrans, r1 - r0, HS, r1, scale,
-                          dS + (size_t)r0 * T, T, k, C3, 0.0f, dq + (size_t)r0 * C3, C3);
+                          dS + (size_t)r0 * T, T, k, ld, 0.0f, dq + (size_t)r0 * ld, ld);
             }
             /* Keys/values [c0, c1) are seen by queries [c0, T):
-             * dK = scale dS^T Q, dV = P^T dout. */
+             * dK = scale dS^T Q, dV = Pd^T dout. */
             for (int c0 = 0; c0 < T; c0 += ATTN_BLOCK) {
                 int c1 = block_end(c0, T);
                 cpu_sgemm(be, CblasTrans, CblasNoTrans, c1 - c0, HS, T - c0, scale,
-                          dS + (size_t)c0 * T + c0, T, q + (size_t)c0 * C3, C3, 0.0f,
-                          dk + (size_t)c0 * C3, C3);
+                          dS + (size_t)c0 * T + c0, T, q + (size_t)c0 * ld, ld, beta_kv,
+                          dk + (size_t)c0 * ld, ld);
                 cpu_sgemm(be, CblasTrans, CblasNoTrans, c1 - c0, HS, T - c0, 1.0f,
-                          P + (size_t)c0 * T + c0, T, g + (size_t)c0 * C, C, 0.0f,
-                          dv + (size_t)c0 * C3, C3);
+                          PV + (size_t)c0 * T + c0, T, g + (size_t)c0 * C, C, beta_kv,
+                          dv + (size_t)c0 * ld, ld);
             }
         }
     }

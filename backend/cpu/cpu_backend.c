@@ -1,6 +1,6 @@
 /* backend/cpu/cpu_backend.c — the fp32 reference backend: memory, casts and
- * the op table. The compute ops live in cpu_nn.c, cpu_attention.c and
- * cpu_loss_optim.c. */
+ * the op table. The compute ops live in cpu_nn.c, cpu_arch.c, cpu_attention.c
+ * and cpu_loss_optim.c. */
 #include "backend/cpu/cpu_backend.h"
 
 #include <stdint.h>
@@ -150,17 +150,27 @@ static const BackendOps CPU_OPS = {
     .position_embedding_backward = cpu_position_embedding_backward,
     .layernorm_forward = cpu_layernorm_forward,
     .layernorm_backward = cpu_layernorm_backward,
+    .rmsnorm_forward = cpu_rmsnorm_forward,
+    .rmsnorm_backward = cpu_rmsnorm_backward,
     .matmul_forward = cpu_matmul_forward,
     .add_bias = cpu_add_bias,
     .matmul_backward = cpu_matmul_backward,
     .gelu_forward = cpu_gelu_forward,
     .gelu_backward = cpu_gelu_backward,
+    .swiglu_forward = cpu_swiglu_forward,
+    .swiglu_backward = cpu_swiglu_backward,
+    .squared_relu_forward = cpu_squared_relu_forward,
+    .squared_relu_backward = cpu_squared_relu_backward,
+    .dropout_forward = cpu_dropout_forward,
+    .dropout_backward = cpu_dropout_backward,
     .add = cpu_add,
     .add_inplace = cpu_add_inplace,
     .scale_f32 = cpu_scale_f32,
     .attention_saved_bytes = cpu_attention_saved_bytes,
     .attention_forward = cpu_attention_forward,
     .attention_backward = cpu_attention_backward,
+    .rope_forward = cpu_rope_forward,
+    .rope_backward = cpu_rope_backward,
     .cross_entropy_max = cpu_cross_entropy_max,
     .cross_entropy_sums = cpu_cross_entropy_sums,
     .cross_entropy_loss = cpu_cross_entropy_loss,

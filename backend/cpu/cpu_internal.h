@@ -37,10 +37,11 @@ void cpu_position_embedding_add(Backend *be, void *out, const void *pos, int B, 
 void cpu_position_embedding_backward(Backend *be, float *dpos, const void *dout, int B, int T,
                                      int C);
 void cpu_layernorm_forward(Backend *be, void *out, float *mean, float *rstd, const void *inp,
-                           const void *weight, const void *bias, int N, int C);
+                           const void *weight, const void *bias, int N, int C, float eps,
+                           float weight_offset);
 void cpu_layernorm_backward(Backend *be, void *dinp, float *dweight, float *dbias, const void *dout,
                             const void *inp, const void *weight, const float *mean,
-                            const float *rstd, int N, int C);
+                            const float *rstd, int N, int C, float weight_offset);
 void cpu_matmul_forward(Backend *be, void *out, const void *inp, const void *weight,
                         const void *bias, int N, int IC, int OC, bool weight_in_major);
 void cpu_matmul_backward(Backend *be, void *dinp, float *dweight, float *dbias, const void *dout,
@@ -54,11 +55,32 @@ void cpu_add_inplace(Backend *be, void *dst, const void *src, size_t n);
 void cpu_scale_f32(Backend *be, float *x, float s, size_t n);
 
 /* ---- causal self-attention (cpu_attention.c) ---- */
-size_t cpu_attention_saved_bytes(Backend *be, int B, int T, int NH, int HS);
+size_t cpu_attention_saved_bytes(Backend *be, int B, int T, int NH, int NG, int HS);
 void cpu_attention_forward(Backend *be, void *out, void *saved, const void *qkv, int B, int T,
-                           int NH, int HS);
+                           int NH, int NG, int HS, const AttentionDropout *dropout);
 void cpu_attention_backward(Backend *be, void *dqkv, const void *dout, const void *qkv,
-                            const void *out, const void *saved, int B, int T, int NH, int HS);
+                            const void *out, const void *saved, int B, int T, int NH, int NG,
+                            int HS, const AttentionDropout *dropout);
+
+/* ---- RMSNorm, SwiGLU, squared ReLU, dropout, RoPE (cpu_arch.c) ---- */
+void cpu_rmsnorm_forward(Backend *be, void *out, float *rstd, const void *inp, const void *weight,
+                         int N, int C, float eps, float weight_offset);
+void cpu_rmsnorm_backward(Backend *be, void *dinp, float *dweight, const void *dout,
+                          const void *inp, const void *weight, const float *rstd, int N, int C,
+                          float weight_offset);
+void cpu_swiglu_forward(Backend *be, void *out, const void *inp, int N, int F);
+void cpu_swiglu_backward(Backend *be, void *dinp, const void *inp, const void *dout, int N, int F);
+void cpu_squared_relu_forward(Backend *be, void *out, const void *inp, size_t n);
+void cpu_squared_relu_backward(Backend *be, void *dinp, const void *inp, const void *dout,
+                               size_t n);
+void cpu_dropout_forward(Backend *be, void *out, const void *inp, int rows, int cols,
+                         const DropoutKey *key);
+void cpu_dropout_backward(Backend *be, void *dinp, const void *dout, int rows, int cols,
+                          const DropoutKey *key);
+void cpu_rope_forward(Backend *be, void *qkv, int B, int T, int NH, int NG, int HS, int rot_dim,
+                      float base, bool interleaved);
+void cpu_rope_backward(Backend *be, void *dqkv, int B, int T, int NH, int NG, int HS, int rot_dim,
+                       float base, bool interleaved);
 
 /* ---- cross entropy, optimizer, reductions (cpu_loss_optim.c) ---- */
 void cpu_cross_entropy_max(Backend *be, float *rowmax, const void *logits, int N, int V,

@@ -9,8 +9,6 @@
 #include "backend/cpu/cpu_math.h"
 #include "core/errors.h"
 
-static const float LAYERNORM_EPS = 1e-5f;
-
 void cpu_embedding_forward(Backend *be, void *out_, const int32_t *tokens, const void *table_,
                            int N, int C, int vocab_begin, int vocab_end) {
     (void)be;
@@ -65,7 +63,8 @@ void cpu_position_embedding_backward(Backend *be, float *dpos, const void *dout_
 }
 
 void cpu_layernorm_forward(Backend *be, void *out_, float *mean, float *rstd, const void *inp_,
-                           const void *weight_, const void *bias_, int N, int C) {
+                           const void *weight_, const void *bias_, int N, int C, float eps,
+                           float weight_offset) {
     (void)be;
     float *out = out_;
     const float *inp = inp_, *weight = weight_, *bias = bias_;
@@ -81,9 +80,9 @@ void cpu_layernorm_forward(Backend *be, void *out_, float *mean, float *rstd, co
             double d = (double)x[c] - mu;
             sq += d * d;
         }
-        float rs = (float)(1.0 / sqrt(sq / C + (double)LAYERNORM_EPS));
+        float rs = (float)(1.0 / sqrt(sq / C + (double)eps));
         float *o = out + (size_t)n * C;
-        for (int c = 0; c < C; c++) o[c] = (x[c] - mu) * rs * weight[c] + bias[c];
+        for (int c = 0; c < C; c++) o[c] = (x[c] - mu) * rs * (weight[c] + weight_offset) + bias[c];
         mean[n] = mu;
         rstd[n] = rs;
     }
@@ -92,7 +91,7 @@ void cpu_layernorm_forward(Backend *be, void *out_, float *mean, float *rstd, co
 void cpu_layernorm_backward(Backend *be, void *dinp_, float *restrict dweight,
                             float *restrict dbias, const void *dout_, const void *inp_,
                             const void *weight_, const float *mean, const float *rstd, int N,
-                            int C) {
+                            int C, float weight_offset) {
     (void)be;
     float *dinp = dinp_;
     const float *dout = dout_, *inp = inp_, *weight = weight_;
@@ -101,11 +100,11 @@ void cpu_layernorm_backward(Backend *be, void *dinp_, float *restrict dweight,
         const float *restrict g = dout + (size_t)n * C;
         float mu = mean[n], rs = rstd[n];
         /* dx = rstd * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat)), with
-         * dxhat = g * weight. */
+         * dxhat = g * (weight + weight_offset). */
         double sum_dxhat = 0.0, sum_dxhat_xhat = 0.0;
         for (int c = 0; c < C; c++) {
             float xhat = (x[c] - mu) * rs;
-            float dxhat = g[c] * weight[c];
+            float dxhat = g[c] * (weight[c] + weight_offset);
             sum_dxhat += dxhat;
             sum_dxhat_xhat += (double)dxhat * xhat;
         }
@@ -114,7 +113,7 @@ void cpu_layernorm_backward(Backend *be, void *dinp_, float *restrict dweight,
         float *restrict dx = dinp + (size_t)n * C;
         for (int c = 0; c < C; c++) {
             float xhat = (x[c] - mu) * rs;
-            float dxhat = g[c] * weight[c];
+            float dxhat = g[c] * (weight[c] + weight_offset);
             dx[c] += (dxhat - mean_dxhat - xhat * mean_dxhat_xhat) * rs;
             dweight[c] += g[c] * xhat;
             dbias[c] += g[c];
