@@ -254,12 +254,15 @@ static int test_position_embedding(Pair *p, TestRng *rng) {
     return 0;
 }
 
-static int test_layernorm(Pair *p, TestRng *rng) {
+/* One LayerNorm case: eps and the 1p weight offset as the caller gives them
+ * (with offset 1 the stored weight is the weight minus one, near zero). */
+static int layernorm_case(Pair *p, TestRng *rng, float eps, float offset) {
     Backend *cpu = p->cpu, *cu = p->cu;
+    fprintf(stderr, "  layernorm eps=%g weight_offset=%g\n", (double)eps, (double)offset);
     /* C not a multiple of 32 (lane tails); N large enough for many
      * column-sum chunks. Inputs have a non-zero mean. */
     enum { N = 300, C = 100, n = N * C };
-    float *x = rand_bf16(rng, n, 1, 3), *w = rand_bf16(rng, C, 0.5f, 1.5f);
+    float *x = rand_bf16(rng, n, 1, 3), *w = rand_bf16(rng, C, 0.5f - offset, 1.5f - offset);
     float *bias = rand_bf16(rng, C, -0.5f, 0.5f), *dout = rand_bf16(rng, n, -1, 1);
     float *dinp0 = rand_bf16(rng, n, -1, 1);
     float *dw0 = rand_floats(rng, C, -1, 1), *db0 = rand_floats(rng, C, -1, 1);
@@ -275,15 +278,15 @@ static int test_layernorm(Pair *p, TestRng *rng) {
     void *gy = act_poisoned(cu, n);
     float *gmean = f32_poisoned(cu, N), *grstd = f32_poisoned(cu, N);
 
-    cpu->ops->layernorm_forward(cpu, cy, cmean, crstd, cx, cw, cb, N, C);
-    cu->ops->layernorm_forward(cu, gy, gmean, grstd, gx, gw, gb, N, C);
+    cpu->ops->layernorm_forward(cpu, cy, cmean, crstd, cx, cw, cb, N, C, eps, offset);
+    cu->ops->layernorm_forward(cu, gy, gmean, grstd, gx, gw, gb, N, C, eps, offset);
     CHECK(!compare_act("layernorm_forward out", p, gy, cy, n, BF16_TOL));
     CHECK(!compare_f32_dev("layernorm_forward mean", p, gmean, cmean, N, F32_TOL));
     CHECK(!compare_f32_dev("layernorm_forward rstd", p, grstd, crstd, N, F32_TOL));
     void *y1 = bytes_download(cu, gy, backend_act_bytes(cu, n));
     void *m1 = bytes_download(cu, gmean, N * 4), *r1 = bytes_download(cu, grstd, N * 4);
     poison_act(cu, gy, n), poison_f32(cu, gmean, N), poison_f32(cu, grstd, N);
-    cu->ops->layernorm_forward(cu, gy, gmean, grstd, gx, gw, gb, N, C);
+    cu->ops->layernorm_forward(cu, gy, gmean, grstd, gx, gw, gb, N, C, eps, offset);
     void *y2 = bytes_download(cu, gy, backend_act_bytes(cu, n));
     void *m2 = bytes_download(cu, gmean, N * 4), *r2 = bytes_download(cu, grstd, N * 4);
     CHECK(!same_bytes("layernorm_forward out", y1, y2, backend_act_bytes(cu, n)));
@@ -292,8 +295,10 @@ static int test_layernorm(Pair *p, TestRng *rng) {
     free(y1), free(y2), free(m1), free(m2), free(r1), free(r2);
 
     /* dinp, dweight and dbias all start non-zero: every output adds. */
-    cpu->ops->layernorm_backward(cpu, cdinp, cdw, cdb, cdout, cx, cw, cmean, crstd, N, C);
-    cu->ops->layernorm_backward(cu, gdinp, gdw, gdb, gdout, gx, gw, gmean, grstd, N, C);
+    cpu->ops->layernorm_backward(cpu, cdinp, cdw, cdb, cdout, cx, cw, cmean, crstd, N, C,
+                                offset);
+    cu->ops->layernorm_backward(cu, gdinp, gdw, gdb, gdout, gx, gw, gmean, grstd, N, C,
+                               offset);
     CHECK(!compare_act("layernorm_backward dinp", p, gdinp, cdinp, n, BF16_TOL));
     CHECK(!compare_f32_dev("layernorm_backward dweight", p, gdw, cdw, C, F32_TOL));
     CHECK(!compare_f32_dev("layernorm_backward dbias", p, gdb, cdb, C, F32_TOL));
@@ -305,7 +310,8 @@ static int test_layernorm(Pair *p, TestRng *rng) {
     cu->ops->copy_device(cu, gdinp, reset, backend_act_bytes(cu, n));
     cu->ops->copy_to_device(cu, gdw, dw0, C * 4);
     cu->ops->copy_to_device(cu, gdb, db0, C * 4);
-    cu->ops->layernorm_backward(cu, gdinp, gdw, gdb, gdout, gx, gw, gmean, grstd, N, C);
+    cu->ops->layernorm_backward(cu, gdinp, gdw, gdb, gdout, gx, gw, gmean, grstd, N, C,
+                               offset);
     void *second_x = bytes_download(cu, gdinp, backend_act_bytes(cu, n));
     void *second_w = bytes_download(cu, gdw, C * 4), *second_b = bytes_download(cu, gdb, C * 4);
     CHECK(!same_bytes("layernorm_backward dinp", first_x, second_x, backend_act_bytes(cu, n)));
@@ -319,6 +325,12 @@ static int test_layernorm(Pair *p, TestRng *rng) {
     for (size_t i = 0; i < sizeof cbufs / sizeof *cbufs; i++) cpu->ops->free(cpu, cbufs[i]);
     void *gbufs[] = {gx, gw, gb, gdout, gdinp, gdw, gdb, gy, gmean, grstd, reset};
     for (size_t i = 0; i < sizeof gbufs / sizeof *gbufs; i++) cu->ops->free(cu, gbufs[i]);
+    return 0;
+}
+
+static int test_layernorm(Pair *p, TestRng *rng) {
+    CHECK(!layernorm_case(p, rng, 1e-5f, 0.0f)); /* GPT-2 */
+    CHECK(!layernorm_case(p, rng, 1e-6f, 1.0f)); /* --norm-epsilon 1e-6 --apply-layernorm-1p */
     return 0;
 }
 

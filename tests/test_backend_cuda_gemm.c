@@ -6,8 +6,10 @@
  * partial calls the tensor-parallel layers make (no dinp; dbias only), and a
  * shape whose leading dimensions are not multiples of 8 (least-aligned
  * cuBLASLt path, run last because a missing algorithm stops the program).
- * attention: out, the saved fp32 probabilities, and dq, dk, dv compared
- * separately (their scales differ). Every op twice for bitwise determinism.
+ * attention: multi-head, with query groups (NH/NG query heads per key and
+ * value head, down to one key/value head) and with attention dropout; out,
+ * the saved fp32 probabilities, and dq, dk, dv compared separately (their
+ * scales differ). Every op twice for bitwise determinism.
  * Exits 77 without a GPU. */
 #include <stdbool.h>
 #include <stdint.h>
@@ -134,63 +136,97 @@ static int test_matmul_unaligned(Pair *p, TestRng *rng) {
 
 /* ---- attention ---- */
 
-/* Component `which` (0 = q, 1 = k, 2 = v) of a [B*T, NH, 3, HS] array. */
-static float *qkv_part(const float *qkv, int rows, int NH, int HS, int which) {
-    float *out = xmalloc((size_t)rows * NH * HS * sizeof(float));
+typedef struct {
+    int B, T, NH, NG, HS;
+    bool dropout;
+} AttnShape;
+
+/* The heads of one kind (0 = query, 1 = key, 2 = value) of a
+ * [rows, NG, NH/NG + 2, HS] qkv array, as [rows, heads, HS]: NH query heads
+ * (h = g * NH/NG + j), or NG key or value heads. */
+static float *qkv_part(const float *qkv, int rows, AttnShape s, int which, size_t *count) {
+    const int Q = s.NH / s.NG, heads = which == 0 ? s.NH : s.NG;
+    const size_t row = (size_t)s.NG * (Q + 2) * s.HS;
+    float *out = xmalloc((size_t)rows * heads * s.HS * sizeof(float));
     for (int r = 0; r < rows; r++)
-        for (int h = 0; h < NH; h++)
-            memcpy(out + ((size_t)r * NH + h) * HS,
-                   qkv + (((size_t)r * NH + h) * 3 + which) * HS, (size_t)HS * sizeof(float));
+        for (int h = 0; h < heads; h++) {
+            const int g = which == 0 ? h / Q : h;
+            const int slot = which == 0 ? h % Q : Q + which - 1;
+            memcpy(out + ((size_t)r * heads + h) * s.HS,
+                   qkv + r * row + ((size_t)g * (Q + 2) + slot) * s.HS, (size_t)s.HS * sizeof(float));
+        }
+    *count = (size_t)rows * heads * s.HS;
     return out;
 }
 
-static int compare_dqkv(Pair *p, const void *g_dqkv, const float *c_dqkv, int rows, int NH, int HS) {
-    const size_t n = (size_t)rows * NH * 3 * HS, part = n / 3;
+/* dq, dk and dv compared separately: their scales differ, and dk, dv of a
+ * group sum over its query heads. */
+static int compare_dqkv(Pair *p, const void *g_dqkv, const float *c_dqkv, int rows, AttnShape s) {
+    const size_t n = (size_t)rows * s.NG * (s.NH / s.NG + 2) * s.HS;
     float *got = act_download(p->cu, g_dqkv, n), *want = download(p->cpu, c_dqkv, n);
     static const char *names[3] = {"attention_backward dq", "attention_backward dk",
                                    "attention_backward dv"};
     int rc = 0;
     for (int which = 0; which < 3 && !rc; which++) {
-        float *g = qkv_part(got, rows, NH, HS, which), *w = qkv_part(want, rows, NH, HS, which);
-        rc = compare_f32(names[which], g, w, part, BF16_TOL);
+        size_t count = 0;
+        float *g = qkv_part(got, rows, s, which, &count), *w = qkv_part(want, rows, s, which, &count);
+        rc = compare_f32(names[which], g, w, count, BF16_TOL);
         free(g), free(w);
     }
     free(got), free(want);
     return rc;
 }
 
-static int attention_case(Pair *p, TestRng *rng, int B, int T, int NH, int HS) {
+/* Attention dropout p = 0.25 of a rank whose heads start at global head 2
+ * of NH + 5, in a micro-batch starting at sample 3: every term of the
+ * counter is exercised. */
+static AttentionDropout attn_dropout_key(AttnShape s) {
+    const double prob = 0.25;
+    AttentionDropout d = {.seed = 20240607, .stream = 0x5eedf00dull, .sample0 = 3, .head0 = 2,
+                          .heads_total = (uint64_t)s.NH + 5,
+                          .threshold = (uint32_t)(prob * 4294967296.0),
+                          .scale = (float)(1.0 / (1.0 - prob))};
+    return d;
+}
+
+static int attention_case(Pair *p, TestRng *rng, AttnShape s) {
     Backend *cpu = p->cpu, *cu = p->cu;
-    fprintf(stderr, "  attention B=%d T=%d NH=%d HS=%d\n", B, T, NH, HS);
+    const int B = s.B, T = s.T, NH = s.NH, NG = s.NG, HS = s.HS;
+    fprintf(stderr, "  attention B=%d T=%d NH=%d NG=%d HS=%d%s\n", B, T, NH, NG, HS,
+            s.dropout ? " dropout 0.25" : "");
     const int rows = B * T;
-    const size_t qn = (size_t)rows * 3 * NH * HS, on = (size_t)rows * NH * HS;
+    const size_t qn = (size_t)rows * NG * (NH / NG + 2) * HS, on = (size_t)rows * NH * HS;
     const size_t pn = (size_t)B * NH * T * T;
+    const AttentionDropout key = attn_dropout_key(s);
+    const AttentionDropout *drop = s.dropout ? &key : NULL;
     float *qkv = rand_bf16(rng, qn, -2, 2), *dout = rand_bf16(rng, on, -1, 1);
     float *c_qkv = upload(cpu, qkv, qn * 4), *c_dout = upload(cpu, dout, on * 4);
     float *c_out = cpu->ops->alloc(cpu, on * 4), *c_dqkv = cpu->ops->alloc(cpu, qn * 4);
-    float *c_saved = cpu->ops->alloc(cpu, cpu->ops->attention_saved_bytes(cpu, B, T, NH, HS));
+    float *c_saved = cpu->ops->alloc(cpu, cpu->ops->attention_saved_bytes(cpu, B, T, NH, NG, HS));
     void *g_qkv = act_upload(cu, qkv, qn), *g_dout = act_upload(cu, dout, on);
     void *g_out = act_poisoned(cu, on), *g_dqkv = act_poisoned(cu, qn);
-    const size_t saved_bytes = cu->ops->attention_saved_bytes(cu, B, T, NH, HS);
+    const size_t saved_bytes = cu->ops->attention_saved_bytes(cu, B, T, NH, NG, HS);
     CHECK(saved_bytes >= pn * sizeof(float));
     float *g_saved = cu->ops->alloc(cu, saved_bytes);
     poison_f32(cu, g_saved, pn);
 
-    cpu->ops->attention_forward(cpu, c_out, c_saved, c_qkv, B, T, NH, HS);
-    cu->ops->attention_forward(cu, g_out, g_saved, g_qkv, B, T, NH, HS);
+    cpu->ops->attention_forward(cpu, c_out, c_saved, c_qkv, B, T, NH, NG, HS, drop);
+    cu->ops->attention_forward(cu, g_out, g_saved, g_qkv, B, T, NH, NG, HS, drop);
     CHECK(!compare_act("attention_forward out", p, g_out, c_out, on, BF16_TOL));
-    /* This backend's `saved` starts with P [B, NH, T, T] fp32 like the CPU's. */
+    /* This backend's `saved` starts with P [B, NH, T, T] fp32 (before
+     * dropout) like the CPU's. */
     CHECK(!compare_f32_dev("attention_forward probabilities", p, g_saved, c_saved, pn, F32_TOL));
 
-    cpu->ops->attention_backward(cpu, c_dqkv, c_dout, c_qkv, c_out, c_saved, B, T, NH, HS);
-    cu->ops->attention_backward(cu, g_dqkv, g_dout, g_qkv, g_out, g_saved, B, T, NH, HS);
-    CHECK(!compare_dqkv(p, g_dqkv, c_dqkv, rows, NH, HS));
+    cpu->ops->attention_backward(cpu, c_dqkv, c_dout, c_qkv, c_out, c_saved, B, T, NH, NG, HS,
+                                 drop);
+    cu->ops->attention_backward(cu, g_dqkv, g_dout, g_qkv, g_out, g_saved, B, T, NH, NG, HS, drop);
+    CHECK(!compare_dqkv(p, g_dqkv, c_dqkv, rows, s));
 
     void *o1 = bytes_download(cu, g_out, backend_act_bytes(cu, on));
     void *d1 = bytes_download(cu, g_dqkv, backend_act_bytes(cu, qn));
     poison_act(cu, g_out, on), poison_act(cu, g_dqkv, qn);
-    cu->ops->attention_forward(cu, g_out, g_saved, g_qkv, B, T, NH, HS);
-    cu->ops->attention_backward(cu, g_dqkv, g_dout, g_qkv, g_out, g_saved, B, T, NH, HS);
+    cu->ops->attention_forward(cu, g_out, g_saved, g_qkv, B, T, NH, NG, HS, drop);
+    cu->ops->attention_backward(cu, g_dqkv, g_dout, g_qkv, g_out, g_saved, B, T, NH, NG, HS, drop);
     void *o2 = bytes_download(cu, g_out, backend_act_bytes(cu, on));
     void *d2 = bytes_download(cu, g_dqkv, backend_act_bytes(cu, qn));
     CHECK(!same_bytes("attention_forward", o1, o2, backend_act_bytes(cu, on)));
@@ -204,9 +240,18 @@ static int attention_case(Pair *p, TestRng *rng, int B, int T, int NH, int HS) {
 }
 
 static int test_attention(Pair *p, TestRng *rng) {
-    CHECK(!attention_case(p, rng, 2, 37, 3, 16)); /* T not a multiple of a warp */
-    CHECK(!attention_case(p, rng, 1, 128, 2, 64)); /* GPT-2 head size */
-    CHECK(!attention_case(p, rng, 3, 1, 1, 8));    /* one token */
+    const AttnShape shapes[] = {
+        {2, 37, 3, 3, 16, false},  /* T not a multiple of a warp */
+        {1, 128, 2, 2, 64, false}, /* GPT-2 head size */
+        {3, 1, 1, 1, 8, false},    /* one token */
+        {2, 37, 4, 2, 16, false},  /* query groups: two heads per key/value head */
+        {2, 37, 4, 1, 16, false},  /* one key/value head for all (multi-query) */
+        {2, 37, 3, 3, 16, true},   /* attention dropout */
+        {2, 37, 4, 2, 16, true},   /* both */
+        {1, 70, 4, 1, 32, true},
+    };
+    for (size_t i = 0; i < sizeof shapes / sizeof *shapes; i++)
+        CHECK(!attention_case(p, rng, shapes[i]));
     return 0;
 }
 

@@ -12,6 +12,9 @@
  *   matrix's gradient within 1e-1 relative L2,
  * - a second forward/backward on CUDA gives bitwise the same loss and
  *   gradients.
+ * For GPT-2 and for two modern variants (tiny_config): RoPE, RMSNorm,
+ * SwiGLU, squared ReLU, 1p LayerNorm, query groups, and dropout, whose
+ * masks are the same on both backends.
  * Exits 77 without a GPU. */
 #include <math.h>
 #include <stdbool.h>
@@ -23,7 +26,15 @@
 
 enum { B = 2, T = 32 };
 
-static TransformerConfig tiny_config(void) {
+typedef enum { VARIANT_GPT2, VARIANT_LLAMA, VARIANT_NEMOTRON } Variant;
+
+static const char *const VARIANT_NAMES[] = {"GPT-2", "Llama", "Nemotron-like"};
+
+/* GPT-2; Llama (RoPE, RMSNorm, SwiGLU, two query groups, untied, no
+ * biases); Nemotron-like (interleaved RoPE on half of each head, 1p
+ * LayerNorm, squared ReLU, one query group) with hidden and attention
+ * dropout while training. */
+static TransformerConfig tiny_config(Variant v) {
     TransformerConfig c = {.num_layers = 2,
                    .hidden_size = 64,
                    .num_attention_heads = 4,
@@ -35,7 +46,33 @@ static TransformerConfig tiny_config(void) {
                    .seed = 1234};
     c.padded_vocab_size = gpt_padded_vocab_size(c.vocab_size, 128);
     transformer_config_set_gpt2_variant(&c);
+    if (v == VARIANT_LLAMA) {
+        c.position_embedding_type = POSITION_ROPE;
+        c.normalization = NORM_RMSNORM;
+        c.activation = ACTIVATION_SWIGLU;
+        c.ffn_hidden_size = 128;
+        c.num_query_groups = 2;
+        c.untie_embeddings_and_output_weights = true;
+        c.add_bias_linear = false;
+    } else if (v == VARIANT_NEMOTRON) {
+        c.position_embedding_type = POSITION_ROPE;
+        c.rotary_percent = 0.5;
+        c.rotary_interleaved = true;
+        c.apply_layernorm_1p = true;
+        c.norm_epsilon = 1e-6;
+        c.activation = ACTIVATION_SQUARED_RELU;
+        c.num_query_groups = 1;
+        c.hidden_dropout = 0.1;
+        c.attention_dropout = 0.1;
+    }
     return c;
+}
+
+/* Training mode (dropout on) at iteration 5, the micro-batch starting at
+ * sample 8: the same masks on both backends. */
+static void set_step(GPTModel *m) {
+    gpt_model_set_step(m, 5, true);
+    gpt_model_set_first_sample(m, 0, 8);
 }
 
 static const ModelPartition WHOLE = {.tp_size = 1, .tp_rank = 0, .first_layer = 0,
@@ -79,11 +116,18 @@ static int compare_grads(const ParamTable *t, const float *got, const float *wan
     return rc;
 }
 
-static int test_whole_model(Pair *p) {
+static int test_whole_model(Pair *p, Variant v) {
     Backend *cpu = p->cpu, *cu = p->cu;
-    TransformerConfig cfg = tiny_config();
+    fprintf(stderr, "  %s\n", VARIANT_NAMES[v]);
+    TransformerConfig cfg = tiny_config(v);
+    char err[256];
+    if (!transformer_config_check(&cfg, "tiny_config", err, sizeof err)) {
+        fprintf(stderr, "  %s\n", err);
+        return 1;
+    }
     GPTModel *mc = gpt_model_create(cpu, &cfg, &WHOLE, B, NULL, 1);
     GPTModel *mg = gpt_model_create(cu, &cfg, &WHOLE, B, NULL, 1);
+    if (v == VARIANT_NEMOTRON) set_step(mc), set_step(mg);
     gpt_model_init_params(mg, NULL, 0);
     copy_params(mc, cpu, mg, cu);
     gpt_model_zero_grad(mc);
@@ -136,7 +180,9 @@ int main(int argc, char **argv) {
     int rc = pair_create(&p, standin);
     if (rc) return rc;
     int failures = 0;
-    RUN(failures, test_whole_model(&p));
+    RUN(failures, test_whole_model(&p, VARIANT_GPT2));
+    RUN(failures, test_whole_model(&p, VARIANT_LLAMA));
+    RUN(failures, test_whole_model(&p, VARIANT_NEMOTRON));
     pair_destroy(&p);
     /* The stand-in compares the CPU backend with itself: say so, so a pass
      * here is never read as the CUDA ops passing. */

@@ -3,7 +3,7 @@
 // stream, the cuBLASLt handle and workspace, memory and its accounting,
 // scratch, GEMM timing, and the op table. The compute ops live in
 // cuda_pointwise.cu, cuda_embedding.cu, cuda_layernorm.cu, cuda_matmul.cu,
-// cuda_attention.cu and cuda_loss_optim.cu.
+// cuda_attention.cu, cuda_arch.cu and cuda_loss_optim.cu.
 //
 // Every op is enqueued on the backend's one stream, so ops run in call order;
 // only the calls that hand data to the host (copies, reductions returned to
@@ -221,10 +221,18 @@ static const BackendOps CUDA_OPS = {
     cuda_position_embedding_backward,
     cuda_layernorm_forward,
     cuda_layernorm_backward,
+    cuda_rmsnorm_forward,
+    cuda_rmsnorm_backward,
     cuda_matmul_forward,
     cuda_matmul_backward,
     cuda_gelu_forward,
     cuda_gelu_backward,
+    cuda_swiglu_forward,
+    cuda_swiglu_backward,
+    cuda_squared_relu_forward,
+    cuda_squared_relu_backward,
+    cuda_dropout_forward,
+    cuda_dropout_backward,
     cuda_add,
     cuda_add_inplace,
     cuda_add_bias,
@@ -232,6 +240,8 @@ static const BackendOps CUDA_OPS = {
     cuda_attention_saved_bytes,
     cuda_attention_forward,
     cuda_attention_backward,
+    cuda_rope_forward,
+    cuda_rope_backward,
     cuda_cross_entropy_max,
     cuda_cross_entropy_sums,
     cuda_cross_entropy_loss,

@@ -23,24 +23,6 @@ namespace {
 // whole buffer (never expected: a call lists ~n / 2^16 of them).
 constexpr unsigned long long PATCH_CAPACITY = 1 << 16;
 
-__device__ uint4 philox_block(uint64_t seed, uint64_t stream, uint64_t index) {
-    uint32_t c0 = (uint32_t)index, c1 = (uint32_t)(index >> 32), c2 = (uint32_t)stream,
-             c3 = (uint32_t)(stream >> 32);
-    uint32_t k0 = (uint32_t)seed, k1 = (uint32_t)(seed >> 32);
-    for (int round = 0; round < 10; round++) {
-        const uint32_t hi0 = __umulhi(0xD2511F53u, c0), lo0 = 0xD2511F53u * c0;
-        const uint32_t hi1 = __umulhi(0xCD9E8D57u, c2), lo1 = 0xCD9E8D57u * c2;
-        const uint32_t n0 = hi1 ^ c1 ^ k0, n2 = hi0 ^ c3 ^ k1;
-        c0 = n0;
-        c1 = lo1;
-        c2 = n2;
-        c3 = lo0;
-        k0 += 0x9E3779B9u;
-        k1 += 0xBB67AE85u;
-    }
-    return make_uint4(c0, c1, c2, c3);
-}
-
 __device__ double bits_to_unit(uint32_t hi, uint32_t lo) {
     uint64_t x = ((uint64_t)hi << 21) ^ (uint64_t)(lo >> 11);
     x &= (1ull << 53) - 1;

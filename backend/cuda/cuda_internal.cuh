@@ -161,6 +161,38 @@ static __device__ __forceinline__ T block_reduce(T v, T *shared, T identity, War
     return shared[0];
 }
 
+// ---- counter-based random numbers --------------------------------------------
+// Philox-4x32-10 on counter (index, stream) with key seed: the integer
+// operations of core/rng.c's rng_block, word for word, so a device draw is
+// bitwise the host's. Initial weights (cuda_init.cu) and every dropout mask
+// (cuda_arch.cu, cuda_attention.cu) use it.
+static __device__ __forceinline__ uint4 philox_block(uint64_t seed, uint64_t stream,
+                                                     uint64_t index) {
+    uint32_t c0 = (uint32_t)index, c1 = (uint32_t)(index >> 32), c2 = (uint32_t)stream,
+             c3 = (uint32_t)(stream >> 32);
+    uint32_t k0 = (uint32_t)seed, k1 = (uint32_t)(seed >> 32);
+    for (int round = 0; round < 10; round++) {
+        const uint32_t hi0 = __umulhi(0xD2511F53u, c0), lo0 = 0xD2511F53u * c0;
+        const uint32_t hi1 = __umulhi(0xCD9E8D57u, c2), lo1 = 0xCD9E8D57u * c2;
+        const uint32_t n0 = hi1 ^ c1 ^ k0, n2 = hi0 ^ c3 ^ k1;
+        c0 = n0;
+        c1 = lo1;
+        c2 = n2;
+        c3 = lo0;
+        k0 += 0x9E3779B9u;
+        k1 += 0xBB67AE85u;
+    }
+    return make_uint4(c0, c1, c2, c3);
+}
+
+// The dropout rule of backend.h: an element survives when word 0 of its
+// counter's block is >= threshold, an integer comparison that the CPU
+// backend makes on the same words.
+static __device__ __forceinline__ bool dropout_keeps(uint64_t seed, uint64_t stream,
+                                                     uint64_t counter, uint32_t threshold) {
+    return philox_block(seed, stream, counter).x >= threshold;
+}
+
 struct WarpSumF {
     __device__ float operator()(float v) const { return warp_sum(v); }
 };
@@ -231,10 +263,32 @@ void cuda_position_embedding_backward(Backend *be, float *dpos, const void *dout
 
 // cuda_layernorm.cu
 void cuda_layernorm_forward(Backend *be, void *out, float *mean, float *rstd, const void *inp,
-                            const void *weight, const void *bias, int N, int C);
+                            const void *weight, const void *bias, int N, int C, float eps,
+                            float weight_offset);
 void cuda_layernorm_backward(Backend *be, void *dinp, float *dweight, float *dbias,
                              const void *dout, const void *inp, const void *weight,
-                             const float *mean, const float *rstd, int N, int C);
+                             const float *mean, const float *rstd, int N, int C,
+                             float weight_offset);
+void cuda_rmsnorm_forward(Backend *be, void *out, float *rstd, const void *inp, const void *weight,
+                          int N, int C, float eps, float weight_offset);
+void cuda_rmsnorm_backward(Backend *be, void *dinp, float *dweight, const void *dout,
+                           const void *inp, const void *weight, const float *rstd, int N, int C,
+                           float weight_offset);
+
+// cuda_arch.cu
+void cuda_swiglu_forward(Backend *be, void *out, const void *inp, int N, int F);
+void cuda_swiglu_backward(Backend *be, void *dinp, const void *inp, const void *dout, int N, int F);
+void cuda_squared_relu_forward(Backend *be, void *out, const void *inp, size_t n);
+void cuda_squared_relu_backward(Backend *be, void *dinp, const void *inp, const void *dout,
+                                size_t n);
+void cuda_dropout_forward(Backend *be, void *out, const void *inp, int rows, int cols,
+                          const DropoutKey *key);
+void cuda_dropout_backward(Backend *be, void *dinp, const void *dout, int rows, int cols,
+                           const DropoutKey *key);
+void cuda_rope_forward(Backend *be, void *qkv, int B, int T, int NH, int NG, int HS, int rot_dim,
+                       float base, bool interleaved);
+void cuda_rope_backward(Backend *be, void *dqkv, int B, int T, int NH, int NG, int HS, int rot_dim,
+                        float base, bool interleaved);
 
 // cuda_matmul.cu
 void cuda_matmul_forward(Backend *be, void *out, const void *inp, const void *weight,
@@ -244,11 +298,12 @@ void cuda_matmul_backward(Backend *be, void *dinp, float *dweight, float *dbias,
                           bool weight_in_major);
 
 // cuda_attention.cu
-size_t cuda_attention_saved_bytes(Backend *be, int B, int T, int NH, int HS);
+size_t cuda_attention_saved_bytes(Backend *be, int B, int T, int NH, int NG, int HS);
 void cuda_attention_forward(Backend *be, void *out, void *saved, const void *qkv, int B, int T,
-                            int NH, int HS);
+                            int NH, int NG, int HS, const AttentionDropout *dropout);
 void cuda_attention_backward(Backend *be, void *dqkv, const void *dout, const void *qkv,
-                             const void *out, const void *saved, int B, int T, int NH, int HS);
+                             const void *out, const void *saved, int B, int T, int NH, int NG,
+                             int HS, const AttentionDropout *dropout);
 
 // cuda_loss_optim.cu
 void cuda_cross_entropy_max(Backend *be, float *rowmax, const void *logits, int N, int V,
