@@ -63,10 +63,14 @@ void cuda_swiglu_backward(Backend *be, void *dinp, const void *inp, const void *
 }
 
 // ---- squared ReLU ----------------------------------------------------------------
+// x > 0 ? x : 0 rather than fmaxf(x, 0): fmaxf(-0, +0) may return -0, and
+// the gradient's sign of zero would then differ from the CPU's.
+
+static __device__ __forceinline__ float relu(float x) { return x > 0.0f ? x : 0.0f; }
 
 static __global__ void squared_relu_forward_kernel(bf16 *out, const bf16 *inp, size_t n) {
     GRID_STRIDE(i, n) {
-        const float r = fmaxf(to_f32(inp[i]), 0.0f);
+        const float r = relu(to_f32(inp[i]));
         out[i] = to_bf16(r * r);
     }
 }
@@ -74,7 +78,7 @@ static __global__ void squared_relu_forward_kernel(bf16 *out, const bf16 *inp, s
 static __global__ void squared_relu_backward_kernel(bf16 *dinp, const bf16 *inp, const bf16 *dout,
                                                     size_t n) {
     GRID_STRIDE(i, n) {
-        const float r = fmaxf(to_f32(inp[i]), 0.0f);
+        const float r = relu(to_f32(inp[i]));
         dinp[i] = to_bf16(to_f32(dout[i]) * 2.0f * r);
     }
 }
