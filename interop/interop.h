@@ -1,4 +1,4 @@
-/* interop/interop.h — GPT-2 weights in and out of Hugging Face and llm.c.
+/* interop/interop.h — model weights in and out of Hugging Face and llm.c.
  *
  * Contract.
  * - Safetensors (Hugging Face's weight file): an 8-byte little-endian header
@@ -11,7 +11,7 @@
  *   a multiple of 8 bytes, tensors in the order given, into PATH.tmp renamed
  *   to PATH when complete, so a failed export never leaves a partial file
  *   under the final name.
- * - GPT2Weights: a whole model's canonical tensors (DESIGN.md: Megatron-core
+ * - ModelWeights: a whole model's canonical tensors (DESIGN.md: Megatron-core
  *   names, QKV [heads, 3, head_dim, C], linear_proj and linear_fc2 stored
  *   input-major) in host memory, written as a one-rank gpt3d checkpoint of
  *   iteration 0 without optimizer state, which pretrain_gpt loads at any
@@ -23,12 +23,19 @@
  *   map to one canonical tensor. Conversions are pure permutations (and, for
  *   the word embedding, dropping or zero-filling padded vocabulary rows), so
  *   values move bitwise.
- * - Hugging Face: DIR/config.json (GPT2Config) and DIR/model.safetensors
- *   with GPT-2's names and Conv1D (input-major) shapes, unpadded vocabulary.
- *   Import accepts names with or without the "transformer." prefix, ignores
- *   the attn.bias / attn.masked_bias buffers of old files, and accepts an
- *   lm_head.weight only when it equals the word embedding (gpt3d ties them).
- *   Padded vocabulary rows of an imported model are zero.
+ * - Hugging Face: DIR/config.json and DIR/model.safetensors (import also
+ *   reads the shards of model.safetensors.index.json), unpadded vocabulary,
+ *   in one of two architectures:
+ *   GPT2LMHeadModel (the GPT-2 block): GPT-2's names and Conv1D
+ *   (input-major) shapes; import accepts names with or without the
+ *   "transformer." prefix and ignores the attn.bias / attn.masked_bias
+ *   buffers of old files.
+ *   LlamaForCausalLM (rotate-half RoPE over whole heads, RMSNorm, SwiGLU,
+ *   grouped-query attention, biases on all linear layers or none, tied or
+ *   untied output layer): "model." names, nn.Linear (out-major) q_proj,
+ *   k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj.
+ *   A tied model's lm_head.weight, when a file has one, must equal the word
+ *   embedding. Padded vocabulary rows of an imported model are zero.
  * - llm.c: the gpt2_124M.bin model file: 256 int32 header (magic 20240326,
  *   version 3 = fp32 or 5 = bf16, max_seq_len, vocab_size, num_layers,
  *   num_heads, channels, padded_vocab_size), then the parameters in llm.c's
@@ -112,25 +119,25 @@ void safetensors_abort(SafetensorsWriter *w);
 
 /* -------------------------------------------- canonical weights in memory */
 
-typedef struct GPT2Weights GPT2Weights;
+typedef struct ModelWeights ModelWeights;
 
 /* Every canonical parameter of the shape, zero-filled. */
-GPT2Weights *gpt2_weights_create(const TransformerConfig *s);
-void gpt2_weights_free(GPT2Weights *w);
-const TransformerConfig *gpt2_weights_shape(const GPT2Weights *w);
+ModelWeights *model_weights_create(const TransformerConfig *s);
+void model_weights_free(ModelWeights *w);
+const TransformerConfig *model_weights_shape(const ModelWeights *w);
 /* The parameter's canonical tensor (NULL when the model has none of that
  * name); *numel receives its element count. */
-float *gpt2_weights_param(GPT2Weights *w, const char *name, int64_t *numel);
+float *model_weights_param(ModelWeights *w, const char *name, int64_t *numel);
 
 typedef struct {
     int seq_length;             /* recorded in metadata.json */
     const char *tokenizer_type; /* "" or NULL: not recorded */
     const char *source;         /* recorded as the data description */
-} GPT2SaveInfo;
+} WeightsSaveInfo;
 
 /* Writes <save>/iter_0000000 (one rank file, TP = PP = DP = 1, no optimizer
  * state) and publishes it as the latest checkpoint. */
-bool gpt2_weights_save(const GPT2Weights *w, const char *save_dir, const GPT2SaveInfo *info,
+bool model_weights_save(const ModelWeights *w, const char *save_dir, const WeightsSaveInfo *info,
                        char *err, size_t err_size);
 
 /* False with a message when save_dir already holds a checkpoint (or a
@@ -169,6 +176,14 @@ typedef enum {
     LAYOUT_QKV_OUT_MAJOR, /* Linear [3C, C]; rows [q | k | v], head h at h*HS */
     LAYOUT_QKV_BIAS,      /* [3C]: [q | k | v], head h at h*HS */
     LAYOUT_VOCAB_ROWS,    /* [R, C]: rows [0, R) of canonical [V_pad, C]; zero past V_pad */
+    /* Linear [rows, C] (or a bias [rows]) holding one `part` of linear_qkv
+     * [groups, heads per group + 2, HS(, C)]: 0 the query heads (head h at
+     * h*HS, of group h / heads per group), 1 the key and 2 the value head of
+     * each group (group g at g*HS), as Llama's q_proj, k_proj, v_proj. */
+    LAYOUT_QKV_PART,
+    /* Linear [F, C] (or a bias [F]) holding one `part` of the SwiGLU
+     * linear_fc1 [F, 2(, C)]: 0 the gate, 1 the up projection. */
+    LAYOUT_GATED_PART,
 } ExternalLayout;
 
 #define INTEROP_NAME_MAX 128
@@ -179,6 +194,7 @@ typedef struct {
     int ndim;
     int64_t shape[2]; /* external shape */
     ExternalLayout layout;
+    int part; /* LAYOUT_QKV_PART, LAYOUT_GATED_PART */
 } TensorMapping;
 
 int64_t tensor_mapping_numel(const TensorMapping *m);
@@ -193,6 +209,9 @@ void tensor_from_external(const TensorMapping *m, const TransformerConfig *s, co
 /* GPT-2's Hugging Face tensors in model order (named_parameters()), names
  * with the "transformer." prefix. Caller frees. */
 TensorMapping *hf_gpt2_mappings(const TransformerConfig *s, int *count);
+/* LlamaForCausalLM's tensors in model order ("model." names; lm_head.weight
+ * only for an untied output layer; biases as the config has them). */
+TensorMapping *hf_llama_mappings(const TransformerConfig *s, int *count);
 /* llm.c's tensors in file order, one entry per layer of each kind, with the
  * word embedding padded to `llmc_padded_vocab` rows. Caller frees. */
 TensorMapping *llmc_mappings(const TransformerConfig *s, int64_t llmc_padded_vocab, int *count);
@@ -201,18 +220,28 @@ TensorMapping *llmc_mappings(const TransformerConfig *s, int64_t llmc_padded_voc
 
 #define HF_CONFIG_FILE "config.json"
 #define HF_WEIGHTS_FILE "model.safetensors"
+/* Large models come as shards listed by this index ("weight_map": tensor
+ * name -> shard file in the same directory). */
+#define HF_WEIGHTS_INDEX_FILE "model.safetensors.index.json"
 
 /* Writes out_dir/config.json and out_dir/model.safetensors (creating
- * out_dir); *tensors and *elements receive what was written. */
-bool hf_export(ExportSource *src, const char *out_dir, int *tensors, int64_t *elements, char *err,
-               size_t err_size);
-/* Reads a GPT2Config: the shape (vocabulary padded to a multiple of
- * divisible_by) and refusal of options gpt3d does not implement (another
- * activation or layernorm epsilon, untied embeddings, cross attention,
- * attention scaled by layer index). */
+ * out_dir) in the first architecture that expresses the checkpoint's model
+ * (GPT2LMHeadModel, LlamaForCausalLM; an error saying why for each when
+ * none does); *architecture (when not NULL), *tensors and *elements receive
+ * what was written. */
+bool hf_export(ExportSource *src, const char *out_dir, const char **architecture, int *tensors,
+               int64_t *elements, char *err, size_t err_size);
+/* Reads a config.json of model_type "gpt2" (GPT2Config) or "llama"
+ * (LlamaConfig): the shape (vocabulary padded to a multiple of
+ * divisible_by) and refusal of options gpt3d does not implement (each named:
+ * another activation, LayerNorm epsilon or RoPE scaling, cross attention,
+ * attention scaled by layer index, biases on some linear layers only). */
 bool hf_read_config(const char *path, int divisible_by, TransformerConfig *s, char *err, size_t err_size);
-/* config.json + model.safetensors of hf_dir as canonical weights. */
-GPT2Weights *hf_import(const char *hf_dir, int divisible_by, char *err, size_t err_size);
+/* config.json + model.safetensors (or the shards its index lists) of
+ * hf_dir as canonical weights; *architecture (when not NULL) receives the
+ * architecture's name. */
+ModelWeights *hf_import(const char *hf_dir, int divisible_by, const char **architecture, char *err,
+                        size_t err_size);
 
 /* ---------------------------------------------------------------- llm.c */
 
@@ -229,6 +258,6 @@ bool llmc_export(ExportSource *src, const char *path, int divisible_by, bool bf1
                  size_t err_size);
 /* Reads an llm.c model file of version 3 or 5; the gpt3d vocabulary is
  * padded to a multiple of divisible_by. */
-GPT2Weights *llmc_import(const char *path, int divisible_by, char *err, size_t err_size);
+ModelWeights *llmc_import(const char *path, int divisible_by, char *err, size_t err_size);
 
 #endif

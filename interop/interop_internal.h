@@ -8,6 +8,7 @@
 #include <stdio.h>
 
 #include "core/errors.h"
+#include "model/transformer_config.h"
 
 /* snprintf into err (no-op when err is NULL); always returns false so a
  * failing check reads `return interop_fail(err, err_size, ...)`. */
@@ -29,8 +30,10 @@ bool interop_write_file_atomic(const char *path, const void *data, size_t size, 
 /* fsync + fclose; false with errno's message naming path. */
 bool interop_close_synced(FILE *f, const char *path, char *err, size_t err_size);
 
-/* Canonical parameter names. */
-#define WORD_EMBEDDING "embedding.word_embeddings.weight"
-#define POSITION_EMBEDDING "embedding.position_embeddings.weight"
+
+/* Whether s is the GPT-2 block (learned positions, LayerNorm, GELU, tied,
+ * biases, multi-head): the one model GPT2LMHeadModel and llm.c hold; when
+ * not, why (the first field that differs, both values). */
+bool interop_is_gpt2_block(const TransformerConfig *s, char *why, size_t why_size);
 
 #endif

@@ -88,3 +88,12 @@ bool interop_write_file_atomic(const char *path, const void *data, size_t size, 
     free(tmp);
     return ok;
 }
+
+bool interop_is_gpt2_block(const TransformerConfig *s, char *why, size_t why_size) {
+    TransformerConfig gpt2 = *s;
+    transformer_config_set_gpt2_variant(&gpt2);
+    char ours[TRANSFORMER_FIELD_TEXT_MAX], theirs[TRANSFORMER_FIELD_TEXT_MAX];
+    const char *what = transformer_config_difference(s, &gpt2, ours, theirs, sizeof ours);
+    if (what) snprintf(why, why_size, "it has %s %s, GPT-2 has %s", what, ours, theirs);
+    return what == NULL;
+}

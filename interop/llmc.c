@@ -74,6 +74,12 @@ bool llmc_export(ExportSource *src, const char *path, int divisible_by, bool bf1
     GPT3D_CHECK(interop_host_is_little_endian(), "llm.c files need a little-endian host");
     GPT3D_CHECK(divisible_by >= 1, "divisible_by %d", divisible_by);
     const TransformerConfig *s = &src->shape;
+    char why[512];
+    if (!interop_is_gpt2_block(s, why, sizeof why))
+        return interop_fail(err, err_size,
+                            "checkpoint '%s' is not the GPT-2 block llm.c holds: %s; export it "
+                            "with tools/export_hf instead",
+                            src->dir, why);
     if (s->ffn_hidden_size != 4 * s->hidden_size)
         return interop_fail(err, err_size,
                             "checkpoint '%s' has ffn_hidden_size %d, but llm.c's GPT-2 always has "
@@ -164,14 +170,14 @@ static bool read_values(FILE *f, float *out, int64_t n, bool bf16) {
 }
 
 static bool read_tensors(FILE *f, const char *path, const TensorMapping *maps, int count,
-                         bool bf16, GPT2Weights *w, char *err, size_t err_size) {
-    const TransformerConfig *s = gpt2_weights_shape(w);
+                         bool bf16, ModelWeights *w, char *err, size_t err_size) {
+    const TransformerConfig *s = model_weights_shape(w);
     for (int i = 0; i < count; i++) {
         const int64_t n = tensor_mapping_numel(&maps[i]);
         float *external = xmalloc((size_t)n * sizeof *external + 1);
         const bool ok = read_values(f, external, n, bf16);
         if (ok) {
-            float *canonical = gpt2_weights_param(w, maps[i].canonical_name, NULL);
+            float *canonical = model_weights_param(w, maps[i].canonical_name, NULL);
             GPT3D_CHECK(canonical != NULL, "no canonical parameter %s", maps[i].canonical_name);
             tensor_from_external(&maps[i], s, external, canonical);
         }
@@ -184,7 +190,7 @@ static bool read_tensors(FILE *f, const char *path, const TensorMapping *maps, i
     return true;
 }
 
-static GPT2Weights *read_model(FILE *f, const char *path, uint64_t file_size, const int32_t *h,
+static ModelWeights *read_model(FILE *f, const char *path, uint64_t file_size, const int32_t *h,
                                int divisible_by, char *err, size_t err_size) {
     TransformerConfig s = {
         .num_layers = h[H_LAYERS],
@@ -205,7 +211,7 @@ static GPT2Weights *read_model(FILE *f, const char *path, uint64_t file_size, co
     const bool bf16 = h[H_VERSION] == LLMC_VERSION_BF16;
     const uint64_t want =
         LLMC_HEADER_BYTES + (uint64_t)total_numel(maps, count) * (bf16 ? 2u : 4u);
-    GPT2Weights *w = NULL;
+    ModelWeights *w = NULL;
     if (want != file_size) {
         interop_fail(err, err_size,
                      "'%s' is %" PRIu64 " bytes, but its header (%d layers, %d heads, %d "
@@ -214,9 +220,9 @@ static GPT2Weights *read_model(FILE *f, const char *path, uint64_t file_size, co
                      path, file_size, h[H_LAYERS], h[H_HEADS], h[H_CHANNELS], h[H_VOCAB],
                      h[H_PADDED_VOCAB], h[H_MAX_SEQ_LEN], h[H_VERSION], want);
     } else {
-        w = gpt2_weights_create(&s);
+        w = model_weights_create(&s);
         if (!read_tensors(f, path, maps, count, bf16, w, err, err_size)) {
-            gpt2_weights_free(w);
+            model_weights_free(w);
             w = NULL;
         }
     }
@@ -224,7 +230,7 @@ static GPT2Weights *read_model(FILE *f, const char *path, uint64_t file_size, co
     return w;
 }
 
-GPT2Weights *llmc_import(const char *path, int divisible_by, char *err, size_t err_size) {
+ModelWeights *llmc_import(const char *path, int divisible_by, char *err, size_t err_size) {
     GPT3D_CHECK(interop_host_is_little_endian(), "llm.c files need a little-endian host");
     GPT3D_CHECK(divisible_by >= 1, "divisible_by %d", divisible_by);
     FILE *f = fopen(path, "rb");
@@ -234,7 +240,7 @@ GPT2Weights *llmc_import(const char *path, int divisible_by, char *err, size_t e
     }
     struct stat st;
     int32_t header[LLMC_HEADER_INTS];
-    GPT2Weights *w = NULL;
+    ModelWeights *w = NULL;
     if (fstat(fileno(f), &st) != 0) {
         interop_fail(err, err_size, "cannot stat '%s': %s", path, strerror(errno));
     } else if ((uint64_t)st.st_size < LLMC_HEADER_BYTES ||

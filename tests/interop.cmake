@@ -18,3 +18,15 @@ add_test(NAME test_interop
           $<TARGET_FILE:test_interop_helper> $<TARGET_FILE:test_interop_forward>)
 set_tests_properties(test_interop PROPERTIES TIMEOUT 300
   ENVIRONMENT "OPENBLAS_NUM_THREADS=1;OMPI_MCA_rmaps_base_oversubscribe=1")
+# Hugging Face Llama: its own helper (a reference LlamaForCausalLM forward).
+add_executable(test_interop_llama test_interop_llama.c test_interop_reference.c
+  test_interop_formats.c)
+target_link_libraries(test_interop_llama PRIVATE gpt3d)
+target_include_directories(test_interop_llama PRIVATE ${CMAKE_CURRENT_SOURCE_DIR})
+add_test(NAME test_interop_llama
+  COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/test_interop_llama.sh ${MPIEXEC_EXECUTABLE}
+          $<TARGET_FILE:pretrain_gpt> $<TARGET_FILE:preprocess_data> $<TARGET_FILE:export_hf>
+          $<TARGET_FILE:import_hf> $<TARGET_FILE:export_llmc> $<TARGET_FILE:test_interop_llama>
+          $<TARGET_FILE:test_interop_helper>)
+set_tests_properties(test_interop_llama PROPERTIES TIMEOUT 300
+  ENVIRONMENT "OPENBLAS_NUM_THREADS=1;OMPI_MCA_rmaps_base_oversubscribe=1")

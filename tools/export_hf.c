@@ -1,9 +1,10 @@
-/* tools/export_hf — a gpt3d checkpoint as a Hugging Face GPT-2 model.
+/* tools/export_hf — a gpt3d checkpoint as a Hugging Face model.
  *
- * Reads a checkpoint saved at any layout and writes OUT/config.json
- * (GPT2Config) and OUT/model.safetensors (fp32, GPT-2's tensor names and
- * Conv1D shapes, the unpadded vocabulary), which transformers'
- * GPT2LMHeadModel.from_pretrained(OUT) loads.
+ * Reads a checkpoint saved at any layout and writes OUT/config.json and
+ * OUT/model.safetensors (fp32, the unpadded vocabulary) as GPT2LMHeadModel
+ * (the GPT-2 block: GPT-2's names and Conv1D shapes) or LlamaForCausalLM
+ * (RoPE, RMSNorm, SwiGLU, grouped-query attention), which transformers'
+ * AutoModelForCausalLM.from_pretrained(OUT) loads.
  * Exit status: 0 written, 2 bad usage or a checkpoint that cannot be read. */
 #include <inttypes.h>
 #include <stdbool.h>
@@ -35,8 +36,8 @@ static const FlagSpec FLAGS[] = {
 #define NUM_FLAGS ((int)(sizeof FLAGS / sizeof FLAGS[0]))
 
 static const char SUMMARY[] =
-    "Writes a gpt3d checkpoint (any layout) as a Hugging Face GPT-2 model: config.json and an "
-    "fp32 model.safetensors with GPT-2's tensor names and shapes.";
+    "Writes a gpt3d checkpoint (any layout) as a Hugging Face model, GPT2LMHeadModel or "
+    "LlamaForCausalLM as its architecture is: config.json and an fp32 model.safetensors.";
 
 static void run(const Options *o, bool iteration_given) {
     if (iteration_given && o->iteration < 0)
@@ -47,11 +48,13 @@ static void run(const Options *o, bool iteration_given) {
         gpt3d_fail_user("%s", err);
     int tensors = 0;
     int64_t elements = 0;
-    if (!hf_export(&src, o->out, &tensors, &elements, err, sizeof err)) gpt3d_fail_user("%s", err);
+    const char *architecture = "";
+    if (!hf_export(&src, o->out, &architecture, &tensors, &elements, err, sizeof err))
+        gpt3d_fail_user("%s", err);
     printf("exported %s (iteration %" PRId64 ", %d layers, hidden %d, vocabulary %" PRId64
-           ") to %s/%s and %s/%s: %d tensors, %" PRId64 " parameters\n",
+           ") as %s to %s/%s and %s/%s: %d tensors, %" PRId64 " parameters\n",
            src.dir, src.meta.iteration, src.shape.num_layers, src.shape.hidden_size,
-           src.shape.vocab_size, o->out, HF_CONFIG_FILE, o->out, HF_WEIGHTS_FILE, tensors,
+           src.shape.vocab_size, architecture, o->out, HF_CONFIG_FILE, o->out, HF_WEIGHTS_FILE, tensors,
            elements);
     export_source_close(&src);
 }

@@ -1,8 +1,10 @@
-/* tools/import_hf — a Hugging Face GPT-2 model as a gpt3d checkpoint.
+/* tools/import_hf — a Hugging Face GPT-2 or Llama model as a gpt3d
+ * checkpoint.
  *
- * Reads HF/config.json and HF/model.safetensors (F32, BF16 or F16; names
- * with or without the "transformer." prefix, as GPT-2's released files have
- * them) and writes a checkpoint of iteration 0 without optimizer state into
+ * Reads HF/config.json (model_type "gpt2" or "llama") and
+ * HF/model.safetensors or the shards of HF/model.safetensors.index.json
+ * (F32, BF16 or F16; GPT-2 names with or without the "transformer." prefix,
+ * as GPT-2's released files have them) and writes a checkpoint of iteration 0 without optimizer state into
  * --save, which `pretrain_gpt --load SAVE --finetune` (or --no-load-optim)
  * continues at any layout. Padded vocabulary rows are zero.
  * Exit status: 0 written, 2 bad usage or a model that cannot be read. */
@@ -27,13 +29,16 @@ typedef struct {
 
 static const FlagSpec FLAGS[] = {
     {"hf", FLAG_STRING, offsetof(Options, hf), NULL, "DIR",
-     "directory holding config.json and model.safetensors", "input", true},
+     "directory holding config.json and model.safetensors (or model.safetensors.index.json and "
+     "its shards)",
+     "input", true},
     {"save", FLAG_STRING, offsetof(Options, save), NULL, "DIR",
      "new checkpoint directory (pass it to pretrain_gpt --load)", "output", true},
     {"make-vocab-size-divisible-by", FLAG_INT, offsetof(Options, divisible_by), "128", "K",
      "pad the vocabulary to a multiple of K, as pretrain_gpt will be told", "output", false},
     {"seq-length", FLAG_INT, offsetof(Options, seq_length), NULL, "T",
-     "sequence length recorded in the checkpoint (default: n_positions)", "output", false},
+     "sequence length recorded in the checkpoint (default: the model's maximum positions)",
+     "output", false},
     {"tokenizer-type", FLAG_STRING, offsetof(Options, tokenizer_type), NULL, "TYPE",
      "tokenizer recorded in the checkpoint: GPT2BPETokenizer or ByteTokenizer (default: "
      "GPT2BPETokenizer for a vocabulary of 50257, ByteTokenizer for 257)",
@@ -42,8 +47,9 @@ static const FlagSpec FLAGS[] = {
 #define NUM_FLAGS ((int)(sizeof FLAGS / sizeof FLAGS[0]))
 
 static const char SUMMARY[] =
-    "Converts a Hugging Face GPT-2 model (config.json + model.safetensors) into a gpt3d "
-    "checkpoint that pretrain_gpt loads with --finetune or --no-load-optim.";
+    "Converts a Hugging Face GPT2LMHeadModel or LlamaForCausalLM (config.json + "
+    "model.safetensors) into a gpt3d checkpoint that pretrain_gpt loads with --finetune or "
+    "--no-load-optim.";
 
 static void check_options(const Options *o, bool seq_given) {
     if (o->divisible_by < 1)
@@ -60,26 +66,30 @@ static void run(const Options *o, bool seq_given) {
     check_options(o, seq_given);
     char err[4096];
     if (!import_check_save_dir(o->save, err, sizeof err)) gpt3d_fail_user("%s", err);
-    GPT2Weights *w = hf_import(o->hf, o->divisible_by, err, sizeof err);
+    const char *architecture = "";
+    ModelWeights *w = hf_import(o->hf, o->divisible_by, &architecture, err, sizeof err);
     if (!w) gpt3d_fail_user("%s", err);
-    const TransformerConfig *s = gpt2_weights_shape(w);
+    const TransformerConfig *s = model_weights_shape(w);
     if (seq_given && o->seq_length > s->max_position_embeddings)
-        gpt3d_fail_user("--seq-length %d exceeds the model's n_positions %d", o->seq_length,
+        gpt3d_fail_user("--seq-length %d exceeds the model's n_positions %d (its maximum "
+                        "positions)",
+                        o->seq_length,
                         s->max_position_embeddings);
     char source[4200];
     snprintf(source, sizeof source, "imported by tools/import_hf from %s", o->hf);
-    const GPT2SaveInfo info = {
+    const WeightsSaveInfo info = {
         .seq_length = seq_given ? o->seq_length : s->max_position_embeddings,
         .tokenizer_type =
             o->tokenizer_type ? o->tokenizer_type : import_default_tokenizer(s->vocab_size),
         .source = source,
     };
-    if (!gpt2_weights_save(w, o->save, &info, err, sizeof err)) gpt3d_fail_user("%s", err);
-    printf("imported %s (%d layers, hidden %d, %d heads, ffn %d, vocabulary %" PRId64
+    if (!model_weights_save(w, o->save, &info, err, sizeof err)) gpt3d_fail_user("%s", err);
+    printf("imported %s (%s: %d layers, hidden %d, %d heads in %d groups, ffn %d, vocabulary %" PRId64
            " padded to %" PRId64 ", %d positions) into %s/iter_0000000\n",
-           o->hf, s->num_layers, s->hidden_size, s->num_attention_heads, s->ffn_hidden_size,
+           o->hf, architecture, s->num_layers, s->hidden_size, s->num_attention_heads, s->num_query_groups,
+           s->ffn_hidden_size,
            s->vocab_size, s->padded_vocab_size, s->max_position_embeddings, o->save);
-    gpt2_weights_free(w);
+    model_weights_free(w);
 }
 
 int main(int argc, char **argv) {

@@ -61,26 +61,26 @@ static void run(const Options *o, bool seq_given) {
     check_options(o, seq_given);
     char err[4096];
     if (!import_check_save_dir(o->save, err, sizeof err)) gpt3d_fail_user("%s", err);
-    GPT2Weights *w = llmc_import(o->llmc, o->divisible_by, err, sizeof err);
+    ModelWeights *w = llmc_import(o->llmc, o->divisible_by, err, sizeof err);
     if (!w) gpt3d_fail_user("%s", err);
-    const TransformerConfig *s = gpt2_weights_shape(w);
+    const TransformerConfig *s = model_weights_shape(w);
     if (seq_given && o->seq_length > s->max_position_embeddings)
         gpt3d_fail_user("--seq-length %d exceeds the model's max_seq_len %d", o->seq_length,
                         s->max_position_embeddings);
     char source[4200];
     snprintf(source, sizeof source, "imported by tools/import_llmc from %s", o->llmc);
-    const GPT2SaveInfo info = {
+    const WeightsSaveInfo info = {
         .seq_length = seq_given ? o->seq_length : s->max_position_embeddings,
         .tokenizer_type =
             o->tokenizer_type ? o->tokenizer_type : import_default_tokenizer(s->vocab_size),
         .source = source,
     };
-    if (!gpt2_weights_save(w, o->save, &info, err, sizeof err)) gpt3d_fail_user("%s", err);
+    if (!model_weights_save(w, o->save, &info, err, sizeof err)) gpt3d_fail_user("%s", err);
     printf("imported %s (%d layers, hidden %d, %d heads, ffn %d, vocabulary %" PRId64
            " padded to %" PRId64 ", %d positions) into %s/iter_0000000\n",
            o->llmc, s->num_layers, s->hidden_size, s->num_attention_heads, s->ffn_hidden_size,
            s->vocab_size, s->padded_vocab_size, s->max_position_embeddings, o->save);
-    gpt2_weights_free(w);
+    model_weights_free(w);
 }
 
 int main(int argc, char **argv) {

@@ -9,7 +9,7 @@
 #include "interop/interop_internal.h"
 #include "model/gpt_model.h"
 
-struct GPT2Weights {
+struct ModelWeights {
     TransformerConfig shape;
     ParamTable table; /* the whole model on one rank; offsets index values */
     float *values;
@@ -24,31 +24,31 @@ static void whole_model_table(const TransformerConfig *s, ParamTable *table) {
     param_table_build(table, &cfg, &whole);
 }
 
-GPT2Weights *gpt2_weights_create(const TransformerConfig *s) {
-    GPT2Weights *w = xcalloc(1, sizeof *w);
+ModelWeights *model_weights_create(const TransformerConfig *s) {
+    ModelWeights *w = xcalloc(1, sizeof *w);
     w->shape = *s;
     whole_model_table(s, &w->table);
     w->values = xcalloc(w->table.total_numel, sizeof *w->values);
     return w;
 }
 
-void gpt2_weights_free(GPT2Weights *w) {
+void model_weights_free(ModelWeights *w) {
     if (!w) return;
     param_table_free(&w->table);
     free(w->values);
     free(w);
 }
 
-const TransformerConfig *gpt2_weights_shape(const GPT2Weights *w) { return &w->shape; }
+const TransformerConfig *model_weights_shape(const ModelWeights *w) { return &w->shape; }
 
-float *gpt2_weights_param(GPT2Weights *w, const char *name, int64_t *numel) {
+float *model_weights_param(ModelWeights *w, const char *name, int64_t *numel) {
     const int i = param_table_find(&w->table, name);
     if (i < 0) return NULL;
     if (numel) *numel = w->table.params[i].canonical_numel;
     return w->values + w->table.params[i].offset;
 }
 
-static void fill_meta(const GPT2Weights *w, const GPT2SaveInfo *info, CheckpointMeta *m) {
+static void fill_meta(const ModelWeights *w, const WeightsSaveInfo *info, CheckpointMeta *m) {
     memset(m, 0, sizeof *m);
     const TransformerConfig *s = &w->shape;
     m->loss_scale = 1.0;
@@ -63,7 +63,7 @@ static void fill_meta(const GPT2Weights *w, const GPT2SaveInfo *info, Checkpoint
              info->tokenizer_type ? info->tokenizer_type : "");
 }
 
-bool gpt2_weights_save(const GPT2Weights *w, const char *save_dir, const GPT2SaveInfo *info,
+bool model_weights_save(const ModelWeights *w, const char *save_dir, const WeightsSaveInfo *info,
                        char *err, size_t err_size) {
     CheckpointMeta meta;
     fill_meta(w, info, &meta);
@@ -149,23 +149,6 @@ static bool check_params(ExportSource *src, char *err, size_t err_size) {
     return ok;
 }
 
-/* The export formats (Hugging Face GPT2LMHeadModel, llm.c) hold the GPT-2
- * block only: another variant gets an error naming what differs, never a
- * file that computes something else. */
-static bool require_gpt2_variant(const TransformerConfig *s, const char *where, char *err,
-                                 size_t err_size) {
-    TransformerConfig gpt2 = *s;
-    transformer_config_set_gpt2_variant(&gpt2);
-    char ours[TRANSFORMER_FIELD_TEXT_MAX], theirs[TRANSFORMER_FIELD_TEXT_MAX];
-    const char *what = transformer_config_difference(s, &gpt2, ours, theirs, sizeof ours);
-    if (!what) return true;
-    return interop_fail(err, err_size,
-                        "%s has %s %s, which the GPT-2 export formats (Hugging Face "
-                        "GPT2LMHeadModel, llm.c) cannot express (GPT-2 has %s); export the GPT-2 "
-                        "architecture only",
-                        where, what, ours, theirs);
-}
-
 bool export_source_open(ExportSource *src, const char *load_dir, int64_t iteration, char *err,
                         size_t err_size) {
     memset(src, 0, sizeof *src);
@@ -182,7 +165,7 @@ bool export_source_open(ExportSource *src, const char *load_dir, int64_t iterati
     char where[4200];
     snprintf(where, sizeof where, "checkpoint '%s'", src->dir);
     if (!transformer_config_check(&src->shape, where, err, err_size) ||
-        !require_gpt2_variant(&src->shape, where, err, err_size) || !check_params(src, err, err_size)) {
+        !check_params(src, err, err_size)) {
         export_source_close(src);
         return false;
     }

@@ -7,6 +7,7 @@
 
 #include "interop/interop.h"
 #include "interop/interop_internal.h"
+#include "model/gpt_model.h"
 
 int64_t tensor_mapping_numel(const TensorMapping *m) {
     int64_t n = 1;
@@ -29,6 +30,27 @@ static int64_t qkv_external_index(ExternalLayout layout, const TransformerConfig
     case LAYOUT_QKV_IN_MAJOR: return c * 3 * C + feature;
     case LAYOUT_QKV_OUT_MAJOR: return feature * C + c;
     default: return feature;
+    }
+}
+
+/* Canonical row of external row r of a one-part layout (rows are features;
+ * a weight's columns follow its row unchanged). */
+static int64_t part_canonical_row(const TensorMapping *m, const TransformerConfig *s, int64_t r) {
+    if (m->layout == LAYOUT_GATED_PART) return r * 2 + m->part;
+    const int64_t HS = transformer_head_dim(s), per_group = transformer_heads_per_group(s);
+    const int64_t d = r % HS, head = r / HS; /* a query head, or a group's key / value head */
+    const int64_t group = m->part == 0 ? head / per_group : head;
+    const int64_t slot = m->part == 0 ? head % per_group : per_group + m->part - 1;
+    return (group * (per_group + 2) + slot) * HS + d;
+}
+
+static void permute_part(const TensorMapping *m, const TransformerConfig *s, float *canonical,
+                         float *external, bool to_external) {
+    const int64_t rows = m->shape[0], cols = m->ndim > 1 ? m->shape[1] : 1;
+    for (int64_t r = 0; r < rows; r++) {
+        float *e = &external[r * cols], *c = &canonical[part_canonical_row(m, s, r) * cols];
+        if (to_external) memcpy(e, c, (size_t)cols * sizeof *e);
+        else memcpy(c, e, (size_t)cols * sizeof *c);
     }
 }
 
@@ -61,6 +83,8 @@ static void permute(const TensorMapping *m, const TransformerConfig *s, float *c
             else canonical[k] = *e;
         }
         return;
+    case LAYOUT_QKV_PART:
+    case LAYOUT_GATED_PART: permute_part(m, s, canonical, external, to_external); return;
     case LAYOUT_VOCAB_ROWS: {
         const int64_t C = s->hidden_size, rows = m->shape[0];
         const int64_t shared = rows < s->padded_vocab_size ? rows : s->padded_vocab_size;
@@ -95,8 +119,8 @@ typedef struct {
     int count, cap;
 } MappingList;
 
-static void add(MappingList *l, const char *external, const char *canonical, int ndim,
-                int64_t d0, int64_t d1, ExternalLayout layout) {
+static TensorMapping *add(MappingList *l, const char *external, const char *canonical, int ndim,
+                          int64_t d0, int64_t d1, ExternalLayout layout) {
     if (l->count == l->cap) {
         l->cap = l->cap ? 2 * l->cap : 64;
         l->items = xrealloc(l->items, (size_t)l->cap * sizeof *l->items);
@@ -111,6 +135,7 @@ static void add(MappingList *l, const char *external, const char *canonical, int
     m->shape[0] = d0;
     m->shape[1] = ndim > 1 ? d1 : 0;
     m->layout = layout;
+    return m;
 }
 
 static void layer_name(char *out, const char *fmt, int layer, const char *suffix) {
@@ -152,12 +177,77 @@ static void add_hf_layer(MappingList *l, const TransformerConfig *s, int i) {
 TensorMapping *hf_gpt2_mappings(const TransformerConfig *s, int *count) {
     MappingList l = {0};
     const int64_t C = s->hidden_size;
-    add(&l, "transformer.wte.weight", WORD_EMBEDDING, 2, s->vocab_size, C, LAYOUT_VOCAB_ROWS);
-    add(&l, "transformer.wpe.weight", POSITION_EMBEDDING, 2, s->max_position_embeddings, C,
+    add(&l, "transformer.wte.weight", GPT_WORD_EMBEDDING, 2, s->vocab_size, C, LAYOUT_VOCAB_ROWS);
+    add(&l, "transformer.wpe.weight", GPT_POSITION_EMBEDDING, 2, s->max_position_embeddings, C,
         LAYOUT_SAME);
     for (int i = 0; i < s->num_layers; i++) add_hf_layer(&l, s, i);
     add(&l, "transformer.ln_f.weight", "decoder.final_layernorm.weight", 1, C, 0, LAYOUT_SAME);
     add(&l, "transformer.ln_f.bias", "decoder.final_layernorm.bias", 1, C, 0, LAYOUT_SAME);
+    *count = l.count;
+    return l.items;
+}
+
+static void llama_names(char *hf, char *gpt3d, int layer, const char *ours, const char *theirs) {
+    layer_name(hf, "model.layers.%d.%s", layer, theirs);
+    layer_name(gpt3d, "decoder.layers.%d.%s", layer, ours);
+}
+
+/* One Llama decoder layer in LlamaDecoderLayer's order: attention (q, k, v,
+ * o, each weight then its bias), MLP (gate, up, down), then the two norms. */
+static void add_llama_layer(MappingList *l, const TransformerConfig *s, int i) {
+    const int64_t C = s->hidden_size, F = s->ffn_hidden_size, HS = transformer_head_dim(s);
+    const int64_t Q = (int64_t)s->num_attention_heads * HS, KV = (int64_t)s->num_query_groups * HS;
+    const bool bias = s->add_bias_linear;
+    char hf[INTEROP_NAME_MAX], gpt3d[INTEROP_NAME_MAX];
+    static const char *const QKV[3] = {"q_proj", "k_proj", "v_proj"};
+    for (int part = 0; part < 3; part++) {
+        const int64_t rows = part == 0 ? Q : KV;
+        char theirs[48];
+        snprintf(theirs, sizeof theirs, "self_attn.%s.weight", QKV[part]);
+        llama_names(hf, gpt3d, i, "self_attention.linear_qkv.weight", theirs);
+        add(l, hf, gpt3d, 2, rows, C, LAYOUT_QKV_PART)->part = part;
+        if (!bias) continue;
+        snprintf(theirs, sizeof theirs, "self_attn.%s.bias", QKV[part]);
+        llama_names(hf, gpt3d, i, "self_attention.linear_qkv.bias", theirs);
+        add(l, hf, gpt3d, 1, rows, 0, LAYOUT_QKV_PART)->part = part;
+    }
+    llama_names(hf, gpt3d, i, "self_attention.linear_proj.weight", "self_attn.o_proj.weight");
+    add(l, hf, gpt3d, 2, C, Q, LAYOUT_TRANSPOSE);
+    if (bias) {
+        llama_names(hf, gpt3d, i, "self_attention.linear_proj.bias", "self_attn.o_proj.bias");
+        add(l, hf, gpt3d, 1, C, 0, LAYOUT_SAME);
+    }
+    static const char *const GATED[2] = {"gate_proj", "up_proj"};
+    for (int part = 0; part < 2; part++) {
+        char theirs[48];
+        snprintf(theirs, sizeof theirs, "mlp.%s.weight", GATED[part]);
+        llama_names(hf, gpt3d, i, "mlp.linear_fc1.weight", theirs);
+        add(l, hf, gpt3d, 2, F, C, LAYOUT_GATED_PART)->part = part;
+        if (!bias) continue;
+        snprintf(theirs, sizeof theirs, "mlp.%s.bias", GATED[part]);
+        llama_names(hf, gpt3d, i, "mlp.linear_fc1.bias", theirs);
+        add(l, hf, gpt3d, 1, F, 0, LAYOUT_GATED_PART)->part = part;
+    }
+    llama_names(hf, gpt3d, i, "mlp.linear_fc2.weight", "mlp.down_proj.weight");
+    add(l, hf, gpt3d, 2, C, F, LAYOUT_TRANSPOSE);
+    if (bias) {
+        llama_names(hf, gpt3d, i, "mlp.linear_fc2.bias", "mlp.down_proj.bias");
+        add(l, hf, gpt3d, 1, C, 0, LAYOUT_SAME);
+    }
+    llama_names(hf, gpt3d, i, "input_layernorm.weight", "input_layernorm.weight");
+    add(l, hf, gpt3d, 1, C, 0, LAYOUT_SAME);
+    llama_names(hf, gpt3d, i, "pre_mlp_layernorm.weight", "post_attention_layernorm.weight");
+    add(l, hf, gpt3d, 1, C, 0, LAYOUT_SAME);
+}
+
+TensorMapping *hf_llama_mappings(const TransformerConfig *s, int *count) {
+    MappingList l = {0};
+    const int64_t C = s->hidden_size;
+    add(&l, "model.embed_tokens.weight", GPT_WORD_EMBEDDING, 2, s->vocab_size, C, LAYOUT_VOCAB_ROWS);
+    for (int i = 0; i < s->num_layers; i++) add_llama_layer(&l, s, i);
+    add(&l, "model.norm.weight", "decoder.final_layernorm.weight", 1, C, 0, LAYOUT_SAME);
+    if (!transformer_tied_output(s))
+        add(&l, "lm_head.weight", GPT_OUTPUT_LAYER, 2, s->vocab_size, C, LAYOUT_VOCAB_ROWS);
     *count = l.count;
     return l.items;
 }
@@ -186,8 +276,8 @@ TensorMapping *llmc_mappings(const TransformerConfig *s, int64_t llmc_padded_voc
         {"fcprojw", "mlp.linear_fc2.weight", 2, 'C', 'F', LAYOUT_TRANSPOSE},
         {"fcprojb", "mlp.linear_fc2.bias", 1, 'C', 0, LAYOUT_SAME},
     };
-    add(&l, "wte", WORD_EMBEDDING, 2, llmc_padded_vocab, C, LAYOUT_VOCAB_ROWS);
-    add(&l, "wpe", POSITION_EMBEDDING, 2, s->max_position_embeddings, C, LAYOUT_SAME);
+    add(&l, "wte", GPT_WORD_EMBEDDING, 2, llmc_padded_vocab, C, LAYOUT_VOCAB_ROWS);
+    add(&l, "wpe", GPT_POSITION_EMBEDDING, 2, s->max_position_embeddings, C, LAYOUT_SAME);
     for (size_t k = 0; k < sizeof KINDS / sizeof KINDS[0]; k++) {
         int64_t dims[2] = {0, 0};
         const char codes[2] = {KINDS[k].d0, KINDS[k].d1};
