@@ -330,6 +330,10 @@ void distrib_optimizer_publish_params(DistributedOptimizer *o) {
     distrib_optimizer_finish_param_gather(o);
 }
 
+void distrib_optimizer_set_weight_decay(DistributedOptimizer *o, double weight_decay) {
+    o->cfg.adamw.weight_decay = weight_decay;
+}
+
 void distrib_optimizer_step(DistributedOptimizer *o, double lr, double grad_norm) {
     Backend *be = o->be;
     const AdamWConfig *c = &o->cfg.adamw;

@@ -139,6 +139,9 @@ void distrib_optimizer_grads_ready(DistributedOptimizer *o, size_t ready_numel);
 void distrib_optimizer_reduce_grads(DistributedOptimizer *o);
 /* Global gradient norm after reduce_grads (collective over the world). */
 double distrib_optimizer_grad_norm(DistributedOptimizer *o);
+/* The decoupled weight decay of the next steps (a schedule may change it
+ * every iteration; parameters without decay keep none). */
+void distrib_optimizer_set_weight_decay(DistributedOptimizer *o, double weight_decay);
 /* Clip by grad_norm, AdamW on the shard, then the parameter all-gather. */
 void distrib_optimizer_step(DistributedOptimizer *o, double lr, double grad_norm);
 /* Rewrites the shard's act-dtype parameters from the master weights and

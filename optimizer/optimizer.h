@@ -1,10 +1,17 @@
-/* optimizer/optimizer.h — learning-rate schedule and AdamW settings.
+/* optimizer/optimizer.h — learning-rate and weight-decay schedules, AdamW
+ * settings.
  *
  * Contract.
- * - lr_schedule_lr() is Megatron's OptimizerParamScheduler: linear warmup
- *   from 0 over warmup_iters, then constant / linear / cosine decay from lr
- *   to min_lr by decay_iters, min_lr after. The LR of iteration i (1-based)
- *   is evaluated at i-1 completed iterations, as Megatron does.
+ * - OptimizerSchedule is Megatron's OptimizerParamScheduler: every length is
+ *   in samples (an iteration-based run gives them as iterations x the global
+ *   batch), and the values for an iteration are those at the samples
+ *   consumed before it, so a batch-size ramp and a resume land on the same
+ *   numbers. The learning rate warms up linearly from init_lr to max_lr over
+ *   warmup_steps, then decays to min_lr by decay_steps (constant, linear,
+ *   cosine, inverse-square-root, or WSD: constant until wsd_decay_steps
+ *   before the end, then linear / cosine / exponential / 1 - sqrt), min_lr
+ *   after. Weight decay goes from start_wd to end_wd over wd_incr_steps
+ *   (constant, linear, cosine), end_wd after.
  * - AdamWConfig and the clip coefficient are shared by the distributed
  *   optimizer (distrib_optimizer.h), which owns the shard and the step. */
 #ifndef GPT3D_OPTIMIZER_H
@@ -14,18 +21,37 @@
 #include <stddef.h>
 #include <stdint.h>
 
+typedef enum {
+    LR_DECAY_CONSTANT,
+    LR_DECAY_LINEAR,
+    LR_DECAY_COSINE,
+    LR_DECAY_INVERSE_SQUARE_ROOT,
+    LR_DECAY_WSD,
+} LRDecayStyle;
+typedef enum { WSD_DECAY_EXPONENTIAL, WSD_DECAY_LINEAR, WSD_DECAY_COSINE, WSD_DECAY_MINUS_SQRT } WSDDecayStyle;
+typedef enum { WD_INCR_CONSTANT, WD_INCR_LINEAR, WD_INCR_COSINE } WDIncrStyle;
 
-typedef enum { LR_DECAY_CONSTANT, LR_DECAY_LINEAR, LR_DECAY_COSINE } LRDecayStyle;
+/* Megatron's names of the styles, indexed by the enums, NULL-terminated. */
+extern const char *const LR_DECAY_STYLE_NAMES[];
+extern const char *const WSD_DECAY_STYLE_NAMES[];
+extern const char *const WD_INCR_STYLE_NAMES[];
+/* The index of word in names (NULL-terminated); -1 when absent. */
+int optimizer_style_index(const char *const *names, const char *word);
 
 typedef struct {
-    double max_lr, min_lr;
-    int64_t warmup_iters, decay_iters;
+    double init_lr, max_lr, min_lr;
+    double warmup_steps; /* a fraction of decay_steps need not be whole */
+    int64_t decay_steps;
     LRDecayStyle style;
-} LRSchedule;
+    int64_t wsd_decay_steps;
+    WSDDecayStyle wsd_style;
+    double start_wd, end_wd;
+    int64_t wd_incr_steps;
+    WDIncrStyle wd_style;
+} OptimizerSchedule;
 
-/* Parses "constant" | "linear" | "cosine"; false on anything else. */
-bool lr_decay_style_parse(const char *s, LRDecayStyle *out);
-double lr_schedule_lr(const LRSchedule *s, int64_t completed_iters);
+double optimizer_schedule_lr(const OptimizerSchedule *s, int64_t consumed_samples);
+double optimizer_schedule_wd(const OptimizerSchedule *s, int64_t consumed_samples);
 
 typedef struct {
     double beta1, beta2, eps, weight_decay;

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "optimizer/optimizer.h"
+#include "training/args_internal.h"
 #include "parallel_state/parallel_state.h"
 
 #define OPT(field) offsetof(TrainArgs, field)
@@ -52,13 +53,25 @@ static const FlagSpec TRAIN_FLAGS[] = {
     /* training */
     {"micro-batch-size", FLAG_INT, OPT(micro_batch_size), NULL, "B", "Samples per micro-batch per data-parallel rank.", "training", true},
     {"global-batch-size", FLAG_INT, OPT(global_batch_size), NULL, "G", "Samples per iteration over all ranks; micro-batch-size x DP when not given (then no accumulation).", "training", false},
-    {"train-iters", FLAG_INT64, OPT(train_iters), NULL, "N", "Iterations to train for.", "training", true},
+    {"train-iters", FLAG_INT64, OPT(train_iters), NULL, "N", "Iterations to train for (or --train-samples).", "training", false},
+    {"train-samples", FLAG_INT64, OPT(train_samples), NULL, "N", "Samples to train for instead of --train-iters: the schedules below then count samples; with --rampup-batch-size the iterations follow the ramp.", "training", false},
+    {"rampup-batch-size", FLAG_LIST, OPT(rampup_batch_size), NULL, "START INCR SAMPLES", "Ramp the global batch from START by INCR up to --global-batch-size over SAMPLES consumed samples (needs --train-samples; START and INCR multiples of micro-batch-size x DP).", "training", false},
     {"lr", FLAG_DOUBLE, OPT(lr), NULL, "LR", "Peak learning rate.", "training", true},
     {"min-lr", FLAG_DOUBLE, OPT(min_lr), "0.0", "LR", "Learning rate at the end of the decay.", "training", false},
-    {"lr-decay-style", FLAG_STRING, OPT(lr_decay_style), "linear", "STYLE", "constant, linear or cosine.", "training", false},
-    {"lr-warmup-iters", FLAG_INT64, OPT(lr_warmup_iters), "0", "N", "Iterations of linear warmup from 0.", "training", false},
+    {"lr-decay-style", FLAG_STRING, OPT(lr_decay_style), "linear", "STYLE", "constant, linear, cosine, inverse-square-root (lr x sqrt(warmup / step)) or WSD (warmup-stable-decay: constant, then --lr-wsd-decay-style over the last --lr-wsd-decay-iters/-samples).", "training", false},
     {"lr-decay-iters", FLAG_INT64, OPT(lr_decay_iters), NULL, "N", "Iterations until min-lr; train-iters when not given.", "training", false},
+    {"lr-decay-samples", FLAG_INT64, OPT(lr_decay_samples), NULL, "N", "Samples until min-lr with --train-samples; train-samples when not given.", "training", false},
+    {"lr-warmup-iters", FLAG_INT64, OPT(lr_warmup_iters), "0", "N", "Iterations of linear warmup.", "training", false},
+    {"lr-warmup-samples", FLAG_INT64, OPT(lr_warmup_samples), "0", "N", "Samples of linear warmup with --train-samples.", "training", false},
+    {"lr-warmup-fraction", FLAG_DOUBLE, OPT(lr_warmup_fraction), NULL, "F", "Warm up over this fraction of the decay instead of --lr-warmup-iters/-samples.", "training", false},
+    {"lr-warmup-init", FLAG_DOUBLE, OPT(lr_warmup_init), "0.0", "LR", "Learning rate the warmup starts from.", "training", false},
+    {"lr-wsd-decay-style", FLAG_STRING, OPT(lr_wsd_decay_style), "exponential", "STYLE", "The anneal of --lr-decay-style WSD: exponential, linear, cosine or minus_sqrt.", "training", false},
+    {"lr-wsd-decay-iters", FLAG_INT64, OPT(lr_wsd_decay_iters), NULL, "N", "Iterations of WSD's final anneal.", "training", false},
+    {"lr-wsd-decay-samples", FLAG_INT64, OPT(lr_wsd_decay_samples), NULL, "N", "Samples of WSD's final anneal with --train-samples.", "training", false},
     {"weight-decay", FLAG_DOUBLE, OPT(weight_decay), "0.01", "WD", "Decoupled AdamW weight decay (not applied to biases and layernorms).", "training", false},
+    {"weight-decay-incr-style", FLAG_STRING, OPT(weight_decay_incr_style), "constant", "STYLE", "constant (--weight-decay throughout), linear or cosine from --start-weight-decay to --end-weight-decay over the run.", "training", false},
+    {"start-weight-decay", FLAG_DOUBLE, OPT(start_weight_decay), NULL, "WD", "Weight decay at the start with --weight-decay-incr-style linear/cosine.", "training", false},
+    {"end-weight-decay", FLAG_DOUBLE, OPT(end_weight_decay), NULL, "WD", "Weight decay at the end with --weight-decay-incr-style linear/cosine.", "training", false},
     {"adam-beta1", FLAG_DOUBLE, OPT(adam_beta1), "0.9", "B1", "Adam beta1.", "training", false},
     {"adam-beta2", FLAG_DOUBLE, OPT(adam_beta2), "0.999", "B2", "Adam beta2.", "training", false},
     {"adam-eps", FLAG_DOUBLE, OPT(adam_eps), "1e-08", "EPS", "Adam epsilon.", "training", false},
@@ -222,22 +235,9 @@ static bool check_training(const TrainArgs *a, char *err, size_t err_size) {
              "data-parallel size %d = %d; use e.g. --global-batch-size %d",
              a->global_batch_size, a->micro_batch_size, a->data_parallel_size, per_step,
              per_step * (a->global_batch_size / per_step > 0 ? a->global_batch_size / per_step : 1));
-    if (a->train_iters < 1) FAIL("--train-iters must be >= 1 (got %lld)", (long long)a->train_iters);
-    if (!(a->lr >= 0)) FAIL("--lr must be >= 0");
-    if (!(a->min_lr >= 0) || a->min_lr > a->lr)
-        FAIL("--min-lr %g must be between 0 and --lr %g", a->min_lr, a->lr);
-    LRDecayStyle style;
-    if (!lr_decay_style_parse(a->lr_decay_style, &style))
-        FAIL("--lr-decay-style '%s' is not one of constant, linear, cosine", a->lr_decay_style);
-    if (a->lr_warmup_iters < 0) FAIL("--lr-warmup-iters must be >= 0");
-    if (a->lr_decay_iters < 1) FAIL("--lr-decay-iters must be >= 1");
-    if (style != LR_DECAY_CONSTANT && a->lr_warmup_iters >= a->lr_decay_iters)
-        FAIL("--lr-warmup-iters %lld must be smaller than --lr-decay-iters %lld",
-             (long long)a->lr_warmup_iters, (long long)a->lr_decay_iters);
     if (!(a->adam_beta1 >= 0 && a->adam_beta1 < 1)) FAIL("--adam-beta1 must be in [0, 1)");
     if (!(a->adam_beta2 >= 0 && a->adam_beta2 < 1)) FAIL("--adam-beta2 must be in [0, 1)");
     if (!(a->adam_eps > 0)) FAIL("--adam-eps must be > 0");
-    if (!(a->weight_decay >= 0)) FAIL("--weight-decay must be >= 0");
     if (!(a->clip_grad >= 0)) FAIL("--clip-grad must be >= 0 (0 disables clipping)");
     /* Checkpoint metadata is JSON, whose numbers are exact only below 2^53. */
     if (a->seed < 0 || a->seed >= (int64_t)1 << 53)
@@ -306,10 +306,9 @@ bool args_parse(TrainArgs *a, FlagParser *parser, int argc, char **argv, int wor
         a->model.max_position_embeddings = a->model.seq_length;
     if (!flags_was_set(parser, "global-batch-size"))
         a->global_batch_size = a->micro_batch_size * a->data_parallel_size;
-    if (!flags_was_set(parser, "lr-decay-iters")) a->lr_decay_iters = a->train_iters;
     a->ddp_bucket_size_given = flags_was_set(parser, "ddp-bucket-size");
     if (!check_model(a, err, err_size) || !resolve_architecture(a, err, err_size) ||
-        !check_training(a, err, err_size) ||
+        !check_training(a, err, err_size) || !args_resolve_schedule(a, parser, err, err_size) ||
         !check_io(a, err, err_size))
         return false;
     a->num_microbatches = a->global_batch_size / (a->micro_batch_size * a->data_parallel_size);

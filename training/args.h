@@ -4,8 +4,10 @@
  * args.c (Megatron's flag names and defaults), resolves derived defaults
  * (ffn = 4h, or Megatron's 8h/3 rounded down to 64 with --swiglu; head
  * dimension = h / heads; max positions = seq length, global batch = micro
- * batch x DP, decay iters = train iters) and the architecture flags into
- * args->model, and checks everything that can be checked
+ * batch x DP, decay iters = train iters), the schedules (Megatron's rules
+ * for iteration- or sample-based runs: args->train_iters always set,
+ * args->batch and args->schedule in samples) and the architecture flags
+ * into args->model, and checks everything that can be checked
  * without opening files. It never exits: on bad input it returns false with
  * one message naming the flag and the fix; --help is printed from the same
  * table by args_print_help(). */
@@ -19,6 +21,8 @@
 
 #include "core/flags.h"
 #include "model/transformer_config.h"
+#include "optimizer/optimizer.h"
+#include "training/batch_schedule.h"
 
 typedef struct {
     /* The model as the flags give it (the vocabulary sizes and the seed are
@@ -39,11 +43,14 @@ typedef struct {
     double distributed_timeout_minutes;
     /* batch and schedule */
     int micro_batch_size, global_batch_size;
-    int64_t train_iters;
-    double lr, min_lr;
-    char *lr_decay_style;
-    int64_t lr_warmup_iters, lr_decay_iters;
-    double weight_decay, adam_beta1, adam_beta2, adam_eps, clip_grad;
+    int64_t train_iters, train_samples;
+    StringList rampup_batch_size;
+    double lr, min_lr, lr_warmup_fraction, lr_warmup_init;
+    char *lr_decay_style, *lr_wsd_decay_style, *weight_decay_incr_style;
+    int64_t lr_warmup_iters, lr_decay_iters, lr_warmup_samples, lr_decay_samples;
+    int64_t lr_wsd_decay_iters, lr_wsd_decay_samples;
+    double weight_decay, start_weight_decay, end_weight_decay;
+    double adam_beta1, adam_beta2, adam_eps, clip_grad;
     int64_t seed;
     /* precision and device */
     bool bf16, fp16;
@@ -69,7 +76,9 @@ typedef struct {
 
     /* derived */
     int data_parallel_size;
-    int num_microbatches;
+    int num_microbatches; /* of the full global batch */
+    BatchSchedule batch;
+    OptimizerSchedule schedule; /* in samples */
 } TrainArgs;
 
 /* world_size is the number of MPI ranks (for DP and batch checks). Returns

@@ -39,6 +39,7 @@ typedef struct {
     Trainer *t;
     BlendedDataset *ds;
     int64_t base;
+    int num_microbatches;
     double loss_sum;
     float loss_scale;
 } StageCtx;
@@ -59,7 +60,7 @@ static void stage_backward(void *ctx, int mb) {
     StageCtx *c = ctx;
     /* 1F1B runs the backwards in micro-batch order: the last one makes the
      * gradients final, bucket by bucket. */
-    c->t->in_last_backward = mb == c->t->args->num_microbatches - 1;
+    c->t->in_last_backward = mb == c->num_microbatches - 1;
     gpt_model_stage_backward(c->t->model, slot_of(c->t, mb), c->loss_scale);
     c->t->in_last_backward = false;
 }
@@ -151,20 +152,27 @@ GPTBufferHooks trainer_buffer_hooks(Trainer *t) {
 }
 
 void trainer_optimizer_step(Trainer *t, const StepResult *r) {
+    distrib_optimizer_set_weight_decay(t->opt, r->weight_decay);
     distrib_optimizer_step(t->opt, r->lr, r->grad_norm);
 }
 
+/* The schedules are functions of the samples consumed before the step
+ * (Megatron's scheduler steps by the batch after each iteration). */
 StepResult train_step(Trainer *t) {
     const TrainArgs *a = t->args;
-    const int M = a->num_microbatches;
-    const double tokens_per_batch = (double)a->global_batch_size * a->model.seq_length;
-    StepResult r = {.lr = lr_schedule_lr(&t->sched, t->iteration)};
+    const int64_t consumed = t->consumed_samples;
+    StepResult r = {.global_batch_size = batch_schedule_global_batch(&a->batch, consumed),
+                    .lr = optimizer_schedule_lr(&a->schedule, consumed),
+                    .weight_decay = optimizer_schedule_wd(&a->schedule, consumed)};
+    const int M = r.global_batch_size / (a->micro_batch_size * t->ps->dp_size);
+    const double tokens_per_batch = (double)r.global_batch_size * a->model.seq_length;
     gpt_model_zero_grad(t->model);
     gpt_model_set_step(t->model, t->iteration, true);
 
     StageCtx ctx = {.t = t,
                     .ds = t->train_ds,
-                    .base = t->iteration * a->global_batch_size,
+                    .base = consumed,
+                    .num_microbatches = M,
                     .loss_scale = (float)(1.0 / tokens_per_batch)};
     PipelineOp *ops = xmalloc((size_t)(6 * M + 2) * sizeof *ops);
     const int count = pipeline_1f1b_plan(t->ps->pp_size, t->ps->pp_rank, M, ops);
@@ -185,7 +193,7 @@ StepResult train_step(Trainer *t) {
 
 double evaluate(Trainer *t) {
     const TrainArgs *a = t->args;
-    StageCtx ctx = {.t = t, .ds = t->valid_ds};
+    StageCtx ctx = {.t = t, .ds = t->valid_ds, .num_microbatches = a->num_microbatches};
     PipelineStageFns fns = stage_fns(&ctx);
     gpt_model_set_step(t->model, t->iteration, false); /* no dropout */
     /* Forward only: receive, forward, send, one micro-batch at a time. */

@@ -112,11 +112,6 @@ static void setup_config(Trainer *t) {
         .has_embedding = parallel_state_is_first_stage(ps),
         .has_head = parallel_state_is_last_stage(ps),
     };
-    t->sched = (LRSchedule){.max_lr = a->lr,
-                            .min_lr = a->min_lr,
-                            .warmup_iters = a->lr_warmup_iters,
-                            .decay_iters = a->lr_decay_iters};
-    lr_decay_style_parse(a->lr_decay_style, &t->sched.style);
 }
 
 /* The bucket layout of rank 0, as the tests and users check it against
@@ -181,6 +176,11 @@ static void print_summary(const Trainer *t, const char *device) {
            "iteration\n",
            a->micro_batch_size, a->num_microbatches, t->ps->dp_size, a->global_batch_size,
            a->global_batch_size * a->model.seq_length);
+    if (a->batch.rampup_start > 0)
+        printf("batch ramp: from %d samples by %d up to %d over %lld samples (%lld iterations in "
+               "all)\n",
+               a->batch.rampup_start, a->batch.rampup_increment, a->global_batch_size,
+               (long long)a->batch.rampup_samples, (long long)a->train_iters);
     printf("data: %s; tokenizer %s\n", blended_dataset_description(t->train_ds), t->tokenizer_type);
     if (t->valid_ds) printf("      %s\n", blended_dataset_description(t->valid_ds));
     printf("memory per rank: parameters %.3f MiB, gradients %.3f MiB, optimizer state %.3f MiB "
@@ -326,7 +326,7 @@ void trainer_free(Trainer *t) {
 
 typedef struct {
     double loss_sum;
-    int64_t iters;
+    int64_t iters, samples;
     double seconds;
 } LogWindow;
 
@@ -335,7 +335,7 @@ static void print_log_line(const Trainer *t, const StepResult *r, const LogWindo
     char stamp[32];
     timer_wall_clock_string(stamp, sizeof stamp);
     const double ms = 1000.0 * w->seconds / (double)w->iters;
-    const double tokens = (double)a->global_batch_size * a->model.seq_length;
+    const double tokens = (double)w->samples / (double)w->iters * a->model.seq_length;
     const double tflops = gpt_flops_per_token(&t->cfg) * tokens / (ms / 1000.0) / 1e12 /
                           t->ps->world_size;
     printf(" [%s] iteration %8lld/%8lld | consumed samples: %12lld | elapsed time per iteration "
@@ -344,7 +344,7 @@ static void print_log_line(const Trainer *t, const StepResult *r, const LogWindo
            "grad norm: %.3f | number of skipped iterations:   0 | number of nan iterations:   0 "
            "|\n",
            stamp, (long long)t->iteration, (long long)a->train_iters, (long long)t->consumed_samples,
-           ms, tokens / (ms / 1000.0), tflops, r->lr, a->global_batch_size,
+           ms, tokens / (ms / 1000.0), tflops, r->lr, r->global_batch_size,
            w->loss_sum / (double)w->iters, r->grad_norm);
     fflush(stdout);
 }
@@ -361,12 +361,14 @@ static void write_metrics(const Trainer *t, const StepResult *r, double seconds,
                           double valid_loss) {
     if (!t->metrics) return;
     const TrainArgs *a = t->args;
-    const double tokens = (double)a->global_batch_size * a->model.seq_length;
+    const double tokens = (double)r->global_batch_size * a->model.seq_length;
     fprintf(t->metrics,
-            "{\"iteration\": %lld, \"consumed_samples\": %lld, \"lm_loss\": %.17g, "
-            "\"grad_norm\": %.17g, \"lr\": %.17g, \"loss_scale\": 1.0, \"iteration_ms\": %.3f, "
-            "\"tokens_per_s\": %.1f, \"tflops_per_gpu\": %.4f",
-            (long long)t->iteration, (long long)t->consumed_samples, r->loss, r->grad_norm, r->lr,
+            "{\"iteration\": %lld, \"consumed_samples\": %lld, \"global_batch_size\": %d, "
+            "\"lm_loss\": %.17g, \"grad_norm\": %.17g, \"lr\": %.17g, \"weight_decay\": %.17g, "
+            "\"loss_scale\": 1.0, \"iteration_ms\": %.3f, \"tokens_per_s\": %.1f, "
+            "\"tflops_per_gpu\": %.4f",
+            (long long)t->iteration, (long long)t->consumed_samples, r->global_batch_size, r->loss,
+            r->grad_norm, r->lr, r->weight_decay,
             1000.0 * seconds, tokens / seconds,
             gpt_flops_per_token(&t->cfg) * tokens / seconds / 1e12 / t->ps->world_size);
     if (has_valid) fprintf(t->metrics, ", \"valid_loss\": %.17g", valid_loss);
@@ -557,7 +559,7 @@ int trainer_run(Trainer *t) {
         t->be->ops->synchronize(t->be);
         const double seconds = timer_now_s() - start;
         t->iteration++;
-        t->consumed_samples += a->global_batch_size;
+        t->consumed_samples += r.global_batch_size;
 
         if (is_root(t) && window.iters == 0 && t->iteration == first_iteration + 1) {
             print_comm_summary(t);
@@ -565,6 +567,7 @@ int trainer_run(Trainer *t) {
         }
         window.loss_sum += r.loss;
         window.iters++;
+        window.samples += r.global_batch_size;
         window.seconds += seconds;
         if (is_root(t) && t->iteration % a->log_interval == 0) {
             print_log_line(t, &r, &window);

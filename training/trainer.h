@@ -36,7 +36,6 @@ typedef struct {
     ModelPartition part;
     GPTModel *model;
     DistributedOptimizer *opt; /* owns the parameter and gradient buffers */
-    LRSchedule sched;
     BlendedDataset *train_ds, *valid_ds;
     char tokenizer_type[64];
     int64_t iteration;
@@ -67,7 +66,8 @@ void trainer_free(Trainer *t);
 typedef struct {
     double loss;      /* mean token loss of the global batch */
     double grad_norm; /* before clipping */
-    double lr;
+    double lr, weight_decay;
+    int global_batch_size; /* this iteration's (a batch ramp changes it) */
 } StepResult;
 
 /* training/train_step.c: one iteration's forward and backward over all

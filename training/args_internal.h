@@ -1,0 +1,11 @@
+/* training/args_internal.h — the parts of args_parse in their own files. */
+#ifndef GPT3D_TRAINING_ARGS_INTERNAL_H
+#define GPT3D_TRAINING_ARGS_INTERNAL_H
+
+#include "training/args.h"
+
+/* Training length, batch ramp, learning-rate and weight-decay schedules
+ * (args_schedule.c): fills a->train_iters, a->batch, a->schedule. */
+bool args_resolve_schedule(TrainArgs *a, const FlagParser *parser, char *err, size_t err_size);
+
+#endif

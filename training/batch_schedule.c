@@ -1,0 +1,21 @@
+#include "training/batch_schedule.h"
+
+int batch_schedule_global_batch(const BatchSchedule *b, int64_t consumed) {
+    if (b->rampup_start == 0 || consumed > b->rampup_samples) return b->global_batch_size;
+    const int increments = (b->global_batch_size - b->rampup_start) / b->rampup_increment;
+    if (increments == 0) return b->global_batch_size;
+    const double samples_per_increment = (double)b->rampup_samples / increments;
+    const int64_t steps = (int64_t)((double)consumed / samples_per_increment);
+    return b->rampup_start + (int)steps * b->rampup_increment;
+}
+
+int64_t batch_schedule_train_iters(const BatchSchedule *b, int64_t train_samples) {
+    int64_t iterations = 0, consumed = 0;
+    if (b->rampup_start > 0)
+        while (consumed <= b->rampup_samples && consumed <= train_samples) {
+            consumed += batch_schedule_global_batch(b, consumed);
+            iterations++;
+        }
+    if (train_samples > consumed) iterations += (train_samples - consumed) / b->global_batch_size;
+    return iterations;
+}
