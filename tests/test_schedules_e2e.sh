@@ -15,10 +15,10 @@ source "$(dirname "$0")/e2e_common.sh"
 make_corpus "$PREPROCESS" "schedule"
 
 COMMON=(--num-layers 2 --hidden-size 16 --num-attention-heads 2 --seq-length 16
-        --micro-batch-size 2 --global-batch-size 16 --hidden-dropout 0 --attention-dropout 0
+        --micro-batch-size 2 --hidden-dropout 0 --attention-dropout 0
         --tokenizer-type ByteTokenizer --data-path "$WORK/c_text_document.h5" --split 90,10,0
         --eval-iters 0 --device cpu --log-interval 1 --lr 1e-3)
-ARGS=("${COMMON[@]}" --train-samples 96 --rampup-batch-size 4 4 32 --min-lr 1e-4 --lr-warmup-samples 8 --lr-decay-style WSD
+ARGS=("${COMMON[@]}" --global-batch-size 16 --train-samples 96 --rampup-batch-size 4 4 32 --min-lr 1e-4 --lr-warmup-samples 8 --lr-decay-style WSD
       --lr-wsd-decay-style cosine --lr-wsd-decay-samples 32
       --weight-decay-incr-style linear --start-weight-decay 0 --end-weight-decay 0.1)
 
@@ -64,6 +64,16 @@ mpi_ranks 2 --load "$WORK/ckpt" --save "$WORK/ckpt" --metrics-file "$WORK/rest.j
 tail -n 4 "$WORK/dp2.jsonl" > "$WORK/dp2.tail.jsonl"
 compare "resumed mid-ramp" "$WORK/dp2.tail.jsonl" "$WORK/rest.jsonl" --rtol 0 || fail "the resumed run left the full run's trajectory"
 
+# The ramp reads the samples in order: its first three iterations (batch 4)
+# are those of a constant batch of 4 with the same constant learning rate.
+# plain NP ARGS...: pretrain_gpt on NP ranks with ARGS only.
+plain() { local np=$1; shift; timeout 120 "$MPIEXEC" --oversubscribe -np "$np" "$PRETRAIN" "$@"; }
+plain 2 "${COMMON[@]}" --global-batch-size 16 --train-samples 96 --rampup-batch-size 4 4 32 --lr-decay-style constant \
+    --exit-interval 3 --metrics-file "$WORK/ramp3.jsonl" > "$WORK/ramp3.log" 2>&1 || { cat "$WORK/ramp3.log"; fail "ramp, 3 iterations"; }
+plain 2 "${COMMON[@]}" --global-batch-size 4 --train-iters 3 --lr-decay-style constant \
+    --metrics-file "$WORK/const4.jsonl" > "$WORK/const4.log" 2>&1 || { cat "$WORK/const4.log"; fail "batch 4, 3 iterations"; }
+compare "ramp's first batches" "$WORK/const4.jsonl" "$WORK/ramp3.jsonl" --rtol 0 || fail "the ramp's first iterations read other samples"
+
 # Bad schedules: one error naming the flag, nothing trained.
 bad() {
     local name=$1 regex=$2
@@ -78,7 +88,7 @@ bad() {
 BASE=("${ARGS[@]}")
 bad both "exactly one of --train-iters N and --train-samples N" "${BASE[@]}" --train-iters 5
 bad ramp_iters "--rampup-batch-size belongs to a sample-based run" "${COMMON[@]}" --train-iters 5 \
-    --rampup-batch-size 4 4 32
+    --global-batch-size 16 --rampup-batch-size 4 4 32
 bad ramp_shape "--rampup-batch-size takes three positive integers" "${BASE[@]}" --rampup-batch-size 4 4
 bad ramp_reach "the ramp from 6 in steps of 4 must reach --global-batch-size 16" "${BASE[@]}" --rampup-batch-size 6 4 32
 bad ramp_multiple "START and INCREMENT must be multiples of --micro-batch-size 4" "${BASE[@]}" --micro-batch-size 4 --rampup-batch-size 2 2 32
