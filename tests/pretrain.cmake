@@ -7,3 +7,7 @@ add_test(NAME test_schedules_e2e
           $<TARGET_FILE:pretrain_gpt> $<TARGET_FILE:preprocess_data>)
 set_tests_properties(test_schedules_e2e PROPERTIES TIMEOUT 300
   ENVIRONMENT "OPENBLAS_NUM_THREADS=1;OMPI_MCA_rmaps_base_oversubscribe=1")
+add_test(NAME test_megatron_flags
+  COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/test_megatron_flags.sh $<TARGET_FILE:pretrain_gpt>
+          $<TARGET_FILE:preprocess_data>)
+set_tests_properties(test_megatron_flags PROPERTIES TIMEOUT 120 ENVIRONMENT "OPENBLAS_NUM_THREADS=1")

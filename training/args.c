@@ -107,6 +107,33 @@ static const FlagSpec TRAIN_FLAGS[] = {
     {"eval-iters", FLAG_INT64, OPT(eval_iters), "100", "N", "Global batches per evaluation (0 disables evaluation).", "logging", false},
     {"trace-schedule", FLAG_STRING, OPT(trace_schedule), NULL, "PREFIX", "Write each rank's pipeline operations (forward/backward/send/receive with micro-batch ids) to PREFIX.rank<R>.", "logging", false},
     {"metrics-file", FLAG_STRING, OPT(metrics_file), NULL, "PATH", "Append one JSON object per iteration to PATH.", "logging", false},
+    /* Megatron's implementation switches: accepted, no effect (MegatronCompatArgs) */
+#define COMPAT(field) OPT(compat.field)
+#define NO_EFFECT "megatron switches without effect here"
+    {"use-mcore-models", FLAG_SWITCH, COMPAT(use_mcore_models), NULL, NULL, "Megatron-core's GPT model is the only one gpt3d has (its parameter names, its layouts).", NO_EFFECT, false},
+    {"transformer-impl", FLAG_STRING, COMPAT(transformer_impl), "transformer_engine", "IMPL", "local, transformer_engine or inference_optimized: gpt3d's layers are its own C and CUDA code either way.", NO_EFFECT, false},
+    {"use-flash-attn", FLAG_SWITCH, COMPAT(use_flash_attn), NULL, NULL, "The attention kernel is the backend's own; no external flash-attention library is used.", NO_EFFECT, false},
+    {"attention-backend", FLAG_STRING, COMPAT(attention_backend), "auto", "B", "flash, fused, unfused, local or auto: the backend has one attention implementation.", NO_EFFECT, false},
+    {"no-masked-softmax-fusion", FLAG_SWITCH, COMPAT(no_masked_softmax_fusion), NULL, NULL, "PyTorch kernel fusion switch: the kernels here are fixed, and results do not depend on fusion.", NO_EFFECT, false},
+    {"no-bias-gelu-fusion", FLAG_SWITCH, COMPAT(no_bias_gelu_fusion), NULL, NULL, "PyTorch kernel fusion switch (see --no-masked-softmax-fusion).", NO_EFFECT, false},
+    {"no-bias-swiglu-fusion", FLAG_SWITCH, COMPAT(no_bias_swiglu_fusion), NULL, NULL, "PyTorch kernel fusion switch (see --no-masked-softmax-fusion).", NO_EFFECT, false},
+    {"no-bias-dropout-fusion", FLAG_SWITCH, COMPAT(no_bias_dropout_fusion), NULL, NULL, "PyTorch kernel fusion switch (see --no-masked-softmax-fusion).", NO_EFFECT, false},
+    {"no-rope-fusion", FLAG_SWITCH, COMPAT(no_rope_fusion), NULL, NULL, "PyTorch kernel fusion switch (see --no-masked-softmax-fusion).", NO_EFFECT, false},
+    {"no-gradient-accumulation-fusion", FLAG_SWITCH, COMPAT(no_gradient_accumulation_fusion), NULL, NULL, "Weight gradients always accumulate into the fp32 gradient buffer.", NO_EFFECT, false},
+    {"no-gradient-reduce-div-fusion", FLAG_SWITCH, COMPAT(no_gradient_reduce_div_fusion), NULL, NULL, "The loss is scaled by the global batch before backward, so no division follows the reduction.", NO_EFFECT, false},
+    {"cross-entropy-loss-fusion", FLAG_SWITCH, COMPAT(cross_entropy_loss_fusion), NULL, NULL, "The cross entropy is always the backend's own vocabulary-parallel kernel.", NO_EFFECT, false},
+    {"no-persist-layer-norm", FLAG_SWITCH, COMPAT(no_persist_layer_norm), NULL, NULL, "Apex's persistent layer-norm kernel does not exist here.", NO_EFFECT, false},
+    {"num-workers", FLAG_INT, COMPAT(num_workers), "2", "N", "PyTorch data-loader worker processes: samples are read from memory-mapped shards in the training process.", NO_EFFECT, false},
+    {"no-mmap-bin-files", FLAG_SWITCH, COMPAT(no_mmap_bin_files), NULL, NULL, "Token data is read by gpt3d's own data module; there is no choice of reader to make.", NO_EFFECT, false},
+    {"no-create-attention-mask-in-dataloader", FLAG_SWITCH, COMPAT(no_create_attention_mask_in_dataloader), NULL, NULL, "The causal mask is implied by the attention kernel; none is built in the data path.", NO_EFFECT, false},
+    {"manual-gc", FLAG_SWITCH, COMPAT(manual_gc), NULL, NULL, "Python garbage collection: C has none.", NO_EFFECT, false},
+    {"manual-gc-interval", FLAG_INT64, COMPAT(manual_gc_interval), "0", "N", "Python garbage collection (see --manual-gc).", NO_EFFECT, false},
+    {"empty-unused-memory-level", FLAG_INT, COMPAT(empty_unused_memory_level), "0", "L", "0, 1 or 2: PyTorch's caching allocator; buffers here are allocated once at start.", NO_EFFECT, false},
+    {"distributed-backend", FLAG_STRING, COMPAT(distributed_backend), "nccl", "B", "nccl or gloo: torch.distributed's backend; gpt3d's ranks communicate as --comm says.", NO_EFFECT, false},
+    {"context-parallel-size", FLAG_INT, COMPAT(context_parallel_size), "1", "CP", "Context parallelism is not built yet: only 1 is accepted.", "parallelism", false},
+    {"expert-model-parallel-size", FLAG_INT, COMPAT(expert_model_parallel_size), "1", "EP", "Expert parallelism (mixture of experts) is not built yet: only 1 is accepted.", "parallelism", false},
+#undef NO_EFFECT
+#undef COMPAT
 };
 
 #define NUM_TRAIN_FLAGS ((int)(sizeof TRAIN_FLAGS / sizeof TRAIN_FLAGS[0]))
@@ -258,6 +285,35 @@ static bool check_training(const TrainArgs *a, char *err, size_t err_size) {
     return true;
 }
 
+/* The accepted Megatron switches still take only Megatron's values. */
+static bool check_compat(const MegatronCompatArgs *c, char *err, size_t err_size) {
+    static const char *const BACKENDS[] = {"flash", "fused", "unfused", "local", "auto", NULL};
+    static const char *const IMPLS[] = {"local", "transformer_engine", "inference_optimized", NULL};
+    static const char *const DIST[] = {"nccl", "gloo", NULL};
+    if (optimizer_style_index(BACKENDS, c->attention_backend) < 0)
+        FAIL("--attention-backend %s: Megatron's choices are flash, fused, unfused, local, auto",
+             c->attention_backend);
+    if (optimizer_style_index(IMPLS, c->transformer_impl) < 0)
+        FAIL("--transformer-impl %s: Megatron's choices are local, transformer_engine, "
+             "inference_optimized",
+             c->transformer_impl);
+    if (optimizer_style_index(DIST, c->distributed_backend) < 0)
+        FAIL("--distributed-backend %s: Megatron's choices are nccl, gloo (gpt3d's own choice "
+             "is --comm)",
+             c->distributed_backend);
+    if (c->num_workers < 0) FAIL("--num-workers must be >= 0 (got %d)", c->num_workers);
+    if (c->empty_unused_memory_level < 0 || c->empty_unused_memory_level > 2)
+        FAIL("--empty-unused-memory-level must be 0, 1 or 2 (got %d)", c->empty_unused_memory_level);
+    if (c->context_parallel_size != 1)
+        FAIL("--context-parallel-size %d: context parallelism is not built yet; use 1 (split "
+             "long sequences with --tensor-model-parallel-size and --sequence-parallel meanwhile)",
+             c->context_parallel_size);
+    if (c->expert_model_parallel_size != 1)
+        FAIL("--expert-model-parallel-size %d: mixture of experts is not built yet; use 1",
+             c->expert_model_parallel_size);
+    return true;
+}
+
 static bool check_io(const TrainArgs *a, char *err, size_t err_size) {
     if (a->data_path.count == 0 && a->train_data_path.count == 0)
         FAIL("no training data: give --data-path (divided by --split) or --train-data-path");
@@ -309,6 +365,7 @@ bool args_parse(TrainArgs *a, FlagParser *parser, int argc, char **argv, int wor
     a->ddp_bucket_size_given = flags_was_set(parser, "ddp-bucket-size");
     if (!check_model(a, err, err_size) || !resolve_architecture(a, err, err_size) ||
         !check_training(a, err, err_size) || !args_resolve_schedule(a, parser, err, err_size) ||
+        !check_compat(&a->compat, err, err_size) ||
         !check_io(a, err, err_size))
         return false;
     a->num_microbatches = a->global_batch_size / (a->micro_batch_size * a->data_parallel_size);

@@ -24,6 +24,22 @@
 #include "optimizer/optimizer.h"
 #include "training/batch_schedule.h"
 
+/* Megatron flags that choose among Megatron's own implementations or its
+ * Python-side behaviour: accepted so recipes run unchanged, checked for
+ * Megatron's values, without effect here (each --help line says why). */
+typedef struct {
+    bool use_mcore_models, use_flash_attn, manual_gc, no_mmap_bin_files;
+    bool no_create_attention_mask_in_dataloader, no_persist_layer_norm;
+    bool no_masked_softmax_fusion, no_bias_gelu_fusion, no_bias_swiglu_fusion;
+    bool no_bias_dropout_fusion, no_rope_fusion, no_gradient_accumulation_fusion;
+    bool no_gradient_reduce_div_fusion, cross_entropy_loss_fusion;
+    char *attention_backend, *transformer_impl, *distributed_backend;
+    int num_workers, empty_unused_memory_level;
+    int64_t manual_gc_interval;
+    /* Parallelism not built yet: only 1 is accepted. */
+    int context_parallel_size, expert_model_parallel_size;
+} MegatronCompatArgs;
+
 typedef struct {
     /* The model as the flags give it (the vocabulary sizes and the seed are
      * filled in by the trainer from the data and --seed). */
@@ -73,6 +89,8 @@ typedef struct {
     int64_t log_interval, eval_interval, eval_iters;
     char *metrics_file;
     char *trace_schedule;
+
+    MegatronCompatArgs compat;
 
     /* derived */
     int data_parallel_size;

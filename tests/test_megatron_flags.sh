@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# Megatron's implementation switches (fusions, attention backend, data
+# loader workers, garbage collection, ...): a run that gives all of them
+# trains exactly as one that gives none; their values are still checked
+# against Megatron's choices; context and expert parallelism other than 1
+# are refused naming what is missing.
+# Usage: test_megatron_flags.sh PRETRAIN PREPROCESS
+set -u
+PRETRAIN=$1
+PREPROCESS=$2
+source "$(dirname "$0")/e2e_common.sh"
+make_corpus "$PREPROCESS" "flags"
+
+ARGS=(--num-layers 2 --hidden-size 16 --num-attention-heads 2 --seq-length 16
+      --micro-batch-size 2 --global-batch-size 4 --train-iters 3 --lr 1e-3
+      --tokenizer-type ByteTokenizer --data-path "$WORK/c_text_document.h5" --split 90,10,0
+      --eval-iters 1 --eval-interval 3 --device cpu --log-interval 1)
+SWITCHES=(--use-mcore-models --transformer-impl local --use-flash-attn --attention-backend flash
+          --no-masked-softmax-fusion --no-bias-gelu-fusion --no-bias-swiglu-fusion
+          --no-bias-dropout-fusion --no-rope-fusion --no-gradient-accumulation-fusion
+          --no-gradient-reduce-div-fusion --cross-entropy-loss-fusion --no-persist-layer-norm
+          --num-workers 8 --no-mmap-bin-files --no-create-attention-mask-in-dataloader
+          --manual-gc --manual-gc-interval 100 --empty-unused-memory-level 1
+          --distributed-backend nccl --context-parallel-size 1 --expert-model-parallel-size 1)
+
+"$PRETRAIN" "${ARGS[@]}" --metrics-file "$WORK/plain.jsonl" > "$WORK/plain.log" 2>&1 || { cat "$WORK/plain.log"; fail "plain run"; }
+"$PRETRAIN" "${ARGS[@]}" "${SWITCHES[@]}" --metrics-file "$WORK/switches.jsonl" > "$WORK/switches.log" 2>&1 \
+    || { cat "$WORK/switches.log"; fail "run with Megatron's switches"; }
+compare "Megatron's switches" "$WORK/plain.jsonl" "$WORK/switches.jsonl" --rtol 0 || fail "the switches changed the run"
+"$PRETRAIN" --help | grep -A1 -- "--no-masked-softmax-fusion" | grep -q "PyTorch kernel fusion" \
+    || fail "--help does not say why --no-masked-softmax-fusion has no effect"
+
+bad() {
+    local name=$1 regex=$2
+    shift 2
+    "$PRETRAIN" "${ARGS[@]}" "$@" > "$WORK/$name.log" 2>&1
+    [ $? -ne 0 ] || fail "$name: exit status 0"
+    one_error "$name" "$WORK/$name.log" "$regex"
+    echo "  $name: $(grep '^error:' "$WORK/$name.log")"
+}
+bad attention_backend "--attention-backend cudnn: Megatron's choices are flash, fused, unfused, local, auto" --attention-backend cudnn
+bad transformer_impl "--transformer-impl te: Megatron's choices are local, transformer_engine" --transformer-impl te
+bad distributed_backend "--distributed-backend mpi: Megatron's choices are nccl, gloo" --distributed-backend mpi
+bad workers "--num-workers must be >= 0" --num-workers -1
+bad memory_level "--empty-unused-memory-level must be 0, 1 or 2" --empty-unused-memory-level 3
+bad context "--context-parallel-size 2: context parallelism is not built yet; use 1" --context-parallel-size 2
+bad experts "--expert-model-parallel-size 4: mixture of experts is not built yet; use 1" --expert-model-parallel-size 4
+
+if [ $failures -ne 0 ]; then
+    echo "test_megatron_flags: $failures failure(s)"
+    exit 1
+fi
+echo "test_megatron_flags: ok"
