@@ -55,7 +55,8 @@ int main(int argc, char **argv) {
     FlagParser parser;
     bool wants_help = false;
     char err[2048] = "";
-    bool ok = args_parse(&args, &parser, argc, argv, world_size, &wants_help, err, sizeof err);
+    bool ok = args_parse(&args, &parser, argc, argv, world_size, &wants_help, err, sizeof err) &&
+              parallel_state_check_launcher(world_size, err, sizeof err);
     if (wants_help) {
         if (rank == 0) args_print_help(stdout);
         args_free(&args, &parser);

@@ -125,4 +125,10 @@ void parallel_state_all_gather(const ParallelState *ps, MPI_Comm comm, const voi
 bool parallel_state_agree(MPI_Comm world, bool ok, double timeout_s, char *err,
                           size_t err_size);
 
+/* False with the mpirun and srun command lines when the environment says
+ * the job was launched as several processes (torchrun's WORLD_SIZE,
+ * Slurm's SLURM_NTASKS) but MPI sees one, i.e. each launched copy would
+ * train alone (launcher.c). */
+bool parallel_state_check_launcher(int mpi_world_size, char *err, size_t err_size);
+
 #endif

@@ -3,11 +3,14 @@
 # loader workers, garbage collection, ...): a run that gives all of them
 # trains exactly as one that gives none; their values are still checked
 # against Megatron's choices; context and expert parallelism other than 1
-# are refused naming what is missing.
-# Usage: test_megatron_flags.sh PRETRAIN PREPROCESS
+# are refused naming what is missing. A process that torchrun or Slurm
+# announce as one of several but that MPI sees alone stops with the mpirun
+# and srun command lines.
+# Usage: test_megatron_flags.sh PRETRAIN PREPROCESS MPIEXEC
 set -u
 PRETRAIN=$1
 PREPROCESS=$2
+MPIEXEC=$3
 source "$(dirname "$0")/e2e_common.sh"
 make_corpus "$PREPROCESS" "flags"
 
@@ -45,6 +48,22 @@ bad workers "--num-workers must be >= 0" --num-workers -1
 bad memory_level "--empty-unused-memory-level must be 0, 1 or 2" --empty-unused-memory-level 3
 bad context "--context-parallel-size 2: context parallelism is not built yet; use 1" --context-parallel-size 2
 bad experts "--expert-model-parallel-size 4: mixture of experts is not built yet; use 1" --expert-model-parallel-size 4
+
+# Launchers: torchrun's and Slurm's process counts without MPI ranks.
+launcher() {
+    local name=$1
+    shift
+    env -u OMPI_COMM_WORLD_SIZE "$@" "$PRETRAIN" "${ARGS[@]}" > "$WORK/$name.log" 2>&1
+    [ $? -eq 2 ] || fail "$name: exit status not 2"
+    one_error "$name" "$WORK/$name.log" "srun --mpi=pmix -n ([0-9]+) pretrain_gpt"
+    grep -q "iteration " "$WORK/$name.log" && fail "$name: it trained"
+    echo "  $name: $(grep '^error:' "$WORK/$name.log" | cut -c1-110)..."
+}
+launcher torchrun WORLD_SIZE=4 RANK=0 LOCAL_RANK=0
+launcher slurm SLURM_NTASKS=8 SLURM_PROCID=0
+grep -q "WORLD_SIZE=4 (set by torchrun).*mpirun -np 4" "$WORK/torchrun.log" || fail "torchrun: the message lacks the mpirun line"
+SLURM_NTASKS=8 "$MPIEXEC" -np 1 "$PRETRAIN" "${ARGS[@]}" > "$WORK/np1.log" 2>&1 \
+    || { cat "$WORK/np1.log"; fail "mpirun -np 1 inside a Slurm allocation was refused"; }
 
 if [ $failures -ne 0 ]; then
     echo "test_megatron_flags: $failures failure(s)"
