@@ -104,6 +104,12 @@ bool checkpoint_publish_with_hook(const char *save_dir, int64_t iteration,
                                   CheckpointPublishHook hook, void *ctx, char *err,
                                   size_t err_size);
 
+/* Megatron's converters write "release" into the tracker and the
+ * checkpoint into DIR/release: weights to start a run from, at iteration 0,
+ * without optimizer state. True when load_dir's tracker says so. */
+#define CHECKPOINT_RELEASE_DIR "release"
+bool checkpoint_tracker_is_release(const char *load_dir);
+
 /* Reads latest_checkpointed_iteration.txt alone. Returns false (err empty)
  * when there is none; false with a message when it is malformed or names a
  * missing directory. Runs and tools resume with checkpoint_find_resume. */
@@ -169,6 +175,9 @@ typedef struct CheckpointReader CheckpointReader;
 
 CheckpointReader *checkpoint_open(const char *load_dir, int64_t iteration, char *err,
                                   size_t err_size);
+/* The checkpoint in load_dir/release, whatever iteration its metadata
+ * records. */
+CheckpointReader *checkpoint_open_release(const char *load_dir, char *err, size_t err_size);
 void checkpoint_close(CheckpointReader *r);
 const CheckpointMeta *checkpoint_meta(const CheckpointReader *r);
 /* Canonical shape of a parameter; false when the checkpoint lacks it. */

@@ -395,6 +395,21 @@ CkptTracker ckpt_read_tracker(const char *dir, int64_t *iteration, char *why, si
     return CKPT_TRACKER_OK;
 }
 
+bool checkpoint_tracker_is_release(const char *load_dir) {
+    char path[CKPT_PATH_MAX], text[16] = "";
+    if (!load_dir || !ckpt_path(path, sizeof path, NULL, 0, "%s/%s", load_dir, CKPT_LATEST_FILE))
+        return false;
+    FILE *f = fopen(path, "r");
+    if (!f) return false;
+    const size_t n = fread(text, 1, sizeof text - 1, f);
+    fclose(f);
+    text[n] = '\0';
+    size_t end = n;
+    while (end > 0 && (text[end - 1] == '\n' || text[end - 1] == '\r' || text[end - 1] == ' '))
+        text[--end] = '\0';
+    return !strcmp(text, "release");
+}
+
 bool checkpoint_find_latest(const char *load_dir, int64_t *iteration, char *err, size_t err_size) {
     ckpt_set_err(err, err_size, "%s", "");
     if (!load_dir || !*load_dir) return false;

@@ -335,6 +335,19 @@ static bool group_params(CheckpointReader *r, char *err, size_t err_size) {
 
 /* --- public API ---------------------------------------------------------- */
 
+/* A reader on the checkpoint in r->dir; expected_iteration < 0: any. */
+static CheckpointReader *open_dir(CheckpointReader *r, int64_t expected_iteration, char *err,
+                                  size_t err_size);
+
+static CheckpointReader *new_reader(void) {
+    CheckpointReader *r = xcalloc(1, sizeof *r);
+    for (int i = 0; i < READER_OPEN_FILES; i++) {
+        r->open[i].file = -1;
+        r->open[i].raw.fd = r->open[i].raw.direct_fd = -1;
+    }
+    return r;
+}
+
 CheckpointReader *checkpoint_open(const char *load_dir, int64_t iteration, char *err,
                                   size_t err_size) {
     ckpt_set_err(err, err_size, "%s", "");
@@ -342,11 +355,7 @@ CheckpointReader *checkpoint_open(const char *load_dir, int64_t iteration, char 
         ckpt_set_err(err, err_size, "checkpoint_open: no --load directory or negative iteration");
         return NULL;
     }
-    CheckpointReader *r = xcalloc(1, sizeof *r);
-    for (int i = 0; i < READER_OPEN_FILES; i++) {
-        r->open[i].file = -1;
-        r->open[i].raw.fd = r->open[i].raw.direct_fd = -1;
-    }
+    CheckpointReader *r = new_reader();
     if (!ckpt_resolve_iter_dir(r->dir, sizeof r->dir, load_dir, iteration)) {
         checkpoint_iter_dir(r->dir, sizeof r->dir, load_dir, iteration);
         ckpt_set_err(err, err_size, "checkpoint directory '%s' does not exist (check --load)",
@@ -354,11 +363,34 @@ CheckpointReader *checkpoint_open(const char *load_dir, int64_t iteration, char 
         checkpoint_close(r);
         return NULL;
     }
+    return open_dir(r, iteration, err, err_size);
+}
+
+CheckpointReader *checkpoint_open_release(const char *load_dir, char *err, size_t err_size) {
+    ckpt_set_err(err, err_size, "%s", "");
+    CheckpointReader *r = new_reader();
+    if (!ckpt_path(r->dir, sizeof r->dir, err, err_size, "%s/%s", load_dir, CHECKPOINT_RELEASE_DIR)) {
+        checkpoint_close(r);
+        return NULL;
+    }
+    if (!ckpt_is_dir(r->dir)) {
+        ckpt_set_err(err, err_size,
+                     "'%s/%s' says release, but '%s' is not a directory: a release tracker names "
+                     "the checkpoint in DIR/release",
+                     load_dir, CKPT_LATEST_FILE, r->dir);
+        checkpoint_close(r);
+        return NULL;
+    }
+    return open_dir(r, -1, err, err_size);
+}
+
+static CheckpointReader *open_dir(CheckpointReader *r, int64_t iteration, char *err,
+                                  size_t err_size) {
     char meta_path[CKPT_PATH_MAX];
     bool ok = ckpt_path(meta_path, sizeof meta_path, err, err_size, "%s/%s", r->dir,
                         CKPT_META_FILE) &&
               ckpt_meta_read_file(meta_path, &r->meta, err, err_size);
-    if (ok && r->meta.iteration != iteration) {
+    if (ok && iteration >= 0 && r->meta.iteration != iteration) {
         ckpt_set_err(err, err_size, "'%s' says iteration %" PRId64 " but lies in the directory of iteration %" PRId64,
                      meta_path, r->meta.iteration, iteration);
         ok = false;

@@ -152,13 +152,18 @@ static bool check_params(ExportSource *src, char *err, size_t err_size) {
 bool export_source_open(ExportSource *src, const char *load_dir, int64_t iteration, char *err,
                         size_t err_size) {
     memset(src, 0, sizeof *src);
-    char note[2048];
-    if (!checkpoint_resolve_iteration(load_dir, iteration >= 0, iteration, &iteration, note,
-                                      sizeof note, err, err_size))
-        return false;
-    if (note[0]) fprintf(stderr, "note: %s\n", note); /* a recovery is never silent */
-    checkpoint_iter_dir(src->dir, sizeof src->dir, load_dir, iteration);
-    src->reader = checkpoint_open(load_dir, iteration, err, err_size);
+    if (iteration < 0 && checkpoint_tracker_is_release(load_dir)) {
+        snprintf(src->dir, sizeof src->dir, "%s/%s", load_dir, CHECKPOINT_RELEASE_DIR);
+        src->reader = checkpoint_open_release(load_dir, err, err_size);
+    } else {
+        char note[2048];
+        if (!checkpoint_resolve_iteration(load_dir, iteration >= 0, iteration, &iteration, note,
+                                          sizeof note, err, err_size))
+            return false;
+        if (note[0]) fprintf(stderr, "note: %s\n", note); /* a recovery is never silent */
+        checkpoint_iter_dir(src->dir, sizeof src->dir, load_dir, iteration);
+        src->reader = checkpoint_open(load_dir, iteration, err, err_size);
+    }
     if (!src->reader) return false;
     src->meta = *checkpoint_meta(src->reader);
     src->shape = src->meta.model;

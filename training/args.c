@@ -101,6 +101,10 @@ static const FlagSpec TRAIN_FLAGS[] = {
     {"exit-duration-in-mins", FLAG_DOUBLE, OPT(exit_duration_in_mins), "0", "MIN", "Save (with --save) and exit 0 once training has run this long (0: no limit).", "checkpointing", false},
     {"no-load-optim", FLAG_SWITCH, OPT(no_load_optim), NULL, NULL, "Load weights and iteration but not the optimizer state.", "checkpointing", false},
     {"finetune", FLAG_SWITCH, OPT(finetune), NULL, NULL, "Load weights only and start at iteration 0 with fresh optimizer state.", "checkpointing", false},
+    {"no-save-optim", FLAG_SWITCH, OPT(no_save_optim), NULL, NULL, "Save weights only (a third of the bytes); resuming such a checkpoint needs --no-load-optim or --finetune.", "checkpointing", false},
+    {"no-load-rng", FLAG_SWITCH, OPT(no_load_rng), NULL, NULL, "Accepted for Megatron compatibility: gpt3d's random numbers are pure functions of (--seed, iteration, coordinates), so a checkpoint holds no RNG state to load.", "checkpointing", false},
+    {"ckpt-step", FLAG_INT64, OPT(ckpt_step), NULL, "N", "Load the checkpoint of iteration N from --load instead of the newest.", "checkpointing", false},
+    {"ckpt-format", FLAG_STRING, OPT(ckpt_format), "gpt3d", "FORMAT", "gpt3d only: HDF5 rank files in canonical layout that load at any TP/PP/DP (Megatron's torch, torch_dist, zarr, ... are not read or written; bring Megatron-trained weights over through Hugging Face with tools/import_hf).", "checkpointing", false},
     /* logging */
     {"log-interval", FLAG_INT64, OPT(log_interval), "100", "N", "Print a progress line every N iterations.", "logging", false},
     {"eval-interval", FLAG_INT64, OPT(eval_interval), "1000", "N", "Evaluate on the validation split every N iterations (and at the end).", "logging", false},
@@ -330,6 +334,13 @@ static bool check_io(const TrainArgs *a, char *err, size_t err_size) {
         FAIL("--async-save needs --save DIR (where to write the checkpoints)");
     if (a->exit_interval < 0) FAIL("--exit-interval must be >= 0");
     if (!(a->exit_duration_in_mins >= 0)) FAIL("--exit-duration-in-mins must be >= 0");
+    if (strcmp(a->ckpt_format, "gpt3d"))
+        FAIL("--ckpt-format %s: gpt3d reads and writes only its own format (HDF5 rank files that "
+             "load at any layout); drop the flag, and bring Megatron-trained weights over through "
+             "their Hugging Face form with tools/import_hf",
+             a->ckpt_format);
+    if (a->ckpt_step_given && (!a->load || a->ckpt_step < 0))
+        FAIL("--ckpt-step %lld needs --load DIR and an iteration >= 0", (long long)a->ckpt_step);
     if ((a->finetune || a->no_load_optim) && !a->load)
         FAIL("--%s needs --load DIR (the checkpoint to start from)",
              a->finetune ? "finetune" : "no-load-optim");
@@ -363,6 +374,7 @@ bool args_parse(TrainArgs *a, FlagParser *parser, int argc, char **argv, int wor
     if (!flags_was_set(parser, "global-batch-size"))
         a->global_batch_size = a->micro_batch_size * a->data_parallel_size;
     a->ddp_bucket_size_given = flags_was_set(parser, "ddp-bucket-size");
+    a->ckpt_step_given = flags_was_set(parser, "ckpt-step");
     if (!check_model(a, err, err_size) || !resolve_architecture(a, err, err_size) ||
         !check_training(a, err, err_size) || !args_resolve_schedule(a, parser, err, err_size) ||
         !check_compat(&a->compat, err, err_size) ||

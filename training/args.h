@@ -81,7 +81,10 @@ typedef struct {
     /* checkpoints */
     char *save, *load;
     int64_t save_interval, exit_interval;
-    bool no_load_optim, finetune;
+    bool no_load_optim, finetune, no_save_optim, no_load_rng;
+    int64_t ckpt_step;
+    bool ckpt_step_given;
+    char *ckpt_format;
     bool exit_signal_handler;
     bool async_save;
     double exit_duration_in_mins;

@@ -40,7 +40,7 @@ static void fill_meta(const Trainer *t, CheckpointMeta *m) {
     m->pipeline_model_parallel_size = t->ps->pp_size;
     m->data_parallel_size = t->ps->dp_size;
     m->world_size = t->ps->world_size;
-    m->has_optimizer_state = true;
+    m->has_optimizer_state = !t->args->no_save_optim;
     snprintf(m->data_description, sizeof m->data_description, "%s",
              blended_dataset_description(t->train_ds));
     snprintf(m->tokenizer_type, sizeof m->tokenizer_type, "%s", t->tokenizer_type);
@@ -81,9 +81,10 @@ static CheckpointInterval *shard_intervals(Trainer *t, float *host, int *count, 
         c->begin = sh[i].canonical_begin;
         c->end = sh[i].canonical_end;
         c->weight = state[0];
-        c->exp_avg = state[1];
-        c->exp_avg_sq = state[2];
-        *bytes += 3.0 * sizeof(float) * (double)(c->end - c->begin);
+        const bool moments = !t->args->no_save_optim;
+        c->exp_avg = moments ? state[1] : NULL;
+        c->exp_avg_sq = moments ? state[2] : NULL;
+        *bytes += (moments ? 3.0 : 1.0) * sizeof(float) * (double)(c->end - c->begin);
     }
     *count = n;
     return iv;
@@ -341,12 +342,16 @@ static bool load_checkpoint(Trainer *t, bool *loaded, char *note, size_t note_si
                  a->load);
         return true;
     }
-    CheckpointReader *r = checkpoint_open(a->load, iteration, err, err_size);
+    /* A release checkpoint starts a run, as --finetune does (Megatron). */
+    const bool release = t->resume_release, restart = a->finetune || release;
+    CheckpointReader *r = release ? checkpoint_open_release(a->load, err, err_size)
+                                  : checkpoint_open(a->load, iteration, err, err_size);
     if (!r) return false;
     char where[sizeof t->last_checkpoint];
-    checkpoint_iter_dir(where, sizeof where, a->load, iteration);
+    if (release) snprintf(where, sizeof where, "%s/%s", a->load, CHECKPOINT_RELEASE_DIR);
+    else checkpoint_iter_dir(where, sizeof where, a->load, iteration);
     const CheckpointMeta *m = checkpoint_meta(r);
-    const bool with_moments = !a->finetune && !a->no_load_optim;
+    const bool with_moments = !restart && !a->no_load_optim;
     bool ok = check_shape(m, &t->cfg, where, err, err_size);
     if (ok && with_moments && !m->has_optimizer_state)
         ok = (snprintf(err, err_size,
@@ -357,8 +362,8 @@ static bool load_checkpoint(Trainer *t, bool *loaded, char *note, size_t note_si
     if (ok) ok = read_state(t, r, with_moments, where, &bytes, err, err_size);
     const double seconds = timer_now_s() - start;
     if (ok) {
-        t->iteration = a->finetune ? 0 : m->iteration;
-        t->consumed_samples = a->finetune ? 0 : m->consumed_train_samples;
+        t->iteration = restart ? 0 : m->iteration;
+        t->consumed_samples = restart ? 0 : m->consumed_train_samples;
         distrib_optimizer_set_step_count(t->opt, with_moments ? m->optimizer_step : 0);
         snprintf(t->last_checkpoint, sizeof t->last_checkpoint, "%s", where);
         t->last_checkpoint_root = a->load;
@@ -367,7 +372,8 @@ static bool load_checkpoint(Trainer *t, bool *loaded, char *note, size_t note_si
                  "loaded checkpoint %s (iteration %lld, saved at TP %d PP %d DP %d)%s", where,
                  (long long)m->iteration, m->tensor_model_parallel_size,
                  m->pipeline_model_parallel_size, m->data_parallel_size,
-                 a->finetune ? " for finetuning from iteration 0"
+                 release ? " (a release checkpoint: weights only, training from iteration 0)"
+                 : a->finetune ? " for finetuning from iteration 0"
                              : (a->no_load_optim ? " without optimizer state" : ""));
         const size_t n = strlen(note);
         snprintf(note + n, note_size - n, "\ncheckpoint read: rank %d read %.1f MB in %.2f s, %.0f MB/s",
@@ -419,7 +425,17 @@ static bool prepare_on_root(Trainer *t, int64_t *resume, char *err, size_t err_s
         if (!t->save_lock) return false;
         if (note[0]) printf("note: %s\n", note);
     }
-    if (a->load && checkpoint_find_resume(a->load, resume, note, sizeof note, err, err_size)) {
+    if (a->load && checkpoint_tracker_is_release(a->load)) {
+        t->resume_release = true;
+        *resume = 0;
+    } else if (a->load && a->ckpt_step_given) {
+        char why[1024];
+        if (!checkpoint_is_complete(a->load, a->ckpt_step, why, sizeof why))
+            FAIL("--ckpt-step %lld: the checkpoint of that iteration in --load %s does not load "
+                 "(%s)",
+                 (long long)a->ckpt_step, a->load, why);
+        *resume = a->ckpt_step;
+    } else if (a->load && checkpoint_find_resume(a->load, resume, note, sizeof note, err, err_size)) {
         if (note[0]) printf("note: %s\n", note);
     } else if (err[0]) {
         return false;
@@ -429,7 +445,7 @@ static bool prepare_on_root(Trainer *t, int64_t *resume, char *err, size_t err_s
     /* A --finetune run counts from 0 whatever it loads. Re-saving the loaded
      * iteration is allowed only over that very checkpoint: it writes the
      * state just read from it. */
-    const bool resumes = *resume >= 0 && !a->finetune;
+    const bool resumes = *resume >= 0 && !a->finetune && !t->resume_release;
     return checkpoint_check_save_target(a->save, resumes ? *resume : 0,
                                         resumes && same_directory(a->save, a->load), err,
                                         err_size);
@@ -441,8 +457,10 @@ bool trainer_prepare_checkpoints(Trainer *t, char *err, size_t err_size) {
     const bool ok = t->ps->rank != 0 || prepare_on_root(t, &resume, err, err_size);
     if (!parallel_state_agree(t->ps->world, ok, t->ps->timeout_s, err, err_size)) return false;
     /* Only rank 0 looked; the others hold -1, so the maximum is its answer. */
-    comm_host_all_reduce(&t->comm, GROUP_WORLD, &resume, 1, HOST_I64, REDUCE_MAX);
-    t->resume_iteration = resume;
+    int64_t values[2] = {resume, t->resume_release ? 1 : 0};
+    comm_host_all_reduce(&t->comm, GROUP_WORLD, values, 2, HOST_I64, REDUCE_MAX);
+    t->resume_iteration = values[0];
+    t->resume_release = values[1] != 0;
     return true;
 }
 

@@ -51,6 +51,7 @@ typedef struct {
     FILE *trace; /* --trace-schedule: this rank's pipeline operations */
     CheckpointLock *save_lock; /* rank 0 with --save: this run owns --save */
     int64_t resume_iteration;  /* the --load checkpoint to load; -1: none */
+    bool resume_release;       /* it is --load's release checkpoint (weights only) */
     struct AsyncWriter *async; /* --async-save's background writer, NULL until the first save */
     double setup_start_s;      /* timer_now_s() when trainer_setup began */
     /* The first failed data read of this rank ("" when none), recorded by
