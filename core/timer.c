@@ -1,5 +1,6 @@
 #include "core/timer.h"
 
+#include <stdio.h>
 #include <time.h>
 
 double timer_now_s(void) {
@@ -9,8 +10,11 @@ double timer_now_s(void) {
 }
 
 void timer_wall_clock_string(char *buf, int size) {
-    time_t now = time(NULL);
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
     struct tm tm;
-    localtime_r(&now, &tm);
-    strftime(buf, (size_t)size, "%Y-%m-%d %H:%M:%S", &tm);
+    localtime_r(&now.tv_sec, &tm);
+    char seconds[24];
+    strftime(seconds, sizeof seconds, "%Y-%m-%d %H:%M:%S", &tm);
+    snprintf(buf, (size_t)size, "%s.%06ld", seconds, now.tv_nsec / 1000);
 }

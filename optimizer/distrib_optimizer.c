@@ -267,6 +267,41 @@ double distrib_optimizer_grad_norm(DistributedOptimizer *o) {
     return sqrt(sum);
 }
 
+/* Megatron's --log-params-norm: the L2 norm of every parameter once (the
+ * fp32 master weights of the shards, deduplicated as the gradient norm). */
+double distrib_optimizer_param_norm(DistributedOptimizer *o) {
+    double sum = 0.0;
+    for (int i = 0; i < o->num_intervals; i++) {
+        const ShardInterval *iv = &o->intervals[i];
+        if (!o->table->params[iv->param].counts_in_grad_norm) continue;
+        sum += o->be->ops->sum_squares_f32(o->be, distrib_optimizer_master_at(o, iv),
+                                           (size_t)(iv->canonical_end - iv->canonical_begin));
+    }
+    comm_host_all_reduce(o->comm, GROUP_WORLD, &sum, 1, HOST_F64, REDUCE_SUM);
+    return sqrt(sum);
+}
+
+/* Megatron's --log-num-zeros-in-grad. A logging aid, so the shard goes
+ * through host memory in pieces rather than needing a counting kernel. */
+int64_t distrib_optimizer_grad_zeros(DistributedOptimizer *o) {
+    enum { PIECE = 1 << 16 };
+    float *host = xmalloc(PIECE * sizeof *host);
+    int64_t zeros = 0;
+    for (int i = 0; i < o->num_intervals; i++) {
+        const ShardInterval *iv = &o->intervals[i];
+        if (!o->table->params[iv->param].counts_in_grad_norm) continue;
+        const size_t n = (size_t)(iv->canonical_end - iv->canonical_begin);
+        for (size_t done = 0; done < n; done += PIECE) {
+            const size_t k = n - done < PIECE ? n - done : PIECE;
+            o->be->ops->copy_to_host(o->be, host, o->grads + iv->buffer_offset + done, k * sizeof *host);
+            for (size_t j = 0; j < k; j++) zeros += host[j] == 0.0f;
+        }
+    }
+    free(host);
+    comm_host_all_reduce(o->comm, GROUP_WORLD, &zeros, 1, HOST_I64, REDUCE_SUM);
+    return zeros;
+}
+
 /* ----------------------------------------------------------- parameters */
 
 static void start_param_gather(DistributedOptimizer *o) {

@@ -139,6 +139,12 @@ void distrib_optimizer_grads_ready(DistributedOptimizer *o, size_t ready_numel);
 void distrib_optimizer_reduce_grads(DistributedOptimizer *o);
 /* Global gradient norm after reduce_grads (collective over the world). */
 double distrib_optimizer_grad_norm(DistributedOptimizer *o);
+/* The L2 norm of all parameters, each counted once (collective over the
+ * world). */
+double distrib_optimizer_param_norm(DistributedOptimizer *o);
+/* Zero elements among the reduced gradients, each parameter counted once
+ * (collective over the world; after reduce_grads). */
+int64_t distrib_optimizer_grad_zeros(DistributedOptimizer *o);
 /* The decoupled weight decay of the next steps (a schedule may change it
  * every iteration; parameters without decay keep none). */
 void distrib_optimizer_set_weight_decay(DistributedOptimizer *o, double weight_decay);

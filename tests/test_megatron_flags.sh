@@ -3,7 +3,11 @@
 # loader workers, garbage collection, ...): a run that gives all of them
 # trains exactly as one that gives none; their values are still checked
 # against Megatron's choices; context and expert parallelism other than 1
-# are refused naming what is missing. A process that torchrun or Slurm
+# are refused naming what is missing. The log line and the validation
+# block are Megatron's training_log / evaluate_and_print_results, field for
+# field (each line re-printed here from its values with Megatron's format
+# specifiers must come out identical), and --log-params-norm equals the norm
+# of the saved weights. A process that torchrun or Slurm
 # announce as one of several but that MPI sees alone stops with the mpirun
 # and srun command lines.
 # Usage: test_megatron_flags.sh PRETRAIN PREPROCESS MPIEXEC
@@ -48,6 +52,33 @@ bad workers "--num-workers must be >= 0" --num-workers -1
 bad memory_level "--empty-unused-memory-level must be 0, 1 or 2" --empty-unused-memory-level 3
 bad context "--context-parallel-size 2: context parallelism is not built yet; use 1" --context-parallel-size 2
 bad experts "--expert-model-parallel-size 4: mixture of experts is not built yet; use 1" --expert-model-parallel-size 4
+
+# Megatron's log, re-printed from its own values with Megatron's format
+# specifiers ({:8d}, {:12d}, {:.1f}, {:.6E}, {:5d}, {:.3f}, {:3d}).
+"$PRETRAIN" "${ARGS[@]}" --log-throughput --log-params-norm --log-num-zeros-in-grad --save "$WORK/log_ckpt" \
+    --log-interval 1 > "$WORK/log.log" 2>&1 || { cat "$WORK/log.log"; fail "run with the log flags"; }
+lines=0
+while IFS= read -r line; do
+    re='^ \[([0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{6})\] iteration +([0-9]+)/ +([0-9]+) \| consumed samples: +([0-9]+) \| elapsed time per iteration \(ms\): ([0-9.]+) \| throughput per GPU \(TFLOP/s/GPU\): ([0-9.]+) \| learning rate: ([0-9.E+-]+) \| global batch size: +([0-9]+) \| lm loss: ([0-9.E+-]+) \| loss scale: ([0-9.]+) \| grad norm: ([0-9.]+) \| num zeros: ([0-9]+) \| params norm: ([0-9.]+) \| number of skipped iterations: +([0-9]+) \| number of nan iterations: +([0-9]+) \|$'
+    if ! [[ $line =~ $re ]]; then fail "log line not in Megatron's form: $line"; continue; fi
+    m=("${BASH_REMATCH[@]}")
+    want=$(printf ' [%s] iteration %8d/%8d | consumed samples: %12d | elapsed time per iteration (ms): %.1f | throughput per GPU (TFLOP/s/GPU): %.1f | learning rate: %.6E | global batch size: %5d | lm loss: %.6E | loss scale: %.1f | grad norm: %.3f | num zeros: %d | params norm: %.3f | number of skipped iterations: %3d | number of nan iterations: %3d |' \
+        "${m[1]}" "${m[2]}" "${m[3]}" "${m[4]}" "${m[5]}" "${m[6]}" "${m[7]}" "${m[8]}" "${m[9]}" "${m[10]}" "${m[11]}" "${m[12]}" "${m[13]}" "${m[14]}" "${m[15]}")
+    [ "$line" = "$want" ] || fail "log line widths differ from Megatron's:
+  ours:     $line
+  Megatron: $want"
+    lines=$((lines + 1))
+    last_norm=${m[13]}
+done < <(grep '^ \[' "$WORK/log.log")
+[ "$lines" -eq 3 ] || fail "$lines log lines, want 3"
+val=$(grep -A1 -- '^-*$' "$WORK/log.log" | grep ' validation loss at iteration 3 on validation set' | head -1)
+[[ $val =~ ^\ validation\ loss\ at\ iteration\ 3\ on\ validation\ set\ \|\ lm\ loss\ value:\ [0-9]\.[0-9]{6}E[+-][0-9]{2}\ \|\ lm\ loss\ PPL:\ [0-9]\.[0-9]{6}E[+-][0-9]{2}\ \|\ $ ]] \
+    || fail "final validation line not in Megatron's form: '$val'"
+rule=$(grep -B1 -- ' validation loss at iteration 3 on' "$WORK/log.log" | head -1)
+[ "${#rule}" -eq $(( ${#val} + 1 )) ] && [ -z "${rule//-/}" ] || fail "the validation rule is not a line of ${#val} + 1 dashes"
+"$(dirname "$PRETRAIN")/checkpoint_info" --load "$WORK/log_ckpt" --norms > "$WORK/norms.txt" 2>&1 || fail "checkpoint_info --norms"
+saved=$(awk '/^  (embedding|decoder|output)/ { s += $(NF - 2) * $(NF - 2) } END { printf "%.3f", sqrt(s) }' "$WORK/norms.txt")
+[ "$saved" = "$last_norm" ] || fail "--log-params-norm says $last_norm, the saved weights' norm is $saved"
 
 # Launchers: torchrun's and Slurm's process counts without MPI ranks.
 launcher() {

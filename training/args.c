@@ -111,6 +111,9 @@ static const FlagSpec TRAIN_FLAGS[] = {
     {"eval-iters", FLAG_INT64, OPT(eval_iters), "100", "N", "Global batches per evaluation (0 disables evaluation).", "logging", false},
     {"trace-schedule", FLAG_STRING, OPT(trace_schedule), NULL, "PREFIX", "Write each rank's pipeline operations (forward/backward/send/receive with micro-batch ids) to PREFIX.rank<R>.", "logging", false},
     {"metrics-file", FLAG_STRING, OPT(metrics_file), NULL, "PATH", "Append one JSON object per iteration to PATH.", "logging", false},
+    {"log-throughput", FLAG_SWITCH, OPT(log_throughput), NULL, NULL, "Add the model TFLOP/s per GPU to the log line.", "logging", false},
+    {"log-params-norm", FLAG_SWITCH, OPT(log_params_norm), NULL, NULL, "Add the L2 norm of all parameters to the log line (one more reduction per iteration).", "logging", false},
+    {"log-num-zeros-in-grad", FLAG_SWITCH, OPT(log_num_zeros_in_grad), NULL, NULL, "Add the number of zero gradient elements to the log line (reads the gradients back every iteration).", "logging", false},
     /* Megatron's implementation switches: accepted, no effect (MegatronCompatArgs) */
 #define COMPAT(field) OPT(compat.field)
 #define NO_EFFECT "megatron switches without effect here"

@@ -91,6 +91,7 @@ typedef struct {
     /* logging and evaluation */
     int64_t log_interval, eval_interval, eval_iters;
     char *metrics_file;
+    bool log_throughput, log_params_norm, log_num_zeros_in_grad;
     char *trace_schedule;
 
     MegatronCompatArgs compat;

@@ -324,36 +324,53 @@ void trainer_free(Trainer *t) {
 
 /* --------------------------------------------------------------- logging */
 
+/* The iterations since the last log line (Megatron's total_loss_dict). */
 typedef struct {
     double loss_sum;
-    int64_t iters, samples;
+    int64_t iters, samples, nan_iters;
     double seconds;
 } LogWindow;
 
+/* Megatron's training_log line, field for field: throughput only with
+ * --log-throughput, the zeros and parameter norm with their flags. The
+ * loss scale is 1.0 and no iteration is skipped (no fp16 loss scaling on
+ * this path); an iteration whose loss is not finite (run on with
+ * --no-check-for-nan-in-loss-and-grad) counts as a nan iteration. */
 static void print_log_line(const Trainer *t, const StepResult *r, const LogWindow *w) {
     const TrainArgs *a = t->args;
-    char stamp[32];
+    char stamp[40], extra[256] = "";
     timer_wall_clock_string(stamp, sizeof stamp);
-    const double ms = 1000.0 * w->seconds / (double)w->iters;
+    const double seconds = w->seconds / (double)w->iters;
     const double tokens = (double)w->samples / (double)w->iters * a->model.seq_length;
-    const double tflops = gpt_flops_per_token(&t->cfg) * tokens / (ms / 1000.0) / 1e12 /
-                          t->ps->world_size;
+    size_t n = 0;
+    if (a->log_num_zeros_in_grad)
+        n += (size_t)snprintf(extra + n, sizeof extra - n, " num zeros: %lld |", (long long)r->num_zeros);
+    if (a->log_params_norm)
+        snprintf(extra + n, sizeof extra - n, " params norm: %.3f |", r->params_norm);
     printf(" [%s] iteration %8lld/%8lld | consumed samples: %12lld | elapsed time per iteration "
-           "(ms): %.1f | tokens per second: %.0f | throughput per GPU (TFLOP/s/GPU): %.3f | "
-           "learning rate: %E | global batch size: %5d | lm loss: %E | loss scale: 1.0 | "
-           "grad norm: %.3f | number of skipped iterations:   0 | number of nan iterations:   0 "
-           "|\n",
+           "(ms): %.1f |",
            stamp, (long long)t->iteration, (long long)a->train_iters, (long long)t->consumed_samples,
-           ms, tokens / (ms / 1000.0), tflops, r->lr, r->global_batch_size,
-           w->loss_sum / (double)w->iters, r->grad_norm);
+           1000.0 * seconds);
+    if (a->log_throughput)
+        printf(" throughput per GPU (TFLOP/s/GPU): %.1f |",
+               gpt_flops_per_token(&t->cfg) * tokens / seconds / 1e12 / t->ps->world_size);
+    printf(" learning rate: %.6E | global batch size: %5d | lm loss: %.6E | loss scale: 1.0 | "
+           "grad norm: %.3f |%s number of skipped iterations: %3d | number of nan iterations: %3lld |\n",
+           r->lr, r->global_batch_size, w->loss_sum / (double)w->iters, r->grad_norm, extra, 0,
+           (long long)w->nan_iters);
     fflush(stdout);
 }
 
-static void print_validation(const Trainer *t, double loss) {
-    const char *bar = "------------------------------------------------------------------------"
-                      "--------------------------";
-    printf("%s\n validation loss at iteration %lld | lm loss value: %E | lm loss PPL: %E |\n%s\n",
-           bar, (long long)t->iteration, loss, exp(loss < 700 ? loss : 700), bar);
+/* Megatron's validation block: the line between rules of its length + 1. */
+static void print_evaluation(const char *split, const Trainer *t, const char *suffix, double loss) {
+    char line[512];
+    snprintf(line, sizeof line, " %s loss at iteration %lld%s | lm loss value: %.6E | lm loss PPL: %.6E | ",
+             split, (long long)t->iteration, suffix, loss, exp(loss < 700 ? loss : 700));
+    char rule[sizeof line + 1];
+    const size_t len = strlen(line) + 1;
+    memset(rule, '-', len);
+    rule[len] = '\0';
+    printf("%s\n%s\n%s\n", rule, line, rule);
     fflush(stdout);
 }
 
@@ -555,7 +572,9 @@ int trainer_run(Trainer *t) {
         if (!data_reads_ok(t)) return 2;
         if (a->check_for_nan_in_loss_and_grad && (!isfinite(r.loss) || !isfinite(r.grad_norm)))
             return stop_on_nonfinite(t, &r);
+        if (a->log_num_zeros_in_grad) r.num_zeros = distrib_optimizer_grad_zeros(t->opt);
         trainer_optimizer_step(t, &r);
+        if (a->log_params_norm) r.params_norm = distrib_optimizer_param_norm(t->opt);
         t->be->ops->synchronize(t->be);
         const double seconds = timer_now_s() - start;
         t->iteration++;
@@ -568,11 +587,12 @@ int trainer_run(Trainer *t) {
         window.loss_sum += r.loss;
         window.iters++;
         window.samples += r.global_batch_size;
+        window.nan_iters += !isfinite(r.loss);
         window.seconds += seconds;
-        if (is_root(t) && t->iteration % a->log_interval == 0) {
+        /* As Megatron: also the run's first iteration, without resetting. */
+        if (is_root(t) && (t->iteration % a->log_interval == 0 || t->iteration == first_iteration + 1))
             print_log_line(t, &r, &window);
-            window = (LogWindow){0};
-        }
+        if (t->iteration % a->log_interval == 0) window = (LogWindow){0};
         evaluated_last = false;
         double valid_loss = 0.0;
         const bool last = t->iteration == a->train_iters;
@@ -580,7 +600,8 @@ int trainer_run(Trainer *t) {
             valid_loss = evaluate(t);
             if (!data_reads_ok(t)) return 2;
             evaluated_last = true;
-            if (is_root(t)) print_validation(t, valid_loss);
+            /* After the last iteration Megatron names the split. */
+            if (is_root(t)) print_evaluation("validation", t, last ? " on validation set" : "", valid_loss);
         }
         if (is_root(t)) write_metrics(t, &r, seconds, evaluated_last, valid_loss);
 

@@ -69,6 +69,8 @@ typedef struct {
     double grad_norm; /* before clipping */
     double lr, weight_decay;
     int global_batch_size; /* this iteration's (a batch ramp changes it) */
+    double params_norm;    /* with --log-params-norm, after the step */
+    int64_t num_zeros;     /* with --log-num-zeros-in-grad */
 } StepResult;
 
 /* training/train_step.c: one iteration's forward and backward over all
