@@ -111,6 +111,13 @@ static const FlagSpec TRAIN_FLAGS[] = {
     {"eval-iters", FLAG_INT64, OPT(eval_iters), "100", "N", "Global batches per evaluation (0 disables evaluation).", "logging", false},
     {"trace-schedule", FLAG_STRING, OPT(trace_schedule), NULL, "PREFIX", "Write each rank's pipeline operations (forward/backward/send/receive with micro-batch ids) to PREFIX.rank<R>.", "logging", false},
     {"metrics-file", FLAG_STRING, OPT(metrics_file), NULL, "PATH", "Append one JSON object per iteration to PATH.", "logging", false},
+    {"tensorboard-dir", FLAG_STRING, OPT(tensorboard_dir), NULL, "DIR", "Write TensorBoard event files (Megatron's scalar tags: lm loss, learning-rate, grad-norm, batch-size, validation loss, each also 'vs samples') into DIR.", "logging", false},
+    {"tensorboard-log-interval", FLAG_INT64, OPT(tensorboard_log_interval), "1", "N", "Write the per-iteration TensorBoard scalars every N iterations.", "logging", false},
+    {"tensorboard-queue-size", FLAG_INT, OPT(tensorboard_queue_size), "1000", "N", "Accepted for Megatron compatibility: events are written as they come and flushed every --log-interval.", "logging", false},
+    {"log-timers-to-tensorboard", FLAG_SWITCH, OPT(log_timers_to_tensorboard), NULL, NULL, "Add iteration-time (seconds per iteration over the log interval) to TensorBoard.", "logging", false},
+    {"log-validation-ppl-to-tensorboard", FLAG_SWITCH, OPT(log_validation_ppl_to_tensorboard), NULL, NULL, "Add the validation perplexity to TensorBoard.", "logging", false},
+    {"no-log-loss-scale-to-tensorboard", FLAG_SWITCH, OPT(no_log_loss_scale_to_tensorboard), NULL, NULL, "Leave the loss scale out of TensorBoard.", "logging", false},
+    {"log-world-size-to-tensorboard", FLAG_SWITCH, OPT(log_world_size_to_tensorboard), NULL, NULL, "Add the world size to TensorBoard.", "logging", false},
     {"log-throughput", FLAG_SWITCH, OPT(log_throughput), NULL, NULL, "Add the model TFLOP/s per GPU to the log line.", "logging", false},
     {"log-params-norm", FLAG_SWITCH, OPT(log_params_norm), NULL, NULL, "Add the L2 norm of all parameters to the log line (one more reduction per iteration).", "logging", false},
     {"log-num-zeros-in-grad", FLAG_SWITCH, OPT(log_num_zeros_in_grad), NULL, NULL, "Add the number of zero gradient elements to the log line (reads the gradients back every iteration).", "logging", false},
@@ -348,6 +355,7 @@ static bool check_io(const TrainArgs *a, char *err, size_t err_size) {
         FAIL("--%s needs --load DIR (the checkpoint to start from)",
              a->finetune ? "finetune" : "no-load-optim");
     if (a->log_interval < 1) FAIL("--log-interval must be >= 1");
+    if (a->tensorboard_log_interval < 1) FAIL("--tensorboard-log-interval must be >= 1");
     if (a->eval_interval < 1) FAIL("--eval-interval must be >= 1");
     if (a->eval_iters < 0) FAIL("--eval-iters must be >= 0");
     return true;

@@ -92,6 +92,11 @@ typedef struct {
     int64_t log_interval, eval_interval, eval_iters;
     char *metrics_file;
     bool log_throughput, log_params_norm, log_num_zeros_in_grad;
+    char *tensorboard_dir;
+    int64_t tensorboard_log_interval;
+    int tensorboard_queue_size;
+    bool log_timers_to_tensorboard, log_validation_ppl_to_tensorboard;
+    bool no_log_loss_scale_to_tensorboard, log_world_size_to_tensorboard;
     char *trace_schedule;
 
     MegatronCompatArgs compat;

@@ -299,13 +299,14 @@ bool trainer_setup(Trainer *t, const TrainArgs *a, const ParallelState *ps, char
         t->metrics = fopen(a->metrics_file, "a");
         if (!t->metrics) FAIL("--metrics-file %s: cannot open for appending", a->metrics_file);
     }
-    return true;
+    return trainer_open_tensorboard(t, err, err_size);
 }
 
 void trainer_free(Trainer *t) {
     async_writer_free(t->async); /* joins a write in flight before the lock goes */
     trainer_release_save(t);
     if (t->metrics) fclose(t->metrics);
+    trainer_close_tensorboard(t);
     /* completes communication in flight first, tracing it */
     distrib_optimizer_free(t->opt);
     if (t->trace) fclose(t->trace);
@@ -590,8 +591,15 @@ int trainer_run(Trainer *t) {
         window.nan_iters += !isfinite(r.loss);
         window.seconds += seconds;
         /* As Megatron: also the run's first iteration, without resetting. */
-        if (is_root(t) && (t->iteration % a->log_interval == 0 || t->iteration == first_iteration + 1))
-            print_log_line(t, &r, &window);
+        const bool log_line = t->iteration % a->log_interval == 0 || t->iteration == first_iteration + 1;
+        if (is_root(t) && log_line) print_log_line(t, &r, &window);
+        if (is_root(t)) {
+            const double per_iteration = window.seconds / (double)window.iters;
+            const double tokens = (double)window.samples / (double)window.iters * a->model.seq_length;
+            trainer_tensorboard_iteration(t, &r, log_line, per_iteration,
+                                          gpt_flops_per_token(&t->cfg) * tokens / per_iteration /
+                                              1e12 / t->ps->world_size);
+        }
         if (t->iteration % a->log_interval == 0) window = (LogWindow){0};
         evaluated_last = false;
         double valid_loss = 0.0;
@@ -601,7 +609,10 @@ int trainer_run(Trainer *t) {
             if (!data_reads_ok(t)) return 2;
             evaluated_last = true;
             /* After the last iteration Megatron names the split. */
-            if (is_root(t)) print_evaluation("validation", t, last ? " on validation set" : "", valid_loss);
+            if (is_root(t)) {
+                print_evaluation("validation", t, last ? " on validation set" : "", valid_loss);
+                trainer_tensorboard_validation(t, "", valid_loss);
+            }
         }
         if (is_root(t)) write_metrics(t, &r, seconds, evaluated_last, valid_loss);
 

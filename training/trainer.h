@@ -41,6 +41,7 @@ typedef struct {
     int64_t iteration;
     int64_t consumed_samples;
     FILE *metrics;
+    struct TensorBoardWriter *tensorboard; /* rank 0 with --tensorboard-dir */
     char last_checkpoint[4096]; /* "" when none yet */
     /* Where last_checkpoint lies (--save or --load) and its iteration, so
      * the NaN guard can verify it (and search older ones) before naming it. */
@@ -113,5 +114,14 @@ bool trainer_checkpoint_poll(Trainer *t, bool wait, char *err, size_t err_size);
 /* Loads the checkpoint trainer_prepare_checkpoints picked, if any (*loaded
  * tells); rank 0 prints what was loaded once every rank has. */
 bool trainer_load_checkpoint(Trainer *t, bool *loaded, char *err, size_t err_size);
+
+/* training/tensorboard_log.c: Megatron's TensorBoard scalars on rank 0. */
+bool trainer_open_tensorboard(Trainer *t, char *err, size_t err_size);
+/* Every --tensorboard-log-interval iterations the step's scalars; with a
+ * log line also the timers and throughput (their flags) and a flush. */
+void trainer_tensorboard_iteration(Trainer *t, const StepResult *r, bool log_line,
+                                   double seconds_per_iteration, double tflops_per_gpu);
+void trainer_tensorboard_validation(Trainer *t, const char *suffix, double loss);
+void trainer_close_tensorboard(Trainer *t);
 
 #endif
