@@ -184,7 +184,7 @@ static Traffic run_counted(Backend *be, TPGroup *g, int L, int32_t *tokens, int3
      * layernorm's 2, positions 1) are then summed in one coalesced all-reduce
      * of all their elements. */
     comm_reset_counters(&g->comm);
-    gpt_model_reduce_sequence_parallel_grads(m);
+    gpt_model_reduce_tensor_parallel_partial_grads(m);
     const uint64_t sp_reduces = g->tp.sequence_parallel ? 1 : 0;
     const uint64_t C = HIDDEN, sp_elements = (uint64_t)L * (6 * C) + 2 * C + (uint64_t)T * C;
     if (g->tp.sequence_parallel)
@@ -279,7 +279,7 @@ static void test_equivalence(Backend *be, TPGroup *g, int32_t *tokens, int32_t *
     gpt_model_backward(ref, 1.0f / N);
     const double loss = gpt_model_forward(m, tokens, targets);
     gpt_model_backward(m, 1.0f / N);
-    gpt_model_reduce_sequence_parallel_grads(m);
+    gpt_model_reduce_tensor_parallel_partial_grads(m);
     TP_CHECK(fabs(loss - loss_ref) <= 1e-5 * fabs(loss_ref), "%s: loss %.9g, TP=1 %.9g", g->label,
              loss, loss_ref);
 
