@@ -19,13 +19,16 @@
 # trajectory, qknorm saved at 2x1x1 resumes at 1x2x1; llamadrop resumes
 # bitwise at its layout; the combinations that cannot be built get one error
 # each.
-# tools/generate samples from the llama and qknorm checkpoints.
-# Usage: test_arch_variants_e2e.sh MPIEXEC PRETRAIN PREPROCESS GENERATE
+# tools/generate samples from the llama and qknorm checkpoints; export_hf
+# and export_llmc refuse a GPT-2 block with --qk-layernorm, writing nothing.
+# Usage: test_arch_variants_e2e.sh MPIEXEC PRETRAIN PREPROCESS GENERATE EXPORT_HF EXPORT_LLMC
 set -u
 MPIEXEC=$1
 PRETRAIN=$2
 PREPROCESS=$3
 GENERATE=$4
+EXPORT_HF=$5
+EXPORT_LLMC=$6
 source "$(dirname "$0")/e2e_common.sh"
 make_corpus "$PREPROCESS" "variant"
 
@@ -127,6 +130,19 @@ generate_from() {
 }
 generate_from llama
 generate_from qknorm
+
+# --- the GPT-2 export formats have no query/key norm: a clear refusal -------------
+"$PRETRAIN" "${ARGS[@]}" "${NODROP[@]}" --qk-layernorm --train-iters 2 --lr-decay-iters 20 --save "$WORK/gpt2qk.ckpt" \
+    --save-interval 2 > "$WORK/gpt2qk.log" 2>&1 || { cat "$WORK/gpt2qk.log"; fail "GPT-2 with --qk-layernorm"; }
+for export in "$EXPORT_HF --out $WORK/gpt2qk.hf" "$EXPORT_LLMC --out $WORK/gpt2qk.bin"; do
+    read -r -a cmd <<< "$export"
+    "${cmd[@]}" --load "$WORK/gpt2qk.ckpt" > "$WORK/export.log" 2>&1
+    rc=$?
+    [ $rc -ne 0 ] || fail "$(basename "${cmd[0]}") exported a --qk-layernorm model"
+    one_error "$(basename "${cmd[0]}") of --qk-layernorm" "$WORK/export.log" \
+        "has --qk-layernorm true, which the GPT-2 export formats .* cannot express"
+    [ ! -e "${cmd[2]}" ] || fail "$(basename "${cmd[0]}") refused but wrote ${cmd[2]}"
+done
 
 # --- dropout and recomputation resume bitwise at the same layout --------------
 read -r -a drop <<< "${VARIANT[llamadrop]}"
