@@ -110,7 +110,7 @@ static bool has_qkv_bias(const TransformerConfig *cfg) {
 }
 
 int gpt_layer_param_count(const TransformerConfig *cfg) {
-    const int norms = cfg->qk_layernorm ? 4 : 2;
+    const int norms = cfg->qk_layernorm ? 4 : 2; /* input, pre-MLP (query, key) */
     return 4 /* weights */ + norms * gpt_norm_param_count(cfg) + (cfg->add_bias_linear ? 3 : 0) +
            (has_qkv_bias(cfg) ? 1 : 0);
 }
