@@ -102,7 +102,7 @@ struct GPTModel {
 
     float *host_losses;
     float *host_logits, *logits_staging; /* lazily made by gpt_model_last_logits */
-    float *tp_grad_pack; /* packed partial gradients of TP-replicated parameters */
+    float *tp_grad_pack;                 /* packed partial gradients of TP-replicated parameters */
 };
 
 #endif

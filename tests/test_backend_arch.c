@@ -570,13 +570,17 @@ static int test_attention_dropout_split(Backend *be, TestRng *rng) {
 
 /* ---- QK-norm: the query and key heads of a qkv buffer ----------------------- */
 
+enum { QK_HS = 8 }; /* head dimension of the QK-norm checks */
+
 typedef struct {
     QKNormShape s;
     double *qkv, *qw, *qb, *kw, *kb;
     const double *R;
 } QKNormCtx;
 
-static size_t qk_norm_numel(const QKNormShape *s) { return (size_t)s->N * qkv_row(s->NH, s->NG, s->HS); }
+static size_t qk_norm_numel(const QKNormShape *s) {
+    return (size_t)s->N * qkv_row(s->NH, s->NG, s->HS);
+}
 static int qk_normed_heads(const QKNormShape *s) { return s->NG * (s->NH / s->NG + 1); }
 
 /* Each query head (with qw, qb) and key head (kw, kb) of every row through
@@ -591,10 +595,10 @@ static void qk_norm_ref(double *out, double *rstd, const QKNormCtx *c) {
             for (int h = 0; h <= Q; h++) {
                 const size_t at = (size_t)n * row + ((size_t)g * (Q + 2) + h) * s->HS;
                 const bool key = h == Q;
+                const size_t stat = (size_t)n * qk_normed_heads(s) + (size_t)g * (Q + 1) + h;
                 NormCtx head = {1, s->HS, s->rms, s->eps, s->weight_offset, c->qkv + at,
                                 key ? c->kw : c->qw, key ? c->kb : c->qb, NULL};
-                norm_ref(out + at, rstd ? rstd + (size_t)n * qk_normed_heads(s) + g * (Q + 1) + h : NULL,
-                         &head);
+                norm_ref(out + at, rstd ? rstd + stat : NULL, &head);
             }
 }
 
@@ -651,9 +655,10 @@ static float *added_grad(Backend *be, const float *dev, const float *prior, int 
  * against finite differences of every input and weight; in place (out ==
  * qkv, dqkv == dout) bitwise the same. */
 static int check_qk_norm(Backend *be, TestRng *rng, bool rms, float offset, int NH, int NG) {
-    const QKNormShape s = {.N = 5, .NH = NH, .NG = NG, .HS = 8, .rms = rms, .eps = 0.05f,
+    const QKNormShape s = {.N = 5, .NH = NH, .NG = NG, .HS = QK_HS, .rms = rms, .eps = 0.05f,
                            .weight_offset = offset};
-    const size_t n = qk_norm_numel(&s), HS = (size_t)s.HS, heads = (size_t)s.N * qk_normed_heads(&s);
+    const size_t n = qk_norm_numel(&s), HS = (size_t)s.HS;
+    const size_t heads = (size_t)s.N * qk_normed_heads(&s);
     float *qkv = rand_floats(rng, n, -1.5f, 1.5f), *R = rand_floats(rng, n, -1, 1);
     float *params[4], *prior = rand_floats(rng, HS, -1, 1);
     for (int i = 0; i < 4; i++) /* weights, biases of q, k; 1p weights near zero */
@@ -712,7 +717,7 @@ static int check_qk_norm(Backend *be, TestRng *rng, bool rms, float offset, int 
  * weight gradients of the ranks sum to the whole's (each rank's is only a
  * part, which the model sums over the TP group). */
 static int check_qk_norm_split(Backend *be, TestRng *rng, bool rms, int NH, int NG, int TP) {
-    const QKNormShape whole = {.N = 6, .NH = NH, .NG = NG, .HS = 8, .rms = rms, .eps = 1e-5f,
+    const QKNormShape whole = {.N = 6, .NH = NH, .NG = NG, .HS = QK_HS, .rms = rms, .eps = 1e-5f,
                                .weight_offset = 0.0f};
     QKNormShape part = whole;
     part.NH /= TP, part.NG /= TP;
@@ -725,13 +730,14 @@ static int check_qk_norm_split(Backend *be, TestRng *rng, bool rms, int NH, int 
     qk_norm_run(be, &whole, &b);
     float *out = download(be, b.out, n), *dqkv = download(be, b.dqkv, n);
     float *const whole_grads[4] = {b.dqw, b.dqb, b.dkw, b.dkb};
-    double sums[4][8] = {{0}};
+    double sums[4][QK_HS] = {{0}};
     for (int r = 0; r < TP; r++) {
         float *rq = columns(qkv, rows, row, r * part_row, part_row);
         float *rR = columns(R, rows, row, r * part_row, part_row);
         QKNormBufs pb = qk_norm_upload(be, &part, rq, params, rR, zeros);
         qk_norm_run(be, &part, &pb);
-        float *got = download(be, pb.out, rows * part_row), *got_d = download(be, pb.dqkv, rows * part_row);
+        float *got = download(be, pb.out, rows * part_row);
+        float *got_d = download(be, pb.dqkv, rows * part_row);
         float *want = columns(out, rows, row, r * part_row, part_row);
         float *want_d = columns(dqkv, rows, row, r * part_row, part_row);
         CHECK(!compare_f("TP rank's qk norm output", got, want, rows * part_row, FWD_TOL));
@@ -748,7 +754,8 @@ static int check_qk_norm_split(Backend *be, TestRng *rng, bool rms, int NH, int 
     for (int i = 0; i < 4; i++) {
         if (rms && i % 2) continue;
         float *g = download(be, whole_grads[i], HS);
-        CHECK(!compare_verbose("TP ranks' qk norm weight gradients summed", g, sums[i], HS, FWD_TOL));
+        CHECK(!compare_verbose("TP ranks' qk norm weight gradients summed", g, sums[i], HS,
+                               FWD_TOL));
         free(g);
     }
     free(qkv), free(R), free(zeros), free(out), free(dqkv);

@@ -457,7 +457,8 @@ static int test_qk_norm(Pair *p, TestRng *rng) {
         /* multi-query: one key head for 8 query heads */
         {{.N = 40, .NH = 8, .NG = 1, .HS = 32, .rms = false, .eps = 1e-5f}, "LayerNorm"},
     };
-    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) CHECK(!qk_norm_case(p, rng, &cases[i]));
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++)
+        CHECK(!qk_norm_case(p, rng, &cases[i]));
     return 0;
 }
 
