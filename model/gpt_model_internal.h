@@ -30,8 +30,8 @@ typedef struct {
     void *ln1, *ln1_full, *qkv_pre_norm, *qkv, *atty, *resid_mid, *ln2, *ln2_full, *fc1, *act,
         *resid_out;
     float *ln1_mean, *ln1_rstd, *ln2_mean, *ln2_rstd; /* fp32 */
-    float *qk_mean, *qk_rstd; /* fp32, [N, local groups, heads per group + 1] */
-    void *att_saved;                                 /* backend-defined */
+    float *qk_mean, *qk_rstd; /* fp32 [N, local groups, heads per group + 1] */
+    void *att_saved;          /* backend-defined */
 } LayerActs;
 
 /* Everything one micro-batch keeps from its forward until its backward. A
