@@ -58,6 +58,15 @@ typedef struct {
     float scale;
 } AttentionDropout;
 
+/* The shape and norm of a QK-norm call (qk_norm_forward): N qkv rows of
+ * NG query groups with NH query heads in all and head dimension HS;
+ * RMSNorm or LayerNorm, with its epsilon and weight offset. */
+typedef struct {
+    int N, NH, NG, HS;
+    bool rms;
+    float eps, weight_offset;
+} QKNormShape;
+
 typedef struct {
     /* ---- memory ---- */
     void *(*alloc)(Backend *be, size_t bytes); /* zero-filled; never NULL */
@@ -184,6 +193,26 @@ typedef struct {
     /* The transposed rotation, in place on dqkv's query and key heads. */
     void (*rope_backward)(Backend *be, void *dqkv, int B, int T, int NH, int NG, int HS,
                           int rot_dim, float base, bool interleaved);
+    /* QK-norm (--qk-layernorm): every query head and every key head of N
+     * qkv rows laid out as above is normalised over its HS features by
+     * LayerNorm or RMSNorm (see the normalisation ops; eps, weight_offset
+     * alike), query heads with q_weight/q_bias, key heads with
+     * k_weight/k_bias ([HS] each; the biases unused for RMSNorm). Value
+     * heads are copied. The statistics are [N, NG, NH/NG + 1] fp32, one per
+     * normalised head in qkv order (a group's query heads, then its key);
+     * mean is unused (may be NULL) for RMSNorm. out may alias qkv. */
+    void (*qk_norm_forward)(Backend *be, void *out, float *mean, float *rstd, const void *qkv,
+                            const void *q_weight, const void *q_bias, const void *k_weight,
+                            const void *k_bias, const QKNormShape *shape);
+    /* dqkv (overwritten; may alias dout) = the gradient of qk_norm_forward's
+     * input from dout, value heads copied; adds into dq_weight, dk_weight
+     * and, for LayerNorm, dq_bias, dk_bias (sums over this call's heads
+     * only: a tensor-parallel rank's are partial). qkv is the forward's
+     * input. */
+    void (*qk_norm_backward)(Backend *be, void *dqkv, float *dq_weight, float *dq_bias,
+                             float *dk_weight, float *dk_bias, const void *dout, const void *qkv,
+                             const void *q_weight, const void *k_weight, const float *mean,
+                             const float *rstd, const QKNormShape *shape);
 
     /* ---- vocab-parallel softmax cross entropy, in pieces ----
      * logits are [N, V] for this rank's vocabulary slice [vocab_begin, vocab_begin + V);

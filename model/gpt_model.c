@@ -38,6 +38,10 @@ static void bind_layer(GPTModel *m, int local, int layer) {
     BIND(ln1_b, "input_layernorm.bias");
     BIND(qkv_w, "self_attention.linear_qkv.weight");
     BIND(qkv_b, "self_attention.linear_qkv.bias");
+    BIND(q_ln_w, "self_attention.q_layernorm.weight");
+    BIND(q_ln_b, "self_attention.q_layernorm.bias");
+    BIND(k_ln_w, "self_attention.k_layernorm.weight");
+    BIND(k_ln_b, "self_attention.k_layernorm.bias");
     BIND(proj_w, "self_attention.linear_proj.weight");
     BIND(proj_b, "self_attention.linear_proj.bias");
     BIND(ln2_w, "pre_mlp_layernorm.weight");
@@ -74,6 +78,8 @@ static void layout_layer(GPTModel *m, LayerActs *a, Carver *act, Carver *stat) {
     const bool sp = m->tp.sequence_parallel;
     a->ln1 = carve(act, backend_act_bytes(be, R * C));
     a->ln1_full = sp ? carve(act, backend_act_bytes(be, N * C)) : a->ln1;
+    if (m->cfg.qk_layernorm) /* the norms' input, kept for their backward */
+        a->qkv_pre_norm = carve(act, backend_act_bytes(be, N * qkv_cols));
     a->qkv = carve(act, backend_act_bytes(be, N * qkv_cols));
     a->atty = carve(act, backend_act_bytes(be, N * att_cols));
     a->resid_mid = carve(act, backend_act_bytes(be, R * C));
@@ -87,6 +93,11 @@ static void layout_layer(GPTModel *m, LayerActs *a, Carver *act, Carver *stat) {
     a->ln1_rstd = carve(stat, R * sizeof(float));
     a->ln2_mean = carve(stat, R * sizeof(float));
     a->ln2_rstd = carve(stat, R * sizeof(float));
+    if (m->cfg.qk_layernorm) {
+        const size_t normed_heads = (size_t)m->local_heads + (size_t)m->local_groups;
+        a->qk_mean = carve(stat, N * normed_heads * sizeof(float));
+        a->qk_rstd = carve(stat, N * normed_heads * sizeof(float));
+    }
 }
 
 static void layout_slot(GPTModel *m, ActivationSlot *s, Carver *act, Carver *stat) {
@@ -282,7 +293,7 @@ void gpt_model_free(GPTModel *m) {
     free(m->host_losses);
     free(m->host_logits);
     if (m->logits_staging) be->ops->free(be, m->logits_staging);
-    if (m->sp_grad_pack) be->ops->free(be, m->sp_grad_pack);
+    if (m->tp_grad_pack) be->ops->free(be, m->tp_grad_pack);
     param_table_free(&m->table);
     free(m);
 }

@@ -53,6 +53,9 @@ typedef struct {
                                     another rank counts (TP copies, tied embedding copy) */
     bool tied_copy;              /* the last stage's copy of the tied word embedding
                                     (the first stage's is the one saved and counted) */
+    bool grad_partial_over_heads; /* replicated over TP, but each TP rank's gradient
+                                     covers only its own attention heads (the QK-norm
+                                     weights): always summed over the TP group */
     ParamInitKind init;
     double init_std;
 } ParamInfo;
@@ -197,13 +200,16 @@ double gpt_model_forward(GPTModel *m, const int32_t *tokens, const int32_t *targ
 /* Backward of the last forward; d(loss)/d(token loss) = loss_scale_per_token. */
 void gpt_model_backward(GPTModel *m, float loss_scale_per_token);
 
-/* After the last micro-batch's backward: with sequence parallelism, sums
- * the partial gradients of TP-replicated parameters (layernorms, row-parallel
- * biases, position embedding) over the TP group. No-op otherwise. The _in
- * form does it for the parameters whose first element lies in the buffer
- * range [begin, end) (one call per gradient bucket). */
-void gpt_model_reduce_sequence_parallel_grads(GPTModel *m);
-void gpt_model_reduce_sequence_parallel_grads_in(GPTModel *m, size_t begin, size_t end);
+/* After the last micro-batch's backward: sums over the TP group the
+ * gradients of TP-replicated parameters that each TP rank holds only a part
+ * of: those marked grad_partial_over_heads (the QK-norm weights, at every
+ * TP > 1) and, with sequence parallelism, every replicated parameter
+ * (layernorms, row-parallel biases, position embedding: each rank saw only
+ * its tokens). No-op when there are none. The _in form does it for the
+ * parameters whose first element lies in the buffer range [begin, end) (one
+ * call per gradient bucket). */
+void gpt_model_reduce_tensor_parallel_partial_grads(GPTModel *m);
+void gpt_model_reduce_tensor_parallel_partial_grads_in(GPTModel *m, size_t begin, size_t end);
 
 /* Model FLOPs per token for forward+backward (Megatron's accounting: matmuls
  * 2 flops per MAC, causal attention counted at half, backward = 2x forward). */

@@ -7,24 +7,31 @@
 #include "model/gpt_model.h"
 #include "tensor_parallel/tensor_parallel.h"
 
+/* A layer's parameters; NULL where the variant has none (biases, the
+ * QK-norm weights q_ln_* and k_ln_* without --qk-layernorm). */
 typedef struct {
-    void *ln1_w, *ln1_b, *qkv_w, *qkv_b, *proj_w, *proj_b;
+    void *ln1_w, *ln1_b, *qkv_w, *qkv_b, *q_ln_w, *q_ln_b, *k_ln_w, *k_ln_b, *proj_w, *proj_b;
     void *ln2_w, *ln2_b, *fc1_w, *fc1_b, *fc2_w, *fc2_b;
 } LayerParams;
 
 typedef struct {
-    float *ln1_w, *ln1_b, *qkv_w, *qkv_b, *proj_w, *proj_b;
+    float *ln1_w, *ln1_b, *qkv_w, *qkv_b, *q_ln_w, *q_ln_b, *k_ln_w, *k_ln_b, *proj_w, *proj_b;
     float *ln2_w, *ln2_b, *fc1_w, *fc1_b, *fc2_w, *fc2_b;
 } LayerGrads;
 
 /* Saved forward activations of one layer (act dtype unless noted). Residual
  * stream tensors hold this rank's rows (all N, or N/TP under sequence
  * parallelism); ln1_full/ln2_full are the all-gathered inputs of the
- * column-parallel layers (aliases of ln1/ln2 without sequence parallelism). */
+ * column-parallel layers (aliases of ln1/ln2 without sequence parallelism).
+ * With --qk-layernorm, qkv_pre_norm is linear_qkv's output and qkv its
+ * query/key-normalised (then rotated) copy; without, qkv_pre_norm and the
+ * qk statistics are NULL. */
 typedef struct {
-    void *ln1, *ln1_full, *qkv, *atty, *resid_mid, *ln2, *ln2_full, *fc1, *act, *resid_out;
+    void *ln1, *ln1_full, *qkv_pre_norm, *qkv, *atty, *resid_mid, *ln2, *ln2_full, *fc1, *act,
+        *resid_out;
     float *ln1_mean, *ln1_rstd, *ln2_mean, *ln2_rstd; /* fp32 */
-    void *att_saved;                                 /* backend-defined */
+    float *qk_mean, *qk_rstd; /* fp32 [N, local groups, heads per group + 1] */
+    void *att_saved;          /* backend-defined */
 } LayerActs;
 
 /* Everything one micro-batch keeps from its forward until its backward. A
@@ -95,7 +102,7 @@ struct GPTModel {
 
     float *host_losses;
     float *host_logits, *logits_staging; /* lazily made by gpt_model_last_logits */
-    float *sp_grad_pack; /* packed TP-replicated gradients, sequence parallelism only */
+    float *tp_grad_pack;                 /* packed partial gradients of TP-replicated parameters */
 };
 
 #endif

@@ -74,6 +74,41 @@ static void rope(GPTModel *m, void *qkv, bool backward) {
                               c->rotary_interleaved);
 }
 
+/* --qk-layernorm: the query and key heads of linear_qkv's output are
+ * normalised (into a->qkv, before RoPE); qkv_pre_norm keeps the input. */
+static QKNormShape qk_norm_shape(const GPTModel *m) {
+    return (QKNormShape){.N = m->B * m->T,
+                         .NH = m->local_heads,
+                         .NG = m->local_groups,
+                         .HS = transformer_head_dim(&m->cfg),
+                         .rms = m->cfg.normalization == NORM_RMSNORM,
+                         .eps = (float)m->cfg.norm_epsilon,
+                         .weight_offset = norm_offset(m)};
+}
+
+/* Where linear_qkv writes: the norms' saved input, or straight into qkv. */
+static void *qkv_projection_out(const LayerActs *a) {
+    return a->qkv_pre_norm ? a->qkv_pre_norm : a->qkv;
+}
+
+static void query_key_norm_forward(GPTModel *m, LayerActs *a, const LayerParams *p) {
+    if (!m->cfg.qk_layernorm) return;
+    const QKNormShape shape = qk_norm_shape(m);
+    m->be->ops->qk_norm_forward(m->be, a->qkv, a->qk_mean, a->qk_rstd, a->qkv_pre_norm, p->q_ln_w,
+                                p->q_ln_b, p->k_ln_w, p->k_ln_b, &shape);
+}
+
+/* In place on d_qkv. The weight gradients cover this rank's heads only;
+ * the TP sum comes later (gpt_model_reduce_tensor_parallel_partial_grads). */
+static void query_key_norm_backward(GPTModel *m, const LayerActs *a, const LayerParams *p,
+                                    const LayerGrads *g) {
+    if (!m->cfg.qk_layernorm) return;
+    const QKNormShape shape = qk_norm_shape(m);
+    m->be->ops->qk_norm_backward(m->be, m->d_qkv, g->q_ln_w, g->q_ln_b, g->k_ln_w, g->k_ln_b,
+                                 m->d_qkv, a->qkv_pre_norm, p->q_ln_w, p->k_ln_w, a->qk_mean,
+                                 a->qk_rstd, &shape);
+}
+
 /* ---- dropout, keyed by global coordinates ----
  * Sites: the embedding output, each layer's attention and MLP outputs and
  * its attention probabilities. The stream names (iteration, layer, site);
@@ -147,8 +182,9 @@ static void layer_forward(GPTModel *m, const ActivationSlot *s, int l, LayerActs
     AttentionDropout drop;
 
     norm_forward(m, a->ln1, a->ln1_mean, a->ln1_rstd, resid_in, p->ln1_w, p->ln1_b, R);
-    column_parallel_linear_forward(tp, a->qkv, a->ln1_full, a->ln1, p->qkv_w, p->qkv_b, N, C,
-                                   m->local_qkv_width, false, NULL);
+    column_parallel_linear_forward(tp, qkv_projection_out(a), a->ln1_full, a->ln1, p->qkv_w,
+                                   p->qkv_b, N, C, m->local_qkv_width, false, NULL);
+    query_key_norm_forward(m, a, p);
     rope(m, a->qkv, false);
     be->ops->attention_forward(be, a->atty, a->att_saved, a->qkv, m->B, m->T, NH, m->local_groups,
                                HS, attention_dropout(m, s, layer, &drop));
@@ -203,6 +239,7 @@ static void layer_backward(GPTModel *m, const ActivationSlot *s, int l, const La
     be->ops->attention_backward(be, m->d_qkv, m->d_atty, a->qkv, a->atty, a->att_saved, m->B, m->T,
                                 NH, m->local_groups, HS, attention_dropout(m, s, layer, &drop));
     rope(m, m->d_qkv, true);
+    query_key_norm_backward(m, a, p, g);
     column_parallel_linear_backward(tp, m->d_ln, dx_full, g->qkv_w, g->qkv_b, m->d_qkv, a->ln1_full,
                                     p->qkv_w, N, C, m->local_qkv_width);
     norm_backward(m, m->d_resid, g->ln1_w, g->ln1_b, m->d_ln, resid_in, p->ln1_w, a->ln1_mean,
@@ -346,43 +383,50 @@ void gpt_model_backward(GPTModel *m, float loss_scale_per_token) {
     gpt_model_stage_backward(m, 0, loss_scale_per_token);
 }
 
-void gpt_model_reduce_sequence_parallel_grads(GPTModel *m) {
-    gpt_model_reduce_sequence_parallel_grads_in(m, 0, m->table.total_numel);
+void gpt_model_reduce_tensor_parallel_partial_grads(GPTModel *m) {
+    gpt_model_reduce_tensor_parallel_partial_grads_in(m, 0, m->table.total_numel);
 }
 
-/* Under sequence parallelism each TP rank saw only its tokens' share of the
- * gradients of the parameters replicated across TP. They are small and many
- * (layernorms, row-parallel biases, positions): one all-reduce over a packed
- * copy instead of one per parameter. */
-static bool sp_replicated_in(const ParamInfo *p, size_t begin, size_t end) {
-    return !p->tensor_parallel_split && p->offset >= begin && p->offset < end;
+/* Whether each TP rank holds only a part of p's gradient: the QK-norm
+ * weights (their rank's heads) always, every replicated parameter under
+ * sequence parallelism (their rank's tokens). */
+static bool grad_partial_over_tp(const GPTModel *m, const ParamInfo *p) {
+    return p->grad_partial_over_heads || (m->tp.sequence_parallel && !p->tensor_parallel_split);
 }
 
-void gpt_model_reduce_sequence_parallel_grads_in(GPTModel *m, size_t begin, size_t end) {
-    if (!m->tp.sequence_parallel) return;
+static bool partial_grad_in(const GPTModel *m, const ParamInfo *p, size_t begin, size_t end) {
+    return grad_partial_over_tp(m, p) && p->offset >= begin && p->offset < end;
+}
+
+/* The partial gradients are small and many (norms, row-parallel biases,
+ * positions): one all-reduce over a packed copy instead of one per
+ * parameter. */
+void gpt_model_reduce_tensor_parallel_partial_grads_in(GPTModel *m, size_t begin, size_t end) {
+    if (m->tp.tp_size == 1) return;
     Backend *be = m->be;
-    if (!m->sp_grad_pack) {
+    if (!m->tp_grad_pack) {
         size_t all = 0;
         for (int i = 0; i < m->table.count; i++)
-            if (!m->table.params[i].tensor_parallel_split)
+            if (grad_partial_over_tp(m, &m->table.params[i]))
                 all += (size_t)m->table.params[i].local_numel;
-        m->sp_grad_pack = be->ops->alloc(be, all * sizeof(float));
+        if (!all) return;
+        m->tp_grad_pack = be->ops->alloc(be, all * sizeof(float));
     }
     size_t total = 0;
     for (int i = 0; i < m->table.count; i++) {
         const ParamInfo *p = &m->table.params[i];
-        if (!sp_replicated_in(p, begin, end)) continue;
-        be->ops->copy_device(be, m->sp_grad_pack + total, m->grads + p->offset,
+        if (!partial_grad_in(m, p, begin, end)) continue;
+        be->ops->copy_device(be, m->tp_grad_pack + total, m->grads + p->offset,
                              (size_t)p->local_numel * sizeof(float));
         total += (size_t)p->local_numel;
     }
     if (!total) return;
-    comm_all_reduce(m->tp.comm, GROUP_TENSOR, m->sp_grad_pack, total, DTYPE_F32, REDUCE_SUM);
+    comm_all_reduce(m->tp.comm, GROUP_TENSOR, m->tp_grad_pack, total, DTYPE_F32, REDUCE_SUM);
     size_t at = 0;
     for (int i = 0; i < m->table.count; i++) {
         const ParamInfo *p = &m->table.params[i];
-        if (!sp_replicated_in(p, begin, end)) continue;
-        be->ops->copy_device(be, m->grads + p->offset, m->sp_grad_pack + at,
+        if (!partial_grad_in(m, p, begin, end)) continue;
+        be->ops->copy_device(be, m->grads + p->offset, m->tp_grad_pack + at,
                              (size_t)p->local_numel * sizeof(float));
         at += (size_t)p->local_numel;
     }

@@ -83,6 +83,24 @@ static void add_norm(TableBuilder *b, const TransformerConfig *cfg, const char *
               cfg->apply_layernorm_1p ? PARAM_INIT_ZEROS : PARAM_INIT_ONES, 0.0);
 }
 
+/* The query and key norms over the head dimension (--qk-layernorm), in
+ * reverse of use (the key's, then the query's). They are replicated over
+ * TP, but a TP rank normalises only its own heads, so its gradient is a
+ * part of the whole: marked to be summed over the TP group. */
+static void add_qk_norms(TableBuilder *b, const TransformerConfig *cfg, const char *layer_prefix) {
+    const int64_t HS = transformer_head_dim(cfg);
+    static const char *const suffixes[] = {".self_attention.k_layernorm",
+                                           ".self_attention.q_layernorm"};
+    char name[PARAM_NAME_MAX];
+    for (int i = 0; i < 2; i++) {
+        join_name(name, layer_prefix, suffixes[i]);
+        const int first = b->table->count;
+        add_norm(b, cfg, name, HS);
+        for (int p = first; p < b->table->count; p++)
+            b->table->params[p].grad_partial_over_heads = b->part->tp_size > 1;
+    }
+}
+
 int gpt_norm_param_count(const TransformerConfig *cfg) {
     return cfg->normalization == NORM_LAYERNORM ? 2 : 1;
 }
@@ -92,7 +110,8 @@ static bool has_qkv_bias(const TransformerConfig *cfg) {
 }
 
 int gpt_layer_param_count(const TransformerConfig *cfg) {
-    return 4 /* weights */ + 2 * gpt_norm_param_count(cfg) + (cfg->add_bias_linear ? 3 : 0) +
+    const int norms = cfg->qk_layernorm ? 4 : 2; /* input, pre-MLP (query, key) */
+    return 4 /* weights */ + norms * gpt_norm_param_count(cfg) + (cfg->add_bias_linear ? 3 : 0) +
            (has_qkv_bias(cfg) ? 1 : 0);
 }
 
@@ -135,6 +154,7 @@ static void add_layer(TableBuilder *b, const TransformerConfig *cfg, int layer) 
     }
     join_name(name, prefix, ".self_attention.linear_proj.weight");
     add_param(b, name, 2, (int64_t[]){NH * HS, C}, true, true, PARAM_INIT_NORMAL, out_std);
+    if (cfg->qk_layernorm) add_qk_norms(b, cfg, prefix);
     if (has_qkv_bias(cfg)) {
         join_name(name, prefix, ".self_attention.linear_qkv.bias");
         add_param(b, name, 3, (int64_t[]){NG, QKV, HS}, true, false, PARAM_INIT_ZEROS, 0.0);

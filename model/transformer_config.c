@@ -108,11 +108,6 @@ bool transformer_config_check_variant(const TransformerConfig *c, const char *wh
             return false;
         }
     }
-    if (c->qk_layernorm) {
-        snprintf(err, err_size,
-                 "%s: --qk-layernorm is not implemented yet in gpt3d; leave it out", where);
-        return false;
-    }
     return true;
 }
 

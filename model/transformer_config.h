@@ -116,11 +116,11 @@ static inline bool transformer_tied_output(const TransformerConfig *c) {
 /* false with a message prefixed by `where` when the architecture is not one
  * gpt3d can build: a field out of range, heads not divisible by query
  * groups, a padded vocabulary smaller than the vocabulary, a rotary
- * dimension that is odd or zero, a variant not implemented yet. */
+ * dimension that is odd or zero. */
 bool transformer_config_check(const TransformerConfig *c, const char *where, char *err,
                               size_t err_size);
 /* Only the rules between the architecture fields (query groups, the
- * vocabulary padding, the rotary dimension, what is not implemented), for
+ * vocabulary padding, the rotary dimension), for
  * the flag parser, which leaves the sizes' ranges to the memory plan. */
 bool transformer_config_check_variant(const TransformerConfig *c, const char *where, char *err,
                                       size_t err_size);

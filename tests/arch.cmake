@@ -1,10 +1,11 @@
 # Architecture variants (issue 16): RoPE, RMSNorm, SwiGLU, squared ReLU,
 # grouped-query attention, untied output layer, bias-free linears and dropout
 # at every layout against one rank, resharded and bitwise resume, bad flags,
-# tools/generate on a Llama-style checkpoint.
+# tools/generate on a Llama-style checkpoint, the GPT-2 exports refusing
+# --qk-layernorm.
 add_test(NAME test_arch_variants_e2e
   COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/test_arch_variants_e2e.sh ${MPIEXEC_EXECUTABLE}
           $<TARGET_FILE:pretrain_gpt> $<TARGET_FILE:preprocess_data>
-          $<TARGET_FILE:generate>)
+          $<TARGET_FILE:generate> $<TARGET_FILE:export_hf> $<TARGET_FILE:export_llmc>)
 set_tests_properties(test_arch_variants_e2e PROPERTIES TIMEOUT 300
   ENVIRONMENT "OPENBLAS_NUM_THREADS=1")

@@ -9,19 +9,26 @@
 #            --add-qkv-bias
 #   gpt2drop the GPT-2 block with the default dropout (0.1 and 0.1)
 #   llamadrop llama with dropout 0.1 and --recompute-activations
+#   qknorm   llama with --qk-layernorm --rotary-percent 0.5; one rank against
+#            TP 2, TP 2 + SP, PP 2 and 2x2x2 (its TP-partial norm gradients
+#            are what TP and SP can get wrong; DP adds nothing new)
 #   relu2    squared ReLU, no position embedding, LayerNorm, GQA 4 -> 1 group
 #            (multi-query), one rank against TP 1 layouts only (one group
 #            cannot be split over TP)
 # Then: llama saved at 2x2x2 resumes at 1x1x1 and 1x4x2 on the one-rank run's
-# trajectory; llamadrop resumes bitwise at its layout; the combinations that
-# cannot be built get one error each.
-# tools/generate samples from the llama checkpoint.
-# Usage: test_arch_variants_e2e.sh MPIEXEC PRETRAIN PREPROCESS GENERATE
+# trajectory, qknorm saved at 2x1x1 resumes at 1x2x1; llamadrop resumes
+# bitwise at its layout; the combinations that cannot be built get one error
+# each.
+# tools/generate samples from the llama and qknorm checkpoints; export_hf
+# and export_llmc refuse a GPT-2 block with --qk-layernorm, writing nothing.
+# Usage: test_arch_variants_e2e.sh MPIEXEC PRETRAIN PREPROCESS GENERATE EXPORT_HF EXPORT_LLMC
 set -u
 MPIEXEC=$1
 PRETRAIN=$2
 PREPROCESS=$3
 GENERATE=$4
+EXPORT_HF=$5
+EXPORT_LLMC=$6
 source "$(dirname "$0")/e2e_common.sh"
 make_corpus "$PREPROCESS" "variant"
 
@@ -37,13 +44,14 @@ declare -A VARIANT=(
     [partial]="${LLAMA[*]} ${NODROP[*]} --rotary-percent 0.5 --rotary-interleaved --apply-layernorm-1p --add-qkv-bias"
     [gpt2drop]=""
     [llamadrop]="${LLAMA[*]} --hidden-dropout 0.1 --attention-dropout 0.1 --recompute-activations"
+    [qknorm]="${LLAMA[*]} ${NODROP[*]} --qk-layernorm --rotary-percent 0.5"
     [relu2]="--squared-relu --position-embedding-type none --group-query-attention --num-query-groups 1 ${NODROP[*]}"
 )
 
 # first_line FILE: the metrics of the first iteration only.
 first_line() { head -1 "$1" > "$1.first"; echo "$1.first"; }
 
-for v in llama partial gpt2drop llamadrop relu2; do
+for v in llama partial gpt2drop llamadrop qknorm relu2; do
     read -r -a extra <<< "${VARIANT[$v]}"
     ref="$WORK/$v.ref"
     if ! "$PRETRAIN" "${ARGS[@]}" "${extra[@]}" --metrics-file "$ref.jsonl" > "$ref.log" 2>&1; then
@@ -51,6 +59,7 @@ for v in llama partial gpt2drop llamadrop relu2; do
     fi
     layouts=("2 1 1" "2 1 1 sp" "1 2 1" "1 1 2" "2 2 2")
     [ "$v" = relu2 ] && layouts=("1 2 1" "1 1 2" "1 2 2")
+    [ "$v" = qknorm ] && layouts=("2 1 1" "2 1 1 sp" "1 2 1" "2 2 2")
     for layout in "${layouts[@]}"; do
         set -- $layout
         name="$v at TPxPPxDP=$1x$2x$3${4:+ $4}"
@@ -68,40 +77,72 @@ for v in llama partial gpt2drop llamadrop relu2; do
 done
 
 # The variants compute different models: their losses after 20 iterations differ.
-for v in partial gpt2drop llamadrop; do
+for v in partial gpt2drop llamadrop qknorm; do
     if cmp -s <(tail -1 "$WORK/llama.ref.jsonl" | strip_timings) <(tail -1 "$WORK/$v.ref.jsonl" | strip_timings); then
         fail "$v trains exactly as llama: its flags changed nothing"
     fi
 done
 
-# --- llama saved at 2x2x2, resumed at 1x1x1 and 1x4x2 -------------------------
-read -r -a llama <<< "${VARIANT[llama]}"
-run_layout 2 2 2 "$WORK/save" "${ARGS[@]}" "${llama[@]}" --train-iters 10 --lr-decay-iters 20 \
-    --save "$WORK/ckpt" --save-interval 10 --metrics-file "$WORK/save.jsonl" \
-    || { cat "$WORK/save.log"; fail "llama save at 2x2x2"; }
-for layout in "1 1 1" "1 4 2"; do
-    set -- $layout
-    rm -rf "$WORK/ckpt_$1$2$3" && cp -r "$WORK/ckpt" "$WORK/ckpt_$1$2$3"
-    out="$WORK/resume$1$2$3"
-    if run_layout "$1" "$2" "$3" "$out" "${ARGS[@]}" "${llama[@]}" --load "$WORK/ckpt_$1$2$3" \
-            --metrics-file "$out.jsonl"; then
-        [ "$(first_iteration "$out.jsonl")" = 11 ] || fail "resume at $1x$2x$3 did not start at iteration 11"
-        tail -n 10 "$WORK/llama.ref.jsonl" > "$WORK/llama.tail.jsonl"
-        compare "llama resumed at $1x$2x$3" "$WORK/llama.tail.jsonl" "$out.jsonl" --rtol 1e-4 \
-            || fail "llama resumed at $1x$2x$3 leaves the one-rank trajectory"
-    else
-        cat "$out.log"; fail "llama resume at $1x$2x$3"
-    fi
-done
+# --- saved at one layout, resumed at others ------------------------------------
+# save_and_resume VARIANT "TP PP DP" "TP PP DP"...: 10 iterations saved at the
+# first layout into $WORK/VARIANT.ckpt, resumed at each other layout from a
+# copy; iterations 11-20 follow the one-rank run.
+save_and_resume() {
+    local v=$1 save=$2
+    shift 2
+    local flags
+    read -r -a flags <<< "${VARIANT[$v]}"
+    set -- $save "$@"
+    run_layout "$1" "$2" "$3" "$WORK/$v.save" "${ARGS[@]}" "${flags[@]}" --train-iters 10 \
+        --lr-decay-iters 20 --save "$WORK/$v.ckpt" --save-interval 10 \
+        --metrics-file "$WORK/$v.save.jsonl" \
+        || { cat "$WORK/$v.save.log"; fail "$v save at $1x$2x$3"; return; }
+    shift 3
+    tail -n 10 "$WORK/$v.ref.jsonl" > "$WORK/$v.tail.jsonl"
+    for layout in "$@"; do
+        set -- $layout
+        local ckpt="$WORK/$v.ckpt_$1$2$3" out="$WORK/$v.resume$1$2$3"
+        rm -rf "$ckpt" && cp -r "$WORK/$v.ckpt" "$ckpt"
+        if run_layout "$1" "$2" "$3" "$out" "${ARGS[@]}" "${flags[@]}" --load "$ckpt" \
+                --metrics-file "$out.jsonl"; then
+            [ "$(first_iteration "$out.jsonl")" = 11 ] || fail "$v resume at $1x$2x$3 did not start at iteration 11"
+            compare "$v resumed at $1x$2x$3" "$WORK/$v.tail.jsonl" "$out.jsonl" --rtol 1e-4 \
+                || fail "$v resumed at $1x$2x$3 leaves the one-rank trajectory"
+        else
+            cat "$out.log"; fail "$v resume at $1x$2x$3"
+        fi
+    done
+}
+save_and_resume llama "2 2 2" "1 1 1" "1 4 2"
+save_and_resume qknorm "2 1 1" "1 2 1"
 
-# --- tools/generate on the llama checkpoint (saved at 2x2x2, read at one rank) ---
-gen() { "$GENERATE" --load "$WORK/ckpt" --prompt "The " --max-new-tokens 24 --top-k 5 --seed 9 2> "$WORK/gen.err"; }
-if text=$(gen) && again=$(gen); then
-    [ "${text:0:4}" = "The " ] && [ ${#text} -gt 4 ] || fail "generate: '$text' does not continue the prompt"
-    [ "$text" = "$again" ] || fail "generate: the same seed gave '$text' and '$again'"
-else
-    cat "$WORK/gen.err"; fail "generate on the llama checkpoint"
-fi
+# --- tools/generate on the llama (saved at 2x2x2) and qknorm (saved at TP 2)
+# checkpoints, read at one rank ---
+generate_from() {
+    local v=$1 text again
+    gen() { "$GENERATE" --load "$WORK/$v.ckpt" --prompt "The " --max-new-tokens 24 --top-k 5 --seed 9 2> "$WORK/gen.err"; }
+    if text=$(gen) && again=$(gen); then
+        [ "${text:0:4}" = "The " ] && [ ${#text} -gt 4 ] || fail "generate ($v): '$text' does not continue the prompt"
+        [ "$text" = "$again" ] || fail "generate ($v): the same seed gave '$text' and '$again'"
+    else
+        cat "$WORK/gen.err"; fail "generate on the $v checkpoint"
+    fi
+}
+generate_from llama
+generate_from qknorm
+
+# --- the GPT-2 export formats have no query/key norm: a clear refusal -------------
+"$PRETRAIN" "${ARGS[@]}" "${NODROP[@]}" --qk-layernorm --train-iters 2 --lr-decay-iters 20 --save "$WORK/gpt2qk.ckpt" \
+    --save-interval 2 > "$WORK/gpt2qk.log" 2>&1 || { cat "$WORK/gpt2qk.log"; fail "GPT-2 with --qk-layernorm"; }
+for export in "$EXPORT_HF --out $WORK/gpt2qk.hf" "$EXPORT_LLMC --out $WORK/gpt2qk.bin"; do
+    read -r -a cmd <<< "$export"
+    "${cmd[@]}" --load "$WORK/gpt2qk.ckpt" > "$WORK/export.log" 2>&1
+    rc=$?
+    [ $rc -ne 0 ] || fail "$(basename "${cmd[0]}") exported a --qk-layernorm model"
+    one_error "$(basename "${cmd[0]}") of --qk-layernorm" "$WORK/export.log" \
+        "has --qk-layernorm true, which the GPT-2 export formats .* cannot express"
+    [ ! -e "${cmd[2]}" ] || fail "$(basename "${cmd[0]}") refused but wrote ${cmd[2]}"
+done
 
 # --- dropout and recomputation resume bitwise at the same layout --------------
 read -r -a drop <<< "${VARIANT[llamadrop]}"
@@ -140,6 +181,5 @@ bad "unknown positions" 1 1 "--position-embedding-type alibi: use learned_absolu
 bad "odd rotary dimension" 1 1 "--rotary-percent 0.375 of the head dimension 8 rotates 3 features" \
     --position-embedding-type rope --rotary-percent 0.375
 bad "dropout of one" 1 1 "--hidden-dropout must be in \[0, 1\)" --hidden-dropout 1
-bad "qk layernorm" 1 1 "--qk-layernorm is not implemented yet" --qk-layernorm
 
 finish "architecture variants"

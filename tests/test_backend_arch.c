@@ -4,10 +4,11 @@
  * LayerNorm's epsilon and 1p offset, RMSNorm, SwiGLU, squared ReLU, dropout
  * (its mask a pure function of global coordinates: cut into blocks as the
  * layouts cut it, it is the same mask), rotary embeddings in both pairings,
- * and attention with query groups and attention dropout, including a
- * tensor-parallel rank's share of the heads. Each check also shows that it
- * rejects a plausible wrong implementation (the epsilon ignored, the other
- * rotary pairing, a dropout mask keyed without the rank's head offset). */
+ * attention with query groups and attention dropout, and the query/key
+ * norm (--qk-layernorm), including a tensor-parallel rank's share of the
+ * heads. Each check also shows that it rejects a plausible wrong
+ * implementation (the epsilon ignored, the other rotary pairing, a dropout
+ * mask keyed without the rank's head offset, query and key norms swapped). */
 #include <math.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -567,6 +568,215 @@ static int test_attention_dropout_split(Backend *be, TestRng *rng) {
     return 0;
 }
 
+/* ---- QK-norm: the query and key heads of a qkv buffer ----------------------- */
+
+enum { QK_HS = 8 }; /* head dimension of the QK-norm checks */
+
+typedef struct {
+    QKNormShape s;
+    double *qkv, *qw, *qb, *kw, *kb;
+    const double *R;
+} QKNormCtx;
+
+static size_t qk_norm_numel(const QKNormShape *s) {
+    return (size_t)s->N * qkv_row(s->NH, s->NG, s->HS);
+}
+static int qk_normed_heads(const QKNormShape *s) { return s->NG * (s->NH / s->NG + 1); }
+
+/* Each query head (with qw, qb) and key head (kw, kb) of every row through
+ * norm_ref as one row of HS features; value heads unchanged. */
+static void qk_norm_ref(double *out, double *rstd, const QKNormCtx *c) {
+    const QKNormShape *s = &c->s;
+    const int Q = s->NH / s->NG;
+    const size_t row = qkv_row(s->NH, s->NG, s->HS);
+    memcpy(out, c->qkv, qk_norm_numel(s) * sizeof(double));
+    for (int n = 0; n < s->N; n++)
+        for (int g = 0; g < s->NG; g++)
+            for (int h = 0; h <= Q; h++) {
+                const size_t at = (size_t)n * row + ((size_t)g * (Q + 2) + h) * s->HS;
+                const bool key = h == Q;
+                const size_t stat = (size_t)n * qk_normed_heads(s) + (size_t)g * (Q + 1) + h;
+                NormCtx head = {1, s->HS, s->rms, s->eps, s->weight_offset, c->qkv + at,
+                                key ? c->kw : c->qw, key ? c->kb : c->qb, NULL};
+                norm_ref(out + at, rstd ? rstd + stat : NULL, &head);
+            }
+}
+
+static double qk_norm_objective(void *p) {
+    QKNormCtx *c = p;
+    const size_t n = qk_norm_numel(&c->s);
+    double *out = xmalloc(n * sizeof(double));
+    qk_norm_ref(out, NULL, c);
+    double v = dot_d(out, c->R, n);
+    free(out);
+    return v;
+}
+
+/* The op's buffers: inputs uploaded, outputs allocated (the weight
+ * gradients start from `prior`, since backward adds). */
+typedef struct {
+    float *qkv, *out, *mean, *rstd, *qw, *qb, *kw, *kb, *R, *dqkv;
+    float *dqw, *dqb, *dkw, *dkb;
+} QKNormBufs;
+
+static QKNormBufs qk_norm_upload(Backend *be, const QKNormShape *s, const float *qkv,
+                                 float *const params[4], const float *R, const float *prior) {
+    const size_t n = qk_norm_numel(s), stats = (size_t)s->N * qk_normed_heads(s) * 4;
+    const size_t hs = (size_t)s->HS * 4;
+    QKNormBufs b = {upload(be, qkv, n * 4), be->ops->alloc(be, n * 4), be->ops->alloc(be, stats),
+                    be->ops->alloc(be, stats), upload(be, params[0], hs), upload(be, params[1], hs),
+                    upload(be, params[2], hs), upload(be, params[3], hs), upload(be, R, n * 4),
+                    upload(be, qkv, n * 4) /* stale: must be overwritten */,
+                    upload(be, prior, hs), upload(be, prior, hs), upload(be, prior, hs),
+                    upload(be, prior, hs)};
+    return b;
+}
+
+static void qk_norm_run(Backend *be, const QKNormShape *s, QKNormBufs *b) {
+    be->ops->qk_norm_forward(be, b->out, b->mean, b->rstd, b->qkv, b->qw, b->qb, b->kw, b->kb, s);
+    be->ops->qk_norm_backward(be, b->dqkv, b->dqw, b->dqb, b->dkw, b->dkb, b->R, b->qkv, b->qw,
+                              b->kw, b->mean, b->rstd, s);
+}
+
+static void qk_norm_free(Backend *be, QKNormBufs *b) {
+    float **all = (float **)b;
+    for (size_t i = 0; i < sizeof *b / sizeof(float *); i++) be->ops->free(be, all[i]);
+}
+
+/* Downloads a weight gradient minus the prior it was added to. */
+static float *added_grad(Backend *be, const float *dev, const float *prior, int HS) {
+    float *g = download(be, dev, (size_t)HS);
+    for (int i = 0; i < HS; i++) g[i] -= prior[i];
+    return g;
+}
+
+/* Forward against the double reference (and not the reference with the
+ * query and key weights swapped); value heads bitwise through; backward
+ * against finite differences of every input and weight; in place (out ==
+ * qkv, dqkv == dout) bitwise the same. */
+static int check_qk_norm(Backend *be, TestRng *rng, bool rms, float offset, int NH, int NG) {
+    const QKNormShape s = {.N = 5, .NH = NH, .NG = NG, .HS = QK_HS, .rms = rms, .eps = 0.05f,
+                           .weight_offset = offset};
+    const size_t n = qk_norm_numel(&s), HS = (size_t)s.HS;
+    const size_t heads = (size_t)s.N * qk_normed_heads(&s);
+    float *qkv = rand_floats(rng, n, -1.5f, 1.5f), *R = rand_floats(rng, n, -1, 1);
+    float *params[4], *prior = rand_floats(rng, HS, -1, 1);
+    for (int i = 0; i < 4; i++) /* weights, biases of q, k; 1p weights near zero */
+        params[i] = i % 2 ? rand_floats(rng, HS, -0.5f, 0.5f)
+                          : rand_floats(rng, HS, offset ? -0.3f : 0.5f, offset ? 0.3f : 1.5f);
+    QKNormCtx ctx = {s, to_double(qkv, n), to_double(params[0], HS), to_double(params[1], HS),
+                     to_double(params[2], HS), to_double(params[3], HS), to_double(R, n)};
+    QKNormBufs b = qk_norm_upload(be, &s, qkv, params, R, prior);
+    qk_norm_run(be, &s, &b);
+    double *want = xmalloc(n * sizeof(double)), *want_rstd = xmalloc(heads * sizeof(double));
+    qk_norm_ref(want, want_rstd, &ctx);
+    float *out = download(be, b.out, n), *rstd = download(be, b.rstd, heads);
+    CHECK(!compare_verbose("qk norm forward", out, want, n, FWD_TOL));
+    CHECK(!compare_verbose("qk norm rstd", rstd, want_rstd, heads, FWD_TOL));
+    for (size_t i = 0; i < n; i++)
+        if (want[i] == ctx.qkv[i]) CHECK(out[i] == qkv[i]); /* value heads */
+    QKNormCtx swapped = ctx;
+    swapped.qw = ctx.kw, swapped.qb = ctx.kb, swapped.kw = ctx.qw, swapped.kb = ctx.qb;
+    qk_norm_ref(want, NULL, &swapped);
+    CHECK(rel_err(out, want, n) > 100 * FWD_TOL);
+
+    float *dqkv = download(be, b.dqkv, n), *dw[4];
+    float *const dev_grads[4] = {b.dqw, b.dqb, b.dkw, b.dkb};
+    double *num = xmalloc(n * sizeof(double)), *num_w = xmalloc(HS * sizeof(double));
+    numerical_grad(qk_norm_objective, &ctx, ctx.qkv, NULL, n, num);
+    CHECK(!check_close("qk norm dqkv", dqkv, num, n, GRAD_TOL));
+    double *const param_d[4] = {ctx.qw, ctx.qb, ctx.kw, ctx.kb};
+    static const char *const names[4] = {"dq_weight", "dq_bias", "dk_weight", "dk_bias"};
+    for (int i = 0; i < 4; i++) {
+        dw[i] = added_grad(be, dev_grads[i], prior, s.HS);
+        if (rms && i % 2) continue; /* RMSNorm has no bias */
+        numerical_grad(qk_norm_objective, &ctx, param_d[i], NULL, HS, num_w);
+        CHECK(!check_close(names[i], dw[i], num_w, HS, GRAD_TOL));
+    }
+
+    /* in place: out == qkv, then dqkv == dout */
+    be->ops->qk_norm_forward(be, b.qkv, b.mean, b.rstd, b.qkv, b.qw, b.qb, b.kw, b.kb, &s);
+    float *inplace = download(be, b.qkv, n);
+    CHECK(!memcmp(inplace, out, n * 4));
+    be->ops->copy_to_device(be, b.qkv, qkv, n * 4);
+    be->ops->qk_norm_backward(be, b.R, b.dqw, b.dqb, b.dkw, b.dkb, b.R, b.qkv, b.qw, b.kw, b.mean,
+                              b.rstd, &s);
+    float *inplace_d = download(be, b.R, n);
+    CHECK(!memcmp(inplace_d, dqkv, n * 4));
+
+    free(qkv), free(R), free(prior), free(want), free(want_rstd), free(out), free(rstd);
+    free(dqkv), free(num), free(num_w), free(inplace), free(inplace_d), free(ctx.qkv);
+    free((void *)ctx.R);
+    for (int i = 0; i < 4; i++) free(params[i]), free(dw[i]), free(param_d[i]);
+    qk_norm_free(be, &b);
+    return 0;
+}
+
+/* A tensor-parallel rank holds the qkv columns of its query groups: its
+ * output and input gradient are the whole computation's slice, and the
+ * weight gradients of the ranks sum to the whole's (each rank's is only a
+ * part, which the model sums over the TP group). */
+static int check_qk_norm_split(Backend *be, TestRng *rng, bool rms, int NH, int NG, int TP) {
+    const QKNormShape whole = {.N = 6, .NH = NH, .NG = NG, .HS = QK_HS, .rms = rms, .eps = 1e-5f,
+                               .weight_offset = 0.0f};
+    QKNormShape part = whole;
+    part.NH /= TP, part.NG /= TP;
+    const size_t n = qk_norm_numel(&whole), rows = (size_t)whole.N, HS = (size_t)whole.HS;
+    const size_t row = qkv_row(NH, NG, whole.HS), part_row = row / TP;
+    float *qkv = rand_floats(rng, n, -1.5f, 1.5f), *R = rand_floats(rng, n, -1, 1);
+    float *params[4], *zeros = xcalloc(HS, sizeof(float));
+    for (int i = 0; i < 4; i++) params[i] = rand_floats(rng, HS, 0.5f, 1.5f);
+    QKNormBufs b = qk_norm_upload(be, &whole, qkv, params, R, zeros);
+    qk_norm_run(be, &whole, &b);
+    float *out = download(be, b.out, n), *dqkv = download(be, b.dqkv, n);
+    float *const whole_grads[4] = {b.dqw, b.dqb, b.dkw, b.dkb};
+    double sums[4][QK_HS] = {{0}};
+    for (int r = 0; r < TP; r++) {
+        float *rq = columns(qkv, rows, row, r * part_row, part_row);
+        float *rR = columns(R, rows, row, r * part_row, part_row);
+        QKNormBufs pb = qk_norm_upload(be, &part, rq, params, rR, zeros);
+        qk_norm_run(be, &part, &pb);
+        float *got = download(be, pb.out, rows * part_row);
+        float *got_d = download(be, pb.dqkv, rows * part_row);
+        float *want = columns(out, rows, row, r * part_row, part_row);
+        float *want_d = columns(dqkv, rows, row, r * part_row, part_row);
+        CHECK(!compare_f("TP rank's qk norm output", got, want, rows * part_row, FWD_TOL));
+        CHECK(!compare_f("TP rank's qk norm dqkv", got_d, want_d, rows * part_row, FWD_TOL));
+        float *const part_grads[4] = {pb.dqw, pb.dqb, pb.dkw, pb.dkb};
+        for (int i = 0; i < 4; i++) {
+            float *g = download(be, part_grads[i], HS);
+            for (size_t c = 0; c < HS; c++) sums[i][c] += g[c];
+            free(g);
+        }
+        free(rq), free(rR), free(got), free(got_d), free(want), free(want_d);
+        qk_norm_free(be, &pb);
+    }
+    for (int i = 0; i < 4; i++) {
+        if (rms && i % 2) continue;
+        float *g = download(be, whole_grads[i], HS);
+        CHECK(!compare_verbose("TP ranks' qk norm weight gradients summed", g, sums[i], HS,
+                               FWD_TOL));
+        free(g);
+    }
+    free(qkv), free(R), free(zeros), free(out), free(dqkv);
+    for (int i = 0; i < 4; i++) free(params[i]);
+    qk_norm_free(be, &b);
+    return 0;
+}
+
+static int test_qk_norm(Backend *be, TestRng *rng) {
+    for (int rms = 0; rms < 2; rms++) {
+        CHECK(!check_qk_norm(be, rng, rms, 0.0f, 4, 2)); /* GQA: 2 query heads per group */
+        CHECK(!check_qk_norm(be, rng, rms, 1.0f, 4, 2));
+        CHECK(!check_qk_norm(be, rng, rms, 0.0f, 3, 3)); /* one query head per group */
+        CHECK(!check_qk_norm(be, rng, rms, 1.0f, 6, 1)); /* multi-query */
+        CHECK(!check_qk_norm_split(be, rng, rms, 4, 2, 2));
+        CHECK(!check_qk_norm_split(be, rng, rms, 4, 4, 2));
+        CHECK(!check_qk_norm_split(be, rng, rms, 8, 4, 4));
+    }
+    return 0;
+}
+
 int main(void) {
     Backend *be = backend_create("cpu", 0, NULL, 0);
     if (!be) {
@@ -581,6 +791,7 @@ int main(void) {
     RUN(failures, test_rope(be, &rng));
     RUN(failures, test_group_attention(be, &rng));
     RUN(failures, test_attention_dropout_split(be, &rng));
+    RUN(failures, test_qk_norm(be, &rng));
     if (!failures && (be->bytes_in_use != 0 || be->num_allocations != 0)) {
         fprintf(stderr, "leak: %zu bytes in %zu buffers still allocated\n", be->bytes_in_use,
                 be->num_allocations);

@@ -1,7 +1,8 @@
 /* tests/test_backend_cuda_arch.c — the CUDA backend's ops of the modern
  * architectures against the CPU backend: RMSNorm (weight offset 0 and 1),
- * SwiGLU, squared ReLU, counter-keyed dropout and rotary embeddings (both
- * pairings, a rotary dimension below the head size, query groups).
+ * SwiGLU, squared ReLU, counter-keyed dropout, rotary embeddings (both
+ * pairings, a rotary dimension below the head size, query groups) and the
+ * query/key norm of --qk-layernorm (both norms, query groups).
  *
  * Same scheme as test_backend_cuda.c: bf16-rounded inputs on both sides,
  * overwritten outputs poisoned with NaN, every op twice for bitwise
@@ -334,6 +335,133 @@ static int test_rope(Pair *p, TestRng *rng) {
     return 0;
 }
 
+/* ---- QK-norm ------------------------------------------------------------------ */
+
+typedef struct {
+    QKNormShape s;
+    const char *what;
+} QKNormCase;
+
+/* The value heads of got are bitwise x's (the norm copies them). */
+static int check_value_heads_copied(const float *got, const float *x, const QKNormShape *s) {
+    const int Q = s->NH / s->NG;
+    for (int n = 0; n < s->N; n++)
+        for (int g = 0; g < s->NG; g++)
+            for (int e = 0; e < s->HS; e++) {
+                const size_t i = (((size_t)n * s->NG + g) * (Q + 2) + Q + 1) * s->HS + e;
+                if (f32_bits(got[i]) != f32_bits(x[i])) {
+                    fprintf(stderr, "  qk norm changed value element %zu (row %d group %d)\n", i,
+                            n, g);
+                    return 1;
+                }
+            }
+    return 0;
+}
+
+/* The four parameter gradients (two for RMSNorm), CUDA against CPU. */
+static int compare_qk_param_grads(Pair *p, float *const gpu[4], float *const cpu[4], int HS,
+                                  bool rms) {
+    static const char *const names[4] = {"qk_norm dq_weight", "qk_norm dq_bias",
+                                          "qk_norm dk_weight", "qk_norm dk_bias"};
+    for (int i = 0; i < 4; i++)
+        if (!rms || i % 2 == 0) CHECK(!compare_f32_dev(names[i], p, gpu[i], cpu[i], HS, F32_TOL));
+    return 0;
+}
+
+/* Forward and backward against the CPU backend (dqkv and the output
+ * overwritten, so poisoned first; the weight gradients start non-zero and
+ * add), value heads bitwise copied, each twice for determinism, and in
+ * place (out == qkv, dqkv == dout) bitwise the same as out of place. */
+static int qk_norm_case(Pair *p, TestRng *rng, const QKNormCase *c) {
+    Backend *cpu = p->cpu, *cu = p->cu;
+    const QKNormShape *s = &c->s;
+    fprintf(stderr, "  qk_norm %s N=%d NH=%d NG=%d HS=%d offset=%g\n", c->what, s->N, s->NH, s->NG,
+            s->HS, (double)s->weight_offset);
+    const size_t n = (size_t)s->N * s->NG * (s->NH / s->NG + 2) * s->HS, HS = (size_t)s->HS;
+    const size_t heads = (size_t)s->N * (s->NH + s->NG);
+    const float lo = 0.5f - s->weight_offset, hi = 1.5f - s->weight_offset;
+    float *x = rand_bf16(rng, n, -2, 3), *dout = rand_bf16(rng, n, -1, 1);
+    float *prm[4] = {rand_bf16(rng, HS, lo, hi), rand_bf16(rng, HS, -0.5f, 0.5f),
+                     rand_bf16(rng, HS, lo, hi), rand_bf16(rng, HS, -0.5f, 0.5f)};
+    float *dw0 = rand_floats(rng, HS, -1, 1);
+    float *cx = upload(cpu, x, n * 4), *cdout = upload(cpu, dout, n * 4);
+    float *cy = cpu->ops->alloc(cpu, n * 4), *cdx = cpu->ops->alloc(cpu, n * 4);
+    float *cmean = cpu->ops->alloc(cpu, heads * 4), *crstd = cpu->ops->alloc(cpu, heads * 4);
+    void *gx = act_upload(cu, x, n), *gdout = act_upload(cu, dout, n);
+    void *gy = act_poisoned(cu, n), *gdx = act_poisoned(cu, n);
+    float *gmean = f32_poisoned(cu, heads), *grstd = f32_poisoned(cu, heads);
+    float *cp[4], *cgrad[4], *ggrad[4];
+    void *gp[4];
+    for (int i = 0; i < 4; i++) {
+        cp[i] = upload(cpu, prm[i], HS * 4), gp[i] = act_upload(cu, prm[i], HS);
+        cgrad[i] = upload(cpu, dw0, HS * 4), ggrad[i] = upload(cu, dw0, HS * 4);
+    }
+
+    cpu->ops->qk_norm_forward(cpu, cy, cmean, crstd, cx, cp[0], cp[1], cp[2], cp[3], s);
+    cu->ops->qk_norm_forward(cu, gy, gmean, grstd, gx, gp[0], gp[1], gp[2], gp[3], s);
+    CHECK(!compare_act("qk_norm_forward out", p, gy, cy, n, BF16_TOL));
+    CHECK(!compare_f32_dev("qk_norm_forward rstd", p, grstd, crstd, heads, F32_TOL));
+    if (!s->rms) CHECK(!compare_f32_dev("qk_norm_forward mean", p, gmean, cmean, heads, F32_TOL));
+    float *got = act_download(cu, gy, n);
+    CHECK(!check_value_heads_copied(got, x, s));
+    void *y1 = bytes_download(cu, gy, backend_act_bytes(cu, n));
+    poison_act(cu, gy, n);
+    cu->ops->qk_norm_forward(cu, gy, gmean, grstd, gx, gp[0], gp[1], gp[2], gp[3], s);
+    CHECK(!act_bytes_equal("qk_norm_forward out", cu, y1, gy, n));
+    void *inplace = act_upload(cu, x, n);
+    cu->ops->qk_norm_forward(cu, inplace, gmean, grstd, inplace, gp[0], gp[1], gp[2], gp[3], s);
+    CHECK(!act_bytes_equal("qk_norm_forward in place", cu, y1, inplace, n));
+
+    cpu->ops->qk_norm_backward(cpu, cdx, cgrad[0], cgrad[1], cgrad[2], cgrad[3], cdout, cx, cp[0],
+                               cp[2], cmean, crstd, s);
+    cu->ops->qk_norm_backward(cu, gdx, ggrad[0], ggrad[1], ggrad[2], ggrad[3], gdout, gx, gp[0],
+                              gp[2], gmean, grstd, s);
+    CHECK(!compare_act("qk_norm_backward dqkv", p, gdx, cdx, n, BF16_TOL));
+    CHECK(!compare_qk_param_grads(p, ggrad, cgrad, s->HS, s->rms));
+    float *got_dx = act_download(cu, gdx, n);
+    CHECK(!check_value_heads_copied(got_dx, dout, s));
+    void *dx1 = bytes_download(cu, gdx, backend_act_bytes(cu, n));
+    void *dq1 = bytes_download(cu, ggrad[0], HS * 4);
+    cu->ops->copy_to_device(cu, ggrad[0], dw0, HS * 4);
+    cu->ops->copy_device(cu, inplace, gdout, backend_act_bytes(cu, n));
+    cu->ops->qk_norm_backward(cu, inplace, ggrad[0], ggrad[1], ggrad[2], ggrad[3], inplace, gx,
+                              gp[0], gp[2], gmean, grstd, s);
+    CHECK(!act_bytes_equal("qk_norm_backward in place", cu, dx1, inplace, n));
+    void *dq2 = bytes_download(cu, ggrad[0], HS * 4);
+    CHECK(!same_bytes("qk_norm_backward dq_weight", dq1, dq2, HS * 4));
+
+    void *host[] = {x, dout, dw0, got, y1, got_dx, dx1, dq1, dq2};
+    for (size_t i = 0; i < sizeof host / sizeof *host; i++) free(host[i]);
+    void *cbufs[] = {cx, cdout, cy, cdx, cmean, crstd};
+    for (size_t i = 0; i < sizeof cbufs / sizeof *cbufs; i++) cpu->ops->free(cpu, cbufs[i]);
+    void *gbufs[] = {gx, gdout, gy, gdx, gmean, grstd, inplace};
+    for (size_t i = 0; i < sizeof gbufs / sizeof *gbufs; i++) cu->ops->free(cu, gbufs[i]);
+    for (int i = 0; i < 4; i++) {
+        free(prm[i]);
+        cpu->ops->free(cpu, cp[i]), cpu->ops->free(cpu, cgrad[i]);
+        cu->ops->free(cu, gp[i]), cu->ops->free(cu, ggrad[i]);
+    }
+    return 0;
+}
+
+static int test_qk_norm(Pair *p, TestRng *rng) {
+    const QKNormCase cases[] = {
+        /* GQA, 2 query heads per group; many column-sum chunks */
+        {{.N = 300, .NH = 4, .NG = 2, .HS = 64, .rms = false, .eps = 1e-5f}, "LayerNorm"},
+        {{.N = 300, .NH = 4, .NG = 2, .HS = 64, .rms = true, .eps = 1e-6f}, "RMSNorm"},
+        /* one query head per group, HS not a multiple of 32 (lane tails), 1p */
+        {{.N = 77, .NH = 3, .NG = 3, .HS = 100, .rms = false, .eps = 1e-5f, .weight_offset = 1},
+         "LayerNorm"},
+        {{.N = 77, .NH = 3, .NG = 3, .HS = 100, .rms = true, .eps = 1e-5f, .weight_offset = 1},
+         "RMSNorm"},
+        /* multi-query: one key head for 8 query heads */
+        {{.N = 40, .NH = 8, .NG = 1, .HS = 32, .rms = false, .eps = 1e-5f}, "LayerNorm"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++)
+        CHECK(!qk_norm_case(p, rng, &cases[i]));
+    return 0;
+}
+
 int main(int argc, char **argv) {
     Pair p;
     const bool standin = cpu_standin(argc, argv);
@@ -346,6 +474,7 @@ int main(int argc, char **argv) {
     RUN(failures, test_squared_relu(&p, &rng));
     RUN(failures, test_dropout(&p, &rng));
     RUN(failures, test_rope(&p, &rng));
+    RUN(failures, test_qk_norm(&p, &rng));
     pair_destroy(&p);
     /* The stand-in compares the CPU backend with itself: say so, so a pass
      * here is never read as the CUDA ops passing. */

@@ -12,9 +12,9 @@
  *   matrix's gradient within 1e-1 relative L2,
  * - a second forward/backward on CUDA gives bitwise the same loss and
  *   gradients.
- * For GPT-2 and for two modern variants (tiny_config): RoPE, RMSNorm,
- * SwiGLU, squared ReLU, 1p LayerNorm, query groups, and dropout, whose
- * masks are the same on both backends.
+ * For GPT-2 and for three modern variants (tiny_config): RoPE, RMSNorm,
+ * SwiGLU, squared ReLU, 1p LayerNorm, query groups, QK-norm, and dropout,
+ * whose masks are the same on both backends.
  * Exits 77 without a GPU. */
 #include <math.h>
 #include <stdbool.h>
@@ -26,14 +26,16 @@
 
 enum { B = 2, T = 32 };
 
-typedef enum { VARIANT_GPT2, VARIANT_LLAMA, VARIANT_NEMOTRON } Variant;
+typedef enum { VARIANT_GPT2, VARIANT_LLAMA, VARIANT_NEMOTRON, VARIANT_LLAMA_QK } Variant;
 
-static const char *const VARIANT_NAMES[] = {"GPT-2", "Llama", "Nemotron-like"};
+static const char *const VARIANT_NAMES[] = {"GPT-2", "Llama", "Nemotron-like",
+                                            "Llama with QK-norm"};
 
 /* GPT-2; Llama (RoPE, RMSNorm, SwiGLU, two query groups, untied, no
  * biases); Nemotron-like (interleaved RoPE on half of each head, 1p
  * LayerNorm, squared ReLU, one query group) with hidden and attention
- * dropout while training. */
+ * dropout while training; Llama with --qk-layernorm and RoPE on half of
+ * each head (issue 16's variant b). */
 static TransformerConfig tiny_config(Variant v) {
     TransformerConfig c = {.num_layers = 2,
                    .hidden_size = 64,
@@ -46,7 +48,7 @@ static TransformerConfig tiny_config(Variant v) {
                    .seed = 1234};
     c.padded_vocab_size = gpt_padded_vocab_size(c.vocab_size, 128);
     transformer_config_set_gpt2_variant(&c);
-    if (v == VARIANT_LLAMA) {
+    if (v == VARIANT_LLAMA || v == VARIANT_LLAMA_QK) {
         c.position_embedding_type = POSITION_ROPE;
         c.normalization = NORM_RMSNORM;
         c.activation = ACTIVATION_SWIGLU;
@@ -54,6 +56,8 @@ static TransformerConfig tiny_config(Variant v) {
         c.num_query_groups = 2;
         c.untie_embeddings_and_output_weights = true;
         c.add_bias_linear = false;
+        c.qk_layernorm = v == VARIANT_LLAMA_QK;
+        c.rotary_percent = v == VARIANT_LLAMA_QK ? 0.5 : 1.0;
     } else if (v == VARIANT_NEMOTRON) {
         c.position_embedding_type = POSITION_ROPE;
         c.rotary_percent = 0.5;
@@ -183,6 +187,7 @@ int main(int argc, char **argv) {
     RUN(failures, test_whole_model(&p, VARIANT_GPT2));
     RUN(failures, test_whole_model(&p, VARIANT_LLAMA));
     RUN(failures, test_whole_model(&p, VARIANT_NEMOTRON));
+    RUN(failures, test_whole_model(&p, VARIANT_LLAMA_QK));
     pair_destroy(&p);
     /* The stand-in compares the CPU backend with itself: say so, so a pass
      * here is never read as the CUDA ops passing. */

@@ -136,11 +136,16 @@ static double batch_loss(GPTModel *m, const int32_t *tok, const int32_t *tgt) {
     return gpt_model_forward(m, tok, tgt);
 }
 
-static void test_whole_model_gradient(void) {
+/* Every element of a few parameters of each kind against central
+ * differences of the summed loss. The constant-initialised ones (norms,
+ * biases) are offset first, so a weight of one or a bias of zero hides
+ * nothing. */
+static void check_model_gradient(const TransformerConfig *cfg, const char *const *names,
+                                 size_t count, const char *what) {
     char err[256];
     Backend *be = backend_create("cpu", 0, err, sizeof err);
     CHECK(be);
-    TransformerConfig c = tiny_config(3);
+    const TransformerConfig c = *cfg;
     const int B = 2, T = c.seq_length, N = B * T;
     GPTModel *m = gpt_model_create(be, &c, &WHOLE, B, NULL, 1);
     gpt_model_init_params(m, NULL, 0);
@@ -151,24 +156,20 @@ static void test_whole_model_gradient(void) {
     }
     const ParamTable *t = gpt_model_params(m);
     float *params = gpt_model_param_buffer(m); /* CPU: host memory, fp32 */
+    for (int i = 0; i < t->count; i++)
+        if (t->params[i].init != PARAM_INIT_NORMAL)
+            for (int64_t e = 0; e < t->params[i].local_numel; e++)
+                params[t->params[i].offset + e] += 0.2f * sinf((float)(3 * i + e));
     gpt_model_zero_grad(m);
     batch_loss(m, tok, tgt);
     gpt_model_backward(m, 1.0f);
     const float *grads = gpt_model_grad_buffer(m);
 
-    /* Check every element of a few parameters of each kind by central
-     * differences of the summed loss. */
-    const char *names[] = {"embedding.word_embeddings.weight", "embedding.position_embeddings.weight",
-                           "decoder.layers.0.input_layernorm.weight",
-                           "decoder.layers.0.self_attention.linear_qkv.weight",
-                           "decoder.layers.1.self_attention.linear_qkv.bias",
-                           "decoder.layers.1.self_attention.linear_proj.weight",
-                           "decoder.layers.0.mlp.linear_fc1.weight",
-                           "decoder.layers.1.mlp.linear_fc2.bias",
-                           "decoder.final_layernorm.bias"};
     double worst = 0;
-    for (size_t k = 0; k < sizeof names / sizeof *names; k++) {
-        const ParamInfo *p = &t->params[param_table_find(t, names[k])];
+    for (size_t k = 0; k < count; k++) {
+        const int index = param_table_find(t, names[k]);
+        CHECK_MSG(index >= 0, "%s: no parameter %s", what, names[k]);
+        const ParamInfo *p = &t->params[index];
         double num2 = 0, diff2 = 0;
         for (int64_t e = 0; e < p->local_numel; e += 1 + p->local_numel / 40) {
             float *w = params + p->offset + e;
@@ -188,19 +189,110 @@ static void test_whole_model_gradient(void) {
         CHECK_MSG(num2 > 1e-8, "%s: gradient unexpectedly ~0", names[k]);
         CHECK_MSG(rel < 2e-3, "%s: relative gradient error %g", names[k], rel);
     }
-    printf("whole-model gradient check: worst relative error %.2e\n", worst);
+    printf("whole-model gradient check (%s): worst relative error %.2e\n", what, worst);
     gpt_model_free(m);
     backend_destroy(be);
 }
 
+static void test_whole_model_gradient(void) {
+    const TransformerConfig c = tiny_config(3);
+    const char *const names[] = {"embedding.word_embeddings.weight",
+                                 "embedding.position_embeddings.weight",
+                                 "decoder.layers.0.input_layernorm.weight",
+                                 "decoder.layers.0.self_attention.linear_qkv.weight",
+                                 "decoder.layers.1.self_attention.linear_qkv.bias",
+                                 "decoder.layers.1.self_attention.linear_proj.weight",
+                                 "decoder.layers.0.mlp.linear_fc1.weight",
+                                 "decoder.layers.1.mlp.linear_fc2.bias",
+                                 "decoder.final_layernorm.bias"};
+    check_model_gradient(&c, names, sizeof names / sizeof *names, "GPT-2");
+}
+
+/* Both norms of --qk-layernorm, and what feeds them and what they feed
+ * (RoPE after them, with query groups). */
+static void test_qk_layernorm_gradient(void) {
+    TransformerConfig c = tiny_config(4);
+    c.num_attention_heads = 4;
+    c.num_query_groups = 2;
+    c.kv_channels = 4;
+    c.qk_layernorm = true;
+    c.position_embedding_type = POSITION_ROPE;
+    const char *const names[] = {"decoder.layers.0.self_attention.q_layernorm.weight",
+                                 "decoder.layers.0.self_attention.q_layernorm.bias",
+                                 "decoder.layers.1.self_attention.k_layernorm.weight",
+                                 "decoder.layers.1.self_attention.k_layernorm.bias",
+                                 "decoder.layers.0.self_attention.linear_qkv.weight",
+                                 "decoder.layers.1.self_attention.linear_qkv.bias",
+                                 "decoder.layers.0.input_layernorm.weight"};
+    check_model_gradient(&c, names, sizeof names / sizeof *names, "qk layernorm, GQA, rope");
+    c.normalization = NORM_RMSNORM;
+    c.apply_layernorm_1p = true;
+    check_model_gradient(&c, names, 1, "qk RMSNorm 1p");
+    check_model_gradient(&c, names + 2, 1, "qk RMSNorm 1p");
+}
+
+/* The QK-norm parameters: [HS] each, replicated over TP, no weight decay,
+ * ones (zeros with 1p) and zero biases, in reverse order of use after the
+ * projection; their TP-partial gradients marked for the TP sum (and only
+ * at TP > 1), counted in the norm on TP rank 0 only. */
+static void test_qk_layernorm_params(void) {
+    TransformerConfig c = tiny_config(1);
+    const int64_t plain = gpt_canonical_param_count(&c);
+    c.qk_layernorm = true;
+    CHECK(gpt_canonical_param_count(&c) == plain + c.num_layers * 4 * c.kv_channels);
+    static const char *const order[] = {
+        "decoder.layers.1.self_attention.linear_proj.weight",
+        "decoder.layers.1.self_attention.k_layernorm.bias",
+        "decoder.layers.1.self_attention.k_layernorm.weight",
+        "decoder.layers.1.self_attention.q_layernorm.bias",
+        "decoder.layers.1.self_attention.q_layernorm.weight",
+        "decoder.layers.1.self_attention.linear_qkv.bias"};
+    for (int tp_rank = 0; tp_rank < 3; tp_rank++) {
+        ModelPartition part = WHOLE; /* rank 0 of TP 1, then ranks 0, 1 of TP 2 */
+        part.tp_size = tp_rank ? 2 : 1;
+        part.tp_rank = tp_rank ? tp_rank - 1 : 0;
+        ParamTable t;
+        param_table_build(&t, &c, &part);
+        CHECK(t.count == 2 + 2 * gpt_layer_param_count(&c) + 2);
+        CHECK(gpt_layer_param_count(&c) == 12 + 4);
+        for (int k = 0; k < 6; k++) {
+            const int i = param_table_find(&t, order[k]);
+            CHECK_MSG(i >= 0 && (k == 0 || !strcmp(t.params[i - 1].name, order[k - 1])),
+                      "%s out of order", order[k]);
+            const ParamInfo *p = &t.params[i];
+            if (k == 0 || k == 5) continue;
+            CHECK(p->ndim == 1 && p->shape[0] == c.kv_channels && !p->tensor_parallel_split);
+            CHECK(p->local_numel == c.kv_channels && !p->weight_decay);
+            CHECK(p->init == (k % 2 ? PARAM_INIT_ZEROS : PARAM_INIT_ONES));
+            CHECK(p->grad_partial_over_heads == (part.tp_size > 1));
+            CHECK(p->counts_in_grad_norm == (part.tp_rank == 0));
+        }
+        for (int i = 0; i < t.count; i++) /* nothing else is partial over heads */
+            CHECK(!t.params[i].grad_partial_over_heads || strstr(t.params[i].name, "k_layernorm") ||
+                  strstr(t.params[i].name, "q_layernorm"));
+        param_table_free(&t);
+    }
+    c.apply_layernorm_1p = true;
+    c.normalization = NORM_RMSNORM;
+    ParamTable t;
+    param_table_build(&t, &c, &WHOLE);
+    const int q = param_table_find(&t, "decoder.layers.0.self_attention.q_layernorm.weight");
+    CHECK(q >= 0 && t.params[q].init == PARAM_INIT_ZEROS);
+    CHECK(param_table_find(&t, "decoder.layers.0.self_attention.q_layernorm.bias") < 0);
+    CHECK(gpt_layer_param_count(&c) == 4 + 4 + 3 + 1);
+    param_table_free(&t);
+    printf("qk layernorm: parameters, order, TP marks and counts\n");
+}
+
 /* --recompute-activations keeps only layer outputs and recomputes the rest
  * in backward: bitwise the same loss and gradients, less activation memory. */
-static void test_recompute(void) {
+static void test_recompute(bool qk_layernorm) {
     char err[256];
     Backend *be = backend_create("cpu", 0, err, sizeof err);
     CHECK(be);
     TransformerConfig c = tiny_config(5);
     c.num_layers = 3;
+    c.qk_layernorm = qk_layernorm;
     ModelPartition part = WHOLE;
     part.num_local_layers = 3;
     int32_t tok[10], tgt[10];
@@ -226,7 +318,8 @@ static void test_recompute(void) {
     CHECK(loss[0] == loss[1]);
     CHECK(memcmp(grads[0], grads[1], n * sizeof(float)) == 0);
     CHECK_MSG(bytes[1] < bytes[0] * 3 / 4, "recompute keeps %zu of %zu activation bytes", bytes[1], bytes[0]);
-    printf("recompute: activations %zu -> %zu bytes, bitwise equal loss and gradients\n", bytes[0], bytes[1]);
+    printf("recompute%s: activations %zu -> %zu bytes, bitwise equal loss and gradients\n",
+           qk_layernorm ? " (qk layernorm)" : "", bytes[0], bytes[1]);
     free(grads[0]);
     free(grads[1]);
     backend_destroy(be);
@@ -418,7 +511,10 @@ int main(void) {
     test_normal_fill_threads();
     test_init_threads();
     test_whole_model_gradient();
-    test_recompute();
+    test_qk_layernorm_params();
+    test_qk_layernorm_gradient();
+    test_recompute(false);
+    test_recompute(true);
     printf("test_model: ok\n");
     return 0;
 }

@@ -118,12 +118,13 @@ static float *tied_embedding_grad(Trainer *t, size_t *numel) {
 }
 
 /* Before the distributed optimizer reduces the bucket [begin, end) over DP,
- * its gradients are completed over the other groups: sequence-parallel
- * partial sums over TP, and the two copies of the tied word embedding
+ * its gradients are completed over the other groups: the partial sums over
+ * TP (sequence parallelism's, the QK-norm weights'), and the two copies of
+ * the tied word embedding
  * (first and last stage) summed so that they stay identical. */
 void trainer_finalize_grads(void *ctx, size_t begin, size_t end) {
     Trainer *t = ctx;
-    gpt_model_reduce_sequence_parallel_grads_in(t->model, begin, end);
+    gpt_model_reduce_tensor_parallel_partial_grads_in(t->model, begin, end);
     size_t numel = 0;
     float *dwte = tied_embedding_grad(t, &numel);
     const size_t at = dwte ? (size_t)(dwte - distrib_optimizer_grad_buffer(t->opt)) : 0;

@@ -1,6 +1,6 @@
 /* backend/cpu/cpu_arch.c — the ops of the modern architectures on the fp32
- * reference backend: RMSNorm, SwiGLU, squared ReLU, dropout and rotary
- * position embeddings.
+ * reference backend: RMSNorm, SwiGLU, squared ReLU, dropout, rotary
+ * position embeddings and the query/key norm.
  *
  * Dropout masks are drawn here one Philox block per element, keyed by the
  * element's global counter (backend.h, DropoutKey), and compared as
@@ -190,4 +190,91 @@ void cpu_rope_forward(Backend *be, void *qkv, int B, int T, int NH, int NG, int 
 void cpu_rope_backward(Backend *be, void *dqkv, int B, int T, int NH, int NG, int HS, int rot_dim,
                        float base, bool interleaved) {
     rope_apply(be, dqkv, B, T, NH, NG, HS, rot_dim, base, interleaved, -1.0f);
+}
+
+/* ---- QK-norm ----
+ * Each query or key head is one norm row of HS features, strided inside its
+ * qkv row: the row ops above (and cpu_nn.c's LayerNorm) run on it with
+ * N = 1, so QK-norm computes exactly what the model's other norms do. */
+
+/* Offset of normalised head j (in qkv order: a group's query heads, then
+ * its key) of qkv row n; per_group = NH/NG + 2 heads per group. */
+static size_t qk_head_offset(const QKNormShape *s, int n, int j) {
+    const int normed = s->NH / s->NG + 1, per_group = normed + 1;
+    const size_t row = (size_t)s->NG * per_group * s->HS;
+    return (size_t)n * row + ((size_t)(j / normed) * per_group + j % normed) * s->HS;
+}
+
+static bool qk_is_key(const QKNormShape *s, int j) {
+    const int normed = s->NH / s->NG + 1;
+    return j % normed == normed - 1;
+}
+
+static void check_qk_shape(const QKNormShape *s, const char *op) {
+    GPT3D_CHECK(s->N >= 0 && s->NG > 0 && s->NH % s->NG == 0 && s->HS > 0,
+                "%s: bad shape N=%d NH=%d NG=%d HS=%d", op, s->N, s->NH, s->NG, s->HS);
+}
+
+/* Copies the value heads of every row (the norm leaves them alone). */
+static void copy_value_heads(float *dst, const float *src, const QKNormShape *s) {
+    if (dst == src) return;
+    const int normed = s->NH / s->NG + 1;
+    for (int n = 0; n < s->N; n++)
+        for (int g = 0; g < s->NG; g++) {
+            /* the value head follows the group's key head */
+            size_t at = qk_head_offset(s, n, g * normed + normed - 1) + (size_t)s->HS;
+            memcpy(dst + at, src + at, (size_t)s->HS * sizeof(float));
+        }
+}
+
+void cpu_qk_norm_forward(Backend *be, void *out_, float *mean, float *rstd, const void *qkv_,
+                         const void *q_weight, const void *q_bias, const void *k_weight,
+                         const void *k_bias, const QKNormShape *s) {
+    check_qk_shape(s, "qk_norm_forward");
+    float *out = out_;
+    const float *qkv = qkv_;
+    const int heads = s->NG * (s->NH / s->NG + 1);
+    for (int n = 0; n < s->N; n++)
+        for (int j = 0; j < heads; j++) {
+            const size_t at = qk_head_offset(s, n, j), stat = (size_t)n * heads + j;
+            const bool key = qk_is_key(s, j);
+            const void *w = key ? k_weight : q_weight, *b = key ? k_bias : q_bias;
+            if (s->rms)
+                cpu_rmsnorm_forward(be, out + at, rstd + stat, qkv + at, w, 1, s->HS, s->eps,
+                                    s->weight_offset);
+            else
+                cpu_layernorm_forward(be, out + at, mean + stat, rstd + stat, qkv + at, w, b, 1,
+                                      s->HS, s->eps, s->weight_offset);
+        }
+    copy_value_heads(out, qkv, s);
+}
+
+void cpu_qk_norm_backward(Backend *be, void *dqkv_, float *dq_weight, float *dq_bias,
+                          float *dk_weight, float *dk_bias, const void *dout_, const void *qkv_,
+                          const void *q_weight, const void *k_weight, const float *mean,
+                          const float *rstd, const QKNormShape *s) {
+    check_qk_shape(s, "qk_norm_backward");
+    float *dqkv = dqkv_;
+    const float *dout = dout_, *qkv = qkv_;
+    const int heads = s->NG * (s->NH / s->NG + 1);
+    const size_t head_bytes = (size_t)s->HS * sizeof(float);
+    /* The row ops add into dinp and read dout: the head's dout is copied
+     * aside first, so dqkv may alias dout. */
+    float *g = cpu_scratch(be, (size_t)s->HS);
+    for (int n = 0; n < s->N; n++)
+        for (int j = 0; j < heads; j++) {
+            const size_t at = qk_head_offset(s, n, j), stat = (size_t)n * heads + j;
+            const bool key = qk_is_key(s, j);
+            const void *w = key ? k_weight : q_weight;
+            float *dw = key ? dk_weight : dq_weight, *db = key ? dk_bias : dq_bias;
+            memcpy(g, dout + at, head_bytes);
+            memset(dqkv + at, 0, head_bytes);
+            if (s->rms)
+                cpu_rmsnorm_backward(be, dqkv + at, dw, g, qkv + at, w, rstd + stat, 1, s->HS,
+                                     s->weight_offset);
+            else
+                cpu_layernorm_backward(be, dqkv + at, dw, db, g, qkv + at, w, mean + stat,
+                                       rstd + stat, 1, s->HS, s->weight_offset);
+        }
+    copy_value_heads(dqkv, dout, s);
 }

@@ -62,7 +62,7 @@ void cpu_attention_backward(Backend *be, void *dqkv, const void *dout, const voi
                             const void *out, const void *saved, int B, int T, int NH, int NG,
                             int HS, const AttentionDropout *dropout);
 
-/* ---- RMSNorm, SwiGLU, squared ReLU, dropout, RoPE (cpu_arch.c) ---- */
+/* ---- RMSNorm, SwiGLU, squared ReLU, dropout, RoPE, QK-norm (cpu_arch.c) ---- */
 void cpu_rmsnorm_forward(Backend *be, void *out, float *rstd, const void *inp, const void *weight,
                          int N, int C, float eps, float weight_offset);
 void cpu_rmsnorm_backward(Backend *be, void *dinp, float *dweight, const void *dout,
@@ -81,6 +81,13 @@ void cpu_rope_forward(Backend *be, void *qkv, int B, int T, int NH, int NG, int 
                       float base, bool interleaved);
 void cpu_rope_backward(Backend *be, void *dqkv, int B, int T, int NH, int NG, int HS, int rot_dim,
                        float base, bool interleaved);
+void cpu_qk_norm_forward(Backend *be, void *out, float *mean, float *rstd, const void *qkv,
+                         const void *q_weight, const void *q_bias, const void *k_weight,
+                         const void *k_bias, const QKNormShape *shape);
+void cpu_qk_norm_backward(Backend *be, void *dqkv, float *dq_weight, float *dq_bias,
+                          float *dk_weight, float *dk_bias, const void *dout, const void *qkv,
+                          const void *q_weight, const void *k_weight, const float *mean,
+                          const float *rstd, const QKNormShape *shape);
 
 /* ---- cross entropy, optimizer, reductions (cpu_loss_optim.c) ---- */
 void cpu_cross_entropy_max(Backend *be, float *rowmax, const void *logits, int N, int V,

@@ -242,6 +242,8 @@ static const BackendOps CUDA_OPS = {
     cuda_attention_backward,
     cuda_rope_forward,
     cuda_rope_backward,
+    cuda_qk_norm_forward,
+    cuda_qk_norm_backward,
     cuda_cross_entropy_max,
     cuda_cross_entropy_sums,
     cuda_cross_entropy_loss,

@@ -274,6 +274,13 @@ void cuda_rmsnorm_forward(Backend *be, void *out, float *rstd, const void *inp, 
 void cuda_rmsnorm_backward(Backend *be, void *dinp, float *dweight, const void *dout,
                            const void *inp, const void *weight, const float *rstd, int N, int C,
                            float weight_offset);
+void cuda_qk_norm_forward(Backend *be, void *out, float *mean, float *rstd, const void *qkv,
+                          const void *q_weight, const void *q_bias, const void *k_weight,
+                          const void *k_bias, const QKNormShape *shape);
+void cuda_qk_norm_backward(Backend *be, void *dqkv, float *dq_weight, float *dq_bias,
+                           float *dk_weight, float *dk_bias, const void *dout, const void *qkv,
+                           const void *q_weight, const void *k_weight, const float *mean,
+                           const float *rstd, const QKNormShape *shape);
 
 // cuda_arch.cu
 void cuda_swiglu_forward(Backend *be, void *out, const void *inp, int N, int F);
