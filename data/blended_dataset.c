@@ -189,6 +189,16 @@ static bool choose_source(const GPTDataConfig *cfg, SplitKind split, SplitSource
                           size_t err_size) {
     bool per_split = cfg->train_data_path_count > 0 || cfg->valid_data_path_count > 0 ||
                      cfg->test_data_path_count > 0;
+    if (cfg->mock_data) {
+        if (per_split || cfg->data_path_count > 0) {
+            set_err(err, err_size,
+                    "--mock-data replaces the data: give either --mock-data or "
+                    "--data-path/--train-data-path/--valid-data-path/--test-data-path");
+            return false;
+        }
+        *src = (SplitSource){"--mock-data", NULL, 0, cfg->split};
+        return true;
+    }
     if (!per_split) {
         *src = (SplitSource){"--data-path", cfg->data_path, cfg->data_path_count, cfg->split};
         return true;
@@ -279,7 +289,7 @@ static bool create_components(BlendedDataset *ds, const GPTDataConfig *cfg,
     for (int i = 0; i < ds->num_components; i++) {
         const DataPathComponent *pc = &path->components[i];
         ds->weights[i] = pc->weight;
-        ds->patterns[i] = xstrdup(pc->pattern);
+        ds->patterns[i] = xstrdup(pc->resolved ? pc->resolved : pc->pattern);
         GPTDatasetConfig gc = {
             .paths = (const char *const *)pc->files,
             .num_paths = pc->num_files,
@@ -291,6 +301,9 @@ static bool create_components(BlendedDataset *ds, const GPTDataConfig *cfg,
             .cache_dir = cfg->cache_dir,
             .data_path_flag = src->flag,
             .scans = cfg->scans,
+            .tokenizer_vocab_size = cfg->tokenizer_vocab_size,
+            .tokenizer_eod_token = cfg->tokenizer_eod_token,
+            .mock_data = cfg->mock_data,
         };
         char inner[1024];
         ds->components[i] = gpt_dataset_create(&gc, ds->split, inner, sizeof inner);
@@ -306,13 +319,27 @@ static bool create_components(BlendedDataset *ds, const GPTDataConfig *cfg,
     return true;
 }
 
+/* The components of a split: its flag's words parsed, or for --mock-data
+ * one component without files (the dataset makes its documents). */
+static bool parse_source(const GPTDataConfig *cfg, const SplitSource *src, DataPath *path,
+                         char *err, size_t err_size) {
+    if (!cfg->mock_data) return data_path_parse(src->flag, src->words, src->count, path, err,
+                                                err_size);
+    memset(path, 0, sizeof *path);
+    path->num_components = 1;
+    path->components = xcalloc(1, sizeof *path->components);
+    path->components[0].pattern = xstrdup("mock data");
+    path->components[0].weight = 1.0;
+    return true;
+}
+
 BlendedDataset *blended_dataset_create(const GPTDataConfig *cfg, SplitKind split, char *err,
                                        size_t err_size) {
     GPT3D_CHECK(split >= SPLIT_TRAIN && split <= SPLIT_TEST, "bad split kind %d", (int)split);
     SplitSource src;
     if (!choose_source(cfg, split, &src, err, err_size)) return NULL;
     DataPath path;
-    if (!data_path_parse(src.flag, src.words, src.count, &path, err, err_size)) return NULL;
+    if (!parse_source(cfg, &src, &path, err, err_size)) return NULL;
     BlendedDataset *ds = xcalloc(1, sizeof *ds);
     ds->split = split;
     const char *fail_at = getenv("GPT3D_TEST_FAIL_DATA_READ_AT");

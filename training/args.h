@@ -52,6 +52,7 @@ typedef struct {
     bool check_for_nan_in_loss_and_grad;
     /* data */
     StringList data_path, train_data_path, valid_data_path;
+    bool mock_data;
     char *data_cache_path;
     char *split;
     char *tokenizer_type, *vocab_file, *merge_file;
