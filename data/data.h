@@ -173,6 +173,9 @@ typedef struct {
     bool mock_data;
 } GPTDatasetConfig;
 
+/* Documents of --mock-data (Megatron's MockGPTDataset has as many). */
+#define MOCK_DATA_DOCUMENTS 100000
+
 typedef struct GPTDataset GPTDataset;
 
 /* Opens the shards and builds the index of one split. A split with too few

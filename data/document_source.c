@@ -129,14 +129,14 @@ static void megatron_close(void *impl) {
 
 static const SourceOps MEGATRON_OPS = {megatron_read, megatron_scan_max, megatron_close};
 
-/* Sources without tokenizer metadata need the run's vocabulary. */
+/* Sources without tokenizer metadata need the run's vocabulary; `what`
+ * says how the source uses it. */
 static bool run_vocabulary_known(const SourceTokenizer *run, const char *what, char *err,
                                  size_t err_size) {
     if (run && run->vocab_size > 0) return true;
     set_err(err, err_size,
-            "%s records no tokenizer, so it is read with the run's, but --tokenizer-type %s has "
-            "no known vocabulary size; use a tokenizer whose vocabulary gpt3d knows "
-            "(ByteTokenizer, GPT2BPETokenizer), or convert the data with "
+            "%s, but --tokenizer-type %s has no vocabulary size gpt3d knows without its files; "
+            "use ByteTokenizer or GPT2BPETokenizer, or convert the data with "
             "tools/convert_megatron_dataset --vocab-size V --eod-token E",
             what, run && run->type ? run->type : "(none)");
     return false;
@@ -149,7 +149,9 @@ static DocumentSource *open_megatron(const char *path, const SourceTokenizer *ru
     memcpy(prefix, path, n);
     prefix[n] = '\0';
     char what[1200];
-    snprintf(what, sizeof what, "Megatron dataset %s.{bin,idx}", prefix);
+    snprintf(what, sizeof what,
+             "Megatron dataset %s.{bin,idx} records no tokenizer and is read with the run's",
+             prefix);
     MegatronDataset *m = run_vocabulary_known(run, what, err, err_size)
                              ? megatron_dataset_open(prefix, err, err_size)
                              : NULL;
@@ -228,7 +230,9 @@ static const SourceOps MOCK_OPS = {mock_read, mock_scan_max, mock_close};
 
 DocumentSource *document_source_mock(uint64_t seed, int seq_length, const SourceTokenizer *run,
                                      char *err, size_t err_size) {
-    if (!run_vocabulary_known(run, "--mock-data", err, err_size)) return NULL;
+    if (!run_vocabulary_known(run, "--mock-data draws its ids from the run's tokenizer", err,
+                              err_size))
+        return NULL;
     DocumentSource *s = source_new(&MOCK_OPS, NULL, "mock data", "mock data", run->type,
                                    run->vocab_size, run->eod_token);
     s->impl = s;

@@ -30,10 +30,10 @@ typedef struct {
  * .idx opens the Megatron pair of that prefix, any other an HDF5 shard. */
 DocumentSource *document_source_open(const char *path, const SourceTokenizer *run, char *err,
                                      size_t err_size);
-/* --mock-data: MOCK_DATA_DOCUMENTS documents of 1 to 2 x seq_length tokens,
- * each ending in the run's EOD, every other token uniform in the run's
- * vocabulary; all of it a pure function of (seed, token position). */
-#define MOCK_DATA_DOCUMENTS 100000
+/* --mock-data: MOCK_DATA_DOCUMENTS (data.h) documents of 1 to 2 x
+ * seq_length tokens, each ending in the run's EOD, every other token uniform
+ * in the run's vocabulary; all of it a pure function of (seed, token
+ * position). */
 DocumentSource *document_source_mock(uint64_t seed, int seq_length, const SourceTokenizer *run,
                                      char *err, size_t err_size);
 void document_source_close(DocumentSource *s);

@@ -23,3 +23,6 @@ add_test(NAME test_data_read_failure
           $<TARGET_FILE:pretrain_gpt> $<TARGET_FILE:preprocess_data>)
 set_tests_properties(test_data_read_failure PROPERTIES TIMEOUT 300
   ENVIRONMENT "OPENBLAS_NUM_THREADS=1")
+# Megatron .bin/.idx read in place, --data-path prefixes, --split quotes and
+# --mock-data (data/megatron_dataset.c, data/document_source.c, data/data_path.c).
+gpt3d_add_test(NAME test_data_megatron SOURCES test_data_megatron.c TIMEOUT 120)
