@@ -77,8 +77,8 @@ static bool exists(const char *path) {
 
 /* The shard must hold the source's documents: document d is the
  * concatenation of sequences [doc_indices[d], doc_indices[d+1]). */
-static void check_shard(const char *path, const MegatronFixture *src, const char *tokenizer, int64_t vocab,
-                        int64_t eod) {
+static void check_shard(const char *path, const MegatronFixture *src, const char *tokenizer,
+                        int64_t vocab, int64_t eod) {
     char err[2048];
     TokenShard *s = token_shard_open(path, err, sizeof err);
     CHECK(s != NULL);
@@ -145,6 +145,20 @@ static void test_good(int dtype_code, int elem_size, const char *name) {
     }
     check_shard(out, &GOOD, "GPT2BPETokenizer", 50257, 50256);
     printf("ok: %s dataset converted (4 documents, 11 tokens)\n", name);
+}
+
+/* Sequences stored in the .bin out of order (pointers jump back): a writer
+ * that does not append sequentially; the documents are still in index order. */
+static void test_out_of_order_layout(void) {
+    char prefix[512], out[512], args[2048], errp[512];
+    snprintf(prefix, sizeof prefix, "%s/reversed", work);
+    snprintf(out, sizeof out, "%s/reversed.h5", work);
+    snprintf(errp, sizeof errp, "%s/reversed.err", work);
+    megatron_fixture_write_layout(prefix, &GOOD, 4, 4, 1);
+    snprintf(args, sizeof args, "--input '%s' --output '%s' --tokenizer-type GPT2BPETokenizer",
+             prefix, out);
+    CHECK(run(args, errp) == 0);
+    check_shard(out, &GOOD, "GPT2BPETokenizer", 50257, 50256);
 }
 
 /* Megatron's multimodal index appends one int8 mode per sequence. */
@@ -336,6 +350,7 @@ int main(int argc, char **argv) {
     test_good(8, 2, "uint16");
     test_good(5, 8, "int64");
     test_sequence_modes();
+    test_out_of_order_layout();
     test_byte_defaults();
     expect_refused("magic", bad_magic, ".idx", "bad magic");
     expect_refused("version", bad_version, ".idx", "version 2");
