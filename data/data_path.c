@@ -8,7 +8,6 @@
  * document index) does not depend on the directory's listing order. */
 #include <glob.h>
 #include <math.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,6 +15,7 @@
 
 #include "core/errors.h"
 #include "data/data.h"
+#include "data/data_util.h"
 
 static const char WEIGHTED_EXAMPLE[] = "0.7 web-*.h5 0.3 books.h5";
 
@@ -43,19 +43,6 @@ static char *with_suffix(const char *prefix, const char *suffix) {
     char *s = xmalloc(n);
     snprintf(s, n, "%s%s", prefix, suffix);
     return s;
-}
-
-static void appendf(char **s, const char *fmt, ...) GPT3D_PRINTF(2, 3);
-static void appendf(char **s, const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(NULL, 0, fmt, ap);
-    va_end(ap);
-    size_t old = *s ? strlen(*s) : 0;
-    *s = xrealloc(*s, old + (size_t)n + 1);
-    va_start(ap, fmt);
-    vsnprintf(*s + old, (size_t)n + 1, fmt, ap);
-    va_end(ap);
 }
 
 /* Appends `path` to c->files unless one of files[from..] already names it;
@@ -193,7 +180,7 @@ static bool resolve_prefix(const char *flag, const char *prefix, DataPathCompone
         ok = false;
     } else if (has_bin) {
         add_file(c, bin, c->num_files);
-        appendf(&c->resolved, "%s%s -> %s.{bin,idx} (Megatron, read in place%s)",
+        data_appendf(&c->resolved, "%s%s -> %s.{bin,idx} (Megatron, read in place%s)",
                 c->resolved ? "; " : "", prefix, prefix,
                 has_h5 || shards.count ? "; the .h5 shard(s) of this prefix are not used" : "");
     } else if (has_h5 && shards.count) {
@@ -204,12 +191,12 @@ static bool resolve_prefix(const char *flag, const char *prefix, DataPathCompone
         ok = false;
     } else if (has_h5) {
         add_file(c, h5, c->num_files);
-        appendf(&c->resolved, "%s%s -> %s", c->resolved ? "; " : "", prefix, h5);
+        data_appendf(&c->resolved, "%s%s -> %s", c->resolved ? "; " : "", prefix, h5);
     } else if (shards.count) {
         ok = check_shard_numbers(flag, prefix, &shards, err, err_size);
         for (int i = 0; ok && i < shards.count; i++) add_file(c, shards.paths[i], c->num_files);
         if (ok)
-            appendf(&c->resolved, "%s%s -> %d numbered shard%s", c->resolved ? "; " : "", prefix,
+            data_appendf(&c->resolved, "%s%s -> %d numbered shard%s", c->resolved ? "; " : "", prefix,
                     shards.count, shards.count == 1 ? "" : "s");
     } else {
         report_nothing_found(flag, prefix, err, err_size);

@@ -27,7 +27,6 @@
  * permutation and the matching prefix sums) before it is trusted. */
 #include <ctype.h>
 #include <math.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -35,6 +34,7 @@
 #include "core/errors.h"
 #include "core/rng.h"
 #include "data/data.h"
+#include "data/data_util.h"
 #include "data/document_source.h"
 #include "data/index_cache.h"
 #include "data/token_ids.h"
@@ -65,14 +65,6 @@ struct GPTDataset {
     DataIndexStats stats;
 };
 
-static void set_err(char *err, size_t err_size, const char *fmt, ...) GPT3D_PRINTF(3, 4);
-static void set_err(char *err, size_t err_size, const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, err_size, fmt, ap);
-    va_end(ap);
-}
-
 /* ------------------------------------------------------------------ split */
 
 /* `text` without its quote characters: a recipe that builds its flags in a
@@ -93,7 +85,7 @@ static bool parse_split_numbers(const char *text, const char *shown, double frac
     static const char HINT[] = "expected up to three comma-separated non-negative numbers with a "
                                "positive sum, such as 969,30,1";
     if (!*text) {
-        set_err(err, err_size, "--split is empty%s; %s", *shown ? " (only quotes)" : "", HINT);
+        data_set_err(err, err_size, "--split is empty%s; %s", *shown ? " (only quotes)" : "", HINT);
         return false;
     }
     char sep = strchr(text, ',') ? ',' : (strchr(text, '/') ? '/' : ',');
@@ -107,7 +99,7 @@ static bool parse_split_numbers(const char *text, const char *shown, double frac
         while (end && isspace((unsigned char)*end)) end++;
         if (end == p || !(v >= 0.0) || !isfinite(v) || parts == NUM_SPLITS ||
             (*end != sep && *end != '\0')) {
-            set_err(err, err_size, "--split '%s' is malformed: %s", shown, HINT);
+            data_set_err(err, err_size, "--split '%s' is malformed: %s", shown, HINT);
             return false;
         }
         fractions[parts++] = v;
@@ -116,7 +108,7 @@ static bool parse_split_numbers(const char *text, const char *shown, double frac
         p = end + 1;
     }
     if (!(sum > 0.0)) {
-        set_err(err, err_size, "--split '%s' sums to 0: %s", shown, HINT);
+        data_set_err(err, err_size, "--split '%s' sums to 0: %s", shown, HINT);
         return false;
     }
     for (int i = 0; i < NUM_SPLITS; i++) fractions[i] /= sum;
@@ -158,7 +150,7 @@ static bool check_shard_matches(const DocumentSource *s, const DocumentSource *f
                                 const GPTDatasetConfig *cfg, char *err, size_t err_size) {
     const char *type = document_source_tokenizer_type(s);
     if (cfg->expected_tokenizer_type && strcmp(type, cfg->expected_tokenizer_type) != 0) {
-        set_err(err, err_size,
+        data_set_err(err, err_size,
                 "token shard %s was made with tokenizer_type '%s' but this run uses "
                 "--tokenizer-type %s; pass --tokenizer-type %s or re-make the shard with "
                 "tools/preprocess_data --tokenizer-type %s",
@@ -167,7 +159,7 @@ static bool check_shard_matches(const DocumentSource *s, const DocumentSource *f
         return false;
     }
     if (cfg->expected_vocab_size > 0 && document_source_vocab_size(s) != cfg->expected_vocab_size) {
-        set_err(err, err_size,
+        data_set_err(err, err_size,
                 "token shard %s has vocab_size %lld but this run's tokenizer (--tokenizer-type / "
                 "--vocab-file) has vocab_size %lld; re-make the shard with the run's tokenizer",
                 document_source_name(s), (long long)document_source_vocab_size(s),
@@ -178,7 +170,7 @@ static bool check_shard_matches(const DocumentSource *s, const DocumentSource *f
     if (strcmp(type, document_source_tokenizer_type(first)) != 0 ||
         document_source_vocab_size(s) != document_source_vocab_size(first) ||
         document_source_eod_token(s) != document_source_eod_token(first)) {
-        set_err(err, err_size,
+        data_set_err(err, err_size,
                 "token shard %s (tokenizer_type '%s', vocab_size %lld, eod_token %lld) does not "
                 "match %s (tokenizer_type '%s', vocab_size %lld, eod_token %lld); every "
                 "%s shard must be made with one tokenizer",
@@ -386,12 +378,12 @@ static int64_t stream_document_at(const GPTDataset *ds, int64_t pos) {
 
 static bool validate_config(const GPTDatasetConfig *cfg, char *err, size_t err_size) {
     if (!cfg->mock_data && (cfg->num_paths <= 0 || !cfg->paths)) {
-        set_err(err, err_size, "%s names no token shards; give one or more .h5 files "
+        data_set_err(err, err_size, "%s names no token shards; give one or more .h5 files "
                                "made by tools/preprocess_data", path_flag(cfg));
         return false;
     }
     if (cfg->seq_length <= 0) {
-        set_err(err, err_size, "--seq-length must be positive, got %d", cfg->seq_length);
+        data_set_err(err, err_size, "--seq-length must be positive, got %d", cfg->seq_length);
         return false;
     }
     return true;
@@ -419,14 +411,14 @@ static void compute_cache_key(GPTDataset *ds) {
 static void report_short_split(const GPTDataset *ds, const GPTDatasetConfig *cfg, char *err,
                                size_t err_size) {
     if (cfg->data_path_flag && strcmp(cfg->data_path_flag, "--data-path") != 0) {
-        set_err(err, err_size,
+        data_set_err(err, err_size,
                 "%s has %lld documents and %lld tokens, fewer than one sample of --seq-length "
                 "%d + 1 tokens; give it more data",
                 cfg->data_path_flag, (long long)split_num_docs(ds), (long long)ds->num_tokens,
                 cfg->seq_length);
         return;
     }
-    set_err(err, err_size,
+    data_set_err(err, err_size,
             "the %s split (--split %s) of --data-path has %lld documents and %lld tokens, "
             "fewer than one sample of --seq-length %d + 1 tokens; give it more data "
             "(--data-path) or a larger share (--split)",

@@ -8,7 +8,6 @@
  * fields. */
 #include "data/document_source.h"
 
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,6 +15,7 @@
 #include "core/errors.h"
 #include "core/rng.h"
 #include "data/data.h"
+#include "data/data_util.h"
 
 typedef struct {
     bool (*read)(void *impl, uint64_t begin, uint64_t count, int32_t *out, char *err,
@@ -36,14 +36,6 @@ struct DocumentSource {
     int64_t known_max_token_id;
     uint64_t seed; /* mock data */
 };
-
-static void set_err(char *err, size_t err_size, const char *fmt, ...) GPT3D_PRINTF(3, 4);
-static void set_err(char *err, size_t err_size, const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, err_size, fmt, ap);
-    va_end(ap);
-}
 
 static DocumentSource *source_new(const SourceOps *ops, void *impl, const char *name,
                                   const char *kind, const char *tokenizer_type,
@@ -105,7 +97,7 @@ static bool megatron_read(void *impl, uint64_t begin, uint64_t count, int32_t *o
      * index past the embedding. */
     for (uint64_t i = 0; i < count; i++)
         if (out[i] >= ms->vocab_size) {
-            set_err(err, err_size,
+            data_set_err(err, err_size,
                     "Megatron dataset %s: token %llu is id %d, outside the vocabulary [0, %lld) "
                     "of the run's --tokenizer-type; the files changed since they were checked",
                     megatron_dataset_bin_path(ms->m), (unsigned long long)(begin + i), out[i],
@@ -134,7 +126,7 @@ static const SourceOps MEGATRON_OPS = {megatron_read, megatron_scan_max, megatro
 static bool run_vocabulary_known(const SourceTokenizer *run, const char *what, char *err,
                                  size_t err_size) {
     if (run && run->vocab_size > 0) return true;
-    set_err(err, err_size,
+    data_set_err(err, err_size,
             "%s, but --tokenizer-type %s has no vocabulary size gpt3d knows without its files; "
             "use ByteTokenizer or GPT2BPETokenizer, or convert the data with "
             "tools/convert_megatron_dataset --vocab-size V --eod-token E",
@@ -183,28 +175,17 @@ DocumentSource *document_source_open(const char *path, const SourceTokenizer *ru
 
 /* ------------------------------------------------------------ mock data */
 
-/* The document holding token t: the last d with offsets[d] <= t. */
-static int64_t document_at(const DocumentSource *s, uint64_t t) {
-    int64_t lo = 0, hi = s->num_documents - 1;
-    while (lo < hi) {
-        int64_t mid = lo + (hi - lo + 1) / 2;
-        if (s->offsets[mid] <= t) lo = mid;
-        else hi = mid - 1;
-    }
-    return lo;
-}
-
 static bool mock_read(void *impl, uint64_t begin, uint64_t count, int32_t *out, char *err,
                       size_t err_size) {
     const DocumentSource *s = impl;
     if (begin > (uint64_t)s->num_tokens || count > (uint64_t)s->num_tokens - begin) {
-        set_err(err, err_size, "mock data: read of tokens [%llu, %llu) is past its %lld tokens",
+        data_set_err(err, err_size, "mock data: read of tokens [%llu, %llu) is past its %lld tokens",
                 (unsigned long long)begin, (unsigned long long)(begin + count),
                 (long long)s->num_tokens);
         return false;
     }
     const uint64_t stream = rng_stream_from_name("mock_data.tokens");
-    int64_t d = count ? document_at(s, begin) : 0;
+    int64_t d = count ? data_last_not_above(s->offsets, s->num_documents, begin) : 0;
     for (uint64_t i = 0; i < count; i++) {
         const uint64_t t = begin + i;
         while (s->offsets[d + 1] <= t) d++;

@@ -17,7 +17,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,6 +26,7 @@
 
 #include "core/errors.h"
 #include "data/data.h"
+#include "data/data_util.h"
 
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
 #error "the Megatron reader loads little-endian token arrays directly"
@@ -35,14 +35,6 @@
 #define HEADER_BYTES 34 /* magic 9 + version 8 + dtype 1 + two counts 8 + 8 */
 
 static const char MAGIC[9] = {'M', 'M', 'I', 'D', 'I', 'D', 'X', 0, 0};
-
-static void set_err(char *err, size_t err_size, const char *fmt, ...) GPT3D_PRINTF(3, 4);
-static void set_err(char *err, size_t err_size, const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, err_size, fmt, ap);
-    va_end(ap);
-}
 
 /* ------------------------------------------------------------ dtypes */
 
@@ -109,20 +101,20 @@ static bool map_file(MappedFile *f, const char *path, char *err, size_t err_size
     int fd = open(path, O_RDONLY);
     struct stat st;
     if (fd < 0 || fstat(fd, &st) != 0) {
-        set_err(err, err_size, "cannot open '%s': %s", path, strerror(errno));
+        data_set_err(err, err_size, "cannot open '%s': %s", path, strerror(errno));
         if (fd >= 0) close(fd);
         return false;
     }
     if (!S_ISREG(st.st_mode)) {
         close(fd);
-        set_err(err, err_size, "'%s' is not a regular file", path);
+        data_set_err(err, err_size, "'%s' is not a regular file", path);
         return false;
     }
     f->size = (uint64_t)st.st_size;
     if (f->size > 0) {
         void *p = mmap(NULL, (size_t)f->size, PROT_READ, MAP_SHARED, fd, 0);
         if (p == MAP_FAILED) {
-            set_err(err, err_size, "cannot map '%s' into memory: %s", path, strerror(errno));
+            data_set_err(err, err_size, "cannot map '%s' into memory: %s", path, strerror(errno));
             close(fd);
             return false;
         }
@@ -167,7 +159,7 @@ static bool check_index_size(const MegatronDataset *m, char *err, size_t err_siz
     const uint64_t n = m->num_sequences, k = m->num_doc_indices, size = m->idx.size;
     /* Bound the counts by the file size first so the products cannot overflow. */
     if (n > size / 12 || k > size / 8) {
-        set_err(err, err_size,
+        data_set_err(err, err_size,
                 "'%s' is truncated: its header counts %" PRIu64 " sequences and %" PRIu64
                 " document indices, more than its %" PRIu64 " bytes can hold",
                 m->idx.path, n, k, size);
@@ -175,7 +167,7 @@ static bool check_index_size(const MegatronDataset *m, char *err, size_t err_siz
     }
     const uint64_t expected = HEADER_BYTES + 12 * n + 8 * k;
     if (size == expected || size == expected + n) return true; /* + multimodal modes */
-    set_err(err, err_size,
+    data_set_err(err, err_size,
             "'%s' %s: %" PRIu64 " sequences and %" PRIu64 " document indices need %" PRIu64
             " bytes (or %" PRIu64 " with sequence modes) but the file has %" PRIu64,
             m->idx.path, size < expected ? "is truncated" : "has unexpected trailing bytes", n,
@@ -186,13 +178,13 @@ static bool check_index_size(const MegatronDataset *m, char *err, size_t err_siz
 static bool read_header(MegatronDataset *m, char *err, size_t err_size) {
     const unsigned char *h = m->idx.data;
     if (m->idx.size < HEADER_BYTES) {
-        set_err(err, err_size,
+        data_set_err(err, err_size,
                 "'%s' is truncated: %" PRIu64 " bytes, shorter than the %d-byte MMIDIDX header",
                 m->idx.path, m->idx.size, HEADER_BYTES);
         return false;
     }
     if (memcmp(h, MAGIC, sizeof MAGIC) != 0) {
-        set_err(err, err_size,
+        data_set_err(err, err_size,
                 "'%s' is not a Megatron indexed dataset index: bad magic (want "
                 "\"MMIDIDX\\x00\\x00\"; the legacy 'lazy'/'cached' formats are not supported)",
                 m->idx.path);
@@ -200,7 +192,7 @@ static bool read_header(MegatronDataset *m, char *err, size_t err_size) {
     }
     uint64_t version = load_u64(h + 9);
     if (version != 1) {
-        set_err(err, err_size,
+        data_set_err(err, err_size,
                 "'%s': index version %" PRIu64 " is not supported (want 1, what Megatron-LM's "
                 "preprocess_data.py writes)",
                 m->idx.path, version);
@@ -208,12 +200,12 @@ static bool read_header(MegatronDataset *m, char *err, size_t err_size) {
     }
     m->dtype = dtype_of_code(h[17]);
     if (!m->dtype) {
-        set_err(err, err_size, "'%s': unknown token dtype code %d (Megatron's codes are 1-8)",
+        data_set_err(err, err_size, "'%s': unknown token dtype code %d (Megatron's codes are 1-8)",
                 m->idx.path, h[17]);
         return false;
     }
     if (!m->dtype->integer) {
-        set_err(err, err_size, "'%s': the tokens are %s (dtype code %d), not integer ids",
+        data_set_err(err, err_size, "'%s': the tokens are %s (dtype code %d), not integer ids",
                 m->idx.path, m->dtype->name, m->dtype->code);
         return false;
     }
@@ -237,7 +229,7 @@ static bool check_sequences(MegatronDataset *m, bool *contiguous, char *err, siz
         const uint64_t bytes = (uint64_t)len * size;
         if (len < 0 || ptr < 0 || (uint64_t)ptr > m->bin.size ||
             bytes > m->bin.size - (uint64_t)ptr) {
-            set_err(err, err_size,
+            data_set_err(err, err_size,
                     "sequence %" PRIu64 " of '%s' lies outside '%s': pointer %" PRId64
                     ", length %" PRId64 " %s tokens, but the .bin has %" PRIu64
                     " bytes (the .bin is shorter than its index says, or the two files are "
@@ -250,7 +242,7 @@ static bool check_sequences(MegatronDataset *m, bool *contiguous, char *err, siz
     }
     const uint64_t end = m->first_pointer + m->num_tokens * size;
     if (*contiguous && m->num_sequences > 0 && end != m->bin.size) {
-        set_err(err, err_size,
+        data_set_err(err, err_size,
                 "'%s' has %" PRIu64 " bytes but '%s' describes %" PRIu64 " %s tokens ending at "
                 "byte %" PRIu64 "; the two files are not one pair (re-make or re-copy both)",
                 m->bin.path, m->bin.size, m->idx.path, m->num_tokens, m->dtype->name, end);
@@ -282,7 +274,7 @@ static bool document_boundary(const MegatronDataset *m, uint64_t k, uint64_t pre
     else if (k == m->num_doc_indices - 1 && *out != m->num_sequences)
         problem = "the last must equal the sequence count";
     if (!problem) return true;
-    set_err(err, err_size,
+    data_set_err(err, err_size,
             "'%s': document index %" PRIu64 " is %" PRId64 " but %s (%" PRIu64 " sequences)",
             m->idx.path, k, (int64_t)*out, problem, m->num_sequences);
     return false;
@@ -292,7 +284,7 @@ static bool document_boundary(const MegatronDataset *m, uint64_t k, uint64_t pre
  * at the document boundaries. */
 static bool build_document_offsets(MegatronDataset *m, char *err, size_t err_size) {
     if (m->num_doc_indices == 0) {
-        set_err(err, err_size,
+        data_set_err(err, err_size,
                 "'%s' holds no document indices (a valid index has at least the leading 0)",
                 m->idx.path);
         return false;
@@ -361,13 +353,7 @@ const uint64_t *megatron_dataset_document_offsets(const MegatronDataset *m) {
 
 /* The last sequence starting at or before stream token `t`. */
 static uint64_t sequence_at(const MegatronDataset *m, uint64_t t) {
-    uint64_t lo = 0, hi = m->num_sequences - 1;
-    while (lo < hi) {
-        uint64_t mid = lo + (hi - lo + 1) / 2;
-        if (m->seq_offsets[mid] <= t) lo = mid;
-        else hi = mid - 1;
-    }
-    return lo;
+    return (uint64_t)data_last_not_above(m->seq_offsets, (int64_t)m->num_sequences, t);
 }
 
 /* Calls `visit` on the runs of .bin bytes that hold stream tokens
@@ -406,7 +392,7 @@ static bool copy_run(const unsigned char *run, uint64_t first, uint64_t n, void 
     for (uint64_t i = 0; i < n; i++) {
         int64_t id = token_at(run, code, i);
         if (id < 0 || id > INT32_MAX) {
-            set_err(c->err, c->err_size,
+            data_set_err(c->err, c->err_size,
                     "'%s': token %" PRIu64 " is id %" PRId64 ", outside every vocabulary; the "
                     "file is damaged or is not a token dataset",
                     c->m->bin.path, first + i, id);
@@ -421,7 +407,7 @@ bool megatron_dataset_read(const MegatronDataset *m, uint64_t begin, uint64_t co
                            char *err, size_t err_size) {
     if (count == 0) return true;
     if (begin > m->num_tokens || count > m->num_tokens - begin) {
-        set_err(err, err_size, "'%s': read of tokens [%" PRIu64 ", %" PRIu64 ") is past its %" PRIu64
+        data_set_err(err, err_size, "'%s': read of tokens [%" PRIu64 ", %" PRIu64 ") is past its %" PRIu64
                                " tokens",
                 m->bin.path, begin, begin + count, m->num_tokens);
         return false;
@@ -469,7 +455,7 @@ static bool scan_run(const unsigned char *run, uint64_t first, uint64_t n, void 
         if (id >= 0 && id < c->vocab_size) continue;
         uint64_t seq, pos;
         locate_token(c->m, first + i, &seq, &pos);
-        set_err(c->err, c->err_size,
+        data_set_err(c->err, c->err_size,
                 "'%s': token %" PRIu64 " of sequence %" PRIu64 " is %" PRId64
                 ", outside the vocabulary [0, %" PRId64 ") (check --vocab-size and "
                 "--tokenizer-type: the dataset must be made with the run's tokenizer)",
