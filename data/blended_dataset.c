@@ -184,8 +184,8 @@ static bool choose_source(const GPTDataConfig *cfg, SplitKind split, SplitSource
     if (cfg->mock_data) {
         if (per_split || cfg->data_path_count > 0) {
             data_set_err(err, err_size,
-                    "--mock-data replaces the data: give either --mock-data or "
-                    "--data-path/--train-data-path/--valid-data-path/--test-data-path");
+                         "--mock-data replaces the data: give either --mock-data or "
+                         "--data-path/--train-data-path/--valid-data-path/--test-data-path");
             return false;
         }
         *src = (SplitSource){"--mock-data", NULL, 0, cfg->split};
@@ -196,9 +196,10 @@ static bool choose_source(const GPTDataConfig *cfg, SplitKind split, SplitSource
         return true;
     }
     if (cfg->data_path_count > 0) {
-        data_set_err(err, err_size,
-                "--data-path and --train-data-path/--valid-data-path/--test-data-path exclude "
-                "each other: give either --data-path (divided by --split) or a path per split");
+        data_set_err(
+            err, err_size,
+            "--data-path and --train-data-path/--valid-data-path/--test-data-path exclude "
+            "each other: give either --data-path (divided by --split) or a path per split");
         return false;
     }
     static const char *const FLAGS[3] = {"--train-data-path", "--valid-data-path",
@@ -210,9 +211,9 @@ static bool choose_source(const GPTDataConfig *cfg, SplitKind split, SplitSource
                            cfg->test_data_path_count};
     if (counts[split] <= 0) {
         data_set_err(err, err_size,
-                "no %s data: per-split paths are given but %s is not; give %s (each per-split "
-                "path is used whole for its split), or use --data-path with --split",
-                SPLIT_NAMES[split], FLAGS[split], FLAGS[split]);
+                     "no %s data: per-split paths are given but %s is not; give %s (each per-split "
+                     "path is used whole for its split), or use --data-path with --split",
+                     SPLIT_NAMES[split], FLAGS[split], FLAGS[split]);
         return false;
     }
     *src = (SplitSource){FLAGS[split], words[split], counts[split], WHOLE[split]};
@@ -228,14 +229,15 @@ static bool check_components_agree(const BlendedDataset *ds, const char *flag, c
             gpt_dataset_vocab_size(a) == gpt_dataset_vocab_size(b) &&
             gpt_dataset_eod_token(a) == gpt_dataset_eod_token(b))
             continue;
-        data_set_err(err, err_size,
-                "%s: token shard %s (tokenizer_type '%s', vocab_size %lld, eod_token %lld) does "
-                "not match %s (tokenizer_type '%s', vocab_size %lld, eod_token %lld); every "
-                "component of a blend must be made with one tokenizer",
-                flag, gpt_dataset_shard_path(b, 0), gpt_dataset_tokenizer_type(b),
-                (long long)gpt_dataset_vocab_size(b), (long long)gpt_dataset_eod_token(b),
-                gpt_dataset_shard_path(a, 0), gpt_dataset_tokenizer_type(a),
-                (long long)gpt_dataset_vocab_size(a), (long long)gpt_dataset_eod_token(a));
+        data_set_err(
+            err, err_size,
+            "%s: token shard %s (tokenizer_type '%s', vocab_size %lld, eod_token %lld) does "
+            "not match %s (tokenizer_type '%s', vocab_size %lld, eod_token %lld); every "
+            "component of a blend must be made with one tokenizer",
+            flag, gpt_dataset_shard_path(b, 0), gpt_dataset_tokenizer_type(b),
+            (long long)gpt_dataset_vocab_size(b), (long long)gpt_dataset_eod_token(b),
+            gpt_dataset_shard_path(a, 0), gpt_dataset_tokenizer_type(a),
+            (long long)gpt_dataset_vocab_size(a), (long long)gpt_dataset_eod_token(a));
         return false;
     }
     return true;
@@ -247,12 +249,13 @@ static void describe(BlendedDataset *ds, const char *flag) {
         const GPTDataset *c = ds->components[i];
         data_appendf(&ds->description, "%s ", i ? ";" : "");
         if (ds->num_components > 1) data_appendf(&ds->description, "%.4f x ", ds->weights[i]);
-        data_appendf(&ds->description, "%s (%d shard%s, %lld documents, %lld tokens, %lld samples "
-                                  "per epoch)",
-                ds->patterns[i], gpt_dataset_num_shards(c),
-                gpt_dataset_num_shards(c) == 1 ? "" : "s", (long long)gpt_dataset_num_documents(c),
-                (long long)gpt_dataset_num_tokens(c),
-                (long long)gpt_dataset_samples_per_epoch(c));
+        data_appendf(&ds->description,
+                     "%s (%d shard%s, %lld documents, %lld tokens, %lld samples "
+                     "per epoch)",
+                     ds->patterns[i], gpt_dataset_num_shards(c),
+                     gpt_dataset_num_shards(c) == 1 ? "" : "s",
+                     (long long)gpt_dataset_num_documents(c), (long long)gpt_dataset_num_tokens(c),
+                     (long long)gpt_dataset_samples_per_epoch(c));
     }
 }
 
@@ -289,7 +292,7 @@ static bool create_components(BlendedDataset *ds, const GPTDataConfig *cfg,
         if (!ds->components[i]) {
             if (path->num_components > 1)
                 data_set_err(err, err_size, "%s component %d of %d ('%s'): %s", src->flag, i + 1,
-                        path->num_components, pc->pattern, inner);
+                             path->num_components, pc->pattern, inner);
             else
                 data_set_err(err, err_size, "%s", inner);
             return false;
@@ -302,8 +305,8 @@ static bool create_components(BlendedDataset *ds, const GPTDataConfig *cfg,
  * one component without files (the dataset makes its documents). */
 static bool parse_source(const GPTDataConfig *cfg, const SplitSource *src, DataPath *path,
                          char *err, size_t err_size) {
-    if (!cfg->mock_data) return data_path_parse(src->flag, src->words, src->count, path, err,
-                                                err_size);
+    if (!cfg->mock_data)
+        return data_path_parse(src->flag, src->words, src->count, path, err, err_size);
     memset(path, 0, sizeof *path);
     path->num_components = 1;
     path->components = xcalloc(1, sizeof *path->components);
@@ -371,9 +374,10 @@ void blended_dataset_sample_source(BlendedDataset *ds, int64_t k, int *component
 bool blended_dataset_get_sample(BlendedDataset *ds, int64_t k, int32_t *out, char *err,
                                 size_t err_size) {
     if (k == ds->test_fail_at) {
-        data_set_err(err, err_size,
-                "test hook: the read of training sample %lld fails (GPT3D_TEST_FAIL_DATA_READ_AT)",
-                (long long)k);
+        data_set_err(
+            err, err_size,
+            "test hook: the read of training sample %lld fails (GPT3D_TEST_FAIL_DATA_READ_AT)",
+            (long long)k);
         return false;
     }
     int c;

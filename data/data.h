@@ -104,8 +104,8 @@ bool megatron_dataset_read(const MegatronDataset *m, uint64_t begin, uint64_t co
 /* Reads every token: the first id outside [0, vocab_size) is an error naming
  * the .bin, the sequence and the position; else *max_id is the largest id
  * (-1 when there are no tokens). */
-bool megatron_dataset_check_token_ids(const MegatronDataset *m, int64_t vocab_size,
-                                      int64_t *max_id, char *err, size_t err_size);
+bool megatron_dataset_check_token_ids(const MegatronDataset *m, int64_t vocab_size, int64_t *max_id,
+                                      char *err, size_t err_size);
 
 /* -------------------------------------------------------------- tokenizers */
 
@@ -148,8 +148,8 @@ typedef struct {
     const char *const *paths; /* files as data_path_parse resolves them: a name ending in
                                  .bin or .idx is a Megatron pair, any other an HDF5 shard */
     int num_paths;
-    const char *split;        /* "969,30,1" (Megatron's --split; quotes around it or its
-                                 parts, as bash arrays leave them, are ignored) */
+    const char *split; /* "969,30,1" (Megatron's --split; quotes around it or its
+                          parts, as bash arrays leave them, are ignored) */
     int seq_length;
     uint64_t seed;
     /* When non-NULL / > 0, every shard must match (clear error otherwise). */
@@ -247,8 +247,9 @@ typedef struct {
  * Megatron pair is refused naming the missing file. A word ending in .h5,
  * .bin or .idx is a file name, never a prefix. A word that resolves to
  * nothing is one error listing every path tried and naming
- * tools/preprocess_data and tools/convert_megatron_dataset. Without weights (`a.h5 web-*.h5`) every matched file belongs to
- * one component, whose documents are concatenated in order. With weights
+ * tools/preprocess_data and tools/convert_megatron_dataset.
+ * Without weights (`a.h5 web-*.h5`) every matched file belongs to one
+ * component, whose documents are concatenated in order. With weights
  * (`0.7 web-*.h5 0.3 books.h5`: the first word is a number) the words are
  * WEIGHT PATTERN pairs, each pattern one component of a blend, the weights
  * normalised. An odd word count, a weight that is not a positive number or a

@@ -77,7 +77,8 @@ static bool expand_glob(const char *flag, const char *pattern, DataPathComponent
         return false;
     }
     const int from = c->num_files;
-    for (size_t i = 0; i < g.gl_pathc; i++) add_file(c, g.gl_pathv[i], from);
+    for (size_t i = 0; i < g.gl_pathc; i++)
+        add_file(c, g.gl_pathv[i], from);
     globfree(&g);
     return true;
 }
@@ -91,7 +92,8 @@ typedef struct {
 } NumberedShards;
 
 static void numbered_shards_free(NumberedShards *n) {
-    for (int i = 0; i < n->count; i++) free(n->paths[i]);
+    for (int i = 0; i < n->count; i++)
+        free(n->paths[i]);
     free(n->paths);
     free(n->numbers);
     memset(n, 0, sizeof *n);
@@ -146,8 +148,7 @@ static bool check_shard_numbers(const char *flag, const char *prefix, const Numb
     return true;
 }
 
-static void report_nothing_found(const char *flag, const char *prefix, char *err,
-                                 size_t err_size) {
+static void report_nothing_found(const char *flag, const char *prefix, char *err, size_t err_size) {
     double ignored;
     const char *weight_hint =
         parse_number(prefix, &ignored)
@@ -181,8 +182,9 @@ static bool resolve_prefix(const char *flag, const char *prefix, DataPathCompone
     } else if (has_bin) {
         add_file(c, bin, c->num_files);
         data_appendf(&c->resolved, "%s%s -> %s.{bin,idx} (Megatron, read in place%s)",
-                c->resolved ? "; " : "", prefix, prefix,
-                has_h5 || shards.count ? "; the .h5 shard(s) of this prefix are not used" : "");
+                     c->resolved ? "; " : "", prefix, prefix,
+                     has_h5 || shards.count ? "; the .h5 shard(s) of this prefix are not used"
+                                            : "");
     } else if (has_h5 && shards.count) {
         snprintf(err, err_size,
                  "%s %s is ambiguous: both %s and numbered shards %s, ... exist; give the one "
@@ -194,10 +196,11 @@ static bool resolve_prefix(const char *flag, const char *prefix, DataPathCompone
         data_appendf(&c->resolved, "%s%s -> %s", c->resolved ? "; " : "", prefix, h5);
     } else if (shards.count) {
         ok = check_shard_numbers(flag, prefix, &shards, err, err_size);
-        for (int i = 0; ok && i < shards.count; i++) add_file(c, shards.paths[i], c->num_files);
+        for (int i = 0; ok && i < shards.count; i++)
+            add_file(c, shards.paths[i], c->num_files);
         if (ok)
-            data_appendf(&c->resolved, "%s%s -> %d numbered shard%s", c->resolved ? "; " : "", prefix,
-                    shards.count, shards.count == 1 ? "" : "s");
+            data_appendf(&c->resolved, "%s%s -> %d numbered shard%s", c->resolved ? "; " : "",
+                         prefix, shards.count, shards.count == 1 ? "" : "s");
     } else {
         report_nothing_found(flag, prefix, err, err_size);
         ok = false;
@@ -219,8 +222,8 @@ static bool expand_pattern(const char *flag, const char *word, DataPathComponent
         return true;
     }
     if (ends_with(word, ".h5") || ends_with(word, ".bin") || ends_with(word, ".idx")) {
-        snprintf(err, err_size, "%s %s: no such file; make shards with tools/preprocess_data",
-                 flag, word);
+        snprintf(err, err_size, "%s %s: no such file; make shards with tools/preprocess_data", flag,
+                 word);
         return false;
     }
     return resolve_prefix(flag, word, c, err, err_size);

@@ -28,8 +28,10 @@ int64_t data_last_not_above(const uint64_t *sorted, int64_t n, uint64_t v) {
     int64_t lo = 0, hi = n - 1;
     while (lo < hi) {
         int64_t mid = lo + (hi - lo + 1) / 2;
-        if (sorted[mid] <= v) lo = mid;
-        else hi = mid - 1;
+        if (sorted[mid] <= v)
+            lo = mid;
+        else
+            hi = mid - 1;
     }
     return lo;
 }

@@ -151,33 +151,35 @@ static bool check_shard_matches(const DocumentSource *s, const DocumentSource *f
     const char *type = document_source_tokenizer_type(s);
     if (cfg->expected_tokenizer_type && strcmp(type, cfg->expected_tokenizer_type) != 0) {
         data_set_err(err, err_size,
-                "token shard %s was made with tokenizer_type '%s' but this run uses "
-                "--tokenizer-type %s; pass --tokenizer-type %s or re-make the shard with "
-                "tools/preprocess_data --tokenizer-type %s",
-                document_source_name(s), type, cfg->expected_tokenizer_type, type,
-                cfg->expected_tokenizer_type);
+                     "token shard %s was made with tokenizer_type '%s' but this run uses "
+                     "--tokenizer-type %s; pass --tokenizer-type %s or re-make the shard with "
+                     "tools/preprocess_data --tokenizer-type %s",
+                     document_source_name(s), type, cfg->expected_tokenizer_type, type,
+                     cfg->expected_tokenizer_type);
         return false;
     }
     if (cfg->expected_vocab_size > 0 && document_source_vocab_size(s) != cfg->expected_vocab_size) {
-        data_set_err(err, err_size,
-                "token shard %s has vocab_size %lld but this run's tokenizer (--tokenizer-type / "
-                "--vocab-file) has vocab_size %lld; re-make the shard with the run's tokenizer",
-                document_source_name(s), (long long)document_source_vocab_size(s),
-                (long long)cfg->expected_vocab_size);
+        data_set_err(
+            err, err_size,
+            "token shard %s has vocab_size %lld but this run's tokenizer (--tokenizer-type / "
+            "--vocab-file) has vocab_size %lld; re-make the shard with the run's tokenizer",
+            document_source_name(s), (long long)document_source_vocab_size(s),
+            (long long)cfg->expected_vocab_size);
         return false;
     }
     if (s == first) return true;
     if (strcmp(type, document_source_tokenizer_type(first)) != 0 ||
         document_source_vocab_size(s) != document_source_vocab_size(first) ||
         document_source_eod_token(s) != document_source_eod_token(first)) {
-        data_set_err(err, err_size,
-                "token shard %s (tokenizer_type '%s', vocab_size %lld, eod_token %lld) does not "
-                "match %s (tokenizer_type '%s', vocab_size %lld, eod_token %lld); every "
-                "%s shard must be made with one tokenizer",
-                document_source_name(s), type, (long long)document_source_vocab_size(s),
-                (long long)document_source_eod_token(s), document_source_name(first),
-                document_source_tokenizer_type(first), (long long)document_source_vocab_size(first),
-                (long long)document_source_eod_token(first), path_flag(cfg));
+        data_set_err(
+            err, err_size,
+            "token shard %s (tokenizer_type '%s', vocab_size %lld, eod_token %lld) does not "
+            "match %s (tokenizer_type '%s', vocab_size %lld, eod_token %lld); every "
+            "%s shard must be made with one tokenizer",
+            document_source_name(s), type, (long long)document_source_vocab_size(s),
+            (long long)document_source_eod_token(s), document_source_name(first),
+            document_source_tokenizer_type(first), (long long)document_source_vocab_size(first),
+            (long long)document_source_eod_token(first), path_flag(cfg));
         return false;
     }
     return true;
@@ -378,8 +380,10 @@ static int64_t stream_document_at(const GPTDataset *ds, int64_t pos) {
 
 static bool validate_config(const GPTDatasetConfig *cfg, char *err, size_t err_size) {
     if (!cfg->mock_data && (cfg->num_paths <= 0 || !cfg->paths)) {
-        data_set_err(err, err_size, "%s names no token shards; give one or more .h5 files "
-                               "made by tools/preprocess_data", path_flag(cfg));
+        data_set_err(err, err_size,
+                     "%s names no token shards; give one or more .h5 files "
+                     "made by tools/preprocess_data",
+                     path_flag(cfg));
         return false;
     }
     if (cfg->seq_length <= 0) {
@@ -412,18 +416,18 @@ static void report_short_split(const GPTDataset *ds, const GPTDatasetConfig *cfg
                                size_t err_size) {
     if (cfg->data_path_flag && strcmp(cfg->data_path_flag, "--data-path") != 0) {
         data_set_err(err, err_size,
-                "%s has %lld documents and %lld tokens, fewer than one sample of --seq-length "
-                "%d + 1 tokens; give it more data",
-                cfg->data_path_flag, (long long)split_num_docs(ds), (long long)ds->num_tokens,
-                cfg->seq_length);
+                     "%s has %lld documents and %lld tokens, fewer than one sample of --seq-length "
+                     "%d + 1 tokens; give it more data",
+                     cfg->data_path_flag, (long long)split_num_docs(ds), (long long)ds->num_tokens,
+                     cfg->seq_length);
         return;
     }
     data_set_err(err, err_size,
-            "the %s split (--split %s) of --data-path has %lld documents and %lld tokens, "
-            "fewer than one sample of --seq-length %d + 1 tokens; give it more data "
-            "(--data-path) or a larger share (--split)",
-            SPLIT_NAMES[ds->split], cfg->split, (long long)split_num_docs(ds),
-            (long long)ds->num_tokens, cfg->seq_length);
+                 "the %s split (--split %s) of --data-path has %lld documents and %lld tokens, "
+                 "fewer than one sample of --seq-length %d + 1 tokens; give it more data "
+                 "(--data-path) or a larger share (--split)",
+                 SPLIT_NAMES[ds->split], cfg->split, (long long)split_num_docs(ds),
+                 (long long)ds->num_tokens, cfg->seq_length);
 }
 
 GPTDataset *gpt_dataset_create(const GPTDatasetConfig *cfg, SplitKind split, char *err,
@@ -475,7 +479,8 @@ GPTDataset *gpt_dataset_create(const GPTDatasetConfig *cfg, SplitKind split, cha
 
 void gpt_dataset_free(GPTDataset *ds) {
     if (!ds) return;
-    for (int i = 0; i < ds->num_shards; i++) document_source_close(ds->shards[i]);
+    for (int i = 0; i < ds->num_shards; i++)
+        document_source_close(ds->shards[i]);
     free(ds->shards);
     free(ds->shard_first_doc);
     free(ds->epoch_index);
@@ -492,7 +497,9 @@ const char *gpt_dataset_tokenizer_type(const GPTDataset *ds) {
 int64_t gpt_dataset_vocab_size(const GPTDataset *ds) {
     return document_source_vocab_size(ds->shards[0]);
 }
-int64_t gpt_dataset_eod_token(const GPTDataset *ds) { return document_source_eod_token(ds->shards[0]); }
+int64_t gpt_dataset_eod_token(const GPTDataset *ds) {
+    return document_source_eod_token(ds->shards[0]);
+}
 int gpt_dataset_num_shards(const GPTDataset *ds) { return ds->num_shards; }
 const char *gpt_dataset_shard_path(const GPTDataset *ds, int shard) {
     GPT3D_CHECK(shard >= 0 && shard < ds->num_shards, "shard %d of %d", shard, ds->num_shards);
@@ -524,7 +531,7 @@ bool gpt_dataset_get_sample(GPTDataset *ds, int64_t k, int32_t *out, char *err, 
         if (take > need - filled) take = need - filled;
         if (take <= 0) continue;
         if (!document_source_read(ds->shards[shard], begin + (uint64_t)skip, (uint64_t)take,
-                              out + filled, err, err_size))
+                                  out + filled, err, err_size))
             return false;
         filled += take;
     }

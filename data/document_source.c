@@ -38,8 +38,8 @@ struct DocumentSource {
 };
 
 static DocumentSource *source_new(const SourceOps *ops, void *impl, const char *name,
-                                  const char *kind, const char *tokenizer_type,
-                                  int64_t vocab_size, int64_t eod_token) {
+                                  const char *kind, const char *tokenizer_type, int64_t vocab_size,
+                                  int64_t eod_token) {
     DocumentSource *s = xcalloc(1, sizeof *s);
     s->ops = ops;
     s->impl = impl;
@@ -72,9 +72,9 @@ static const SourceOps SHARD_OPS = {shard_read, shard_scan_max, shard_close};
 static DocumentSource *open_shard(const char *path, char *err, size_t err_size) {
     TokenShard *t = token_shard_open(path, err, err_size);
     if (!t) return NULL;
-    DocumentSource *s = source_new(&SHARD_OPS, t, path, "token shard",
-                                   token_shard_tokenizer_type(t), token_shard_vocab_size(t),
-                                   token_shard_eod_token(t));
+    DocumentSource *s =
+        source_new(&SHARD_OPS, t, path, "token shard", token_shard_tokenizer_type(t),
+                   token_shard_vocab_size(t), token_shard_eod_token(t));
     s->num_documents = token_shard_num_documents(t);
     s->num_tokens = token_shard_num_tokens(t);
     s->offsets = token_shard_document_offsets(t);
@@ -97,11 +97,12 @@ static bool megatron_read(void *impl, uint64_t begin, uint64_t count, int32_t *o
      * index past the embedding. */
     for (uint64_t i = 0; i < count; i++)
         if (out[i] >= ms->vocab_size) {
-            data_set_err(err, err_size,
-                    "Megatron dataset %s: token %llu is id %d, outside the vocabulary [0, %lld) "
-                    "of the run's --tokenizer-type; the files changed since they were checked",
-                    megatron_dataset_bin_path(ms->m), (unsigned long long)(begin + i), out[i],
-                    (long long)ms->vocab_size);
+            data_set_err(
+                err, err_size,
+                "Megatron dataset %s: token %llu is id %d, outside the vocabulary [0, %lld) "
+                "of the run's --tokenizer-type; the files changed since they were checked",
+                megatron_dataset_bin_path(ms->m), (unsigned long long)(begin + i), out[i],
+                (long long)ms->vocab_size);
             return false;
         }
     return true;
@@ -126,11 +127,12 @@ static const SourceOps MEGATRON_OPS = {megatron_read, megatron_scan_max, megatro
 static bool run_vocabulary_known(const SourceTokenizer *run, const char *what, char *err,
                                  size_t err_size) {
     if (run && run->vocab_size > 0) return true;
-    data_set_err(err, err_size,
-            "%s, but --tokenizer-type %s has no vocabulary size gpt3d knows without its files; "
-            "use ByteTokenizer or GPT2BPETokenizer, or convert the data with "
-            "tools/convert_megatron_dataset --vocab-size V --eod-token E",
-            what, run && run->type ? run->type : "(none)");
+    data_set_err(
+        err, err_size,
+        "%s, but --tokenizer-type %s has no vocabulary size gpt3d knows without its files; "
+        "use ByteTokenizer or GPT2BPETokenizer, or convert the data with "
+        "tools/convert_megatron_dataset --vocab-size V --eod-token E",
+        what, run && run->type ? run->type : "(none)");
     return false;
 }
 
@@ -153,8 +155,7 @@ static DocumentSource *open_megatron(const char *path, const SourceTokenizer *ru
     ms->m = m;
     ms->vocab_size = run->vocab_size;
     DocumentSource *s = source_new(&MEGATRON_OPS, ms, megatron_dataset_bin_path(m),
-                                   "Megatron dataset", run->type, run->vocab_size,
-                                   run->eod_token);
+                                   "Megatron dataset", run->type, run->vocab_size, run->eod_token);
     s->num_documents = megatron_dataset_num_documents(m);
     s->num_tokens = megatron_dataset_num_tokens(m);
     s->offsets = megatron_dataset_document_offsets(m);
@@ -179,16 +180,18 @@ static bool mock_read(void *impl, uint64_t begin, uint64_t count, int32_t *out, 
                       size_t err_size) {
     const DocumentSource *s = impl;
     if (begin > (uint64_t)s->num_tokens || count > (uint64_t)s->num_tokens - begin) {
-        data_set_err(err, err_size, "mock data: read of tokens [%llu, %llu) is past its %lld tokens",
-                (unsigned long long)begin, (unsigned long long)(begin + count),
-                (long long)s->num_tokens);
+        data_set_err(err, err_size,
+                     "mock data: read of tokens [%llu, %llu) is past its %lld tokens",
+                     (unsigned long long)begin, (unsigned long long)(begin + count),
+                     (long long)s->num_tokens);
         return false;
     }
     const uint64_t stream = rng_stream_from_name("mock_data.tokens");
     int64_t d = count ? data_last_not_above(s->offsets, s->num_documents, begin) : 0;
     for (uint64_t i = 0; i < count; i++) {
         const uint64_t t = begin + i;
-        while (s->offsets[d + 1] <= t) d++;
+        while (s->offsets[d + 1] <= t)
+            d++;
         out[i] = t + 1 == s->offsets[d + 1]
                      ? (int32_t)s->eod_token
                      : (int32_t)rng_below(s->seed, stream, t, (uint64_t)s->vocab_size);

@@ -75,10 +75,26 @@ static int64_t token_at(const unsigned char *p, int code, uint64_t i) {
     switch (code) {
     case DT_UINT8: return p[i];
     case DT_INT8: return (int8_t)p[i];
-    case DT_INT16: { int16_t v; memcpy(&v, p + 2 * i, 2); return v; }
-    case DT_UINT16: { uint16_t v; memcpy(&v, p + 2 * i, 2); return v; }
-    case DT_INT32: { int32_t v; memcpy(&v, p + 4 * i, 4); return v; }
-    default: { int64_t v; memcpy(&v, p + 8 * i, 8); return v; }
+    case DT_INT16: {
+        int16_t v;
+        memcpy(&v, p + 2 * i, 2);
+        return v;
+    }
+    case DT_UINT16: {
+        uint16_t v;
+        memcpy(&v, p + 2 * i, 2);
+        return v;
+    }
+    case DT_INT32: {
+        int32_t v;
+        memcpy(&v, p + 4 * i, 4);
+        return v;
+    }
+    default: {
+        int64_t v;
+        memcpy(&v, p + 8 * i, 8);
+        return v;
+    }
     }
 }
 
@@ -140,9 +156,9 @@ struct MegatronDataset {
     const unsigned char *pointers; /* int64[num_sequences], in idx */
     const unsigned char *doc_indices;
     uint64_t num_tokens;
-    uint64_t *doc_offsets;    /* documents + 1 token offsets */
-    uint64_t first_pointer;   /* byte of token 0 when contiguous */
-    uint64_t *seq_offsets;    /* sequences + 1 token offsets; NULL when contiguous */
+    uint64_t *doc_offsets;  /* documents + 1 token offsets */
+    uint64_t first_pointer; /* byte of token 0 when contiguous */
+    uint64_t *seq_offsets;  /* sequences + 1 token offsets; NULL when contiguous */
 };
 
 static int32_t sequence_length(const MegatronDataset *m, uint64_t s) {
@@ -160,18 +176,18 @@ static bool check_index_size(const MegatronDataset *m, char *err, size_t err_siz
     /* Bound the counts by the file size first so the products cannot overflow. */
     if (n > size / 12 || k > size / 8) {
         data_set_err(err, err_size,
-                "'%s' is truncated: its header counts %" PRIu64 " sequences and %" PRIu64
-                " document indices, more than its %" PRIu64 " bytes can hold",
-                m->idx.path, n, k, size);
+                     "'%s' is truncated: its header counts %" PRIu64 " sequences and %" PRIu64
+                     " document indices, more than its %" PRIu64 " bytes can hold",
+                     m->idx.path, n, k, size);
         return false;
     }
     const uint64_t expected = HEADER_BYTES + 12 * n + 8 * k;
     if (size == expected || size == expected + n) return true; /* + multimodal modes */
     data_set_err(err, err_size,
-            "'%s' %s: %" PRIu64 " sequences and %" PRIu64 " document indices need %" PRIu64
-            " bytes (or %" PRIu64 " with sequence modes) but the file has %" PRIu64,
-            m->idx.path, size < expected ? "is truncated" : "has unexpected trailing bytes", n,
-            k, expected, expected + n, size);
+                 "'%s' %s: %" PRIu64 " sequences and %" PRIu64 " document indices need %" PRIu64
+                 " bytes (or %" PRIu64 " with sequence modes) but the file has %" PRIu64,
+                 m->idx.path, size < expected ? "is truncated" : "has unexpected trailing bytes", n,
+                 k, expected, expected + n, size);
     return false;
 }
 
@@ -179,34 +195,35 @@ static bool read_header(MegatronDataset *m, char *err, size_t err_size) {
     const unsigned char *h = m->idx.data;
     if (m->idx.size < HEADER_BYTES) {
         data_set_err(err, err_size,
-                "'%s' is truncated: %" PRIu64 " bytes, shorter than the %d-byte MMIDIDX header",
-                m->idx.path, m->idx.size, HEADER_BYTES);
+                     "'%s' is truncated: %" PRIu64
+                     " bytes, shorter than the %d-byte MMIDIDX header",
+                     m->idx.path, m->idx.size, HEADER_BYTES);
         return false;
     }
     if (memcmp(h, MAGIC, sizeof MAGIC) != 0) {
         data_set_err(err, err_size,
-                "'%s' is not a Megatron indexed dataset index: bad magic (want "
-                "\"MMIDIDX\\x00\\x00\"; the legacy 'lazy'/'cached' formats are not supported)",
-                m->idx.path);
+                     "'%s' is not a Megatron indexed dataset index: bad magic (want "
+                     "\"MMIDIDX\\x00\\x00\"; the legacy 'lazy'/'cached' formats are not supported)",
+                     m->idx.path);
         return false;
     }
     uint64_t version = load_u64(h + 9);
     if (version != 1) {
         data_set_err(err, err_size,
-                "'%s': index version %" PRIu64 " is not supported (want 1, what Megatron-LM's "
-                "preprocess_data.py writes)",
-                m->idx.path, version);
+                     "'%s': index version %" PRIu64 " is not supported (want 1, what Megatron-LM's "
+                     "preprocess_data.py writes)",
+                     m->idx.path, version);
         return false;
     }
     m->dtype = dtype_of_code(h[17]);
     if (!m->dtype) {
         data_set_err(err, err_size, "'%s': unknown token dtype code %d (Megatron's codes are 1-8)",
-                m->idx.path, h[17]);
+                     m->idx.path, h[17]);
         return false;
     }
     if (!m->dtype->integer) {
         data_set_err(err, err_size, "'%s': the tokens are %s (dtype code %d), not integer ids",
-                m->idx.path, m->dtype->name, m->dtype->code);
+                     m->idx.path, m->dtype->name, m->dtype->code);
         return false;
     }
     m->num_sequences = load_u64(h + 18);
@@ -230,11 +247,11 @@ static bool check_sequences(MegatronDataset *m, bool *contiguous, char *err, siz
         if (len < 0 || ptr < 0 || (uint64_t)ptr > m->bin.size ||
             bytes > m->bin.size - (uint64_t)ptr) {
             data_set_err(err, err_size,
-                    "sequence %" PRIu64 " of '%s' lies outside '%s': pointer %" PRId64
-                    ", length %" PRId64 " %s tokens, but the .bin has %" PRIu64
-                    " bytes (the .bin is shorter than its index says, or the two files are "
-                    "not one pair)",
-                    s, m->idx.path, m->bin.path, ptr, len, m->dtype->name, m->bin.size);
+                         "sequence %" PRIu64 " of '%s' lies outside '%s': pointer %" PRId64
+                         ", length %" PRId64 " %s tokens, but the .bin has %" PRIu64
+                         " bytes (the .bin is shorter than its index says, or the two files are "
+                         "not one pair)",
+                         s, m->idx.path, m->bin.path, ptr, len, m->dtype->name, m->bin.size);
             return false;
         }
         if ((uint64_t)ptr != m->first_pointer + m->num_tokens * size) *contiguous = false;
@@ -243,9 +260,10 @@ static bool check_sequences(MegatronDataset *m, bool *contiguous, char *err, siz
     const uint64_t end = m->first_pointer + m->num_tokens * size;
     if (*contiguous && m->num_sequences > 0 && end != m->bin.size) {
         data_set_err(err, err_size,
-                "'%s' has %" PRIu64 " bytes but '%s' describes %" PRIu64 " %s tokens ending at "
-                "byte %" PRIu64 "; the two files are not one pair (re-make or re-copy both)",
-                m->bin.path, m->bin.size, m->idx.path, m->num_tokens, m->dtype->name, end);
+                     "'%s' has %" PRIu64 " bytes but '%s' describes %" PRIu64
+                     " %s tokens ending at "
+                     "byte %" PRIu64 "; the two files are not one pair (re-make or re-copy both)",
+                     m->bin.path, m->bin.size, m->idx.path, m->num_tokens, m->dtype->name, end);
         return false;
     }
     return true;
@@ -275,8 +293,8 @@ static bool document_boundary(const MegatronDataset *m, uint64_t k, uint64_t pre
         problem = "the last must equal the sequence count";
     if (!problem) return true;
     data_set_err(err, err_size,
-            "'%s': document index %" PRIu64 " is %" PRId64 " but %s (%" PRIu64 " sequences)",
-            m->idx.path, k, (int64_t)*out, problem, m->num_sequences);
+                 "'%s': document index %" PRIu64 " is %" PRId64 " but %s (%" PRIu64 " sequences)",
+                 m->idx.path, k, (int64_t)*out, problem, m->num_sequences);
     return false;
 }
 
@@ -285,8 +303,8 @@ static bool document_boundary(const MegatronDataset *m, uint64_t k, uint64_t pre
 static bool build_document_offsets(MegatronDataset *m, char *err, size_t err_size) {
     if (m->num_doc_indices == 0) {
         data_set_err(err, err_size,
-                "'%s' holds no document indices (a valid index has at least the leading 0)",
-                m->idx.path);
+                     "'%s' holds no document indices (a valid index has at least the leading 0)",
+                     m->idx.path);
         return false;
     }
     m->doc_offsets = xmalloc((size_t)m->num_doc_indices * sizeof *m->doc_offsets);
@@ -294,7 +312,8 @@ static bool build_document_offsets(MegatronDataset *m, char *err, size_t err_siz
     for (uint64_t k = 0; k < m->num_doc_indices; k++) {
         uint64_t first;
         if (!document_boundary(m, k, previous, &first, err, err_size)) return false;
-        for (; seq < first; seq++) tokens += (uint64_t)sequence_length(m, seq);
+        for (; seq < first; seq++)
+            tokens += (uint64_t)sequence_length(m, seq);
         m->doc_offsets[k] = tokens;
         previous = first;
     }
@@ -358,13 +377,13 @@ static uint64_t sequence_at(const MegatronDataset *m, uint64_t t) {
 
 /* Calls `visit` on the runs of .bin bytes that hold stream tokens
  * [begin, begin + count), in order. */
-typedef bool (*RunVisitor)(const unsigned char *run, uint64_t first_token, uint64_t n,
-                           void *ctx);
+typedef bool (*RunVisitor)(const unsigned char *run, uint64_t first_token, uint64_t n, void *ctx);
 
-static bool visit_runs(const MegatronDataset *m, uint64_t begin, uint64_t count,
-                       RunVisitor visit, void *ctx) {
+static bool visit_runs(const MegatronDataset *m, uint64_t begin, uint64_t count, RunVisitor visit,
+                       void *ctx) {
     const uint64_t size = (uint64_t)m->dtype->size;
-    if (!m->seq_offsets) return visit(m->bin.data + m->first_pointer + begin * size, begin, count, ctx);
+    if (!m->seq_offsets)
+        return visit(m->bin.data + m->first_pointer + begin * size, begin, count, ctx);
     for (uint64_t s = sequence_at(m, begin), t = begin; t < begin + count; s++) {
         const uint64_t skip = t - m->seq_offsets[s];
         uint64_t n = m->seq_offsets[s + 1] - t;
@@ -393,9 +412,9 @@ static bool copy_run(const unsigned char *run, uint64_t first, uint64_t n, void 
         int64_t id = token_at(run, code, i);
         if (id < 0 || id > INT32_MAX) {
             data_set_err(c->err, c->err_size,
-                    "'%s': token %" PRIu64 " is id %" PRId64 ", outside every vocabulary; the "
-                    "file is damaged or is not a token dataset",
-                    c->m->bin.path, first + i, id);
+                         "'%s': token %" PRIu64 " is id %" PRId64 ", outside every vocabulary; the "
+                         "file is damaged or is not a token dataset",
+                         c->m->bin.path, first + i, id);
             return false;
         }
         out[i] = (int32_t)id;
@@ -407,9 +426,10 @@ bool megatron_dataset_read(const MegatronDataset *m, uint64_t begin, uint64_t co
                            char *err, size_t err_size) {
     if (count == 0) return true;
     if (begin > m->num_tokens || count > m->num_tokens - begin) {
-        data_set_err(err, err_size, "'%s': read of tokens [%" PRIu64 ", %" PRIu64 ") is past its %" PRIu64
-                               " tokens",
-                m->bin.path, begin, begin + count, m->num_tokens);
+        data_set_err(err, err_size,
+                     "'%s': read of tokens [%" PRIu64 ", %" PRIu64 ") is past its %" PRIu64
+                     " tokens",
+                     m->bin.path, begin, begin + count, m->num_tokens);
         return false;
     }
     ReadContext c = {m, out, begin, err, err_size};
@@ -456,17 +476,17 @@ static bool scan_run(const unsigned char *run, uint64_t first, uint64_t n, void 
         uint64_t seq, pos;
         locate_token(c->m, first + i, &seq, &pos);
         data_set_err(c->err, c->err_size,
-                "'%s': token %" PRIu64 " of sequence %" PRIu64 " is %" PRId64
-                ", outside the vocabulary [0, %" PRId64 ") (check --vocab-size and "
-                "--tokenizer-type: the dataset must be made with the run's tokenizer)",
-                c->m->bin.path, pos, seq, id, c->vocab_size);
+                     "'%s': token %" PRIu64 " of sequence %" PRIu64 " is %" PRId64
+                     ", outside the vocabulary [0, %" PRId64 ") (check --vocab-size and "
+                     "--tokenizer-type: the dataset must be made with the run's tokenizer)",
+                     c->m->bin.path, pos, seq, id, c->vocab_size);
         return false;
     }
     return false; /* not reached: a token out of range was found above */
 }
 
-bool megatron_dataset_check_token_ids(const MegatronDataset *m, int64_t vocab_size,
-                                      int64_t *max_id, char *err, size_t err_size) {
+bool megatron_dataset_check_token_ids(const MegatronDataset *m, int64_t vocab_size, int64_t *max_id,
+                                      char *err, size_t err_size) {
     enum { RUN = 1 << 20 }; /* tokens per pass, so a bad id is found near where it is */
     ScanContext c = {m, vocab_size, -1, err, err_size};
     for (uint64_t t = 0; t < m->num_tokens; t += RUN) {

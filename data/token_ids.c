@@ -104,7 +104,7 @@ bool token_ids_check(DocumentSource *s, const char *cache_dir, TokenIdScans *sca
              document_source_kind(s), document_source_name(s), (long long)max_id,
              (long long)document_source_vocab_size(s),
              shard && document_source_known_max_token_id(s) >= 0 ? " (its max_token_id attribute)"
-                                                                : "",
+                                                                 : "",
              shard ? "re-make it with tools/preprocess_data and the run's --tokenizer-type"
                    : "make it with the run's --tokenizer-type");
     return false;

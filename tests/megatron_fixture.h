@@ -21,7 +21,8 @@ typedef struct {
 } MegatronFixture;
 
 static inline void megatron_put_le(FILE *f, uint64_t v, int bytes) {
-    for (int i = 0; i < bytes; i++) fputc((int)((v >> (8 * i)) & 0xff), f);
+    for (int i = 0; i < bytes; i++)
+        fputc((int)((v >> (8 * i)) & 0xff), f);
 }
 
 /* Writes PREFIX.bin and PREFIX.idx. Megatron's writer lays the sequences out
@@ -31,7 +32,8 @@ static inline void megatron_fixture_write_layout(const char *prefix, const Megat
                                                  int dtype_code, int elem_size, int reversed) {
     char path[1024];
     int64_t *start = calloc((size_t)src->num_sequences + 1, sizeof *start);
-    for (int s = 0; s < src->num_sequences; s++) start[s + 1] = start[s] + src->lengths[s];
+    for (int s = 0; s < src->num_sequences; s++)
+        start[s + 1] = start[s] + src->lengths[s];
     int64_t *pointer = calloc((size_t)src->num_sequences + 1, sizeof *pointer);
     snprintf(path, sizeof path, "%s.bin", prefix);
     FILE *bin = fopen(path, "wb");
@@ -51,8 +53,10 @@ static inline void megatron_fixture_write_layout(const char *prefix, const Megat
     megatron_put_le(idx, (uint64_t)dtype_code, 1);
     megatron_put_le(idx, (uint64_t)src->num_sequences, 8);
     megatron_put_le(idx, (uint64_t)src->num_doc_indices, 8);
-    for (int s = 0; s < src->num_sequences; s++) megatron_put_le(idx, (uint32_t)src->lengths[s], 4);
-    for (int s = 0; s < src->num_sequences; s++) megatron_put_le(idx, (uint64_t)pointer[s], 8);
+    for (int s = 0; s < src->num_sequences; s++)
+        megatron_put_le(idx, (uint32_t)src->lengths[s], 4);
+    for (int s = 0; s < src->num_sequences; s++)
+        megatron_put_le(idx, (uint64_t)pointer[s], 8);
     for (int d = 0; d < src->num_doc_indices; d++)
         megatron_put_le(idx, (uint64_t)src->doc_indices[d], 8);
     fclose(idx);

@@ -87,14 +87,14 @@ static void write_pair(const char *name, const Corpus *c, int code, int size, in
 /* The same documents as an HDF5 shard. */
 static void write_shard(const char *name, const Corpus *c) {
     char err[1024];
-    TokenShardWriter *w =
-        token_shard_writer_create(in_dir(name), "ByteTokenizer", BYTE_VOCAB, BYTE_EOD, err,
-                                  sizeof err);
+    TokenShardWriter *w = token_shard_writer_create(in_dir(name), "ByteTokenizer", BYTE_VOCAB,
+                                                    BYTE_EOD, err, sizeof err);
     CHECK_MSG(w, "%s", err);
     int32_t doc[MAX_TOKENS];
     for (int d = 0; d < DOCS; d++) {
         int n = (int)(c->doc_offsets[d + 1] - c->doc_offsets[d]);
-        for (int i = 0; i < n; i++) doc[i] = (int32_t)c->tokens[c->doc_offsets[d] + (uint64_t)i];
+        for (int i = 0; i < n; i++)
+            doc[i] = (int32_t)c->tokens[c->doc_offsets[d] + (uint64_t)i];
         CHECK_MSG(token_shard_writer_add_document(w, doc, (size_t)n, err, sizeof err), "%s", err);
     }
     CHECK_MSG(token_shard_writer_finish(w, err, sizeof err), "%s", err);
@@ -112,8 +112,7 @@ static void check_reader(const Corpus *c, int code, int size, const char *dtype,
     CHECK(megatron_dataset_num_sequences(m) == c->num_sequences);
     CHECK(megatron_dataset_num_documents(m) == DOCS);
     CHECK(megatron_dataset_num_tokens(m) == c->num_tokens);
-    CHECK(memcmp(megatron_dataset_document_offsets(m), c->doc_offsets, sizeof c->doc_offsets) ==
-          0);
+    CHECK(memcmp(megatron_dataset_document_offsets(m), c->doc_offsets, sizeof c->doc_offsets) == 0);
     CHECK_HAS(megatron_dataset_bin_path(m), ".bin");
     /* Every window of up to 50 tokens, so reads cross sequences and documents. */
     int32_t got[64];
@@ -129,8 +128,7 @@ static void check_reader(const Corpus *c, int code, int size, const char *dtype,
     int64_t max_id = -2, want = 0;
     for (int i = 0; i < c->num_tokens; i++)
         if (c->tokens[i] > want) want = c->tokens[i];
-    CHECK_MSG(megatron_dataset_check_token_ids(m, BYTE_VOCAB, &max_id, err, sizeof err), "%s",
-              err);
+    CHECK_MSG(megatron_dataset_check_token_ids(m, BYTE_VOCAB, &max_id, err, sizeof err), "%s", err);
     CHECK(max_id == want);
     /* One less than the largest id makes that id out of vocabulary. */
     CHECK(!megatron_dataset_check_token_ids(m, want, &max_id, err, sizeof err));
@@ -215,9 +213,14 @@ static void check_reader_errors(const Corpus *c) {
 /* ------------------------------------------------------------ datasets */
 
 static GPTDataConfig byte_config(const char *const *words, int n, const char *split) {
-    return (GPTDataConfig){.data_path = words, .data_path_count = n, .split = split,
-                           .seq_length = SEQ, .seed = 5, .expected_tokenizer_type = "ByteTokenizer",
-                           .tokenizer_vocab_size = BYTE_VOCAB, .tokenizer_eod_token = BYTE_EOD};
+    return (GPTDataConfig){.data_path = words,
+                           .data_path_count = n,
+                           .split = split,
+                           .seq_length = SEQ,
+                           .seed = 5,
+                           .expected_tokenizer_type = "ByteTokenizer",
+                           .tokenizer_vocab_size = BYTE_VOCAB,
+                           .tokenizer_eod_token = BYTE_EOD};
 }
 
 static BlendedDataset *open_words(const char *const *words, int n, const char *split,
@@ -313,7 +316,8 @@ static void expect_files(const char *word, int n, const char *const *names, cons
     CHECK_MSG(parse_one(word, &p, err, sizeof err), "%s: %s", word, err);
     CHECK_MSG(p.num_components == 1 && p.components[0].num_files == n, "%s: %d files", word,
               p.components[0].num_files);
-    for (int i = 0; i < n; i++) CHECK(strcmp(p.components[0].files[i], in_dir(names[i])) == 0);
+    for (int i = 0; i < n; i++)
+        CHECK(strcmp(p.components[0].files[i], in_dir(names[i])) == 0);
     if (note) {
         CHECK_MSG(p.components[0].resolved, "%s: no resolution note", word);
         CHECK_HAS(p.components[0].resolved, note);
@@ -328,7 +332,8 @@ static void expect_parse_error(const char *word, const char *const *phrases, int
     char err[2048] = "";
     CHECK_MSG(!parse_one(word, &p, err, sizeof err), "%s resolved", word);
     CHECK_HAS(err, "--data-path");
-    for (int i = 0; i < n; i++) CHECK_HAS(err, phrases[i]);
+    for (int i = 0; i < n; i++)
+        CHECK_HAS(err, phrases[i]);
 }
 
 static void check_prefixes(void) {
@@ -362,8 +367,8 @@ static void check_prefixes(void) {
     expect_parse_error("half", (const char *[]){"half.bin exists but", "half.idx does not"}, 2);
     expect_parse_error("nothing",
                        (const char *[]){in_dir("nothing"), "nothing.bin + ", "nothing.idx",
-                                        "nothing.h5", "nothing_00000.h5",
-                                        "tools/preprocess_data", "tools/convert_megatron_dataset"},
+                                        "nothing.h5", "nothing_00000.h5", "tools/preprocess_data",
+                                        "tools/convert_megatron_dataset"},
                        7);
     expect_parse_error("absent.h5", (const char *[]){"absent.h5: no such file"}, 1);
     expect_parse_error("absent.bin", (const char *[]){"absent.bin: no such file"}, 1);

@@ -31,7 +31,8 @@ int main(int argc, char **argv) {
         fprintf(stderr, "%s\n", err);
         return 1;
     }
-    for (int64_t i = 0; i < n; i++) tokens[i] = ids[i];
+    for (int64_t i = 0; i < n; i++)
+        tokens[i] = ids[i];
     for (int64_t d = 0; d < docs; d++) {
         const int32_t len = (int32_t)(offsets[d + 1] - offsets[d]);
         doc_indices[d] = 2 * d;
