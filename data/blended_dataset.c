@@ -259,6 +259,17 @@ static void describe(BlendedDataset *ds, const char *flag) {
     }
 }
 
+/* How a component appears in the description: its words, with how their
+ * prefixes resolved ("web -> web.{bin,idx} ..." stands for itself when the
+ * prefix is the only word). */
+static char *component_label(const DataPathComponent *pc) {
+    if (!pc->resolved) return xstrdup(pc->pattern);
+    if (!strchr(pc->pattern, ' ')) return xstrdup(pc->resolved);
+    char *label = NULL;
+    data_appendf(&label, "%s [%s]", pc->pattern, pc->resolved);
+    return label;
+}
+
 /* One GPTDataset per component; a failure names the component when there
  * are several. */
 static bool create_components(BlendedDataset *ds, const GPTDataConfig *cfg,
@@ -271,7 +282,7 @@ static bool create_components(BlendedDataset *ds, const GPTDataConfig *cfg,
     for (int i = 0; i < ds->num_components; i++) {
         const DataPathComponent *pc = &path->components[i];
         ds->weights[i] = pc->weight;
-        ds->patterns[i] = xstrdup(pc->resolved ? pc->resolved : pc->pattern);
+        ds->patterns[i] = component_label(pc);
         GPTDatasetConfig gc = {
             .paths = (const char *const *)pc->files,
             .num_paths = pc->num_files,

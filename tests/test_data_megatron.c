@@ -282,6 +282,16 @@ static void check_mixed_blend(void) {
     CHECK_HAS(desc, "reader_uint16_0.{bin,idx} (Megatron");
     CHECK_HAS(desc, "same.h5");
     blended_dataset_free(ds);
+    /* Unweighted words: the file and the prefix both shown. */
+    const char *plain[] = {in_dir("same.h5"), in_dir("reader_uint16_0")};
+    ds = open_words(plain, 2, "1", SPLIT_TRAIN, err, sizeof err);
+    CHECK_MSG(ds, "%s", err);
+    desc = blended_dataset_description(ds);
+    CHECK_HAS(desc, "same.h5 ");
+    CHECK_HAS(desc, "[");
+    CHECK_HAS(desc, "reader_uint16_0.{bin,idx} (Megatron");
+    CHECK_HAS(desc, "2 shards");
+    blended_dataset_free(ds);
 }
 
 static void check_pair_errors_in_datasets(const Corpus *c) {
