@@ -5,6 +5,8 @@
 #   and int32, trains to exactly the losses of the shard that
 #   tools/convert_megatron_dataset makes of it (and of the shard the pair was
 #   written from);
+# - numbered shards (preprocess_data --shard-size-tokens) named by their
+#   prefix train exactly as the same files named by a glob;
 # - a blend mixing a pair and a shard trains to exactly the losses of the
 #   same blend over shards only;
 # - --mock-data trains without a corpus, the same losses at 1x1x1, DP 2 and
@@ -57,6 +59,17 @@ grep -q "valid_loss" "$WORK/prefix.jsonl" || fail "prefix: no validation loss to
 grep -q "mg_text_document -> .*mg_text_document.{bin,idx} (Megatron, read in place" \
     "$WORK/prefix.log" || { cat "$WORK/prefix.log"; fail "prefix: the log does not say how it resolved"; }
 
+# --- numbered shards named by their prefix -----------------------------------
+"$PREPROCESS" --input "$WORK"/d*.txt --output-prefix "$WORK/s" --tokenizer-type ByteTokenizer \
+    --append-eod --shard-size-tokens 3000 > "$WORK/shards.log" 2>&1 || { cat "$WORK/shards.log"; fail "sharded preprocess_data"; }
+[ -f "$WORK/s_text_document_00002.h5" ] || fail "preprocess_data made fewer than 3 shards"
+train shards_glob --data-path "$WORK/s_text_document_*.h5" --split 95,5,0
+train shards_prefix --data-path "$WORK/s_text_document" --split 95,5,0
+compare "shards by prefix = shards by glob" "$WORK/shards_glob.jsonl" "$WORK/shards_prefix.jsonl" \
+    --rtol 0 --atol 0 || fail "the numbered shards named by their prefix train differently"
+grep -q "s_text_document -> [0-9]* numbered shards" "$WORK/shards_prefix.log" \
+    || { cat "$WORK/shards_prefix.log"; fail "shards: the log does not say how the prefix resolved"; }
+
 # --- a mixed-format blend ----------------------------------------------------
 cp "$WORK/converted.h5" "$WORK/converted_copy.h5"
 train blend_shards --data-path 0.3 "$WORK/converted_copy.h5" 0.7 "$SHARD" --split 95,5,0
@@ -83,6 +96,8 @@ for layout in "dp2" "tp2"; do
 done
 
 # --- bad input ---------------------------------------------------------------
+"$PRETRAIN" --help | grep -q -- "--mock-data  *Skip data loading" || fail "--help lacks --mock-data"
+
 "$PRETRAIN" "${ARGS[@]}" --data-path "$WORK/nothing_text_document" > "$WORK/nothing.log" 2>&1
 [ $? -eq 2 ] || fail "a prefix resolving to nothing: exit status not 2"
 one_error nothing "$WORK/nothing.log" "nothing_text_document: no such file or dataset prefix; tried .*nothing_text_document.bin \+ .*tools/preprocess_data.*tools/convert_megatron_dataset"
