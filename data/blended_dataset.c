@@ -20,13 +20,13 @@
  * --data-cache-path stores (one file keyed by the weights, the block size
  * and the format version: the rule uses nothing else, so train and valid
  * blends with the same weights share it). */
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "core/errors.h"
 #include "data/data.h"
+#include "data/data_util.h"
 #include "data/index_cache.h"
 
 #define BLEND_BLOCK_SAMPLES ((int64_t)1 << 16)
@@ -51,14 +51,6 @@ struct BlendedDataset {
     uint64_t cache_key;
     DataIndexStats stats;
 };
-
-static void set_err(char *err, size_t err_size, const char *fmt, ...) GPT3D_PRINTF(3, 4);
-static void set_err(char *err, size_t err_size, const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, err_size, fmt, ap);
-    va_end(ap);
-}
 
 /* ------------------------------------------------------------ the rule */
 
@@ -189,14 +181,25 @@ static bool choose_source(const GPTDataConfig *cfg, SplitKind split, SplitSource
                           size_t err_size) {
     bool per_split = cfg->train_data_path_count > 0 || cfg->valid_data_path_count > 0 ||
                      cfg->test_data_path_count > 0;
+    if (cfg->mock_data) {
+        if (per_split || cfg->data_path_count > 0) {
+            data_set_err(err, err_size,
+                         "--mock-data replaces the data: give either --mock-data or "
+                         "--data-path/--train-data-path/--valid-data-path/--test-data-path");
+            return false;
+        }
+        *src = (SplitSource){"--mock-data", NULL, 0, cfg->split};
+        return true;
+    }
     if (!per_split) {
         *src = (SplitSource){"--data-path", cfg->data_path, cfg->data_path_count, cfg->split};
         return true;
     }
     if (cfg->data_path_count > 0) {
-        set_err(err, err_size,
-                "--data-path and --train-data-path/--valid-data-path/--test-data-path exclude "
-                "each other: give either --data-path (divided by --split) or a path per split");
+        data_set_err(
+            err, err_size,
+            "--data-path and --train-data-path/--valid-data-path/--test-data-path exclude "
+            "each other: give either --data-path (divided by --split) or a path per split");
         return false;
     }
     static const char *const FLAGS[3] = {"--train-data-path", "--valid-data-path",
@@ -207,10 +210,10 @@ static bool choose_source(const GPTDataConfig *cfg, SplitKind split, SplitSource
     const int counts[3] = {cfg->train_data_path_count, cfg->valid_data_path_count,
                            cfg->test_data_path_count};
     if (counts[split] <= 0) {
-        set_err(err, err_size,
-                "no %s data: per-split paths are given but %s is not; give %s (each per-split "
-                "path is used whole for its split), or use --data-path with --split",
-                SPLIT_NAMES[split], FLAGS[split], FLAGS[split]);
+        data_set_err(err, err_size,
+                     "no %s data: per-split paths are given but %s is not; give %s (each per-split "
+                     "path is used whole for its split), or use --data-path with --split",
+                     SPLIT_NAMES[split], FLAGS[split], FLAGS[split]);
         return false;
     }
     *src = (SplitSource){FLAGS[split], words[split], counts[split], WHOLE[split]};
@@ -226,45 +229,45 @@ static bool check_components_agree(const BlendedDataset *ds, const char *flag, c
             gpt_dataset_vocab_size(a) == gpt_dataset_vocab_size(b) &&
             gpt_dataset_eod_token(a) == gpt_dataset_eod_token(b))
             continue;
-        set_err(err, err_size,
-                "%s: token shard %s (tokenizer_type '%s', vocab_size %lld, eod_token %lld) does "
-                "not match %s (tokenizer_type '%s', vocab_size %lld, eod_token %lld); every "
-                "component of a blend must be made with one tokenizer",
-                flag, gpt_dataset_shard_path(b, 0), gpt_dataset_tokenizer_type(b),
-                (long long)gpt_dataset_vocab_size(b), (long long)gpt_dataset_eod_token(b),
-                gpt_dataset_shard_path(a, 0), gpt_dataset_tokenizer_type(a),
-                (long long)gpt_dataset_vocab_size(a), (long long)gpt_dataset_eod_token(a));
+        data_set_err(
+            err, err_size,
+            "%s: token shard %s (tokenizer_type '%s', vocab_size %lld, eod_token %lld) does "
+            "not match %s (tokenizer_type '%s', vocab_size %lld, eod_token %lld); every "
+            "component of a blend must be made with one tokenizer",
+            flag, gpt_dataset_shard_path(b, 0), gpt_dataset_tokenizer_type(b),
+            (long long)gpt_dataset_vocab_size(b), (long long)gpt_dataset_eod_token(b),
+            gpt_dataset_shard_path(a, 0), gpt_dataset_tokenizer_type(a),
+            (long long)gpt_dataset_vocab_size(a), (long long)gpt_dataset_eod_token(a));
         return false;
     }
     return true;
 }
 
-static void appendf(char **s, const char *fmt, ...) GPT3D_PRINTF(2, 3);
-static void appendf(char **s, const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(NULL, 0, fmt, ap);
-    va_end(ap);
-    size_t old = *s ? strlen(*s) : 0;
-    *s = xrealloc(*s, old + (size_t)n + 1);
-    va_start(ap, fmt);
-    vsnprintf(*s + old, (size_t)n + 1, fmt, ap);
-    va_end(ap);
-}
-
 static void describe(BlendedDataset *ds, const char *flag) {
-    appendf(&ds->description, "%s (%s):", SPLIT_NAMES[ds->split], flag);
+    data_appendf(&ds->description, "%s (%s):", SPLIT_NAMES[ds->split], flag);
     for (int i = 0; i < ds->num_components; i++) {
         const GPTDataset *c = ds->components[i];
-        appendf(&ds->description, "%s ", i ? ";" : "");
-        if (ds->num_components > 1) appendf(&ds->description, "%.4f x ", ds->weights[i]);
-        appendf(&ds->description, "%s (%d shard%s, %lld documents, %lld tokens, %lld samples "
-                                  "per epoch)",
-                ds->patterns[i], gpt_dataset_num_shards(c),
-                gpt_dataset_num_shards(c) == 1 ? "" : "s", (long long)gpt_dataset_num_documents(c),
-                (long long)gpt_dataset_num_tokens(c),
-                (long long)gpt_dataset_samples_per_epoch(c));
+        data_appendf(&ds->description, "%s ", i ? ";" : "");
+        if (ds->num_components > 1) data_appendf(&ds->description, "%.4f x ", ds->weights[i]);
+        data_appendf(&ds->description,
+                     "%s (%d shard%s, %lld documents, %lld tokens, %lld samples "
+                     "per epoch)",
+                     ds->patterns[i], gpt_dataset_num_shards(c),
+                     gpt_dataset_num_shards(c) == 1 ? "" : "s",
+                     (long long)gpt_dataset_num_documents(c), (long long)gpt_dataset_num_tokens(c),
+                     (long long)gpt_dataset_samples_per_epoch(c));
     }
+}
+
+/* How a component appears in the description: its words, with how their
+ * prefixes resolved ("web -> web.{bin,idx} ..." stands for itself when the
+ * prefix is the only word). */
+static char *component_label(const DataPathComponent *pc) {
+    if (!pc->resolved) return xstrdup(pc->pattern);
+    if (!strchr(pc->pattern, ' ')) return xstrdup(pc->resolved);
+    char *label = NULL;
+    data_appendf(&label, "%s [%s]", pc->pattern, pc->resolved);
+    return label;
 }
 
 /* One GPTDataset per component; a failure names the component when there
@@ -279,7 +282,7 @@ static bool create_components(BlendedDataset *ds, const GPTDataConfig *cfg,
     for (int i = 0; i < ds->num_components; i++) {
         const DataPathComponent *pc = &path->components[i];
         ds->weights[i] = pc->weight;
-        ds->patterns[i] = xstrdup(pc->pattern);
+        ds->patterns[i] = component_label(pc);
         GPTDatasetConfig gc = {
             .paths = (const char *const *)pc->files,
             .num_paths = pc->num_files,
@@ -291,18 +294,35 @@ static bool create_components(BlendedDataset *ds, const GPTDataConfig *cfg,
             .cache_dir = cfg->cache_dir,
             .data_path_flag = src->flag,
             .scans = cfg->scans,
+            .tokenizer_vocab_size = cfg->tokenizer_vocab_size,
+            .tokenizer_eod_token = cfg->tokenizer_eod_token,
+            .mock_data = cfg->mock_data,
         };
         char inner[1024];
         ds->components[i] = gpt_dataset_create(&gc, ds->split, inner, sizeof inner);
         if (!ds->components[i]) {
             if (path->num_components > 1)
-                set_err(err, err_size, "%s component %d of %d ('%s'): %s", src->flag, i + 1,
-                        path->num_components, pc->pattern, inner);
+                data_set_err(err, err_size, "%s component %d of %d ('%s'): %s", src->flag, i + 1,
+                             path->num_components, pc->pattern, inner);
             else
-                set_err(err, err_size, "%s", inner);
+                data_set_err(err, err_size, "%s", inner);
             return false;
         }
     }
+    return true;
+}
+
+/* The components of a split: its flag's words parsed, or for --mock-data
+ * one component without files (the dataset makes its documents). */
+static bool parse_source(const GPTDataConfig *cfg, const SplitSource *src, DataPath *path,
+                         char *err, size_t err_size) {
+    if (!cfg->mock_data)
+        return data_path_parse(src->flag, src->words, src->count, path, err, err_size);
+    memset(path, 0, sizeof *path);
+    path->num_components = 1;
+    path->components = xcalloc(1, sizeof *path->components);
+    path->components[0].pattern = xstrdup("mock data");
+    path->components[0].weight = 1.0;
     return true;
 }
 
@@ -312,7 +332,7 @@ BlendedDataset *blended_dataset_create(const GPTDataConfig *cfg, SplitKind split
     SplitSource src;
     if (!choose_source(cfg, split, &src, err, err_size)) return NULL;
     DataPath path;
-    if (!data_path_parse(src.flag, src.words, src.count, &path, err, err_size)) return NULL;
+    if (!parse_source(cfg, &src, &path, err, err_size)) return NULL;
     BlendedDataset *ds = xcalloc(1, sizeof *ds);
     ds->split = split;
     const char *fail_at = getenv("GPT3D_TEST_FAIL_DATA_READ_AT");
@@ -365,9 +385,10 @@ void blended_dataset_sample_source(BlendedDataset *ds, int64_t k, int *component
 bool blended_dataset_get_sample(BlendedDataset *ds, int64_t k, int32_t *out, char *err,
                                 size_t err_size) {
     if (k == ds->test_fail_at) {
-        set_err(err, err_size,
-                "test hook: the read of training sample %lld fails (GPT3D_TEST_FAIL_DATA_READ_AT)",
-                (long long)k);
+        data_set_err(
+            err, err_size,
+            "test hook: the read of training sample %lld fails (GPT3D_TEST_FAIL_DATA_READ_AT)",
+            (long long)k);
         return false;
     }
     int c;

@@ -65,6 +65,48 @@ bool token_shard_writer_finish(TokenShardWriter *w, char *err, size_t err_size);
 /* Closes and deletes the temporary file; the final path is never touched. */
 void token_shard_writer_abort(TokenShardWriter *w);
 
+/* ------------------------------------------------ Megatron indexed datasets */
+
+/* Megatron-LM's indexed dataset (megatron/core/datasets/indexed_dataset.py),
+ * read in place: PREFIX.idx is the MMIDIDX index (the 9-byte magic
+ * "MMIDIDX\0\0", version <Q> = 1, the token dtype code <B> of Megatron's
+ * DType: 1 uint8, 2 int8, 3 int16, 4 int32, 5 int64, 6 float64, 7 float32,
+ * 8 uint16; the sequence count <Q>; the document-index count <Q>; then int32
+ * sequence lengths, int64 byte pointers into PREFIX.bin and int64 document
+ * indices: sequence boundaries, first 0, non-decreasing, last = the sequence
+ * count; a multimodal index appends one int8 mode per sequence, ignored) and
+ * PREFIX.bin holds the tokens. Both files are mapped (mmap), never copied.
+ * A document is the concatenation of its sequences (the sentences of
+ * Megatron's --split-sentences), so the pair and its conversion by
+ * tools/convert_megatron_dataset hold the same documents and tokens. Opening
+ * checks the header, every count and index against the file sizes and every
+ * sequence against the .bin (an index of another version, a float or
+ * unknown dtype, a .bin shorter or longer than its index says: one error
+ * naming the file); the files carry no tokenizer, so token ids are checked
+ * against a vocabulary by megatron_dataset_check_token_ids. This is the one
+ * reader of the format: the dataset and the converter both use it. */
+typedef struct MegatronDataset MegatronDataset;
+
+MegatronDataset *megatron_dataset_open(const char *prefix, char *err, size_t err_size);
+void megatron_dataset_close(MegatronDataset *m);
+const char *megatron_dataset_idx_path(const MegatronDataset *m);
+const char *megatron_dataset_bin_path(const MegatronDataset *m);
+const char *megatron_dataset_dtype_name(const MegatronDataset *m);
+int64_t megatron_dataset_num_sequences(const MegatronDataset *m);
+int64_t megatron_dataset_num_documents(const MegatronDataset *m);
+int64_t megatron_dataset_num_tokens(const MegatronDataset *m);
+/* documents+1 offsets into the stream of all tokens, in memory. */
+const uint64_t *megatron_dataset_document_offsets(const MegatronDataset *m);
+/* Tokens [begin, begin+count) of that stream as int32 (an id outside int32
+ * is an error naming the .bin). Safe from several threads at once. */
+bool megatron_dataset_read(const MegatronDataset *m, uint64_t begin, uint64_t count, int32_t *out,
+                           char *err, size_t err_size);
+/* Reads every token: the first id outside [0, vocab_size) is an error naming
+ * the .bin, the sequence and the position; else *max_id is the largest id
+ * (-1 when there are no tokens). */
+bool megatron_dataset_check_token_ids(const MegatronDataset *m, int64_t vocab_size, int64_t *max_id,
+                                      char *err, size_t err_size);
+
 /* -------------------------------------------------------------- tokenizers */
 
 typedef struct Tokenizer Tokenizer;
@@ -74,6 +116,11 @@ typedef struct Tokenizer Tokenizer;
 Tokenizer *tokenizer_create(const char *type, const char *vocab_file, const char *merge_file,
                             char *err, size_t err_size);
 void tokenizer_free(Tokenizer *t);
+/* The vocabulary size and EOD id of tokenizer `type` known without its
+ * files (ByteTokenizer 257/256, GPT2BPETokenizer 50257/50256); false for a
+ * type whose vocabulary only its files tell. Data that records no tokenizer
+ * (Megatron .bin/.idx, --mock-data) is read with these. */
+bool tokenizer_builtin_vocabulary(const char *type, int64_t *vocab_size, int64_t *eod_token);
 const char *tokenizer_type(const Tokenizer *t);
 int64_t tokenizer_vocab_size(const Tokenizer *t);
 int32_t tokenizer_eod(const Tokenizer *t);
@@ -98,9 +145,11 @@ TokenIdScans *token_id_scans_new(void);
 void token_id_scans_free(TokenIdScans *scans);
 
 typedef struct {
-    const char *const *paths; /* shard files (globs already expanded) */
+    const char *const *paths; /* files as data_path_parse resolves them: a name ending in
+                                 .bin or .idx is a Megatron pair, any other an HDF5 shard */
     int num_paths;
-    const char *split;        /* "969,30,1" (Megatron's --split) */
+    const char *split; /* "969,30,1" (Megatron's --split; quotes around it or its
+                          parts, as bash arrays leave them, are ignored) */
     int seq_length;
     uint64_t seed;
     /* When non-NULL / > 0, every shard must match (clear error otherwise). */
@@ -112,7 +161,20 @@ typedef struct {
     /* The flag the paths came from, for messages; NULL means "--data-path". */
     const char *data_path_flag;
     TokenIdScans *scans; /* NULL: a shard without max_token_id is scanned at every open */
+    /* The run's tokenizer (type expected_tokenizer_type) for data that
+     * records none: a Megatron pair and mock data are read as made with it;
+     * vocab size 0 (unknown) refuses them, naming --tokenizer-type. */
+    int64_t tokenizer_vocab_size;
+    int64_t tokenizer_eod_token;
+    /* Megatron's --mock-data: `paths` are ignored and the documents are
+     * seeded random tokens (MOCK_DATA_DOCUMENTS documents of 1 to
+     * 2 x seq_length tokens, each ending in EOD), a pure function of seed
+     * and position, split and sampled like any other data. */
+    bool mock_data;
 } GPTDatasetConfig;
+
+/* Documents of --mock-data (Megatron's MockGPTDataset has as many). */
+#define MOCK_DATA_DOCUMENTS 100000
 
 typedef struct GPTDataset GPTDataset;
 
@@ -157,8 +219,9 @@ DataIndexStats gpt_dataset_index_stats(const GPTDataset *ds);
 typedef struct {
     char *pattern;  /* the words it came from, for messages and descriptions */
     double weight;  /* normalised: the weights of a DataPath sum to 1 */
-    char **files;   /* glob matches, sorted per pattern, patterns in order */
+    char **files;   /* per word in order: its file(s), sorted; a Megatron pair as PREFIX.bin */
     int num_files;
+    char *resolved; /* how prefix words resolved ("x -> x.h5"), for the run log; NULL: none */
 } DataPathComponent;
 
 typedef struct {
@@ -168,8 +231,25 @@ typedef struct {
 } DataPath;
 
 /* Parses the words of a --data-path style flag (`flag` names it in
- * messages). Without weights (`a.h5 web-*.h5`) every matched file belongs to
- * one component, whose documents are concatenated in order. With weights
+ * messages). A word is a glob when it holds * ? or [ (its matches sorted,
+ * a matched .idx standing for its pair's .bin), else a file or a
+ * Megatron-style prefix, resolved in this order:
+ *   1. an existing file of that name: an HDF5 shard, or with a .bin or .idx
+ *      name the Megatron pair of that prefix;
+ *   2. PREFIX.bin + PREFIX.idx, the Megatron pair, read in place: what the
+ *      prefix means to Megatron, and the original any PREFIX.h5 would have
+ *      been converted from, so it wins; the run log says so when a PREFIX.h5
+ *      or numbered shards exist too;
+ *   3. PREFIX.h5 (tools/preprocess_data without --shard-size-tokens);
+ *   4. PREFIX_00000.h5, PREFIX_00001.h5, ... (with --shard-size-tokens),
+ *      which must be numbered from 0 without gaps.
+ * Both 3 and 4 existing is refused as ambiguous (name the file), and half a
+ * Megatron pair is refused naming the missing file. A word ending in .h5,
+ * .bin or .idx is a file name, never a prefix. A word that resolves to
+ * nothing is one error listing every path tried and naming
+ * tools/preprocess_data and tools/convert_megatron_dataset.
+ * Without weights (`a.h5 web-*.h5`) every matched file belongs to one
+ * component, whose documents are concatenated in order. With weights
  * (`0.7 web-*.h5 0.3 books.h5`: the first word is a number) the words are
  * WEIGHT PATTERN pairs, each pattern one component of a blend, the weights
  * normalised. An odd word count, a weight that is not a positive number or a
@@ -200,6 +280,9 @@ typedef struct {
     int64_t expected_vocab_size;
     const char *cache_dir; /* --data-cache-path; NULL: no index cache */
     TokenIdScans *scans;   /* passed to every component's GPTDatasetConfig */
+    int64_t tokenizer_vocab_size; /* as GPTDatasetConfig */
+    int64_t tokenizer_eod_token;
+    bool mock_data; /* --mock-data: one mock component for every split; no paths allowed */
 } GPTDataConfig;
 
 /* Megatron's BlendedDataset over one GPTDataset per component (each over

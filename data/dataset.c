@@ -27,7 +27,6 @@
  * permutation and the matching prefix sums) before it is trusted. */
 #include <ctype.h>
 #include <math.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -35,6 +34,8 @@
 #include "core/errors.h"
 #include "core/rng.h"
 #include "data/data.h"
+#include "data/data_util.h"
+#include "data/document_source.h"
 #include "data/index_cache.h"
 #include "data/token_ids.h"
 
@@ -43,7 +44,7 @@
 static const char *const SPLIT_NAMES[NUM_SPLITS] = {"train", "valid", "test"};
 
 struct GPTDataset {
-    TokenShard **shards;
+    DocumentSource **shards; /* shards, Megatron pairs or mock data alike */
     int num_shards;
     int64_t *shard_first_doc; /* num_shards + 1 global document starts */
     SplitKind split;
@@ -64,24 +65,27 @@ struct GPTDataset {
     DataIndexStats stats;
 };
 
-static void set_err(char *err, size_t err_size, const char *fmt, ...) GPT3D_PRINTF(3, 4);
-static void set_err(char *err, size_t err_size, const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, err_size, fmt, ap);
-    va_end(ap);
-}
-
 /* ------------------------------------------------------------------ split */
 
-/* Parses Megatron's --split ("969,30,1", "98/2/0", "1") into normalised
- * fractions; missing trailing parts are 0. */
-static bool parse_split(const char *text, double fractions[NUM_SPLITS], char *err,
-                        size_t err_size) {
+/* `text` without its quote characters: a recipe that builds its flags in a
+ * bash array often delivers --split '"949,50,1"' (the quotes kept), which
+ * Megatron's parser reads as 949,50,1 since it only picks out the numbers.
+ * Any other stray character is still an error. Caller frees. */
+static char *without_quotes(const char *text) {
+    char *out = xstrdup(text), *w = out;
+    for (const char *r = text; *r; r++)
+        if (*r != '"' && *r != '\'') *w++ = *r;
+    *w = '\0';
+    return out;
+}
+
+/* `shown` is the flag's value as given, for messages. */
+static bool parse_split_numbers(const char *text, const char *shown, double fractions[NUM_SPLITS],
+                                char *err, size_t err_size) {
     static const char HINT[] = "expected up to three comma-separated non-negative numbers with a "
                                "positive sum, such as 969,30,1";
-    if (!text || !*text) {
-        set_err(err, err_size, "--split is empty; %s", HINT);
+    if (!*text) {
+        data_set_err(err, err_size, "--split is empty%s; %s", *shown ? " (only quotes)" : "", HINT);
         return false;
     }
     char sep = strchr(text, ',') ? ',' : (strchr(text, '/') ? '/' : ',');
@@ -95,7 +99,7 @@ static bool parse_split(const char *text, double fractions[NUM_SPLITS], char *er
         while (end && isspace((unsigned char)*end)) end++;
         if (end == p || !(v >= 0.0) || !isfinite(v) || parts == NUM_SPLITS ||
             (*end != sep && *end != '\0')) {
-            set_err(err, err_size, "--split '%s' is malformed: %s", text, HINT);
+            data_set_err(err, err_size, "--split '%s' is malformed: %s", shown, HINT);
             return false;
         }
         fractions[parts++] = v;
@@ -104,11 +108,21 @@ static bool parse_split(const char *text, double fractions[NUM_SPLITS], char *er
         p = end + 1;
     }
     if (!(sum > 0.0)) {
-        set_err(err, err_size, "--split '%s' sums to 0: %s", text, HINT);
+        data_set_err(err, err_size, "--split '%s' sums to 0: %s", shown, HINT);
         return false;
     }
     for (int i = 0; i < NUM_SPLITS; i++) fractions[i] /= sum;
     return true;
+}
+
+/* Parses Megatron's --split ("969,30,1", "98/2/0", "1", quoted or not) into
+ * normalised fractions; missing trailing parts are 0. */
+static bool parse_split(const char *text, double fractions[NUM_SPLITS], char *err,
+                        size_t err_size) {
+    char *bare = without_quotes(text ? text : "");
+    bool ok = parse_split_numbers(bare, text ? text : "", fractions, err, err_size);
+    free(bare);
+    return ok;
 }
 
 /* Document boundaries [bounds[s], bounds[s+1]) of each split. */
@@ -132,52 +146,59 @@ static const char *path_flag(const GPTDatasetConfig *cfg) {
     return cfg->data_path_flag ? cfg->data_path_flag : "--data-path";
 }
 
-static bool check_shard_matches(const TokenShard *s, const TokenShard *first,
+static bool check_shard_matches(const DocumentSource *s, const DocumentSource *first,
                                 const GPTDatasetConfig *cfg, char *err, size_t err_size) {
-    const char *type = token_shard_tokenizer_type(s);
+    const char *type = document_source_tokenizer_type(s);
     if (cfg->expected_tokenizer_type && strcmp(type, cfg->expected_tokenizer_type) != 0) {
-        set_err(err, err_size,
-                "token shard %s was made with tokenizer_type '%s' but this run uses "
-                "--tokenizer-type %s; pass --tokenizer-type %s or re-make the shard with "
-                "tools/preprocess_data --tokenizer-type %s",
-                token_shard_path(s), type, cfg->expected_tokenizer_type, type,
-                cfg->expected_tokenizer_type);
+        data_set_err(err, err_size,
+                     "token shard %s was made with tokenizer_type '%s' but this run uses "
+                     "--tokenizer-type %s; pass --tokenizer-type %s or re-make the shard with "
+                     "tools/preprocess_data --tokenizer-type %s",
+                     document_source_name(s), type, cfg->expected_tokenizer_type, type,
+                     cfg->expected_tokenizer_type);
         return false;
     }
-    if (cfg->expected_vocab_size > 0 && token_shard_vocab_size(s) != cfg->expected_vocab_size) {
-        set_err(err, err_size,
-                "token shard %s has vocab_size %lld but this run's tokenizer (--tokenizer-type / "
-                "--vocab-file) has vocab_size %lld; re-make the shard with the run's tokenizer",
-                token_shard_path(s), (long long)token_shard_vocab_size(s),
-                (long long)cfg->expected_vocab_size);
+    if (cfg->expected_vocab_size > 0 && document_source_vocab_size(s) != cfg->expected_vocab_size) {
+        data_set_err(
+            err, err_size,
+            "token shard %s has vocab_size %lld but this run's tokenizer (--tokenizer-type / "
+            "--vocab-file) has vocab_size %lld; re-make the shard with the run's tokenizer",
+            document_source_name(s), (long long)document_source_vocab_size(s),
+            (long long)cfg->expected_vocab_size);
         return false;
     }
     if (s == first) return true;
-    if (strcmp(type, token_shard_tokenizer_type(first)) != 0 ||
-        token_shard_vocab_size(s) != token_shard_vocab_size(first) ||
-        token_shard_eod_token(s) != token_shard_eod_token(first)) {
-        set_err(err, err_size,
-                "token shard %s (tokenizer_type '%s', vocab_size %lld, eod_token %lld) does not "
-                "match %s (tokenizer_type '%s', vocab_size %lld, eod_token %lld); every "
-                "%s shard must be made with one tokenizer",
-                token_shard_path(s), type, (long long)token_shard_vocab_size(s),
-                (long long)token_shard_eod_token(s), token_shard_path(first),
-                token_shard_tokenizer_type(first), (long long)token_shard_vocab_size(first),
-                (long long)token_shard_eod_token(first), path_flag(cfg));
+    if (strcmp(type, document_source_tokenizer_type(first)) != 0 ||
+        document_source_vocab_size(s) != document_source_vocab_size(first) ||
+        document_source_eod_token(s) != document_source_eod_token(first)) {
+        data_set_err(
+            err, err_size,
+            "token shard %s (tokenizer_type '%s', vocab_size %lld, eod_token %lld) does not "
+            "match %s (tokenizer_type '%s', vocab_size %lld, eod_token %lld); every "
+            "%s shard must be made with one tokenizer",
+            document_source_name(s), type, (long long)document_source_vocab_size(s),
+            (long long)document_source_eod_token(s), document_source_name(first),
+            document_source_tokenizer_type(first), (long long)document_source_vocab_size(first),
+            (long long)document_source_eod_token(first), path_flag(cfg));
         return false;
     }
     return true;
 }
 
 static bool open_shards(GPTDataset *ds, const GPTDatasetConfig *cfg, char *err, size_t err_size) {
-    ds->shards = xcalloc((size_t)cfg->num_paths, sizeof *ds->shards);
-    ds->shard_first_doc = xcalloc((size_t)cfg->num_paths + 1, sizeof *ds->shard_first_doc);
-    for (int i = 0; i < cfg->num_paths; i++) {
-        TokenShard *s = token_shard_open(cfg->paths[i], err, err_size);
+    const SourceTokenizer run = {cfg->expected_tokenizer_type, cfg->tokenizer_vocab_size,
+                                 cfg->tokenizer_eod_token};
+    const int n = cfg->mock_data ? 1 : cfg->num_paths;
+    ds->shards = xcalloc((size_t)n, sizeof *ds->shards);
+    ds->shard_first_doc = xcalloc((size_t)n + 1, sizeof *ds->shard_first_doc);
+    for (int i = 0; i < n; i++) {
+        DocumentSource *s =
+            cfg->mock_data ? document_source_mock(cfg->seed, cfg->seq_length, &run, err, err_size)
+                           : document_source_open(cfg->paths[i], &run, err, err_size);
         if (!s) return false;
         ds->shards[ds->num_shards++] = s;
         if (!check_shard_matches(s, ds->shards[0], cfg, err, err_size)) return false;
-        ds->shard_first_doc[i + 1] = ds->shard_first_doc[i] + token_shard_num_documents(s);
+        ds->shard_first_doc[i + 1] = ds->shard_first_doc[i] + document_source_num_documents(s);
     }
     return true;
 }
@@ -197,7 +218,7 @@ static int shard_of_document(const GPTDataset *ds, int64_t doc) {
 static void document_extent(const GPTDataset *ds, int64_t doc, int *shard, uint64_t *begin,
                             uint64_t *length) {
     int s = shard_of_document(ds, doc);
-    const uint64_t *offsets = token_shard_document_offsets(ds->shards[s]);
+    const uint64_t *offsets = document_source_document_offsets(ds->shards[s]);
     int64_t local = doc - ds->shard_first_doc[s];
     *shard = s;
     *begin = offsets[local];
@@ -358,13 +379,15 @@ static int64_t stream_document_at(const GPTDataset *ds, int64_t pos) {
 /* ------------------------------------------------------------------ public */
 
 static bool validate_config(const GPTDatasetConfig *cfg, char *err, size_t err_size) {
-    if (cfg->num_paths <= 0 || !cfg->paths) {
-        set_err(err, err_size, "%s names no token shards; give one or more .h5 files "
-                               "made by tools/preprocess_data", path_flag(cfg));
+    if (!cfg->mock_data && (cfg->num_paths <= 0 || !cfg->paths)) {
+        data_set_err(err, err_size,
+                     "%s names no token shards; give one or more .h5 files "
+                     "made by tools/preprocess_data",
+                     path_flag(cfg));
         return false;
     }
     if (cfg->seq_length <= 0) {
-        set_err(err, err_size, "--seq-length must be positive, got %d", cfg->seq_length);
+        data_set_err(err, err_size, "--seq-length must be positive, got %d", cfg->seq_length);
         return false;
     }
     return true;
@@ -376,11 +399,11 @@ static void compute_cache_key(GPTDataset *ds) {
     index_key_init(k, "gpt_dataset.epoch_index");
     index_key_u64(k, (uint64_t)ds->num_shards);
     for (int i = 0; i < ds->num_shards; i++) {
-        const TokenShard *s = ds->shards[i];
-        index_key_u64(k, (uint64_t)token_shard_num_documents(s));
-        index_key_u64(k, (uint64_t)token_shard_num_tokens(s));
-        index_key_words(k, token_shard_document_offsets(s),
-                        (size_t)token_shard_num_documents(s) + 1);
+        const DocumentSource *s = ds->shards[i];
+        index_key_u64(k, (uint64_t)document_source_num_documents(s));
+        index_key_u64(k, (uint64_t)document_source_num_tokens(s));
+        index_key_words(k, document_source_document_offsets(s),
+                        (size_t)document_source_num_documents(s) + 1);
     }
     index_key_u64(k, (uint64_t)ds->doc_begin);
     index_key_u64(k, (uint64_t)ds->doc_end);
@@ -392,19 +415,19 @@ static void compute_cache_key(GPTDataset *ds) {
 static void report_short_split(const GPTDataset *ds, const GPTDatasetConfig *cfg, char *err,
                                size_t err_size) {
     if (cfg->data_path_flag && strcmp(cfg->data_path_flag, "--data-path") != 0) {
-        set_err(err, err_size,
-                "%s has %lld documents and %lld tokens, fewer than one sample of --seq-length "
-                "%d + 1 tokens; give it more data",
-                cfg->data_path_flag, (long long)split_num_docs(ds), (long long)ds->num_tokens,
-                cfg->seq_length);
+        data_set_err(err, err_size,
+                     "%s has %lld documents and %lld tokens, fewer than one sample of --seq-length "
+                     "%d + 1 tokens; give it more data",
+                     cfg->data_path_flag, (long long)split_num_docs(ds), (long long)ds->num_tokens,
+                     cfg->seq_length);
         return;
     }
-    set_err(err, err_size,
-            "the %s split (--split %s) of --data-path has %lld documents and %lld tokens, "
-            "fewer than one sample of --seq-length %d + 1 tokens; give it more data "
-            "(--data-path) or a larger share (--split)",
-            SPLIT_NAMES[ds->split], cfg->split, (long long)split_num_docs(ds),
-            (long long)ds->num_tokens, cfg->seq_length);
+    data_set_err(err, err_size,
+                 "the %s split (--split %s) of --data-path has %lld documents and %lld tokens, "
+                 "fewer than one sample of --seq-length %d + 1 tokens; give it more data "
+                 "(--data-path) or a larger share (--split)",
+                 SPLIT_NAMES[ds->split], cfg->split, (long long)split_num_docs(ds),
+                 (long long)ds->num_tokens, cfg->seq_length);
 }
 
 GPTDataset *gpt_dataset_create(const GPTDatasetConfig *cfg, SplitKind split, char *err,
@@ -456,7 +479,8 @@ GPTDataset *gpt_dataset_create(const GPTDatasetConfig *cfg, SplitKind split, cha
 
 void gpt_dataset_free(GPTDataset *ds) {
     if (!ds) return;
-    for (int i = 0; i < ds->num_shards; i++) token_shard_close(ds->shards[i]);
+    for (int i = 0; i < ds->num_shards; i++)
+        document_source_close(ds->shards[i]);
     free(ds->shards);
     free(ds->shard_first_doc);
     free(ds->epoch_index);
@@ -468,16 +492,18 @@ int64_t gpt_dataset_samples_per_epoch(const GPTDataset *ds) { return ds->samples
 int64_t gpt_dataset_num_documents(const GPTDataset *ds) { return split_num_docs(ds); }
 int64_t gpt_dataset_num_tokens(const GPTDataset *ds) { return ds->num_tokens; }
 const char *gpt_dataset_tokenizer_type(const GPTDataset *ds) {
-    return token_shard_tokenizer_type(ds->shards[0]);
+    return document_source_tokenizer_type(ds->shards[0]);
 }
 int64_t gpt_dataset_vocab_size(const GPTDataset *ds) {
-    return token_shard_vocab_size(ds->shards[0]);
+    return document_source_vocab_size(ds->shards[0]);
 }
-int64_t gpt_dataset_eod_token(const GPTDataset *ds) { return token_shard_eod_token(ds->shards[0]); }
+int64_t gpt_dataset_eod_token(const GPTDataset *ds) {
+    return document_source_eod_token(ds->shards[0]);
+}
 int gpt_dataset_num_shards(const GPTDataset *ds) { return ds->num_shards; }
 const char *gpt_dataset_shard_path(const GPTDataset *ds, int shard) {
     GPT3D_CHECK(shard >= 0 && shard < ds->num_shards, "shard %d of %d", shard, ds->num_shards);
-    return token_shard_path(ds->shards[shard]);
+    return document_source_name(ds->shards[shard]);
 }
 DataIndexStats gpt_dataset_index_stats(const GPTDataset *ds) { return ds->stats; }
 
@@ -504,8 +530,8 @@ bool gpt_dataset_get_sample(GPTDataset *ds, int64_t k, int32_t *out, char *err, 
         int64_t take = (int64_t)length - skip;
         if (take > need - filled) take = need - filled;
         if (take <= 0) continue;
-        if (!token_shard_read(ds->shards[shard], begin + (uint64_t)skip, (uint64_t)take,
-                              out + filled, err, err_size))
+        if (!document_source_read(ds->shards[shard], begin + (uint64_t)skip, (uint64_t)take,
+                                  out + filled, err, err_size))
             return false;
         filled += take;
     }

@@ -16,7 +16,6 @@
  * not grow with the corpus. */
 #include <errno.h>
 #include <hdf5.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,6 +24,7 @@
 
 #include "core/errors.h"
 #include "data/data.h"
+#include "data/data_util.h"
 
 #define TOKENS_CHUNK_ELEMENTS ((hsize_t)1 << 18)
 #define TOKENS_STAGE_ELEMENTS ((size_t)1 << 20) /* a multiple of the chunk */
@@ -36,14 +36,6 @@ static const char MAKE_IT_HINT[] =
     "make shards with tools/preprocess_data, or see the README for the format";
 
 static void quiet_hdf5(void) { H5Eset_auto2(H5E_DEFAULT, NULL, NULL); }
-
-static void set_err(char *err, size_t err_size, const char *fmt, ...) GPT3D_PRINTF(3, 4);
-static void set_err(char *err, size_t err_size, const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, err_size, fmt, ap);
-    va_end(ap);
-}
 
 static herr_t keep_innermost(unsigned n, const H5E_error2_t *e, void *client) {
     if (n == 0 && e->desc) snprintf((char *)client, 256, "%s", e->desc);
@@ -86,13 +78,14 @@ static void shard_release(TokenShard *s) {
 static hid_t open_scalar_attr(const TokenShard *s, const char *name, H5T_class_t klass,
                               const char *kind, char *err, size_t err_size) {
     if (H5Aexists(s->file, name) <= 0) {
-        set_err(err, err_size, "token shard %s: root attribute '%s' is missing; %s", s->path, name,
-                MAKE_IT_HINT);
+        data_set_err(err, err_size, "token shard %s: root attribute '%s' is missing; %s", s->path,
+                     name, MAKE_IT_HINT);
         return -1;
     }
     hid_t attr = H5Aopen(s->file, name, H5P_DEFAULT);
     if (attr < 0) {
-        set_err(err, err_size, "token shard %s: cannot open root attribute '%s'", s->path, name);
+        data_set_err(err, err_size, "token shard %s: cannot open root attribute '%s'", s->path,
+                     name);
         return -1;
     }
     hid_t type = H5Aget_type(attr);
@@ -103,8 +96,8 @@ static hid_t open_scalar_attr(const TokenShard *s, const char *name, H5T_class_t
     if (space >= 0) H5Sclose(space);
     if (!ok) {
         H5Aclose(attr);
-        set_err(err, err_size, "token shard %s: root attribute '%s' must be a single %s; %s",
-                s->path, name, kind, MAKE_IT_HINT);
+        data_set_err(err, err_size, "token shard %s: root attribute '%s' must be a single %s; %s",
+                     s->path, name, kind, MAKE_IT_HINT);
         return -1;
     }
     return attr;
@@ -140,7 +133,8 @@ static char *read_string_attr(const TokenShard *s, const char *name, char *err, 
     H5Aclose(attr);
     if (rc < 0) {
         free(value);
-        set_err(err, err_size, "token shard %s: cannot read string attribute '%s'", s->path, name);
+        data_set_err(err, err_size, "token shard %s: cannot read string attribute '%s'", s->path,
+                     name);
         return NULL;
     }
     return value;
@@ -154,8 +148,8 @@ static bool read_int_attr(const TokenShard *s, const char *name, int64_t *out, c
     herr_t rc = H5Aread(attr, H5T_NATIVE_INT64, out);
     H5Aclose(attr);
     if (rc < 0) {
-        set_err(err, err_size, "token shard %s: cannot read integer attribute '%s'", s->path,
-                name);
+        data_set_err(err, err_size, "token shard %s: cannot read integer attribute '%s'", s->path,
+                     name);
         return false;
     }
     return true;
@@ -166,17 +160,17 @@ static bool read_attributes(TokenShard *s, char *err, size_t err_size) {
     if (!format) return false;
     bool format_ok = strcmp(format, TOKEN_SHARD_FORMAT) == 0;
     if (!format_ok)
-        set_err(err, err_size, "token shard %s: attribute format is '%s', expected '%s'; %s",
-                s->path, format, TOKEN_SHARD_FORMAT, MAKE_IT_HINT);
+        data_set_err(err, err_size, "token shard %s: attribute format is '%s', expected '%s'; %s",
+                     s->path, format, TOKEN_SHARD_FORMAT, MAKE_IT_HINT);
     free(format);
     if (!format_ok) return false;
     int64_t version = 0;
     if (!read_int_attr(s, "format_version", &version, err, err_size)) return false;
     if (version != TOKEN_SHARD_FORMAT_VERSION) {
-        set_err(err, err_size,
-                "token shard %s: format_version is %lld but this gpt3d reads version %d; "
-                "re-make it with this gpt3d's tools/preprocess_data",
-                s->path, (long long)version, TOKEN_SHARD_FORMAT_VERSION);
+        data_set_err(err, err_size,
+                     "token shard %s: format_version is %lld but this gpt3d reads version %d; "
+                     "re-make it with this gpt3d's tools/preprocess_data",
+                     s->path, (long long)version, TOKEN_SHARD_FORMAT_VERSION);
         return false;
     }
     s->tokenizer_type = read_string_attr(s, "tokenizer_type", err, err_size);
@@ -184,13 +178,14 @@ static bool read_attributes(TokenShard *s, char *err, size_t err_size) {
     if (!read_int_attr(s, "vocab_size", &s->vocab_size, err, err_size)) return false;
     if (!read_int_attr(s, "eod_token", &s->eod_token, err, err_size)) return false;
     if (s->vocab_size <= 0 || s->vocab_size > INT32_MAX) {
-        set_err(err, err_size, "token shard %s: vocab_size %lld is not in [1, 2^31); %s", s->path,
-                (long long)s->vocab_size, MAKE_IT_HINT);
+        data_set_err(err, err_size, "token shard %s: vocab_size %lld is not in [1, 2^31); %s",
+                     s->path, (long long)s->vocab_size, MAKE_IT_HINT);
         return false;
     }
     if (s->eod_token < 0 || s->eod_token >= s->vocab_size) {
-        set_err(err, err_size, "token shard %s: eod_token %lld is outside the vocabulary [0, %lld)",
-                s->path, (long long)s->eod_token, (long long)s->vocab_size);
+        data_set_err(err, err_size,
+                     "token shard %s: eod_token %lld is outside the vocabulary [0, %lld)", s->path,
+                     (long long)s->eod_token, (long long)s->vocab_size);
         return false;
     }
     /* Optional: shards from before it, or from other writers, lack it. */
@@ -199,8 +194,8 @@ static bool read_attributes(TokenShard *s, char *err, size_t err_size) {
         (!read_int_attr(s, "max_token_id", &s->stored_max_token_id, err, err_size) ||
          s->stored_max_token_id < 0)) {
         if (s->stored_max_token_id < 0)
-            set_err(err, err_size, "token shard %s: max_token_id %lld is negative; %s", s->path,
-                    (long long)s->stored_max_token_id, MAKE_IT_HINT);
+            data_set_err(err, err_size, "token shard %s: max_token_id %lld is negative; %s",
+                         s->path, (long long)s->stored_max_token_id, MAKE_IT_HINT);
         return false;
     }
     return true;
@@ -210,14 +205,14 @@ static bool read_attributes(TokenShard *s, char *err, size_t err_size) {
 static hid_t open_vector(TokenShard *s, const char *name, hid_t dapl, hsize_t *length, char *err,
                          size_t err_size) {
     if (H5Lexists(s->file, name, H5P_DEFAULT) <= 0) {
-        set_err(err, err_size, "token shard %s: dataset %s is missing; %s", s->path, name,
-                MAKE_IT_HINT);
+        data_set_err(err, err_size, "token shard %s: dataset %s is missing; %s", s->path, name,
+                     MAKE_IT_HINT);
         return -1;
     }
     hid_t dset = H5Dopen2(s->file, name, dapl);
     if (dset < 0) {
-        set_err(err, err_size, "token shard %s: %s is not a dataset; %s", s->path, name,
-                MAKE_IT_HINT);
+        data_set_err(err, err_size, "token shard %s: %s is not a dataset; %s", s->path, name,
+                     MAKE_IT_HINT);
         return -1;
     }
     hid_t space = H5Dget_space(dset);
@@ -226,8 +221,8 @@ static hid_t open_vector(TokenShard *s, const char *name, hid_t dapl, hsize_t *l
     if (space >= 0) H5Sclose(space);
     if (rank != 1) {
         H5Dclose(dset);
-        set_err(err, err_size, "token shard %s: %s must be 1-D, it has %d dimensions; %s", s->path,
-                name, rank, MAKE_IT_HINT);
+        data_set_err(err, err_size, "token shard %s: %s must be 1-D, it has %d dimensions; %s",
+                     s->path, name, rank, MAKE_IT_HINT);
         return -1;
     }
     return dset;
@@ -251,10 +246,11 @@ static bool open_tokens(TokenShard *s, char *err, size_t err_size) {
     if (s->tokens < 0) return false;
     bool narrow = is_uint16_vocab(s->vocab_size);
     if (!has_unsigned_type(s->tokens, narrow ? 2 : 4)) {
-        set_err(err, err_size,
-                "token shard %s: /tokens must be %s for vocab_size %lld (uint16 when vocab_size "
-                "<= 65536, else uint32); %s",
-                s->path, narrow ? "uint16" : "uint32", (long long)s->vocab_size, MAKE_IT_HINT);
+        data_set_err(
+            err, err_size,
+            "token shard %s: /tokens must be %s for vocab_size %lld (uint16 when vocab_size "
+            "<= 65536, else uint32); %s",
+            s->path, narrow ? "uint16" : "uint32", (long long)s->vocab_size, MAKE_IT_HINT);
         return false;
     }
     s->num_tokens = (int64_t)length;
@@ -265,25 +261,27 @@ static bool check_offsets(const TokenShard *s, char *err, size_t err_size) {
     const uint64_t *o = s->offsets;
     int64_t n = s->num_documents;
     if (o[0] != 0) {
-        set_err(err, err_size,
-                "token shard %s: /document_offsets must start at 0, it starts at %llu", s->path,
-                (unsigned long long)o[0]);
+        data_set_err(err, err_size,
+                     "token shard %s: /document_offsets must start at 0, it starts at %llu",
+                     s->path, (unsigned long long)o[0]);
         return false;
     }
     for (int64_t d = 0; d < n; d++) {
         if (o[d + 1] < o[d]) {
-            set_err(err, err_size,
-                    "token shard %s: /document_offsets decreases at document %lld (%llu -> %llu); "
-                    "offsets must be non-decreasing",
-                    s->path, (long long)d, (unsigned long long)o[d], (unsigned long long)o[d + 1]);
+            data_set_err(
+                err, err_size,
+                "token shard %s: /document_offsets decreases at document %lld (%llu -> %llu); "
+                "offsets must be non-decreasing",
+                s->path, (long long)d, (unsigned long long)o[d], (unsigned long long)o[d + 1]);
             return false;
         }
     }
     if (o[n] != (uint64_t)s->num_tokens) {
-        set_err(err, err_size,
-                "token shard %s: /document_offsets ends at %llu but /tokens holds %lld tokens; "
-                "the last offset must equal the token count (was the file written completely?)",
-                s->path, (unsigned long long)o[n], (long long)s->num_tokens);
+        data_set_err(
+            err, err_size,
+            "token shard %s: /document_offsets ends at %llu but /tokens holds %lld tokens; "
+            "the last offset must equal the token count (was the file written completely?)",
+            s->path, (unsigned long long)o[n], (long long)s->num_tokens);
         return false;
     }
     return true;
@@ -295,17 +293,18 @@ static bool read_offsets(TokenShard *s, char *err, size_t err_size) {
     if (dset < 0) return false;
     if (!has_unsigned_type(dset, 8)) {
         H5Dclose(dset);
-        set_err(err, err_size,
-                "token shard %s: /document_offsets must be uint64 (h5py: dtype=numpy.uint64); %s",
-                s->path, MAKE_IT_HINT);
+        data_set_err(
+            err, err_size,
+            "token shard %s: /document_offsets must be uint64 (h5py: dtype=numpy.uint64); %s",
+            s->path, MAKE_IT_HINT);
         return false;
     }
     if (length == 0) {
         H5Dclose(dset);
-        set_err(err, err_size,
-                "token shard %s: /document_offsets is empty; it needs documents+1 entries "
-                "starting with 0",
-                s->path);
+        data_set_err(err, err_size,
+                     "token shard %s: /document_offsets is empty; it needs documents+1 entries "
+                     "starting with 0",
+                     s->path);
         return false;
     }
     s->num_documents = (int64_t)length - 1;
@@ -313,7 +312,7 @@ static bool read_offsets(TokenShard *s, char *err, size_t err_size) {
     herr_t rc = H5Dread(dset, H5T_NATIVE_UINT64, H5S_ALL, H5S_ALL, H5P_DEFAULT, s->offsets);
     H5Dclose(dset);
     if (rc < 0) {
-        set_err(err, err_size, "token shard %s: cannot read /document_offsets", s->path);
+        data_set_err(err, err_size, "token shard %s: cannot read /document_offsets", s->path);
         return false;
     }
     return check_offsets(s, err, err_size);
@@ -326,14 +325,16 @@ static void explain_open_failure(const char *path, const char *reason, char *err
                                  size_t err_size) {
     struct stat st;
     if (stat(path, &st) != 0) {
-        set_err(err, err_size, "cannot open token shard %s: %s; check --data-path", path,
-                strerror(errno));
+        data_set_err(err, err_size, "cannot open token shard %s: %s; check --data-path", path,
+                     strerror(errno));
     } else if (S_ISDIR(st.st_mode)) {
-        set_err(err, err_size, "token shard %s is a directory; give .h5 files (or a glob) to "
-                               "--data-path", path);
+        data_set_err(err, err_size,
+                     "token shard %s is a directory; give .h5 files (or a glob) to "
+                     "--data-path",
+                     path);
     } else {
-        set_err(err, err_size, "token shard %s is not a readable HDF5 file (%s); %s", path,
-                reason[0] ? reason : "unknown HDF5 error", MAKE_IT_HINT);
+        data_set_err(err, err_size, "token shard %s is not a readable HDF5 file (%s); %s", path,
+                     reason[0] ? reason : "unknown HDF5 error", MAKE_IT_HINT);
     }
 }
 
@@ -400,7 +401,8 @@ bool token_shard_scan_max_token_id(TokenShard *s, int64_t *max_id, char *err, si
     if (file_space >= 0) H5Sclose(file_space);
     free(buf);
     if (!ok) {
-        set_err(err, err_size, "token shard %s: reading its tokens failed (%s)", s->path, reason);
+        data_set_err(err, err_size, "token shard %s: reading its tokens failed (%s)", s->path,
+                     reason);
         return false;
     }
     *max_id = best;
@@ -411,10 +413,10 @@ bool token_shard_read(TokenShard *s, uint64_t begin, uint64_t count, int32_t *ou
                       size_t err_size) {
     if (count == 0) return true;
     if (begin > (uint64_t)s->num_tokens || count > (uint64_t)s->num_tokens - begin) {
-        set_err(err, err_size,
-                "token shard %s: read of tokens [%llu, %llu) is past its %lld tokens", s->path,
-                (unsigned long long)begin, (unsigned long long)(begin + count),
-                (long long)s->num_tokens);
+        data_set_err(err, err_size,
+                     "token shard %s: read of tokens [%llu, %llu) is past its %lld tokens", s->path,
+                     (unsigned long long)begin, (unsigned long long)(begin + count),
+                     (long long)s->num_tokens);
         return false;
     }
     quiet_hdf5();
@@ -428,17 +430,19 @@ bool token_shard_read(TokenShard *s, uint64_t begin, uint64_t count, int32_t *ou
     H5Sclose(mem_space);
     H5Sclose(file_space);
     if (rc < 0) {
-        set_err(err, err_size, "token shard %s: reading tokens [%llu, %llu) failed (%s)", s->path,
-                (unsigned long long)begin, (unsigned long long)(begin + count), reason);
+        data_set_err(err, err_size, "token shard %s: reading tokens [%llu, %llu) failed (%s)",
+                     s->path, (unsigned long long)begin, (unsigned long long)(begin + count),
+                     reason);
         return false;
     }
     /* A cheap guard: an out-of-vocabulary id would index past the embedding. */
     for (uint64_t i = 0; i < count; i++) {
         if (out[i] < 0 || out[i] >= s->vocab_size) {
-            set_err(err, err_size,
-                    "token shard %s: token %llu is id %d, outside the vocabulary [0, %lld); the "
-                    "file is corrupt or was written with another tokenizer",
-                    s->path, (unsigned long long)(begin + i), out[i], (long long)s->vocab_size);
+            data_set_err(
+                err, err_size,
+                "token shard %s: token %llu is id %d, outside the vocabulary [0, %lld); the "
+                "file is corrupt or was written with another tokenizer",
+                s->path, (unsigned long long)(begin + i), out[i], (long long)s->vocab_size);
             return false;
         }
     }
@@ -533,9 +537,10 @@ static void appender_close(Appender *a) {
 
 static void writer_io_error(const TokenShardWriter *w, const char *what, char *err,
                             size_t err_size) {
-    set_err(err, err_size, "writing token shard %s: %s failed (%s); check free disk space and "
-                           "permissions",
-            w->tmp_path, what, w->reason[0] ? w->reason : "unknown HDF5 error");
+    data_set_err(err, err_size,
+                 "writing token shard %s: %s failed (%s); check free disk space and "
+                 "permissions",
+                 w->tmp_path, what, w->reason[0] ? w->reason : "unknown HDF5 error");
 }
 
 static void writer_release(TokenShardWriter *w) {
@@ -553,9 +558,10 @@ static void writer_release(TokenShardWriter *w) {
 static bool probe_writable(const char *tmp_path, char *err, size_t err_size) {
     FILE *f = fopen(tmp_path, "wb");
     if (!f) {
-        set_err(err, err_size, "cannot create %s: %s; check that the output directory exists and "
-                               "is writable",
-                tmp_path, strerror(errno));
+        data_set_err(err, err_size,
+                     "cannot create %s: %s; check that the output directory exists and "
+                     "is writable",
+                     tmp_path, strerror(errno));
         return false;
     }
     fclose(f);
@@ -566,8 +572,9 @@ TokenShardWriter *token_shard_writer_create(const char *path, const char *tokeni
                                             int64_t vocab_size, int64_t eod_token, char *err,
                                             size_t err_size) {
     if (vocab_size <= 0 || vocab_size > INT32_MAX || eod_token < 0 || eod_token >= vocab_size) {
-        set_err(err, err_size, "token shard %s: vocab_size %lld / eod_token %lld are inconsistent",
-                path, (long long)vocab_size, (long long)eod_token);
+        data_set_err(err, err_size,
+                     "token shard %s: vocab_size %lld / eod_token %lld are inconsistent", path,
+                     (long long)vocab_size, (long long)eod_token);
         return NULL;
     }
     quiet_hdf5();
@@ -614,9 +621,9 @@ static bool tokens_in_vocab(TokenShardWriter *w, const int32_t *tokens, size_t c
     for (size_t i = 0; i < count; i++) {
         if (tokens[i] > w->max_token_id) w->max_token_id = tokens[i];
         if (tokens[i] < 0 || tokens[i] >= w->vocab_size) {
-            set_err(err, err_size,
-                    "token shard %s: token id %d is outside the vocabulary [0, %lld)", w->path,
-                    tokens[i], (long long)w->vocab_size);
+            data_set_err(err, err_size,
+                         "token shard %s: token id %d is outside the vocabulary [0, %lld)", w->path,
+                         tokens[i], (long long)w->vocab_size);
             return false;
         }
     }
@@ -728,8 +735,8 @@ bool token_shard_writer_finish(TokenShardWriter *w, char *err, size_t err_size) 
         return false;
     }
     if (rename(w->tmp_path, w->path) != 0) {
-        set_err(err, err_size, "cannot rename %s to %s: %s", w->tmp_path, w->path,
-                strerror(errno));
+        data_set_err(err, err_size, "cannot rename %s to %s: %s", w->tmp_path, w->path,
+                     strerror(errno));
         token_shard_writer_abort(w);
         return false;
     }

@@ -3,6 +3,7 @@
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/stat.h>
 
 #include "core/errors.h"
@@ -10,18 +11,18 @@
 
 /* Everything a scan result depends on; a rewritten file changes its size or
  * modification time and so names another cache file. */
-static bool scan_cache_key(const TokenShard *s, IndexKey *k) {
+static bool scan_cache_key(const DocumentSource *s, IndexKey *k) {
     struct stat st;
-    if (stat(token_shard_path(s), &st) != 0) return false;
+    if (stat(document_source_name(s), &st) != 0) return false;
     char real[PATH_MAX];
-    const char *path = realpath(token_shard_path(s), real) ? real : token_shard_path(s);
+    const char *path = realpath(document_source_name(s), real) ? real : document_source_name(s);
     index_key_init(k, "max_token_id");
     index_key_str(k, path);
     index_key_u64(k, (uint64_t)st.st_size);
     index_key_u64(k, (uint64_t)st.st_mtim.tv_sec);
     index_key_u64(k, (uint64_t)st.st_mtim.tv_nsec);
-    index_key_u64(k, (uint64_t)token_shard_num_tokens(s));
-    index_key_u64(k, (uint64_t)token_shard_vocab_size(s));
+    index_key_u64(k, (uint64_t)document_source_num_tokens(s));
+    index_key_u64(k, (uint64_t)document_source_vocab_size(s));
     return true;
 }
 
@@ -60,7 +61,7 @@ static void scans_add(TokenIdScans *scans, uint64_t key, int64_t max_id) {
     scans->found[scans->count++].max_id = max_id;
 }
 
-static bool cached_or_scanned_max(TokenShard *s, const char *cache_dir, TokenIdScans *scans,
+static bool cached_or_scanned_max(DocumentSource *s, const char *cache_dir, TokenIdScans *scans,
                                   int64_t *max_id, bool *scanned, char *err, size_t err_size) {
     IndexKey key;
     const bool keyed = (cache_dir || scans) && scan_cache_key(s, &key);
@@ -80,7 +81,7 @@ static bool cached_or_scanned_max(TokenShard *s, const char *cache_dir, TokenIdS
         free(cached);
     }
     *scanned = true;
-    bool ok = token_shard_scan_max_token_id(s, max_id, err, err_size);
+    bool ok = document_source_scan_max_token_id(s, max_id, err, err_size);
     /* A failed cache write only costs the next run a scan. */
     if (ok && path) (void)index_cache_write(path, key.h, max_id, 1);
     if (ok && keyed) scans_add(scans, key.h, *max_id);
@@ -88,19 +89,23 @@ static bool cached_or_scanned_max(TokenShard *s, const char *cache_dir, TokenIdS
     return ok;
 }
 
-bool token_ids_check(TokenShard *s, const char *cache_dir, TokenIdScans *scans, bool *scanned,
+bool token_ids_check(DocumentSource *s, const char *cache_dir, TokenIdScans *scans, bool *scanned,
                      char *err, size_t err_size) {
     *scanned = false;
-    int64_t max_id = token_shard_stored_max_token_id(s);
-    if (max_id < 0 && token_shard_num_tokens(s) > 0 &&
+    int64_t max_id = document_source_known_max_token_id(s);
+    if (max_id < 0 && document_source_num_tokens(s) > 0 &&
         !cached_or_scanned_max(s, cache_dir, scans, &max_id, scanned, err, err_size))
         return false;
-    if (max_id < token_shard_vocab_size(s)) return true;
+    if (max_id < document_source_vocab_size(s)) return true;
+    const bool shard = strcmp(document_source_kind(s), "token shard") == 0;
     snprintf(err, err_size,
-             "token shard %s holds token id %lld, outside its vocabulary [0, %lld)%s; the file is "
-             "damaged or was made with another tokenizer: re-make it with tools/preprocess_data "
-             "and the run's --tokenizer-type",
-             token_shard_path(s), (long long)max_id, (long long)token_shard_vocab_size(s),
-             token_shard_stored_max_token_id(s) >= 0 ? " (its max_token_id attribute)" : "");
+             "%s %s holds token id %lld, outside its vocabulary [0, %lld)%s; the file is "
+             "damaged or was made with another tokenizer: %s",
+             document_source_kind(s), document_source_name(s), (long long)max_id,
+             (long long)document_source_vocab_size(s),
+             shard && document_source_known_max_token_id(s) >= 0 ? " (its max_token_id attribute)"
+                                                                 : "",
+             shard ? "re-make it with tools/preprocess_data and the run's --tokenizer-type"
+                   : "make it with the run's --tokenizer-type");
     return false;
 }

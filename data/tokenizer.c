@@ -86,6 +86,20 @@ Tokenizer *tokenizer_create(const char *type, const char *vocab_file, const char
     return NULL;
 }
 
+bool tokenizer_builtin_vocabulary(const char *type, int64_t *vocab_size, int64_t *eod_token) {
+    if (type && strcmp(type, "ByteTokenizer") == 0) {
+        *vocab_size = BYTE_TOKENIZER_VOCAB;
+        *eod_token = BYTE_TOKENIZER_EOD;
+        return true;
+    }
+    if (type && strcmp(type, "GPT2BPETokenizer") == 0) { /* GPT-2's vocab.json: fixed */
+        *vocab_size = 50257;
+        *eod_token = 50256;
+        return true;
+    }
+    return false;
+}
+
 void tokenizer_free(Tokenizer *t) {
     if (!t) return;
     if (t->destroy) t->destroy(t->impl);

@@ -23,3 +23,17 @@ add_test(NAME test_data_read_failure
           $<TARGET_FILE:pretrain_gpt> $<TARGET_FILE:preprocess_data>)
 set_tests_properties(test_data_read_failure PROPERTIES TIMEOUT 300
   ENVIRONMENT "OPENBLAS_NUM_THREADS=1")
+# Megatron .bin/.idx read in place, --data-path prefixes, --split quotes and
+# --mock-data (data/megatron_dataset.c, data/document_source.c, data/data_path.c).
+gpt3d_add_test(NAME test_data_megatron SOURCES test_data_megatron.c TIMEOUT 120)
+# Training from a Megatron .bin/.idx read in place equals training from its
+# conversion; a mixed-format blend; --mock-data at three layouts; prefix errors.
+add_executable(write_megatron_fixture write_megatron_fixture.c)
+target_link_libraries(write_megatron_fixture PRIVATE gpt3d)
+target_include_directories(write_megatron_fixture PRIVATE ${CMAKE_CURRENT_SOURCE_DIR})
+add_test(NAME test_data_formats_e2e
+  COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/test_data_formats_e2e.sh ${MPIEXEC_EXECUTABLE}
+          $<TARGET_FILE:pretrain_gpt> $<TARGET_FILE:preprocess_data>
+          $<TARGET_FILE:convert_megatron_dataset> $<TARGET_FILE:write_megatron_fixture>)
+set_tests_properties(test_data_formats_e2e PROPERTIES TIMEOUT 600
+  ENVIRONMENT "OPENBLAS_NUM_THREADS=1")

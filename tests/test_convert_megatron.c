@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "data/data.h"
+#include "megatron_fixture.h"
 
 static int failures = 0;
 #define CHECK(cond)                                                                                \
@@ -33,56 +34,7 @@ static char work[256];
 
 /* ------------------------------------------------- dataset writer */
 
-/* A dataset: sequences of token values and the document boundaries. */
-typedef struct {
-    int num_sequences;
-    const int64_t *tokens;  /* all sequences back to back */
-    const int32_t *lengths; /* per sequence */
-    int num_doc_indices;
-    const int64_t *doc_indices;
-} Source;
-
-static void put_le(FILE *f, uint64_t v, int bytes) {
-    for (int i = 0; i < bytes; i++)
-        fputc((int)((v >> (8 * i)) & 0xff), f);
-}
-
-static void write_dataset(const char *prefix, const Source *src, int dtype_code, int elem_size) {
-    char path[1024];
-    snprintf(path, sizeof path, "%s.bin", prefix);
-    FILE *bin = fopen(path, "wb");
-    int64_t total = 0;
-    for (int s = 0; s < src->num_sequences; s++)
-        total += src->lengths[s];
-    for (int64_t i = 0; i < total; i++)
-        put_le(bin, (uint64_t)src->tokens[i], elem_size);
-    fclose(bin);
-    snprintf(path, sizeof path, "%s.idx", prefix);
-    FILE *idx = fopen(path, "wb");
-    fwrite("MMIDIDX\0\0", 1, 9, idx);
-    put_le(idx, 1, 8);
-    put_le(idx, (uint64_t)dtype_code, 1);
-    put_le(idx, (uint64_t)src->num_sequences, 8);
-    put_le(idx, (uint64_t)src->num_doc_indices, 8);
-    for (int s = 0; s < src->num_sequences; s++)
-        put_le(idx, (uint32_t)src->lengths[s], 4);
-    int64_t pointer = 0;
-    for (int s = 0; s < src->num_sequences; s++) {
-        put_le(idx, (uint64_t)pointer, 8);
-        pointer += (int64_t)src->lengths[s] * elem_size;
-    }
-    for (int d = 0; d < src->num_doc_indices; d++)
-        put_le(idx, (uint64_t)src->doc_indices[d], 8);
-    fclose(idx);
-}
-
-/* Overwrites `bytes` bytes at `offset` of a file with the little-endian v. */
-static void patch(const char *path, long offset, uint64_t v, int bytes) {
-    FILE *f = fopen(path, "r+b");
-    fseek(f, offset, SEEK_SET);
-    put_le(f, v, bytes);
-    fclose(f);
-}
+/* The writer is tests/megatron_fixture.h, shared with the data module's tests. */
 
 static void truncate_file(const char *path, long size) { CHECK(truncate(path, size) == 0); }
 
@@ -125,8 +77,8 @@ static bool exists(const char *path) {
 
 /* The shard must hold the source's documents: document d is the
  * concatenation of sequences [doc_indices[d], doc_indices[d+1]). */
-static void check_shard(const char *path, const Source *src, const char *tokenizer, int64_t vocab,
-                        int64_t eod) {
+static void check_shard(const char *path, const MegatronFixture *src, const char *tokenizer,
+                        int64_t vocab, int64_t eod) {
     char err[2048];
     TokenShard *s = token_shard_open(path, err, sizeof err);
     CHECK(s != NULL);
@@ -172,14 +124,14 @@ static const int64_t TOKENS[] = {5, 6, 7, 40000, 50256, 9, 10, 11, 1, 2, 50256};
 static const int32_t LENGTHS[] = {4, 1, 3, 0, 3};
 static const int64_t DOC_INDICES[] = {0, 2, 3, 3, 5};
 
-static const Source GOOD = {5, TOKENS, LENGTHS, 5, DOC_INDICES};
+static const MegatronFixture GOOD = {5, TOKENS, LENGTHS, 5, DOC_INDICES};
 
 static void test_good(int dtype_code, int elem_size, const char *name) {
     char prefix[512], out[512], args[2048], errp[512];
     snprintf(prefix, sizeof prefix, "%s/good_%s", work, name);
     snprintf(out, sizeof out, "%s/good_%s.h5", work, name);
     snprintf(errp, sizeof errp, "%s/good_%s.err", work, name);
-    write_dataset(prefix, &GOOD, dtype_code, elem_size);
+    megatron_fixture_write(prefix, &GOOD, dtype_code, elem_size);
     snprintf(args, sizeof args, "--input '%s' --output '%s' --tokenizer-type GPT2BPETokenizer",
              prefix, out);
     int rc = run(args, errp);
@@ -195,6 +147,20 @@ static void test_good(int dtype_code, int elem_size, const char *name) {
     printf("ok: %s dataset converted (4 documents, 11 tokens)\n", name);
 }
 
+/* Sequences stored in the .bin out of order (pointers jump back): a writer
+ * that does not append sequentially; the documents are still in index order. */
+static void test_out_of_order_layout(void) {
+    char prefix[512], out[512], args[2048], errp[512];
+    snprintf(prefix, sizeof prefix, "%s/reversed", work);
+    snprintf(out, sizeof out, "%s/reversed.h5", work);
+    snprintf(errp, sizeof errp, "%s/reversed.err", work);
+    megatron_fixture_write_layout(prefix, &GOOD, 4, 4, 1);
+    snprintf(args, sizeof args, "--input '%s' --output '%s' --tokenizer-type GPT2BPETokenizer",
+             prefix, out);
+    CHECK(run(args, errp) == 0);
+    check_shard(out, &GOOD, "GPT2BPETokenizer", 50257, 50256);
+}
+
 /* Megatron's multimodal index appends one int8 mode per sequence. */
 static void test_sequence_modes(void) {
     char prefix[512], out[512], args[2048], errp[512], idx[1024];
@@ -202,7 +168,7 @@ static void test_sequence_modes(void) {
     snprintf(out, sizeof out, "%s/modes.h5", work);
     snprintf(errp, sizeof errp, "%s/modes.err", work);
     snprintf(idx, sizeof idx, "%s.idx", prefix);
-    write_dataset(prefix, &GOOD, 4, 4);
+    megatron_fixture_write(prefix, &GOOD, 4, 4);
     FILE *f = fopen(idx, "ab");
     for (int s = 0; s < GOOD.num_sequences; s++)
         fputc(0, f);
@@ -225,12 +191,12 @@ static void test_byte_defaults(void) {
         lengths[s] = 100;
     for (int d = 0; d <= 10; d++)
         docs[d] = 3 * d;
-    Source src = {30, tokens, lengths, 11, docs};
+    MegatronFixture src = {30, tokens, lengths, 11, docs};
     char prefix[512], out[512], args[2048], errp[512];
     snprintf(prefix, sizeof prefix, "%s/bytes", work);
     snprintf(out, sizeof out, "%s/bytes.h5", work);
     snprintf(errp, sizeof errp, "%s/bytes.err", work);
-    write_dataset(prefix, &src, 8, 2);
+    megatron_fixture_write(prefix, &src, 8, 2);
     snprintf(args, sizeof args, "--input '%s' --output '%s' --tokenizer-type ByteTokenizer", prefix,
              out);
     CHECK(run(args, errp) == 0);
@@ -251,22 +217,22 @@ static void bin_path(char *out, size_t n, const char *prefix) {
 static void bad_magic(const char *p) {
     char f[1024];
     idx_path(f, sizeof f, p);
-    patch(f, 0, 'X', 1);
+    megatron_fixture_patch(f, 0, 'X', 1);
 }
 static void bad_version(const char *p) {
     char f[1024];
     idx_path(f, sizeof f, p);
-    patch(f, 9, 2, 8);
+    megatron_fixture_patch(f, 9, 2, 8);
 }
 static void bad_dtype(const char *p) {
     char f[1024];
     idx_path(f, sizeof f, p);
-    patch(f, 17, 9, 1);
+    megatron_fixture_patch(f, 17, 9, 1);
 }
 static void float_dtype(const char *p) {
     char f[1024];
     idx_path(f, sizeof f, p);
-    patch(f, 17, 7, 1);
+    megatron_fixture_patch(f, 17, 7, 1);
 }
 static void short_header(const char *p) {
     char f[1024];
@@ -288,28 +254,28 @@ static void short_bin(const char *p) {
 static void wild_pointer(const char *p) {
     char f[1024];
     idx_path(f, sizeof f, p);
-    patch(f, 34 + 4 * 5 + 8 * 2, 1u << 30, 8);
+    megatron_fixture_patch(f, 34 + 4 * 5 + 8 * 2, 1u << 30, 8);
 }
 static void negative_length(const char *p) {
     char f[1024];
     idx_path(f, sizeof f, p);
-    patch(f, 34 + 4 * 1, 0xffffffffu, 4);
+    megatron_fixture_patch(f, 34 + 4 * 1, 0xffffffffu, 4);
 }
 /* The last document index must equal the sequence count. */
 static void bad_last_document(const char *p) {
     char f[1024];
     idx_path(f, sizeof f, p);
-    patch(f, 34 + 12 * 5 + 8 * 4, 4, 8);
+    megatron_fixture_patch(f, 34 + 12 * 5 + 8 * 4, 4, 8);
 }
 static void decreasing_documents(const char *p) {
     char f[1024];
     idx_path(f, sizeof f, p);
-    patch(f, 34 + 12 * 5 + 8 * 2, 1, 8);
+    megatron_fixture_patch(f, 34 + 12 * 5 + 8 * 2, 1, 8);
 }
 static void huge_count(const char *p) {
     char f[1024];
     idx_path(f, sizeof f, p);
-    patch(f, 18, (uint64_t)1 << 60, 8);
+    megatron_fixture_patch(f, 18, (uint64_t)1 << 60, 8);
 }
 static void missing_bin(const char *p) {
     char f[1024];
@@ -320,7 +286,7 @@ static void missing_bin(const char *p) {
 static void token_outside_vocab(const char *p) {
     char f[1024];
     bin_path(f, sizeof f, p);
-    patch(f, 4 * 6, 50300, 4);
+    megatron_fixture_patch(f, 4 * 6, 50300, 4);
 }
 
 static void expect_refused(const char *name, Damage damage, const char *file_suffix,
@@ -330,7 +296,7 @@ static void expect_refused(const char *name, Damage damage, const char *file_suf
     snprintf(out, sizeof out, "%s/bad_%s.h5", work, name);
     snprintf(errp, sizeof errp, "%s/bad_%s.err", work, name);
     snprintf(named, sizeof named, "bad_%s%s", name, file_suffix);
-    write_dataset(prefix, &GOOD, 4, 4);
+    megatron_fixture_write(prefix, &GOOD, 4, 4);
     damage(prefix);
     snprintf(args, sizeof args, "--input '%s' --output '%s' --tokenizer-type GPT2BPETokenizer",
              prefix, out);
@@ -384,6 +350,7 @@ int main(int argc, char **argv) {
     test_good(8, 2, "uint16");
     test_good(5, 8, "int64");
     test_sequence_modes();
+    test_out_of_order_layout();
     test_byte_defaults();
     expect_refused("magic", bad_magic, ".idx", "bad magic");
     expect_refused("version", bad_version, ".idx", "version 2");

@@ -83,12 +83,16 @@ static const FlagSpec TRAIN_FLAGS[] = {
     {"device", FLAG_STRING, OPT(device), "auto", "DEV", "cpu, cuda, or auto (cuda when a GPU and a complete CUDA backend are present).", "training", false},
     {"comm", FLAG_STRING, OPT(comm), "auto", "IMPL", "How ranks exchange device buffers: nccl (one GPU per rank), mpi (host memory; on cuda several ranks may share a GPU), or auto (nccl for --device cuda, mpi for cpu).", "training", false},
     /* data */
-    {"data-path", FLAG_LIST, OPT(data_path), NULL, "[W] PATH", "HDF5 token shards or globs (made by tools/preprocess_data), divided by --split. Weighted (0.7 web-*.h5 0.3 books.h5), each pattern is one component of a blend sampled by weight, as Megatron's BlendedDataset.", "data", false},
+    {"data-path", FLAG_LIST, OPT(data_path), NULL, "[W] PATH", "Token shards (.h5, made by tools/preprocess_data), globs, or Megatron prefixes: PREFIX names PREFIX.bin + PREFIX.idx (Megatron's indexed dataset, read in place), else PREFIX.h5, else numbered shards PREFIX_00000.h5, ...; divided by --split. Weighted (0.7 web-*.h5 0.3 books_text_document), each entry is one component of a blend sampled by weight, as Megatron's BlendedDataset; formats may be mixed.", "data", false},
     {"train-data-path", FLAG_LIST, OPT(train_data_path), NULL, "[W] PATH", "Training shards, used whole (--split is ignored); same syntax as --data-path, which it excludes.", "data", false},
     {"valid-data-path", FLAG_LIST, OPT(valid_data_path), NULL, "[W] PATH", "Validation shards, used whole; same syntax as --data-path, which it excludes.", "data", false},
+    {"mock-data", FLAG_SWITCH, OPT(mock_data), NULL, NULL, "Skip data loading and train on synthetic data: documents of seeded random tokens (from --seed) in the vocabulary of --tokenizer-type, split by --split, the same at every parallel layout. For benchmarks without a corpus; excludes --data-path.", "data", false},
+    {"eod-mask-loss", FLAG_SWITCH, OPT(eod_mask_loss), NULL, NULL, "Megatron's: leave end-of-document tokens out of the loss. Not implemented yet: refused.", "data", false},
+    {"reset-position-ids", FLAG_SWITCH, OPT(reset_position_ids), NULL, NULL, "Megatron's: restart position ids at each document inside a sample. Not implemented yet: refused.", "data", false},
+    {"reset-attention-mask", FLAG_SWITCH, OPT(reset_attention_mask), NULL, NULL, "Megatron's: no attention across document boundaries inside a sample. Not implemented yet: refused.", "data", false},
     {"data-cache-path", FLAG_STRING, OPT(data_cache_path), NULL, "DIR", "Keep the dataset indices (document and sample shuffles, blend tables) in DIR, keyed by a hash of their inputs; rebuilt when an input changes.", "data", false},
-    {"split", FLAG_STRING, OPT(split), "969,30,1", "W,W,W", "Train/valid/test weights; documents are split in this ratio.", "data", false},
-    {"tokenizer-type", FLAG_STRING, OPT(tokenizer_type), NULL, "TYPE", "ByteTokenizer or GPT2BPETokenizer; must match the shards.", "data", true},
+    {"split", FLAG_STRING, OPT(split), "969,30,1", "W,W,W", "Train/valid/test weights; documents are split in this ratio (quotes around the value, as bash arrays leave them, are ignored).", "data", false},
+    {"tokenizer-type", FLAG_STRING, OPT(tokenizer_type), NULL, "TYPE", "ByteTokenizer or GPT2BPETokenizer; must match the shards. Megatron .bin/.idx data and --mock-data, which record no tokenizer, take its vocabulary.", "data", true},
     {"vocab-file", FLAG_STRING, OPT(vocab_file), NULL, "PATH", "GPT-2 vocab.json (GPT2BPETokenizer).", "data", false},
     {"merge-file", FLAG_STRING, OPT(merge_file), NULL, "PATH", "GPT-2 merges.txt (GPT2BPETokenizer).", "data", false},
     /* checkpoints */
@@ -329,8 +333,23 @@ static bool check_compat(const MegatronCompatArgs *c, char *err, size_t err_size
 }
 
 static bool check_io(const TrainArgs *a, char *err, size_t err_size) {
-    if (a->data_path.count == 0 && a->train_data_path.count == 0)
-        FAIL("no training data: give --data-path (divided by --split) or --train-data-path");
+    if (a->mock_data && (a->data_path.count > 0 || a->train_data_path.count > 0 ||
+                         a->valid_data_path.count > 0))
+        FAIL("--mock-data replaces the data: give either --mock-data or "
+             "--data-path/--train-data-path/--valid-data-path");
+    /* These need the attention ops to take document boundaries (issue 17). */
+    const bool document_flags[3] = {a->eod_mask_loss, a->reset_position_ids,
+                                    a->reset_attention_mask};
+    const char *document_flag_names[3] = {"--eod-mask-loss", "--reset-position-ids",
+                                          "--reset-attention-mask"};
+    for (int i = 0; i < 3; i++)
+        if (document_flags[i])
+            FAIL("%s is not implemented yet (samples are trained across document boundaries, "
+                 "as Megatron does without it); leave it out",
+                 document_flag_names[i]);
+    if (!a->mock_data && a->data_path.count == 0 && a->train_data_path.count == 0)
+        FAIL("no training data: give --data-path (divided by --split), --train-data-path, or "
+             "--mock-data for synthetic tokens");
     if (a->data_path.count > 0 && (a->train_data_path.count > 0 || a->valid_data_path.count > 0))
         FAIL("--data-path and --train-data-path/--valid-data-path exclude each other: give either "
              "--data-path (divided by --split) or a path per split");

@@ -75,6 +75,8 @@ typedef struct {
     bool check_for_nan_in_loss_and_grad;
     /* data */
     StringList data_path, train_data_path, valid_data_path;
+    bool mock_data;
+    bool eod_mask_loss, reset_position_ids, reset_attention_mask; /* refused for now */
     char *data_cache_path;
     char *split;
     char *tokenizer_type, *vocab_file, *merge_file;

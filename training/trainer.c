@@ -87,7 +87,12 @@ static bool setup_data(Trainer *t, char *err, size_t err_size) {
         .expected_tokenizer_type = a->tokenizer_type,
         .cache_dir = a->data_cache_path,
         .scans = token_id_scans_new(), /* the splits share their shards' scans */
+        .mock_data = a->mock_data,
     };
+    /* For data that records no tokenizer (.bin/.idx, mock); left 0 when
+     * unknown, which refuses such data with a message. */
+    tokenizer_builtin_vocabulary(a->tokenizer_type, &dc.tokenizer_vocab_size,
+                                 &dc.tokenizer_eod_token);
     const bool ok = open_datasets(t, &dc, err, err_size);
     token_id_scans_free(dc.scans);
     return ok;
