@@ -230,9 +230,9 @@ static void merge_candidate(LongPiece *p, const PairCandidate *c) {
     queue_pair(p, c->pos);
 }
 
-/* Same rounds as bpe_merge_short, in O(n log n): candidates of one rank pop
- * in position order; pairs they create wait until the round ends. */
-static size_t bpe_merge_long(const MergeTable *m, int32_t *sym, size_t n) {
+/* Same order as the short versions, in O(n log n): candidates pop in (rank,
+ * position) order; in rounds, pairs they create wait until the round ends. */
+static size_t bpe_merge_long(const MergeTable *m, int32_t *sym, size_t n, bool rounds) {
     LongPiece p = {.merges = m, .sym = sym};
     p.next = xmalloc(n * sizeof *p.next);
     p.prev = xmalloc(n * sizeof *p.prev);
@@ -250,8 +250,9 @@ static size_t bpe_merge_long(const MergeTable *m, int32_t *sym, size_t n) {
         while (heap.size > 0 && (round == BPE_NO_RANK || heap.items[0].rank == round)) {
             PairCandidate c = heap_pop(&heap);
             if (!candidate_current(&p, &c)) continue;
-            round = c.rank;
             merge_candidate(&p, &c);
+            if (!rounds) break; /* the pairs just made compete at once */
+            round = c.rank;
         }
     }
     size_t w = 0;
@@ -263,8 +264,31 @@ static size_t bpe_merge_long(const MergeTable *m, int32_t *sym, size_t n) {
     return w;
 }
 
-size_t bpe_merge(const MergeTable *m, int32_t *sym, size_t n) {
-    return n <= SHORT_PIECE ? bpe_merge_short(m, sym, n) : bpe_merge_long(m, sym, n);
+/* One merge at a time: the lowest-ranked pair, the leftmost of equals. */
+static size_t bpe_merge_short_lowest_first(const MergeTable *m, int32_t *sym, size_t n) {
+    uint32_t rank[SHORT_PIECE];
+    int32_t merged[SHORT_PIECE];
+    for (size_t i = 0; i + 1 < n; i++) rank[i] = merge_table_rank(m, sym[i], sym[i + 1], &merged[i]);
+    while (n > 1) {
+        size_t best = 0;
+        for (size_t i = 1; i + 1 < n; i++)
+            if (rank[i] < rank[best]) best = i;
+        if (rank[best] == BPE_NO_RANK) break;
+        sym[best] = merged[best];
+        memmove(sym + best + 1, sym + best + 2, (n - best - 2) * sizeof *sym);
+        memmove(rank + best + 1, rank + best + 2, (n - best - 2) * sizeof *rank);
+        memmove(merged + best + 1, merged + best + 2, (n - best - 2) * sizeof *merged);
+        n--;
+        if (best > 0) rank[best - 1] = merge_table_rank(m, sym[best - 1], sym[best], &merged[best - 1]);
+        if (best + 1 < n) rank[best] = merge_table_rank(m, sym[best], sym[best + 1], &merged[best]);
+    }
+    return n;
+}
+
+size_t bpe_merge(const MergeTable *m, int32_t *sym, size_t n, BpeOrder order) {
+    bool rounds = order == BPE_ROUNDS;
+    if (n > SHORT_PIECE) return bpe_merge_long(m, sym, n, rounds);
+    return rounds ? bpe_merge_short(m, sym, n) : bpe_merge_short_lowest_first(m, sym, n);
 }
 
 /* ------------------------------------------------------------ the cache */
@@ -418,7 +442,7 @@ void byte_level_bpe_encode(ByteLevelBpe *b, const unsigned char *piece, size_t l
     int32_t small[SHORT_PIECE];
     int32_t *sym = len <= SHORT_PIECE ? small : xmalloc(len * sizeof *sym);
     for (size_t i = 0; i < len; i++) sym[i] = b->byte_id[piece[i]];
-    size_t n = bpe_merge(&b->merges, sym, len);
+    size_t n = bpe_merge(&b->merges, sym, len, b->order);
     ids_append(ids, count, cap, sym, n);
     if (cached) piece_cache_insert(&b->cache, hash, piece, len, sym, n);
     if (sym != small) free(sym);
@@ -527,6 +551,24 @@ size_t bpe_valid_utf8_prefix(const unsigned char *s, size_t n) {
         i += need + 1;
     }
     return i;
+}
+
+char *decode_by_table(const char *bytes, const size_t *offsets, int64_t vocab_size,
+                      const int32_t *ids, size_t count, size_t *len) {
+    size_t total = 0;
+    for (size_t i = 0; i < count; i++)
+        if (ids[i] >= 0 && ids[i] < vocab_size) total += offsets[ids[i] + 1] - offsets[ids[i]];
+    char *out = xmalloc(total + 1);
+    size_t n = 0;
+    for (size_t i = 0; i < count; i++) {
+        if (ids[i] < 0 || ids[i] >= vocab_size) continue; /* not a token: nothing */
+        size_t begin = offsets[ids[i]], end = offsets[ids[i] + 1];
+        memcpy(out + n, bytes + begin, end - begin);
+        n += end - begin;
+    }
+    out[n] = '\0';
+    if (len) *len = n;
+    return out;
 }
 
 /* ---------------------------------------------------------------- files */

@@ -5,9 +5,8 @@
  * Contract.
  * - Symbols are token ids. A merge table maps an adjacent pair (left id,
  *   right id) to its rank and the id it merges into; bpe_merge() applies the
- *   merges by rank, lowest first, every occurrence left to right, exactly as
- *   GPT-2's encoder.py, Hugging Face's BPE model and tiktoken do (they agree
- *   because a rank names one pair, or with tiktoken one merged byte string).
+ *   merges by rank in GPT-2's order or in Hugging Face's and tiktoken's
+ *   (BpeOrder).
  * - A ByteIndex maps byte strings to ids; it does not own the keys.
  * - A PieceCache maps a pre-token's bytes to its ids, shared by all threads
  *   without locks (see bpe_core.c); everything else here is read-only after
@@ -82,8 +81,18 @@ void merge_table_set_min(MergeTable *m, int32_t left, int32_t right, uint32_t ra
 /* Rank of the adjacent pair, BPE_NO_RANK when it never merges. */
 uint32_t merge_table_rank(const MergeTable *m, int32_t left, int32_t right, int32_t *merged);
 
+/* The order merges apply in. They differ when a merge makes a pair that
+ * ranks below the pair just merged, which a merge list learned in order
+ * never does, but tiktoken's ranks (and merge lists converted from them,
+ * Llama 3's) do. */
+typedef enum {
+    BPE_ROUNDS,       /* GPT-2's encoder.py: every occurrence of the best pair, then look again */
+    BPE_LOWEST_FIRST, /* Hugging Face and tiktoken: one merge at a time, the lowest-ranked
+                         pair, the leftmost of equals */
+} BpeOrder;
+
 /* Merges the symbols sym[0, n) in place; returns how many remain. */
-size_t bpe_merge(const MergeTable *m, int32_t *sym, size_t n);
+size_t bpe_merge(const MergeTable *m, int32_t *sym, size_t n, BpeOrder order);
 
 /* ------------------------------------------------------------ the cache */
 
@@ -123,6 +132,7 @@ size_t byte_level_char(const uint16_t byte_to_cp[256], int b, char out[2]);
 typedef struct {
     int32_t byte_id[256];
     MergeTable merges;
+    BpeOrder order;
     const ByteIndex *whole; /* raw token bytes -> id, or NULL */
     PieceCache cache;
 } ByteLevelBpe;
@@ -164,6 +174,12 @@ size_t bpe_valid_utf8_prefix(const unsigned char *s, size_t n);
 static inline size_t utf8_char_len(unsigned char c) {
     return c < 0x80 ? 1 : c < 0xe0 ? 2 : c < 0xf0 ? 3 : 4;
 }
+
+/* The bytes of ids (id i is bytes[offsets[i], offsets[i+1]); ids outside
+ * [0, vocab_size) give nothing), NUL-terminated, malloc'd; *len (when not
+ * NULL) gets their number, which counts any NUL bytes among them. */
+char *decode_by_table(const char *bytes, const size_t *offsets, int64_t vocab_size,
+                      const int32_t *ids, size_t count, size_t *len);
 
 /* ---------------------------------------------------------------- files */
 

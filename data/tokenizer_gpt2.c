@@ -280,20 +280,7 @@ static void gpt2_encode(const Tokenizer *t, const char *text, size_t len, int32_
 
 static char *gpt2_decode(const Tokenizer *t, const int32_t *ids, size_t count) {
     const Gpt2Bpe *g = t->impl;
-    size_t total = 0;
-    for (size_t i = 0; i < count; i++)
-        if (ids[i] >= 0 && ids[i] < g->vocab_size)
-            total += g->decode_offsets[ids[i] + 1] - g->decode_offsets[ids[i]];
-    char *out = xmalloc(total + 1);
-    size_t n = 0;
-    for (size_t i = 0; i < count; i++) {
-        if (ids[i] < 0 || ids[i] >= g->vocab_size) continue; /* not a token: nothing */
-        size_t begin = g->decode_offsets[ids[i]], end = g->decode_offsets[ids[i] + 1];
-        memcpy(out + n, g->decode_bytes + begin, end - begin);
-        n += end - begin;
-    }
-    out[n] = '\0';
-    return out;
+    return decode_by_table(g->decode_bytes, g->decode_offsets, g->vocab_size, ids, count, NULL);
 }
 
 /* ------------------------------------------------------------- creation */
