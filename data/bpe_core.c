@@ -429,16 +429,18 @@ void byte_level_bpe_encode(ByteLevelBpe *b, const unsigned char *piece, size_t l
         tokenizer_ids_push(ids, count, cap, b->byte_id[piece[0]]);
         return;
     }
+    /* The cache goes first: it also holds whole-token pieces, found once. */
+    bool cached = len <= CACHED_PIECE_MAX;
+    uint64_t hash = cached ? bpe_hash_bytes(piece, len) : 0;
+    if (cached && piece_cache_lookup(&b->cache, hash, piece, len, ids, count, cap)) return;
     if (b->whole) {
         int32_t id = byte_index_find(b->whole, (const char *)piece, len);
         if (id >= 0) {
             tokenizer_ids_push(ids, count, cap, id);
+            if (cached) piece_cache_insert(&b->cache, hash, piece, len, &id, 1);
             return;
         }
     }
-    bool cached = len <= CACHED_PIECE_MAX;
-    uint64_t hash = cached ? bpe_hash_bytes(piece, len) : 0;
-    if (cached && piece_cache_lookup(&b->cache, hash, piece, len, ids, count, cap)) return;
     int32_t small[SHORT_PIECE];
     int32_t *sym = len <= SHORT_PIECE ? small : xmalloc(len * sizeof *sym);
     for (size_t i = 0; i < len; i++) sym[i] = b->byte_id[piece[i]];

@@ -96,6 +96,8 @@ typedef struct {
  * - NullTokenizer: the text is whitespace-separated ids; EOD = vocab_size - 1.
  * NULL and a message naming the flag or file and the fix on bad input. */
 Tokenizer *tokenizer_open(const TokenizerOptions *o, char *err, size_t err_size);
+/* True for the names tokenizer_open() knows (TOKENIZER_TYPES). */
+bool tokenizer_type_known(const char *type);
 /* tokenizer_open with only type, vocab_file and merge_file set. */
 Tokenizer *tokenizer_create(const char *type, const char *vocab_file, const char *merge_file,
                             char *err, size_t err_size);

@@ -124,6 +124,14 @@ static Tokenizer *null_tokenizer_create(int64_t vocab_size, char *err, size_t er
 
 /* ------------------------------------------------------------ the factory */
 
+bool tokenizer_type_known(const char *type) {
+    static const char *const known[] = {"ByteTokenizer", "GPT2BPETokenizer",
+                                        "HuggingFaceTokenizer", "TikTokenizer", "NullTokenizer"};
+    for (size_t i = 0; type && i < sizeof known / sizeof known[0]; i++)
+        if (strcmp(type, known[i]) == 0) return true;
+    return false;
+}
+
 Tokenizer *tokenizer_open(const TokenizerOptions *o, char *err, size_t err_size) {
     const char *type = o->tokenizer_type;
     if (!type || !*type) {

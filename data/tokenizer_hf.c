@@ -477,13 +477,12 @@ static bool find_byte_level_ids(HfTokenizer *h, Loader *L) {
     return true;
 }
 
-static bool find_byte_fallback_ids(HfTokenizer *h, Loader *L) {
+/* A byte without its <0xXX> token falls back to unk, as in Hugging Face. */
+static bool find_byte_fallback_ids(HfTokenizer *h) {
     for (int b = 0; b < 256; b++) {
         char name[8];
         snprintf(name, sizeof name, "<0x%02X>", b);
         h->byte_token[b] = byte_index_find(&h->pieces, name, 6);
-        if (h->byte_token[b] < 0 && h->byte_fallback)
-            LFAIL(L, "model.byte_fallback is set but model.vocab has no token %s", name);
     }
     return true;
 }
@@ -632,7 +631,7 @@ static bool load(HfTokenizer *h, Loader *L, const cJSON *root, int32_t *eod) {
     h->ignore_merges = flag_true(model, "ignore_merges");
     ok = ok && parse_post_processor(h, L, cJSON_GetObjectItemCaseSensitive(root, "post_processor")) &&
          load_added(h, L, cJSON_GetObjectItemCaseSensitive(root, "added_tokens"), &added_content) &&
-         (h->byte_level ? find_byte_level_ids(h, L) : find_byte_fallback_ids(h, L)) &&
+         (h->byte_level ? find_byte_level_ids(h, L) : find_byte_fallback_ids(h)) &&
          find_unk(h, L, model) && find_eod(h, L, eod);
     if (ok) {
         parse_decoder(h, cJSON_GetObjectItemCaseSensitive(root, "decoder"));

@@ -18,6 +18,7 @@
 #include <stdio.h>
 
 #include "core/flags.h"
+#include "data/data.h"
 #include "model/transformer_config.h"
 
 typedef struct {
@@ -54,7 +55,7 @@ typedef struct {
     StringList data_path, train_data_path, valid_data_path;
     char *data_cache_path;
     char *split;
-    char *tokenizer_type, *vocab_file, *merge_file;
+    TokenizerOptions tokenizer; /* must match the shards */
     /* checkpoints */
     char *save, *load;
     int64_t save_interval, exit_interval;
