@@ -560,6 +560,21 @@ static void build_tables(HfTokenizer *h, const Loader *L, const char **added_con
     if (h->whole_keys) h->bpe.whole = &h->whole;
 }
 
+/* Without a pre-tokenizer a whole segment is one BPE word, which merges in
+ * O(n log n) and is never cached. When no token holds a "▁" right after
+ * another character (SentencePiece vocabularies: "▁" only leads a token or
+ * repeats), no merge can cross the point before such a "▁", so the word is
+ * cut there with the same result and the short words are cached. */
+static bool meta_cut_is_safe(const HfTokenizer *h, const Loader *L) {
+    if (h->ignore_merges) return false; /* a whole word might be one token */
+    for (size_t id = 0; id < L->vocab_ids; id++) {
+        const char *t = L->vocab_token[id], *m = t;
+        while (t && *m && (m = strstr(m + 1, META)) != NULL)
+            if (m - t < 3 || memcmp(m - 3, META, 3) != 0) return false;
+    }
+    return true;
+}
+
 /* --------------------------------------------------- end of document */
 
 static int32_t token_id(const HfTokenizer *h, const char *token) {
@@ -635,6 +650,7 @@ static bool load(HfTokenizer *h, Loader *L, const cJSON *root, int32_t *eod) {
          find_unk(h, L, model) && find_eod(h, L, eod);
     if (ok) {
         parse_decoder(h, cJSON_GetObjectItemCaseSensitive(root, "decoder"));
+        h->cut_at_meta = !h->byte_level && meta_cut_is_safe(h, L);
         build_tables(h, L, added_content);
     }
     free(added_content);

@@ -42,6 +42,7 @@ typedef struct {
     bool prepend_if_missing;  /* Metaspace: not before a segment that starts with "▁" */
     bool replace_space;       /* " " -> "▁" */
     bool split_words;         /* Metaspace split: a word starts at each "▁" */
+    bool cut_at_meta;         /* no token spans "x▁" (x not "▁"): words may be cut there */
     /* both */
     AddedTokens added;
     int32_t prefix[HF_MAX_TEMPLATE], suffix[HF_MAX_TEMPLATE]; /* post-processor ids */

@@ -141,12 +141,16 @@ static unsigned char *metaspace_form(const HfTokenizer *h, const unsigned char *
 static void char_level_segment(IdOut *o, const unsigned char *s, size_t len, bool at_start) {
     size_t n;
     unsigned char *text = metaspace_form(o->h, s, len, at_start, &n);
-    if (!o->h->split_words) {
+    if (!o->h->split_words && !o->h->cut_at_meta) {
         encode_word(o, text, n);
-    } else { /* Metaspace split: each "▁" starts a word (MergedWithNext) */
+    } else { /* a word starts at each "▁" (Metaspace split: MergedWithNext), or
+              * at each "▁" after another character (cut_at_meta) */
+        bool every = o->h->split_words;
         size_t begin = 0;
         for (size_t i = 1; i + META_LEN <= n; i++) {
             if (memcmp(text + i, META, META_LEN) != 0) continue;
+            bool after_meta = i >= META_LEN && memcmp(text + i - META_LEN, META, META_LEN) == 0;
+            if (!every && after_meta) continue;
             encode_word(o, text + begin, i - begin);
             begin = i;
         }
