@@ -452,12 +452,56 @@ void byte_level_bpe_encode(ByteLevelBpe *b, const unsigned char *piece, size_t l
 
 /* ------------------------------------------------ regex pre-tokenizers */
 
+/* Oniguruma's \s (Hugging Face's Split) and Rust regex's (tiktoken) are
+ * Unicode White_Space; PCRE2 10.42's \s also matches U+180E. Spell it out,
+ * inside and outside character classes, so the engines split alike. */
+#define WS_SET                                                                               \
+    "\\t-\\r\\x20\\x{85}\\x{A0}\\x{1680}\\x{2000}-\\x{200A}\\x{2028}\\x{2029}\\x{202F}\\x{205F}" \
+    "\\x{3000}"
+
+static char *spell_out_whitespace(const char *pattern) {
+    size_t n = strlen(pattern);
+    char *out = xmalloc(n * (sizeof WS_SET + 4) + 1);
+    size_t w = 0;
+    bool in_class = false;
+    for (size_t i = 0; i < n; i++) {
+        char c = pattern[i];
+        if (c == '\\' && i + 1 < n) {
+            char e = pattern[++i];
+            const char *put = NULL;
+            if (e == 's') put = in_class ? WS_SET : "[" WS_SET "]";
+            else if (e == 'S' && !in_class) put = "[^" WS_SET "]";
+            if (put) {
+                memcpy(out + w, put, strlen(put));
+                w += strlen(put);
+            } else {
+                out[w++] = c;
+                out[w++] = e;
+            }
+            continue;
+        }
+        if (c == '[' && !in_class) {
+            in_class = true;
+            out[w++] = c;
+            if (pattern[i + 1] == '^') out[w++] = pattern[++i];
+            if (pattern[i + 1] == ']') out[w++] = pattern[++i]; /* a literal ] first */
+            continue;
+        }
+        if (c == ']' && in_class) in_class = false;
+        out[w++] = c;
+    }
+    out[w] = '\0';
+    return out;
+}
+
 bool pretokenizer_regex_compile(PreTokenizerRegex *r, const char *pattern, const char *owner,
                                 char *err, size_t err_size) {
     int code;
     PCRE2_SIZE offset;
-    r->code = pcre2_compile((PCRE2_SPTR)pattern, PCRE2_ZERO_TERMINATED, PCRE2_UTF | PCRE2_UCP,
+    char *spelled = spell_out_whitespace(pattern);
+    r->code = pcre2_compile((PCRE2_SPTR)spelled, PCRE2_ZERO_TERMINATED, PCRE2_UTF | PCRE2_UCP,
                             &code, &offset, NULL);
+    free(spelled);
     if (!r->code) {
         PCRE2_UCHAR msg[160];
         pcre2_get_error_message(code, msg, sizeof msg);

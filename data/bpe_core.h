@@ -149,8 +149,9 @@ typedef struct {
     bool jit;
 } PreTokenizerRegex;
 
-/* Compiles a pattern for UTF-8 text with Unicode properties; false and a
- * message naming `owner` (the flag or file) when PCRE2 refuses it. */
+/* Compiles a pattern for UTF-8 text with Unicode properties, \s and \S as
+ * Unicode White_Space; false and a message naming `owner` (the flag or
+ * file) when PCRE2 refuses it. */
 bool pretokenizer_regex_compile(PreTokenizerRegex *r, const char *pattern, const char *owner,
                                 char *err, size_t err_size);
 void pretokenizer_regex_free(PreTokenizerRegex *r);

@@ -223,48 +223,6 @@ static bool parse_normalizer(HfTokenizer *h, Loader *L, const cJSON *n) {
           type ? type : "(none)");
 }
 
-/* Oniguruma's \s (which Hugging Face's Split uses) is Unicode White_Space;
- * PCRE2 10.42's \s also matches U+180E. Spell it out, inside and outside
- * character classes, so both engines split alike. */
-#define WS_SET                                                                               \
-    "\\t-\\r\\x20\\x{85}\\x{A0}\\x{1680}\\x{2000}-\\x{200A}\\x{2028}\\x{2029}\\x{202F}\\x{205F}" \
-    "\\x{3000}"
-
-static char *spell_out_whitespace(const char *pattern) {
-    size_t n = strlen(pattern);
-    char *out = xmalloc(n * (sizeof WS_SET + 4) + 1);
-    size_t w = 0;
-    bool in_class = false;
-    for (size_t i = 0; i < n; i++) {
-        char c = pattern[i];
-        if (c == '\\' && i + 1 < n) {
-            char e = pattern[++i];
-            const char *put = NULL;
-            if (e == 's') put = in_class ? WS_SET : "[" WS_SET "]";
-            else if (e == 'S' && !in_class) put = "[^" WS_SET "]";
-            if (put) {
-                memcpy(out + w, put, strlen(put));
-                w += strlen(put);
-            } else {
-                out[w++] = c;
-                out[w++] = e;
-            }
-            continue;
-        }
-        if (c == '[' && !in_class) {
-            in_class = true;
-            out[w++] = c;
-            if (pattern[i + 1] == '^') out[w++] = pattern[++i];
-            if (pattern[i + 1] == ']') out[w++] = pattern[++i]; /* a literal ] first */
-            continue;
-        }
-        if (c == ']' && in_class) in_class = false;
-        out[w++] = c;
-    }
-    out[w] = '\0';
-    return out;
-}
-
 static bool parse_split(HfTokenizer *h, Loader *L, const cJSON *p) {
     const char *behavior = string_of(p, "behavior");
     if (h->has_split) LFAIL(L, "pre_tokenizer: only one Split is supported");
@@ -276,7 +234,8 @@ static bool parse_split(HfTokenizer *h, Loader *L, const cJSON *p) {
     if (!regex && !literal) LFAIL(L, "pre_tokenizer Split has no pattern Regex or String");
     char *compiled;
     if (regex) {
-        compiled = spell_out_whitespace(regex);
+        compiled = xmalloc(strlen(regex) + 1);
+        strcpy(compiled, regex);
     } else {
         compiled = xmalloc(strlen(literal) + 5);
         sprintf(compiled, "\\Q%s\\E", literal);
@@ -301,10 +260,8 @@ static bool parse_byte_level(HfTokenizer *h, Loader *L, const cJSON *p, bool aft
     const cJSON *use_regex = cJSON_GetObjectItemCaseSensitive(p, "use_regex");
     if (cJSON_IsFalse(use_regex)) return true;
     if (after_split) LFAIL(L, "pre_tokenizer ByteLevel with use_regex after a Split is not supported");
-    char *pattern = spell_out_whitespace(BYTE_LEVEL_PATTERN);
-    bool ok = pretokenizer_regex_compile(&h->split, pattern, "HuggingFaceTokenizer ByteLevel",
-                                         L->err, L->err_size);
-    free(pattern);
+    bool ok = pretokenizer_regex_compile(&h->split, BYTE_LEVEL_PATTERN,
+                                         "HuggingFaceTokenizer ByteLevel", L->err, L->err_size);
     h->has_split = ok;
     return ok;
 }

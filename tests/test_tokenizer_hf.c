@@ -56,6 +56,8 @@ static const char *const TRICKY[] = {
     "x  y   z    w\t\t\tv",
     "http://example.com/path?query=1&b=2#frag",
     "CamelCaseWords andALLCAPS snake_case_words kebab-case",
+    /* Unicode whitespace: U+180E left White_Space (PCRE2's \\s keeps it) */
+    "a\u180eb \u180e c\u00a0d\u2003e\u3000f\u200bg\xc2\x85" "h\u2028i \u180e\n",
 };
 
 typedef struct {
