@@ -125,9 +125,10 @@ uint32_t merge_table_rank(const MergeTable *m, int32_t left, int32_t right, int3
 /* ------------------------------------------------------------------ BPE */
 
 /* Merges the symbols of a short piece in place; returns how many remain.
- * Each round finds the lowest-ranked adjacent pair and merges all of its
- * occurrences left to right, exactly as encoder.py's bpe() does. */
-static size_t bpe_merge_short(const MergeTable *m, int32_t *sym, size_t n) {
+ * Each step finds the lowest-ranked adjacent pair (the leftmost of equals)
+ * and merges it: in rounds, with all of its occurrences left to right, as
+ * encoder.py's bpe() does; else alone. */
+static size_t bpe_merge_short(const MergeTable *m, int32_t *sym, size_t n, bool rounds) {
     uint32_t rank[SHORT_PIECE];
     int32_t merged[SHORT_PIECE];
     for (size_t i = 0; i + 1 < n; i++) rank[i] = merge_table_rank(m, sym[i], sym[i + 1], &merged[i]);
@@ -141,7 +142,7 @@ static size_t bpe_merge_short(const MergeTable *m, int32_t *sym, size_t n) {
          * occurrence; w <= r keeps the unread part of sym and rank intact. */
         size_t w = best;
         for (size_t r = best; r < n; w++) {
-            if (r + 1 < n && rank[r] == round) {
+            if (r + 1 < n && rank[r] == round && (rounds || r == best)) {
                 sym[w] = merged[r];
                 r += 2;
             } else {
@@ -264,31 +265,9 @@ static size_t bpe_merge_long(const MergeTable *m, int32_t *sym, size_t n, bool r
     return w;
 }
 
-/* One merge at a time: the lowest-ranked pair, the leftmost of equals. */
-static size_t bpe_merge_short_lowest_first(const MergeTable *m, int32_t *sym, size_t n) {
-    uint32_t rank[SHORT_PIECE];
-    int32_t merged[SHORT_PIECE];
-    for (size_t i = 0; i + 1 < n; i++) rank[i] = merge_table_rank(m, sym[i], sym[i + 1], &merged[i]);
-    while (n > 1) {
-        size_t best = 0;
-        for (size_t i = 1; i + 1 < n; i++)
-            if (rank[i] < rank[best]) best = i;
-        if (rank[best] == BPE_NO_RANK) break;
-        sym[best] = merged[best];
-        memmove(sym + best + 1, sym + best + 2, (n - best - 2) * sizeof *sym);
-        memmove(rank + best + 1, rank + best + 2, (n - best - 2) * sizeof *rank);
-        memmove(merged + best + 1, merged + best + 2, (n - best - 2) * sizeof *merged);
-        n--;
-        if (best > 0) rank[best - 1] = merge_table_rank(m, sym[best - 1], sym[best], &merged[best - 1]);
-        if (best + 1 < n) rank[best] = merge_table_rank(m, sym[best], sym[best + 1], &merged[best]);
-    }
-    return n;
-}
-
 size_t bpe_merge(const MergeTable *m, int32_t *sym, size_t n, BpeOrder order) {
     bool rounds = order == BPE_ROUNDS;
-    if (n > SHORT_PIECE) return bpe_merge_long(m, sym, n, rounds);
-    return rounds ? bpe_merge_short(m, sym, n) : bpe_merge_short_lowest_first(m, sym, n);
+    return n > SHORT_PIECE ? bpe_merge_long(m, sym, n, rounds) : bpe_merge_short(m, sym, n, rounds);
 }
 
 /* ------------------------------------------------------------ the cache */
@@ -448,6 +427,33 @@ void byte_level_bpe_encode(ByteLevelBpe *b, const unsigned char *piece, size_t l
     ids_append(ids, count, cap, sym, n);
     if (cached) piece_cache_insert(&b->cache, hash, piece, len, sym, n);
     if (sym != small) free(sym);
+}
+
+typedef struct {
+    ByteLevelBpe *bpe;
+    int32_t **ids;
+    size_t *count, *cap;
+} ByteLevelSink;
+
+static void byte_level_piece(void *ctx, const unsigned char *piece, size_t len) {
+    ByteLevelSink *o = ctx;
+    byte_level_bpe_encode(o->bpe, piece, len, o->ids, o->count, o->cap);
+}
+
+void byte_level_encode_text(ByteLevelBpe *b, const PreTokenizerRegex *regex,
+                            const unsigned char *s, size_t len, pcre2_match_data *md,
+                            int32_t **ids, size_t *count, size_t *cap) {
+    ByteLevelSink sink = {b, ids, count, cap};
+    for (size_t at = 0; at < len;) {
+        size_t valid = bpe_valid_utf8_prefix(s + at, len - at);
+        if (valid == 0) { /* a byte outside any valid sequence is a piece of its own */
+            tokenizer_ids_push(ids, count, cap, b->byte_id[s[at++]]);
+            continue;
+        }
+        if (regex) pretokenizer_regex_split(regex, s + at, valid, md, byte_level_piece, &sink);
+        else byte_level_piece(&sink, s + at, valid);
+        at += valid;
+    }
 }
 
 /* ------------------------------------------------ regex pre-tokenizers */

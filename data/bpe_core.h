@@ -149,6 +149,14 @@ typedef struct {
     bool jit;
 } PreTokenizerRegex;
 
+/* Appends the ids of s[0, len) under a byte-level model: each maximal valid
+ * UTF-8 run is cut into pieces by `regex` (one piece when it is NULL) and
+ * each piece merged; a byte outside any valid sequence is its own byte
+ * token. md: match data for regex (NULL without one). */
+void byte_level_encode_text(ByteLevelBpe *b, const PreTokenizerRegex *regex,
+                            const unsigned char *s, size_t len, pcre2_match_data *md,
+                            int32_t **ids, size_t *count, size_t *cap);
+
 /* Compiles a pattern for UTF-8 text with Unicode properties, \s and \S as
  * Unicode White_Space; false and a message naming `owner` (the flag or
  * file) when PCRE2 refuses it. */

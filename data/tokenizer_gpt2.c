@@ -247,34 +247,13 @@ static bool load_merges(Gpt2Bpe *g, const char *path, const ByteIndex *index, ch
 
 /* ------------------------------------------------------------- encoding */
 
-typedef struct {
-    ByteLevelBpe *bpe;
-    int32_t **ids;
-    size_t *count, *cap;
-} PieceSink;
-
-static void encode_piece(void *ctx, const unsigned char *piece, size_t len) {
-    PieceSink *s = ctx;
-    byte_level_bpe_encode(s->bpe, piece, len, s->ids, s->count, s->cap);
-}
-
 static void gpt2_encode(const Tokenizer *t, const char *text, size_t len, int32_t **ids,
                         size_t *count, size_t *cap) {
     Gpt2Bpe *g = t->impl;
-    PieceSink sink = {&g->bpe, ids, count, cap};
     pcre2_match_data *md = pcre2_match_data_create_from_pattern(g->pretokenizer.code, NULL);
     GPT3D_CHECK(md != NULL, "out of memory for PCRE2 match data");
-    const unsigned char *s = (const unsigned char *)text;
-    for (size_t at = 0; at < len;) {
-        size_t valid = bpe_valid_utf8_prefix(s + at, len - at);
-        if (valid > 0) {
-            pretokenizer_regex_split(&g->pretokenizer, s + at, valid, md, encode_piece, &sink);
-            at += valid;
-        } else { /* a byte outside any valid sequence is a piece of its own */
-            tokenizer_ids_push(ids, count, cap, g->bpe.byte_id[s[at]]);
-            at++;
-        }
-    }
+    byte_level_encode_text(&g->bpe, &g->pretokenizer, (const unsigned char *)text, len, md, ids,
+                           count, cap);
     pcre2_match_data_free(md);
 }
 

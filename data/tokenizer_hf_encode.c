@@ -28,11 +28,6 @@ typedef struct {
 
 /* ----------------------------------------------------------- byte-level */
 
-static void byte_level_piece(void *ctx, const unsigned char *piece, size_t len) {
-    IdOut *o = ctx;
-    byte_level_bpe_encode(&o->h->bpe, piece, len, o->ids, o->count, o->cap);
-}
-
 static void byte_level_segment(IdOut *o, const unsigned char *s, size_t len,
                                pcre2_match_data *md) {
     HfTokenizer *h = o->h;
@@ -44,16 +39,8 @@ static void byte_level_segment(IdOut *o, const unsigned char *s, size_t len,
         s = spaced;
         len++;
     }
-    for (size_t at = 0; at < len;) {
-        size_t valid = bpe_valid_utf8_prefix(s + at, len - at);
-        if (valid == 0) { /* a byte outside any valid sequence is a piece of its own */
-            tokenizer_ids_push(o->ids, o->count, o->cap, h->bpe.byte_id[s[at++]]);
-            continue;
-        }
-        if (h->has_split) pretokenizer_regex_split(&h->split, s + at, valid, md, byte_level_piece, o);
-        else byte_level_piece(o, s + at, valid);
-        at += valid;
-    }
+    byte_level_encode_text(&h->bpe, h->has_split ? &h->split : NULL, s, len, md, o->ids, o->count,
+                           o->cap);
     free(spaced);
 }
 

@@ -309,34 +309,9 @@ static void build_specials_and_decode(TikToken *k, const Ranks *r, int num_speci
 
 /* ------------------------------------------------------------ encoding */
 
-typedef struct {
-    ByteLevelBpe *bpe;
-    int32_t **ids;
-    size_t *count, *cap;
-} IdOut;
-
-static void encode_piece(void *ctx, const unsigned char *piece, size_t len) {
-    IdOut *o = ctx;
-    byte_level_bpe_encode(o->bpe, piece, len, o->ids, o->count, o->cap);
-}
-
-static void encode_ordinary(TikToken *k, const unsigned char *s, size_t len, pcre2_match_data *md,
-                            IdOut *o) {
-    for (size_t at = 0; at < len;) {
-        size_t valid = bpe_valid_utf8_prefix(s + at, len - at);
-        if (valid == 0) {
-            tokenizer_ids_push(o->ids, o->count, o->cap, k->bpe.byte_id[s[at++]]);
-            continue;
-        }
-        pretokenizer_regex_split(&k->pattern, s + at, valid, md, encode_piece, o);
-        at += valid;
-    }
-}
-
 static void tiktoken_encode(const Tokenizer *t, const char *text, size_t len, int32_t **ids,
                             size_t *count, size_t *cap) {
     TikToken *k = t->impl;
-    IdOut o = {&k->bpe, ids, count, cap};
     pcre2_match_data *md = pcre2_match_data_create_from_pattern(k->pattern.code, NULL);
     GPT3D_CHECK(md != NULL, "out of memory for PCRE2 match data");
     const unsigned char *s = (const unsigned char *)text;
@@ -344,7 +319,7 @@ static void tiktoken_encode(const Tokenizer *t, const char *text, size_t len, in
         size_t next = len, match_len = 0;
         int32_t special = -1;
         if (!added_tokens_next(&k->specials, s, len, at, &next, &match_len, &special)) next = len;
-        encode_ordinary(k, s + at, next - at, md, &o);
+        byte_level_encode_text(&k->bpe, &k->pattern, s + at, next - at, md, ids, count, cap);
         if (special >= 0) tokenizer_ids_push(ids, count, cap, special);
         at = next + match_len;
     }
