@@ -72,21 +72,8 @@ const docs = fs.readFileSync(process.argv[4], 'utf8').split('\0');
 })();
 NODE
 
-# best_of NAME CMD...: the fastest of REPEATS runs -> $work/NAME.time ("wall user sys"), NAME.log.
-best_of() {
-    local name=$1; shift
-    local best=""
-    for _ in $(seq "$REPEATS"); do
-        /usr/bin/time -f '%e %U %S' -o "$work/t" "$@" > "$work/out" 2>&1
-        local wall
-        wall=$(cut -d' ' -f1 "$work/t")
-        if [ -z "$best" ] || awk -v a="$wall" -v b="$best" 'BEGIN { exit !(a < b) }'; then
-            best=$wall
-            cp "$work/t" "$work/$name.time"
-            cp "$work/out" "$work/$name.log"
-        fi
-    done
-}
+# best_of NAME CMD... (bench/best_of.sh)
+. "$ROOT/bench/best_of.sh"
 
 NAMES=(gpt2 llama3 llama2 tiktoken)
 declare -A LABEL=([gpt2]="GPT2BPETokenizer (GPT-2)" [llama3]="HuggingFaceTokenizer (Llama 3)"
