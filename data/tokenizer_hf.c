@@ -20,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "data/tokenizer_hf.h"
 
@@ -614,16 +615,30 @@ static bool load(HfTokenizer *h, Loader *L, const cJSON *root, int32_t *eod) {
     return ok;
 }
 
-Tokenizer *hf_tokenizer_create(const char *path, char *err, size_t err_size) {
-    if (!path || !*path) {
+/* Megatron passes the model's directory (what transformers loads from):
+ * then its tokenizer.json is meant. */
+static char *tokenizer_json_path(const char *model) {
+    struct stat st;
+    bool dir = stat(model, &st) == 0 && S_ISDIR(st.st_mode);
+    char *path = xmalloc(strlen(model) + 32);
+    sprintf(path, dir ? "%s/tokenizer.json" : "%s", model);
+    return path;
+}
+
+Tokenizer *hf_tokenizer_create(const char *model, char *err, size_t err_size) {
+    if (!model || !*model) {
         snprintf(err, err_size,
                  "--tokenizer-type HuggingFaceTokenizer needs --tokenizer-model "
-                 "path/to/tokenizer.json");
+                 "path/to/tokenizer.json (or the directory that holds it)");
         return NULL;
     }
+    char *path = tokenizer_json_path(model);
     size_t len;
     char *text = bpe_read_file(path, "--tokenizer-model", &len, err, err_size);
-    if (!text) return NULL;
+    if (!text) {
+        free(path);
+        return NULL;
+    }
     const char *end = NULL;
     cJSON *root = cJSON_ParseWithLengthOpts(text, len, &end, false);
     free(text);
@@ -631,6 +646,7 @@ Tokenizer *hf_tokenizer_create(const char *path, char *err, size_t err_size) {
         snprintf(err, err_size, "--tokenizer-model '%s': not a JSON object (a tokenizer.json)",
                  path);
         cJSON_Delete(root);
+        free(path);
         return NULL;
     }
     HfTokenizer *h = xcalloc(1, sizeof *h);
@@ -642,6 +658,7 @@ Tokenizer *hf_tokenizer_create(const char *path, char *err, size_t err_size) {
     bool ok = load(h, &L, root, &eod);
     free(L.vocab_token);
     cJSON_Delete(root);
+    free(path);
     if (!ok) {
         hf_destroy(h);
         return NULL;

@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -230,6 +231,16 @@ static void check_byte_level_semantics(void) {
     char *text = tokenizer_decode(t, ids, 4);
     CHECK(strcmp(text, "xyx \xff<|end|>") == 0);
     free(text);
+    tokenizer_free(t);
+    /* Megatron's form: --tokenizer-model names the directory */
+    char model_dir[600];
+    snprintf(model_dir, sizeof model_dir, "%s/model", dir);
+    CHECK(mkdir(model_dir, 0755) == 0);
+    write_file("model/tokenizer.json", json);
+    write_file("model/tokenizer_config.json", "{\"eos_token\": {\"content\": \"<|end|>\"}}");
+    t = open_hf(model_dir, err, sizeof err);
+    CHECK(t && tokenizer_vocab_size(t) == 262 && tokenizer_eod(t) == 261);
+    CHECK_IDS(t, "xyxy", 260, 'y');
     tokenizer_free(t);
     unlink(path_of("tokenizer_config.json"));
 }
