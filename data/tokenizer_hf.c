@@ -5,7 +5,7 @@
  * Everything a file sets that would change the ids and that is not
  * implemented here is refused with one message naming the field, its value
  * and the file: other models (WordPiece, Unigram, WordLevel), normalizers
- * (NFC, Lowercase, ...), pre-tokenizers (Digits, Whitespace, ...), Split
+ * (NFKC, Lowercase, ...), pre-tokenizers (Digits, Whitespace, ...), Split
  * behaviours other than Isolated, BPE dropout, subword prefixes, added
  * tokens with lstrip / rstrip / single_word. Fields that only shape
  * offsets, padding, truncation or pairs are ignored.
@@ -202,6 +202,10 @@ static bool parse_normalizer(HfTokenizer *h, Loader *L, const cJSON *n) {
             if (!parse_normalizer(h, L, item)) return false;
         return true;
     }
+    if (type && strcmp(type, "NFC") == 0) {
+        h->nfc = true;
+        return true;
+    }
     if (type && strcmp(type, "Prepend") == 0) {
         const char *what = string_of(n, "prepend");
         if (!what || strcmp(what, META) != 0)
@@ -219,7 +223,7 @@ static bool parse_normalizer(HfTokenizer *h, Loader *L, const cJSON *n) {
         return true;
     }
     LFAIL(L,
-          "normalizer type %s is not supported: HuggingFaceTokenizer understands none, or "
+          "normalizer type %s is not supported: HuggingFaceTokenizer understands none, NFC, or "
           "Prepend \"" META "\" and Replace \" \" -> \"" META "\" (Llama 2 / Mistral style)",
           type ? type : "(none)");
 }

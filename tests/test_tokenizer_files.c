@@ -1,7 +1,7 @@
 /* tests/test_tokenizer_files.c — HuggingFaceTokenizer, TikTokenizer and
  * NullTokenizer on hand-made files (no download):
  * - bad input gets one message naming the file (or flag) and the problem:
- *   unsupported tokenizer.json model types, normalizers, pre-tokenizers and
+ *   unsupported tokenizer.json model types, normalizers (NFKC), pre-tokenizers and
  *   added-token options, a missing file, not JSON, a bad .tiktoken line,
  *   repeated or missing ranks, --vocab-size beyond the file, bad
  *   --tiktoken-pattern / --tiktoken-num-special-tokens, NullTokenizer
@@ -115,9 +115,9 @@ static void check_bad_tokenizer_json(void) {
                  "not supported");
     p = write_file("unigram.json", "{\"model\": {\"type\": \"Unigram\", \"vocab\": [[\"a\", 0]]}}");
     EXPECT_ERROR(open_hf(p, err, sizeof err), err, "unigram.json", "model type Unigram");
-    snprintf(text, sizeof text, "{%s, \"normalizer\": {\"type\": \"NFC\"}}", BPE_MODEL);
-    p = write_file("nfc.json", text);
-    EXPECT_ERROR(open_hf(p, err, sizeof err), err, "nfc.json", "normalizer type NFC");
+    snprintf(text, sizeof text, "{%s, \"normalizer\": {\"type\": \"NFKC\"}}", BPE_MODEL);
+    p = write_file("nfkc.json", text);
+    EXPECT_ERROR(open_hf(p, err, sizeof err), err, "nfkc.json", "normalizer type NFKC");
     snprintf(text, sizeof text,
              "{%s, \"pre_tokenizer\": {\"type\": \"Digits\", \"individual_digits\": true}}",
              BPE_MODEL);
