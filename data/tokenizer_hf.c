@@ -640,11 +640,14 @@ Tokenizer *hf_tokenizer_create(const char *model, char *err, size_t err_size) {
     size_t len;
     char *text = bpe_read_file(path, "--tokenizer-model", &len, err, err_size);
     if (!text) {
+        size_t n = strlen(err);
+        snprintf(err + n, err_size - n,
+                 "; give a local tokenizer.json or the model directory that holds it (gpt3d "
+                 "does not download from the Hugging Face Hub)");
         free(path);
         return NULL;
     }
-    const char *end = NULL;
-    cJSON *root = cJSON_ParseWithLengthOpts(text, len, &end, false);
+    cJSON *root = cJSON_ParseWithLength(text, len);
     free(text);
     if (!cJSON_IsObject(root)) {
         snprintf(err, err_size, "--tokenizer-model '%s': not a JSON object (a tokenizer.json)",
