@@ -60,6 +60,7 @@ static const char *const TRICKY[] = {
     "x  y   z    w\t\t\tv",
     "http://example.com/path?query=1&b=2#frag",
     "CamelCaseWords andALLCAPS snake_case_words kebab-case",
+    "caseless contractions: it'S, it'\u017f, WE'LL, they'Re", /* U+017F folds to s */
     /* decomposed forms, which NFC (Qwen 2.5) composes: é, Å, ḗ, 가 */
     "cafe\u0301 A\u030angstro\u0308m e\u0304\u0301 \u1100\u1161 \u212b",
     /* Unicode whitespace: U+180E left White_Space (PCRE2's \\s keeps it) */
@@ -76,6 +77,31 @@ typedef struct {
     bool bos; /* the post-processor puts <s> (id 1) first */
     bool nfc; /* the normalizer composes, so decoding gives the NFC form */
 } Case;
+
+/* Pieces far longer than a word (each unit repeated to ~3000 bytes) and
+ * random letter strings: the O(n log n) merge path, where the order of
+ * merges shows most. */
+static void add_long_pieces(Corpus *docs) {
+    const char *const units[] = {"a", "ab", "the", "ing", "\u00e9", "\u65e5\u672c", "xq", "1"};
+    char buf[4096];
+    for (size_t u = 0; u < sizeof units / sizeof units[0]; u++) {
+        size_t n = strlen(units[u]), w = 0;
+        while (w + n < 3000) {
+            memcpy(buf + w, units[u], n);
+            w += n;
+        }
+        corpus_add(docs, buf, w);
+    }
+    uint64_t state = 17;
+    for (int d = 0; d < 8; d++) {
+        size_t len = 200 + (size_t)d * 400;
+        for (size_t i = 0; i < len; i++) {
+            state = state * 6364136223846793005ULL + 1442695040888963407ULL;
+            buf[i] = (char)('a' + (state >> 33) % 26);
+        }
+        corpus_add(docs, buf, len);
+    }
+}
 
 static void print_context(const char *label, const int32_t *ids, size_t n, size_t at) {
     size_t from = at > 8 ? at - 8 : 0, to = at + 8 < n ? at + 8 : n;
@@ -238,6 +264,7 @@ int main(int argc, char **argv) {
     Corpus docs = {0};
     for (size_t i = 0; i < sizeof TRICKY / sizeof TRICKY[0]; i++)
         corpus_add(&docs, TRICKY[i], strlen(TRICKY[i]));
+    add_long_pieces(&docs);
     size_t tricky_bytes = docs.bytes;
     corpus_load_docs(&docs, argv[4], MIN_TEXT_BYTES + tricky_bytes);
     if (docs.bytes < MIN_TEXT_BYTES)
