@@ -3,7 +3,8 @@
  *
  * Invalid UTF-8. Hugging Face's `tokenizers` only ever sees valid text (its
  * Python and Node bindings take strings, so invalid bytes were already
- * replaced or refused by whoever decoded the file). gpt3d keeps every byte
+ * replaced by U+FFFD or refused by whoever decoded the file; the Node
+ * binding refuses a Buffer). gpt3d keeps every byte
  * instead, the way GPT2BPETokenizer does, so decode(encode(x)) == x:
  * - byte-level models: each valid UTF-8 run is pre-tokenized on its own,
  *   exactly as the reference tokenizes that text, and a byte that is not
