@@ -81,10 +81,12 @@ void merge_table_set_min(MergeTable *m, int32_t left, int32_t right, uint32_t ra
 /* Rank of the adjacent pair, BPE_NO_RANK when it never merges. */
 uint32_t merge_table_rank(const MergeTable *m, int32_t left, int32_t right, int32_t *merged);
 
-/* The order merges apply in. They differ when a merge makes a pair that
- * ranks below the pair just merged, which a merge list learned in order
- * never does, but tiktoken's ranks (and merge lists converted from them,
- * Llama 3's) do. */
+/* The order merges apply in. They differ only when a merge makes a pair
+ * that ranks below the pair just merged: a merge list learned in order never
+ * has one, but tiktoken's ranks and merge lists converted from them (Llama
+ * 3's) are not learned merges, so each tokenizer uses its reference's order
+ * (on 2 MB of the Python docs the two orders happen to agree;
+ * test_tokenizer_files pins the difference). */
 typedef enum {
     BPE_ROUNDS,       /* GPT-2's encoder.py: every occurrence of the best pair, then look again */
     BPE_LOWEST_FIRST, /* Hugging Face and tiktoken: one merge at a time, the lowest-ranked
@@ -105,7 +107,7 @@ typedef struct {
 
 void piece_cache_init(PieceCache *c);
 void piece_cache_destroy(PieceCache *c);
-/* Appends the cached ids of piece to *out and returns true, or returns false. */
+/* Appends the cached ids of piece to *ids and returns true, or returns false. */
 bool piece_cache_lookup(const PieceCache *c, uint64_t hash, const unsigned char *piece, size_t len,
                         int32_t **ids, size_t *count, size_t *cap);
 void piece_cache_insert(PieceCache *c, uint64_t hash, const unsigned char *piece, size_t len,
