@@ -111,8 +111,36 @@ bool megatron_dataset_check_token_ids(const MegatronDataset *m, int64_t vocab_si
 
 typedef struct Tokenizer Tokenizer;
 
-/* type: "ByteTokenizer" (ids 0-255 bytes, 256 EOD, vocab 257) or
- * "GPT2BPETokenizer" (needs vocab_file and merge_file). */
+/* What selects and configures a tokenizer: the fields of Megatron's flags
+ * (data/tokenizer_flags.h puts them in a program's flag table). */
+typedef struct {
+    char *tokenizer_type;   /* see TOKENIZER_TYPES */
+    char *vocab_file;       /* GPT2BPETokenizer: vocab.json */
+    char *merge_file;       /* GPT2BPETokenizer: merges.txt */
+    char *tokenizer_model;  /* HuggingFaceTokenizer: tokenizer.json; TikTokenizer: ranks file */
+    char *tiktoken_pattern; /* TikTokenizer: "v1" or "v2" (NULL: v2) */
+    int tiktoken_num_special_tokens; /* TikTokenizer: ids below it are special (Megatron: 1000) */
+    int64_t vocab_size;     /* NullTokenizer: required; TikTokenizer: cut the ranks (0: all) */
+} TokenizerOptions;
+
+#define TOKENIZER_TYPES \
+    "ByteTokenizer, GPT2BPETokenizer, HuggingFaceTokenizer, TikTokenizer or NullTokenizer"
+
+/* - ByteTokenizer: ids 0-255 are bytes, 256 is EOD, vocab 257.
+ * - GPT2BPETokenizer: GPT-2's vocab.json + merges.txt.
+ * - HuggingFaceTokenizer: a BPE tokenizer.json (data/tokenizer_hf.h); ids
+ *   as Hugging Face's `tokenizers` encode(text) with its special tokens
+ *   (a Llama 2 file's <s> first); EOD = the eos_token of the
+ *   tokenizer_config.json beside it.
+ * - TikTokenizer: Megatron's: a tiktoken ranks file, ids = rank +
+ *   num_special_tokens, specials <unk> <s> </s> <mask> <pad> <cls> <sep>
+ *   <SPECIAL_7>... below; EOD = </s> (2).
+ * - NullTokenizer: the text is whitespace-separated ids; EOD = vocab_size - 1.
+ * NULL and a message naming the flag or file and the fix on bad input. */
+Tokenizer *tokenizer_open(const TokenizerOptions *o, char *err, size_t err_size);
+/* True for the names tokenizer_open() knows (TOKENIZER_TYPES). */
+bool tokenizer_type_known(const char *type);
+/* tokenizer_open with only type, vocab_file and merge_file set. */
 Tokenizer *tokenizer_create(const char *type, const char *vocab_file, const char *merge_file,
                             char *err, size_t err_size);
 void tokenizer_free(Tokenizer *t);
@@ -125,6 +153,8 @@ const char *tokenizer_type(const Tokenizer *t);
 int64_t tokenizer_vocab_size(const Tokenizer *t);
 int32_t tokenizer_eod(const Tokenizer *t);
 /* Appends the ids of text[0, len) to *ids (realloc'd; *count and *cap track it).
+ * text is one whole document or prompt: a tokenizer whose post-processor
+ * adds tokens (Llama 2's <s>) adds them once per call.
  * Thread-safe for concurrent calls on one tokenizer. */
 void tokenizer_encode(const Tokenizer *t, const char *text, size_t len, int32_t **ids,
                       size_t *count, size_t *cap);

@@ -1,10 +1,13 @@
-/* data/tokenizer.c — the public tokenizer API and the ByteTokenizer.
+/* data/tokenizer.c — the public tokenizer API, the ByteTokenizer and the
+ * NullTokenizer.
  *
  * ByteTokenizer: id b (0..255) is the byte b, id 256 is end-of-document,
  * vocab_size 257. Decoding renders EOD as "<|endoftext|>" (as GPT-2's
  * tokenizer does for its own EOD id), so generated text shows document
  * boundaries; ids outside the vocabulary (which a model's padded vocabulary
  * could in principle produce) are dropped. */
+#include <ctype.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -63,26 +66,94 @@ Tokenizer *byte_tokenizer_create(void) {
     return t;
 }
 
-Tokenizer *tokenizer_create(const char *type, const char *vocab_file, const char *merge_file,
-                            char *err, size_t err_size) {
-    if (!type || !*type) {
+/* ---------------------------------------------------------- NullTokenizer */
+
+/* Megatron's NullTokenizer: the text is already token ids, separated by
+ * spaces (here any ASCII whitespace); EOD is vocab_size - 1. A word that is
+ * not an id of the vocabulary stops the program with one message: there is
+ * no sensible id to put in its place. */
+static void null_encode(const Tokenizer *t, const char *text, size_t len, int32_t **ids,
+                        size_t *count, size_t *cap) {
+    for (size_t i = 0; i < len;) {
+        if (isspace((unsigned char)text[i])) {
+            i++;
+            continue;
+        }
+        size_t begin = i;
+        int64_t value = 0;
+        bool digits = true;
+        for (; i < len && !isspace((unsigned char)text[i]); i++) {
+            digits = digits && isdigit((unsigned char)text[i]);
+            if (digits && value <= t->vocab_size) value = value * 10 + (text[i] - '0');
+        }
+        if (!digits || value >= t->vocab_size)
+            gpt3d_fail_user("NullTokenizer: \"%.*s\" is not a token id in [0, %lld); its text "
+                            "must be whitespace-separated ids below --vocab-size",
+                            (int)(i - begin < 40 ? i - begin : 40), text + begin,
+                            (long long)t->vocab_size);
+        tokenizer_ids_push(ids, count, cap, (int32_t)value);
+    }
+}
+
+static char *null_decode(const Tokenizer *t, const int32_t *ids, size_t count) {
+    (void)t;
+    char *text = xmalloc(12 * count + 1);
+    size_t n = 0;
+    for (size_t i = 0; i < count; i++)
+        n += (size_t)sprintf(text + n, i ? " %d" : "%d", ids[i]);
+    text[n] = '\0';
+    return text;
+}
+
+static Tokenizer *null_tokenizer_create(int64_t vocab_size, char *err, size_t err_size) {
+    if (vocab_size < 1 || vocab_size > INT32_MAX) {
         snprintf(err, err_size,
-                 "--tokenizer-type is required: ByteTokenizer or GPT2BPETokenizer");
+                 "--tokenizer-type NullTokenizer needs --vocab-size N (1 <= N < 2^31; "
+                 "got %lld); the end-of-document id is N - 1",
+                 (long long)vocab_size);
+        return NULL;
+    }
+    Tokenizer *t = xcalloc(1, sizeof *t);
+    *t = (Tokenizer){.type_name = "NullTokenizer",
+                     .vocab_size = vocab_size,
+                     .eod = (int32_t)(vocab_size - 1),
+                     .encode = null_encode,
+                     .decode = null_decode};
+    return t;
+}
+
+/* ------------------------------------------------------------ the factory */
+
+bool tokenizer_type_known(const char *type) {
+    static const char *const known[] = {"ByteTokenizer", "GPT2BPETokenizer",
+                                        "HuggingFaceTokenizer", "TikTokenizer", "NullTokenizer"};
+    for (size_t i = 0; type && i < sizeof known / sizeof known[0]; i++)
+        if (strcmp(type, known[i]) == 0) return true;
+    return false;
+}
+
+Tokenizer *tokenizer_open(const TokenizerOptions *o, char *err, size_t err_size) {
+    const char *type = o->tokenizer_type;
+    if (!type || !*type) {
+        snprintf(err, err_size, "--tokenizer-type is required: " TOKENIZER_TYPES);
         return NULL;
     }
     if (strcmp(type, "ByteTokenizer") == 0) return byte_tokenizer_create();
     if (strcmp(type, "GPT2BPETokenizer") == 0) {
-        if (!vocab_file || !*vocab_file || !merge_file || !*merge_file) {
+        if (!o->vocab_file || !*o->vocab_file || !o->merge_file || !*o->merge_file) {
             snprintf(err, err_size,
                      "--tokenizer-type GPT2BPETokenizer needs --vocab-file (GPT-2's vocab.json) "
                      "and --merge-file (GPT-2's merges.txt)");
             return NULL;
         }
-        return gpt2_bpe_tokenizer_create(vocab_file, merge_file, err, err_size);
+        return gpt2_bpe_tokenizer_create(o->vocab_file, o->merge_file, err, err_size);
     }
-    snprintf(err, err_size,
-             "--tokenizer-type '%s' is not supported: use ByteTokenizer or GPT2BPETokenizer",
-             type);
+    if (strcmp(type, "HuggingFaceTokenizer") == 0)
+        return hf_tokenizer_create(o->tokenizer_model, err, err_size);
+    if (strcmp(type, "TikTokenizer") == 0) return tiktoken_tokenizer_create(o, err, err_size);
+    if (strcmp(type, "NullTokenizer") == 0)
+        return null_tokenizer_create(o->vocab_size, err, err_size);
+    snprintf(err, err_size, "--tokenizer-type '%s' is not supported: use " TOKENIZER_TYPES, type);
     return NULL;
 }
 
@@ -98,6 +169,14 @@ bool tokenizer_builtin_vocabulary(const char *type, int64_t *vocab_size, int64_t
         return true;
     }
     return false;
+}
+
+Tokenizer *tokenizer_create(const char *type, const char *vocab_file, const char *merge_file,
+                            char *err, size_t err_size) {
+    TokenizerOptions o = {.tokenizer_type = (char *)type,
+                          .vocab_file = (char *)vocab_file,
+                          .merge_file = (char *)merge_file};
+    return tokenizer_open(&o, err, err_size);
 }
 
 void tokenizer_free(Tokenizer *t) {

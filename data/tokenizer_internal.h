@@ -7,7 +7,8 @@
  *   it; tokenizer_free() calls `destroy(impl)` (when non-NULL) and then frees
  *   the struct itself, so `destroy` frees only what `impl` owns.
  * - `type_name` is a string with static storage ("ByteTokenizer",
- *   "GPT2BPETokenizer"); it is what shards record as tokenizer_type.
+ *   "GPT2BPETokenizer", ...: Megatron's --tokenizer-type names); it is what
+ *   shards record as tokenizer_type.
  * - `encode` has tokenizer_encode's exact contract: append the ids of
  *   text[0, len) to *ids, growing it with xrealloc (*count = ids used,
  *   *cap = ids allocated; *ids may be NULL with *cap == 0). `text` is not
@@ -59,6 +60,12 @@ static inline void tokenizer_ids_push(int32_t **ids, size_t *count, size_t *cap,
 /* Implemented in data/tokenizer_gpt2.c. */
 Tokenizer *gpt2_bpe_tokenizer_create(const char *vocab_file, const char *merge_file, char *err,
                                      size_t err_size);
+
+/* Implemented in data/tokenizer_hf.c. */
+Tokenizer *hf_tokenizer_create(const char *path, char *err, size_t err_size);
+
+/* Implemented in data/tokenizer_tiktoken.c. */
+Tokenizer *tiktoken_tokenizer_create(const TokenizerOptions *o, char *err, size_t err_size);
 
 /* Implemented in data/tokenizer.c. */
 Tokenizer *byte_tokenizer_create(void);

@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 PACKAGES=(build-essential cmake pkg-config libopenmpi-dev openmpi-bin libhdf5-dev
-          libopenblas-dev libpcre2-dev libcjson-dev protobuf-c-compiler libprotobuf-c-dev python3.11-doc gnuplot-nox procps)
+          libopenblas-dev libpcre2-dev libcjson-dev protobuf-c-compiler libprotobuf-c-dev libicu-dev python3.11-doc gnuplot-nox procps)
 missing=()
 for p in "${PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -29,48 +29,14 @@
 #include <unistd.h>
 
 #include "data/data.h"
+#include "test_corpus.h"
 #include "test_gpt2_prereq.h"
 
-#define CHECK(cond)                                                                  \
-    do {                                                                             \
-        if (!(cond)) {                                                               \
-            fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond); \
-            exit(1);                                                                 \
-        }                                                                            \
-    } while (0)
+#define CHECK CORPUS_CHECK
 
-typedef struct {
-    char *text;
-    size_t len;
-} Doc;
-
-typedef struct {
-    Doc *items;
-    size_t count, cap;
-} Docs;
-
-static void docs_add(Docs *d, const char *text, size_t len) {
-    if (d->count == d->cap) {
-        d->cap = d->cap ? 2 * d->cap : 256;
-        d->items = realloc(d->items, d->cap * sizeof *d->items);
-        CHECK(d->items);
-    }
-    char *copy = malloc(len + 1);
-    CHECK(copy);
-    memcpy(copy, text, len);
-    copy[len] = '\0';
-    d->items[d->count++] = (Doc){copy, len};
-}
-
-static void docs_free(Docs *d) {
-    for (size_t i = 0; i < d->count; i++) free(d->items[i].text);
-    free(d->items);
-}
-
-typedef struct {
-    int32_t *ids;
-    size_t count, cap;
-} Ids;
+typedef CorpusDoc Doc;
+typedef Corpus Docs;
+typedef CorpusIds Ids;
 
 static Ids encode(const Tokenizer *t, const char *text, size_t len) {
     Ids r = {0};
@@ -246,7 +212,7 @@ static void add_random_mixtures(Docs *d, size_t count, uint64_t seed) {
                 len += strlen(f);
             }
         }
-        docs_add(d, buf, len);
+        corpus_add(d, buf, len);
     }
 }
 
@@ -261,54 +227,9 @@ static void add_long_runs(Docs *d) {
         CHECK(buf);
         for (size_t r = 0; r < reps; r++) memcpy(buf + r * n, units[u], n);
         buf[reps * n] = 'x'; /* a non-space after whitespace runs */
-        docs_add(d, buf, reps * n + 1);
+        corpus_add(d, buf, reps * n + 1);
         free(buf);
     }
-}
-
-static bool has_suffix(const char *s, const char *suffix) {
-    size_t n = strlen(s), k = strlen(suffix);
-    return n >= k && strcmp(s + n - k, suffix) == 0;
-}
-
-static int compare_strings(const void *a, const void *b) {
-    return strcmp(*(const char *const *)a, *(const char *const *)b);
-}
-
-/* Every *.rst.txt below dir, sorted, so the sample never depends on readdir. */
-static void find_rst_files(const char *dir, char ***paths, size_t *count) {
-    DIR *d = opendir(dir);
-    if (!d) return;
-    struct dirent *entry;
-    while ((entry = readdir(d))) {
-        if (entry->d_name[0] == '.') continue;
-        char path[4096];
-        snprintf(path, sizeof path, "%s/%s", dir, entry->d_name);
-        struct stat st;
-        if (stat(path, &st) != 0) continue;
-        if (S_ISDIR(st.st_mode)) {
-            find_rst_files(path, paths, count);
-        } else if (has_suffix(path, ".rst.txt")) {
-            *paths = realloc(*paths, (*count + 1) * sizeof **paths);
-            CHECK(*paths);
-            (*paths)[(*count)++] = strdup(path);
-        }
-    }
-    closedir(d);
-}
-
-static char *read_file(const char *path, size_t *len) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    size_t cap = 1 << 16, n = 0, got;
-    char *buf = malloc(cap + 1);
-    CHECK(buf);
-    while ((got = fread(buf + n, 1, cap - n, f)) > 0)
-        if ((n += got) == cap) CHECK((buf = realloc(buf, (cap *= 2) + 1)));
-    fclose(f);
-    buf[n] = '\0';
-    *len = n;
-    return buf;
 }
 
 /* The docs cut into documents of 30 lines (all of them in `all`, every
@@ -316,17 +237,17 @@ static char *read_file(const char *path, size_t *len) {
 static void load_real_text(const char *dir, Docs *all, Docs *sample, size_t stride) {
     char **paths = NULL;
     size_t npaths = 0, chunk = 0;
-    find_rst_files(dir, &paths, &npaths);
-    qsort(paths, npaths, sizeof *paths, compare_strings);
+    corpus_find_rst(dir, &paths, &npaths);
+    qsort(paths, npaths, sizeof *paths, corpus_compare_paths);
     for (size_t p = 0; p < npaths; p++) {
         size_t len;
-        char *text = read_file(paths[p], &len);
+        char *text = corpus_read_file(paths[p], &len);
         for (size_t start = 0; text && start < len;) {
             size_t end = start;
             for (int lines = 0; end < len && lines < 30; end++) lines += text[end] == '\n';
             if (!memchr(text + start, '\0', end - start)) { /* NUL separates documents */
-                docs_add(all, text + start, end - start);
-                if (chunk++ % stride == 0) docs_add(sample, text + start, end - start);
+                corpus_add(all, text + start, end - start);
+                if (chunk++ % stride == 0) corpus_add(sample, text + start, end - start);
             }
             start = end;
         }
@@ -372,7 +293,7 @@ static Ids *reference_ids(const Docs *d, const char *script, const char *package
     snprintf(cmd, sizeof cmd, "node '%s' '%s' '%s' '%s'", script, package, in, out);
     CHECK(run_shell(cmd) == 0);
     size_t len;
-    char *text = read_file(out, &len);
+    char *text = corpus_read_file(out, &len);
     CHECK(text);
     Ids *ref = calloc(d->count, sizeof *ref);
     CHECK(ref);
@@ -649,9 +570,9 @@ int main(int argc, char **argv) {
 
     Docs all_text = {0}, corpus = {0};
     for (size_t i = 0; i < sizeof TRICKY / sizeof TRICKY[0]; i++)
-        docs_add(&corpus, TRICKY[i], strlen(TRICKY[i]));
+        corpus_add(&corpus, TRICKY[i], strlen(TRICKY[i]));
     for (size_t i = 0; i < sizeof FIXED / sizeof FIXED[0] - 3; i++) /* not the last three */
-        docs_add(&corpus, FIXED[i].text, strlen(FIXED[i].text));
+        corpus_add(&corpus, FIXED[i].text, strlen(FIXED[i].text));
     add_random_mixtures(&corpus, 3000, 0x5eed);
     add_long_runs(&corpus);
     if (argc > 4) load_real_text(argv[4], &all_text, &corpus, 10);
@@ -663,7 +584,7 @@ int main(int argc, char **argv) {
     size_t num_corpus = corpus.count;
     for (size_t c = 0; c < NUM_INVALID; c++)
         for (size_t k = 0; INVALID[c][k]; k++)
-            if (k % 2 == 0) docs_add(&corpus, INVALID[c][k], strlen(INVALID[c][k]));
+            if (k % 2 == 0) corpus_add(&corpus, INVALID[c][k], strlen(INVALID[c][k]));
 
     Ids *ref = reference_ids(&corpus, argv[3], package, tmpdir, &missing);
     if (ref) {
@@ -682,8 +603,8 @@ int main(int argc, char **argv) {
     char cmd[8192];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
     run_shell(cmd);
-    docs_free(&corpus);
-    docs_free(&all_text);
+    corpus_free(&corpus);
+    corpus_free(&all_text);
     if (missing.count) return gpt2_missing_verdict("test_tokenizer_gpt2", &missing);
     printf("all GPT2BPETokenizer checks passed\n");
     return 0;

@@ -24,10 +24,12 @@
 #include "core/errors.h"
 #include "core/flags.h"
 #include "data/data.h"
+#include "data/tokenizer_flags.h"
 
 typedef struct {
     char *input, *output, *tokenizer_type;
     int64_t vocab_size, eod_token;
+    TokenizerOptions tok; /* the tokenizer's files, to take its vocabulary and EOD from */
 } Options;
 
 static const FlagSpec FLAGS[] = {
@@ -45,8 +47,10 @@ static const FlagSpec FLAGS[] = {
      "ByteTokenizer)",
      "tokenizer", false},
     {"eod-token", FLAG_INT64, offsetof(Options, eod_token), NULL, "E",
-     "the end-of-document id (default: 50256 for GPT2BPETokenizer, 256 for ByteTokenizer)",
+     "the end-of-document id (default: 50256 for GPT2BPETokenizer, 256 for ByteTokenizer, "
+     "else the tokenizer's, given its files)",
      "tokenizer", false},
+    TOKENIZER_FILE_FLAGS(Options, tok, "tokenizer"),
 };
 #define NUM_FLAGS ((int)(sizeof FLAGS / sizeof FLAGS[0]))
 
@@ -78,18 +82,36 @@ static bool convert(const MegatronDataset *d, TokenShardWriter *w, int64_t vocab
 
 /* ------------------------------------------------------------- main */
 
+/* With the tokenizer's files (--tokenizer-model, or GPT-2's two) its own
+ * vocabulary size and EOD fill whatever --vocab-size / --eod-token leave out. */
+static void take_from_tokenizer(Options *o, const FlagParser *p) {
+    if (!o->tok.tokenizer_model && !o->tok.vocab_file) return;
+    o->tok.tokenizer_type = o->tokenizer_type;
+    o->tok.vocab_size = flags_was_set(p, "vocab-size") ? o->vocab_size : 0;
+    char err[ERR_SIZE];
+    Tokenizer *t = tokenizer_open(&o->tok, err, sizeof err);
+    o->tok.tokenizer_type = NULL; /* owned by o->tokenizer_type */
+    if (!t) gpt3d_fail_user("%s", err);
+    if (!flags_was_set(p, "vocab-size")) o->vocab_size = tokenizer_vocab_size(t);
+    if (!flags_was_set(p, "eod-token")) o->eod_token = tokenizer_eod(t);
+    tokenizer_free(t);
+}
+
 static void resolve_vocabulary(Options *o, const FlagParser *p) {
+    take_from_tokenizer(o, p);
+    const bool known = o->tok.tokenizer_model || o->tok.vocab_file;
     int64_t vocab_size = 0, eod_token = 0;
-    const bool known = tokenizer_builtin_vocabulary(o->tokenizer_type, &vocab_size, &eod_token);
-    if (!flags_was_set(p, "vocab-size")) {
-        if (!known)
+    const bool builtin =
+        !known && tokenizer_builtin_vocabulary(o->tokenizer_type, &vocab_size, &eod_token);
+    if (!flags_was_set(p, "vocab-size") && !known) {
+        if (!builtin)
             gpt3d_fail_user("--tokenizer-type %s has no known vocabulary size; give --vocab-size "
-                            "and --eod-token",
+                            "and --eod-token, or the tokenizer's --tokenizer-model",
                             o->tokenizer_type);
         o->vocab_size = vocab_size;
     }
-    if (!flags_was_set(p, "eod-token")) {
-        if (!known)
+    if (!flags_was_set(p, "eod-token") && !known) {
+        if (!builtin)
             gpt3d_fail_user("--tokenizer-type %s has no known end-of-document id; give "
                             "--eod-token",
                             o->tokenizer_type);

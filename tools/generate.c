@@ -31,6 +31,7 @@
 #include "core/flags.h"
 #include "core/rng.h"
 #include "data/data.h"
+#include "data/tokenizer_flags.h"
 #include "model/gpt_model.h"
 
 typedef struct {
@@ -43,7 +44,7 @@ typedef struct {
     int64_t seed;
     bool greedy, ignore_eod, print_ids;
     int seq_length, num_samples;
-    char *tokenizer_type, *vocab_file, *merge_file;
+    TokenizerOptions tok;
     char *device;
 } Options;
 
@@ -74,13 +75,10 @@ static const FlagSpec FLAGS[] = {
      "context window in tokens (default: the checkpoint's --seq-length; at most its "
      "--max-position-embeddings)",
      "model", false},
-    {"tokenizer-type", FLAG_STRING, offsetof(Options, tokenizer_type), NULL, "TYPE",
-     "ByteTokenizer or GPT2BPETokenizer (default: the one the checkpoint records)", "tokenizer",
-     false},
-    {"vocab-file", FLAG_STRING, offsetof(Options, vocab_file), NULL, "PATH",
-     "GPT-2 vocab.json (GPT2BPETokenizer)", "tokenizer", false},
-    {"merge-file", FLAG_STRING, offsetof(Options, merge_file), NULL, "PATH",
-     "GPT-2 merges.txt (GPT2BPETokenizer)", "tokenizer", false},
+    {"tokenizer-type", FLAG_STRING, offsetof(Options, tok.tokenizer_type), NULL, "TYPE",
+     TOKENIZER_TYPES " (default: the one the checkpoint records)", "tokenizer", false},
+    TOKENIZER_FILE_FLAGS(Options, tok, "tokenizer"),
+    TOKENIZER_VOCAB_SIZE_FLAG(Options, tok, "tokenizer"),
     {"device", FLAG_STRING, offsetof(Options, device), "cpu", "DEV",
      "cpu or cuda (a build with the CUDA backend)", "model", false},
 };
@@ -295,11 +293,15 @@ static void check_options(const Options *o) {
 }
 
 static Tokenizer *open_tokenizer(const Options *o, const CheckpointMeta *meta) {
-    const char *type = o->tokenizer_type ? o->tokenizer_type : meta->tokenizer_type;
+    const char *type = o->tok.tokenizer_type ? o->tok.tokenizer_type : meta->tokenizer_type;
     if (!type[0])
         gpt3d_fail_user("the checkpoint does not record its tokenizer; give --tokenizer-type");
     char err[ERR_SIZE];
-    Tokenizer *t = tokenizer_create(type, o->vocab_file, o->merge_file, err, sizeof err);
+    TokenizerOptions tok = o->tok;
+    tok.tokenizer_type = (char *)type;
+    if (tok.vocab_size == 0 && strcmp(type, "NullTokenizer") == 0)
+        tok.vocab_size = meta->model.vocab_size; /* ids need no files */
+    Tokenizer *t = tokenizer_open(&tok, err, sizeof err);
     if (!t) gpt3d_fail_user("%s", err);
     if (tokenizer_vocab_size(t) != meta->model.vocab_size)
         gpt3d_fail_user("--tokenizer-type %s has %" PRId64 " tokens but the checkpoint's model "

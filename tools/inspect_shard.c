@@ -17,9 +17,11 @@
 #include "core/errors.h"
 #include "core/flags.h"
 #include "data/data.h"
+#include "data/tokenizer_flags.h"
 
 typedef struct {
-    char *input, *tokenizer_type, *vocab_file, *merge_file;
+    char *input;
+    TokenizerOptions tok;
     int64_t document, max_tokens;
 } Options;
 
@@ -30,12 +32,10 @@ static const FlagSpec FLAGS[] = {
      "the document to show (0-based)", "output", false},
     {"max-tokens", FLAG_INT64, offsetof(Options, max_tokens), "512", "K",
      "show at most the first K tokens of the document; 0 shows all", "output", false},
-    {"tokenizer-type", FLAG_STRING, offsetof(Options, tokenizer_type), NULL, "TYPE",
+    {"tokenizer-type", FLAG_STRING, offsetof(Options, tok.tokenizer_type), NULL, "TYPE",
      "decode with TYPE instead of the shard's tokenizer_type attribute", "tokenizer", false},
-    {"vocab-file", FLAG_STRING, offsetof(Options, vocab_file), NULL, "PATH",
-     "GPT-2 vocab.json, to decode GPT2BPETokenizer shards (else ids only)", "tokenizer", false},
-    {"merge-file", FLAG_STRING, offsetof(Options, merge_file), NULL, "PATH",
-     "GPT-2 merges.txt, to decode GPT2BPETokenizer shards (else ids only)", "tokenizer", false},
+    TOKENIZER_FILE_FLAGS(Options, tok, "tokenizer"),
+    TOKENIZER_VOCAB_SIZE_FLAG(Options, tok, "tokenizer"),
 };
 #define NUM_FLAGS ((int)(sizeof FLAGS / sizeof FLAGS[0]))
 
@@ -194,21 +194,31 @@ static void print_text(const char *text) {
 /* NULL with a printed reason when this run cannot decode; exits 2 on a
  * tokenizer the user named but that cannot be loaded. */
 static Tokenizer *decoder_for(const Options *o, const TokenShard *s) {
-    const char *type = o->tokenizer_type ? o->tokenizer_type : token_shard_tokenizer_type(s);
-    if (o->tokenizer_type && strcmp(o->tokenizer_type, token_shard_tokenizer_type(s)) != 0)
+    const char *named = o->tok.tokenizer_type;
+    const char *type = named ? named : token_shard_tokenizer_type(s);
+    if (named && strcmp(named, token_shard_tokenizer_type(s)) != 0)
         printf("note: decoding with --tokenizer-type %s, the shard says '%s'\n", type,
                token_shard_tokenizer_type(s));
-    if (strcmp(type, "ByteTokenizer") != 0 && strcmp(type, "GPT2BPETokenizer") != 0) {
+    if (!tokenizer_type_known(type)) {
         printf("text: not decoded (no tokenizer named '%s'; pass --tokenizer-type)\n", type);
         return NULL;
     }
-    if (!strcmp(type, "GPT2BPETokenizer") && (!o->vocab_file || !o->merge_file)) {
+    TokenizerOptions tok = o->tok;
+    tok.tokenizer_type = (char *)type;
+    if (!strcmp(type, "GPT2BPETokenizer") && (!tok.vocab_file || !tok.merge_file)) {
         printf("text: not decoded (GPT2BPETokenizer needs --vocab-file and --merge-file; "
                "tools/fetch_gpt2_vocab.sh fetches them)\n");
         return NULL;
     }
+    if ((!strcmp(type, "HuggingFaceTokenizer") || !strcmp(type, "TikTokenizer")) &&
+        !tok.tokenizer_model) {
+        printf("text: not decoded (%s needs --tokenizer-model)\n", type);
+        return NULL;
+    }
+    if (!strcmp(type, "NullTokenizer") && tok.vocab_size == 0)
+        tok.vocab_size = token_shard_vocab_size(s); /* ids need no files */
     char err[1024];
-    Tokenizer *t = tokenizer_create(type, o->vocab_file, o->merge_file, err, sizeof err);
+    Tokenizer *t = tokenizer_open(&tok, err, sizeof err);
     if (!t) gpt3d_fail_user("%s", err);
     if (tokenizer_vocab_size(t) != token_shard_vocab_size(s))
         printf("note: tokenizer %s has vocab_size %lld, the shard says %lld\n", type,

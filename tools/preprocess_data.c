@@ -28,6 +28,7 @@
 #include "core/flags.h"
 #include "core/timer.h"
 #include "data/data.h"
+#include "data/tokenizer_flags.h"
 
 #define BATCH_TEXT_BYTES ((size_t)1 << 18)
 #define BATCH_MAX_DOCS 4096
@@ -36,7 +37,8 @@
 typedef struct {
     StringList input;
     StringList json_keys;
-    char *output_prefix, *tokenizer_type, *vocab_file, *merge_file;
+    char *output_prefix;
+    TokenizerOptions tok;
     bool append_eod, skip_bad_lines;
     int workers;
     int64_t shard_size_tokens;
@@ -53,12 +55,10 @@ static const FlagSpec FLAGS[] = {
     {"skip-bad-lines", FLAG_SWITCH, offsetof(Options, skip_bad_lines), NULL, NULL,
      "report and skip malformed JSON lines, missing keys and invalid UTF-8 instead of stopping",
      "input", false},
-    {"tokenizer-type", FLAG_STRING, offsetof(Options, tokenizer_type), NULL, "TYPE",
-     "ByteTokenizer or GPT2BPETokenizer", "tokenizer", true},
-    {"vocab-file", FLAG_STRING, offsetof(Options, vocab_file), NULL, "PATH",
-     "GPT-2 vocab.json (GPT2BPETokenizer)", "tokenizer", false},
-    {"merge-file", FLAG_STRING, offsetof(Options, merge_file), NULL, "PATH",
-     "GPT-2 merges.txt (GPT2BPETokenizer)", "tokenizer", false},
+    {"tokenizer-type", FLAG_STRING, offsetof(Options, tok.tokenizer_type), NULL, "TYPE",
+     TOKENIZER_TYPES, "tokenizer", true},
+    TOKENIZER_FILE_FLAGS(Options, tok, "tokenizer"),
+    TOKENIZER_VOCAB_SIZE_FLAG(Options, tok, "tokenizer"),
     {"append-eod", FLAG_SWITCH, offsetof(Options, append_eod), NULL, NULL,
      "append the end-of-document token to every document", "tokenizer", false},
     {"output-prefix", FLAG_STRING, offsetof(Options, output_prefix), NULL, "PREFIX",
@@ -818,8 +818,7 @@ int main(int argc, char **argv) {
     InputList inputs = collect_inputs(&opt.input);
     validate_options(&opt, &inputs);
     char err[MESSAGE_SIZE];
-    Tokenizer *tok =
-        tokenizer_create(opt.tokenizer_type, opt.vocab_file, opt.merge_file, err, sizeof err);
+    Tokenizer *tok = tokenizer_open(&opt.tok, err, sizeof err);
     if (!tok) gpt3d_fail_user("%s", err);
     int rc = run(&opt, &inputs, tok);
     tokenizer_free(tok);

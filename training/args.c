@@ -7,6 +7,7 @@
 
 #include "optimizer/optimizer.h"
 #include "training/args_internal.h"
+#include "data/tokenizer_flags.h"
 #include "parallel_state/parallel_state.h"
 
 #define OPT(field) offsetof(TrainArgs, field)
@@ -92,9 +93,9 @@ static const FlagSpec TRAIN_FLAGS[] = {
     {"reset-attention-mask", FLAG_SWITCH, OPT(reset_attention_mask), NULL, NULL, "Megatron's: no attention across document boundaries inside a sample. Not implemented yet: refused.", "data", false},
     {"data-cache-path", FLAG_STRING, OPT(data_cache_path), NULL, "DIR", "Keep the dataset indices (document and sample shuffles, blend tables) in DIR, keyed by a hash of their inputs; rebuilt when an input changes.", "data", false},
     {"split", FLAG_STRING, OPT(split), "969,30,1", "W,W,W", "Train/valid/test weights; documents are split in this ratio (quotes around the value, as bash arrays leave them, are ignored).", "data", false},
-    {"tokenizer-type", FLAG_STRING, OPT(tokenizer_type), NULL, "TYPE", "ByteTokenizer or GPT2BPETokenizer; must match the shards. Megatron .bin/.idx data and --mock-data, which record no tokenizer, take its vocabulary.", "data", true},
-    {"vocab-file", FLAG_STRING, OPT(vocab_file), NULL, "PATH", "GPT-2 vocab.json (GPT2BPETokenizer).", "data", false},
-    {"merge-file", FLAG_STRING, OPT(merge_file), NULL, "PATH", "GPT-2 merges.txt (GPT2BPETokenizer).", "data", false},
+    {"tokenizer-type", FLAG_STRING, OPT(tokenizer.tokenizer_type), NULL, "TYPE", TOKENIZER_TYPES "; must match the shards (Megatron .bin/.idx data and --mock-data, which record no tokenizer, take its vocabulary), which carry the vocabulary size (given the tokenizer's files, the tokenizer is loaded and must agree).", "data", true},
+    TOKENIZER_FILE_FLAGS(TrainArgs, tokenizer, "data"),
+    TOKENIZER_VOCAB_SIZE_FLAG(TrainArgs, tokenizer, "data"),
     /* checkpoints */
     {"save", FLAG_STRING, OPT(save), NULL, "DIR", "Directory to save checkpoints in.", "checkpointing", false},
     {"load", FLAG_STRING, OPT(load), NULL, "DIR", "Directory to resume from (its latest checkpoint); a fresh start when it holds none.", "checkpointing", false},
@@ -353,8 +354,8 @@ static bool check_io(const TrainArgs *a, char *err, size_t err_size) {
     if (a->data_path.count > 0 && (a->train_data_path.count > 0 || a->valid_data_path.count > 0))
         FAIL("--data-path and --train-data-path/--valid-data-path exclude each other: give either "
              "--data-path (divided by --split) or a path per split");
-    if (strcmp(a->tokenizer_type, "ByteTokenizer") && strcmp(a->tokenizer_type, "GPT2BPETokenizer"))
-        FAIL("--tokenizer-type %s: use ByteTokenizer or GPT2BPETokenizer", a->tokenizer_type);
+    if (!tokenizer_type_known(a->tokenizer.tokenizer_type))
+        FAIL("--tokenizer-type %s: use " TOKENIZER_TYPES, a->tokenizer.tokenizer_type);
     if (a->save_interval < 0) FAIL("--save-interval must be >= 0");
     if (a->save_interval > 0 && !a->save)
         FAIL("--save-interval %lld needs --save DIR (where to write the checkpoints)",

@@ -20,6 +20,7 @@
 #include <stdio.h>
 
 #include "core/flags.h"
+#include "data/data.h"
 #include "model/transformer_config.h"
 #include "optimizer/optimizer.h"
 #include "training/batch_schedule.h"
@@ -79,7 +80,7 @@ typedef struct {
     bool eod_mask_loss, reset_position_ids, reset_attention_mask; /* refused for now */
     char *data_cache_path;
     char *split;
-    char *tokenizer_type, *vocab_file, *merge_file;
+    TokenizerOptions tokenizer; /* must match the shards */
     /* checkpoints */
     char *save, *load;
     int64_t save_interval, exit_interval;

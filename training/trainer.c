@@ -52,11 +52,32 @@ static bool check_gpus_per_node(const ParallelState *ps, const char *device, con
          comm, which, ps->local_size, gpus, gpus == 1 ? "" : "s", gpus, gpus == 1 ? "" : "s");
 }
 
+/* The shards carry the vocabulary size. Megatron takes it from the tokenizer
+ * instead, so when the run names the tokenizer's files (or NullTokenizer's
+ * --vocab-size) the tokenizer is loaded and must agree with the data. */
+static bool check_tokenizer(const TokenizerOptions *o, int64_t data_vocab_size, char *err,
+                            size_t err_size) {
+    bool null = strcmp(o->tokenizer_type, "NullTokenizer") == 0;
+    if (!(o->tokenizer_model || o->vocab_file || (null && o->vocab_size > 0))) return true;
+    Tokenizer *tok = tokenizer_open(o, err, err_size);
+    if (!tok) return false;
+    const int64_t vocab_size = tokenizer_vocab_size(tok);
+    tokenizer_free(tok);
+    if (vocab_size == data_vocab_size) return true;
+    snprintf(err, err_size,
+             "--tokenizer-type %s with its files has a vocabulary of %lld tokens but the "
+             "--data-path shards were made with %lld; give the tokenizer the shards were made "
+             "with, or re-make them with tools/preprocess_data",
+             o->tokenizer_type, (long long)vocab_size, (long long)data_vocab_size);
+    return false;
+}
+
 static bool open_datasets(Trainer *t, GPTDataConfig *dc, char *err, size_t err_size) {
     const TrainArgs *a = t->args;
     t->train_ds = blended_dataset_create(dc, SPLIT_TRAIN, err, err_size);
     if (!t->train_ds) return false;
     t->cfg.vocab_size = blended_dataset_vocab_size(t->train_ds);
+    if (!check_tokenizer(&a->tokenizer, t->cfg.vocab_size, err, err_size)) return false;
     snprintf(t->tokenizer_type, sizeof t->tokenizer_type, "%s",
              blended_dataset_tokenizer_type(t->train_ds));
     if (a->eval_iters > 0) {
@@ -84,15 +105,23 @@ static bool setup_data(Trainer *t, char *err, size_t err_size) {
         .split = a->split,
         .seq_length = a->model.seq_length,
         .seed = (uint64_t)a->seed,
-        .expected_tokenizer_type = a->tokenizer_type,
+        .expected_tokenizer_type = a->tokenizer.tokenizer_type,
         .cache_dir = a->data_cache_path,
         .scans = token_id_scans_new(), /* the splits share their shards' scans */
         .mock_data = a->mock_data,
     };
     /* For data that records no tokenizer (.bin/.idx, mock); left 0 when
      * unknown, which refuses such data with a message. */
-    tokenizer_builtin_vocabulary(a->tokenizer_type, &dc.tokenizer_vocab_size,
-                                 &dc.tokenizer_eod_token);
+    if (!tokenizer_builtin_vocabulary(a->tokenizer.tokenizer_type, &dc.tokenizer_vocab_size,
+                                      &dc.tokenizer_eod_token) &&
+        (a->tokenizer.tokenizer_model || a->tokenizer.vocab_file || a->tokenizer.vocab_size > 0)) {
+        /* Or from the tokenizer's own files (HuggingFace, TikToken, Null). */
+        Tokenizer *tok = tokenizer_open(&a->tokenizer, err, err_size);
+        if (!tok) return false;
+        dc.tokenizer_vocab_size = tokenizer_vocab_size(tok);
+        dc.tokenizer_eod_token = tokenizer_eod(tok);
+        tokenizer_free(tok);
+    }
     const bool ok = open_datasets(t, &dc, err, err_size);
     token_id_scans_free(dc.scans);
     return ok;
