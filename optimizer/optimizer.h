@@ -35,8 +35,7 @@ typedef enum { WD_INCR_CONSTANT, WD_INCR_LINEAR, WD_INCR_COSINE } WDIncrStyle;
 extern const char *const LR_DECAY_STYLE_NAMES[];
 extern const char *const WSD_DECAY_STYLE_NAMES[];
 extern const char *const WD_INCR_STYLE_NAMES[];
-/* The index of word in names (NULL-terminated); -1 when absent. */
-int optimizer_style_index(const char *const *names, const char *word);
+/* Parsed with transformer_choice_index (model/transformer_config.h). */
 
 typedef struct {
     double init_lr, max_lr, min_lr;

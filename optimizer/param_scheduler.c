@@ -9,12 +9,6 @@ const char *const LR_DECAY_STYLE_NAMES[] = {"constant", "linear", "cosine", "inv
 const char *const WSD_DECAY_STYLE_NAMES[] = {"exponential", "linear", "cosine", "minus_sqrt", NULL};
 const char *const WD_INCR_STYLE_NAMES[] = {"constant", "linear", "cosine", NULL};
 
-int optimizer_style_index(const char *const *names, const char *word) {
-    for (int i = 0; names[i]; i++)
-        if (!strcmp(names[i], word)) return i;
-    return -1;
-}
-
 /* WSD's coefficient: 1 until the anneal, which takes the last
  * wsd_decay_steps of the decay. */
 static double wsd_coefficient(const OptimizerSchedule *s, double steps) {

@@ -309,14 +309,14 @@ static bool check_compat(const MegatronCompatArgs *c, char *err, size_t err_size
     static const char *const BACKENDS[] = {"flash", "fused", "unfused", "local", "auto", NULL};
     static const char *const IMPLS[] = {"local", "transformer_engine", "inference_optimized", NULL};
     static const char *const DIST[] = {"nccl", "gloo", NULL};
-    if (optimizer_style_index(BACKENDS, c->attention_backend) < 0)
+    if (transformer_choice_index(BACKENDS, c->attention_backend) < 0)
         FAIL("--attention-backend %s: Megatron's choices are flash, fused, unfused, local, auto",
              c->attention_backend);
-    if (optimizer_style_index(IMPLS, c->transformer_impl) < 0)
+    if (transformer_choice_index(IMPLS, c->transformer_impl) < 0)
         FAIL("--transformer-impl %s: Megatron's choices are local, transformer_engine, "
              "inference_optimized",
              c->transformer_impl);
-    if (optimizer_style_index(DIST, c->distributed_backend) < 0)
+    if (transformer_choice_index(DIST, c->distributed_backend) < 0)
         FAIL("--distributed-backend %s: Megatron's choices are nccl, gloo (gpt3d's own choice "
              "is --comm)",
              c->distributed_backend);

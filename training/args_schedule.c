@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "model/transformer_config.h"
 #include "training/args_internal.h"
 
 #define FAIL(...)                                                                                  \
@@ -67,9 +68,9 @@ static bool resolve_rampup(TrainArgs *a, char *err, size_t err_size) {
 }
 
 static bool parse_styles(const TrainArgs *a, OptimizerSchedule *s, char *err, size_t err_size) {
-    const int lr = optimizer_style_index(LR_DECAY_STYLE_NAMES, a->lr_decay_style);
-    const int wsd = optimizer_style_index(WSD_DECAY_STYLE_NAMES, a->lr_wsd_decay_style);
-    const int wd = optimizer_style_index(WD_INCR_STYLE_NAMES, a->weight_decay_incr_style);
+    const int lr = transformer_choice_index(LR_DECAY_STYLE_NAMES, a->lr_decay_style);
+    const int wsd = transformer_choice_index(WSD_DECAY_STYLE_NAMES, a->lr_wsd_decay_style);
+    const int wd = transformer_choice_index(WD_INCR_STYLE_NAMES, a->weight_decay_incr_style);
     if (lr < 0)
         FAIL("--lr-decay-style '%s' is not one of constant, linear, cosine, inverse-square-root, "
              "WSD",
