@@ -201,6 +201,10 @@ typedef struct {
      * 2 x seq_length tokens, each ending in EOD), a pure function of seed
      * and position, split and sampled like any other data. */
     bool mock_data;
+    /* When non-NULL, set to whether a failure is the split holding fewer
+     * tokens than one sample (err still says so), which a caller may take
+     * for an absent split (the test split, as Megatron's do_test). */
+    bool *too_short;
 } GPTDatasetConfig;
 
 /* Documents of --mock-data (Megatron's MockGPTDataset has as many). */
@@ -313,6 +317,7 @@ typedef struct {
     int64_t tokenizer_vocab_size; /* as GPTDatasetConfig */
     int64_t tokenizer_eod_token;
     bool mock_data; /* --mock-data: one mock component for every split; no paths allowed */
+    bool *too_short; /* as GPTDatasetConfig, for any component */
 } GPTDataConfig;
 
 /* Megatron's BlendedDataset over one GPTDataset per component (each over

@@ -20,7 +20,10 @@ static void load_micro_batch(Trainer *t, BlendedDataset *ds, int64_t first) {
         if (!blended_dataset_get_sample(ds, first + b, t->sample, err, sizeof err)) {
             if (!t->data_error[0])
                 snprintf(t->data_error, sizeof t->data_error, "reading %s data: %s",
-                         ds == t->valid_ds ? "validation" : "training", err);
+                         ds == t->valid_ds  ? "validation"
+                         : ds == t->test_ds ? "test"
+                                            : "training",
+                         err);
             memset(t->sample, 0, (size_t)(T + 1) * sizeof *t->sample);
         }
         memcpy(t->tokens + (size_t)b * T, t->sample, (size_t)T * sizeof(int32_t));
@@ -192,9 +195,9 @@ StepResult train_step(Trainer *t) {
     return r;
 }
 
-double evaluate(Trainer *t) {
+double evaluate(Trainer *t, BlendedDataset *ds) {
     const TrainArgs *a = t->args;
-    StageCtx ctx = {.t = t, .ds = t->valid_ds, .num_microbatches = a->num_microbatches};
+    StageCtx ctx = {.t = t, .ds = ds, .num_microbatches = a->num_microbatches};
     PipelineStageFns fns = stage_fns(&ctx);
     gpt_model_set_step(t->model, t->iteration, false); /* no dropout */
     /* Forward only: receive, forward, send, one micro-batch at a time. */
