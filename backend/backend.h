@@ -249,6 +249,9 @@ typedef struct {
     double (*sum_squares_f32)(Backend *be, const float *x, size_t n);
     /* True when any element of the fp32 buffer is NaN or inf. */
     bool (*has_nonfinite_f32)(Backend *be, const float *x, size_t n);
+    /* Elements of the fp32 buffer equal to zero (either sign; NaN is not),
+     * counted where the buffer lives and returned to host. */
+    uint64_t (*count_zeros_f32)(Backend *be, const float *x, size_t n);
 
     /* Bytes this rank could still allocate on its device (host memory for
      * the CPU backend); SIZE_MAX when the backend cannot tell. Start-up

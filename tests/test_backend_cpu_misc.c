@@ -242,6 +242,27 @@ static int test_sum_squares(Backend *be, TestRng *rng) {
     return 0;
 }
 
+/* --log-num-zeros-in-grad's count: both signs of zero, not NaN or the
+ * smallest denormals, over prefixes, an offset and the whole buffer. */
+static int test_count_zeros(Backend *be) {
+    enum { N = 10000 };
+    float *x = xcalloc(N, sizeof(float));
+    for (int i = 0; i < N; i++) x[i] = i % 3 ? (float)(i % 7) : -0.0f; /* +0 at 7, 14, ... */
+    x[1] = NAN, x[2] = 1e-45f, x[4] = -1e-45f;
+    uint64_t want = 0;
+    for (int i = 0; i < N; i++) want += x[i] == 0.0f;
+    float *d = upload(be, x, N * sizeof(float));
+    CHECK(be->ops->count_zeros_f32(be, d, N) == want);
+    CHECK(want > N / 3);
+    CHECK(be->ops->count_zeros_f32(be, d, 1) == 1);     /* x[0] = -0 */
+    CHECK(be->ops->count_zeros_f32(be, d, 6) == 2);     /* -0 at 0 and 3; NaN, denormals not */
+    CHECK(be->ops->count_zeros_f32(be, d + 1, 7) == 3); /* -0 at 3 and 6, +0 at 7 */
+    CHECK(be->ops->count_zeros_f32(be, d, 0) == 0);
+    free(x);
+    be->ops->free(be, d);
+    return 0;
+}
+
 static int test_nonfinite(Backend *be) {
     enum { N = 10000 };
     float *x = xcalloc(N, sizeof(float));
@@ -502,6 +523,7 @@ int main(void) {
     RUN(failures, test_adamw(be));
     RUN(failures, test_sum_squares(be, &rng));
     RUN(failures, test_nonfinite(be));
+    RUN(failures, test_count_zeros(be));
     RUN(failures, test_expf(&rng));
     RUN(failures, test_gelu_tails(be));
     RUN(failures, test_overwrite(be, &rng));

@@ -127,7 +127,7 @@ static const FlagSpec TRAIN_FLAGS[] = {
     {"log-world-size-to-tensorboard", FLAG_SWITCH, OPT(log_world_size_to_tensorboard), NULL, NULL, "Add the world size to TensorBoard.", "logging", false},
     {"log-throughput", FLAG_SWITCH, OPT(log_throughput), NULL, NULL, "Add the model TFLOP/s per GPU to the log line.", "logging", false},
     {"log-params-norm", FLAG_SWITCH, OPT(log_params_norm), NULL, NULL, "Add the L2 norm of all parameters to the log line (one more reduction per iteration).", "logging", false},
-    {"log-num-zeros-in-grad", FLAG_SWITCH, OPT(log_num_zeros_in_grad), NULL, NULL, "Add the number of zero gradient elements to the log line (reads the gradients back every iteration).", "logging", false},
+    {"log-num-zeros-in-grad", FLAG_SWITCH, OPT(log_num_zeros_in_grad), NULL, NULL, "Add the number of zero gradient elements to the log line (one more reduction per iteration, on the device).", "logging", false},
     /* Megatron's implementation switches: accepted, no effect (MegatronCompatArgs) */
 #define COMPAT(field) OPT(compat.field)
 #define NO_EFFECT "megatron switches without effect here"

@@ -180,6 +180,7 @@ static const BackendOps CPU_OPS = {
     .adamw_update = cpu_adamw_update,
     .sum_squares_f32 = cpu_sum_squares_f32,
     .has_nonfinite_f32 = cpu_has_nonfinite_f32,
+    .count_zeros_f32 = cpu_count_zeros_f32,
     .memory_available = cpu_memory_available,
     .init_normal = cpu_init_normal,
     .destroy = cpu_destroy,

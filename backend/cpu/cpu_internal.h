@@ -105,5 +105,6 @@ void cpu_adamw_update(Backend *be, void *param, float *master, const float *grad
                       float weight_decay, float grad_scale, int step);
 double cpu_sum_squares_f32(Backend *be, const float *x, size_t n);
 bool cpu_has_nonfinite_f32(Backend *be, const float *x, size_t n);
+uint64_t cpu_count_zeros_f32(Backend *be, const float *x, size_t n);
 
 #endif

@@ -139,3 +139,10 @@ bool cpu_has_nonfinite_f32(Backend *be, const float *x, size_t n) {
     }
     return false;
 }
+
+uint64_t cpu_count_zeros_f32(Backend *be, const float *x, size_t n) {
+    (void)be;
+    uint64_t zeros = 0;
+    for (size_t i = 0; i < n; i++) zeros += x[i] == 0.0f;
+    return zeros;
+}

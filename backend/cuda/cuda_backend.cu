@@ -251,6 +251,7 @@ static const BackendOps CUDA_OPS = {
     cuda_adamw_update,
     cuda_sum_squares_f32,
     cuda_has_nonfinite_f32,
+    cuda_count_zeros_f32,
     cuda_memory_available,
     cuda_init_normal,
     cuda_destroy,

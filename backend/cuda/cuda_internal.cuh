@@ -328,6 +328,7 @@ void cuda_adamw_update(Backend *be, void *param, float *master, const float *gra
                        float weight_decay, float grad_scale, int step);
 double cuda_sum_squares_f32(Backend *be, const float *x, size_t n);
 bool cuda_has_nonfinite_f32(Backend *be, const float *x, size_t n);
+uint64_t cuda_count_zeros_f32(Backend *be, const float *x, size_t n);
 void cuda_init_normal(Backend *be, float *dst, size_t n, uint64_t seed, uint64_t stream,
                       uint64_t index0, double std);
 
