@@ -2,25 +2,27 @@
 # TensorBoard event files read back by a reader not written for gpt3d
 # (tests/tensorboard_reader.js: the npm packages tfrecord, which checks both
 # masked CRC32Cs of every record, and protobufjs with TensorBoard's field
-# numbers). A short run with evaluation and every TensorBoard flag: the
-# file starts with the version record "brain.Event:2", holds each of
-# Megatron's tags at the steps Megatron writes them (the iteration, or the
-# samples consumed for "vs samples"; iteration-time from the second log
-# line on; the test-set loss as the last "lm loss validation" point) and
-# nothing else, and every value is the run's metrics-file value rounded to
-# float (the timers: the log line's). A second run with a sparser
+# numbers). A short run on 2 ranks (DP 2) with evaluation and every
+# TensorBoard flag writes one file (rank 0's), which starts with the
+# version record "brain.Event:2", holds each of Megatron's tags at the
+# steps Megatron writes them (the iteration, or the samples consumed for
+# "vs samples"; iteration-time from the second log line on; the test-set
+# loss as the last "lm loss validation" point) and nothing else, and every
+# value is the run's metrics-file value rounded to float (the timers: the
+# log line's). A second run with a sparser
 # --tensorboard-log-interval and without the optional tags writes only what
 # it should. A byte flipped in a record's data or length makes the reader
 # fail. Without node, npm or the download the runs are still checked to
 # write their event files, and the test fails (exit 77, skipped, only under
 # GPT3D_ALLOW_MISSING_PREREQS=1; tests/test_gpt2_prereq.h has the rule).
-# Usage: test_tensorboard_e2e.sh PRETRAIN PREPROCESS REFS_DIR FETCH_SCRIPT READER_JS
+# Usage: test_tensorboard_e2e.sh PRETRAIN PREPROCESS MPIEXEC REFS_DIR FETCH_SCRIPT READER_JS
 set -u
 PRETRAIN=$1
 PREPROCESS=$2
-REFS=$3
-FETCH=$4
-READER=$5
+MPIEXEC=$3
+REFS=$4
+FETCH=$5
+READER=$6
 source "$(dirname "$0")/e2e_common.sh"
 make_corpus "$PREPROCESS" "tensorboard"
 
@@ -29,7 +31,8 @@ ARGS=(--num-layers 2 --hidden-size 16 --num-attention-heads 2 --seq-length 16
       --tokenizer-type ByteTokenizer --data-path "$WORK/c_text_document.h5"
       --eval-iters 1 --eval-interval 2 --device cpu --log-interval 2)
 start=$(date +%s)
-"$PRETRAIN" "${ARGS[@]}" --split 80,10,10 --tensorboard-dir "$WORK/full" --tensorboard-log-interval 1 \
+timeout 120 "$MPIEXEC" --oversubscribe -np 2 "$PRETRAIN" "${ARGS[@]}" --split 80,10,10 \
+    --tensorboard-dir "$WORK/full" --tensorboard-log-interval 1 \
     --log-timers-to-tensorboard --log-validation-ppl-to-tensorboard --log-throughput --log-params-norm \
     --log-num-zeros-in-grad --log-world-size-to-tensorboard --metrics-file "$WORK/full.jsonl" \
     > "$WORK/full.log" 2>&1 || { cat "$WORK/full.log"; fail "run with every TensorBoard flag"; }
@@ -91,7 +94,7 @@ def check(run, full):
             both("lm loss", m["lm_loss"], m)
             if full:
                 both("loss-scale", m["loss_scale"], m)
-                both("world-size", 1, m)
+                both("world-size", 2, m)
             both("grad-norm", m["grad_norm"], m)
             if full:
                 both("num-zeros", m["num_zeros"], m)
