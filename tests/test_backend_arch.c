@@ -333,7 +333,7 @@ static int check_rope(Backend *be, TestRng *rng, bool interleaved, int rot) {
     float *x = rand_floats(rng, n, -1, 1), *R = rand_floats(rng, n, -1, 1);
     RopeCtx ctx = {B, T, NH, NG, HS, rot, 500.0, interleaved, to_double(x, n), to_double(R, n)};
     float *d = upload(be, x, n * 4);
-    be->ops->rope_forward(be, d, B, T, NH, NG, HS, rot, (float)ctx.base, interleaved);
+    be->ops->rope_forward(be, d, B, T, NH, NG, HS, rot, (float)ctx.base, interleaved, NULL);
     double *want = xmalloc(n * sizeof(double));
     rope_ref(want, &ctx);
     float *out = download(be, d, n);
@@ -348,7 +348,7 @@ static int check_rope(Backend *be, TestRng *rng, bool interleaved, int rot) {
 
     /* backward is the adjoint: d sum(rope(x) R) / dx = rope_backward(R) */
     be->ops->copy_to_device(be, d, R, n * 4);
-    be->ops->rope_backward(be, d, B, T, NH, NG, HS, rot, (float)ctx.base, interleaved);
+    be->ops->rope_backward(be, d, B, T, NH, NG, HS, rot, (float)ctx.base, interleaved, NULL);
     float *dx = download(be, d, n);
     double *num = xmalloc(n * sizeof(double));
     numerical_grad(rope_objective, &ctx, ctx.qkv, NULL, n, num);
@@ -447,7 +447,7 @@ static int check_group_attention(Backend *be, TestRng *rng, int NH, int NG, bool
     float *d_qkv = upload(be, qkv, qn * 4), *d_R = upload(be, R, on * 4);
     float *d_out = be->ops->alloc(be, on * 4), *d_saved = be->ops->alloc(be, saved);
     float *d_dqkv = upload(be, qkv, qn * 4); /* stale content: must be overwritten */
-    be->ops->attention_forward(be, d_out, d_saved, d_qkv, B, T, NH, NG, HS, ctx.drop);
+    be->ops->attention_forward(be, d_out, d_saved, d_qkv, B, T, NH, NG, HS, NULL, ctx.drop);
     double *want = xmalloc(on * sizeof(double));
     group_attention_ref(want, &ctx);
     float *out = download(be, d_out, on);
@@ -459,7 +459,7 @@ static int check_group_attention(Backend *be, TestRng *rng, int NH, int NG, bool
         ctx.drop = &drop;
     }
 
-    be->ops->attention_backward(be, d_dqkv, d_R, d_qkv, d_out, d_saved, B, T, NH, NG, HS,
+    be->ops->attention_backward(be, d_dqkv, d_R, d_qkv, d_out, d_saved, B, T, NH, NG, HS, NULL,
                                 ctx.drop);
     float *dqkv = download(be, d_dqkv, qn);
     enum { SAMPLES = 300 };
@@ -497,8 +497,8 @@ static void attention_run(Backend *be, const float *qkv, const float *R, int B, 
     float *d_qkv = upload(be, qkv, qn * 4), *d_R = upload(be, R, on * 4);
     float *d_out = be->ops->alloc(be, on * 4), *d_dqkv = be->ops->alloc(be, qn * 4);
     void *d_saved = be->ops->alloc(be, be->ops->attention_saved_bytes(be, B, T, NH, NG, HS));
-    be->ops->attention_forward(be, d_out, d_saved, d_qkv, B, T, NH, NG, HS, drop);
-    be->ops->attention_backward(be, d_dqkv, d_R, d_qkv, d_out, d_saved, B, T, NH, NG, HS, drop);
+    be->ops->attention_forward(be, d_out, d_saved, d_qkv, B, T, NH, NG, HS, NULL, drop);
+    be->ops->attention_backward(be, d_dqkv, d_R, d_qkv, d_out, d_saved, B, T, NH, NG, HS, NULL, drop);
     *out = download(be, d_out, on);
     *dqkv = download(be, d_dqkv, qn);
     be->ops->free(be, d_qkv), be->ops->free(be, d_R), be->ops->free(be, d_out);

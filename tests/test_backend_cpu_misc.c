@@ -342,8 +342,8 @@ static int test_overwrite(Backend *be, TestRng *rng) {
     size_t qn = (size_t)B * T * 3 * NH * HS, on = (size_t)B * T * NH * HS;
     float *d_out = poisoned(be, on), *d_saved = poisoned(be, (size_t)B * NH * T * T);
     float *d_dqkv = poisoned(be, qn);
-    be->ops->attention_forward(be, d_out, d_saved, d_qkv, B, T, NH, NH, HS, NULL);
-    be->ops->attention_backward(be, d_dqkv, d_out, d_qkv, d_out, d_saved, B, T, NH, NH, HS, NULL);
+    be->ops->attention_forward(be, d_out, d_saved, d_qkv, B, T, NH, NH, HS, NULL, NULL);
+    be->ops->attention_backward(be, d_dqkv, d_out, d_qkv, d_out, d_saved, B, T, NH, NH, HS, NULL, NULL);
     CHECK(!be->ops->has_nonfinite_f32(be, d_out, on));
     CHECK(!be->ops->has_nonfinite_f32(be, d_saved, (size_t)B * NH * T * T));
     CHECK(!be->ops->has_nonfinite_f32(be, d_dqkv, qn));
@@ -444,14 +444,14 @@ static float *run_chain(Backend *be, uint64_t seed, size_t *n_out) {
     be->ops->layernorm_forward(be, d[LN], d[MEAN], d[RSTD], d[X], d_lnw, d_lnw, N, C, 1e-5f, 0.0f);
     be->ops->matmul_forward(be, d[QKV], d[LN], d_w, d_bias, N, C, 3 * C, false);
     be->ops->gelu_forward(be, d[GQKV], d[QKV], N * 3 * C);
-    be->ops->attention_forward(be, d[ATT], d[SAVED], d[GQKV], B, T, NH, NH, HS, NULL);
+    be->ops->attention_forward(be, d[ATT], d[SAVED], d[GQKV], B, T, NH, NH, HS, NULL, NULL);
     be->ops->matmul_forward(be, d[LOGITS], d[ATT], d_wv, NULL, N, C, V, false);
     be->ops->cross_entropy_max(be, d[MAX], d[LOGITS], N, V, 0, V - 3);
     be->ops->cross_entropy_sums(be, d[SUM], d[TGT], d[LOGITS], d[MAX], d_t, N, V, 0, V - 3);
     be->ops->cross_entropy_backward(be, d[DLOGITS], d[LOGITS], d[MAX], d[SUM], d_t, N, V, 0, V - 3,
                                     1.0f / N);
     be->ops->matmul_backward(be, d[DATT], d[DWV], NULL, d[DLOGITS], d[ATT], d_wv, N, C, V, false);
-    be->ops->attention_backward(be, d[DGQKV], d[DATT], d[GQKV], d[ATT], d[SAVED], B, T, NH, NH, HS, NULL);
+    be->ops->attention_backward(be, d[DGQKV], d[DATT], d[GQKV], d[ATT], d[SAVED], B, T, NH, NH, HS, NULL, NULL);
     be->ops->gelu_backward(be, d[DQKV], d[QKV], d[DGQKV], N * 3 * C);
     be->ops->matmul_backward(be, d[DLN], d[DW], d[DB], d[DQKV], d[LN], d_w, N, C, 3 * C, false);
     be->ops->layernorm_backward(be, d[DX], d[DLNW], d[DLNB], d[DLN], d[X], d_lnw, d[MEAN], d[RSTD],

@@ -290,14 +290,14 @@ static int rope_case(Pair *p, TestRng *rng, RopeShape s, float base) {
         cu->ops->copy_device(cu, gx, fresh, backend_act_bytes(cu, n));
         if (backward) {
             cpu->ops->rope_backward(cpu, cx, s.B, s.T, s.NH, s.NG, s.HS, s.rot_dim, base,
-                                    s.interleaved);
+                                    s.interleaved, NULL);
             cu->ops->rope_backward(cu, gx, s.B, s.T, s.NH, s.NG, s.HS, s.rot_dim, base,
-                                   s.interleaved);
+                                   s.interleaved, NULL);
         } else {
             cpu->ops->rope_forward(cpu, cx, s.B, s.T, s.NH, s.NG, s.HS, s.rot_dim, base,
-                                   s.interleaved);
+                                   s.interleaved, NULL);
             cu->ops->rope_forward(cu, gx, s.B, s.T, s.NH, s.NG, s.HS, s.rot_dim, base,
-                                  s.interleaved);
+                                  s.interleaved, NULL);
         }
         CHECK(!compare_act(what, p, gx, cx, n, BF16_TOL));
         float *got = act_download(cu, gx, n);
@@ -308,10 +308,10 @@ static int rope_case(Pair *p, TestRng *rng, RopeShape s, float base) {
         cu->ops->copy_device(cu, gx, fresh, backend_act_bytes(cu, n));
         if (backward)
             cu->ops->rope_backward(cu, gx, s.B, s.T, s.NH, s.NG, s.HS, s.rot_dim, base,
-                                   s.interleaved);
+                                   s.interleaved, NULL);
         else
             cu->ops->rope_forward(cu, gx, s.B, s.T, s.NH, s.NG, s.HS, s.rot_dim, base,
-                                  s.interleaved);
+                                  s.interleaved, NULL);
         CHECK(!act_bytes_equal(what, cu, first, gx, n));
         free(first);
         cu->ops->free(cu, fresh);

@@ -210,23 +210,23 @@ static int attention_case(Pair *p, TestRng *rng, AttnShape s) {
     float *g_saved = cu->ops->alloc(cu, saved_bytes);
     poison_f32(cu, g_saved, pn);
 
-    cpu->ops->attention_forward(cpu, c_out, c_saved, c_qkv, B, T, NH, NG, HS, drop);
-    cu->ops->attention_forward(cu, g_out, g_saved, g_qkv, B, T, NH, NG, HS, drop);
+    cpu->ops->attention_forward(cpu, c_out, c_saved, c_qkv, B, T, NH, NG, HS, NULL, drop);
+    cu->ops->attention_forward(cu, g_out, g_saved, g_qkv, B, T, NH, NG, HS, NULL, drop);
     CHECK(!compare_act("attention_forward out", p, g_out, c_out, on, BF16_TOL));
     /* This backend's `saved` starts with P [B, NH, T, T] fp32 (before
      * dropout) like the CPU's. */
     CHECK(!compare_f32_dev("attention_forward probabilities", p, g_saved, c_saved, pn, F32_TOL));
 
-    cpu->ops->attention_backward(cpu, c_dqkv, c_dout, c_qkv, c_out, c_saved, B, T, NH, NG, HS,
+    cpu->ops->attention_backward(cpu, c_dqkv, c_dout, c_qkv, c_out, c_saved, B, T, NH, NG, HS, NULL,
                                  drop);
-    cu->ops->attention_backward(cu, g_dqkv, g_dout, g_qkv, g_out, g_saved, B, T, NH, NG, HS, drop);
+    cu->ops->attention_backward(cu, g_dqkv, g_dout, g_qkv, g_out, g_saved, B, T, NH, NG, HS, NULL, drop);
     CHECK(!compare_dqkv(p, g_dqkv, c_dqkv, rows, s));
 
     void *o1 = bytes_download(cu, g_out, backend_act_bytes(cu, on));
     void *d1 = bytes_download(cu, g_dqkv, backend_act_bytes(cu, qn));
     poison_act(cu, g_out, on), poison_act(cu, g_dqkv, qn);
-    cu->ops->attention_forward(cu, g_out, g_saved, g_qkv, B, T, NH, NG, HS, drop);
-    cu->ops->attention_backward(cu, g_dqkv, g_dout, g_qkv, g_out, g_saved, B, T, NH, NG, HS, drop);
+    cu->ops->attention_forward(cu, g_out, g_saved, g_qkv, B, T, NH, NG, HS, NULL, drop);
+    cu->ops->attention_backward(cu, g_dqkv, g_dout, g_qkv, g_out, g_saved, B, T, NH, NG, HS, NULL, drop);
     void *o2 = bytes_download(cu, g_out, backend_act_bytes(cu, on));
     void *d2 = bytes_download(cu, g_dqkv, backend_act_bytes(cu, qn));
     CHECK(!same_bytes("attention_forward", o1, o2, backend_act_bytes(cu, on)));
