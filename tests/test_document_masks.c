@@ -16,14 +16,8 @@
 #include "backend/backend.h"
 #include "core/errors.h"
 #include "data/data.h"
+#include "test_backend_util.h" /* CHECK */
 
-#define CHECK(cond)                                                                                \
-    do {                                                                                           \
-        if (!(cond)) {                                                                             \
-            fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond);               \
-            return 1;                                                                              \
-        }                                                                                          \
-    } while (0)
 
 enum { EOD = 7, MAX_T = 80 };
 
