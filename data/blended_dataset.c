@@ -421,6 +421,10 @@ int64_t blended_dataset_vocab_size(const BlendedDataset *ds) {
     return gpt_dataset_vocab_size(ds->components[0]);
 }
 
+int64_t blended_dataset_eod_token(const BlendedDataset *ds) {
+    return gpt_dataset_eod_token(ds->components[0]);
+}
+
 int64_t blended_dataset_num_documents(const BlendedDataset *ds) {
     int64_t n = 0;
     for (int i = 0; i < ds->num_components; i++) n += gpt_dataset_num_documents(ds->components[i]);

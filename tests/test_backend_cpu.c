@@ -441,7 +441,7 @@ static int check_attention(Backend *be, TestRng *rng, int B, int T, int NH, int 
     float *d_qkv = upload(be, qkv, qn * 4), *d_R = upload(be, R, on * 4);
     float *d_out = be->ops->alloc(be, on * 4), *d_saved = be->ops->alloc(be, pn * 4);
     float *d_dqkv = upload(be, qkv, qn * 4); /* stale content: must be overwritten */
-    be->ops->attention_forward(be, d_out, d_saved, d_qkv, B, T, NH, NH, HS, NULL);
+    be->ops->attention_forward(be, d_out, d_saved, d_qkv, B, T, NH, NH, HS, NULL, NULL);
     double *want = xmalloc(on * sizeof(double)), *want_P = xmalloc(pn * sizeof(double));
     attention_ref(want, want_P, &ctx);
     float *out = download(be, d_out, on), *P = download(be, d_saved, pn);
@@ -452,7 +452,7 @@ static int check_attention(Backend *be, TestRng *rng, int B, int T, int NH, int 
     CHECK(rel_err(out, want, on) > 100 * FWD_TOL);
     ctx.causal = true;
 
-    be->ops->attention_backward(be, d_dqkv, d_R, d_qkv, d_out, d_saved, B, T, NH, NH, HS, NULL);
+    be->ops->attention_backward(be, d_dqkv, d_R, d_qkv, d_out, d_saved, B, T, NH, NH, HS, NULL, NULL);
     float *dqkv = download(be, d_dqkv, qn);
     size_t count = fd_samples ? fd_samples : qn;
     size_t *idx = NULL;

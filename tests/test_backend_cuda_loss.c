@@ -45,6 +45,7 @@ static int cross_entropy_case(Pair *p, TestRng *rng, SliceShape s) {
     for (int i = 0; i < s.N; i++) targets[i] = test_rng_below(rng, s.vocab_size);
     targets[0] = s.vocab_begin;                                     /* first local column */
     if (s.N > 1) targets[1] = s.vocab_begin > 0 ? s.vocab_begin - 1 : s.vocab_size - 1;
+    if (s.N > 2) targets[2] = LOSS_IGNORED_TARGET; /* --eod-mask-loss: a zero gradient row */
 
     float *c_logits = upload(cpu, logits, n * 4);
     int32_t *c_t = upload(cpu, targets, (size_t)s.N * 4), *g_t = upload(cu, targets, (size_t)s.N * 4);
@@ -86,6 +87,8 @@ static int cross_entropy_case(Pair *p, TestRng *rng, SliceShape s) {
         float *got = act_download(cu, g_dlogits, n), *want = download(cpu, c_dlogits, n);
         for (int r = 0; r < s.N; r++)
             for (int j = valid; j < s.V; j++) CHECK(got[(size_t)r * s.V + j] == 0.0f); /* padding */
+        if (s.N > 2)
+            for (int j = 0; j < s.V; j++) CHECK(got[(size_t)2 * s.V + j] == 0.0f); /* ignored row */
         /* Without the target entries (about -dloss), the softmax part sets
          * the scale, so an error in the small probabilities cannot hide. */
         for (int r = 0; r < s.N; r++) {

@@ -89,9 +89,9 @@ static const FlagSpec TRAIN_FLAGS[] = {
     {"valid-data-path", FLAG_LIST, OPT(valid_data_path), NULL, "[W] PATH", "Validation shards, used whole; same syntax as --data-path, which it excludes.", "data", false},
     {"test-data-path", FLAG_LIST, OPT(test_data_path), NULL, "[W] PATH", "Test shards, used whole, evaluated once after the last iteration; same syntax as --data-path, which it excludes.", "data", false},
     {"mock-data", FLAG_SWITCH, OPT(mock_data), NULL, NULL, "Skip data loading and train on synthetic data: documents of seeded random tokens (from --seed) in the vocabulary of --tokenizer-type, split by --split, the same at every parallel layout. For benchmarks without a corpus; excludes --data-path.", "data", false},
-    {"eod-mask-loss", FLAG_SWITCH, OPT(eod_mask_loss), NULL, NULL, "Megatron's: leave end-of-document tokens out of the loss. Not implemented yet: refused.", "data", false},
-    {"reset-position-ids", FLAG_SWITCH, OPT(reset_position_ids), NULL, NULL, "Megatron's: restart position ids at each document inside a sample. Not implemented yet: refused.", "data", false},
-    {"reset-attention-mask", FLAG_SWITCH, OPT(reset_attention_mask), NULL, NULL, "Megatron's: no attention across document boundaries inside a sample. Not implemented yet: refused.", "data", false},
+    {"eod-mask-loss", FLAG_SWITCH, OPT(eod_mask_loss), NULL, NULL, "Leave out of the loss the positions whose input is an end-of-document token (they would predict the next, unrelated document's first token); the loss is then the mean over the tokens kept.", "data", false},
+    {"reset-position-ids", FLAG_SWITCH, OPT(reset_position_ids), NULL, NULL, "Restart position ids (learned or RoPE) at 0 after each end-of-document token inside a sample.", "data", false},
+    {"reset-attention-mask", FLAG_SWITCH, OPT(reset_attention_mask), NULL, NULL, "Keep attention inside each document of a sample: a token attends to no token at or before an earlier end-of-document token.", "data", false},
     {"data-cache-path", FLAG_STRING, OPT(data_cache_path), NULL, "DIR", "Keep the dataset indices (document and sample shuffles, blend tables) in DIR, keyed by a hash of their inputs; rebuilt when an input changes.", "data", false},
     {"split", FLAG_STRING, OPT(split), "969,30,1", "W,W,W", "Train/valid/test weights; documents are split in this ratio (quotes around the value, as bash arrays leave them, are ignored).", "data", false},
     {"tokenizer-type", FLAG_STRING, OPT(tokenizer.tokenizer_type), NULL, "TYPE", TOKENIZER_TYPES "; must match the shards (Megatron .bin/.idx data and --mock-data, which record no tokenizer, take its vocabulary), which carry the vocabulary size (given the tokenizer's files, the tokenizer is loaded and must agree).", "data", true},
@@ -341,16 +341,6 @@ static bool check_io(const TrainArgs *a, char *err, size_t err_size) {
     if (a->mock_data && (a->data_path.count > 0 || per_split))
         FAIL("--mock-data replaces the data: give either --mock-data or "
              "--data-path/--train-data-path/--valid-data-path/--test-data-path");
-    /* These need the attention ops to take document boundaries (issue 17). */
-    const bool document_flags[3] = {a->eod_mask_loss, a->reset_position_ids,
-                                    a->reset_attention_mask};
-    const char *document_flag_names[3] = {"--eod-mask-loss", "--reset-position-ids",
-                                          "--reset-attention-mask"};
-    for (int i = 0; i < 3; i++)
-        if (document_flags[i])
-            FAIL("%s is not implemented yet (samples are trained across document boundaries, "
-                 "as Megatron does without it); leave it out",
-                 document_flag_names[i]);
     if (!a->mock_data && a->data_path.count == 0 && a->train_data_path.count == 0)
         FAIL("no training data: give --data-path (divided by --split), --train-data-path, or "
              "--mock-data for synthetic tokens");

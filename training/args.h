@@ -77,7 +77,7 @@ typedef struct {
     /* data */
     StringList data_path, train_data_path, valid_data_path, test_data_path;
     bool mock_data;
-    bool eod_mask_loss, reset_position_ids, reset_attention_mask; /* refused for now */
+    bool eod_mask_loss, reset_position_ids, reset_attention_mask; /* document masking */
     char *data_cache_path;
     char *split;
     TokenizerOptions tokenizer; /* must match the shards */

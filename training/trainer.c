@@ -126,6 +126,11 @@ static bool setup_data(Trainer *t, char *err, size_t err_size) {
     }
     const bool ok = open_datasets(t, &dc, err, err_size);
     token_id_scans_free(dc.scans);
+    if (ok)
+        t->documents = (DocumentMasking){.eod_mask_loss = a->eod_mask_loss,
+                                         .reset_position_ids = a->reset_position_ids,
+                                         .reset_attention_mask = a->reset_attention_mask,
+                                         .eod_token = blended_dataset_eod_token(t->train_ds)};
     return ok;
 }
 
@@ -331,6 +336,8 @@ bool trainer_setup(Trainer *t, const TrainArgs *a, const ParallelState *ps, char
     t->sample = xmalloc(((size_t)a->model.seq_length + 1) * sizeof(int32_t));
     t->tokens = xmalloc(N * sizeof(int32_t));
     t->targets = xmalloc(N * sizeof(int32_t));
+    t->position_ids = xmalloc(N * sizeof(int32_t));
+    t->key_start = xmalloc(N * sizeof(int32_t));
 
     if (is_root(t) && a->metrics_file) {
         t->metrics = fopen(a->metrics_file, "a");
@@ -356,6 +363,8 @@ void trainer_free(Trainer *t) {
     backend_destroy(t->be);
     free(t->sample);
     free(t->tokens);
+    free(t->position_ids);
+    free(t->key_start);
     free(t->targets);
     memset(t, 0, sizeof *t);
 }

@@ -49,6 +49,10 @@ typedef struct {
     const char *last_checkpoint_root;
     int64_t last_checkpoint_iteration;
     int32_t *sample, *tokens, *targets;
+    /* --eod-mask-loss, --reset-position-ids, --reset-attention-mask: the
+     * rules and a micro-batch's position ids and key starts (B*T each). */
+    DocumentMasking documents;
+    int32_t *position_ids, *key_start;
     bool in_last_backward; /* the running backward is the iteration's last micro-batch */
     FILE *trace; /* --trace-schedule: this rank's pipeline operations */
     CheckpointLock *save_lock; /* rank 0 with --save: this run owns --save */

@@ -12,7 +12,7 @@
  * result does not depend on anything but the inputs.
  *
  * `saved` holds the softmax probabilities P [B, NH, T, T], zero above the
- * diagonal and before dropout: with attention dropout the dropped matrix is
+ * diagonal and before the row's document start (key_start), before dropout: with attention dropout the dropped matrix is
  * regenerated from its counters (backend.h) where it is needed. */
 #include <math.h>
 #include <string.h>
@@ -76,24 +76,33 @@ static void dropped_probs(float *Pd, const float *P, int T, int b, int h,
     }
 }
 
+/* First key row t of a sequence attends to: its document's start, or 0. */
+static int first_key(const int32_t *key_start, int t) { return key_start ? key_start[t] : 0; }
+
 /* Rows t of P hold scale * q_t . k_j for j < block_end(t); turns each into
- * the causal softmax over j <= t and zeroes the rest of the row. */
-static void causal_softmax_rows(float *P, int T) {
+ * the softmax over the keys it sees (j0 <= j <= t, j0 its document's start)
+ * and zeroes the rest of the row, so the products with V and the backward
+ * need no mask of their own. */
+static void causal_softmax_rows(float *P, int T, const int32_t *key_start) {
     for (int t = 0; t < T; t++) {
         float *p = P + (size_t)t * T;
-        float maxval = cpu_max_f32(p, t + 1);
+        const int j0 = first_key(key_start, t);
+        GPT3D_CHECK(j0 >= 0 && j0 <= t, "attention: key_start %d of row %d outside [0, %d]", j0, t, t);
+        float maxval = cpu_max_f32(p + j0, t + 1 - j0);
         /* Separate loops: the exp loop vectorises, the ordered sum cannot. */
-        for (int j = 0; j <= t; j++) p[j] = cpu_expf(p[j] - maxval);
+        for (int j = j0; j <= t; j++) p[j] = cpu_expf(p[j] - maxval);
         float sum = 0.0f;
-        for (int j = 0; j <= t; j++) sum += p[j];
+        for (int j = j0; j <= t; j++) sum += p[j];
         float inv = 1.0f / sum;
-        for (int j = 0; j <= t; j++) p[j] *= inv;
+        for (int j = j0; j <= t; j++) p[j] *= inv;
+        memset(p, 0, (size_t)j0 * sizeof(float));
         memset(p + t + 1, 0, (size_t)(T - t - 1) * sizeof(float));
     }
 }
 
 void cpu_attention_forward(Backend *be, void *out_, void *saved, const void *qkv_, int B, int T,
-                           int NH, int NG, int HS, const AttentionDropout *dropout) {
+                           int NH, int NG, int HS, const int32_t *key_start,
+                           const AttentionDropout *dropout) {
     GPT3D_CHECK(B > 0 && T > 0 && NH > 0 && HS > 0 && NG > 0 && NH % NG == 0,
                 "attention_forward: bad shape B=%d T=%d NH=%d NG=%d HS=%d", B, T, NH, NG, HS);
     float *out = out_;
@@ -114,7 +123,7 @@ void cpu_attention_forward(Backend *be, void *out_, void *saved, const void *qkv
                 cpu_sgemm(be, CblasNoTrans, CblasTrans, r1 - r0, r1, HS, scale, q + (size_t)r0 * ld,
                           ld, k, ld, 0.0f, P + (size_t)r0 * T, T);
             }
-            causal_softmax_rows(P, T);
+            causal_softmax_rows(P, T, key_start ? key_start + (size_t)b * T : NULL);
             const float *PV = P;
             if (dropout) {
                 dropped_probs(Pd, P, T, b, h, dropout);
@@ -141,22 +150,25 @@ static void dropout_mask_rows(float *dP, const float *Pd, const float *P, int T,
     }
 }
 
-/* dS = P * (dP - rowsum(P * dP)) on the causal part of each row; zero from
- * the diagonal to the end of the row's block, which the block products read. */
-static void softmax_backward_rows(float *dS, const float *P, int T) {
+/* dS = P * (dP - rowsum(P * dP)) on the keys each row sees; zero before
+ * them and from the diagonal to the end of the row's block, which the block
+ * products read. */
+static void softmax_backward_rows(float *dS, const float *P, int T, const int32_t *key_start) {
     for (int t = 0; t < T; t++) {
         float *d = dS + (size_t)t * T;
         const float *p = P + (size_t)t * T;
+        const int j0 = first_key(key_start, t);
         float dot = 0.0f;
-        for (int j = 0; j <= t; j++) dot += p[j] * d[j];
-        for (int j = 0; j <= t; j++) d[j] = p[j] * (d[j] - dot);
+        for (int j = j0; j <= t; j++) dot += p[j] * d[j];
+        for (int j = j0; j <= t; j++) d[j] = p[j] * (d[j] - dot);
+        memset(d, 0, (size_t)j0 * sizeof(float));
         memset(d + t + 1, 0, (size_t)(block_end(t, T) - t - 1) * sizeof(float));
     }
 }
 
 void cpu_attention_backward(Backend *be, void *dqkv_, const void *dout_, const void *qkv_,
                             const void *out, const void *saved, int B, int T, int NH, int NG,
-                            int HS, const AttentionDropout *dropout) {
+                            int HS, const int32_t *key_start, const AttentionDropout *dropout) {
     (void)out;
     GPT3D_CHECK(B > 0 && T > 0 && NH > 0 && HS > 0 && NG > 0 && NH % NG == 0,
                 "attention_backward: bad shape B=%d T=%d NH=%d NG=%d HS=%d", B, T, NH, NG, HS);
@@ -190,7 +202,7 @@ void cpu_attention_backward(Backend *be, void *dqkv_, const void *dout_, const v
                           C, v, ld, 0.0f, dS + (size_t)r0 * T, T);
             }
             if (dropout) dropout_mask_rows(dS, Pd, P, T, dropout->scale);
-            softmax_backward_rows(dS, P, T);
+            softmax_backward_rows(dS, P, T, key_start ? key_start + (size_t)b * T : NULL);
             /* dQ rows [r0, r1) see keys [0, r1): dQ = scale dS K. */
             for (int r0 = 0; r0 < T; r0 += ATTN_BLOCK) {
                 int r1 = block_end(r0, T);

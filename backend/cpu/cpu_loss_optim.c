@@ -74,6 +74,10 @@ void cpu_cross_entropy_backward(Backend *be, void *dlogits_, const void *logits_
     for (int n = 0; n < N; n++) {
         const float *z = logits + (size_t)n * V;
         float *d = dlogits + (size_t)n * V;
+        if (targets[n] < 0) { /* not in the loss */
+            memset(d, 0, (size_t)V * sizeof *d);
+            continue;
+        }
         float m = rowmax[n];
         float scale = dloss / sumexp[n];
         for (int j = 0; j < valid; j++) d[j] = cpu_expf(z[j] - m) * scale;

@@ -219,6 +219,8 @@ static const BackendOps CUDA_OPS = {
     cuda_embedding_backward,
     cuda_position_embedding_add,
     cuda_position_embedding_backward,
+    cuda_position_embedding_add_ids,
+    cuda_position_embedding_backward_ids,
     cuda_layernorm_forward,
     cuda_layernorm_backward,
     cuda_rmsnorm_forward,

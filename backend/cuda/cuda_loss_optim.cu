@@ -65,8 +65,8 @@ static __global__ void cross_entropy_backward_kernel(bf16 *dlogits, const bf16 *
     for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < total;
          i += (size_t)gridDim.x * blockDim.x) {
         const int n = (int)(i / (size_t)V), j = (int)(i % (size_t)V);
-        float d = 0.0f; // padded columns
-        if (j < valid) {
+        float d = 0.0f; // padded columns, and rows not in the loss (negative target)
+        if (j < valid && targets[n] >= 0) {
             d = expf(to_f32(logits[i]) - rowmax[n]) * (dloss / sumexp[n]);
             if (j == targets[n] - vocab_begin) d -= dloss;
         }
