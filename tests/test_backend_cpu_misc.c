@@ -362,12 +362,13 @@ static int test_overwrite(Backend *be, TestRng *rng) {
         be->ops->free(be, d_dx), be->ops->free(be, d_out);
     }
     size_t qn = (size_t)B * T * 3 * NH * HS, on = (size_t)B * T * NH * HS;
-    float *d_out = poisoned(be, on), *d_saved = poisoned(be, (size_t)B * NH * T * T);
+    const size_t sn = be->ops->attention_saved_bytes(be, B, T, NH, NH, HS) / sizeof(float);
+    float *d_out = poisoned(be, on), *d_saved = poisoned(be, sn);
     float *d_dqkv = poisoned(be, qn);
     be->ops->attention_forward(be, d_out, d_saved, d_qkv, B, T, NH, NH, HS, NULL, NULL);
     be->ops->attention_backward(be, d_dqkv, d_out, d_qkv, d_out, d_saved, B, T, NH, NH, HS, NULL, NULL);
     CHECK(!be->ops->has_nonfinite_f32(be, d_out, on));
-    CHECK(!be->ops->has_nonfinite_f32(be, d_saved, (size_t)B * NH * T * T));
+    CHECK(!be->ops->has_nonfinite_f32(be, d_saved, sn));
     CHECK(!be->ops->has_nonfinite_f32(be, d_dqkv, qn));
     float *d_gelu = poisoned(be, N * IC), *d_dgelu = poisoned(be, N * IC);
     be->ops->gelu_forward(be, d_gelu, d_x, N * IC);
@@ -441,7 +442,7 @@ static float *run_chain(Backend *be, uint64_t seed, size_t *n_out) {
     };
     const size_t sizes[NBUF] = {
         [X] = N * C,        [LN] = N * C,       [MEAN] = N,       [RSTD] = N,
-        [QKV] = N * 3 * C,  [GQKV] = N * 3 * C, [ATT] = N * C,    [SAVED] = (size_t)B * NH * T * T,
+        [QKV] = N * 3 * C,  [GQKV] = N * 3 * C, [ATT] = N * C,    [SAVED] = (size_t)B * NH * T, /* one log-sum-exp per row */
         [LOGITS] = N * V,   [MAX] = N,          [SUM] = N,        [TGT] = N,
         [DLOGITS] = N * V,  [DATT] = N * C,     [DWV] = V * C,    [DGQKV] = N * 3 * C,
         [DQKV] = N * 3 * C, [DLN] = N * C,      [DW] = 3 * C * C, [DB] = 3 * C,

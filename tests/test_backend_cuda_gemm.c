@@ -213,7 +213,6 @@ static int attention_case(Pair *p, TestRng *rng, AttnShape s) {
     int32_t *g_ks = key_start ? upload(cu, key_start, ks_bytes) : NULL;
     const int rows = B * T;
     const size_t qn = (size_t)rows * NG * (NH / NG + 2) * HS, on = (size_t)rows * NH * HS;
-    const size_t pn = (size_t)B * NH * T * T;
     const AttentionDropout key = attn_dropout_key(s);
     const AttentionDropout *drop = s.dropout ? &key : NULL;
     float *qkv = rand_bf16(rng, qn, -2, 2), *dout = rand_bf16(rng, on, -1, 1);
@@ -222,17 +221,17 @@ static int attention_case(Pair *p, TestRng *rng, AttnShape s) {
     float *c_saved = cpu->ops->alloc(cpu, cpu->ops->attention_saved_bytes(cpu, B, T, NH, NG, HS));
     void *g_qkv = act_upload(cu, qkv, qn), *g_dout = act_upload(cu, dout, on);
     void *g_out = act_poisoned(cu, on), *g_dqkv = act_poisoned(cu, qn);
+    /* What `saved` holds is the backend's own: poisoned whole, it must be
+     * all written by the forward before the backward reads it. */
     const size_t saved_bytes = cu->ops->attention_saved_bytes(cu, B, T, NH, NG, HS);
-    CHECK(saved_bytes >= pn * sizeof(float));
     float *g_saved = cu->ops->alloc(cu, saved_bytes);
-    poison_f32(cu, g_saved, pn);
+    poison_f32(cu, g_saved, saved_bytes / sizeof(float));
 
     cpu->ops->attention_forward(cpu, c_out, c_saved, c_qkv, B, T, NH, NG, HS, c_ks, drop);
     cu->ops->attention_forward(cu, g_out, g_saved, g_qkv, B, T, NH, NG, HS, g_ks, drop);
+    /* Only the outputs compare: the CPU saves a log-sum-exp per row, this
+     * backend (until its flash kernel) P [B, NH, T, T]. */
     CHECK(!compare_act("attention_forward out", p, g_out, c_out, on, BF16_TOL));
-    /* This backend's `saved` starts with P [B, NH, T, T] fp32 (before
-     * dropout) like the CPU's. */
-    CHECK(!compare_f32_dev("attention_forward probabilities", p, g_saved, c_saved, pn, F32_TOL));
 
     cpu->ops->attention_backward(cpu, c_dqkv, c_dout, c_qkv, c_out, c_saved, B, T, NH, NG, HS, c_ks,
                                  drop);
