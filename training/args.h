@@ -61,7 +61,7 @@ typedef struct {
     /* batch and schedule */
     int micro_batch_size, global_batch_size;
     int64_t train_iters, train_samples;
-    StringList rampup_batch_size;
+    StringList rampup_batch_size, step_batch_size_schedule;
     double lr, min_lr, lr_warmup_fraction, lr_warmup_init;
     char *lr_decay_style, *lr_wsd_decay_style, *weight_decay_incr_style;
     int64_t lr_warmup_iters, lr_decay_iters, lr_warmup_samples, lr_decay_samples;

@@ -215,6 +215,12 @@ static void print_summary(const Trainer *t, const char *device) {
                "all)\n",
                a->batch.rampup_start, a->batch.rampup_increment, a->global_batch_size,
                (long long)a->batch.rampup_samples, (long long)a->train_iters);
+    if (a->batch.num_steps > 0) {
+        printf("batch steps (%lld iterations in all):", (long long)a->train_iters);
+        for (int k = 0; k < a->batch.num_steps; k++)
+            printf(" from sample %lld: %d", (long long)a->batch.step_samples[k], a->batch.step_batch[k]);
+        printf("\n");
+    }
     printf("data: %s; tokenizer %s\n", blended_dataset_description(t->train_ds), t->tokenizer_type);
     if (t->valid_ds) printf("      %s\n", blended_dataset_description(t->valid_ds));
     printf("memory per rank: parameters %.3f MiB, gradients %.3f MiB, optimizer state %.3f MiB "
