@@ -228,6 +228,28 @@ static bool resolve_weight_decay(const TrainArgs *a, const FlagParser *p, Optimi
     return true;
 }
 
+/* --decoupled-lr: Megatron's second parameter group, the same schedule at
+ * another peak (and floor, --decoupled-min-lr). */
+static bool resolve_decoupled(TrainArgs *a, const FlagParser *p, char *err, size_t err_size) {
+    a->decoupled_lr_given = flags_was_set(p, "decoupled-lr");
+    const bool floor = flags_was_set(p, "decoupled-min-lr");
+    if (floor && !a->decoupled_lr_given)
+        FAIL("--decoupled-min-lr %g needs --decoupled-lr (the peak it decays from)",
+             a->decoupled_min_lr);
+    if (!a->decoupled_lr_given) return true;
+    OptimizerSchedule *d = &a->decoupled_schedule;
+    *d = a->schedule;
+    d->max_lr = a->decoupled_lr;
+    if (floor) d->min_lr = a->decoupled_min_lr;
+    if (!(d->max_lr >= 0 && isfinite(d->max_lr)))
+        FAIL("--decoupled-lr must be a finite number >= 0 (got %g)", d->max_lr);
+    if (!(d->min_lr >= 0) || d->min_lr > d->max_lr)
+        FAIL("the decoupled learning rate's floor %g (--decoupled-min-lr, else --min-lr) must be "
+             "between 0 and --decoupled-lr %g",
+             d->min_lr, d->max_lr);
+    return true;
+}
+
 bool args_resolve_schedule(TrainArgs *a, const FlagParser *p, char *err, size_t err_size) {
     const bool iters = flags_was_set(p, "train-iters"), samples = flags_was_set(p, "train-samples");
     if (iters == samples)
@@ -255,6 +277,8 @@ bool args_resolve_schedule(TrainArgs *a, const FlagParser *p, char *err, size_t 
     s->init_lr = a->lr_warmup_init;
     s->max_lr = a->lr;
     s->min_lr = a->min_lr;
-    return parse_styles(a, s, err, err_size) && resolve_lengths(a, p, samples, err, err_size) &&
-           resolve_weight_decay(a, p, s, err, err_size);
+    if (!parse_styles(a, s, err, err_size) || !resolve_lengths(a, p, samples, err, err_size) ||
+        !resolve_weight_decay(a, p, s, err, err_size))
+        return false;
+    return resolve_decoupled(a, p, err, err_size);
 }

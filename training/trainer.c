@@ -231,6 +231,9 @@ static void print_summary(const Trainer *t, const char *device) {
     if (strcmp(device, "cpu") == 0 && (a->bf16 || a->fp16))
         printf("note: the CPU backend computes in fp32; --%s applies to --device cuda\n",
                a->bf16 ? "bf16" : "fp16");
+    if (strcmp(device, "cpu") == 0 && a->fp8_format)
+        printf("note: the CPU backend computes in fp32; --fp8-format is not built (and --device "
+               "cuda refuses it)\n");
     if (strcmp(device, "cpu") == 0 && a->grad_reduce_in_bf16)
         printf("note: the CPU backend reduces gradients in fp32; --grad-reduce-in-bf16 applies to "
                "--device cuda\n");
@@ -296,6 +299,10 @@ bool trainer_setup(Trainer *t, const TrainArgs *a, const ParallelState *ps, char
     if (!check_gpus_per_node(ps, device, a->comm, comm_kind, err, err_size)) return false;
     if (!strcmp(device, "cuda") && a->fp16)
         FAIL("--fp16 (dynamic loss scaling) is not implemented yet; use --bf16 on --device cuda");
+    if (!strcmp(device, "cuda") && a->fp8_format)
+        FAIL("--fp8-format %s: FP8 training is not implemented yet; drop the --fp8-* flags and "
+             "use --bf16 on --device cuda",
+             a->fp8_format);
     if (!setup_data(t, err, err_size)) return false;
     setup_config(t);
     if (t->cfg.padded_vocab_size % ps->tp_size)
