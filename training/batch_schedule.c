@@ -14,6 +14,13 @@ int batch_schedule_global_batch(const BatchSchedule *b, int64_t consumed) {
     return b->rampup_start + (int)steps * b->rampup_increment;
 }
 
+int batch_schedule_max_global_batch(const BatchSchedule *b) {
+    int max = b->num_steps > 0 ? 0 : b->global_batch_size;
+    for (int k = 0; k < b->num_steps; k++)
+        if (b->step_batch[k] > max) max = b->step_batch[k];
+    return max;
+}
+
 int64_t batch_schedule_train_iters(const BatchSchedule *b, int64_t train_samples) {
     int64_t iterations = 0, consumed = 0;
     if (b->num_steps > 0) {

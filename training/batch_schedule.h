@@ -25,6 +25,9 @@ typedef struct {
 } BatchSchedule;
 
 int batch_schedule_global_batch(const BatchSchedule *b, int64_t consumed_samples);
+/* The largest global batch of the run (what buffers are sized for): a step
+ * schedule's steps may be larger or smaller than --global-batch-size. */
+int batch_schedule_max_global_batch(const BatchSchedule *b);
 /* Iterations that consume train_samples (Megatron's update_train_iters):
  * the ramp's iterations, then whole global batches (a partial last batch is
  * dropped); with a step schedule, iterations until train_samples are

@@ -317,9 +317,12 @@ bool trainer_setup(Trainer *t, const TrainArgs *a, const ParallelState *ps, char
     if (is_root(t) && ps->world_size > 1)
         printf("communication: %s\n", comm_impl_name(comm_kind));
     tensor_parallel_init(&t->tp, t->be, &t->comm, ps->tp_size, ps->tp_rank, a->sequence_parallel);
-    /* 1F1B holds at most min(P - stage, M) micro-batches' activations. */
+    /* 1F1B holds at most min(P - stage, M) micro-batches' activations, M
+     * of the largest batch of the run. */
+    const int max_microbatches =
+        batch_schedule_max_global_batch(&a->batch) / (a->micro_batch_size * ps->dp_size);
     int slots = ps->pp_size - ps->pp_rank;
-    if (slots > a->num_microbatches) slots = a->num_microbatches;
+    if (slots > max_microbatches) slots = max_microbatches;
     const bool fits = trainer_check_memory(t, slots, err, err_size);
     if (!parallel_state_agree(ps->world, fits, ps->timeout_s, err, err_size)) return false;
     if (!open_trace(t, err, err_size)) return false;
