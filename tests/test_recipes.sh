@@ -9,7 +9,8 @@
 #   with sequence parallelism on a .h5 shard of Llama 3 tokens
 #   (HuggingFaceTokenizer), and the Llama recipe's mock branch
 #   (--mock-data, NullTokenizer) at TP 2: each succeeds, prints 3 iteration
-#   lines with finite losses, saves its checkpoint and TensorBoard events, and
+#   lines with finite losses, saves its checkpoint (saying so in Megatron's
+#   words) and TensorBoard events, and
 #   its losses and grad norms equal the same recipe at 1 rank within 1e-5;
 # - the recipe lines gpt3d or Megatron refuse, given back unchanged (GPT-3's
 #   --global-batch-size beside the schedule, Llama's --ckpt-format
@@ -81,22 +82,28 @@ check_run() {
     [ "$(cat "$WORK/$name/ckpt/latest_checkpointed_iteration.txt" 2> /dev/null)" = 3 ] \
         || fail "$name: no checkpoint of iteration 3 in its --save"
     ls "$WORK/$name/tb"/events.out.tfevents.* > /dev/null 2>&1 || fail "$name: no TensorBoard events"
+    # Megatron's save messages (megatron/training/checkpointing.py).
+    grep -Eq "^\[[-0-9]+ [0-9:.]+\] saving checkpoint at iteration       3 to $WORK/$name/ckpt in gpt3d format$" \
+        "$WORK/$name.log" || fail "$name: no Megatron 'saving checkpoint at iteration' line"
+    grep -Eq "^  \[[-0-9]+ [0-9:.]+\] successfully saved checkpoint from iteration       3 to $WORK/$name/ckpt \[ t 1/[12], p 1/[12] \]" \
+        "$WORK/$name.log" || fail "$name: no Megatron 'successfully saved checkpoint' line"
 }
 
 # recipe NAME FILE NP ARRAY: FILE's ARRAY on NP ranks and at 1 rank (the
 # parallel sizes set back to 1 after the recipe's own), the same losses.
 recipe() {
-    local name=$1 file=$2 np=$3 array=$4 run
+    local name=$1 file=$2 np=$3 array=$4 run rc
     for run in "$name" "${name}_1rank"; do
         CHECKPOINT_PATH="$WORK/$run/ckpt" TENSORBOARD_LOGS_PATH="$WORK/$run/tb"
         DATA_CACHE_PATH="$WORK/$run/cache"
         source "$RECIPES/$file"
+        rc=0
         if [ "$run" = "$name" ]; then
-            recipe_run "$run" "$np" "$array" || { cat "$WORK/$run.log"; fail "$run: exit status $?"; }
+            recipe_run "$run" "$np" "$array" || rc=$?
         else
-            recipe_run "$run" 1 "$array" --tensor-model-parallel-size 1 --pipeline-model-parallel-size 1 \
-                || { cat "$WORK/$run.log"; fail "$run: exit status $?"; }
+            recipe_run "$run" 1 "$array" --tensor-model-parallel-size 1 --pipeline-model-parallel-size 1 || rc=$?
         fi
+        [ $rc -eq 0 ] || { cat "$WORK/$run.log"; fail "$run: exit status $rc"; }
         check_run "$run"
     done
     compare "$name at $np ranks = 1 rank" "$WORK/${name}_1rank.jsonl" "$WORK/$name.jsonl" --rtol 1e-5 \
