@@ -50,6 +50,9 @@ run resume_weights --train-iters 3 --load "$WORK/w" --no-load-optim --no-load-rn
 mkdir -p "$WORK/r" && cp -r "$WORK/a/iter_0000004" "$WORK/r/release" && echo release > "$WORK/r/latest_checkpointed_iteration.txt"
 run release --train-iters 2 --load "$WORK/r" --metrics-file "$WORK/release.jsonl"
 grep -q "a release checkpoint: weights only, training from iteration 0" "$WORK/release.log" || fail "the release checkpoint was not reported"
+grep -qx " loading release checkpoint from $WORK/r" "$WORK/release.log" || fail "no Megatron 'loading release checkpoint from' line"
+grep -q "^  successfully loaded checkpoint from $WORK/r \[ t 1/1, p 1/1 \] at iteration 0 ($WORK/r/release," "$WORK/release.log" \
+    || fail "no Megatron 'successfully loaded checkpoint' line for the release checkpoint"
 [ "$(first_iteration "$WORK/release.jsonl")" = 1 ] || fail "a release checkpoint did not start at iteration 1"
 run finetune4 --train-iters 2 --load "$WORK/a" --finetune --metrics-file "$WORK/finetune4.jsonl"
 compare "release = --finetune of the same weights" "$WORK/finetune4.jsonl" "$WORK/release.jsonl" --rtol 0 \

@@ -116,6 +116,8 @@ recovered() {
     mpi --train-iters 12 --load "$dir" --metrics-file "$WORK/$name.jsonl" > "$WORK/$name.log" 2>&1 \
         || { cat "$WORK/$name.log"; fail "$name: resume failed"; return; }
     grep -Eq "^note: $regex" "$WORK/$name.log" || { cat "$WORK/$name.log"; fail "$name: no note /$regex/"; }
+    grep -qx " loading checkpoint from $dir at iteration $from" "$WORK/$name.log" \
+        || fail "$name: no Megatron 'loading checkpoint from $dir at iteration $from' line"
     grep -q "^  successfully loaded checkpoint from $dir \[ t [0-9/]*, p [0-9/]* \] at iteration $from ($dir/iter_000000$from," "$WORK/$name.log" || fail "$name: did not load iteration $from"
     compare "$name" <(tail_of "$WORK/ref.jsonl" $((from + 1))) "$WORK/$name.jsonl" --rtol 0 \
         || fail "$name: losses differ from the uninterrupted run"
