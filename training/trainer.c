@@ -206,19 +206,22 @@ static void print_summary(const Trainer *t, const char *device) {
            transformer_tied_output(c) ? "tied" : "untied",
            c->add_bias_linear ? "linear biases" : c->add_qkv_bias ? "QKV bias only" : "no linear biases",
            c->hidden_dropout, c->attention_dropout);
-    printf("batch: micro %d x %d micro-batches x DP %d = global %d samples (%d tokens) per "
-           "iteration\n",
-           a->micro_batch_size, a->num_microbatches, t->ps->dp_size, a->global_batch_size,
-           a->global_batch_size * a->model.seq_length);
+    if (a->batch.num_steps == 0)
+        printf("batch: micro %d x %d micro-batches x DP %d = global %d samples (%d tokens) per "
+               "iteration\n",
+               a->micro_batch_size, a->num_microbatches, t->ps->dp_size, a->global_batch_size,
+               a->global_batch_size * a->model.seq_length);
     if (a->batch.rampup_start > 0)
         printf("batch ramp: from %d samples by %d up to %d over %lld samples (%lld iterations in "
                "all)\n",
                a->batch.rampup_start, a->batch.rampup_increment, a->global_batch_size,
                (long long)a->batch.rampup_samples, (long long)a->train_iters);
     if (a->batch.num_steps > 0) {
-        printf("batch steps (%lld iterations in all):", (long long)a->train_iters);
+        printf("batch: micro %d x DP %d; the global batch steps (%lld iterations in all):",
+               a->micro_batch_size, t->ps->dp_size, (long long)a->train_iters);
         for (int k = 0; k < a->batch.num_steps; k++)
-            printf(" from sample %lld: %d", (long long)a->batch.step_samples[k], a->batch.step_batch[k]);
+            printf("%s from sample %lld: %d samples", k ? "," : "",
+                   (long long)a->batch.step_samples[k], a->batch.step_batch[k]);
         printf("\n");
     }
     printf("data: %s; tokenizer %s\n", blended_dataset_description(t->train_ds), t->tokenizer_type);
@@ -231,6 +234,9 @@ static void print_summary(const Trainer *t, const char *device) {
     if (strcmp(device, "cpu") == 0 && (a->bf16 || a->fp16))
         printf("note: the CPU backend computes in fp32; --%s applies to --device cuda\n",
                a->bf16 ? "bf16" : "fp16");
+    if (a->sequence_parallel && t->ps->tp_size == 1)
+        printf("note: --sequence-parallel has nothing to split at TP 1 and is off (as Megatron "
+               "turns it off)\n");
     if (strcmp(device, "cpu") == 0 && a->fp8_format)
         printf("note: the CPU backend computes in fp32; --fp8-format is not built (and --device "
                "cuda refuses it)\n");
