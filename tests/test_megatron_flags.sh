@@ -1,17 +1,17 @@
 #!/usr/bin/env bash
 # Megatron's implementation switches (fusions, attention backend, data
 # loader workers, garbage collection, per-token loss, profiler steps, ...):
-# a run that gives all of them
-# trains exactly as one that gives none; their values are still checked
-# against Megatron's choices; context and expert parallelism other than 1
-# are refused naming what is missing; the new flags' bad values (FP8,
-# decoupled learning rate, batch steps, profiler steps) stop with one error. The log line and the validation
-# block are Megatron's training_log / evaluate_and_print_results, field for
-# field (each line re-printed here from its values with Megatron's format
+# a run that gives all of them trains exactly as one that gives none; their
+# values are still checked against Megatron's choices; context and expert
+# parallelism other than 1 are refused naming what is missing; the new
+# flags' bad values (FP8, decoupled learning rate, batch steps, profiler
+# steps) stop with one error. The log line and the validation block are
+# Megatron's training_log / evaluate_and_print_results, field for field
+# (each line re-printed here from its values with Megatron's format
 # specifiers must come out identical), and --log-params-norm equals the norm
-# of the saved weights. A process that torchrun or Slurm
-# announce as one of several but that MPI sees alone stops with the mpirun
-# and srun command lines.
+# of the saved weights. A process that torchrun or Slurm announce as one of
+# several but that MPI sees alone stops with the mpirun and srun command
+# lines.
 # Usage: test_megatron_flags.sh PRETRAIN PREPROCESS MPIEXEC
 set -u
 PRETRAIN=$1
