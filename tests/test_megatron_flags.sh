@@ -56,6 +56,7 @@ bad memory_level "--empty-unused-memory-level must be 0, 1 or 2" --empty-unused-
 bad context "--context-parallel-size 2: context parallelism is not built yet; use 1" --context-parallel-size 2
 bad experts "--expert-model-parallel-size 4: mixture of experts is not built yet; use 1" --expert-model-parallel-size 4
 bad profile "--profile-step-start 5 and --profile-step-end 4 must satisfy 0 <= start <= end" --profile --profile-step-start 5 --profile-step-end 4
+bad per_token_masked "--calculate-per-token-loss with --eod-mask-loss: .* not built yet" --calculate-per-token-loss --eod-mask-loss
 bad fp8_format "--fp8-format e5m2: Megatron's choices are e4m3, hybrid" --fp8-format e5m2
 bad fp8_algo "--fp8-amax-compute-algo mean: Megatron's choices are most_recent, max" --fp8-format hybrid --fp8-amax-compute-algo mean
 bad fp8_history "--fp8-amax-history-len must be >= 1" --fp8-format hybrid --fp8-amax-history-len 0

@@ -148,7 +148,7 @@ static const FlagSpec TRAIN_FLAGS[] = {
     {"no-gradient-accumulation-fusion", FLAG_SWITCH, COMPAT(no_gradient_accumulation_fusion), NULL, NULL, "Weight gradients always accumulate into the fp32 gradient buffer.", NO_EFFECT, false},
     {"no-gradient-reduce-div-fusion", FLAG_SWITCH, COMPAT(no_gradient_reduce_div_fusion), NULL, NULL, "The loss is scaled by the global batch before backward, so no division follows the reduction.", NO_EFFECT, false},
     {"cross-entropy-loss-fusion", FLAG_SWITCH, COMPAT(cross_entropy_loss_fusion), NULL, NULL, "The cross entropy is always the backend's own vocabulary-parallel kernel.", NO_EFFECT, false},
-    {"calculate-per-token-loss", FLAG_SWITCH, COMPAT(calculate_per_token_loss), NULL, NULL, "Megatron averages the loss over the global batch's tokens instead of per micro-batch; every micro-batch here has micro-batch-size x seq-length tokens in the loss (there is no loss mask), so the two averages are the same.", NO_EFFECT, false},
+    {"calculate-per-token-loss", FLAG_SWITCH, COMPAT(calculate_per_token_loss), NULL, NULL, "Megatron averages the loss over the global batch's tokens instead of per micro-batch; without --eod-mask-loss every micro-batch has micro-batch-size x seq-length tokens in the loss, so the two averages are the same (with it, refused: not built yet).", NO_EFFECT, false},
     {"profile", FLAG_SWITCH, COMPAT(profile), NULL, NULL, "Megatron starts and stops a profiler (Nsight Systems' capture range or PyTorch's) at --profile-step-start/-end; gpt3d has no profiler hooks: profile it whole, e.g. nsys profile mpirun ...", NO_EFFECT, false},
     {"profile-step-start", FLAG_INT64, COMPAT(profile_step_start), "10", "N", "With --profile: the iteration Megatron's profiling starts at (see --profile).", NO_EFFECT, false},
     {"profile-step-end", FLAG_INT64, COMPAT(profile_step_end), "12", "N", "With --profile: the iteration Megatron's profiling ends at (see --profile).", NO_EFFECT, false},
@@ -361,6 +361,13 @@ static bool check_io(const TrainArgs *a, char *err, size_t err_size) {
                          a->valid_data_path.count > 0))
         FAIL("--mock-data replaces the data: give either --mock-data or "
              "--data-path/--train-data-path/--valid-data-path");
+    /* With a loss mask micro-batches keep different token counts, and the
+     * global per-token average would differ from the per-micro-batch one
+     * computed here. */
+    if (a->compat.calculate_per_token_loss && a->eod_mask_loss)
+        FAIL("--calculate-per-token-loss with --eod-mask-loss: the average over the global "
+             "batch's kept tokens is not built yet (each micro-batch is averaged over its own, "
+             "Megatron's default); drop --calculate-per-token-loss");
     /* These need the attention ops to take document boundaries (issue 17). */
     const bool document_flags[3] = {a->eod_mask_loss, a->reset_position_ids,
                                     a->reset_attention_mask};
