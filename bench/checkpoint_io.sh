@@ -60,7 +60,7 @@ stamped "$SCRATCH/save.log" "${GPT2[@]}" --train-iters 1 --save "$SCRATCH/ckpt"
 FILE="$SCRATCH/ckpt/iter_0000001/rank_00000.h5"
 BYTES=$(stat -c %s "$FILE")
 echo "time to first iteration (GPT-2 124M, CPU): $(grep -m1 'time to first iteration' "$SCRATCH/save.log" | cut -d' ' -f6) s from trainer set-up, $(at_line "$SCRATCH/save.log" 'time to first iteration') s from launch"
-echo "save (GPT-2 124M, $BYTES bytes): $(grep -m1 '^[0-9.]* saved checkpoint' "$SCRATCH/save.log" | sed 's/.*(//; s/)$//')"
+echo "save (GPT-2 124M, $BYTES bytes): $(grep -m1 '^[0-9.]*   \[[^]]*\] successfully saved checkpoint' "$SCRATCH/save.log" | sed 's/.*(//; s/)$//')"
 
 # --- dd on the same disk, the same size ---------------------------------------
 dd_write "after the save" "$BYTES"

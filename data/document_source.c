@@ -129,8 +129,9 @@ static bool run_vocabulary_known(const SourceTokenizer *run, const char *what, c
     if (run && run->vocab_size > 0) return true;
     data_set_err(
         err, err_size,
-        "%s, but --tokenizer-type %s has no vocabulary size gpt3d knows without its files; "
-        "use ByteTokenizer or GPT2BPETokenizer, or convert the data with "
+        "%s, but the vocabulary of --tokenizer-type %s is not known: NullTokenizer takes it "
+        "from --vocab-size N, HuggingFaceTokenizer and TikTokenizer from --tokenizer-model "
+        "FILE (ByteTokenizer and GPT2BPETokenizer need nothing); or convert the data with "
         "tools/convert_megatron_dataset --vocab-size V --eod-token E",
         what, run && run->type ? run->type : "(none)");
     return false;

@@ -49,6 +49,9 @@ typedef struct {
     int64_t local_numel;
     size_t offset;               /* element offset in the flat param/grad buffers */
     bool weight_decay;           /* false for biases and layernorm */
+    bool embedding_or_output;    /* word embedding (every copy) or output layer: the
+                                    parameters --decoupled-lr applies to, as Megatron's
+                                    is_embedding_or_output_parameter */
     bool counts_in_grad_norm;    /* false for this rank's replica of a parameter
                                     another rank counts (TP copies, tied embedding copy) */
     bool tied_copy;              /* the last stage's copy of the tied word embedding

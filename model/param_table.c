@@ -172,8 +172,11 @@ void param_table_build(ParamTable *t, const TransformerConfig *cfg, const ModelP
     const bool tied = transformer_tied_output(cfg);
     if (part->has_head) {
         if (!tied)
+        {
             add_param(&b, GPT_OUTPUT_LAYER, 2, (int64_t[]){V, C}, true, true, PARAM_INIT_NORMAL,
                       cfg->init_method_std);
+            t->params[t->count - 1].embedding_or_output = true;
+        }
         add_norm(&b, cfg, "decoder.final_layernorm", C);
     }
     for (int l = part->first_layer + part->num_local_layers - 1; l >= part->first_layer; l--) {
@@ -192,6 +195,7 @@ void param_table_build(ParamTable *t, const TransformerConfig *cfg, const ModelP
     if (part->has_embedding || (part->has_head && tied)) {
         add_param(&b, GPT_WORD_EMBEDDING, 2, (int64_t[]){V, C}, true, true, PARAM_INIT_NORMAL,
                   cfg->init_method_std);
+        t->params[t->count - 1].embedding_or_output = true;
         /* The first stage's copy is the one the global norm counts. */
         if (!part->has_embedding) {
             t->params[t->count - 1].counts_in_grad_norm = false;

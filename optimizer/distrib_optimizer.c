@@ -35,6 +35,7 @@ struct DistributedOptimizer {
     void *reduce_scratch; /* reduce-scatter outputs, by state offset (DP > 1) */
     void *reduce_input;   /* the buffer cast to a narrower reduce dtype, or NULL */
     int64_t step;
+    double embedding_lr; /* < 0: the step's learning rate */
 
     /* Communication in flight, one handle per bucket. */
     CommHandle *grad_reduce, *param_gather;
@@ -106,6 +107,7 @@ DistributedOptimizer *distrib_optimizer_create(Backend *be, Comm *comm, const Pa
     o->comm = comm;
     o->table = table;
     o->cfg = *cfg;
+    o->embedding_lr = -1;
     o->dp = (ShardGroup){GROUP_DATA, comm_group_size(comm, GROUP_DATA),
                          comm_group_rank(comm, GROUP_DATA)};
     const size_t unit = (size_t)o->dp.size * DIST_OPT_ALIGN;
@@ -362,6 +364,8 @@ void distrib_optimizer_set_weight_decay(DistributedOptimizer *o, double weight_d
     o->cfg.adamw.weight_decay = weight_decay;
 }
 
+void distrib_optimizer_set_embedding_lr(DistributedOptimizer *o, double lr) { o->embedding_lr = lr; }
+
 void distrib_optimizer_step(DistributedOptimizer *o, double lr, double grad_norm) {
     Backend *be = o->be;
     const AdamWConfig *c = &o->cfg.adamw;
@@ -373,11 +377,12 @@ void distrib_optimizer_step(DistributedOptimizer *o, double lr, double grad_norm
         const ShardInterval *iv = &o->intervals[i];
         const ParamInfo *p = &o->table->params[iv->param];
         const size_t n = (size_t)(iv->canonical_end - iv->canonical_begin);
+        const double param_lr = p->embedding_or_output && o->embedding_lr >= 0 ? o->embedding_lr : lr;
         void *param =
             o->master ? (char *)o->params + backend_act_bytes(be, iv->buffer_offset) : NULL;
         be->ops->adamw_update(be, param, distrib_optimizer_master_at(o, iv),
                               o->grads + iv->buffer_offset, m + iv->state_offset,
-                              v + iv->state_offset, n, (float)lr, (float)c->beta1, (float)c->beta2,
+                              v + iv->state_offset, n, (float)param_lr, (float)c->beta1, (float)c->beta2,
                               (float)c->eps, p->weight_decay ? (float)c->weight_decay : 0.0f,
                               scale, (int)o->step);
     }

@@ -148,6 +148,9 @@ int64_t distrib_optimizer_grad_zeros(DistributedOptimizer *o);
 /* The decoupled weight decay of the next steps (a schedule may change it
  * every iteration; parameters without decay keep none). */
 void distrib_optimizer_set_weight_decay(DistributedOptimizer *o, double weight_decay);
+/* The learning rate of the word embedding and output layer weights in the
+ * next steps (Megatron's --decoupled-lr group); negative: the step's. */
+void distrib_optimizer_set_embedding_lr(DistributedOptimizer *o, double lr);
 /* Clip by grad_norm, AdamW on the shard, then the parameter all-gather. */
 void distrib_optimizer_step(DistributedOptimizer *o, double lr, double grad_norm);
 /* Rewrites the shard's act-dtype parameters from the master weights and

@@ -79,6 +79,31 @@ expect_agreed_failure() {
     [ "$errors" -eq 1 ] || { cat "$log"; fail "$name: $errors 'error:' lines, want exactly one"; }
 }
 
+# ok NAME CMD...: the command must succeed; output kept in $WORK/NAME.log.
+ok() {
+    local name=$1
+    shift
+    if ! "$@" > "$WORK/$name.log" 2>&1; then
+        fail "$name: $*"
+        cat "$WORK/$name.log" >&2
+        return 1
+    fi
+}
+
+# expect_error NAME REGEX MUST_NOT_EXIST CMD...: a tool's refusal: exit 2,
+# one "error:" line matching REGEX, MUST_NOT_EXIST not created.
+expect_error() {
+    local name=$1 regex=$2 absent=$3
+    shift 3
+    "$@" > "$WORK/$name.out" 2> "$WORK/$name.err"
+    local rc=$?
+    if [ $rc -ne 2 ]; then fail "$name: exit status $rc, want 2"; cat "$WORK/$name.err" >&2; fi
+    [ "$(grep -c '^error:' "$WORK/$name.err")" -eq 1 ] || { fail "$name: not one error line"; cat "$WORK/$name.err" >&2; }
+    grep -Eq -- "$regex" "$WORK/$name.err" || { fail "$name: stderr lacks /$regex/"; cat "$WORK/$name.err" >&2; }
+    [ ! -e "$absent" ] || fail "$name: $absent was written"
+    echo "  $name: $(cat "$WORK/$name.err")"
+}
+
 # finish: the exit status of the script.
 finish() {
     if [ "$failures" -ne 0 ]; then echo "$failures failure(s)"; exit 1; fi
@@ -89,6 +114,9 @@ finish() {
 # strip_timings FILE...: metrics lines without their timing fields (which
 # differ between runs; losses, norms and the learning rate must not).
 strip_timings() { sed -E 's/, "iteration_ms"[^,}]*//; s/, "tokens_per_s"[^,}]*//; s/, "tflops_per_gpu"[^,}]*//' "$@"; }
+
+# lm_loss FILE: the lm loss of a metrics file's first line.
+lm_loss() { sed -nE '1s/.*"lm_loss": ([^,}]*).*/\1/p' "$1"; }
 
 # first_iteration FILE: the iteration of a metrics file's first line.
 first_iteration() { sed -E 's/^\{"iteration": ([0-9]+).*/\1/;q' "$1"; }

@@ -50,7 +50,7 @@ for it in 2 4 6 8; do
         || { cat "$WORK/cmp$it.txt" >&2; fail "async: iteration $it differs from the synchronous save"; }
 done
 compare "async loss curve" "$WORK/sync.jsonl" "$WORK/async.jsonl" --rtol 0 --atol 0 || fail "async: losses differ"
-saved2=$(grep -n "^saved checkpoint at iteration 2 " "$WORK/async.log" | cut -d: -f1)
+saved2=$(grep -nE "^  \[[^]]*\] successfully saved checkpoint from iteration +2 to " "$WORK/async.log" | cut -d: -f1)
 logged3=$(grep -n " iteration  *3/" "$WORK/async.log" | cut -d: -f1)
 [ -n "$saved2" ] && [ -n "$logged3" ] && [ "$saved2" -gt "$logged3" ] \
     || { cat "$WORK/async.log"; fail "async: iteration 2 was published before iteration 3 ran (lines '$saved2', '$logged3')"; }
@@ -85,7 +85,7 @@ ranked() {
 GPT3D_TEST_ASYNC_SAVE_DELAY_MS=3000 ranked failing --save "$WORK/fail" --save-interval 2 --async-save &
 pid=$!
 for _ in $(seq 1 100); do
-    grep -q "^checkpoint at iteration 2: shard copied" "$WORK/failing.log" 2>/dev/null && break
+    grep -q "^  shard of iteration 2 copied" "$WORK/failing.log" 2>/dev/null && break
     sleep 0.1
 done
 rm -rf "$WORK/fail/iter_0000002.tmp"

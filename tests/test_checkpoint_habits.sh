@@ -26,13 +26,12 @@ bad() {
     one_error "$name" "$WORK/$name.log" "$regex"
     echo "  $name: $(grep '^error:' "$WORK/$name.log")"
 }
-first_iteration() { sed -nE '1s/.*"iteration": ([0-9]+).*/\1/p' "$1"; }
 
 run full --train-iters 4 --save "$WORK/a" --save-interval 2 --metrics-file "$WORK/full.jsonl"
 
 # --ckpt-step 2: iterations 3 and 4 again, exactly.
 run step2 --train-iters 4 --load "$WORK/a" --ckpt-step 2 --save "$WORK/b" --metrics-file "$WORK/step2.jsonl"
-grep -q "loaded checkpoint .*iter_0000002" "$WORK/step2.log" || fail "--ckpt-step 2 did not load iteration 2"
+grep -q "^  successfully loaded checkpoint from .* at iteration 2 (.*iter_0000002," "$WORK/step2.log" || fail "--ckpt-step 2 did not load iteration 2"
 tail -n 2 "$WORK/full.jsonl" > "$WORK/full.tail.jsonl"
 compare "--ckpt-step 2" "$WORK/full.tail.jsonl" "$WORK/step2.jsonl" --rtol 0 || fail "--ckpt-step 2 left the trajectory"
 bad step_missing "--ckpt-step 3: the checkpoint of that iteration in --load .* does not load" --train-iters 4 --load "$WORK/a" --ckpt-step 3
@@ -51,6 +50,9 @@ run resume_weights --train-iters 3 --load "$WORK/w" --no-load-optim --no-load-rn
 mkdir -p "$WORK/r" && cp -r "$WORK/a/iter_0000004" "$WORK/r/release" && echo release > "$WORK/r/latest_checkpointed_iteration.txt"
 run release --train-iters 2 --load "$WORK/r" --metrics-file "$WORK/release.jsonl"
 grep -q "a release checkpoint: weights only, training from iteration 0" "$WORK/release.log" || fail "the release checkpoint was not reported"
+grep -qx " loading release checkpoint from $WORK/r" "$WORK/release.log" || fail "no Megatron 'loading release checkpoint from' line"
+grep -q "^  successfully loaded checkpoint from $WORK/r \[ t 1/1, p 1/1 \] at iteration 0 ($WORK/r/release," "$WORK/release.log" \
+    || fail "no Megatron 'successfully loaded checkpoint' line for the release checkpoint"
 [ "$(first_iteration "$WORK/release.jsonl")" = 1 ] || fail "a release checkpoint did not start at iteration 1"
 run finetune4 --train-iters 2 --load "$WORK/a" --finetune --metrics-file "$WORK/finetune4.jsonl"
 compare "release = --finetune of the same weights" "$WORK/finetune4.jsonl" "$WORK/release.jsonl" --rtol 0 \

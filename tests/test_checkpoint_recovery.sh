@@ -69,7 +69,7 @@ wait $job
 rc=$?
 [ $rc -eq 0 ] || { cat "$WORK/a.log"; fail "first run on one --save: exit status $rc"; }
 # Exactly the first run's saves are there, each of its seed.
-want=$(sed -nE 's/^saved checkpoint at iteration ([0-9]+) to .*/\1/p' "$WORK/a.log" | xargs printf 'iter_%07d\n')
+want=$(sed -nE 's/^  \[[^]]*\] successfully saved checkpoint from iteration +([0-9]+) to .*/\1/p' "$WORK/a.log" | xargs printf 'iter_%07d\n')
 got=$(cd "$S" && ls -d iter_*)
 [ -n "$want" ] && [ "$got" = "$want" ] || fail "first run: --save holds $(echo $got), it saved $(echo $want)"
 [ ! -e "$S/.gpt3d_save.lock" ] || fail "first run: the lock file outlived it"
@@ -116,7 +116,9 @@ recovered() {
     mpi --train-iters 12 --load "$dir" --metrics-file "$WORK/$name.jsonl" > "$WORK/$name.log" 2>&1 \
         || { cat "$WORK/$name.log"; fail "$name: resume failed"; return; }
     grep -Eq "^note: $regex" "$WORK/$name.log" || { cat "$WORK/$name.log"; fail "$name: no note /$regex/"; }
-    grep -q "^loaded checkpoint $dir/iter_000000$from " "$WORK/$name.log" || fail "$name: did not load iteration $from"
+    grep -qx " loading checkpoint from $dir at iteration $from" "$WORK/$name.log" \
+        || fail "$name: no Megatron 'loading checkpoint from $dir at iteration $from' line"
+    grep -q "^  successfully loaded checkpoint from $dir \[ t [0-9/]*, p [0-9/]* \] at iteration $from ($dir/iter_000000$from," "$WORK/$name.log" || fail "$name: did not load iteration $from"
     compare "$name" <(tail_of "$WORK/ref.jsonl" $((from + 1))) "$WORK/$name.jsonl" --rtol 0 \
         || fail "$name: losses differ from the uninterrupted run"
 }

@@ -11,6 +11,9 @@
 #   same blend over shards only;
 # - --mock-data trains without a corpus, the same losses at 1x1x1, DP 2 and
 #   TP 2 (fp32 rounding), and the losses depend on --seed;
+# - NullTokenizer: a pair and --mock-data take the vocabulary of --vocab-size
+#   (the pair trains exactly as the shard it was written from), and without
+#   --vocab-size each stops with one error naming it;
 # - the document switches train on --mock-data;
 # - a prefix that resolves to nothing and --mock-data with --data-path stop
 #   with one error line.
@@ -94,6 +97,27 @@ for layout in "dp2" "tp2"; do
         > "$WORK/mock_$layout.log" 2>&1 || { cat "$WORK/mock_$layout.log"; fail "mock $layout: training failed"; }
     compare "mock $layout" "$WORK/mock.jsonl" "$WORK/mock_$layout.jsonl" \
         || fail "mock data at $layout differs from one rank"
+done
+
+# --- NullTokenizer: a pair and mock data take the vocabulary of --vocab-size --
+for i in $(seq 1 40); do echo "{\"text\": \"$(seq -s ' ' "$i" $((i + 60)))\"}"; done > "$WORK/null.jsonl"
+"$PREPROCESS" --input "$WORK/null.jsonl" --output-prefix "$WORK/null" --tokenizer-type NullTokenizer \
+    --vocab-size 500 --append-eod > "$WORK/null_pre.log" 2>&1 || { cat "$WORK/null_pre.log"; fail "NullTokenizer preprocess_data"; }
+"$WRITE_FIXTURE" "$WORK/null_text_document.h5" "$WORK/nullmg_text_document" 8 2 || fail "writing the NullTokenizer pair"
+NULL_TOKENIZER=(--tokenizer-type NullTokenizer --vocab-size 500 --split 95,5,0)
+train null_shard "${NULL_TOKENIZER[@]}" --data-path "$WORK/null_text_document"
+train null_pair "${NULL_TOKENIZER[@]}" --data-path "$WORK/nullmg_text_document"
+compare "NullTokenizer pair = its shard" "$WORK/null_shard.jsonl" "$WORK/null_pair.jsonl" --rtol 0 --atol 0 \
+    || fail "the NullTokenizer pair trains differently from the shard it was written from"
+train null_mock "${NULL_TOKENIZER[@]}" --mock-data
+for run in null_pair null_mock; do
+    grep -q "vocab 500 (padded 512)" "$WORK/$run.log" || { cat "$WORK/$run.log"; fail "$run: not the vocabulary of --vocab-size 500"; }
+done
+for data in "--data-path $WORK/nullmg_text_document" --mock-data; do
+    # shellcheck disable=SC2086 # the flag and its value
+    "$PRETRAIN" "${ARGS[@]}" --tokenizer-type NullTokenizer $data > "$WORK/null_bad.log" 2>&1
+    [ $? -eq 2 ] || fail "NullTokenizer without --vocab-size ($data): exit status not 2"
+    one_error "NullTokenizer without --vocab-size" "$WORK/null_bad.log" "NullTokenizer takes it from --vocab-size N"
 done
 
 # --- bad input ---------------------------------------------------------------

@@ -18,35 +18,7 @@ EXPORT_LLMC=$6
 IMPORT_LLMC=$7
 HELPER=$8
 FORWARD=$9
-WORK=$(mktemp -d)
-trap 'rm -rf "$WORK"' EXIT
-export OPENBLAS_NUM_THREADS=1 OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
-failures=0
-fail() { echo "FAIL: $*" >&2; failures=$((failures + 1)); }
-
-# ok NAME CMD...: the command must succeed; output kept in $WORK/NAME.log
-ok() {
-    local name=$1
-    shift
-    if ! "$@" > "$WORK/$name.log" 2>&1; then
-        fail "$name: $*"
-        cat "$WORK/$name.log" >&2
-        return 1
-    fi
-}
-# expect_error NAME REGEX MUST_NOT_EXIST CMD...: exit 2, one "error:" line
-# matching REGEX, MUST_NOT_EXIST not created.
-expect_error() {
-    local name=$1 regex=$2 absent=$3
-    shift 3
-    "$@" > "$WORK/$name.out" 2> "$WORK/$name.err"
-    local rc=$?
-    if [ $rc -ne 2 ]; then fail "$name: exit status $rc, want 2"; cat "$WORK/$name.err" >&2; fi
-    [ "$(grep -c '^error:' "$WORK/$name.err")" -eq 1 ] || { fail "$name: not one error line"; cat "$WORK/$name.err" >&2; }
-    grep -Eq -- "$regex" "$WORK/$name.err" || { fail "$name: stderr lacks /$regex/"; cat "$WORK/$name.err" >&2; }
-    [ ! -e "$absent" ] || fail "$name: $absent was written"
-    echo "  $name: $(cat "$WORK/$name.err")"
-}
+source "$(dirname "$0")/e2e_common.sh"
 
 # ------------------------------------------------ a trained checkpoint (TP=2)
 for i in $(seq 1 16); do
@@ -169,8 +141,6 @@ expect_error truncated-bin "bad_truncated.bin' is [0-9]+ bytes, but its header .
 expect_error short-bin "bad_short.bin' is 100 bytes, shorter than llm.c's 1024-byte model header" "$WORK/p9" "$IMPORT_LLMC" --llmc "$WORK/bad_short.bin" --save "$WORK/p9"
 
 # ------------------------------------------------ imported models train at any layout
-lm_loss() { sed -nE '1s/.*"lm_loss": ([^,}]*).*/\1/p' "$1"; }
-first_iteration() { sed -nE '1s/.*"iteration": ([^,}]*).*/\1/p' "$1"; }
 LOSS=("${MODEL[@]}" --train-iters 1 --lr 0 --lr-warmup-iters 0)
 ok loss_llmc_tp1 "$PRETRAIN" "${LOSS[@]}" --load "$WORK/from_llmc" --no-load-optim --metrics-file "$WORK/l1.jsonl"
 ok loss_llmc_tp2pp2 "$MPIEXEC" --oversubscribe -np 4 "$PRETRAIN" "${LOSS[@]}" --load "$WORK/from_llmc" \
@@ -187,8 +157,4 @@ awk -v a="$a" -v c="$c" 'BEGIN { d = a - c; if (d < 0) d = -d; exit !(a > 0 && d
 [ "$(first_iteration "$WORK/l1.jsonl")" = 1 ] && [ "$(first_iteration "$WORK/h1.jsonl")" = 1 ] \
     || fail "an imported checkpoint did not start at iteration 0"
 
-if [ $failures -ne 0 ]; then
-    echo "test_interop: $failures failure(s)"
-    exit 1
-fi
-echo "test_interop: ok"
+finish test_interop

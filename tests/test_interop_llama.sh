@@ -22,29 +22,6 @@ HELPER=$8
 source "$(dirname "$0")/e2e_common.sh"
 make_corpus "$PREPROCESS" "llama"
 
-ok() {
-    local name=$1
-    shift
-    if ! "$@" > "$WORK/$name.log" 2>&1; then
-        fail "$name: $*"
-        cat "$WORK/$name.log" >&2
-        return 1
-    fi
-}
-# expect_error NAME REGEX CMD...: exit 2, one "error:" line matching REGEX,
-# nothing written to $WORK/NAME.out_dir.
-expect_error() {
-    local name=$1 regex=$2
-    shift 2
-    "$@" > "$WORK/$name.out" 2> "$WORK/$name.err"
-    local rc=$?
-    [ $rc -eq 2 ] || { fail "$name: exit status $rc, want 2"; cat "$WORK/$name.err" >&2; }
-    [ "$(grep -c '^error:' "$WORK/$name.err")" -eq 1 ] || { fail "$name: not one error line"; cat "$WORK/$name.err" >&2; }
-    grep -Eq -- "$regex" "$WORK/$name.err" || { fail "$name: stderr lacks /$regex/"; cat "$WORK/$name.err" >&2; }
-    [ ! -e "$WORK/$name.out_dir" ] || fail "$name: it wrote $WORK/$name.out_dir"
-    echo "  $name: $(cat "$WORK/$name.err")"
-}
-
 MODEL=(--num-layers 2 --hidden-size 32 --num-attention-heads 4 --seq-length 16
        --max-position-embeddings 32 --micro-batch-size 2 --global-batch-size 4
        --position-embedding-type rope --rotary-base 500000 --normalization RMSNorm --norm-epsilon 1e-5
@@ -74,7 +51,6 @@ cmp -s "$WORK/hf1/config.json" "$WORK/hf2/config.json" || fail "export -> import
 ok compare "$HELPER" compare-ckpt "$WORK/trained" "$WORK/from_hf" padded-zero && echo "round trip: $(cat "$WORK/compare.log")"
 
 # ------------------------------------------------ the import trains at any layout
-lm_loss() { sed -nE '1s/.*"lm_loss": ([^,}]*).*/\1/p' "$1"; }
 LOSS=("${MODEL[@]}" --train-iters 1 --lr 0 --lr-warmup-iters 0)
 ok loss_tp1 "$PRETRAIN" "${LOSS[@]}" --load "$WORK/from_hf" --finetune --metrics-file "$WORK/i1.jsonl"
 ok loss_tp2pp2 "$MPIEXEC" --oversubscribe -np 4 "$PRETRAIN" "${LOSS[@]}" --load "$WORK/from_hf" --finetune \
@@ -111,12 +87,12 @@ ok compare_sharded "$HELPER" compare-ckpt "$WORK/rback_mqa_bias" "$WORK/from_sha
 echo "refused:"
 ok interleaved "$PRETRAIN" "${MODEL[@]}" --rotary-interleaved --train-iters 1 --lr 1e-3 --save "$WORK/interleaved"
 expect_error export_interleaved "not GPT2LMHeadModel \(it has --position-embedding-type rope, GPT-2 has learned_absolute\), not LlamaForCausalLM \(it has --rotary-interleaved" \
-    "$EXPORT_HF" --load "$WORK/interleaved" --out "$WORK/export_interleaved.out_dir"
+    "$WORK/export_interleaved.out_dir" "$EXPORT_HF" --load "$WORK/interleaved" --out "$WORK/export_interleaved.out_dir"
 expect_error export_llmc "is not the GPT-2 block llm.c holds: it has --position-embedding-type rope.*export_hf" \
-    "$EXPORT_LLMC" --load "$WORK/trained" --out "$WORK/export_llmc.out_dir"
+    "$WORK/export_llmc.out_dir" "$EXPORT_LLMC" --load "$WORK/trained" --out "$WORK/export_llmc.out_dir"
 # edit KIND KEY JSON: a copy of hf1 with one config.json field changed
 edit() { ok "edit_$1" "$LLAMA" edit-config "$WORK/hf1" "$WORK/bad_$1" "$2" "$3"; }
-refuse() { expect_error "$1" "$2" "$IMPORT_HF" --hf "$WORK/bad_$1" --save "$WORK/$1.out_dir"; }
+refuse() { expect_error "$1" "$2" "$WORK/$1.out_dir" "$IMPORT_HF" --hf "$WORK/bad_$1" --save "$WORK/$1.out_dir"; }
 edit rope_scaling rope_scaling '{"rope_type": "llama3", "factor": 8.0}'
 refuse rope_scaling "rope_scaling of type 'llama3' .* is not implemented"
 edit activation hidden_act '"gelu"'
@@ -136,8 +112,4 @@ refuse tied "lm_head.weight differs from the word embedding"
 edit head_dim head_dim '"8"'
 refuse head_dim "\"head_dim\" must be a positive integer"
 
-if [ $failures -ne 0 ]; then
-    echo "test_interop_llama: $failures failure(s)"
-    exit 1
-fi
-echo "test_interop_llama: ok"
+finish test_interop_llama

@@ -1,15 +1,17 @@
 #!/usr/bin/env bash
 # Megatron's implementation switches (fusions, attention backend, data
-# loader workers, garbage collection, ...): a run that gives all of them
-# trains exactly as one that gives none; their values are still checked
-# against Megatron's choices; context and expert parallelism other than 1
-# are refused naming what is missing. The log line and the validation
-# block are Megatron's training_log / evaluate_and_print_results, field for
-# field (each line re-printed here from its values with Megatron's format
+# loader workers, garbage collection, per-token loss, profiler steps, ...):
+# a run that gives all of them trains exactly as one that gives none; their
+# values are still checked against Megatron's choices; context and expert
+# parallelism other than 1 are refused naming what is missing; the new
+# flags' bad values (FP8, decoupled learning rate, batch steps, profiler
+# steps) stop with one error. The log line and the validation block are
+# Megatron's training_log / evaluate_and_print_results, field for field
+# (each line re-printed here from its values with Megatron's format
 # specifiers must come out identical), and --log-params-norm equals the norm
-# of the saved weights. A process that torchrun or Slurm
-# announce as one of several but that MPI sees alone stops with the mpirun
-# and srun command lines.
+# of the saved weights. A process that torchrun or Slurm announce as one of
+# several but that MPI sees alone stops with the mpirun and srun command
+# lines.
 # Usage: test_megatron_flags.sh PRETRAIN PREPROCESS MPIEXEC
 set -u
 PRETRAIN=$1
@@ -28,7 +30,8 @@ SWITCHES=(--use-mcore-models --transformer-impl local --use-flash-attn --attenti
           --no-gradient-reduce-div-fusion --cross-entropy-loss-fusion --no-persist-layer-norm
           --num-workers 8 --no-mmap-bin-files --no-create-attention-mask-in-dataloader
           --manual-gc --manual-gc-interval 100 --empty-unused-memory-level 1
-          --distributed-backend nccl --context-parallel-size 1 --expert-model-parallel-size 1)
+          --distributed-backend nccl --context-parallel-size 1 --expert-model-parallel-size 1
+          --calculate-per-token-loss --profile --profile-step-start 1 --profile-step-end 2)
 
 "$PRETRAIN" "${ARGS[@]}" --metrics-file "$WORK/plain.jsonl" > "$WORK/plain.log" 2>&1 || { cat "$WORK/plain.log"; fail "plain run"; }
 "$PRETRAIN" "${ARGS[@]}" "${SWITCHES[@]}" --metrics-file "$WORK/switches.jsonl" > "$WORK/switches.log" 2>&1 \
@@ -52,6 +55,29 @@ bad workers "--num-workers must be >= 0" --num-workers -1
 bad memory_level "--empty-unused-memory-level must be 0, 1 or 2" --empty-unused-memory-level 3
 bad context "--context-parallel-size 2: context parallelism is not built yet; use 1" --context-parallel-size 2
 bad experts "--expert-model-parallel-size 4: mixture of experts is not built yet; use 1" --expert-model-parallel-size 4
+bad profile "--profile-step-start 5 and --profile-step-end 4 must satisfy 0 <= start <= end" --profile --profile-step-start 5 --profile-step-end 4
+bad per_token_masked "--calculate-per-token-loss with --eod-mask-loss: .* not built yet" --calculate-per-token-loss --eod-mask-loss
+bad fp8_format "--fp8-format e5m2: Megatron's choices are e4m3, hybrid" --fp8-format e5m2
+bad fp8_algo "--fp8-amax-compute-algo mean: Megatron's choices are most_recent, max" --fp8-format hybrid --fp8-amax-compute-algo mean
+bad fp8_history "--fp8-amax-history-len must be >= 1" --fp8-format hybrid --fp8-amax-history-len 0
+bad decoupled_floor_alone "--decoupled-min-lr 0.0001 needs --decoupled-lr" --decoupled-min-lr 1e-4
+bad decoupled_negative "--decoupled-lr must be a finite number >= 0" --decoupled-lr -1
+bad decoupled_floor "floor 0.01 \(--decoupled-min-lr, else --min-lr\) must be between 0 and --decoupled-lr 0.001" --decoupled-lr 1e-3 --decoupled-min-lr 1e-2
+bad steps_and_gbs "--step-batch-size-schedule and --global-batch-size exclude each other" --step-batch-size-schedule 0:4
+# The step schedule's own checks, without --global-batch-size (micro 2 x DP 1, seq 16).
+ARGS_WITH_GBS=("${ARGS[@]}")
+ARGS=()
+for ((i = 0; i < ${#ARGS_WITH_GBS[@]}; i++)); do
+    if [ "${ARGS_WITH_GBS[i]}" = --global-batch-size ]; then i=$((i + 1)); else ARGS+=("${ARGS_WITH_GBS[i]}"); fi
+done
+bad steps_word "--step-batch-size-schedule: '1K' is not THRESHOLD:BATCH" --step-batch-size-schedule 0:4 1K
+bad steps_zero_batch "--step-batch-size-schedule: '16:0' is not THRESHOLD:BATCH" --step-batch-size-schedule 0:4 16:0
+bad steps_start "the first step must start at 0 \(its earliest starts at 2 samples\)" --step-batch-size-schedule 32:4
+bad steps_same "two steps start at sample 0 \(thresholds are tokens, divided by --seq-length 16\)" --step-batch-size-schedule 0:4 8:8
+bad steps_multiple "batch 3 is not a multiple of --micro-batch-size 2 x data-parallel size 1 = 2" --step-batch-size-schedule 0:4 32:3
+ARGS=("${ARGS_WITH_GBS[@]}")
+"$PRETRAIN" --help | grep -A3 -- "--calculate-per-token-loss" | tr -s " \n" " " | grep -q "two averages are the same" \
+    || fail "--help does not say why --calculate-per-token-loss has no effect"
 
 # Megatron's log, re-printed from its own values with Megatron's format
 # specifiers ({:8d}, {:12d}, {:.1f}, {:.6E}, {:5d}, {:.3f}, {:3d}).

@@ -2,13 +2,16 @@
  * from Megatron-LM's own code: get_lr / get_wd of OptimizerParamScheduler
  * (megatron/core/optimizer_param_scheduler.py at d98e8a64dd) and the
  * RampupBatchsizeNumMicroBatchesCalculator with update_train_iters (the last
- * version before their removal, 532ad926b4^), run outside this tree on the
- * parameters below; the printed values are the literals here. */
+ * version before their removal, 532ad926b4^), and the
+ * StepBatchsizeNumMicroBatchesCalculator with update_train_iters (at
+ * d98e8a64dd), run outside this tree on the parameters below; the printed
+ * values are the literals here. */
 #include <math.h>
 #include <stdio.h>
 
 #include "optimizer/optimizer.h"
 #include "test_util.h"
+#include "training/args.h"
 #include "training/batch_schedule.h"
 
 static int failures = 0;
@@ -116,10 +119,43 @@ static void batch_ramp(void) {
            (double)batch_schedule_train_iters(&constant, 1000), 62);
 }
 
+/* --step-batch-size-schedule through the flag parser, as a recipe gives it
+ * (spread over several words, a comma, lower-case and fractional suffixes,
+ * steps out of order), seq 32, micro 1 x DP 2: thresholds in tokens. */
+static void batch_steps(void) {
+    char *argv[] = {"pretrain_gpt", "--num-layers", "1", "--hidden-size", "8",
+                    "--num-attention-heads", "1", "--seq-length", "32", "--micro-batch-size", "1",
+                    "--lr", "1e-3", "--tokenizer-type", "ByteTokenizer", "--mock-data",
+                    "--train-samples", "100", "--step-batch-size-schedule", "0.32K:6,", "0:2 64:4",
+                    "1.6k:8"};
+    TrainArgs a;
+    FlagParser parser;
+    bool help = false;
+    char err[2048];
+    if (!args_parse(&a, &parser, (int)(sizeof argv / sizeof argv[0]), argv, 2, &help, err, sizeof err)) {
+        fprintf(stderr, "step schedule refused: %s\n", err);
+        failures++;
+        return;
+    }
+    const int64_t at[] = {0, 1, 2, 3, 9, 10, 11, 49, 50, 51, 1000};
+    const int want[] = {2, 2, 4, 4, 4, 6, 6, 6, 8, 8, 8};
+    for (int i = 0; i < 11; i++)
+        expect("stepped global batch", at[i], batch_schedule_global_batch(&a.batch, at[i]), want[i]);
+    expect("largest stepped batch", 0, batch_schedule_max_global_batch(&a.batch), 8);
+    expect("iterations of --train-samples 100, stepped", 100, (double)a.train_iters, 16);
+    const int64_t samples[] = {1, 2, 3, 10, 11, 50};
+    const int64_t iters[] = {1, 1, 2, 3, 4, 10};
+    for (int i = 0; i < 6; i++)
+        expect("iterations of --train-samples, stepped", samples[i],
+               (double)batch_schedule_train_iters(&a.batch, samples[i]), (double)iters[i]);
+    args_free(&a, &parser);
+}
+
 int main(void) {
     learning_rates();
     weight_decays();
     batch_ramp();
+    batch_steps();
     if (failures) {
         fprintf(stderr, "test_schedules: %d value(s) differ from Megatron's\n", failures);
         return 1;

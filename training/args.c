@@ -57,7 +57,10 @@ static const FlagSpec TRAIN_FLAGS[] = {
     {"train-iters", FLAG_INT64, OPT(train_iters), NULL, "N", "Iterations to train for (or --train-samples).", "training", false},
     {"train-samples", FLAG_INT64, OPT(train_samples), NULL, "N", "Samples to train for instead of --train-iters: the schedules below then count samples; with --rampup-batch-size the iterations follow the ramp.", "training", false},
     {"rampup-batch-size", FLAG_LIST, OPT(rampup_batch_size), NULL, "START INCR SAMPLES", "Ramp the global batch from START by INCR up to --global-batch-size over SAMPLES consumed samples (needs --train-samples; START and INCR multiples of micro-batch-size x DP).", "training", false},
+    {"step-batch-size-schedule", FLAG_LIST, OPT(step_batch_size_schedule), NULL, "T:B ...", "Step the global batch up as training goes on: from T tokens consumed (T / seq-length samples; suffixes K, M, B, T for 1e3 ... 1e12, e.g. \"0:16 2.4B:320 12B:1536\") each iteration takes B samples. The first step starts at 0; every B a multiple of micro-batch-size x DP. Replaces --global-batch-size (Megatron refuses both); an iteration-based run counts its learning-rate lengths in micro-batch-size x DP samples per iteration, as Megatron does. Words may be separated by spaces or commas, in one argument or several.", "training", false},
     {"lr", FLAG_DOUBLE, OPT(lr), NULL, "LR", "Peak learning rate.", "training", true},
+    {"decoupled-lr", FLAG_DOUBLE, OPT(decoupled_lr), NULL, "LR", "Peak learning rate of the word embedding and the output layer (the input and output layers), which otherwise follow --lr; the same warmup and decay.", "training", false},
+    {"decoupled-min-lr", FLAG_DOUBLE, OPT(decoupled_min_lr), NULL, "LR", "With --decoupled-lr: the floor of its decay (--min-lr when not given).", "training", false},
     {"min-lr", FLAG_DOUBLE, OPT(min_lr), "0.0", "LR", "Learning rate at the end of the decay.", "training", false},
     {"lr-decay-style", FLAG_STRING, OPT(lr_decay_style), "linear", "STYLE", "constant, linear, cosine, inverse-square-root (lr x sqrt(warmup / step)) or WSD (warmup-stable-decay: constant, then --lr-wsd-decay-style over the last --lr-wsd-decay-iters/-samples).", "training", false},
     {"lr-decay-iters", FLAG_INT64, OPT(lr_decay_iters), NULL, "N", "Iterations until min-lr; train-iters when not given.", "training", false},
@@ -81,6 +84,10 @@ static const FlagSpec TRAIN_FLAGS[] = {
     {"no-check-for-nan-in-loss-and-grad", FLAG_SWITCH_OFF, OPT(check_for_nan_in_loss_and_grad), NULL, NULL, "Do not stop when the loss or gradient norm is NaN or inf.", "training", false},
     {"bf16", FLAG_SWITCH, OPT(bf16), NULL, NULL, "bf16 parameters and activations (CUDA; the CPU backend is fp32).", "training", false},
     {"fp16", FLAG_SWITCH, OPT(fp16), NULL, NULL, "fp16 with dynamic loss scaling (CUDA).", "training", false},
+    {"fp8-format", FLAG_STRING, OPT(fp8_format), NULL, "FORMAT", "Megatron's FP8 GEMMs through Transformer Engine (e4m3, or hybrid: e4m3 forward, e5m2 backward). Not built: the CPU backend notes it and computes in fp32; --device cuda refuses it (use --bf16).", "training", false},
+    {"fp8-amax-history-len", FLAG_INT, OPT(fp8_amax_history_len), "1", "N", "With --fp8-format: the amax history of its scaling factors (checked, not used: fp8 is not built).", "training", false},
+    {"fp8-amax-compute-algo", FLAG_STRING, OPT(fp8_amax_compute_algo), "most_recent", "ALGO", "With --fp8-format: most_recent or max of the amax history (checked, not used: fp8 is not built).", "training", false},
+    {"fp8-param-gather", FLAG_SWITCH, OPT(fp8_param_gather), NULL, NULL, "With --fp8-format: all-gather parameters in fp8 (not used: fp8 is not built).", "training", false},
     {"device", FLAG_STRING, OPT(device), "auto", "DEV", "cpu, cuda, or auto (cuda when a GPU and a complete CUDA backend are present).", "training", false},
     {"comm", FLAG_STRING, OPT(comm), "auto", "IMPL", "How ranks exchange device buffers: nccl (one GPU per rank), mpi (host memory; on cuda several ranks may share a GPU), or auto (nccl for --device cuda, mpi for cpu).", "training", false},
     /* data */
@@ -143,6 +150,10 @@ static const FlagSpec TRAIN_FLAGS[] = {
     {"no-gradient-accumulation-fusion", FLAG_SWITCH, COMPAT(no_gradient_accumulation_fusion), NULL, NULL, "Weight gradients always accumulate into the fp32 gradient buffer.", NO_EFFECT, false},
     {"no-gradient-reduce-div-fusion", FLAG_SWITCH, COMPAT(no_gradient_reduce_div_fusion), NULL, NULL, "The loss is scaled by the global batch before backward, so no division follows the reduction.", NO_EFFECT, false},
     {"cross-entropy-loss-fusion", FLAG_SWITCH, COMPAT(cross_entropy_loss_fusion), NULL, NULL, "The cross entropy is always the backend's own vocabulary-parallel kernel.", NO_EFFECT, false},
+    {"calculate-per-token-loss", FLAG_SWITCH, COMPAT(calculate_per_token_loss), NULL, NULL, "Megatron averages the loss over the global batch's tokens instead of per micro-batch; without --eod-mask-loss every micro-batch has micro-batch-size x seq-length tokens in the loss, so the two averages are the same (with it, refused: not built yet).", NO_EFFECT, false},
+    {"profile", FLAG_SWITCH, COMPAT(profile), NULL, NULL, "Megatron starts and stops a profiler (Nsight Systems' capture range or PyTorch's) at --profile-step-start/-end; gpt3d has no profiler hooks: profile it whole, e.g. nsys profile mpirun ...", NO_EFFECT, false},
+    {"profile-step-start", FLAG_INT64, COMPAT(profile_step_start), "10", "N", "With --profile: the iteration Megatron's profiling starts at (see --profile).", NO_EFFECT, false},
+    {"profile-step-end", FLAG_INT64, COMPAT(profile_step_end), "12", "N", "With --profile: the iteration Megatron's profiling ends at (see --profile).", NO_EFFECT, false},
     {"no-persist-layer-norm", FLAG_SWITCH, COMPAT(no_persist_layer_norm), NULL, NULL, "Apex's persistent layer-norm kernel does not exist here.", NO_EFFECT, false},
     {"num-workers", FLAG_INT, COMPAT(num_workers), "2", "N", "PyTorch data-loader worker processes: samples are read from memory-mapped shards in the training process.", NO_EFFECT, false},
     {"no-mmap-bin-files", FLAG_SWITCH, COMPAT(no_mmap_bin_files), NULL, NULL, "Token data is read by gpt3d's own data module; there is no choice of reader to make.", NO_EFFECT, false},
@@ -295,6 +306,15 @@ static bool check_training(const TrainArgs *a, char *err, size_t err_size) {
              "e.g. 10, or 0.5 for 30 seconds",
              a->distributed_timeout_minutes);
     if (a->bf16 && a->fp16) FAIL("--bf16 and --fp16 exclude each other; pick one");
+    static const char *const FP8_FORMATS[] = {"e4m3", "hybrid", NULL};
+    static const char *const AMAX_ALGOS[] = {"most_recent", "max", NULL};
+    if (a->fp8_format && transformer_choice_index(FP8_FORMATS, a->fp8_format) < 0)
+        FAIL("--fp8-format %s: Megatron's choices are e4m3, hybrid", a->fp8_format);
+    if (transformer_choice_index(AMAX_ALGOS, a->fp8_amax_compute_algo) < 0)
+        FAIL("--fp8-amax-compute-algo %s: Megatron's choices are most_recent, max",
+             a->fp8_amax_compute_algo);
+    if (a->fp8_amax_history_len < 1)
+        FAIL("--fp8-amax-history-len must be >= 1 (got %d)", a->fp8_amax_history_len);
     if (a->ddp_bucket_size < 0 || (a->ddp_bucket_size == 0 && a->ddp_bucket_size_given))
         FAIL("--ddp-bucket-size must be a positive number of elements (got %lld); leave it out "
              "for Megatron's default max(40000000, 1000000 x DP)",
@@ -325,6 +345,9 @@ static bool check_compat(const MegatronCompatArgs *c, char *err, size_t err_size
     if (c->num_workers < 0) FAIL("--num-workers must be >= 0 (got %d)", c->num_workers);
     if (c->empty_unused_memory_level < 0 || c->empty_unused_memory_level > 2)
         FAIL("--empty-unused-memory-level must be 0, 1 or 2 (got %d)", c->empty_unused_memory_level);
+    if (c->profile_step_start < 0 || c->profile_step_end < c->profile_step_start)
+        FAIL("--profile-step-start %lld and --profile-step-end %lld must satisfy 0 <= start <= end",
+             (long long)c->profile_step_start, (long long)c->profile_step_end);
     if (c->context_parallel_size != 1)
         FAIL("--context-parallel-size %d: context parallelism is not built yet; use 1 (split "
              "long sequences with --tensor-model-parallel-size and --sequence-parallel meanwhile)",
@@ -341,6 +364,13 @@ static bool check_io(const TrainArgs *a, char *err, size_t err_size) {
     if (a->mock_data && (a->data_path.count > 0 || per_split))
         FAIL("--mock-data replaces the data: give either --mock-data or "
              "--data-path/--train-data-path/--valid-data-path/--test-data-path");
+    /* With a loss mask micro-batches keep different token counts, and the
+     * global per-token average would differ from the per-micro-batch one
+     * computed here. */
+    if (a->compat.calculate_per_token_loss && a->eod_mask_loss)
+        FAIL("--calculate-per-token-loss with --eod-mask-loss: the average over the global "
+             "batch's kept tokens is not built yet (each micro-batch is averaged over its own, "
+             "Megatron's default); drop --calculate-per-token-loss");
     if (!a->mock_data && a->data_path.count == 0 && a->train_data_path.count == 0)
         FAIL("no training data: give --data-path (divided by --split), --train-data-path, or "
              "--mock-data for synthetic tokens");

@@ -34,6 +34,8 @@ typedef struct {
     bool no_masked_softmax_fusion, no_bias_gelu_fusion, no_bias_swiglu_fusion;
     bool no_bias_dropout_fusion, no_rope_fusion, no_gradient_accumulation_fusion;
     bool no_gradient_reduce_div_fusion, cross_entropy_loss_fusion;
+    bool calculate_per_token_loss, profile;
+    int64_t profile_step_start, profile_step_end;
     char *attention_backend, *transformer_impl, *distributed_backend;
     int num_workers, empty_unused_memory_level;
     int64_t manual_gc_interval;
@@ -61,8 +63,10 @@ typedef struct {
     /* batch and schedule */
     int micro_batch_size, global_batch_size;
     int64_t train_iters, train_samples;
-    StringList rampup_batch_size;
+    StringList rampup_batch_size, step_batch_size_schedule;
     double lr, min_lr, lr_warmup_fraction, lr_warmup_init;
+    double decoupled_lr, decoupled_min_lr;
+    bool decoupled_lr_given;
     char *lr_decay_style, *lr_wsd_decay_style, *weight_decay_incr_style;
     int64_t lr_warmup_iters, lr_decay_iters, lr_warmup_samples, lr_decay_samples;
     int64_t lr_wsd_decay_iters, lr_wsd_decay_samples;
@@ -71,6 +75,9 @@ typedef struct {
     int64_t seed;
     /* precision and device */
     bool bf16, fp16;
+    char *fp8_format, *fp8_amax_compute_algo; /* fp8_format NULL: no fp8 */
+    int fp8_amax_history_len;
+    bool fp8_param_gather;
     char *device;
     char *comm; /* --comm: auto, nccl or mpi */
     bool check_for_nan_in_loss_and_grad;
@@ -110,6 +117,7 @@ typedef struct {
     int num_microbatches; /* of the full global batch */
     BatchSchedule batch;
     OptimizerSchedule schedule; /* in samples */
+    OptimizerSchedule decoupled_schedule; /* with --decoupled-lr: schedule at its peak and floor */
 } TrainArgs;
 
 /* world_size is the number of MPI ranks (for DP and batch checks). Returns

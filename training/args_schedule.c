@@ -3,6 +3,7 @@
  * (--train-samples, lengths in samples, the only kind that may ramp its
  * batch); either way the schedules end up in samples (optimizer.h). */
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -64,6 +65,86 @@ static bool resolve_rampup(TrainArgs *a, char *err, size_t err_size) {
     b->rampup_start = (int)v[0];
     b->rampup_increment = (int)v[1];
     b->rampup_samples = v[2];
+    return true;
+}
+
+/* One number of --step-batch-size-schedule: Megatron reads a decimal with
+ * an optional K/M/B/T suffix and truncates it to an integer. */
+static bool parse_scaled(const char *begin, const char *end, int64_t *out) {
+    char word[64];
+    const size_t n = (size_t)(end - begin);
+    if (n == 0 || n >= sizeof word) return false;
+    memcpy(word, begin, n);
+    word[n] = 0;
+    double scale = 1;
+    const char suffix = (char)(word[n - 1] & ~0x20); /* upper case */
+    const char *const SUFFIXES = "KMBT";
+    const char *hit = strchr(SUFFIXES, suffix);
+    if (hit && suffix) {
+        scale = pow(1000, (double)(hit - SUFFIXES + 1));
+        word[n - 1] = 0;
+    }
+    char *stop = NULL;
+    const double v = strtod(word, &stop) * scale;
+    if (stop == word || *stop || !(v >= 0 && v < 9e18)) return false;
+    *out = (int64_t)v;
+    return true;
+}
+
+/* --step-batch-size-schedule T:B ...: thresholds in tokens (Megatron passes
+ * the sequence length, so they are always tokens), kept in samples. */
+static bool resolve_steps(TrainArgs *a, const FlagParser *p, char *err, size_t err_size) {
+    BatchSchedule *b = &a->batch;
+    const StringList *l = &a->step_batch_size_schedule;
+    if (l->count == 0) return true;
+    if (flags_was_set(p, "global-batch-size"))
+        FAIL("--step-batch-size-schedule and --global-batch-size exclude each other (as in "
+             "Megatron): the schedule's last step is the full batch; drop --global-batch-size");
+    if (a->rampup_batch_size.count > 0)
+        FAIL("--step-batch-size-schedule and --rampup-batch-size exclude each other; write the "
+             "ramp as steps");
+    const int per_step = a->micro_batch_size * a->data_parallel_size;
+    for (int i = 0; i < l->count; i++)
+        for (const char *w = l->items[i]; *w;) {
+            const size_t len = strcspn(w, " ,\t");
+            if (len == 0) {
+                w++;
+                continue;
+            }
+            const char *colon = memchr(w, ':', len);
+            int64_t tokens, batch;
+            if (!colon || !parse_scaled(w, colon, &tokens) ||
+                !parse_scaled(colon + 1, w + len, &batch) || batch < 1 || batch > INT32_MAX)
+                FAIL("--step-batch-size-schedule: '%.*s' is not THRESHOLD:BATCH (tokens, then a "
+                     "positive batch size; e.g. \"0:16 2.4B:320\")",
+                     (int)len, w);
+            if (b->num_steps == BATCH_SCHEDULE_MAX_STEPS)
+                FAIL("--step-batch-size-schedule has more than %d steps", BATCH_SCHEDULE_MAX_STEPS);
+            if (batch % per_step)
+                FAIL("--step-batch-size-schedule: batch %lld is not a multiple of "
+                     "--micro-batch-size %d x data-parallel size %d = %d",
+                     (long long)batch, a->micro_batch_size, a->data_parallel_size, per_step);
+            /* Megatron sorts the steps by threshold: insert in order. */
+            int k = b->num_steps++;
+            const int64_t samples = tokens / a->model.seq_length;
+            for (; k > 0 && b->step_samples[k - 1] > samples; k--) {
+                b->step_samples[k] = b->step_samples[k - 1];
+                b->step_batch[k] = b->step_batch[k - 1];
+            }
+            b->step_samples[k] = samples;
+            b->step_batch[k] = (int)batch;
+            w += len;
+        }
+    if (b->num_steps == 0) FAIL("--step-batch-size-schedule has no THRESHOLD:BATCH step");
+    if (b->step_samples[0] != 0)
+        FAIL("--step-batch-size-schedule: the first step must start at 0 (its earliest starts at "
+             "%lld samples)",
+             (long long)b->step_samples[0]);
+    for (int k = 1; k < b->num_steps; k++)
+        if (b->step_samples[k] == b->step_samples[k - 1])
+            FAIL("--step-batch-size-schedule: two steps start at sample %lld (thresholds are "
+                 "tokens, divided by --seq-length %d); give strictly increasing thresholds",
+                 (long long)b->step_samples[k], a->model.seq_length);
     return true;
 }
 
@@ -147,6 +228,28 @@ static bool resolve_weight_decay(const TrainArgs *a, const FlagParser *p, Optimi
     return true;
 }
 
+/* --decoupled-lr: Megatron's second parameter group, the same schedule at
+ * another peak (and floor, --decoupled-min-lr). */
+static bool resolve_decoupled(TrainArgs *a, const FlagParser *p, char *err, size_t err_size) {
+    a->decoupled_lr_given = flags_was_set(p, "decoupled-lr");
+    const bool floor = flags_was_set(p, "decoupled-min-lr");
+    if (floor && !a->decoupled_lr_given)
+        FAIL("--decoupled-min-lr %g needs --decoupled-lr (the peak it decays from)",
+             a->decoupled_min_lr);
+    if (!a->decoupled_lr_given) return true;
+    OptimizerSchedule *d = &a->decoupled_schedule;
+    *d = a->schedule;
+    d->max_lr = a->decoupled_lr;
+    if (floor) d->min_lr = a->decoupled_min_lr;
+    if (!(d->max_lr >= 0 && isfinite(d->max_lr)))
+        FAIL("--decoupled-lr must be a finite number >= 0 (got %g)", d->max_lr);
+    if (!(d->min_lr >= 0) || d->min_lr > d->max_lr)
+        FAIL("the decoupled learning rate's floor %g (--decoupled-min-lr, else --min-lr) must be "
+             "between 0 and --decoupled-lr %g",
+             d->min_lr, d->max_lr);
+    return true;
+}
+
 bool args_resolve_schedule(TrainArgs *a, const FlagParser *p, char *err, size_t err_size) {
     const bool iters = flags_was_set(p, "train-iters"), samples = flags_was_set(p, "train-samples");
     if (iters == samples)
@@ -155,7 +258,9 @@ bool args_resolve_schedule(TrainArgs *a, const FlagParser *p, char *err, size_t 
         FAIL("--train-iters must be >= 1 (got %lld)", (long long)a->train_iters);
     if (samples && a->train_samples < 1)
         FAIL("--train-samples must be >= 1 (got %lld)", (long long)a->train_samples);
-    if (!check_one_kind(p, samples, err, err_size) || !resolve_rampup(a, err, err_size)) return false;
+    if (!check_one_kind(p, samples, err, err_size) || !resolve_rampup(a, err, err_size) ||
+        !resolve_steps(a, p, err, err_size))
+        return false;
     if (samples) {
         a->train_iters = batch_schedule_train_iters(&a->batch, a->train_samples);
         if (a->train_iters < 1)
@@ -172,6 +277,8 @@ bool args_resolve_schedule(TrainArgs *a, const FlagParser *p, char *err, size_t 
     s->init_lr = a->lr_warmup_init;
     s->max_lr = a->lr;
     s->min_lr = a->min_lr;
-    return parse_styles(a, s, err, err_size) && resolve_lengths(a, p, samples, err, err_size) &&
-           resolve_weight_decay(a, p, s, err, err_size);
+    if (!parse_styles(a, s, err, err_size) || !resolve_lengths(a, p, samples, err, err_size) ||
+        !resolve_weight_decay(a, p, s, err, err_size))
+        return false;
+    return resolve_decoupled(a, p, err, err_size);
 }

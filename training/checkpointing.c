@@ -182,6 +182,13 @@ static int publish_hook(const char *point, void *ctx) {
 
 /* After every rank's file is written (ok: this rank's result): agree, then
  * rank 0 writes the metadata and publishes. */
+/* Megatron's position of the printing rank in its save and load messages,
+ * "[ t 1/2, p 1/4 ]" (1-based ranks of the tensor and pipeline groups). */
+static void group_position(const Trainer *t, char *out, size_t size) {
+    snprintf(out, size, "[ t %d/%d, p %d/%d ]", t->ps->tp_rank + 1, t->ps->tp_size,
+             t->ps->pp_rank + 1, t->ps->pp_size);
+}
+
 static bool publish_save(Trainer *t, const CheckpointMeta *meta, bool ok, const char *how,
                          char *err, size_t err_size) {
     const bool root = t->ps->rank == 0;
@@ -199,8 +206,11 @@ static bool publish_save(Trainer *t, const CheckpointMeta *meta, bool ok, const 
     t->last_checkpoint_root = t->args->save;
     t->last_checkpoint_iteration = meta->iteration;
     if (root) {
-        printf("saved checkpoint at iteration %lld to %s (%s)\n", (long long)meta->iteration,
-               t->last_checkpoint, how);
+        char stamp[40], position[64];
+        timer_wall_clock_string(stamp, sizeof stamp);
+        group_position(t, position, sizeof position);
+        printf("  [%s] successfully saved checkpoint from iteration %7lld to %s %s: %s (%s)\n",
+               stamp, (long long)meta->iteration, t->args->save, position, t->last_checkpoint, how);
         fflush(stdout);
     }
     return true;
@@ -221,7 +231,8 @@ static bool start_async_save(Trainer *t, char *err, size_t err_size) {
     CheckpointInterval *iv = shard_intervals(t, snapshot, &n, &bytes);
     async_writer_start(t->async, t->args->save, t->ps->rank, iv, n, &meta);
     if (t->ps->rank == 0) {
-        printf("checkpoint at iteration %lld: shard copied in %.3f s, written in the background\n",
+        printf("  shard of iteration %lld copied in %.3f s; its files are written in the "
+               "background\n",
                (long long)t->iteration, timer_now_s() - start);
         fflush(stdout);
     }
@@ -252,6 +263,13 @@ bool trainer_save_checkpoint(Trainer *t, char *err, size_t err_size) {
     const bool root = t->ps->rank == 0;
     bool ok = !root || checkpoint_begin_save(t->args->save, t->iteration, err, err_size);
     if (!parallel_state_agree(t->ps->world, ok, t->ps->timeout_s, err, err_size)) return false;
+    if (root) {
+        char stamp[40];
+        timer_wall_clock_string(stamp, sizeof stamp);
+        printf("[%s] saving checkpoint at iteration %7lld to %s in %s format\n", stamp,
+               (long long)t->iteration, t->args->save, t->args->ckpt_format);
+        fflush(stdout);
+    }
     test_crash_point(t, "after_begin");
     test_crash_point(t, "partial_rank_file");
     if (t->args->async_save) return start_async_save(t, err, err_size);
@@ -368,9 +386,13 @@ static bool load_checkpoint(Trainer *t, bool *loaded, char *note, size_t note_si
         snprintf(t->last_checkpoint, sizeof t->last_checkpoint, "%s", where);
         t->last_checkpoint_root = a->load;
         t->last_checkpoint_iteration = iteration;
+        char position[64];
+        group_position(t, position, sizeof position);
         snprintf(note, note_size,
-                 "loaded checkpoint %s (iteration %lld, saved at TP %d PP %d DP %d)%s", where,
-                 (long long)m->iteration, m->tensor_model_parallel_size,
+                 "  successfully loaded checkpoint from %s %s at iteration %lld (%s, iteration "
+                 "%lld, saved at TP %d PP %d DP %d)%s",
+                 a->load, position, (long long)t->iteration, where, (long long)m->iteration,
+                 m->tensor_model_parallel_size,
                  m->pipeline_model_parallel_size, m->data_parallel_size,
                  release ? " (a release checkpoint: weights only, training from iteration 0)"
                  : a->finetune ? " for finetuning from iteration 0"
@@ -394,7 +416,14 @@ static bool load_checkpoint(Trainer *t, bool *loaded, char *note, size_t note_si
  * training: --train-iters equal to the loaded iteration saves nothing (that
  * state is already on disk), and a --finetune run always trains. */
 bool trainer_load_checkpoint(Trainer *t, bool *loaded, char *err, size_t err_size) {
-    char note[sizeof t->last_checkpoint + 256] = "";
+    char note[2 * sizeof t->last_checkpoint + 256] = "";
+    if (t->ps->rank == 0 && t->resume_iteration >= 0) {
+        if (t->resume_release) printf(" loading release checkpoint from %s\n", t->args->load);
+        else
+            printf(" loading checkpoint from %s at iteration %lld\n", t->args->load,
+                   (long long)t->resume_iteration);
+        fflush(stdout);
+    }
     bool ok = load_checkpoint(t, loaded, note, sizeof note, err, err_size);
     if (!parallel_state_agree(t->ps->world, ok, t->ps->timeout_s, err, err_size)) return false;
     if (t->ps->rank == 0 && note[0]) {

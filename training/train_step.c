@@ -183,6 +183,7 @@ GPTBufferHooks trainer_buffer_hooks(Trainer *t) {
 
 void trainer_optimizer_step(Trainer *t, const StepResult *r) {
     distrib_optimizer_set_weight_decay(t->opt, r->weight_decay);
+    distrib_optimizer_set_embedding_lr(t->opt, r->embedding_lr);
     distrib_optimizer_step(t->opt, r->lr, r->grad_norm);
 }
 
@@ -193,6 +194,9 @@ StepResult train_step(Trainer *t) {
     const int64_t consumed = t->consumed_samples;
     StepResult r = {.global_batch_size = batch_schedule_global_batch(&a->batch, consumed),
                     .lr = optimizer_schedule_lr(&a->schedule, consumed),
+                    .embedding_lr = a->decoupled_lr_given
+                                        ? optimizer_schedule_lr(&a->decoupled_schedule, consumed)
+                                        : -1,
                     .weight_decay = optimizer_schedule_wd(&a->schedule, consumed)};
     const int M = r.global_batch_size / (a->micro_batch_size * t->ps->dp_size);
     gpt_model_zero_grad(t->model);

@@ -213,15 +213,24 @@ static void print_summary(const Trainer *t, const char *device) {
            transformer_tied_output(c) ? "tied" : "untied",
            c->add_bias_linear ? "linear biases" : c->add_qkv_bias ? "QKV bias only" : "no linear biases",
            c->hidden_dropout, c->attention_dropout);
-    printf("batch: micro %d x %d micro-batches x DP %d = global %d samples (%d tokens) per "
-           "iteration\n",
-           a->micro_batch_size, a->num_microbatches, t->ps->dp_size, a->global_batch_size,
-           a->global_batch_size * a->model.seq_length);
+    if (a->batch.num_steps == 0)
+        printf("batch: micro %d x %d micro-batches x DP %d = global %d samples (%d tokens) per "
+               "iteration\n",
+               a->micro_batch_size, a->num_microbatches, t->ps->dp_size, a->global_batch_size,
+               a->global_batch_size * a->model.seq_length);
     if (a->batch.rampup_start > 0)
         printf("batch ramp: from %d samples by %d up to %d over %lld samples (%lld iterations in "
                "all)\n",
                a->batch.rampup_start, a->batch.rampup_increment, a->global_batch_size,
                (long long)a->batch.rampup_samples, (long long)a->train_iters);
+    if (a->batch.num_steps > 0) {
+        printf("batch: micro %d x DP %d; the global batch steps (%lld iterations in all):",
+               a->micro_batch_size, t->ps->dp_size, (long long)a->train_iters);
+        for (int k = 0; k < a->batch.num_steps; k++)
+            printf("%s from sample %lld: %d samples", k ? "," : "",
+                   (long long)a->batch.step_samples[k], a->batch.step_batch[k]);
+        printf("\n");
+    }
     printf("data: %s; tokenizer %s\n", blended_dataset_description(t->train_ds), t->tokenizer_type);
     if (t->valid_ds) printf("      %s\n", blended_dataset_description(t->valid_ds));
     if (t->test_ds) printf("      %s\n", blended_dataset_description(t->test_ds));
@@ -233,6 +242,12 @@ static void print_summary(const Trainer *t, const char *device) {
     if (strcmp(device, "cpu") == 0 && (a->bf16 || a->fp16))
         printf("note: the CPU backend computes in fp32; --%s applies to --device cuda\n",
                a->bf16 ? "bf16" : "fp16");
+    if (a->sequence_parallel && t->ps->tp_size == 1)
+        printf("note: --sequence-parallel has nothing to split at TP 1 and is off (as Megatron "
+               "turns it off)\n");
+    if (strcmp(device, "cpu") == 0 && a->fp8_format)
+        printf("note: the CPU backend computes in fp32; --fp8-format is not built (and --device "
+               "cuda refuses it)\n");
     if (strcmp(device, "cpu") == 0 && a->grad_reduce_in_bf16)
         printf("note: the CPU backend reduces gradients in fp32; --grad-reduce-in-bf16 applies to "
                "--device cuda\n");
@@ -298,6 +313,10 @@ bool trainer_setup(Trainer *t, const TrainArgs *a, const ParallelState *ps, char
     if (!check_gpus_per_node(ps, device, a->comm, comm_kind, err, err_size)) return false;
     if (!strcmp(device, "cuda") && a->fp16)
         FAIL("--fp16 (dynamic loss scaling) is not implemented yet; use --bf16 on --device cuda");
+    if (!strcmp(device, "cuda") && a->fp8_format)
+        FAIL("--fp8-format %s: FP8 training is not implemented yet; drop the --fp8-* flags and "
+             "use --bf16 on --device cuda",
+             a->fp8_format);
     if (!setup_data(t, err, err_size)) return false;
     setup_config(t);
     if (t->cfg.padded_vocab_size % ps->tp_size)
@@ -312,9 +331,12 @@ bool trainer_setup(Trainer *t, const TrainArgs *a, const ParallelState *ps, char
     if (is_root(t) && ps->world_size > 1)
         printf("communication: %s\n", comm_impl_name(comm_kind));
     tensor_parallel_init(&t->tp, t->be, &t->comm, ps->tp_size, ps->tp_rank, a->sequence_parallel);
-    /* 1F1B holds at most min(P - stage, M) micro-batches' activations. */
+    /* 1F1B holds at most min(P - stage, M) micro-batches' activations, M
+     * of the largest batch of the run. */
+    const int max_microbatches =
+        batch_schedule_max_global_batch(&a->batch) / (a->micro_batch_size * ps->dp_size);
     int slots = ps->pp_size - ps->pp_rank;
-    if (slots > a->num_microbatches) slots = a->num_microbatches;
+    if (slots > max_microbatches) slots = max_microbatches;
     const bool fits = trainer_check_memory(t, slots, err, err_size);
     if (!parallel_state_agree(ps->world, fits, ps->timeout_s, err, err_size)) return false;
     if (!open_trace(t, err, err_size)) return false;

@@ -74,6 +74,7 @@ typedef struct {
     double loss;      /* mean token loss of the global batch */
     double grad_norm; /* before clipping */
     double lr, weight_decay;
+    double embedding_lr; /* with --decoupled-lr: the word embedding's and output layer's */
     int global_batch_size; /* this iteration's (a batch ramp changes it) */
     double params_norm;    /* with --log-params-norm, after the step */
     int64_t num_zeros;     /* with --log-num-zeros-in-grad */
