@@ -66,7 +66,32 @@ static void *carve(Carver *c, size_t bytes) {
     return c->base ? c->base + at : NULL;
 }
 
-/* One layer's saved activations (see LayerActs). */
+RecomputeUnit gpt_recompute_unit(const TransformerConfig *c, int num_local_layers, int l) {
+    RecomputeUnit u = {l, 0};
+    if (c->recompute_granularity != RECOMPUTE_FULL || c->recompute_num_layers < 1) return u;
+    const int n = c->recompute_num_layers;
+    if (c->recompute_method == RECOMPUTE_BLOCK) {
+        if (l < n) u.count = 1;
+        return u;
+    }
+    u.first = l - l % n;
+    u.count = num_local_layers - u.first < n ? num_local_layers - u.first : n;
+    return u;
+}
+
+/* Layers of scratch a full recomputation needs: its largest unit. */
+static int recompute_scratch_layers(const TransformerConfig *c, int num_local_layers) {
+    int most = 0;
+    for (int l = 0; l < num_local_layers; l++) {
+        const int count = gpt_recompute_unit(c, num_local_layers, l).count;
+        if (count > most) most = count;
+    }
+    return most;
+}
+
+/* One layer's saved activations (see LayerActs). With selective
+ * recomputation the core attention's output and state are the shared
+ * m->core_out / m->core_saved, carved once. */
 static void layout_layer(GPTModel *m, LayerActs *a, Carver *act, Carver *stat) {
     Backend *be = m->be;
     const size_t N = (size_t)m->B * m->T, C = (size_t)m->cfg.hidden_size, R = (size_t)m->rows;
@@ -81,14 +106,15 @@ static void layout_layer(GPTModel *m, LayerActs *a, Carver *act, Carver *stat) {
     if (m->cfg.qk_layernorm) /* the norms' input, kept for their backward */
         a->qkv_pre_norm = carve(act, backend_act_bytes(be, N * qkv_cols));
     a->qkv = carve(act, backend_act_bytes(be, N * qkv_cols));
-    a->atty = carve(act, backend_act_bytes(be, N * att_cols));
+    const bool selective = m->cfg.recompute_granularity == RECOMPUTE_SELECTIVE;
+    a->atty = selective ? m->core_out : carve(act, backend_act_bytes(be, N * att_cols));
     a->resid_mid = carve(act, backend_act_bytes(be, R * C));
     a->ln2 = carve(act, backend_act_bytes(be, R * C));
     a->ln2_full = sp ? carve(act, backend_act_bytes(be, N * C)) : a->ln2;
     a->fc1 = carve(act, backend_act_bytes(be, N * fc1_cols));
     a->act = carve(act, backend_act_bytes(be, N * F));
     a->resid_out = carve(act, backend_act_bytes(be, R * C));
-    a->att_saved = carve(act, att_saved);
+    a->att_saved = selective ? m->core_saved : carve(act, att_saved);
     a->ln1_mean = carve(stat, R * sizeof(float));
     a->ln1_rstd = carve(stat, R * sizeof(float));
     a->ln2_mean = carve(stat, R * sizeof(float));
@@ -106,11 +132,15 @@ static void layout_slot(GPTModel *m, ActivationSlot *s, Carver *act, Carver *sta
     const bool sp = m->tp.sequence_parallel;
 
     s->input = carve(act, backend_act_bytes(be, R * C));
-    for (int l = 0; l < m->part.num_local_layers; l++) {
-        if (m->cfg.recompute_activations) /* the layer's output is all a slot keeps */
+    const int L = m->part.num_local_layers;
+    for (int l = 0; l < L; l++) {
+        const RecomputeUnit u = gpt_recompute_unit(&m->cfg, L, l);
+        if (!u.count)
+            layout_layer(m, &s->la[l], act, stat);
+        else if (l == u.first + u.count - 1) /* a unit's output is all a slot keeps of it */
             s->la[l].resid_out = carve(act, backend_act_bytes(be, R * C));
         else
-            layout_layer(m, &s->la[l], act, stat);
+            s->la[l].resid_out = m->own_out[l - u.first];
     }
     if (m->part.has_head) {
         s->lnf = carve(act, backend_act_bytes(be, R * C));
@@ -134,8 +164,16 @@ static void layout_activations(GPTModel *m, Carver *act, Carver *stat, Carver *g
     const size_t HS = (size_t)transformer_head_dim(&m->cfg);
     const size_t qkv_cols = (size_t)m->local_qkv_width, att_cols = HS * (size_t)m->local_heads;
     const size_t F = (size_t)m->local_ffn, fc1_cols = (size_t)m->local_fc1_width;
+    if (m->cfg.recompute_granularity == RECOMPUTE_SELECTIVE) {
+        m->core_out = carve(act, backend_act_bytes(be, N * att_cols));
+        m->core_saved = carve(act, be->ops->attention_saved_bytes(be, m->B, m->T, m->local_heads,
+                                                                  m->local_groups, (int)HS));
+    }
+    for (int j = 0; j < m->scratch_layers; j++) {
+        layout_layer(m, &m->recompute_scratch[j], act, stat);
+        m->own_out[j] = m->recompute_scratch[j].resid_out;
+    }
     for (int i = 0; i < m->num_slots; i++) layout_slot(m, &m->slots[i], act, stat);
-    if (m->cfg.recompute_activations) layout_layer(m, &m->recompute_scratch, act, stat);
     m->d_resid = carve(grad, backend_act_bytes(be, R * C));
     m->d_ln = carve(grad, backend_act_bytes(be, R * C));
     m->d_qkv = carve(grad, backend_act_bytes(be, N * qkv_cols));
@@ -184,6 +222,9 @@ static GPTModel *model_describe(Backend *be, const TransformerConfig *cfg, const
     m->slots = xcalloc((size_t)num_slots, sizeof *m->slots);
     for (int i = 0; i < num_slots; i++)
         m->slots[i].la = xcalloc((size_t)(L ? L : 1), sizeof(LayerActs));
+    m->scratch_layers = recompute_scratch_layers(cfg, L);
+    m->recompute_scratch = xcalloc((size_t)m->scratch_layers + 1, sizeof(LayerActs));
+    m->own_out = xcalloc((size_t)m->scratch_layers + 1, sizeof(void *));
     Carver act = {0}, stat = {0}, grad = {0};
     layout_activations(m, &act, &stat, &grad);
     m->act_bytes = act.used;
@@ -292,6 +333,8 @@ void gpt_model_free(GPTModel *m) {
     free(m->lg);
     for (int i = 0; i < m->num_slots; i++) free(m->slots[i].la);
     free(m->slots);
+    free(m->recompute_scratch);
+    free(m->own_out);
     free(m->host_losses);
     free(m->host_logits);
     if (m->logits_staging) be->ops->free(be, m->logits_staging);

@@ -96,9 +96,16 @@ struct GPTModel {
     size_t act_bytes, stat_bytes, grad_bytes;
     int num_slots;
     ActivationSlot *slots;
-    /* With recompute_activations: one layer's worth of activations shared
-     * by every layer and slot; slots keep only each layer's resid_out. */
-    LayerActs recompute_scratch;
+    /* Full recomputation: the activations of one unit of layers
+     * (recompute_scratch[j] for its j-th layer), shared by every unit and
+     * slot; slots keep the output of each unit's last layer, and the other
+     * layers' outputs live in the scratch (own_out[j]). Selective: one
+     * layer's core attention output and saved state (core_out, core_saved),
+     * shared by every layer and slot. */
+    LayerActs *recompute_scratch;
+    void **own_out;
+    int scratch_layers;
+    void *core_out, *core_saved;
 
     /* Gradient scratch; full_scratch is an [N, C] buffer for the token
      * gathers and reductions of sequence parallelism. */
@@ -108,5 +115,13 @@ struct GPTModel {
     float *host_logits, *logits_staging; /* lazily made by gpt_model_last_logits */
     float *tp_grad_pack;                 /* packed partial gradients of TP-replicated parameters */
 };
+
+/* The unit of full recomputation that local layer l belongs to: layers
+ * [first, first + count) recomputed together; count 0 when l keeps its
+ * activations (gpt_model.c). */
+typedef struct {
+    int first, count;
+} RecomputeUnit;
+RecomputeUnit gpt_recompute_unit(const TransformerConfig *c, int num_local_layers, int l);
 
 #endif

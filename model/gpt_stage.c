@@ -233,6 +233,11 @@ static void layer_backward(GPTModel *m, const ActivationSlot *s, int l, const La
                                     p->fc1_w, N, C, m->local_fc1_width);
     norm_backward(m, m->d_resid, g->ln2_w, g->ln2_b, m->d_ln, a->resid_mid, p->ln2_w, a->ln2_mean,
                   a->ln2_rstd, R);
+    /* Selective recomputation: the core attention again, from the saved
+     * (normalised, rotated) qkv, into the shared core buffers. */
+    if (m->cfg.recompute_granularity == RECOMPUTE_SELECTIVE)
+        be->ops->attention_forward(be, a->atty, a->att_saved, a->qkv, m->B, m->T, NH, m->local_groups,
+                                   HS, s->key_start, attention_dropout(m, s, layer, &drop));
     row_parallel_linear_backward(tp, m->d_atty, g->proj_w, g->proj_b,
                                  sublayer_output_grad(m, s, layer, DROP_ATTENTION_OUT),
                                  m->full_scratch, a->atty, p->proj_w, N, NH * HS, C);
@@ -251,12 +256,16 @@ static const void *layer_input(const ActivationSlot *s, int l) {
     return l == 0 ? s->input : s->la[l - 1].resid_out;
 }
 
-/* Where layer l of a slot keeps its activations: its own, or (recomputing)
- * the shared scratch, writing its output into the slot's saved copy. */
+/* Where layer l of a slot keeps its activations: its own, or (in a unit
+ * of full recomputation) the unit's shared scratch, its output going where
+ * the slot keeps it (the slot's copy for a unit's last layer, the scratch's
+ * own buffer for the others). */
 static LayerActs *layer_acts(GPTModel *m, ActivationSlot *s, int l) {
-    if (!m->cfg.recompute_activations) return &s->la[l];
-    m->recompute_scratch.resid_out = s->la[l].resid_out;
-    return &m->recompute_scratch;
+    const RecomputeUnit u = gpt_recompute_unit(&m->cfg, m->part.num_local_layers, l);
+    if (!u.count) return &s->la[l];
+    LayerActs *a = &m->recompute_scratch[l - u.first];
+    a->resid_out = s->la[l].resid_out;
+    return a;
 }
 
 static ActivationSlot *slot_at(GPTModel *m, int slot) {
@@ -351,10 +360,13 @@ void gpt_model_stage_backward(GPTModel *m, int slot, float loss_scale_per_token)
         grads_ready(m, m->head_params.end);
     }
     for (int l = m->part.num_local_layers - 1; l >= 0; l--) {
-        LayerActs *a = layer_acts(m, s, l);
-        /* Recomputing rewrites the saved output with bitwise the same values. */
-        if (m->cfg.recompute_activations) layer_forward(m, s, l, a, layer_input(s, l));
-        layer_backward(m, s, l, a, layer_input(s, l));
+        /* Entering a unit of full recomputation at its last layer: its
+         * forward again, from the unit's saved input, rewriting the saved
+         * output with bitwise the same values. */
+        const RecomputeUnit u = gpt_recompute_unit(&m->cfg, m->part.num_local_layers, l);
+        if (u.count && l == u.first + u.count - 1)
+            for (int k = u.first; k <= l; k++) layer_forward(m, s, k, layer_acts(m, s, k), layer_input(s, k));
+        layer_backward(m, s, l, layer_acts(m, s, l), layer_input(s, l));
         grads_ready(m, m->layer_params[l].end);
     }
     if (m->part.has_embedding) {

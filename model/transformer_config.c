@@ -8,6 +8,8 @@
 const char *const POSITION_EMBEDDING_NAMES[] = {"learned_absolute", "rope", "none", NULL};
 const char *const NORMALIZATION_NAMES[] = {"LayerNorm", "RMSNorm", NULL};
 const char *const ACTIVATION_NAMES[] = {"gelu", "swiglu", "squared_relu", NULL};
+const char *const RECOMPUTE_GRANULARITY_NAMES[] = {"", "selective", "full", NULL};
+const char *const RECOMPUTE_METHOD_NAMES[] = {"uniform", "block", NULL};
 
 #define VARIANT_INT_MAX (1 << 16)
 

@@ -73,6 +73,12 @@ extern const char *const ACTIVATION_NAMES[];
 #define TRANSFORMER_FIELD_TYPE_choice int
 #define TRANSFORMER_DECLARE_FIELD(f, kind, extra, what) TRANSFORMER_FIELD_TYPE_##kind f;
 
+typedef enum { RECOMPUTE_NONE = 0, RECOMPUTE_SELECTIVE, RECOMPUTE_FULL } RecomputeGranularity;
+typedef enum { RECOMPUTE_UNIFORM = 0, RECOMPUTE_BLOCK } RecomputeMethod;
+/* Megatron's flag words: --recompute-granularity, --recompute-method. */
+extern const char *const RECOMPUTE_GRANULARITY_NAMES[]; /* "", "selective", "full" */
+extern const char *const RECOMPUTE_METHOD_NAMES[];      /* "uniform", "block" */
+
 typedef struct {
     TRANSFORMER_ARCH_FIELDS(TRANSFORMER_DECLARE_FIELD)
     TRANSFORMER_VARIANT_FIELDS(TRANSFORMER_DECLARE_FIELD)
@@ -80,10 +86,18 @@ typedef struct {
     int seq_length;
     double init_method_std;
     uint64_t seed;
-    /* Keep only each layer's output per micro-batch and recompute the rest
-     * of the layer's forward in its backward (Megatron's full activation
-     * recomputation): less activation memory, one more forward of compute. */
-    bool recompute_activations;
+    /* Activation recomputation, Megatron's: NONE keeps every activation;
+     * SELECTIVE recomputes each layer's core attention (softmax, dropout,
+     * probabilities x values) from its saved queries, keys and values in
+     * backward; FULL keeps only the input of a unit of layers per
+     * micro-batch and recomputes the unit's forward in its backward: with
+     * UNIFORM every local layer, in units of recompute_num_layers
+     * consecutive layers; with BLOCK the first recompute_num_layers local
+     * layers of the stage, one by one, and the others not at all. The
+     * numbers are bitwise those of no recomputation. */
+    RecomputeGranularity recompute_granularity;
+    RecomputeMethod recompute_method;
+    int recompute_num_layers;
     /* Dropout probabilities (Megatron's --hidden-dropout, on the embedding
      * output and each sublayer's output before its residual add, and
      * --attention-dropout, on the attention probabilities). */

@@ -8,7 +8,7 @@
 #   partial  llama with --rotary-percent 0.5 --rotary-interleaved --apply-layernorm-1p
 #            --add-qkv-bias
 #   gpt2drop the GPT-2 block with the default dropout (0.1 and 0.1)
-#   llamadrop llama with dropout 0.1 and --recompute-activations
+#   llamadrop llama with dropout 0.1 and full recomputation in units of 2 layers
 #   qknorm   llama with --qk-layernorm --rotary-percent 0.5; one rank against
 #            TP 2, TP 2 + SP, PP 2 and 2x2x2 (its TP-partial norm gradients
 #            are what TP and SP can get wrong; DP adds nothing new)
@@ -43,7 +43,7 @@ declare -A VARIANT=(
     [llama]="${LLAMA[*]} ${NODROP[*]}"
     [partial]="${LLAMA[*]} ${NODROP[*]} --rotary-percent 0.5 --rotary-interleaved --apply-layernorm-1p --add-qkv-bias"
     [gpt2drop]=""
-    [llamadrop]="${LLAMA[*]} --hidden-dropout 0.1 --attention-dropout 0.1 --recompute-activations"
+    [llamadrop]="${LLAMA[*]} --hidden-dropout 0.1 --attention-dropout 0.1 --recompute-granularity full --recompute-method uniform --recompute-num-layers 2"
     [qknorm]="${LLAMA[*]} ${NODROP[*]} --qk-layernorm --rotary-percent 0.5"
     [relu2]="--squared-relu --position-embedding-type none --group-query-attention --num-query-groups 1 ${NODROP[*]}"
 )

@@ -52,7 +52,7 @@ static void check_plan_matches_create(void) {
     TransformerConfig cfg = {.num_layers = 3, .hidden_size = 32, .num_attention_heads = 4,
                      .ffn_hidden_size = 128, .vocab_size = 100, .padded_vocab_size = 128,
                      .max_position_embeddings = 64, .seq_length = 16, .init_method_std = 0.02,
-                     .seed = 1, .recompute_activations = false};
+                     .seed = 1};
     transformer_config_set_gpt2_variant(&cfg);
     ModelPartition part = {.tp_size = 1, .tp_rank = 0, .first_layer = 0, .num_local_layers = 3,
                            .has_embedding = true, .has_head = true};

@@ -384,28 +384,49 @@ static void test_qk_layernorm_params(void) {
     printf("qk layernorm: parameters, order, TP marks and counts\n");
 }
 
-/* --recompute-activations keeps only layer outputs and recomputes the rest
- * in backward: bitwise the same loss and gradients, less activation memory. */
+/* Every recomputation mode (Megatron's selective; full uniform in units of
+ * 1, 2 and all 5 layers, the last unit short at 2; full block of 1 and 3
+ * layers): bitwise the loss and gradients of no recomputation, with two
+ * micro-batches in flight as a pipeline stage holds them, and less
+ * activation memory, the less the more is recomputed. */
 static void test_recompute(bool qk_layernorm) {
     char err[256];
     Backend *be = backend_create("cpu", 0, err, sizeof err);
     CHECK(be);
     TransformerConfig c = tiny_config(5);
-    c.num_layers = 3;
+    c.num_layers = 5;
     c.qk_layernorm = qk_layernorm;
+    c.attention_dropout = 0.2; /* the recomputed attention must draw the same mask */
     ModelPartition part = WHOLE;
-    part.num_local_layers = 3;
+    part.num_local_layers = 5;
     int32_t tok[10], tgt[10];
     for (int i = 0; i < 10; i++) tok[i] = (i * 3 + 1) % 13, tgt[i] = (i * 7 + 2) % 13;
-    double loss[2];
-    float *grads[2];
-    size_t bytes[2], n = 0;
-    for (int r = 0; r < 2; r++) {
-        c.recompute_activations = r == 1;
+    static const struct {
+        RecomputeGranularity granularity;
+        RecomputeMethod method;
+        int layers;
+        const char *name;
+    } modes[] = {{RECOMPUTE_NONE, RECOMPUTE_UNIFORM, 0, "none"},
+                 {RECOMPUTE_SELECTIVE, RECOMPUTE_UNIFORM, 0, "selective"},
+                 {RECOMPUTE_FULL, RECOMPUTE_BLOCK, 3, "full block 3"},
+                 {RECOMPUTE_FULL, RECOMPUTE_BLOCK, 1, "full block 1"},
+                 {RECOMPUTE_FULL, RECOMPUTE_UNIFORM, 5, "full uniform 5"},
+                 {RECOMPUTE_FULL, RECOMPUTE_UNIFORM, 2, "full uniform 2"},
+                 {RECOMPUTE_FULL, RECOMPUTE_UNIFORM, 1, "full uniform 1"}};
+    enum { MODES = sizeof modes / sizeof *modes };
+    double loss[MODES];
+    float *grads[MODES];
+    size_t bytes[MODES], n = 0;
+    for (int r = 0; r < MODES; r++) {
+        c.recompute_granularity = modes[r].granularity;
+        c.recompute_method = modes[r].method;
+        c.recompute_num_layers = modes[r].layers;
         GPTModel *m = gpt_model_create(be, &c, &part, 2, NULL, 2);
         gpt_model_init_params(m, NULL, 0);
+        gpt_model_set_step(m, 3, true);
+        gpt_model_set_first_sample(m, 0, 0);
+        gpt_model_set_first_sample(m, 1, 2);
         gpt_model_zero_grad(m);
-        /* Two micro-batches in flight, as a pipeline stage holds them. */
         loss[r] = gpt_model_stage_forward(m, 0, tok, tgt) + gpt_model_stage_forward(m, 1, tgt, tok);
         gpt_model_stage_backward(m, 0, 0.1f);
         gpt_model_stage_backward(m, 1, 0.1f);
@@ -414,14 +435,22 @@ static void test_recompute(bool qk_layernorm) {
         memcpy(grads[r], gpt_model_grad_buffer(m), n * sizeof(float));
         bytes[r] = gpt_model_activation_bytes(m);
         gpt_model_free(m);
+        CHECK_MSG(loss[r] == loss[0], "%s: loss %.17g vs %.17g", modes[r].name, loss[r], loss[0]);
+        CHECK_MSG(memcmp(grads[r], grads[0], n * sizeof(float)) == 0, "%s: gradients differ",
+                  modes[r].name);
+        if (r) CHECK_MSG(bytes[r] < bytes[0], "%s keeps %zu activation bytes, none %zu",
+                         modes[r].name, bytes[r], bytes[0]);
+        printf("recompute%s %-15s activations %7zu bytes, bitwise equal loss and gradients\n",
+               qk_layernorm ? " (qk layernorm)" : "", modes[r].name, bytes[r]);
     }
-    CHECK(loss[0] == loss[1]);
-    CHECK(memcmp(grads[0], grads[1], n * sizeof(float)) == 0);
-    CHECK_MSG(bytes[1] < bytes[0] * 3 / 4, "recompute keeps %zu of %zu activation bytes", bytes[1], bytes[0]);
-    printf("recompute%s: activations %zu -> %zu bytes, bitwise equal loss and gradients\n",
-           qk_layernorm ? " (qk layernorm)" : "", bytes[0], bytes[1]);
-    free(grads[0]);
-    free(grads[1]);
+    /* More recomputed, less kept: block 1 > block 3 > uniform 1, and units
+     * of 5 > 2 > 1 layers (a unit's activations are held while it runs). */
+    static const int more[][2] = {{3, 2}, {2, 6}, {4, 5}, {5, 6}};
+    for (size_t k = 0; k < sizeof more / sizeof *more; k++)
+        CHECK_MSG(bytes[more[k][0]] > bytes[more[k][1]], "%s keeps %zu bytes, %s %zu",
+                  modes[more[k][0]].name, bytes[more[k][0]], modes[more[k][1]].name,
+                  bytes[more[k][1]]);
+    for (int r = 0; r < MODES; r++) free(grads[r]);
     backend_destroy(be);
 }
 
@@ -499,7 +528,8 @@ static void test_transformer_config(void) {
     run.seq_length = 3;
     run.seed = 99;
     run.init_method_std = 1.0;
-    run.recompute_activations = true;
+    run.recompute_granularity = RECOMPUTE_FULL;
+    run.recompute_num_layers = 2;
     run.hidden_dropout = run.attention_dropout = 0.5;
     CHECK(transformer_config_difference(&base, &run, ta, tb, sizeof ta) == NULL);
     int fields = 0;

@@ -60,7 +60,8 @@ last=$(awk '/^iteration 2/{exit} /^(FORWARD|BACKWARD)/{printf "%s%s ", substr($1
 [ "$last" = "F0 B0 F1 B1 F2 B2 F3 B3 " ] || fail "PP=4 stage 3 order: $last"
 
 # Recomputing activations changes no number: PP=2 with TP=2, sequence
-# parallelism and --recompute-activations against the same run without it.
+# parallelism and each recomputation (selective, full uniform, full block)
+# against the same run without it, bitwise.
 "$MPIEXEC" --oversubscribe -np 4 "$PRETRAIN" "${ARGS[@]}" --global-batch-size 8 --pipeline-model-parallel-size 2 \
     --tensor-model-parallel-size 2 --sequence-parallel --metrics-file "$WORK/sp.jsonl" > /dev/null 2>&1 || fail "SP run"
 "$MPIEXEC" --oversubscribe -np 4 "$PRETRAIN" "${ARGS[@]}" --global-batch-size 8 --pipeline-model-parallel-size 2 \
@@ -69,7 +70,15 @@ last=$(awk '/^iteration 2/{exit} /^(FORWARD|BACKWARD)/{printf "%s%s ", substr($1
 expect_valid "PP=2 TP=2 SP" "$WORK/sp.jsonl"
 compare "PP=2 TP=2 SP" "$WORK/ref.jsonl" "$WORK/sp.jsonl" || fail "PP=2 TP=2 SP differs from one rank"
 cmp -s <(sed -E 's/, "iteration_ms".*//' "$WORK/sp.jsonl") <(sed -E 's/, "iteration_ms".*//' "$WORK/rc.jsonl") \
-    || fail "--recompute-activations changed the losses"
+    || fail "--recompute-activations (selective) changed the losses"
+for method in uniform block; do
+    "$MPIEXEC" --oversubscribe -np 4 "$PRETRAIN" "${ARGS[@]}" --global-batch-size 8 --pipeline-model-parallel-size 2 \
+        --tensor-model-parallel-size 2 --sequence-parallel --recompute-granularity full \
+        --recompute-method $method --recompute-num-layers 1 --metrics-file "$WORK/rc_$method.jsonl" \
+        > "$WORK/rc.log" 2>&1 || { cat "$WORK/rc.log"; fail "full $method recompute run"; }
+    cmp -s <(sed -E 's/, "iteration_ms".*//' "$WORK/sp.jsonl") <(sed -E 's/, "iteration_ms".*//' "$WORK/rc_$method.jsonl") \
+        || fail "--recompute-granularity full --recompute-method $method changed the losses"
+done
 
 # No hang for M = 1, M = P and M = 3P at P = 4 (ctest's timeout catches one).
 for gbs in 2 8 24; do

@@ -133,6 +133,17 @@ expect_fail tokenizer-mismatch "GPT2BPETokenizer|ByteTokenizer" "${MODEL[@]}" --
     --eval-iters 0 --tokenizer-type GPT2BPETokenizer
 expect_fail bad-split "--split" "${BASE[@]}" --split 1,x,2
 expect_fail bad-device "--device" "${BASE[@]}" --device tpu
+expect_fail recompute-contradiction "--recompute-activations is Megatron's selective recomputation" \
+    "${BASE[@]}" --recompute-activations --recompute-granularity full
+expect_fail recompute-granularity "--recompute-granularity some: use full or selective" \
+    "${BASE[@]}" --recompute-granularity some
+expect_fail recompute-no-method "--recompute-granularity full needs --recompute-method uniform or block" \
+    "${BASE[@]}" --recompute-granularity full --recompute-num-layers 1
+expect_fail recompute-layers "--recompute-num-layers between 1 and the layers of a pipeline stage" \
+    "${BASE[@]}" --recompute-granularity full --recompute-method block --recompute-num-layers 99
+expect_fail recompute-selective-method "it takes no --recompute-method" \
+    "${BASE[@]}" --recompute-granularity selective --recompute-method uniform
+expect_fail recompute-method-alone "need --recompute-granularity full" "${BASE[@]}" --recompute-method uniform
 expect_fail data-and-train-path "--data-path and --train-data-path/--valid-data-path/--test-data-path exclude each other" \
     "${BASE[@]}" --train-data-path "$SHARD"
 expect_fail comm-nccl-on-cpu "--comm nccl needs --device cuda .*use --comm mpi" "${BASE[@]}" \

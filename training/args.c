@@ -40,7 +40,10 @@ static const FlagSpec TRAIN_FLAGS[] = {
     {"qk-layernorm", FLAG_SWITCH, OPT(model.qk_layernorm), NULL, NULL, "Normalise each query and key head over the head dimension after linear_qkv and before RoPE, with the --normalization norm (weights q_layernorm and k_layernorm of size kv-channels).", "model", false},
     {"hidden-dropout", FLAG_DOUBLE, OPT(model.hidden_dropout), "0.1", "P", "Dropout on the embedding output and on each attention and MLP output before its residual add (Megatron's default 0.1; 0 disables). Masks depend only on global coordinates: every layout draws the same ones.", "model", false},
     {"attention-dropout", FLAG_DOUBLE, OPT(model.attention_dropout), "0.1", "P", "Dropout on the attention probabilities (Megatron's default 0.1; 0 disables).", "model", false},
-    {"recompute-activations", FLAG_SWITCH, OPT(model.recompute_activations), NULL, NULL, "Keep only each transformer layer's output and recompute the layer's forward in backward (full recomputation, Megatron's --recompute-granularity full): less activation memory for about a third more compute.", "model", false},
+    {"recompute-activations", FLAG_SWITCH, OPT(recompute_activations), NULL, NULL, "Selective recomputation, as Megatron means it: --recompute-granularity selective.", "model", false},
+    {"recompute-granularity", FLAG_STRING, OPT(recompute_granularity), NULL, "G", "selective: recompute each layer's core attention (softmax, dropout, probabilities x values) in backward from its saved queries, keys and values; full: keep only the inputs of units of layers and recompute their whole forward (with --recompute-method and --recompute-num-layers). The numbers are bitwise those without.", "model", false},
+    {"recompute-method", FLAG_STRING, OPT(recompute_method), NULL, "M", "With --recompute-granularity full: uniform (every layer, in units of --recompute-num-layers consecutive layers, each unit's input kept) or block (the first --recompute-num-layers layers of each pipeline stage, the rest not recomputed).", "model", false},
+    {"recompute-num-layers", FLAG_INT, OPT(recompute_num_layers), NULL, "N", "With --recompute-granularity full: layers per unit (uniform) or per stage (block), 1 to the layers of a pipeline stage.", "model", false},
     /* parallelism */
     {"tensor-model-parallel-size", FLAG_INT, OPT(tensor_model_parallel_size), "1", "TP", "Ranks that split each layer.", "parallelism", false},
     {"pipeline-model-parallel-size", FLAG_INT, OPT(pipeline_model_parallel_size), "1", "PP", "Pipeline stages.", "parallelism", false},
@@ -437,6 +440,7 @@ bool args_parse(TrainArgs *a, FlagParser *parser, int argc, char **argv, int wor
     a->ckpt_step_given = flags_was_set(parser, "ckpt-step");
     if (!check_model(a, err, err_size) || !resolve_architecture(a, err, err_size) ||
         !check_training(a, err, err_size) || !args_resolve_schedule(a, parser, err, err_size) ||
+        !args_resolve_recompute(a, parser, err, err_size) ||
         !check_compat(&a->compat, err, err_size) ||
         !check_io(a, err, err_size))
         return false;

@@ -50,6 +50,11 @@ typedef struct {
     int make_vocab_size_divisible_by;
     /* Megatron's architecture flags that args_parse resolves into `model`. */
     char *position_embedding_type, *normalization;
+    /* --recompute-activations (Megatron's selective recomputation),
+     * --recompute-granularity, --recompute-method, --recompute-num-layers */
+    bool recompute_activations;
+    char *recompute_granularity, *recompute_method;
+    int recompute_num_layers;
     bool swiglu, squared_relu, group_query_attention, disable_bias_linear;
     int num_query_groups;
     bool kv_channels_given, num_query_groups_given;

@@ -8,4 +8,8 @@
  * (args_schedule.c): fills a->train_iters, a->batch, a->schedule. */
 bool args_resolve_schedule(TrainArgs *a, const FlagParser *parser, char *err, size_t err_size);
 
+/* Megatron's recomputation flags into a->model's recompute fields, with
+ * its rules (args_recompute.c). */
+bool args_resolve_recompute(TrainArgs *a, const FlagParser *parser, char *err, size_t err_size);
+
 #endif

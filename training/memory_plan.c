@@ -62,7 +62,7 @@ bool trainer_check_memory(const Trainer *t, int num_slots, char *err, size_t err
              "the memory plan needs %.2f GiB per rank (parameters %.2f, gradients %.2f, "
              "optimizer state %.2f, activations %.2f GiB for --micro-batch-size %d x "
              "--seq-length %d) but only %.2f GiB of %s is free; lower --micro-batch-size or "
-             "--seq-length, add --recompute-activations, or spread the model over more ranks",
+             "--seq-length, recompute activations (--recompute-granularity full --recompute-method uniform --recompute-num-layers 1), or spread the model over more ranks",
              gib(total), gib((double)plan.param_bytes), gib((double)plan.grad_bytes),
              gib(optimizer + scratch), gib((double)plan.activation_bytes), a->micro_batch_size,
              a->model.seq_length, gib((double)available), where);
