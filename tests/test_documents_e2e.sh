@@ -12,6 +12,9 @@
 #   tokens in the loss, the reported loss the global mean. So with
 #   --eod-mask-loss, one micro-batch of 2 samples and two micro-batches of 1
 #   report the same loss but different grad norms; without it, the same both.
+#   With --calculate-per-token-loss the gradients are the global mean's:
+#   the same grad norm for both micro-batch sizes and at DP 2, the same
+#   loss as without the flag.
 # Usage: test_documents_e2e.sh MPIEXEC PRETRAIN PREPROCESS
 set -u
 MPIEXEC=$1
@@ -103,5 +106,22 @@ for mask in on off; do
         close "$g1" "$g2" 1e-5 || fail "no mask: grad norm $g1 (2 micro-batches) vs $g2 (1)"
     fi
 done
+
+# --- --calculate-per-token-loss: the global batch's mean ---
+for mb in 1 2; do
+    "$PRETRAIN" "${ARGS[@]}" --train-iters 1 --lr-decay-iters 20 --eval-iters 0 --global-batch-size 2 \
+        --micro-batch-size $mb --eod-mask-loss --calculate-per-token-loss \
+        --metrics-file "$WORK/tok_$mb.jsonl" > "$WORK/tok.log" 2>&1 || { cat "$WORK/tok.log"; fail "per-token run ($mb)"; }
+done
+run_layout 1 1 2 "$WORK/tok_dp2" "${ARGS[@]}" --train-iters 1 --lr-decay-iters 20 --eval-iters 0 \
+    --global-batch-size 2 --micro-batch-size 1 --eod-mask-loss --calculate-per-token-loss \
+    --metrics-file "$WORK/tok_dp2.jsonl" || { cat "$WORK/tok_dp2.log"; fail "per-token run at DP 2"; }
+t1=$(field grad_norm "$WORK/tok_1.jsonl") t2=$(field grad_norm "$WORK/tok_2.jsonl") td=$(field grad_norm "$WORK/tok_dp2.jsonl")
+close "$t1" "$t2" 1e-5 || fail "--calculate-per-token-loss: grad norm $t1 (2 micro-batches) vs $t2 (1)"
+close "$t1" "$td" 1e-5 || fail "--calculate-per-token-loss: grad norm $t1 (1 rank) vs $td (DP 2)"
+close "$(field lm_loss "$WORK/tok_1.jsonl")" "$(field lm_loss "$WORK/norm_on_1.jsonl")" 1e-6 \
+    || fail "--calculate-per-token-loss changed the reported loss"
+! close "$t1" "$(field grad_norm "$WORK/norm_on_1.jsonl")" 1e-4 \
+    || fail "--calculate-per-token-loss: the grad norm of per-micro-batch means ($t1)"
 
 finish "document masking"

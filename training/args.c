@@ -99,6 +99,7 @@ static const FlagSpec TRAIN_FLAGS[] = {
     {"valid-data-path", FLAG_LIST, OPT(valid_data_path), NULL, "[W] PATH", "Validation shards, used whole; same syntax as --data-path, which it excludes.", "data", false},
     {"test-data-path", FLAG_LIST, OPT(test_data_path), NULL, "[W] PATH", "Test shards, used whole, evaluated once after the last iteration; same syntax as --data-path, which it excludes.", "data", false},
     {"mock-data", FLAG_SWITCH, OPT(mock_data), NULL, NULL, "Skip data loading and train on synthetic data: documents of seeded random tokens (from --seed) in the vocabulary of --tokenizer-type, split by --split, the same at every parallel layout. For benchmarks without a corpus; excludes --data-path.", "data", false},
+    {"calculate-per-token-loss", FLAG_SWITCH, OPT(calculate_per_token_loss), NULL, NULL, "Normalise the gradients by the tokens in the loss of the whole global batch instead of each micro-batch's own (Megatron's default). Without --eod-mask-loss every micro-batch has micro-batch-size x seq-length of them and the two are the same.", "data", false},
     {"eod-mask-loss", FLAG_SWITCH, OPT(eod_mask_loss), NULL, NULL, "Leave out of the loss the positions whose input is an end-of-document token (they would predict the next, unrelated document's first token); the loss is then the mean over the tokens kept.", "data", false},
     {"reset-position-ids", FLAG_SWITCH, OPT(reset_position_ids), NULL, NULL, "Restart position ids (learned or RoPE) at 0 after each end-of-document token inside a sample.", "data", false},
     {"reset-attention-mask", FLAG_SWITCH, OPT(reset_attention_mask), NULL, NULL, "Keep attention inside each document of a sample: a token attends to no token at or before an earlier end-of-document token.", "data", false},
@@ -153,7 +154,6 @@ static const FlagSpec TRAIN_FLAGS[] = {
     {"no-gradient-accumulation-fusion", FLAG_SWITCH, COMPAT(no_gradient_accumulation_fusion), NULL, NULL, "Weight gradients always accumulate into the fp32 gradient buffer.", NO_EFFECT, false},
     {"no-gradient-reduce-div-fusion", FLAG_SWITCH, COMPAT(no_gradient_reduce_div_fusion), NULL, NULL, "The loss is scaled by the global batch before backward, so no division follows the reduction.", NO_EFFECT, false},
     {"cross-entropy-loss-fusion", FLAG_SWITCH, COMPAT(cross_entropy_loss_fusion), NULL, NULL, "The cross entropy is always the backend's own vocabulary-parallel kernel.", NO_EFFECT, false},
-    {"calculate-per-token-loss", FLAG_SWITCH, COMPAT(calculate_per_token_loss), NULL, NULL, "Megatron averages the loss over the global batch's tokens instead of per micro-batch; without --eod-mask-loss every micro-batch has micro-batch-size x seq-length tokens in the loss, so the two averages are the same (with it, refused: not built yet).", NO_EFFECT, false},
     {"profile", FLAG_SWITCH, COMPAT(profile), NULL, NULL, "Megatron starts and stops a profiler (Nsight Systems' capture range or PyTorch's) at --profile-step-start/-end; gpt3d has no profiler hooks: profile it whole, e.g. nsys profile mpirun ...", NO_EFFECT, false},
     {"profile-step-start", FLAG_INT64, COMPAT(profile_step_start), "10", "N", "With --profile: the iteration Megatron's profiling starts at (see --profile).", NO_EFFECT, false},
     {"profile-step-end", FLAG_INT64, COMPAT(profile_step_end), "12", "N", "With --profile: the iteration Megatron's profiling ends at (see --profile).", NO_EFFECT, false},
@@ -367,13 +367,6 @@ static bool check_io(const TrainArgs *a, char *err, size_t err_size) {
     if (a->mock_data && (a->data_path.count > 0 || per_split))
         FAIL("--mock-data replaces the data: give either --mock-data or "
              "--data-path/--train-data-path/--valid-data-path/--test-data-path");
-    /* With a loss mask micro-batches keep different token counts, and the
-     * global per-token average would differ from the per-micro-batch one
-     * computed here. */
-    if (a->compat.calculate_per_token_loss && a->eod_mask_loss)
-        FAIL("--calculate-per-token-loss with --eod-mask-loss: the average over the global "
-             "batch's kept tokens is not built yet (each micro-batch is averaged over its own, "
-             "Megatron's default); drop --calculate-per-token-loss");
     if (!a->mock_data && a->data_path.count == 0 && a->train_data_path.count == 0)
         FAIL("no training data: give --data-path (divided by --split), --train-data-path, or "
              "--mock-data for synthetic tokens");

@@ -34,7 +34,7 @@ typedef struct {
     bool no_masked_softmax_fusion, no_bias_gelu_fusion, no_bias_swiglu_fusion;
     bool no_bias_dropout_fusion, no_rope_fusion, no_gradient_accumulation_fusion;
     bool no_gradient_reduce_div_fusion, cross_entropy_loss_fusion;
-    bool calculate_per_token_loss, profile;
+    bool profile;
     int64_t profile_step_start, profile_step_end;
     char *attention_backend, *transformer_impl, *distributed_backend;
     int num_workers, empty_unused_memory_level;
@@ -90,6 +90,7 @@ typedef struct {
     StringList data_path, train_data_path, valid_data_path, test_data_path;
     bool mock_data;
     bool eod_mask_loss, reset_position_ids, reset_attention_mask; /* document masking */
+    bool calculate_per_token_loss; /* gradients over the global batch's tokens in the loss */
     char *data_cache_path;
     char *split;
     TokenizerOptions tokenizer; /* must match the shards */

@@ -58,6 +58,9 @@ typedef struct {
      * loss x micro-batches x DP), Megatron's per-micro-batch mean; NULL in
      * evaluation (no backward). */
     float *loss_scale;
+    /* --calculate-per-token-loss: 1 / (tokens in the loss of the global
+     * batch), every micro-batch's scale; 0 for per-micro-batch means. */
+    double global_token_scale;
 } StageCtx;
 
 static int slot_of(const Trainer *t, int mb) { return mb % gpt_model_num_slots(t->model); }
@@ -79,7 +82,9 @@ static void stage_forward(void *ctx, int mb) {
     c->loss_sum += gpt_model_stage_forward(t->model, slot_of(t, mb), t->tokens, t->targets);
     if (!t->part.has_head) return;
     c->loss_tokens += kept;
-    if (c->loss_scale) /* an all-masked micro-batch counts as one token (Megatron's clamp) */
+    if (c->loss_scale && c->global_token_scale > 0)
+        c->loss_scale[mb] = (float)c->global_token_scale;
+    else if (c->loss_scale) /* an all-masked micro-batch counts as one token (Megatron's clamp) */
         c->loss_scale[mb] = (float)(1.0 / ((double)(kept > 0 ? kept : 1) * c->num_microbatches *
                                            t->ps->dp_size));
 }
@@ -187,6 +192,21 @@ void trainer_optimizer_step(Trainer *t, const StepResult *r) {
     distrib_optimizer_step(t->opt, r->lr, r->grad_norm);
 }
 
+/* --calculate-per-token-loss: 1 / (tokens in the loss of the whole global
+ * batch), which the last stage needs before its first backward; its ranks
+ * count their micro-batches' kept targets (one extra read of their samples)
+ * and sum over DP. Without a loss mask that is the batch's token count, and
+ * 0 (per-micro-batch means, the same numbers) is returned. */
+static double global_token_scale(Trainer *t, int64_t base, int M) {
+    if (!t->args->calculate_per_token_loss || !t->documents.eod_mask_loss || !t->part.has_head)
+        return 0.0;
+    double kept = 0.0;
+    for (int m = 0; m < M; m++)
+        kept += load_micro_batch(t, t->train_ds, micro_batch_first_sample(t, base, m));
+    comm_host_all_reduce(&t->comm, GROUP_DATA, &kept, 1, HOST_F64, REDUCE_SUM);
+    return 1.0 / (kept > 0 ? kept : 1.0);
+}
+
 /* The schedules are functions of the samples consumed before the step
  * (Megatron's scheduler steps by the batch after each iteration). */
 StepResult train_step(Trainer *t) {
@@ -206,7 +226,8 @@ StepResult train_step(Trainer *t) {
                     .ds = t->train_ds,
                     .base = consumed,
                     .num_microbatches = M,
-                    .loss_scale = xmalloc((size_t)M * sizeof(float))};
+                    .loss_scale = xmalloc((size_t)M * sizeof(float)),
+                    .global_token_scale = global_token_scale(t, consumed, M)};
     PipelineOp *ops = xmalloc((size_t)(6 * M + 2) * sizeof *ops);
     const int count = pipeline_1f1b_plan(t->ps->pp_size, t->ps->pp_rank, M, ops);
     PipelineStageFns fns = stage_fns(&ctx);
