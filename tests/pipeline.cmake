@@ -7,3 +7,11 @@ set_tests_properties(test_pipeline_e2e PROPERTIES TIMEOUT 300)
 # every received message is what the neighbour computed for that micro-batch.
 gpt3d_add_test(NAME test_pipeline_p2p SOURCES test_pipeline_p2p.c RANKS 2 TIMEOUT 60)
 gpt3d_add_test(NAME test_pipeline_p2p_4 SOURCES test_pipeline_p2p.c RANKS 4 TIMEOUT 60)
+# The layer split of every pipeline rank and chunk against Megatron's rules.
+gpt3d_add_test(NAME test_layer_split SOURCES test_layer_split.c TIMEOUT 60)
+# Uneven first/last stages and the embedding/loss counted in the split,
+# against one rank, and their checkpoints resumed at other layouts.
+add_test(NAME test_pipeline_uneven_e2e
+  COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/test_pipeline_uneven_e2e.sh ${MPIEXEC_EXECUTABLE}
+          $<TARGET_FILE:pretrain_gpt> $<TARGET_FILE:preprocess_data>)
+set_tests_properties(test_pipeline_uneven_e2e PROPERTIES TIMEOUT 300)

@@ -8,4 +8,9 @@
  * (args_schedule.c): fills a->train_iters, a->batch, a->schedule. */
 bool args_resolve_schedule(TrainArgs *a, const FlagParser *parser, char *err, size_t err_size);
 
+/* The layer split of the pipeline ranks and their virtual chunks
+ * (args_pipeline.c): fills a->pipeline_split and checks it, after the
+ * batch sizes (interleaving constrains the micro-batch count). */
+bool args_resolve_pipeline(TrainArgs *a, const FlagParser *parser, char *err, size_t err_size);
+
 #endif

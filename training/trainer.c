@@ -137,12 +137,12 @@ static void setup_config(Trainer *t) {
     c->seed = (uint64_t)a->seed;
 
     const ParallelState *ps = t->ps;
-    const int layers_per_stage = a->model.num_layers / ps->pp_size;
+    const PipelineLayerRange layers = pipeline_split_chunk(&a->pipeline_split, ps->pp_rank, 0);
     t->part = (ModelPartition){
         .tp_size = ps->tp_size,
         .tp_rank = ps->tp_rank,
-        .first_layer = ps->pp_rank * layers_per_stage,
-        .num_local_layers = layers_per_stage,
+        .first_layer = layers.first_layer,
+        .num_local_layers = layers.num_layers,
         .has_embedding = parallel_state_is_first_stage(ps),
         .has_head = parallel_state_is_last_stage(ps),
     };
@@ -172,6 +172,17 @@ static void rope_text(const TransformerConfig *c, char *out, size_t size) {
         snprintf(out, size, " (base %g, %d of %d features, %s)", c->rotary_base,
                  transformer_rotary_dim(c), transformer_head_dim(c),
                  c->rotary_interleaved ? "interleaved" : "rotate-half");
+}
+
+/* "pipeline layers: stage 0 [0, 1), stage 1 [1, 5), ..." with several stages. */
+static void print_layer_split(const PipelineLayerSplit *s) {
+    if (s->pp_size == 1) return;
+    printf("pipeline layers:");
+    for (int r = 0; r < s->pp_size; r++) {
+        const PipelineLayerRange l = pipeline_split_chunk(s, r, 0);
+        printf("%s stage %d [%d, %d)", r ? "," : "", r, l.first_layer, l.first_layer + l.num_layers);
+    }
+    printf("\n");
 }
 
 static void print_summary(const Trainer *t, const char *device) {
@@ -206,6 +217,7 @@ static void print_summary(const Trainer *t, const char *device) {
            transformer_tied_output(c) ? "tied" : "untied",
            c->add_bias_linear ? "linear biases" : c->add_qkv_bias ? "QKV bias only" : "no linear biases",
            c->hidden_dropout, c->attention_dropout);
+    print_layer_split(&a->pipeline_split);
     printf("batch: micro %d x %d micro-batches x DP %d = global %d samples (%d tokens) per "
            "iteration\n",
            a->micro_batch_size, a->num_microbatches, t->ps->dp_size, a->global_batch_size,
