@@ -142,3 +142,28 @@ int pipeline_interleaved_plan(int P, int V, int M, int stage, PipelineChunkOp *o
     free(b.backward_received);
     return b.count;
 }
+
+int pipeline_interleaved_forward_plan(int P, int V, int M, int stage, PipelineChunkOp *ops) {
+    GPT3D_CHECK(P >= 2 && V >= 1 && M >= 1 && stage >= 0 && stage < P,
+                "bad forward plan P=%d V=%d M=%d stage=%d", P, V, M, stage);
+    int n = 0;
+    for (int mb = 0; mb < M; mb++)
+        for (int c = 0; c < V; c++) {
+            const PipelineChunkOp none = {.kind = PIPE_CHUNK_EXCHANGE, .chunk = -1, .mb = -1,
+                                          .send_forward = NONE, .send_backward = NONE,
+                                          .recv_forward = NONE, .recv_backward = NONE};
+            if (!(stage == 0 && c == 0)) {
+                ops[n] = none;
+                ops[n++].recv_forward = (PipelineTensorRef){c, mb};
+            }
+            ops[n] = none;
+            ops[n].kind = PIPE_CHUNK_FORWARD;
+            ops[n].chunk = c;
+            ops[n++].mb = mb;
+            if (!(stage == P - 1 && c == V - 1)) {
+                ops[n] = none;
+                ops[n++].send_forward = (PipelineTensorRef){c, mb};
+            }
+        }
+    return n;
+}

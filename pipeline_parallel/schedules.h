@@ -105,6 +105,32 @@ typedef struct {
     PipelineTensorRef recv_backward; /* an output gradient from the next rank */
 } PipelineChunkOp;
 
+/* A pipeline rank's V chunks for pipeline_run_chunks: compute and the
+ * buffers each (chunk, micro-batch) sends from or receives into. */
+typedef struct {
+    void *ctx;
+    void (*forward)(void *ctx, int chunk, int mb);
+    void (*backward)(void *ctx, int chunk, int mb);
+    void *(*input_buffer)(void *ctx, int chunk, int mb);       /* receive the input here */
+    void *(*output_buffer)(void *ctx, int chunk, int mb);      /* the output, to send */
+    void *(*output_grad_buffer)(void *ctx, int chunk, int mb); /* receive d(output) here */
+    void *(*input_grad_buffer)(void *ctx, int chunk, int mb);  /* d(input), to send */
+    size_t numel;
+    DType dtype;
+} PipelineChunkFns;
+
+/* Runs an interleaved plan; prev_rank / next_rank are the world ranks of
+ * the neighbouring pipeline ranks on the ring (the first rank's previous
+ * is the last). Each exchange is one batched p2p, completed before the
+ * next operation. trace, when non-NULL, gets one line per operation. */
+void pipeline_run_chunks(Comm *comm, const PipelineChunkOp *ops, int count,
+                         const PipelineChunkFns *fns, int prev_rank, int next_rank, FILE *trace);
+
+/* Forward only (evaluation): each micro-batch through chunk 0, 1, ...,
+ * V - 1, each chunk receiving its input, computing and sending its output
+ * (3 V M operations at most). Returns the number of operations. */
+int pipeline_interleaved_forward_plan(int P, int V, int M, int stage, PipelineChunkOp *ops);
+
 /* Operations a plan of V chunks over M micro-batches can hold, at most. */
 int pipeline_interleaved_plan_capacity(int V, int M);
 /* Fills ops and returns their number. */

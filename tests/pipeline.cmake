@@ -18,3 +18,9 @@ set_tests_properties(test_pipeline_uneven_e2e PROPERTIES TIMEOUT 300)
 # The interleaved 1F1B plan against Megatron's order, and the rendezvous
 # simulation of all ranks (no deadlock; a broken plan's deadlock found).
 gpt3d_add_test(NAME test_pipeline_interleaved SOURCES test_pipeline_interleaved.c TIMEOUT 60)
+# Interleaved 1F1B (virtual pipeline stages) against one rank, and its
+# checkpoints resumed across V.
+add_test(NAME test_pipeline_interleaved_e2e
+  COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/test_pipeline_interleaved_e2e.sh ${MPIEXEC_EXECUTABLE}
+          $<TARGET_FILE:pretrain_gpt> $<TARGET_FILE:preprocess_data>)
+set_tests_properties(test_pipeline_interleaved_e2e PROPERTIES TIMEOUT 400)

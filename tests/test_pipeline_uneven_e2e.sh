@@ -8,8 +8,7 @@
 # stages hold no transformer layer). The start-up line names each stage's
 # layers. A checkpoint saved at 1 | 4 | 1 resumes at one rank and at an even
 # PP 2 and continues the one-rank run. Bad splits and bad interleaving
-# flags stop with one error naming the flags; valid interleaving flags stop
-# with the executor's "not built yet".
+# flags stop with one error naming the flags.
 # Usage: test_pipeline_uneven_e2e.sh MPIEXEC PRETRAIN PREPROCESS
 set -u
 MPIEXEC=$1
@@ -90,8 +89,8 @@ refuse "uneven with the embedding counted" 3 "exclude --account-for-embedding-in
 refuse "embedding counted, not dividing" 2 "--num-layers 6 plus the embedding \(--account-for-embedding-in-pipeline-split\) = 7 is not divisible by --pipeline-model-parallel-size 2" \
     --account-for-embedding-in-pipeline-split
 
-# The interleaving flags: Megatron's constraints, then the refusal of the
-# executor that is not built yet (the plan is: test_pipeline_interleaved).
+# The interleaving flags: Megatron's constraints (the runs themselves:
+# test_pipeline_interleaved_e2e).
 refuse "interleaving, micro-batches not a multiple of PP" 2 "needs the micro-batches per iteration to be a multiple of --pipeline-model-parallel-size 2, but --global-batch-size 6 / \(--micro-batch-size 2 x data-parallel 1\) = 3" \
     --num-virtual-stages-per-pipeline-rank 3 --global-batch-size 6
 refuse "interleaving, chunks not dividing the layers" 2 "the 3 layers per pipeline rank \(--num-layers 6 over 2 stages\) are not divisible by the 2 virtual stages" \
@@ -102,7 +101,5 @@ refuse "both interleaving flags" 2 "exclude each other" \
     --num-layers-per-virtual-pipeline-stage 1 --num-virtual-stages-per-pipeline-rank 3
 refuse "interleaving, first stage not dividing" 3 "--decoder-first-pipeline-num-layers 1 is not divisible by the 2 virtual stages" \
     --num-virtual-stages-per-pipeline-rank 2 --decoder-first-pipeline-num-layers 1 --global-batch-size 12
-refuse "interleaving, executor" 2 "3 chunks per pipeline rank\): the schedule's plan is built, its executor is not built yet" \
-    --num-layers-per-virtual-pipeline-stage 1
 
 finish test_pipeline_uneven_e2e

@@ -124,12 +124,17 @@ static float *tied_embedding_grad(Trainer *t, size_t *numel) {
  * (first and last stage) summed so that they stay identical. */
 void trainer_finalize_grads(void *ctx, size_t begin, size_t end) {
     Trainer *t = ctx;
-    gpt_model_reduce_tensor_parallel_partial_grads_in(t->model, begin, end);
-    size_t numel = 0;
-    float *dwte = tied_embedding_grad(t, &numel);
-    const size_t at = dwte ? (size_t)(dwte - distrib_optimizer_grad_buffer(t->opt)) : 0;
-    if (dwte && at >= begin && at < end)
-        comm_all_reduce(&t->comm, GROUP_EMBEDDING, dwte, numel, DTYPE_F32, REDUCE_SUM);
+    for (int v = 0; v < t->num_chunks; v++) {
+        /* The bucket in chunk v's own buffer coordinates. */
+        const size_t base = t->chunk_base[v];
+        const size_t lo = begin > base ? begin - base : 0, hi = end > base ? end - base : 0;
+        if (hi > lo) gpt_model_reduce_tensor_parallel_partial_grads_in(t->chunks[v], lo, hi);
+        size_t numel = 0;
+        float *dwte = gpt_model_tied_embedding_grad(t->chunks[v], &numel);
+        const size_t at = dwte ? (size_t)(dwte - distrib_optimizer_grad_buffer(t->opt)) : 0;
+        if (dwte && at >= begin && at < end)
+            comm_all_reduce(&t->comm, GROUP_EMBEDDING, dwte, numel, DTYPE_F32, REDUCE_SUM);
+    }
 }
 
 static void on_params_needed(void *ctx, size_t begin, size_t end) {
@@ -157,6 +162,96 @@ void trainer_optimizer_step(Trainer *t, const StepResult *r) {
     distrib_optimizer_step(t->opt, r->lr, r->grad_norm);
 }
 
+/* ---- interleaved 1F1B: chunk c of micro-batch mb in activation slot mb ---- */
+
+static void chunk_forward(void *ctx, int chunk, int mb) {
+    StageCtx *c = ctx;
+    Trainer *t = c->t;
+    const int64_t first = micro_batch_first_sample(t, c->base, mb);
+    const ModelPartition *part = &t->chunk_parts[chunk];
+    if (part->has_embedding || part->has_head) load_micro_batch(t, c->ds, first);
+    gpt_model_set_first_sample(t->chunks[chunk], mb, first);
+    c->loss_sum += gpt_model_stage_forward(t->chunks[chunk], mb, t->tokens, t->targets);
+}
+
+static void *chunk_grad_in(const Trainer *t, int chunk, int mb) {
+    return t->chunk_grad_in[chunk * t->args->num_microbatches + mb];
+}
+
+static void chunk_backward(void *ctx, int chunk, int mb) {
+    StageCtx *c = ctx;
+    Trainer *t = c->t;
+    GPTModel *m = t->chunks[chunk];
+    /* The model starts a non-last chunk's backward from its one d(output) buffer. */
+    if (!t->chunk_parts[chunk].has_head)
+        t->be->ops->copy_device(t->be, gpt_model_stage_output_grad(m), chunk_grad_in(t, chunk, mb),
+                                backend_act_bytes(t->be, gpt_model_stage_activation_numel(m)));
+    gpt_model_stage_backward(m, mb, c->loss_scale);
+}
+
+static void *chunk_input(void *ctx, int chunk, int mb) {
+    return gpt_model_stage_input(((StageCtx *)ctx)->t->chunks[chunk], mb);
+}
+static void *chunk_output(void *ctx, int chunk, int mb) {
+    return gpt_model_stage_output(((StageCtx *)ctx)->t->chunks[chunk], mb);
+}
+static void *chunk_output_grad(void *ctx, int chunk, int mb) {
+    return chunk_grad_in(((StageCtx *)ctx)->t, chunk, mb);
+}
+static void *chunk_input_grad(void *ctx, int chunk, int mb) {
+    (void)mb;
+    return gpt_model_stage_input_grad(((StageCtx *)ctx)->t->chunks[chunk]);
+}
+
+static PipelineChunkFns chunk_fns(StageCtx *c) {
+    return (PipelineChunkFns){.ctx = c,
+                              .forward = chunk_forward,
+                              .backward = chunk_backward,
+                              .input_buffer = chunk_input,
+                              .output_buffer = chunk_output,
+                              .output_grad_buffer = chunk_output_grad,
+                              .input_grad_buffer = chunk_input_grad,
+                              .numel = gpt_model_stage_activation_numel(c->t->chunks[0]),
+                              .dtype = c->t->be->act_dtype};
+}
+
+/* The ring's neighbours: the first rank's chunk c + 1 follows the last rank's chunk c. */
+static void run_chunk_plan(StageCtx *c, const PipelineChunkOp *ops, int count, FILE *trace) {
+    Trainer *t = c->t;
+    const PipelineChunkFns fns = chunk_fns(c);
+    pipeline_run_chunks(&t->comm, ops, count, &fns, parallel_state_prev_stage_rank(t->ps),
+                        parallel_state_next_stage_rank(t->ps), trace);
+}
+
+static void run_interleaved(StageCtx *c) {
+    Trainer *t = c->t;
+    for (int v = 0; v < t->num_chunks; v++) {
+        gpt_model_zero_grad(t->chunks[v]);
+        gpt_model_set_step(t->chunks[v], t->iteration, true);
+    }
+    const int V = t->num_chunks, M = c->num_microbatches;
+    PipelineChunkOp *ops = xmalloc((size_t)pipeline_interleaved_plan_capacity(V, M) * sizeof *ops);
+    const int count = pipeline_interleaved_plan(t->ps->pp_size, V, M, t->ps->pp_rank, ops);
+    if (t->trace) fprintf(t->trace, "iteration %lld\n", (long long)(t->iteration + 1));
+    run_chunk_plan(c, ops, count, t->trace);
+    if (t->trace) fflush(t->trace);
+    free(ops);
+}
+
+static void evaluate_interleaved(StageCtx *c) {
+    Trainer *t = c->t;
+    const TrainArgs *a = t->args;
+    const int V = t->num_chunks, M = a->num_microbatches;
+    for (int v = 0; v < V; v++) gpt_model_set_step(t->chunks[v], t->iteration, false);
+    PipelineChunkOp *ops = xmalloc((size_t)(3 * V * M) * sizeof *ops);
+    const int count = pipeline_interleaved_forward_plan(t->ps->pp_size, V, M, t->ps->pp_rank, ops);
+    for (int64_t it = 0; it < a->eval_iters; it++) {
+        c->base = it * a->global_batch_size;
+        run_chunk_plan(c, ops, count, NULL);
+    }
+    free(ops);
+}
+
 /* The schedules are functions of the samples consumed before the step
  * (Megatron's scheduler steps by the batch after each iteration). */
 StepResult train_step(Trainer *t) {
@@ -167,14 +262,20 @@ StepResult train_step(Trainer *t) {
                     .weight_decay = optimizer_schedule_wd(&a->schedule, consumed)};
     const int M = r.global_batch_size / (a->micro_batch_size * t->ps->dp_size);
     const double tokens_per_batch = (double)r.global_batch_size * a->model.seq_length;
-    gpt_model_zero_grad(t->model);
-    gpt_model_set_step(t->model, t->iteration, true);
-
     StageCtx ctx = {.t = t,
                     .ds = t->train_ds,
                     .base = consumed,
                     .num_microbatches = M,
                     .loss_scale = (float)(1.0 / tokens_per_batch)};
+    if (t->num_chunks > 1) {
+        run_interleaved(&ctx);
+        distrib_optimizer_reduce_grads(t->opt);
+        r.loss = global_mean_loss(t, ctx.loss_sum, tokens_per_batch);
+        r.grad_norm = distrib_optimizer_grad_norm(t->opt);
+        return r;
+    }
+    gpt_model_zero_grad(t->model);
+    gpt_model_set_step(t->model, t->iteration, true);
     PipelineOp *ops = xmalloc((size_t)(6 * M + 2) * sizeof *ops);
     const int count = pipeline_1f1b_plan(t->ps->pp_size, t->ps->pp_rank, M, ops);
     PipelineStageFns fns = stage_fns(&ctx);
@@ -195,6 +296,11 @@ StepResult train_step(Trainer *t) {
 double evaluate(Trainer *t) {
     const TrainArgs *a = t->args;
     StageCtx ctx = {.t = t, .ds = t->valid_ds, .num_microbatches = a->num_microbatches};
+    if (t->num_chunks > 1) {
+        evaluate_interleaved(&ctx);
+        return global_mean_loss(t, ctx.loss_sum,
+                                (double)a->eval_iters * a->global_batch_size * a->model.seq_length);
+    }
     PipelineStageFns fns = stage_fns(&ctx);
     gpt_model_set_step(t->model, t->iteration, false); /* no dropout */
     /* Forward only: receive, forward, send, one micro-batch at a time. */
