@@ -112,7 +112,8 @@ void trainer_init_params(Trainer *t) {
 
 void trainer_free_models(Trainer *t) {
     if (t->num_chunks > 1) {
-        for (int v = 0; v < t->num_chunks; v++) gpt_model_free(t->chunks[v]);
+        /* A set-up that failed before the chunks existed frees none. */
+        for (int v = 0; t->chunks && v < t->num_chunks; v++) gpt_model_free(t->chunks[v]);
         for (int i = 0; t->chunk_grad_in && i < t->num_chunks * t->args->num_microbatches; i++)
             t->be->ops->free(t->be, t->chunk_grad_in[i]);
         free(t->chunk_table.params);

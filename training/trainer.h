@@ -117,7 +117,7 @@ void trainer_free_models(Trainer *t);
 
 /* training/memory_plan.c: false with the plan and the fix when this rank's
  * buffers (num_slots activation slots) would not fit in the memory its
- * backend reports free. Needs t->be, t->tp, t->cfg and t->part. */
+ * backend reports free. Needs t->be, t->tp, t->cfg and t->chunk_parts. */
 bool trainer_check_memory(const Trainer *t, int num_slots, char *err, size_t err_size);
 
 /* training/checkpointing.c: glue between model/optimizer and checkpoint/. */
