@@ -128,7 +128,8 @@ void pipeline_run_chunks(Comm *comm, const PipelineChunkOp *ops, int count,
 
 /* Forward only (evaluation): each micro-batch through chunk 0, 1, ...,
  * V - 1, each chunk receiving its input, computing and sending its output
- * (3 V M operations at most). Returns the number of operations. */
+ * (it fits in pipeline_interleaved_plan_capacity). Returns the number of
+ * operations. */
 int pipeline_interleaved_forward_plan(int P, int V, int M, int stage, PipelineChunkOp *ops);
 
 /* Operations a plan of V chunks over M micro-batches can hold, at most. */

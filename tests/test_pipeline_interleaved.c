@@ -4,7 +4,8 @@
  * next rank's same chunk and the last rank's chunk c to the first rank's
  * chunk c + 1, completes without deadlock, delivers every message to the
  * chunk and micro-batch that consume it, and never computes before its
- * input arrived; the same simulation runs today's 1F1B plans (one chunk),
+ * input arrived; the same simulation runs the forward-only evaluation plan
+ * and today's 1F1B plans (one chunk),
  * and it finds the deadlock of a plan broken on purpose (every exchange
  * split into its sends, then its receives). */
 #include <stdbool.h>
@@ -78,6 +79,7 @@ typedef enum { SIM_OK, SIM_DEADLOCK, SIM_WRONG_MESSAGE, SIM_EARLY_COMPUTE } SimR
 
 typedef struct {
     int P, V, M;
+    bool forward_only; /* an evaluation plan: no backward expected */
     PipelineChunkOp *ops[MAX_RANKS];
     int n[MAX_RANKS], pc[MAX_RANKS];
     /* Parts of the head exchange already matched: send F, send B, recv F, recv B. */
@@ -197,7 +199,7 @@ static SimResult run_sim(Sim *s) {
         if (!progressed) return SIM_DEADLOCK;
     }
     for (int i = 0; i < s->P * s->V * s->M; i++)
-        if (!s->forwarded[i] || !s->backwarded[i]) return SIM_EARLY_COMPUTE;
+        if (!s->forwarded[i] || (!s->forward_only && !s->backwarded[i])) return SIM_EARLY_COMPUTE;
     return SIM_OK;
 }
 
@@ -240,6 +242,20 @@ static SimResult simulate_interleaved(int P, int V, int M, bool split_exchanges)
         memcpy(s.ops[r], split, (size_t)n * sizeof *split);
         s.n[r] = n;
         free(split);
+    }
+    const SimResult res = run_sim(&s);
+    sim_free(&s);
+    return res;
+}
+
+/* The evaluation plan: forward only, each micro-batch through every chunk. */
+static SimResult simulate_forward_only(int P, int V, int M) {
+    Sim s;
+    sim_init(&s, P, V, M);
+    s.forward_only = true;
+    for (int r = 0; r < P; r++) {
+        s.n[r] = pipeline_interleaved_forward_plan(P, V, M, r, s.ops[r]);
+        CHECK(s.n[r] <= pipeline_interleaved_plan_capacity(V, M));
     }
     const SimResult res = run_sim(&s);
     sim_free(&s);
@@ -289,6 +305,8 @@ int main(void) {
                 check_order(P, V, M);
                 const SimResult r = simulate_interleaved(P, V, M, false);
                 CHECK_MSG(r == SIM_OK, "P=%d V=%d M=%d: simulation result %d", P, V, M, r);
+                const SimResult e = simulate_forward_only(P, V, M);
+                CHECK_MSG(e == SIM_OK, "P=%d V=%d M=%d forward only: simulation result %d", P, V, M, e);
                 cases++;
             }
     /* Hand-worked: P = 2, V = 2, M = 4, rank 0 warms up 2 + 2 = 4 forwards:

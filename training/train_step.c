@@ -243,7 +243,7 @@ static void evaluate_interleaved(StageCtx *c) {
     const TrainArgs *a = t->args;
     const int V = t->num_chunks, M = a->num_microbatches;
     for (int v = 0; v < V; v++) gpt_model_set_step(t->chunks[v], t->iteration, false);
-    PipelineChunkOp *ops = xmalloc((size_t)(3 * V * M) * sizeof *ops);
+    PipelineChunkOp *ops = xmalloc((size_t)pipeline_interleaved_plan_capacity(V, M) * sizeof *ops);
     const int count = pipeline_interleaved_forward_plan(t->ps->pp_size, V, M, t->ps->pp_rank, ops);
     for (int64_t it = 0; it < a->eval_iters; it++) {
         c->base = it * a->global_batch_size;
