@@ -36,6 +36,9 @@ const char *dtype_name(DType t);
 
 typedef struct Backend Backend;
 
+/* A target id that no loss counts (a masked token, --eod-mask-loss). */
+#define LOSS_IGNORED_TARGET (-1)
+
 /* Dropout masks come from core/rng.h's counter-based generator keyed by
  * global coordinates, so every layout and a recomputation draw the same
  * mask. Element (r, c) of a [rows, cols] block has the counter
@@ -95,6 +98,15 @@ typedef struct {
     /* dpos[t, :] += sum_b dout[b, t, :]. */
     void (*position_embedding_backward)(Backend *be, float *dpos, const void *dout, int B, int T,
                                         int C);
+    /* The same with explicit positions (--reset-position-ids): out[n, :] +=
+     * pos[position_ids[n], :] for N rows; position_ids is an int32 device
+     * array of N ids in [0, T). */
+    void (*position_embedding_add_ids)(Backend *be, void *out, const void *pos,
+                                       const int32_t *position_ids, int N, int C);
+    /* dpos[position_ids[n], :] += dout[n, :], added row after row in n order
+     * (so a position's sum has a fixed order on every backend). */
+    void (*position_embedding_backward_ids)(Backend *be, float *dpos, const void *dout,
+                                            const int32_t *position_ids, int N, int C);
 
     /* ---- normalisation ----
      * LayerNorm: out = (x - mean) * rstd * (weight + weight_offset) + bias, with
@@ -172,27 +184,34 @@ typedef struct {
      * `dropout` (NULL: none) drops attention probabilities after the softmax:
      * probability (b, h, i, j) (query i, key j) uses the counter
      * ((sample0 + b) * heads_total + head0 + h) * T * T + i * T + j with the
-     * key's seed, stream, threshold and scale (AttentionDropout). */
+     * key's seed, stream, threshold and scale (AttentionDropout).
+     * `key_start` (NULL: all zero) keeps attention inside documents
+     * (--reset-attention-mask): query i of sequence b attends to keys
+     * key_start[b * T + i] .. i only; an int32 device array of B * T starts,
+     * each <= its own position. */
     size_t (*attention_saved_bytes)(Backend *be, int B, int T, int NH, int NG, int HS);
     void (*attention_forward)(Backend *be, void *out, void *saved, const void *qkv, int B, int T,
-                              int NH, int NG, int HS, const AttentionDropout *dropout);
-    /* dqkv overwritten; the same dropout as the forward. */
+                              int NH, int NG, int HS, const int32_t *key_start,
+                              const AttentionDropout *dropout);
+    /* dqkv overwritten; the same key_start and dropout as the forward. */
     void (*attention_backward)(Backend *be, void *dqkv, const void *dout, const void *qkv,
                                const void *out, const void *saved, int B, int T, int NH, int NG,
-                               int HS, const AttentionDropout *dropout);
+                               int HS, const int32_t *key_start, const AttentionDropout *dropout);
     /* Rotary position embedding, in place on the query and key heads of a
      * qkv buffer laid out as above (value heads untouched). Row (b, t) has
-     * position t. The first rot_dim features of each head (rot_dim even,
+     * position t, or position_ids[b * T + t] when position_ids (an int32
+     * device array of B * T ids in [0, T), --reset-position-ids) is not
+     * NULL. The first rot_dim features of each head (rot_dim even,
      * <= HS) rotate in pairs: rotate-half pairs feature i with i + rot_dim/2
      * (Hugging Face and Megatron), interleaved pairs 2i with 2i + 1. Pair i
      * has inv_freq = 1 / base^(2i / rot_dim) and angle t * inv_freq, both
      * fp32 as Hugging Face computes them; (x, y) -> (x cos - y sin,
      * y cos + x sin). */
     void (*rope_forward)(Backend *be, void *qkv, int B, int T, int NH, int NG, int HS, int rot_dim,
-                         float base, bool interleaved);
+                         float base, bool interleaved, const int32_t *position_ids);
     /* The transposed rotation, in place on dqkv's query and key heads. */
     void (*rope_backward)(Backend *be, void *dqkv, int B, int T, int NH, int NG, int HS,
-                          int rot_dim, float base, bool interleaved);
+                          int rot_dim, float base, bool interleaved, const int32_t *position_ids);
     /* QK-norm (--qk-layernorm): every query head and every key head of N
      * qkv rows laid out as above is normalised over its HS features by
      * LayerNorm or RMSNorm (see the normalisation ops; eps, weight_offset
@@ -230,8 +249,10 @@ typedef struct {
     /* losses[n] = log(sumexp[n]) + rowmax[n] - target_logit[n]. */
     void (*cross_entropy_loss)(Backend *be, float *losses, const float *rowmax,
                                const float *sumexp, const float *target_logit, int N);
-    /* dlogits = dloss * (softmax - onehot(target)), padded columns 0. dlogits may
-     * alias logits (in place). */
+    /* dlogits = dloss * (softmax - onehot(target)), padded columns 0. A row
+     * whose target is negative (LOSS_IGNORED_TARGET: --eod-mask-loss) is not
+     * in the loss: its gradient row is 0 (its loss piece above is computed
+     * but not counted). dlogits may alias logits (in place). */
     void (*cross_entropy_backward)(Backend *be, void *dlogits, const void *logits,
                                    const float *rowmax, const float *sumexp,
                                    const int32_t *targets, int N, int V, int vocab_begin,
@@ -249,6 +270,9 @@ typedef struct {
     double (*sum_squares_f32)(Backend *be, const float *x, size_t n);
     /* True when any element of the fp32 buffer is NaN or inf. */
     bool (*has_nonfinite_f32)(Backend *be, const float *x, size_t n);
+    /* Elements of the fp32 buffer equal to zero (either sign; NaN is not),
+     * counted where the buffer lives and returned to host. */
+    uint64_t (*count_zeros_f32)(Backend *be, const float *x, size_t n);
 
     /* Bytes this rank could still allocate on its device (host memory for
      * the CPU backend); SIZE_MAX when the backend cannot tell. Start-up

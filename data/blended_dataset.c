@@ -297,6 +297,7 @@ static bool create_components(BlendedDataset *ds, const GPTDataConfig *cfg,
             .tokenizer_vocab_size = cfg->tokenizer_vocab_size,
             .tokenizer_eod_token = cfg->tokenizer_eod_token,
             .mock_data = cfg->mock_data,
+            .too_short = cfg->too_short,
         };
         char inner[1024];
         ds->components[i] = gpt_dataset_create(&gc, ds->split, inner, sizeof inner);
@@ -329,6 +330,7 @@ static bool parse_source(const GPTDataConfig *cfg, const SplitSource *src, DataP
 BlendedDataset *blended_dataset_create(const GPTDataConfig *cfg, SplitKind split, char *err,
                                        size_t err_size) {
     GPT3D_CHECK(split >= SPLIT_TRAIN && split <= SPLIT_TEST, "bad split kind %d", (int)split);
+    if (cfg->too_short) *cfg->too_short = false;
     SplitSource src;
     if (!choose_source(cfg, split, &src, err, err_size)) return NULL;
     DataPath path;
@@ -417,6 +419,10 @@ const char *blended_dataset_tokenizer_type(const BlendedDataset *ds) {
 
 int64_t blended_dataset_vocab_size(const BlendedDataset *ds) {
     return gpt_dataset_vocab_size(ds->components[0]);
+}
+
+int64_t blended_dataset_eod_token(const BlendedDataset *ds) {
+    return gpt_dataset_eod_token(ds->components[0]);
 }
 
 int64_t blended_dataset_num_documents(const BlendedDataset *ds) {

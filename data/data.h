@@ -201,6 +201,10 @@ typedef struct {
      * 2 x seq_length tokens, each ending in EOD), a pure function of seed
      * and position, split and sampled like any other data. */
     bool mock_data;
+    /* When non-NULL, set to whether a failure is the split holding fewer
+     * tokens than one sample (err still says so), which a caller may take
+     * for an absent split (the test split, as Megatron's do_test). */
+    bool *too_short;
 } GPTDatasetConfig;
 
 /* Documents of --mock-data (Megatron's MockGPTDataset has as many). */
@@ -313,6 +317,7 @@ typedef struct {
     int64_t tokenizer_vocab_size; /* as GPTDatasetConfig */
     int64_t tokenizer_eod_token;
     bool mock_data; /* --mock-data: one mock component for every split; no paths allowed */
+    bool *too_short; /* as GPTDatasetConfig, for any component */
 } GPTDataConfig;
 
 /* Megatron's BlendedDataset over one GPTDataset per component (each over
@@ -343,10 +348,36 @@ GPTDataset *blended_dataset_component(const BlendedDataset *ds, int component);
 const char *blended_dataset_description(const BlendedDataset *ds);
 const char *blended_dataset_tokenizer_type(const BlendedDataset *ds);
 int64_t blended_dataset_vocab_size(const BlendedDataset *ds);
+int64_t blended_dataset_eod_token(const BlendedDataset *ds);
 /* Sums over the components. */
 int64_t blended_dataset_num_documents(const BlendedDataset *ds);
 int64_t blended_dataset_num_tokens(const BlendedDataset *ds);
 /* The blend's own index pieces plus those of its components. */
 DataIndexStats blended_dataset_index_stats(const BlendedDataset *ds);
+
+/* ----------------------------------------------------- document masking
+ * Megatron's per-sample masks for documents packed into one sample
+ * (--eod-mask-loss, --reset-position-ids, --reset-attention-mask, its
+ * GPTDataset's rules). A document ends with its EOD token, which belongs to
+ * it; the token after an EOD starts the next document. For the T input
+ * tokens of a sample and its T targets (the inputs shifted by one):
+ * - eod_mask_loss: a position whose input is EOD predicts the first token
+ *   of an unrelated document: its target becomes negative (the backend's
+ *   LOSS_IGNORED_TARGET), out of the loss and its count;
+ * - reset_position_ids: position_ids[t] = t - (first position of t's
+ *   document); otherwise t;
+ * - reset_attention_mask: key_start[t] = first position of t's document,
+ *   so attention never crosses a document boundary; otherwise 0. */
+typedef struct {
+    bool eod_mask_loss, reset_position_ids, reset_attention_mask;
+    int64_t eod_token;
+} DocumentMasking;
+
+/* True when any of the three switches is on. */
+bool document_masking_on(const DocumentMasking *dm);
+/* Applies the masks to one sample; position_ids and key_start get T
+ * entries each. Returns how many targets stay in the loss. */
+int document_masks_apply(const DocumentMasking *dm, const int32_t *tokens, int32_t *targets,
+                         int T, int32_t *position_ids, int32_t *key_start);
 
 #endif

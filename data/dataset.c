@@ -433,6 +433,7 @@ static void report_short_split(const GPTDataset *ds, const GPTDatasetConfig *cfg
 GPTDataset *gpt_dataset_create(const GPTDatasetConfig *cfg, SplitKind split, char *err,
                                size_t err_size) {
     GPT3D_CHECK(split >= SPLIT_TRAIN && split <= SPLIT_TEST, "bad split kind %d", (int)split);
+    if (cfg->too_short) *cfg->too_short = false;
     double fractions[NUM_SPLITS];
     if (!validate_config(cfg, err, err_size) || !parse_split(cfg->split, fractions, err, err_size))
         return NULL;
@@ -453,6 +454,7 @@ GPTDataset *gpt_dataset_create(const GPTDatasetConfig *cfg, SplitKind split, cha
     ds->samples_per_epoch = ds->num_tokens > 0 ? (ds->num_tokens - 1) / cfg->seq_length : 0;
     if (ds->samples_per_epoch == 0) {
         report_short_split(ds, cfg, err, err_size);
+        if (cfg->too_short) *cfg->too_short = true;
         gpt_dataset_free(ds);
         return NULL;
     }

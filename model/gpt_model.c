@@ -124,6 +124,8 @@ static void layout_slot(GPTModel *m, ActivationSlot *s, Carver *act, Carver *sta
     }
     s->tokens_dev = carve(stat, N * sizeof(int32_t));
     s->targets_dev = carve(stat, N * sizeof(int32_t));
+    s->position_ids_dev = carve(stat, N * sizeof(int32_t));
+    s->key_start_dev = carve(stat, N * sizeof(int32_t));
 }
 
 static void layout_activations(GPTModel *m, Carver *act, Carver *stat, Carver *grad) {

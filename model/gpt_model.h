@@ -184,6 +184,15 @@ void gpt_model_stage_backward(GPTModel *m, int slot, float loss_scale_per_token)
  * recomputation, reuse them. Off (evaluation) until set. */
 void gpt_model_set_step(GPTModel *m, int64_t iteration, bool training);
 void gpt_model_set_first_sample(GPTModel *m, int slot, int64_t first_sample);
+/* Document masking of the micro-batch in `slot` (data.h's
+ * document_masks_apply): host arrays of B*T position ids (learned position
+ * embedding and RoPE read them instead of t) and key starts (attention of
+ * row i sees keys key_start[i] .. i of its sequence); NULL for the plain
+ * positions and causal mask, the default. Kept for the slot's backward and
+ * recomputation, until set again. A target of LOSS_IGNORED_TARGET
+ * (backend.h) is left out of the loss and its gradient. */
+void gpt_model_set_documents(GPTModel *m, int slot, const int32_t *position_ids,
+                             const int32_t *key_start);
 /* Host fp32 copy of the logits of slot 0's last forward on the last stage:
  * [B*T, V_local] for this rank's vocabulary slice (padded columns included;
  * V_local returned). Valid until the next call or a backward (which

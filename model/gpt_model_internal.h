@@ -44,6 +44,10 @@ typedef struct {
     void *logits;
     float *ce_max, *ce_sums, *ce_losses; /* ce_sums: [sum of exps | target logits] */
     int32_t *tokens_dev, *targets_dev;
+    /* Document masking of the micro-batch (gpt_model_set_documents): each
+     * row's position and the first key it attends to; NULL when off. */
+    int32_t *position_ids, *key_start;
+    int32_t *position_ids_dev, *key_start_dev; /* where they live when on */
     uint64_t sample0; /* global index of the micro-batch's first sample (dropout keys) */
 } ActivationSlot;
 

@@ -60,7 +60,7 @@ static void mlp_activation_backward(GPTModel *m, void *d_fc1, const void *fc1, c
     }
 }
 
-static void rope(GPTModel *m, void *qkv, bool backward) {
+static void rope(GPTModel *m, const ActivationSlot *s, void *qkv, bool backward) {
     if (m->cfg.position_embedding_type != POSITION_ROPE) return;
     Backend *be = m->be;
     const TransformerConfig *c = &m->cfg;
@@ -68,10 +68,10 @@ static void rope(GPTModel *m, void *qkv, bool backward) {
     const float base = (float)c->rotary_base;
     if (backward)
         be->ops->rope_backward(be, qkv, m->B, m->T, m->local_heads, m->local_groups, HS, rot, base,
-                               c->rotary_interleaved);
+                               c->rotary_interleaved, s->position_ids);
     else
         be->ops->rope_forward(be, qkv, m->B, m->T, m->local_heads, m->local_groups, HS, rot, base,
-                              c->rotary_interleaved);
+                              c->rotary_interleaved, s->position_ids);
 }
 
 /* --qk-layernorm: the query and key heads of linear_qkv's output are
@@ -185,9 +185,9 @@ static void layer_forward(GPTModel *m, const ActivationSlot *s, int l, LayerActs
     column_parallel_linear_forward(tp, qkv_projection_out(a), a->ln1_full, a->ln1, p->qkv_w,
                                    p->qkv_b, N, C, m->local_qkv_width, false, NULL);
     query_key_norm_forward(m, a, p);
-    rope(m, a->qkv, false);
+    rope(m, s, a->qkv, false);
     be->ops->attention_forward(be, a->atty, a->att_saved, a->qkv, m->B, m->T, NH, m->local_groups,
-                               HS, attention_dropout(m, s, layer, &drop));
+                               HS, s->key_start, attention_dropout(m, s, layer, &drop));
     row_parallel_linear_forward(tp, a->resid_mid, m->full_scratch, a->atty, p->proj_w, p->proj_b, N,
                                 NH * HS, C, true, NULL);
     hidden_dropout(m, s, layer, DROP_ATTENTION_OUT, a->resid_mid, false);
@@ -237,8 +237,9 @@ static void layer_backward(GPTModel *m, const ActivationSlot *s, int l, const La
                                  sublayer_output_grad(m, s, layer, DROP_ATTENTION_OUT),
                                  m->full_scratch, a->atty, p->proj_w, N, NH * HS, C);
     be->ops->attention_backward(be, m->d_qkv, m->d_atty, a->qkv, a->atty, a->att_saved, m->B, m->T,
-                                NH, m->local_groups, HS, attention_dropout(m, s, layer, &drop));
-    rope(m, m->d_qkv, true);
+                                NH, m->local_groups, HS, s->key_start,
+                                attention_dropout(m, s, layer, &drop));
+    rope(m, s, m->d_qkv, true);
     query_key_norm_backward(m, a, p, g);
     column_parallel_linear_backward(tp, m->d_ln, dx_full, g->qkv_w, g->qkv_b, m->d_qkv, a->ln1_full,
                                     p->qkv_w, N, C, m->local_qkv_width);
@@ -276,8 +277,9 @@ void *gpt_model_stage_output_grad(GPTModel *m) { return m->d_resid; }
 void *gpt_model_stage_input_grad(GPTModel *m) { return m->d_resid; }
 
 /* Final norm, output layer (column-parallel over the vocabulary slice) and
- * vocab-parallel cross entropy; returns the summed token loss. */
-static double head_forward(GPTModel *m, ActivationSlot *s) {
+ * vocab-parallel cross entropy; returns the summed loss of the tokens whose
+ * (host) target is not LOSS_IGNORED_TARGET. */
+static double head_forward(GPTModel *m, ActivationSlot *s, const int32_t *targets) {
     Backend *be = m->be;
     const int N = m->B * m->T, R = m->rows, C = m->cfg.hidden_size;
     const int V = (int)m->local_vocab, vb = (int)m->vocab_begin, vs = (int)m->cfg.vocab_size;
@@ -289,7 +291,8 @@ static double head_forward(GPTModel *m, ActivationSlot *s) {
                                          s->targets_dev, N, V, vb, vs);
     be->ops->copy_to_host(be, m->host_losses, s->ce_losses, (size_t)N * sizeof(float));
     double sum = 0.0;
-    for (int i = 0; i < N; i++) sum += m->host_losses[i];
+    for (int i = 0; i < N; i++)
+        if (targets[i] >= 0) sum += m->host_losses[i];
     return sum;
 }
 
@@ -326,7 +329,7 @@ double gpt_model_stage_forward(GPTModel *m, int slot, const int32_t *tokens,
         vocab_parallel_embedding_forward(&m->tp, s->input, m->full_scratch, s->tokens_dev, m->wte, N,
                                          C, (int)m->vocab_begin,
                                          (int)(m->vocab_begin + m->local_vocab));
-        if (m->wpe) tp_position_embedding_add(&m->tp, s->input, m->wpe, N, m->T, C);
+        if (m->wpe) tp_position_embedding_add(&m->tp, s->input, m->wpe, s->position_ids, N, m->T, C);
         hidden_dropout(m, s, -1, DROP_EMBEDDING, s->input, false);
     }
     for (int l = 0; l < m->part.num_local_layers; l++) {
@@ -336,7 +339,7 @@ double gpt_model_stage_forward(GPTModel *m, int slot, const int32_t *tokens,
     if (!m->part.has_head) return 0.0;
     params_needed(m, m->head_params);
     be->ops->copy_to_device(be, s->targets_dev, targets, (size_t)N * sizeof(int32_t));
-    return head_forward(m, s);
+    return head_forward(m, s, targets);
 }
 
 void gpt_model_stage_backward(GPTModel *m, int slot, float loss_scale_per_token) {
@@ -359,7 +362,8 @@ void gpt_model_stage_backward(GPTModel *m, int slot, float loss_scale_per_token)
         hidden_dropout(m, s, -1, DROP_EMBEDDING, m->d_resid, true);
         vocab_parallel_embedding_backward(&m->tp, m->dwte, m->d_resid, m->full_scratch,
                                           s->tokens_dev, N, C, vb, ve);
-        if (m->wpe) tp_position_embedding_backward(&m->tp, m->dwpe, m->d_resid, N, m->T, C);
+        if (m->wpe)
+            tp_position_embedding_backward(&m->tp, m->dwpe, m->d_resid, s->position_ids, N, m->T, C);
     }
     grads_ready(m, m->table.total_numel);
 }
@@ -371,6 +375,16 @@ void gpt_model_set_step(GPTModel *m, int64_t iteration, bool training) {
 
 void gpt_model_set_first_sample(GPTModel *m, int slot, int64_t first_sample) {
     slot_at(m, slot)->sample0 = (uint64_t)first_sample;
+}
+
+void gpt_model_set_documents(GPTModel *m, int slot, const int32_t *position_ids,
+                             const int32_t *key_start) {
+    ActivationSlot *s = slot_at(m, slot);
+    const size_t bytes = (size_t)m->B * m->T * sizeof(int32_t);
+    s->position_ids = position_ids ? s->position_ids_dev : NULL;
+    s->key_start = key_start ? s->key_start_dev : NULL;
+    if (position_ids) m->be->ops->copy_to_device(m->be, s->position_ids_dev, position_ids, bytes);
+    if (key_start) m->be->ops->copy_to_device(m->be, s->key_start_dev, key_start, bytes);
 }
 
 double gpt_model_forward(GPTModel *m, const int32_t *tokens, const int32_t *targets) {

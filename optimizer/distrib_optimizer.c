@@ -281,23 +281,16 @@ double distrib_optimizer_param_norm(DistributedOptimizer *o) {
     return sqrt(sum);
 }
 
-/* Megatron's --log-num-zeros-in-grad. A logging aid, so the shard goes
- * through host memory in pieces rather than needing a counting kernel. */
+/* Megatron's --log-num-zeros-in-grad, counted on the device: only one
+ * number per interval crosses to the host. */
 int64_t distrib_optimizer_grad_zeros(DistributedOptimizer *o) {
-    enum { PIECE = 1 << 16 };
-    float *host = xmalloc(PIECE * sizeof *host);
     int64_t zeros = 0;
     for (int i = 0; i < o->num_intervals; i++) {
         const ShardInterval *iv = &o->intervals[i];
         if (!o->table->params[iv->param].counts_in_grad_norm) continue;
-        const size_t n = (size_t)(iv->canonical_end - iv->canonical_begin);
-        for (size_t done = 0; done < n; done += PIECE) {
-            const size_t k = n - done < PIECE ? n - done : PIECE;
-            o->be->ops->copy_to_host(o->be, host, o->grads + iv->buffer_offset + done, k * sizeof *host);
-            for (size_t j = 0; j < k; j++) zeros += host[j] == 0.0f;
-        }
+        zeros += (int64_t)o->be->ops->count_zeros_f32(
+            o->be, o->grads + iv->buffer_offset, (size_t)(iv->canonical_end - iv->canonical_begin));
     }
-    free(host);
     comm_host_all_reduce(o->comm, GROUP_WORLD, &zeros, 1, HOST_I64, REDUCE_SUM);
     return zeros;
 }

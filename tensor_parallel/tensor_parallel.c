@@ -185,7 +185,13 @@ static void backward_piece(TensorParallel *tp, void *rows, void *dpos, int count
     tp->be->ops->position_embedding_backward(tp->be, dpos, rows, 1, count, C);
 }
 
-void tp_position_embedding_add(TensorParallel *tp, void *out, const void *pos, int N, int T, int C) {
+void tp_position_embedding_add(TensorParallel *tp, void *out, const void *pos,
+                               const int32_t *position_ids, int N, int T, int C) {
+    if (position_ids) { /* this rank's rows, with their own ids */
+        tp->be->ops->position_embedding_add_ids(tp->be, out, pos, position_ids + tp_first_row(tp, N),
+                                                tp_local_rows(tp, N), C);
+        return;
+    }
     if (!tp->sequence_parallel) {
         tp->be->ops->position_embedding_add(tp->be, out, pos, N / T, T, C);
         return;
@@ -193,8 +199,14 @@ void tp_position_embedding_add(TensorParallel *tp, void *out, const void *pos, i
     for_each_sequence_piece(tp, out, pos, N, T, C, add_piece, dtype_size(tp->be->act_dtype));
 }
 
-void tp_position_embedding_backward(TensorParallel *tp, float *dpos, const void *dout, int N,
-                                    int T, int C) {
+void tp_position_embedding_backward(TensorParallel *tp, float *dpos, const void *dout,
+                                    const int32_t *position_ids, int N, int T, int C) {
+    if (position_ids) {
+        tp->be->ops->position_embedding_backward_ids(tp->be, dpos, dout,
+                                                     position_ids + tp_first_row(tp, N),
+                                                     tp_local_rows(tp, N), C);
+        return;
+    }
     if (!tp->sequence_parallel) {
         tp->be->ops->position_embedding_backward(tp->be, dpos, dout, N / T, T, C);
         return;

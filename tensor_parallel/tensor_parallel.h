@@ -119,9 +119,12 @@ void vocab_parallel_cross_entropy_backward(TensorParallel *tp, void *dlogits, co
                                            int vocab_begin, int vocab_size, float dloss);
 
 /* Adds the position embedding rows to this rank's rows of the residual stream
- * (sequence length T), and the backward dual (dpos +=). */
-void tp_position_embedding_add(TensorParallel *tp, void *out, const void *pos, int N, int T, int C);
-void tp_position_embedding_backward(TensorParallel *tp, float *dpos, const void *dout, int N,
-                                    int T, int C);
+ * (sequence length T), and the backward dual (dpos +=). Row n of the N rows
+ * has position n mod T, or position_ids[n] when position_ids (a device array
+ * of all N rows' ids, --reset-position-ids) is not NULL. */
+void tp_position_embedding_add(TensorParallel *tp, void *out, const void *pos,
+                               const int32_t *position_ids, int N, int T, int C);
+void tp_position_embedding_backward(TensorParallel *tp, float *dpos, const void *dout,
+                                    const int32_t *position_ids, int N, int T, int C);
 
 #endif

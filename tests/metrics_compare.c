@@ -6,10 +6,10 @@
  * Every record of CANDIDATE must match the record of REFERENCE on the same
  * line: the same iteration number, lm_loss and grad_norm within
  * |got - want| <= atol + rtol * |want| (default rtol 1e-6, atol 0), and
- * valid_loss the same way wherever either file has one. A missing field, a
- * value that does not parse, or a NaN or inf in either file fails, as does a
- * different record count or an empty reference: a comparison that compared
- * nothing has checked nothing.
+ * valid_loss and test_loss the same way wherever either file has one. A
+ * missing field, a value that does not parse, or a NaN or inf in either
+ * file fails, as does a different record count or an empty reference: a
+ * comparison that compared nothing has checked nothing.
  *
  * Written in C rather than awk because the awk found on Debian is mawk, in
  * which `nan` and a missing field make every comparison false, so a NaN
@@ -179,6 +179,7 @@ static void compare_logs(Comparison *c, const MetricsLog *want, const MetricsLog
         compare_field(c, &want->records[i], &got->records[i], wi, "lm_loss", false);
         compare_field(c, &want->records[i], &got->records[i], wi, "grad_norm", false);
         compare_field(c, &want->records[i], &got->records[i], wi, "valid_loss", true);
+        compare_field(c, &want->records[i], &got->records[i], wi, "test_loss", true);
     }
 }
 
@@ -197,7 +198,7 @@ static bool parse_tolerance(const char *flag, const char *text, double *out) {
 static int usage(void) {
     fprintf(stderr, "usage: metrics_compare [--rtol R] [--atol A] [--name NAME] REFERENCE "
                     "CANDIDATE\n"
-                    "  compares every record's iteration, lm_loss, grad_norm and valid_loss;\n"
+                    "  compares every record's iteration, lm_loss, grad_norm, valid_loss and test_loss;\n"
                     "  default --rtol 1e-6 --atol 0; NaN, inf and missing fields fail\n");
     return 2;
 }

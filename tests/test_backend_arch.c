@@ -286,6 +286,7 @@ typedef struct {
     int B, T, NH, NG, HS, rot;
     double base;
     bool interleaved;
+    const int32_t *position_ids; /* host [B*T]; NULL: row t has position t */
     double *qkv;
     const double *R;
 } RopeCtx;
@@ -304,7 +305,8 @@ static void rope_ref(double *out, const RopeCtx *c) {
                 for (int h = 0; h < per_group - 1; h++) {
                     size_t head = ((size_t)b * c->T + t) * row + ((size_t)g * per_group + h) * c->HS;
                     for (int i = 0; i < half; i++) {
-                        double angle = t / pow(c->base, 2.0 * i / c->rot);
+                        const int pos = c->position_ids ? c->position_ids[b * c->T + t] : t;
+                        double angle = pos / pow(c->base, 2.0 * i / c->rot);
                         size_t ix = head + (c->interleaved ? 2 * i : i);
                         size_t iy = ix + (c->interleaved ? 1 : half);
                         double x = c->qkv[ix], y = c->qkv[iy];
@@ -327,13 +329,26 @@ static double rope_objective(void *p) {
 /* fp32 angles t * inv_freq differ from double ones by about t * 2^-24. */
 static const double ROPE_TOL = 2e-5;
 
-static int check_rope(Backend *be, TestRng *rng, bool interleaved, int rot) {
+/* Position ids restarting at documents of lengths 3, 1, 7 (sequence 0)
+ * and 6, 5 (sequence 1), as --reset-position-ids makes them. */
+static void document_position_ids(int32_t *ids, int T) {
+    static const int lengths[2][3] = {{3, 1, 7}, {6, 5, 0}};
+    for (int b = 0; b < 2; b++)
+        for (int d = 0, t = 0; d < 3; d++)
+            for (int k = 0; k < lengths[b][d] && t < T; k++) ids[b * T + t++] = k;
+}
+
+static int check_rope(Backend *be, TestRng *rng, bool interleaved, int rot, bool with_ids) {
     const int B = 2, T = 11, NH = 4, NG = 2, HS = 8;
     const size_t n = (size_t)B * T * qkv_row(NH, NG, HS);
     float *x = rand_floats(rng, n, -1, 1), *R = rand_floats(rng, n, -1, 1);
-    RopeCtx ctx = {B, T, NH, NG, HS, rot, 500.0, interleaved, to_double(x, n), to_double(R, n)};
+    int32_t ids[2 * 11];
+    document_position_ids(ids, T);
+    RopeCtx ctx = {B,           T,   NH, NG, HS, rot, 500.0, interleaved, with_ids ? ids : NULL,
+                   to_double(x, n), to_double(R, n)};
+    int32_t *d_ids = with_ids ? upload(be, ids, sizeof ids) : NULL;
     float *d = upload(be, x, n * 4);
-    be->ops->rope_forward(be, d, B, T, NH, NG, HS, rot, (float)ctx.base, interleaved);
+    be->ops->rope_forward(be, d, B, T, NH, NG, HS, rot, (float)ctx.base, interleaved, d_ids);
     double *want = xmalloc(n * sizeof(double));
     rope_ref(want, &ctx);
     float *out = download(be, d, n);
@@ -345,10 +360,16 @@ static int check_rope(Backend *be, TestRng *rng, bool interleaved, int rot) {
     rope_ref(want, &ctx);
     CHECK(rel_err(out, want, n) > 100 * ROPE_TOL);
     ctx.interleaved = interleaved;
+    if (with_ids) { /* nor the positions ignored */
+        ctx.position_ids = NULL;
+        rope_ref(want, &ctx);
+        CHECK(rel_err(out, want, n) > 100 * ROPE_TOL);
+        ctx.position_ids = ids;
+    }
 
     /* backward is the adjoint: d sum(rope(x) R) / dx = rope_backward(R) */
     be->ops->copy_to_device(be, d, R, n * 4);
-    be->ops->rope_backward(be, d, B, T, NH, NG, HS, rot, (float)ctx.base, interleaved);
+    be->ops->rope_backward(be, d, B, T, NH, NG, HS, rot, (float)ctx.base, interleaved, d_ids);
     float *dx = download(be, d, n);
     double *num = xmalloc(n * sizeof(double));
     numerical_grad(rope_objective, &ctx, ctx.qkv, NULL, n, num);
@@ -356,14 +377,17 @@ static int check_rope(Backend *be, TestRng *rng, bool interleaved, int rot) {
     free(x), free(R), free(ctx.qkv), free((void *)ctx.R), free(want), free(out), free(dx);
     free(num);
     be->ops->free(be, d);
+    if (d_ids) be->ops->free(be, d_ids);
     return 0;
 }
 
 static int test_rope(Backend *be, TestRng *rng) {
-    CHECK(!check_rope(be, rng, false, 8));
-    CHECK(!check_rope(be, rng, true, 8));
-    CHECK(!check_rope(be, rng, false, 4)); /* --rotary-percent 0.5 */
-    CHECK(!check_rope(be, rng, true, 4));
+    CHECK(!check_rope(be, rng, false, 8, false));
+    CHECK(!check_rope(be, rng, true, 8, false));
+    CHECK(!check_rope(be, rng, false, 4, false)); /* --rotary-percent 0.5 */
+    CHECK(!check_rope(be, rng, true, 4, false));
+    CHECK(!check_rope(be, rng, false, 8, true)); /* --reset-position-ids */
+    CHECK(!check_rope(be, rng, true, 4, true));
     return 0;
 }
 
@@ -372,12 +396,14 @@ static int test_rope(Backend *be, TestRng *rng) {
 typedef struct {
     int B, T, NH, NG, HS;
     const AttentionDropout *drop; /* NULL: none */
+    const int32_t *key_start;     /* host [B*T]; NULL: every row sees keys from 0 */
     double *qkv;
     const double *R;
 } GroupAttentionCtx;
 
 /* out [B, T, NH, HS]: query head h = g * (NH/NG) + j of group g attends with
- * the group's key and value; kept probabilities scaled, dropped ones zero. */
+ * the group's key and value to keys key_start .. t; kept probabilities
+ * scaled, dropped ones zero. */
 static void group_attention_ref(double *out, const GroupAttentionCtx *c) {
     const int T = c->T, HS = c->HS, Q = c->NH / c->NG;
     const size_t row = qkv_row(c->NH, c->NG, HS), C = (size_t)c->NH * HS;
@@ -391,11 +417,12 @@ static void group_attention_ref(double *out, const GroupAttentionCtx *c) {
             for (int t = 0; t < T; t++) {
                 const double *q = c->qkv + ((size_t)b * T + t) * row + qo;
                 double maxval = -INFINITY, sum = 0.0;
+                const int j0 = c->key_start ? c->key_start[b * T + t] : 0;
                 for (int j = 0; j <= t; j++) {
                     p[j] = scale * dot_d(q, c->qkv + ((size_t)b * T + j) * row + ko, HS);
-                    if (p[j] > maxval) maxval = p[j];
+                    if (j >= j0 && p[j] > maxval) maxval = p[j];
                 }
-                for (int j = 0; j <= t; j++) sum += (p[j] = exp(p[j] - maxval));
+                for (int j = 0; j <= t; j++) sum += (p[j] = j < j0 ? 0.0 : exp(p[j] - maxval));
                 for (int j = 0; j <= t; j++) p[j] /= sum;
                 if (c->drop) {
                     const AttentionDropout *d = c->drop;
@@ -434,24 +461,56 @@ static AttentionDropout attention_dropout(double p, uint64_t sample0, uint64_t h
     return d;
 }
 
+/* Documents (--reset-attention-mask) of a [2, T] micro-batch: sequence 0
+ * ends documents after 0, 1, 40 and 66 (one-token documents, one across the
+ * CPU's 64-row block edge), sequence 1 after 63 and 64; key_start[t] is the
+ * first position of t's document. */
+static void document_key_starts(int32_t *key_start, int T) {
+    static const int ends[2][4] = {{0, 1, 40, 66}, {63, 64, -1, -1}};
+    for (int b = 0; b < 2; b++) {
+        int start = 0, e = 0;
+        for (int t = 0; t < T; t++) {
+            key_start[b * T + t] = start;
+            if (e < 4 && t == ends[b][e]) start = t + 1, e++;
+        }
+    }
+}
+
 /* T = 70 crosses the CPU backend's 64-row causal blocks. */
-static int check_group_attention(Backend *be, TestRng *rng, int NH, int NG, bool dropout) {
+static int check_group_attention(Backend *be, TestRng *rng, int NH, int NG, bool dropout,
+                                 bool documents) {
     const int B = 2, T = 70, HS = 4;
     const size_t qn = (size_t)B * T * qkv_row(NH, NG, HS), on = (size_t)B * T * NH * HS;
     AttentionDropout drop = attention_dropout(0.25, 11, 0, (uint64_t)NH);
     float *qkv = rand_floats(rng, qn, -1.5f, 1.5f), *R = rand_floats(rng, on, -1, 1);
-    GroupAttentionCtx ctx = {B, T, NH, NG, HS, dropout ? &drop : NULL, to_double(qkv, qn),
+    int32_t key_start[2 * 70];
+    document_key_starts(key_start, T);
+    int32_t *d_key_start = documents ? upload(be, key_start, sizeof key_start) : NULL;
+    GroupAttentionCtx ctx = {B,
+                             T,
+                             NH,
+                             NG,
+                             HS,
+                             dropout ? &drop : NULL,
+                             documents ? key_start : NULL,
+                             to_double(qkv, qn),
                              to_double(R, on)};
     const size_t saved = be->ops->attention_saved_bytes(be, B, T, NH, NG, HS);
-    CHECK(saved >= (size_t)B * NH * T * T * sizeof(float));
+    CHECK(saved == (size_t)B * NH * T * sizeof(float)); /* a log-sum-exp per row, never T x T */
     float *d_qkv = upload(be, qkv, qn * 4), *d_R = upload(be, R, on * 4);
     float *d_out = be->ops->alloc(be, on * 4), *d_saved = be->ops->alloc(be, saved);
     float *d_dqkv = upload(be, qkv, qn * 4); /* stale content: must be overwritten */
-    be->ops->attention_forward(be, d_out, d_saved, d_qkv, B, T, NH, NG, HS, ctx.drop);
+    be->ops->attention_forward(be, d_out, d_saved, d_qkv, B, T, NH, NG, HS, d_key_start, ctx.drop);
     double *want = xmalloc(on * sizeof(double));
     group_attention_ref(want, &ctx);
     float *out = download(be, d_out, on);
     CHECK(!compare_verbose("group attention forward", out, want, on, FWD_TOL));
+    if (documents) { /* the same comparison rejects attention across documents */
+        ctx.key_start = NULL;
+        group_attention_ref(want, &ctx);
+        CHECK(rel_err(out, want, on) > 100 * FWD_TOL);
+        ctx.key_start = key_start;
+    }
     if (dropout) { /* the same comparison rejects the undropped attention */
         ctx.drop = NULL;
         group_attention_ref(want, &ctx);
@@ -460,13 +519,14 @@ static int check_group_attention(Backend *be, TestRng *rng, int NH, int NG, bool
     }
 
     be->ops->attention_backward(be, d_dqkv, d_R, d_qkv, d_out, d_saved, B, T, NH, NG, HS,
-                                ctx.drop);
+                                d_key_start, ctx.drop);
     float *dqkv = download(be, d_dqkv, qn);
     enum { SAMPLES = 300 };
     size_t idx[SAMPLES];
     for (size_t k = 0; k < SAMPLES; k++) idx[k] = (size_t)test_rng_below(rng, (int)qn);
     idx[0] = qn - 1; /* the last value element: seen only by the last query */
     idx[1] = qn - 1 - HS; /* the last key element */
+    idx[2] = (size_t)T * qkv_row(NH, NG, HS) - 1; /* sequence 0's last value: a one-row document */
     double num[SAMPLES];
     float got[SAMPLES];
     for (size_t k = 0; k < SAMPLES; k++) got[k] = dqkv[idx[k]];
@@ -476,15 +536,20 @@ static int check_group_attention(Backend *be, TestRng *rng, int NH, int NG, bool
     free(qkv), free(R), free(ctx.qkv), free((void *)ctx.R), free(want), free(out), free(dqkv);
     be->ops->free(be, d_qkv), be->ops->free(be, d_R), be->ops->free(be, d_out);
     be->ops->free(be, d_saved), be->ops->free(be, d_dqkv);
+    if (d_key_start) be->ops->free(be, d_key_start);
     return 0;
 }
 
 static int test_group_attention(Backend *be, TestRng *rng) {
-    CHECK(!check_group_attention(be, rng, 4, 2, false));
-    CHECK(!check_group_attention(be, rng, 4, 1, false));
-    CHECK(!check_group_attention(be, rng, 3, 3, false));
-    CHECK(!check_group_attention(be, rng, 4, 2, true));
-    CHECK(!check_group_attention(be, rng, 6, 3, true));
+    CHECK(!check_group_attention(be, rng, 4, 2, false, false));
+    CHECK(!check_group_attention(be, rng, 4, 1, false, false));
+    CHECK(!check_group_attention(be, rng, 3, 3, false, false));
+    CHECK(!check_group_attention(be, rng, 4, 2, true, false));
+    CHECK(!check_group_attention(be, rng, 6, 3, true, false));
+    /* --reset-attention-mask: GQA, MHA, and with attention dropout */
+    CHECK(!check_group_attention(be, rng, 4, 2, false, true));
+    CHECK(!check_group_attention(be, rng, 3, 3, false, true));
+    CHECK(!check_group_attention(be, rng, 4, 2, true, true));
     return 0;
 }
 
@@ -497,8 +562,8 @@ static void attention_run(Backend *be, const float *qkv, const float *R, int B, 
     float *d_qkv = upload(be, qkv, qn * 4), *d_R = upload(be, R, on * 4);
     float *d_out = be->ops->alloc(be, on * 4), *d_dqkv = be->ops->alloc(be, qn * 4);
     void *d_saved = be->ops->alloc(be, be->ops->attention_saved_bytes(be, B, T, NH, NG, HS));
-    be->ops->attention_forward(be, d_out, d_saved, d_qkv, B, T, NH, NG, HS, drop);
-    be->ops->attention_backward(be, d_dqkv, d_R, d_qkv, d_out, d_saved, B, T, NH, NG, HS, drop);
+    be->ops->attention_forward(be, d_out, d_saved, d_qkv, B, T, NH, NG, HS, NULL, drop);
+    be->ops->attention_backward(be, d_dqkv, d_R, d_qkv, d_out, d_saved, B, T, NH, NG, HS, NULL, drop);
     *out = download(be, d_out, on);
     *dqkv = download(be, d_dqkv, qn);
     be->ops->free(be, d_qkv), be->ops->free(be, d_R), be->ops->free(be, d_out);

@@ -1,7 +1,8 @@
 /* tests/test_backend_cpu_misc.c — the fp32 CPU backend's memory ops and
  * accounting, casts, AdamW against a double-precision reference, the fp32
  * reductions, overwrite semantics on poisoned outputs, and determinism
- * (bitwise equal results for equal inputs, across calls and instances). */
+ * (bitwise equal results for equal inputs, across calls and instances), and
+ * the document-masking ops (explicit position ids, ignored targets). */
 #include <cblas.h>
 #include <float.h>
 #include <stdbool.h>
@@ -242,6 +243,27 @@ static int test_sum_squares(Backend *be, TestRng *rng) {
     return 0;
 }
 
+/* --log-num-zeros-in-grad's count: both signs of zero, not NaN or the
+ * smallest denormals, over prefixes, an offset and the whole buffer. */
+static int test_count_zeros(Backend *be) {
+    enum { N = 10000 };
+    float *x = xcalloc(N, sizeof(float));
+    for (int i = 0; i < N; i++) x[i] = i % 3 ? (float)(i % 7) : -0.0f; /* +0 at 7, 14, ... */
+    x[1] = NAN, x[2] = 1e-45f, x[4] = -1e-45f;
+    uint64_t want = 0;
+    for (int i = 0; i < N; i++) want += x[i] == 0.0f;
+    float *d = upload(be, x, N * sizeof(float));
+    CHECK(be->ops->count_zeros_f32(be, d, N) == want);
+    CHECK(want > N / 3);
+    CHECK(be->ops->count_zeros_f32(be, d, 1) == 1);     /* x[0] = -0 */
+    CHECK(be->ops->count_zeros_f32(be, d, 6) == 2);     /* -0 at 0 and 3; NaN, denormals not */
+    CHECK(be->ops->count_zeros_f32(be, d + 1, 7) == 3); /* -0 at 3 and 6, +0 at 7 */
+    CHECK(be->ops->count_zeros_f32(be, d, 0) == 0);
+    free(x);
+    be->ops->free(be, d);
+    return 0;
+}
+
 static int test_nonfinite(Backend *be) {
     enum { N = 10000 };
     float *x = xcalloc(N, sizeof(float));
@@ -340,12 +362,13 @@ static int test_overwrite(Backend *be, TestRng *rng) {
         be->ops->free(be, d_dx), be->ops->free(be, d_out);
     }
     size_t qn = (size_t)B * T * 3 * NH * HS, on = (size_t)B * T * NH * HS;
-    float *d_out = poisoned(be, on), *d_saved = poisoned(be, (size_t)B * NH * T * T);
+    const size_t sn = be->ops->attention_saved_bytes(be, B, T, NH, NH, HS) / sizeof(float);
+    float *d_out = poisoned(be, on), *d_saved = poisoned(be, sn);
     float *d_dqkv = poisoned(be, qn);
-    be->ops->attention_forward(be, d_out, d_saved, d_qkv, B, T, NH, NH, HS, NULL);
-    be->ops->attention_backward(be, d_dqkv, d_out, d_qkv, d_out, d_saved, B, T, NH, NH, HS, NULL);
+    be->ops->attention_forward(be, d_out, d_saved, d_qkv, B, T, NH, NH, HS, NULL, NULL);
+    be->ops->attention_backward(be, d_dqkv, d_out, d_qkv, d_out, d_saved, B, T, NH, NH, HS, NULL, NULL);
     CHECK(!be->ops->has_nonfinite_f32(be, d_out, on));
-    CHECK(!be->ops->has_nonfinite_f32(be, d_saved, (size_t)B * NH * T * T));
+    CHECK(!be->ops->has_nonfinite_f32(be, d_saved, sn));
     CHECK(!be->ops->has_nonfinite_f32(be, d_dqkv, qn));
     float *d_gelu = poisoned(be, N * IC), *d_dgelu = poisoned(be, N * IC);
     be->ops->gelu_forward(be, d_gelu, d_x, N * IC);
@@ -419,7 +442,7 @@ static float *run_chain(Backend *be, uint64_t seed, size_t *n_out) {
     };
     const size_t sizes[NBUF] = {
         [X] = N * C,        [LN] = N * C,       [MEAN] = N,       [RSTD] = N,
-        [QKV] = N * 3 * C,  [GQKV] = N * 3 * C, [ATT] = N * C,    [SAVED] = (size_t)B * NH * T * T,
+        [QKV] = N * 3 * C,  [GQKV] = N * 3 * C, [ATT] = N * C,    [SAVED] = (size_t)B * NH * T, /* one log-sum-exp per row */
         [LOGITS] = N * V,   [MAX] = N,          [SUM] = N,        [TGT] = N,
         [DLOGITS] = N * V,  [DATT] = N * C,     [DWV] = V * C,    [DGQKV] = N * 3 * C,
         [DQKV] = N * 3 * C, [DLN] = N * C,      [DW] = 3 * C * C, [DB] = 3 * C,
@@ -444,14 +467,14 @@ static float *run_chain(Backend *be, uint64_t seed, size_t *n_out) {
     be->ops->layernorm_forward(be, d[LN], d[MEAN], d[RSTD], d[X], d_lnw, d_lnw, N, C, 1e-5f, 0.0f);
     be->ops->matmul_forward(be, d[QKV], d[LN], d_w, d_bias, N, C, 3 * C, false);
     be->ops->gelu_forward(be, d[GQKV], d[QKV], N * 3 * C);
-    be->ops->attention_forward(be, d[ATT], d[SAVED], d[GQKV], B, T, NH, NH, HS, NULL);
+    be->ops->attention_forward(be, d[ATT], d[SAVED], d[GQKV], B, T, NH, NH, HS, NULL, NULL);
     be->ops->matmul_forward(be, d[LOGITS], d[ATT], d_wv, NULL, N, C, V, false);
     be->ops->cross_entropy_max(be, d[MAX], d[LOGITS], N, V, 0, V - 3);
     be->ops->cross_entropy_sums(be, d[SUM], d[TGT], d[LOGITS], d[MAX], d_t, N, V, 0, V - 3);
     be->ops->cross_entropy_backward(be, d[DLOGITS], d[LOGITS], d[MAX], d[SUM], d_t, N, V, 0, V - 3,
                                     1.0f / N);
     be->ops->matmul_backward(be, d[DATT], d[DWV], NULL, d[DLOGITS], d[ATT], d_wv, N, C, V, false);
-    be->ops->attention_backward(be, d[DGQKV], d[DATT], d[GQKV], d[ATT], d[SAVED], B, T, NH, NH, HS, NULL);
+    be->ops->attention_backward(be, d[DGQKV], d[DATT], d[GQKV], d[ATT], d[SAVED], B, T, NH, NH, HS, NULL, NULL);
     be->ops->gelu_backward(be, d[DQKV], d[QKV], d[DGQKV], N * 3 * C);
     be->ops->matmul_backward(be, d[DLN], d[DW], d[DB], d[DQKV], d[LN], d_w, N, C, 3 * C, false);
     be->ops->layernorm_backward(be, d[DX], d[DLNW], d[DLNB], d[DLN], d[X], d_lnw, d[MEAN], d[RSTD],
@@ -487,6 +510,94 @@ static int test_determinism(Backend *be) {
     return 0;
 }
 
+/* ---- document masking: explicit position ids, ignored targets ---- */
+
+/* With ids n mod T the id ops are the plain position ops, bitwise (the same
+ * adds in the same order); with restarting ids they add the row's own
+ * position row, and the backward sums each position's rows in row order. */
+static int test_position_ids(Backend *be, TestRng *rng) {
+    enum { B = 2, T = 9, C = 5, N = B * T };
+    static const int32_t restarting[N] = {0, 1, 2, 0, 0, 1, 2, 3, 4, 0, 1, 2, 3, 4, 5, 0, 1, 2};
+    int32_t plain[N];
+    for (int n = 0; n < N; n++) plain[n] = n % T;
+    float *out0 = rand_floats(rng, (size_t)N * C, -1, 1), *pos = rand_floats(rng, (size_t)T * C, -1, 1);
+    float *dout = rand_floats(rng, (size_t)N * C, -1, 1), *dpos0 = rand_floats(rng, (size_t)T * C, -1, 1);
+    float *d_pos = upload(be, pos, sizeof(float) * T * C), *d_dout = upload(be, dout, sizeof(float) * N * C);
+    for (int k = 0; k < 2; k++) {
+        const int32_t *ids = k ? restarting : plain;
+        int32_t *d_ids = upload(be, ids, sizeof(int32_t) * N);
+        float *d_a = upload(be, out0, sizeof(float) * N * C), *d_b = upload(be, out0, sizeof(float) * N * C);
+        float *d_ga = upload(be, dpos0, sizeof(float) * T * C), *d_gb = upload(be, dpos0, sizeof(float) * T * C);
+        be->ops->position_embedding_add_ids(be, d_a, d_pos, d_ids, N, C);
+        be->ops->position_embedding_backward_ids(be, d_ga, d_dout, d_ids, N, C);
+        float *a = download(be, d_a, (size_t)N * C), *ga = download(be, d_ga, (size_t)T * C);
+        float *want = xmalloc(sizeof(float) * N * C), *gwant = xmalloc(sizeof(float) * T * C);
+        memcpy(want, out0, sizeof(float) * N * C);
+        memcpy(gwant, dpos0, sizeof(float) * T * C);
+        for (int n = 0; n < N; n++)
+            for (int c = 0; c < C; c++) {
+                want[n * C + c] += pos[ids[n] * C + c];
+                gwant[ids[n] * C + c] += dout[n * C + c];
+            }
+        CHECK(memcmp(a, want, sizeof(float) * N * C) == 0);
+        CHECK(memcmp(ga, gwant, sizeof(float) * T * C) == 0);
+        if (!k) {
+            be->ops->position_embedding_add(be, d_b, d_pos, B, T, C);
+            be->ops->position_embedding_backward(be, d_gb, d_dout, B, T, C);
+            float *b = download(be, d_b, (size_t)N * C), *gb = download(be, d_gb, (size_t)T * C);
+            CHECK(memcmp(a, b, sizeof(float) * N * C) == 0);
+            CHECK(memcmp(ga, gb, sizeof(float) * T * C) == 0);
+            free(b), free(gb);
+        } else { /* restarting ids must differ from the plain positions */
+            be->ops->position_embedding_add(be, d_b, d_pos, B, T, C);
+            float *b = download(be, d_b, (size_t)N * C);
+            CHECK(memcmp(a, b, sizeof(float) * N * C) != 0);
+            free(b);
+        }
+        free(a), free(ga), free(want), free(gwant);
+        be->ops->free(be, d_ids), be->ops->free(be, d_a), be->ops->free(be, d_b);
+        be->ops->free(be, d_ga), be->ops->free(be, d_gb);
+    }
+    free(out0), free(pos), free(dout), free(dpos0);
+    be->ops->free(be, d_pos), be->ops->free(be, d_dout);
+    return 0;
+}
+
+/* A row whose target is LOSS_IGNORED_TARGET gets a zero gradient row; the
+ * other rows are bitwise what they are when every target counts. */
+static int test_ignored_targets(Backend *be, TestRng *rng) {
+    enum { N = 6, V = 11, VS = 10 }; /* one padded column */
+    const int32_t targets[N] = {3, 0, 9, 4, 7, 2};
+    int32_t masked[N];
+    memcpy(masked, targets, sizeof masked);
+    masked[1] = masked[4] = LOSS_IGNORED_TARGET;
+    float *logits = rand_floats(rng, (size_t)N * V, -3, 3);
+    float *d_logits = upload(be, logits, sizeof(float) * N * V);
+    float *d_max = be->ops->alloc(be, sizeof(float) * N), *d_sums = be->ops->alloc(be, 2 * sizeof(float) * N);
+    float *grads[2];
+    for (int k = 0; k < 2; k++) {
+        int32_t *d_t = upload(be, k ? masked : targets, sizeof(int32_t) * N);
+        float *d_g = be->ops->alloc(be, sizeof(float) * N * V);
+        be->ops->cross_entropy_max(be, d_max, d_logits, N, V, 0, VS);
+        be->ops->cross_entropy_sums(be, d_sums, d_sums + N, d_logits, d_max, d_t, N, V, 0, VS);
+        be->ops->cross_entropy_backward(be, d_g, d_logits, d_max, d_sums, d_t, N, V, 0, VS, 0.25f);
+        grads[k] = download(be, d_g, (size_t)N * V);
+        be->ops->free(be, d_t), be->ops->free(be, d_g);
+    }
+    for (int n = 0; n < N; n++) {
+        const float *full = grads[0] + n * V, *got = grads[1] + n * V;
+        if (masked[n] < 0) {
+            CHECK(!all_zero(full, sizeof(float) * V)); /* it was a real gradient row */
+            CHECK(all_zero(got, sizeof(float) * V));
+        } else {
+            CHECK(memcmp(full, got, sizeof(float) * V) == 0);
+        }
+    }
+    free(logits), free(grads[0]), free(grads[1]);
+    be->ops->free(be, d_logits), be->ops->free(be, d_max), be->ops->free(be, d_sums);
+    return 0;
+}
+
 int main(void) {
     Backend *be = backend_create("cpu", 0, NULL, 0);
     if (!be) {
@@ -502,9 +613,12 @@ int main(void) {
     RUN(failures, test_adamw(be));
     RUN(failures, test_sum_squares(be, &rng));
     RUN(failures, test_nonfinite(be));
+    RUN(failures, test_count_zeros(be));
     RUN(failures, test_expf(&rng));
     RUN(failures, test_gelu_tails(be));
     RUN(failures, test_overwrite(be, &rng));
+    RUN(failures, test_position_ids(be, &rng));
+    RUN(failures, test_ignored_targets(be, &rng));
     RUN(failures, test_determinism(be));
     /* OpenBLAS is deterministic for a fixed thread count; check with two. */
     openblas_set_num_threads(2);

@@ -248,6 +248,21 @@ static int test_position_embedding(Pair *p, TestRng *rng) {
     cpu->ops->position_embedding_backward(cpu, cdpos, cdout, B, T, C);
     cu->ops->position_embedding_backward(cu, gdpos, gdout, B, T, C);
     CHECK(!compare_f32_dev("position_embedding_backward", p, gdpos, cdpos, pn, 0.0));
+    /* --reset-position-ids: each row's own position; the backward adds a
+     * position's rows in row order on both, so it is exact too. */
+    int32_t ids[B * T];
+    for (int r = 0, start = 0; r < B * T; r++) {
+        ids[r] = r % T - start;
+        start = (r % 3 == 1 || r % T == T - 1) ? (r + 1) % T : start;
+    }
+    int32_t *cids = upload(cpu, ids, sizeof ids), *gids = upload(cu, ids, sizeof ids);
+    cpu->ops->position_embedding_add_ids(cpu, cx, cpos, cids, B * T, C);
+    cu->ops->position_embedding_add_ids(cu, gx, gpos, gids, B * T, C);
+    CHECK(!compare_rounded("position_embedding_add_ids", p, gx, cx, n));
+    cpu->ops->position_embedding_backward_ids(cpu, cdpos, cdout, cids, B * T, C);
+    cu->ops->position_embedding_backward_ids(cu, gdpos, gdout, gids, B * T, C);
+    CHECK(!compare_f32_dev("position_embedding_backward_ids", p, gdpos, cdpos, pn, 0.0));
+    cpu->ops->free(cpu, cids), cu->ops->free(cu, gids);
     free(x), free(pos), free(dout), free(dpos0);
     void *cbufs[] = {cx, cpos, cdout, cdpos}, *gbufs[] = {gx, gpos, gdout, gdpos};
     for (int i = 0; i < 4; i++) cpu->ops->free(cpu, cbufs[i]), cu->ops->free(cu, gbufs[i]);

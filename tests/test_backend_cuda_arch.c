@@ -253,6 +253,7 @@ static int test_dropout(Pair *p, TestRng *rng) {
 typedef struct {
     int B, T, NH, NG, HS, rot_dim;
     bool interleaved;
+    bool position_ids; /* --reset-position-ids: positions restart at documents */
 } RopeShape;
 
 /* The elements RoPE must leave alone (value heads, features >= rot_dim of
@@ -283,6 +284,19 @@ static int rope_case(Pair *p, TestRng *rng, RopeShape s, float base) {
     float *x = rand_bf16(rng, n, -2, 2);
     float *cx = upload(cpu, x, n * 4);
     void *gx = act_upload(cu, x, n);
+    /* Documents of 1 to 13 rows: position t - (its document's start). */
+    int32_t *ids = NULL, *c_ids = NULL, *g_ids = NULL;
+    if (s.position_ids) {
+        const size_t rows = (size_t)s.B * s.T;
+        ids = xmalloc(rows * sizeof(int32_t));
+        for (int b = 0; b < s.B; b++)
+            for (int t = 0, start = 0; t < s.T; t++) {
+                ids[b * s.T + t] = t - start;
+                if ((t * 7 + b) % 13 == 0) start = t + 1;
+            }
+        c_ids = upload(cpu, ids, rows * sizeof(int32_t));
+        g_ids = upload(cu, ids, rows * sizeof(int32_t));
+    }
     for (int backward = 0; backward < 2; backward++) {
         const char *what = backward ? "rope_backward" : "rope_forward";
         cpu->ops->copy_to_device(cpu, cx, x, n * 4);
@@ -290,14 +304,14 @@ static int rope_case(Pair *p, TestRng *rng, RopeShape s, float base) {
         cu->ops->copy_device(cu, gx, fresh, backend_act_bytes(cu, n));
         if (backward) {
             cpu->ops->rope_backward(cpu, cx, s.B, s.T, s.NH, s.NG, s.HS, s.rot_dim, base,
-                                    s.interleaved);
+                                    s.interleaved, c_ids);
             cu->ops->rope_backward(cu, gx, s.B, s.T, s.NH, s.NG, s.HS, s.rot_dim, base,
-                                   s.interleaved);
+                                   s.interleaved, g_ids);
         } else {
             cpu->ops->rope_forward(cpu, cx, s.B, s.T, s.NH, s.NG, s.HS, s.rot_dim, base,
-                                   s.interleaved);
+                                   s.interleaved, c_ids);
             cu->ops->rope_forward(cu, gx, s.B, s.T, s.NH, s.NG, s.HS, s.rot_dim, base,
-                                  s.interleaved);
+                                  s.interleaved, g_ids);
         }
         CHECK(!compare_act(what, p, gx, cx, n, BF16_TOL));
         float *got = act_download(cu, gx, n);
@@ -308,10 +322,10 @@ static int rope_case(Pair *p, TestRng *rng, RopeShape s, float base) {
         cu->ops->copy_device(cu, gx, fresh, backend_act_bytes(cu, n));
         if (backward)
             cu->ops->rope_backward(cu, gx, s.B, s.T, s.NH, s.NG, s.HS, s.rot_dim, base,
-                                   s.interleaved);
+                                   s.interleaved, g_ids);
         else
             cu->ops->rope_forward(cu, gx, s.B, s.T, s.NH, s.NG, s.HS, s.rot_dim, base,
-                                  s.interleaved);
+                                  s.interleaved, g_ids);
         CHECK(!act_bytes_equal(what, cu, first, gx, n));
         free(first);
         cu->ops->free(cu, fresh);
@@ -319,16 +333,19 @@ static int rope_case(Pair *p, TestRng *rng, RopeShape s, float base) {
     free(x);
     cpu->ops->free(cpu, cx);
     cu->ops->free(cu, gx);
+    if (ids) free(ids), cpu->ops->free(cpu, c_ids), cu->ops->free(cu, g_ids);
     return 0;
 }
 
 static int test_rope(Pair *p, TestRng *rng) {
     const RopeShape shapes[] = {
-        {2, 50, 4, 2, 32, 16, false}, /* query groups, half the head rotated */
-        {2, 50, 4, 2, 32, 16, true},
-        {1, 300, 2, 2, 64, 64, false}, /* whole head, large angles */
-        {1, 300, 2, 2, 64, 64, true},
-        {3, 7, 3, 1, 16, 6, false}, /* one key head; rot_dim/2 odd */
+        {2, 50, 4, 2, 32, 16, false, false}, /* query groups, half the head rotated */
+        {2, 50, 4, 2, 32, 16, true, false},
+        {1, 300, 2, 2, 64, 64, false, false}, /* whole head, large angles */
+        {1, 300, 2, 2, 64, 64, true, false},
+        {3, 7, 3, 1, 16, 6, false, false}, /* one key head; rot_dim/2 odd */
+        {2, 50, 4, 2, 32, 16, false, true}, /* --reset-position-ids */
+        {2, 50, 4, 2, 32, 32, true, true},
     };
     for (size_t i = 0; i < sizeof shapes / sizeof *shapes; i++)
         CHECK(!rope_case(p, rng, shapes[i], i == 4 ? 500000.0f : 10000.0f));

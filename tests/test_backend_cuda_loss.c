@@ -4,8 +4,8 @@
  * Cross entropy on a vocabulary slice with padded columns, targets inside
  * and outside the slice, a slice with no valid column, and the in-place
  * backward (dlogits aliasing logits). AdamW with and without the bf16
- * parameter copy; sum of squares and the non-finite check. Exits 77 without
- * a GPU. */
+ * parameter copy; sum of squares, the non-finite check and the zero count.
+ * Exits 77 without a GPU. */
 #include <math.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -45,6 +45,7 @@ static int cross_entropy_case(Pair *p, TestRng *rng, SliceShape s) {
     for (int i = 0; i < s.N; i++) targets[i] = test_rng_below(rng, s.vocab_size);
     targets[0] = s.vocab_begin;                                     /* first local column */
     if (s.N > 1) targets[1] = s.vocab_begin > 0 ? s.vocab_begin - 1 : s.vocab_size - 1;
+    if (s.N > 2) targets[2] = LOSS_IGNORED_TARGET; /* --eod-mask-loss: a zero gradient row */
 
     float *c_logits = upload(cpu, logits, n * 4);
     int32_t *c_t = upload(cpu, targets, (size_t)s.N * 4), *g_t = upload(cu, targets, (size_t)s.N * 4);
@@ -86,6 +87,8 @@ static int cross_entropy_case(Pair *p, TestRng *rng, SliceShape s) {
         float *got = act_download(cu, g_dlogits, n), *want = download(cpu, c_dlogits, n);
         for (int r = 0; r < s.N; r++)
             for (int j = valid; j < s.V; j++) CHECK(got[(size_t)r * s.V + j] == 0.0f); /* padding */
+        if (s.N > 2)
+            for (int j = 0; j < s.V; j++) CHECK(got[(size_t)2 * s.V + j] == 0.0f); /* ignored row */
         /* Without the target entries (about -dloss), the softmax part sets
          * the scale, so an error in the small probabilities cannot hide. */
         for (int r = 0; r < s.N; r++) {
@@ -187,6 +190,18 @@ static int test_reductions(Pair *p, TestRng *rng) {
         CHECK(!cu->ops->has_nonfinite_f32(cu, g_x, where[i])); /* just before it */
         cu->ops->copy_to_device(cu, g_x + where[i], &x[where[i]], sizeof(float));
     }
+
+    /* Zeros of either sign, a NaN and a denormal that are not, across
+     * blocks: the count equals the CPU backend's on the same buffer. */
+    for (size_t i = 0; i < N; i += 3) x[i] = i % 2 ? 0.0f : -0.0f;
+    x[1] = NAN, x[2] = 1e-45f;
+    cu->ops->copy_to_device(cu, g_x, x, N * sizeof(float));
+    cpu->ops->copy_to_device(cpu, c_x, x, N * sizeof(float));
+    const uint64_t zeros = cpu->ops->count_zeros_f32(cpu, c_x, N);
+    CHECK(zeros >= N / 3);
+    CHECK(cu->ops->count_zeros_f32(cu, g_x, N) == zeros);
+    CHECK(cu->ops->count_zeros_f32(cu, g_x, 3) == 1);
+    CHECK(cu->ops->count_zeros_f32(cu, g_x, 0) == 0);
     free(x);
     cpu->ops->free(cpu, c_x);
     cu->ops->free(cu, g_x);

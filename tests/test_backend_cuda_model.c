@@ -21,6 +21,7 @@
 #include <stdint.h>
 
 #include "backend/backend.h"
+#include "data/data.h"
 #include "model/gpt_model.h"
 #include "test_backend_cuda_util.h"
 
@@ -120,9 +121,11 @@ static int compare_grads(const ParamTable *t, const float *got, const float *wan
     return rc;
 }
 
-static int test_whole_model(Pair *p, Variant v) {
+/* documents: every 5th token an EOD, with all three document switches
+ * (ignored targets, restarting positions, attention inside documents). */
+static int test_whole_model(Pair *p, Variant v, bool documents) {
     Backend *cpu = p->cpu, *cu = p->cu;
-    fprintf(stderr, "  %s\n", VARIANT_NAMES[v]);
+    fprintf(stderr, "  %s%s\n", VARIANT_NAMES[v], documents ? ", documents" : "");
     TransformerConfig cfg = tiny_config(v);
     char err[256];
     if (!transformer_config_check(&cfg, "tiny_config", err, sizeof err)) {
@@ -142,6 +145,18 @@ static int test_whole_model(Pair *p, Variant v) {
     for (int i = 0; i < B * T; i++) {
         tokens[i] = test_rng_below(&rng, (int)cfg.vocab_size);
         targets[i] = test_rng_below(&rng, (int)cfg.vocab_size);
+    }
+    if (documents) {
+        const DocumentMasking dm = {.eod_mask_loss = true, .reset_position_ids = true,
+                                    .reset_attention_mask = true, .eod_token = 0};
+        int32_t position_ids[B * T], key_start[B * T];
+        for (int i = 0; i < B * T; i++)
+            if (i % 5 == 3) tokens[i] = 0;
+        for (int b = 0; b < B; b++)
+            document_masks_apply(&dm, tokens + b * T, targets + b * T, T, position_ids + b * T,
+                                 key_start + b * T);
+        gpt_model_set_documents(mc, 0, position_ids, key_start);
+        gpt_model_set_documents(mg, 0, position_ids, key_start);
     }
     const double loss_cpu = gpt_model_forward(mc, tokens, targets) / (B * T);
     const double loss_cu = gpt_model_forward(mg, tokens, targets) / (B * T);
@@ -184,10 +199,12 @@ int main(int argc, char **argv) {
     int rc = pair_create(&p, standin);
     if (rc) return rc;
     int failures = 0;
-    RUN(failures, test_whole_model(&p, VARIANT_GPT2));
-    RUN(failures, test_whole_model(&p, VARIANT_LLAMA));
-    RUN(failures, test_whole_model(&p, VARIANT_NEMOTRON));
-    RUN(failures, test_whole_model(&p, VARIANT_LLAMA_QK));
+    RUN(failures, test_whole_model(&p, VARIANT_GPT2, false));
+    RUN(failures, test_whole_model(&p, VARIANT_LLAMA, false));
+    RUN(failures, test_whole_model(&p, VARIANT_NEMOTRON, false));
+    RUN(failures, test_whole_model(&p, VARIANT_LLAMA_QK, false));
+    RUN(failures, test_whole_model(&p, VARIANT_GPT2, true));
+    RUN(failures, test_whole_model(&p, VARIANT_LLAMA, true));
     pair_destroy(&p);
     /* The stand-in compares the CPU backend with itself: say so, so a pass
      * here is never read as the CUDA ops passing. */

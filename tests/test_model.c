@@ -7,6 +7,7 @@
 #include "backend/backend.h"
 #include "core/errors.h"
 #include "core/rng.h"
+#include "data/data.h"
 #include "model/gpt_model.h"
 #include "test_util.h"
 
@@ -140,8 +141,8 @@ static double batch_loss(GPTModel *m, const int32_t *tok, const int32_t *tgt) {
  * differences of the summed loss. The constant-initialised ones (norms,
  * biases) are offset first, so a weight of one or a bias of zero hides
  * nothing. */
-static void check_model_gradient(const TransformerConfig *cfg, const char *const *names,
-                                 size_t count, const char *what) {
+static void check_model_gradient_docs(const TransformerConfig *cfg, const char *const *names,
+                                      size_t count, const char *what, const DocumentMasking *docs) {
     char err[256];
     Backend *be = backend_create("cpu", 0, err, sizeof err);
     CHECK(be);
@@ -149,10 +150,18 @@ static void check_model_gradient(const TransformerConfig *cfg, const char *const
     const int B = 2, T = c.seq_length, N = B * T;
     GPTModel *m = gpt_model_create(be, &c, &WHOLE, B, NULL, 1);
     gpt_model_init_params(m, NULL, 0);
-    int32_t tok[10], tgt[10];
+    int32_t tok[10], tgt[10], position_ids[10], key_start[10];
     for (int i = 0; i < N; i++) {
         tok[i] = (i * 7 + 3) % (int)c.vocab_size;
         tgt[i] = (i * 5 + 1) % (int)c.vocab_size;
+    }
+    if (docs) { /* documents end at positions 1 and 3 of sequence 0, and 2 of sequence 1 */
+        tok[1] = tok[3] = tok[T + 2] = (int32_t)docs->eod_token;
+        for (int b = 0; b < B; b++)
+            document_masks_apply(docs, tok + b * T, tgt + b * T, T, position_ids + b * T,
+                                 key_start + b * T);
+        gpt_model_set_documents(m, 0, docs->reset_position_ids ? position_ids : NULL,
+                                docs->reset_attention_mask ? key_start : NULL);
     }
     const ParamTable *t = gpt_model_params(m);
     float *params = gpt_model_param_buffer(m); /* CPU: host memory, fp32 */
@@ -194,6 +203,11 @@ static void check_model_gradient(const TransformerConfig *cfg, const char *const
     backend_destroy(be);
 }
 
+static void check_model_gradient(const TransformerConfig *cfg, const char *const *names,
+                                 size_t count, const char *what) {
+    check_model_gradient_docs(cfg, names, count, what, NULL);
+}
+
 static void test_whole_model_gradient(void) {
     const TransformerConfig c = tiny_config(3);
     const char *const names[] = {"embedding.word_embeddings.weight",
@@ -206,6 +220,92 @@ static void test_whole_model_gradient(void) {
                                  "decoder.layers.1.mlp.linear_fc2.bias",
                                  "decoder.final_layernorm.bias"};
     check_model_gradient(&c, names, sizeof names / sizeof *names, "GPT-2");
+}
+
+/* With all three document switches: the loss leaves out the targets after
+ * an EOD, positions restart and attention stays inside documents; the
+ * gradients of the learned position embedding (GPT-2) and of the layers
+ * under RoPE with query groups (Llama-style) are those of that loss. */
+static void test_document_gradients(void) {
+    const DocumentMasking docs = {.eod_mask_loss = true,
+                                  .reset_position_ids = true,
+                                  .reset_attention_mask = true,
+                                  .eod_token = 12};
+    const TransformerConfig gpt2 = tiny_config(5);
+    const char *const names[] = {"embedding.word_embeddings.weight",
+                                 "embedding.position_embeddings.weight",
+                                 "decoder.layers.0.self_attention.linear_qkv.weight",
+                                 "decoder.layers.1.self_attention.linear_proj.weight"};
+    check_model_gradient_docs(&gpt2, names, 4, "GPT-2, documents", &docs);
+    TransformerConfig llama = tiny_config(6);
+    llama.num_attention_heads = 4;
+    llama.num_query_groups = 2;
+    llama.kv_channels = 4;
+    llama.position_embedding_type = POSITION_ROPE;
+    check_model_gradient_docs(&llama, names + 2, 2, "GQA, rope, documents", &docs);
+}
+
+/* A document packed after another gives the logits it gives alone at the
+ * start of a sample (positions from 0, nothing earlier seen), for learned
+ * positions and for RoPE; without the masks it does not. */
+static double document_logit_error(const TransformerConfig *c, bool masks) {
+    enum { B = 2, T = 10, FIRST = 4 };
+    char err[256];
+    Backend *be = backend_create("cpu", 0, err, sizeof err);
+    CHECK(be);
+    GPTModel *m = gpt_model_create(be, c, &WHOLE, B, NULL, 1);
+    gpt_model_init_params(m, NULL, 0);
+    const DocumentMasking docs = {.reset_position_ids = masks, .reset_attention_mask = masks,
+                                  .eod_token = 12};
+    /* sequence 0: a document of FIRST tokens (its last the EOD), then
+     * document D; sequence 1: D first, then other tokens */
+    int32_t tok[B * T], tgt[B * T], position_ids[B * T], key_start[B * T];
+    for (int t = 0; t < T; t++) {
+        const int32_t d = (int32_t)((t * 5 + 2) % 11);
+        if (t >= FIRST) tok[t] = d, tok[T + t - FIRST] = d; /* D's token t - FIRST */
+        if (t < FIRST) tok[t] = (int32_t)(t + 3), tok[T + T - FIRST + t] = (int32_t)(9 - t);
+    }
+    tok[FIRST - 1] = 12;
+    for (int i = 0; i < B * T; i++) tgt[i] = (i * 3 + 1) % 11;
+    for (int b = 0; b < B; b++)
+        document_masks_apply(&docs, tok + b * T, tgt + b * T, T, position_ids + b * T,
+                             key_start + b * T);
+    gpt_model_set_documents(m, 0, masks ? position_ids : NULL, masks ? key_start : NULL);
+    gpt_model_forward(m, tok, tgt);
+    int V = 0;
+    const float *logits = gpt_model_last_logits(m, &V);
+    double worst = 0.0, scale = 0.0;
+    for (int t = 0; t < T - FIRST; t++)
+        for (int v = 0; v < V; v++) {
+            const double packed = logits[(size_t)(FIRST + t) * V + v];
+            const double alone = logits[(size_t)(T + t) * V + v];
+            CHECK(isfinite(packed) && isfinite(alone));
+            if (fabs(alone) > scale) scale = fabs(alone);
+            if (fabs(packed - alone) > worst) worst = fabs(packed - alone);
+        }
+    gpt_model_free(m);
+    backend_destroy(be);
+    CHECK(scale > 0.1);
+    return worst / scale;
+}
+
+static void test_document_isolation(void) {
+    TransformerConfig gpt2 = tiny_config(8);
+    gpt2.seq_length = 10;
+    gpt2.max_position_embeddings = 10;
+    TransformerConfig llama = gpt2;
+    llama.num_attention_heads = 4;
+    llama.num_query_groups = 2;
+    llama.kv_channels = 4;
+    llama.position_embedding_type = POSITION_ROPE;
+    for (int k = 0; k < 2; k++) {
+        const TransformerConfig *c = k ? &llama : &gpt2;
+        const double with = document_logit_error(c, true), without = document_logit_error(c, false);
+        printf("document isolation (%s): packed vs alone %.2e with masks, %.2e without\n",
+               k ? "rope" : "learned positions", with, without);
+        CHECK_MSG(with < 1e-5, "a packed document's logits differ from its own by %.3g", with);
+        CHECK_MSG(without > 1e-3, "without masks the logits should differ (%.3g)", without);
+    }
 }
 
 /* Both norms of --qk-layernorm, and what feeds them and what they feed
@@ -515,6 +615,8 @@ int main(void) {
     test_qk_layernorm_gradient();
     test_recompute(false);
     test_recompute(true);
+    test_document_gradients();
+    test_document_isolation();
     printf("test_model: ok\n");
     return 0;
 }

@@ -133,7 +133,7 @@ expect_fail tokenizer-mismatch "GPT2BPETokenizer|ByteTokenizer" "${MODEL[@]}" --
     --eval-iters 0 --tokenizer-type GPT2BPETokenizer
 expect_fail bad-split "--split" "${BASE[@]}" --split 1,x,2
 expect_fail bad-device "--device" "${BASE[@]}" --device tpu
-expect_fail data-and-train-path "--data-path and --train-data-path/--valid-data-path exclude each other" \
+expect_fail data-and-train-path "--data-path and --train-data-path/--valid-data-path/--test-data-path exclude each other" \
     "${BASE[@]}" --train-data-path "$SHARD"
 expect_fail comm-nccl-on-cpu "--comm nccl needs --device cuda .*use --comm mpi" "${BASE[@]}" \
     --device cpu --comm nccl

@@ -125,13 +125,6 @@ PY
     expect_in "$WORK/out" 'return x * 2  # code' "TikTokenizer decode"
 fi
 
-if [ "$failures" -gt 0 ]; then echo "$failures failure(s)" >&2; exit 1; fi
-if [ -n "$missing" ]; then
-    if [ "${GPT3D_ALLOW_MISSING_PREREQS:-0}" = 1 ]; then
-        echo "SKIP: missing $missing; the real tokenizer files were not checked" >&2
-        exit 77
-    fi
-    echo "FAIL: missing $missing (scripts/quickstart.sh installs npm; or set GPT3D_ALLOW_MISSING_PREREQS=1)" >&2
-    exit 1
-fi
+source "$(dirname "$0")/prereq_common.sh"
+prereq_verdict "$failures" "$missing" "the real tokenizer files were"
 echo "ok"

@@ -143,7 +143,7 @@ void test_tp_position_embedding(Backend *be, TPGroup *g) {
 
     void *d_out = dev_from_host(be, base + (size_t)first * C, (size_t)rows * C);
     void *d_pos = dev_from_host(be, pos, pos_n);
-    tp_position_embedding_add(tp, d_out, d_pos, N, T, C);
+    tp_position_embedding_add(tp, d_out, d_pos, NULL, N, T, C);
     float *out = host_from_dev(be, d_out, (size_t)rows * C);
     CHECK_EXACT(label, "rows plus positions", out, out_ref + (size_t)first * C, (size_t)rows * C);
 
@@ -151,7 +151,7 @@ void test_tp_position_embedding(Backend *be, TPGroup *g) {
     float *prefill = host_filled(pos_n, 0.5f);
     float *d_dpos = dev_from_host(be, prefill, pos_n);
     void *d_dout = dev_from_host(be, dout + (size_t)first * C, (size_t)rows * C);
-    tp_position_embedding_backward(tp, d_dpos, d_dout, N, T, C);
+    tp_position_embedding_backward(tp, d_dpos, d_dout, NULL, N, T, C);
     float *dpos = host_from_dev(be, d_dpos, pos_n);
     for (size_t i = (size_t)T * C; i < pos_n; i++)
         TP_CHECK(dpos[i] == 0.5f, "%s: row %zu beyond the sequence got a gradient", label, i / C);

@@ -93,10 +93,11 @@ static const FlagSpec TRAIN_FLAGS[] = {
     {"data-path", FLAG_LIST, OPT(data_path), NULL, "[W] PATH", "Token shards (.h5, made by tools/preprocess_data), globs, or Megatron prefixes: PREFIX names PREFIX.bin + PREFIX.idx (Megatron's indexed dataset, read in place), else PREFIX.h5, else numbered shards PREFIX_00000.h5, ...; divided by --split. Weighted (0.7 web-*.h5 0.3 books_text_document), each entry is one component of a blend sampled by weight, as Megatron's BlendedDataset; formats may be mixed.", "data", false},
     {"train-data-path", FLAG_LIST, OPT(train_data_path), NULL, "[W] PATH", "Training shards, used whole (--split is ignored); same syntax as --data-path, which it excludes.", "data", false},
     {"valid-data-path", FLAG_LIST, OPT(valid_data_path), NULL, "[W] PATH", "Validation shards, used whole; same syntax as --data-path, which it excludes.", "data", false},
+    {"test-data-path", FLAG_LIST, OPT(test_data_path), NULL, "[W] PATH", "Test shards, used whole, evaluated once after the last iteration; same syntax as --data-path, which it excludes.", "data", false},
     {"mock-data", FLAG_SWITCH, OPT(mock_data), NULL, NULL, "Skip data loading and train on synthetic data: documents of seeded random tokens (from --seed) in the vocabulary of --tokenizer-type, split by --split, the same at every parallel layout. For benchmarks without a corpus; excludes --data-path.", "data", false},
-    {"eod-mask-loss", FLAG_SWITCH, OPT(eod_mask_loss), NULL, NULL, "Megatron's: leave end-of-document tokens out of the loss. Not implemented yet: refused.", "data", false},
-    {"reset-position-ids", FLAG_SWITCH, OPT(reset_position_ids), NULL, NULL, "Megatron's: restart position ids at each document inside a sample. Not implemented yet: refused.", "data", false},
-    {"reset-attention-mask", FLAG_SWITCH, OPT(reset_attention_mask), NULL, NULL, "Megatron's: no attention across document boundaries inside a sample. Not implemented yet: refused.", "data", false},
+    {"eod-mask-loss", FLAG_SWITCH, OPT(eod_mask_loss), NULL, NULL, "Leave out of the loss the positions whose input is an end-of-document token (they would predict the next, unrelated document's first token); the loss is then the mean over the tokens kept.", "data", false},
+    {"reset-position-ids", FLAG_SWITCH, OPT(reset_position_ids), NULL, NULL, "Restart position ids (learned or RoPE) at 0 after each end-of-document token inside a sample.", "data", false},
+    {"reset-attention-mask", FLAG_SWITCH, OPT(reset_attention_mask), NULL, NULL, "Keep attention inside each document of a sample: a token attends to no token at or before an earlier end-of-document token.", "data", false},
     {"data-cache-path", FLAG_STRING, OPT(data_cache_path), NULL, "DIR", "Keep the dataset indices (document and sample shuffles, blend tables) in DIR, keyed by a hash of their inputs; rebuilt when an input changes.", "data", false},
     {"split", FLAG_STRING, OPT(split), "969,30,1", "W,W,W", "Train/valid/test weights; documents are split in this ratio (quotes around the value, as bash arrays leave them, are ignored).", "data", false},
     {"tokenizer-type", FLAG_STRING, OPT(tokenizer.tokenizer_type), NULL, "TYPE", TOKENIZER_TYPES "; must match the shards (Megatron .bin/.idx data and --mock-data, which record no tokenizer, take its vocabulary), which carry the vocabulary size (given the tokenizer's files, the tokenizer is loaded and must agree).", "data", true},
@@ -119,19 +120,20 @@ static const FlagSpec TRAIN_FLAGS[] = {
     /* logging */
     {"log-interval", FLAG_INT64, OPT(log_interval), "100", "N", "Print a progress line every N iterations.", "logging", false},
     {"eval-interval", FLAG_INT64, OPT(eval_interval), "1000", "N", "Evaluate on the validation split every N iterations (and at the end).", "logging", false},
-    {"eval-iters", FLAG_INT64, OPT(eval_iters), "100", "N", "Global batches per evaluation (0 disables evaluation).", "logging", false},
+    {"eval-iters", FLAG_INT64, OPT(eval_iters), "100", "N", "Global batches per evaluation (0 disables evaluation). After the last iteration the test split (--split's third share, or --test-data-path), when it holds a sample, is evaluated on as many batches.", "logging", false},
+    {"skip-train", FLAG_SWITCH, OPT(skip_train), NULL, NULL, "Do not train: evaluate the model (from --load, else the initialisation) on the validation and test splits, print Megatron's blocks and exit; nothing is saved or written to TensorBoard.", "logging", false},
     {"trace-schedule", FLAG_STRING, OPT(trace_schedule), NULL, "PREFIX", "Write each rank's pipeline operations (forward/backward/send/receive with micro-batch ids) to PREFIX.rank<R>.", "logging", false},
     {"metrics-file", FLAG_STRING, OPT(metrics_file), NULL, "PATH", "Append one JSON object per iteration to PATH.", "logging", false},
     {"tensorboard-dir", FLAG_STRING, OPT(tensorboard_dir), NULL, "DIR", "Write TensorBoard event files (Megatron's scalar tags: lm loss, learning-rate, grad-norm, batch-size, validation loss, each also 'vs samples') into DIR.", "logging", false},
     {"tensorboard-log-interval", FLAG_INT64, OPT(tensorboard_log_interval), "1", "N", "Write the per-iteration TensorBoard scalars every N iterations.", "logging", false},
     {"tensorboard-queue-size", FLAG_INT, OPT(tensorboard_queue_size), "1000", "N", "Accepted for Megatron compatibility: events are written as they come and flushed every --log-interval.", "logging", false},
-    {"log-timers-to-tensorboard", FLAG_SWITCH, OPT(log_timers_to_tensorboard), NULL, NULL, "Add iteration-time (seconds per iteration over the log interval) to TensorBoard.", "logging", false},
-    {"log-validation-ppl-to-tensorboard", FLAG_SWITCH, OPT(log_validation_ppl_to_tensorboard), NULL, NULL, "Add the validation perplexity to TensorBoard.", "logging", false},
+    {"log-timers-to-tensorboard", FLAG_SWITCH, OPT(log_timers_to_tensorboard), NULL, NULL, "Add iteration-time (seconds per iteration over the log interval, from the second log line on) and, with --log-throughput, throughput (TFLOP/s per GPU) to TensorBoard.", "logging", false},
+    {"log-validation-ppl-to-tensorboard", FLAG_SWITCH, OPT(log_validation_ppl_to_tensorboard), NULL, NULL, "Add the validation perplexity (exp of the loss capped at 20, as the log's PPL) to TensorBoard.", "logging", false},
     {"no-log-loss-scale-to-tensorboard", FLAG_SWITCH, OPT(no_log_loss_scale_to_tensorboard), NULL, NULL, "Leave the loss scale out of TensorBoard.", "logging", false},
     {"log-world-size-to-tensorboard", FLAG_SWITCH, OPT(log_world_size_to_tensorboard), NULL, NULL, "Add the world size to TensorBoard.", "logging", false},
     {"log-throughput", FLAG_SWITCH, OPT(log_throughput), NULL, NULL, "Add the model TFLOP/s per GPU to the log line.", "logging", false},
     {"log-params-norm", FLAG_SWITCH, OPT(log_params_norm), NULL, NULL, "Add the L2 norm of all parameters to the log line (one more reduction per iteration).", "logging", false},
-    {"log-num-zeros-in-grad", FLAG_SWITCH, OPT(log_num_zeros_in_grad), NULL, NULL, "Add the number of zero gradient elements to the log line (reads the gradients back every iteration).", "logging", false},
+    {"log-num-zeros-in-grad", FLAG_SWITCH, OPT(log_num_zeros_in_grad), NULL, NULL, "Add the number of zero gradient elements to the log line (one more reduction per iteration, on the device).", "logging", false},
     /* Megatron's implementation switches: accepted, no effect (MegatronCompatArgs) */
 #define COMPAT(field) OPT(compat.field)
 #define NO_EFFECT "megatron switches without effect here"
@@ -337,26 +339,17 @@ static bool check_compat(const MegatronCompatArgs *c, char *err, size_t err_size
 }
 
 static bool check_io(const TrainArgs *a, char *err, size_t err_size) {
-    if (a->mock_data && (a->data_path.count > 0 || a->train_data_path.count > 0 ||
-                         a->valid_data_path.count > 0))
+    const bool per_split = a->train_data_path.count > 0 || a->valid_data_path.count > 0 ||
+                           a->test_data_path.count > 0;
+    if (a->mock_data && (a->data_path.count > 0 || per_split))
         FAIL("--mock-data replaces the data: give either --mock-data or "
-             "--data-path/--train-data-path/--valid-data-path");
-    /* These need the attention ops to take document boundaries (issue 17). */
-    const bool document_flags[3] = {a->eod_mask_loss, a->reset_position_ids,
-                                    a->reset_attention_mask};
-    const char *document_flag_names[3] = {"--eod-mask-loss", "--reset-position-ids",
-                                          "--reset-attention-mask"};
-    for (int i = 0; i < 3; i++)
-        if (document_flags[i])
-            FAIL("%s is not implemented yet (samples are trained across document boundaries, "
-                 "as Megatron does without it); leave it out",
-                 document_flag_names[i]);
+             "--data-path/--train-data-path/--valid-data-path/--test-data-path");
     if (!a->mock_data && a->data_path.count == 0 && a->train_data_path.count == 0)
         FAIL("no training data: give --data-path (divided by --split), --train-data-path, or "
              "--mock-data for synthetic tokens");
-    if (a->data_path.count > 0 && (a->train_data_path.count > 0 || a->valid_data_path.count > 0))
-        FAIL("--data-path and --train-data-path/--valid-data-path exclude each other: give either "
-             "--data-path (divided by --split) or a path per split");
+    if (a->data_path.count > 0 && per_split)
+        FAIL("--data-path and --train-data-path/--valid-data-path/--test-data-path exclude each "
+             "other: give either --data-path (divided by --split) or a path per split");
     if (!tokenizer_type_known(a->tokenizer.tokenizer_type))
         FAIL("--tokenizer-type %s: use " TOKENIZER_TYPES, a->tokenizer.tokenizer_type);
     if (a->save_interval < 0) FAIL("--save-interval must be >= 0");
@@ -381,6 +374,12 @@ static bool check_io(const TrainArgs *a, char *err, size_t err_size) {
     if (a->tensorboard_log_interval < 1) FAIL("--tensorboard-log-interval must be >= 1");
     if (a->eval_interval < 1) FAIL("--eval-interval must be >= 1");
     if (a->eval_iters < 0) FAIL("--eval-iters must be >= 0");
+    if (a->skip_train && a->eval_iters == 0)
+        FAIL("--skip-train only evaluates, and --eval-iters 0 turns evaluation off; give "
+             "--eval-iters N (global batches per split) or leave out --skip-train");
+    if (a->test_data_path.count > 0 && a->eval_iters == 0)
+        FAIL("--test-data-path is evaluated on --eval-iters batches, and --eval-iters is 0; give "
+             "--eval-iters N or leave out --test-data-path");
     return true;
 }
 

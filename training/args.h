@@ -79,9 +79,9 @@ typedef struct {
     char *comm; /* --comm: auto, nccl or mpi */
     bool check_for_nan_in_loss_and_grad;
     /* data */
-    StringList data_path, train_data_path, valid_data_path;
+    StringList data_path, train_data_path, valid_data_path, test_data_path;
     bool mock_data;
-    bool eod_mask_loss, reset_position_ids, reset_attention_mask; /* refused for now */
+    bool eod_mask_loss, reset_position_ids, reset_attention_mask; /* document masking */
     char *data_cache_path;
     char *split;
     TokenizerOptions tokenizer; /* must match the shards */
@@ -97,6 +97,7 @@ typedef struct {
     double exit_duration_in_mins;
     /* logging and evaluation */
     int64_t log_interval, eval_interval, eval_iters;
+    bool skip_train; /* evaluate only (Megatron's --skip-train) */
     char *metrics_file;
     bool log_throughput, log_params_norm, log_num_zeros_in_grad;
     char *tensorboard_dir;

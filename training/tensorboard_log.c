@@ -1,7 +1,6 @@
 /* Megatron's TensorBoard scalars (training_log and evaluate_and_print_results
  * tags), written by rank 0. A write that fails (a full disk) is reported
  * once and ends the TensorBoard output, not the training run. */
-#include <math.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -30,7 +29,8 @@ static bool both(Trainer *t, const char *tag, double value, char *err, size_t er
 }
 
 void trainer_tensorboard_iteration(Trainer *t, const StepResult *r, bool log_line,
-                                   double seconds_per_iteration, double tflops_per_gpu) {
+                                   bool first_line, double seconds_per_iteration,
+                                   double tflops_per_gpu) {
     const TrainArgs *a = t->args;
     if (!t->tensorboard) return;
     char err[4400] = "";
@@ -46,12 +46,16 @@ void trainer_tensorboard_iteration(Trainer *t, const StepResult *r, bool log_lin
              (!a->log_num_zeros_in_grad || both(t, "num-zeros", (double)r->num_zeros, err, sizeof err)) &&
              (!a->log_params_norm || both(t, "params-norm", r->params_norm, err, sizeof err));
     }
+    /* The first line's time includes the warm-up, so Megatron keeps it out
+     * of the iteration-time curve; throughput is a timer too. */
+    const bool timers = a->log_timers_to_tensorboard;
     if (ok && log_line) {
-        ok = (!a->log_timers_to_tensorboard ||
+        ok = (!timers || first_line ||
               tensorboard_add_scalar(t->tensorboard, "iteration-time", seconds_per_iteration,
                                      t->iteration, err, sizeof err)) &&
-             (!a->log_throughput || tensorboard_add_scalar(t->tensorboard, "throughput", tflops_per_gpu,
-                                                            t->iteration, err, sizeof err)) &&
+             (!timers || !a->log_throughput ||
+              tensorboard_add_scalar(t->tensorboard, "throughput", tflops_per_gpu, t->iteration,
+                                     err, sizeof err)) &&
              tensorboard_writer_flush(t->tensorboard, err, sizeof err);
     }
     if (!ok) stop_on_failure(t, err);
@@ -64,7 +68,7 @@ void trainer_tensorboard_validation(Trainer *t, const char *suffix, double loss)
     bool ok = both(t, tag, loss, err, sizeof err);
     if (ok && t->args->log_validation_ppl_to_tensorboard) {
         snprintf(tag, sizeof tag, "lm loss validation%s ppl", suffix);
-        ok = both(t, tag, exp(loss < 700 ? loss : 700), err, sizeof err);
+        ok = both(t, tag, trainer_perplexity(loss), err, sizeof err);
     }
     if (ok) ok = tensorboard_writer_flush(t->tensorboard, err, sizeof err);
     if (!ok) stop_on_failure(t, err);

@@ -8,24 +8,36 @@
 #include "pipeline_parallel/schedules.h"
 #include "training/trainer.h"
 
-/* Fills tokens/targets with B consecutive samples starting at `first`. A
+/* Fills tokens/targets with B consecutive samples starting at `first`, and
+ * with document masking on the position ids and key starts; returns how
+ * many targets are in the loss. A
  * failed read must not stop this rank alone (its pipeline and data-parallel
  * peers would wait for it): the first failure's message goes to
  * t->data_error and the sample is zeros, so the schedule completes, and
  * trainer_run agrees on the failure once the step is over. */
-static void load_micro_batch(Trainer *t, BlendedDataset *ds, int64_t first) {
+static int load_micro_batch(Trainer *t, BlendedDataset *ds, int64_t first) {
     const int B = t->args->micro_batch_size, T = t->args->model.seq_length;
+    const bool masking = document_masking_on(&t->documents);
+    int kept = 0;
     char err[1024];
     for (int b = 0; b < B; b++) {
         if (!blended_dataset_get_sample(ds, first + b, t->sample, err, sizeof err)) {
             if (!t->data_error[0])
                 snprintf(t->data_error, sizeof t->data_error, "reading %s data: %s",
-                         ds == t->valid_ds ? "validation" : "training", err);
+                         ds == t->valid_ds  ? "validation"
+                         : ds == t->test_ds ? "test"
+                                            : "training",
+                         err);
             memset(t->sample, 0, (size_t)(T + 1) * sizeof *t->sample);
         }
         memcpy(t->tokens + (size_t)b * T, t->sample, (size_t)T * sizeof(int32_t));
         memcpy(t->targets + (size_t)b * T, t->sample + 1, (size_t)T * sizeof(int32_t));
+        const size_t row = (size_t)b * T;
+        kept += masking ? document_masks_apply(&t->documents, t->tokens + row, t->targets + row, T,
+                                               t->position_ids + row, t->key_start + row)
+                        : T;
     }
+    return kept;
 }
 
 /* First global sample of micro-batch m of this DP rank in a batch that
@@ -41,19 +53,45 @@ typedef struct {
     int64_t base;
     int num_microbatches;
     double loss_sum;
-    float loss_scale;
+    double loss_tokens; /* targets in the loss so far (last stage) */
+    /* d(loss)/d(token loss) of each micro-batch: 1 / (its tokens in the
+     * loss x micro-batches x DP), Megatron's per-micro-batch mean; NULL in
+     * evaluation (no backward). */
+    float *loss_scale;
 } StageCtx;
 
 static int slot_of(const Trainer *t, int mb) { return mb % gpt_model_num_slots(t->model); }
 
-static void stage_forward(void *ctx, int mb) {
-    StageCtx *c = ctx;
+/* Micro-batch mb through model m (a stage, or one chunk of it) in `slot`. */
+static void forward_micro_batch(StageCtx *c, GPTModel *m, const ModelPartition *part, int slot,
+                                int mb) {
     Trainer *t = c->t;
     const int64_t first = micro_batch_first_sample(t, c->base, mb);
-    /* Only the stages that embed tokens or score targets read data. */
-    if (t->part.has_embedding || t->part.has_head) load_micro_batch(t, c->ds, first);
-    gpt_model_set_first_sample(t->model, slot_of(t, mb), first); /* dropout keys */
-    c->loss_sum += gpt_model_stage_forward(t->model, slot_of(t, mb), t->tokens, t->targets);
+    const bool masking = document_masking_on(&t->documents);
+    /* Only the stages that embed tokens or score targets read data, and
+     * with document masking every stage (its attention needs the documents). */
+    int kept = 0;
+    if (part->has_embedding || part->has_head || masking) kept = load_micro_batch(t, c->ds, first);
+    gpt_model_set_first_sample(m, slot, first); /* dropout keys */
+    if (masking)
+        gpt_model_set_documents(m, slot, t->documents.reset_position_ids ? t->position_ids : NULL,
+                                t->documents.reset_attention_mask ? t->key_start : NULL);
+    c->loss_sum += gpt_model_stage_forward(m, slot, t->tokens, t->targets);
+    if (!part->has_head) return;
+    c->loss_tokens += kept;
+    if (c->loss_scale) /* an all-masked micro-batch counts as one token (Megatron's clamp) */
+        c->loss_scale[mb] = (float)(1.0 / ((double)(kept > 0 ? kept : 1) * c->num_microbatches *
+                                           t->ps->dp_size));
+}
+
+/* d(loss)/d(token loss) of mb where the loss is computed (unused elsewhere). */
+static float backward_scale(const StageCtx *c, const ModelPartition *part, int mb) {
+    return part->has_head ? c->loss_scale[mb] : 0.0f;
+}
+
+static void stage_forward(void *ctx, int mb) {
+    StageCtx *c = ctx;
+    forward_micro_batch(c, c->t->model, &c->t->part, slot_of(c->t, mb), mb);
 }
 
 static void stage_backward(void *ctx, int mb) {
@@ -61,7 +99,7 @@ static void stage_backward(void *ctx, int mb) {
     /* 1F1B runs the backwards in micro-batch order: the last one makes the
      * gradients final, bucket by bucket. */
     c->t->in_last_backward = mb == c->num_microbatches - 1;
-    gpt_model_stage_backward(c->t->model, slot_of(c->t, mb), c->loss_scale);
+    gpt_model_stage_backward(c->t->model, slot_of(c->t, mb), backward_scale(c, &c->t->part, mb));
     c->t->in_last_backward = false;
 }
 
@@ -102,13 +140,13 @@ static int next_stage(const Trainer *t) {
 }
 
 /* The loss lives on the last stage: every rank gets the mean over the
- * global batch (summed over stages, where only the last is non-zero, and
- * over data-parallel replicas). */
-static double global_mean_loss(Trainer *t, double local_sum, double tokens) {
-    double sum = local_sum;
-    comm_host_all_reduce(&t->comm, GROUP_PIPELINE, &sum, 1, HOST_F64, REDUCE_SUM);
-    comm_host_all_reduce(&t->comm, GROUP_DATA, &sum, 1, HOST_F64, REDUCE_SUM);
-    return sum / tokens;
+ * tokens in the loss of the global batch (sums and counts over stages,
+ * where only the last is non-zero, and over data-parallel replicas). */
+static double global_mean_loss(Trainer *t, const StageCtx *c) {
+    double sums[2] = {c->loss_sum, c->loss_tokens};
+    comm_host_all_reduce(&t->comm, GROUP_PIPELINE, sums, 2, HOST_F64, REDUCE_SUM);
+    comm_host_all_reduce(&t->comm, GROUP_DATA, sums, 2, HOST_F64, REDUCE_SUM);
+    return sums[0] / (sums[1] > 0 ? sums[1] : 1.0);
 }
 
 /* The stage's copy of the tied word embedding gradient, when the other end
@@ -166,12 +204,7 @@ void trainer_optimizer_step(Trainer *t, const StepResult *r) {
 
 static void chunk_forward(void *ctx, int chunk, int mb) {
     StageCtx *c = ctx;
-    Trainer *t = c->t;
-    const int64_t first = micro_batch_first_sample(t, c->base, mb);
-    const ModelPartition *part = &t->chunk_parts[chunk];
-    if (part->has_embedding || part->has_head) load_micro_batch(t, c->ds, first);
-    gpt_model_set_first_sample(t->chunks[chunk], mb, first);
-    c->loss_sum += gpt_model_stage_forward(t->chunks[chunk], mb, t->tokens, t->targets);
+    forward_micro_batch(c, c->t->chunks[chunk], &c->t->chunk_parts[chunk], mb, mb);
 }
 
 static void *chunk_grad_in(const Trainer *t, int chunk, int mb) {
@@ -186,7 +219,7 @@ static void chunk_backward(void *ctx, int chunk, int mb) {
     if (!t->chunk_parts[chunk].has_head)
         t->be->ops->copy_device(t->be, gpt_model_stage_output_grad(m), chunk_grad_in(t, chunk, mb),
                                 backend_act_bytes(t->be, gpt_model_stage_activation_numel(m)));
-    gpt_model_stage_backward(m, mb, c->loss_scale);
+    gpt_model_stage_backward(m, mb, backward_scale(c, &t->chunk_parts[chunk], mb));
 }
 
 static void *chunk_input(void *ctx, int chunk, int mb) {
@@ -261,16 +294,16 @@ StepResult train_step(Trainer *t) {
                     .lr = optimizer_schedule_lr(&a->schedule, consumed),
                     .weight_decay = optimizer_schedule_wd(&a->schedule, consumed)};
     const int M = r.global_batch_size / (a->micro_batch_size * t->ps->dp_size);
-    const double tokens_per_batch = (double)r.global_batch_size * a->model.seq_length;
     StageCtx ctx = {.t = t,
                     .ds = t->train_ds,
                     .base = consumed,
                     .num_microbatches = M,
-                    .loss_scale = (float)(1.0 / tokens_per_batch)};
+                    .loss_scale = xmalloc((size_t)M * sizeof(float))};
     if (t->num_chunks > 1) {
         run_interleaved(&ctx);
+        free(ctx.loss_scale);
         distrib_optimizer_reduce_grads(t->opt);
-        r.loss = global_mean_loss(t, ctx.loss_sum, tokens_per_batch);
+        r.loss = global_mean_loss(t, &ctx);
         r.grad_norm = distrib_optimizer_grad_norm(t->opt);
         return r;
     }
@@ -287,19 +320,19 @@ StepResult train_step(Trainer *t) {
         fflush(t->trace);
     }
     free(ops);
+    free(ctx.loss_scale);
     distrib_optimizer_reduce_grads(t->opt);
-    r.loss = global_mean_loss(t, ctx.loss_sum, tokens_per_batch);
+    r.loss = global_mean_loss(t, &ctx);
     r.grad_norm = distrib_optimizer_grad_norm(t->opt);
     return r;
 }
 
-double evaluate(Trainer *t) {
+double evaluate(Trainer *t, BlendedDataset *ds) {
     const TrainArgs *a = t->args;
-    StageCtx ctx = {.t = t, .ds = t->valid_ds, .num_microbatches = a->num_microbatches};
+    StageCtx ctx = {.t = t, .ds = ds, .num_microbatches = a->num_microbatches};
     if (t->num_chunks > 1) {
         evaluate_interleaved(&ctx);
-        return global_mean_loss(t, ctx.loss_sum,
-                                (double)a->eval_iters * a->global_batch_size * a->model.seq_length);
+        return global_mean_loss(t, &ctx);
     }
     PipelineStageFns fns = stage_fns(&ctx);
     gpt_model_set_step(t->model, t->iteration, false); /* no dropout */
@@ -321,6 +354,5 @@ double evaluate(Trainer *t) {
             }
         }
     }
-    return global_mean_loss(t, ctx.loss_sum,
-                            (double)a->eval_iters * a->global_batch_size * a->model.seq_length);
+    return global_mean_loss(t, &ctx);
 }

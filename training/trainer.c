@@ -90,7 +90,7 @@ static bool open_datasets(Trainer *t, GPTDataConfig *dc, char *err, size_t err_s
             return false;
         }
     }
-    return true;
+    return trainer_open_test_split(t, dc, err, err_size);
 }
 
 static bool setup_data(Trainer *t, char *err, size_t err_size) {
@@ -102,6 +102,8 @@ static bool setup_data(Trainer *t, char *err, size_t err_size) {
         .train_data_path_count = a->train_data_path.count,
         .valid_data_path = (const char *const *)a->valid_data_path.items,
         .valid_data_path_count = a->valid_data_path.count,
+        .test_data_path = (const char *const *)a->test_data_path.items,
+        .test_data_path_count = a->test_data_path.count,
         .split = a->split,
         .seq_length = a->model.seq_length,
         .seed = (uint64_t)a->seed,
@@ -124,6 +126,11 @@ static bool setup_data(Trainer *t, char *err, size_t err_size) {
     }
     const bool ok = open_datasets(t, &dc, err, err_size);
     token_id_scans_free(dc.scans);
+    if (ok)
+        t->documents = (DocumentMasking){.eod_mask_loss = a->eod_mask_loss,
+                                         .reset_position_ids = a->reset_position_ids,
+                                         .reset_attention_mask = a->reset_attention_mask,
+                                         .eod_token = blended_dataset_eod_token(t->train_ds)};
     return ok;
 }
 
@@ -222,6 +229,7 @@ static void print_summary(const Trainer *t, const char *device) {
                (long long)a->batch.rampup_samples, (long long)a->train_iters);
     printf("data: %s; tokenizer %s\n", blended_dataset_description(t->train_ds), t->tokenizer_type);
     if (t->valid_ds) printf("      %s\n", blended_dataset_description(t->valid_ds));
+    if (t->test_ds) printf("      %s\n", blended_dataset_description(t->test_ds));
     printf("memory per rank: parameters %.3f MiB, gradients %.3f MiB, optimizer state %.3f MiB "
            "(plain data parallel: %.3f MiB; ZeRO-1 keeps 1/%d), activations %.3f MiB\n",
            param_bytes / MiB, grad_bytes / MiB, opt_bytes / MiB, plain_opt / MiB, t->ps->dp_size,
@@ -343,12 +351,15 @@ bool trainer_setup(Trainer *t, const TrainArgs *a, const ParallelState *ps, char
     t->sample = xmalloc(((size_t)a->model.seq_length + 1) * sizeof(int32_t));
     t->tokens = xmalloc(N * sizeof(int32_t));
     t->targets = xmalloc(N * sizeof(int32_t));
+    t->position_ids = xmalloc(N * sizeof(int32_t));
+    t->key_start = xmalloc(N * sizeof(int32_t));
 
     if (is_root(t) && a->metrics_file) {
         t->metrics = fopen(a->metrics_file, "a");
         if (!t->metrics) FAIL("--metrics-file %s: cannot open for appending", a->metrics_file);
     }
-    return trainer_open_tensorboard(t, err, err_size);
+    /* Megatron writes no TensorBoard events when it only evaluates. */
+    return a->skip_train || trainer_open_tensorboard(t, err, err_size);
 }
 
 void trainer_free(Trainer *t) {
@@ -362,10 +373,13 @@ void trainer_free(Trainer *t) {
     trainer_free_models(t);
     blended_dataset_free(t->train_ds);
     blended_dataset_free(t->valid_ds);
+    blended_dataset_free(t->test_ds);
     comm_destroy(&t->comm);
     backend_destroy(t->be);
     free(t->sample);
     free(t->tokens);
+    free(t->position_ids);
+    free(t->key_start);
     free(t->targets);
     memset(t, 0, sizeof *t);
 }
@@ -411,21 +425,14 @@ static void print_log_line(const Trainer *t, const StepResult *r, const LogWindo
     fflush(stdout);
 }
 
-/* Megatron's validation block: the line between rules of its length + 1. */
-static void print_evaluation(const char *split, const Trainer *t, const char *suffix, double loss) {
-    char line[512];
-    snprintf(line, sizeof line, " %s loss at iteration %lld%s | lm loss value: %.6E | lm loss PPL: %.6E | ",
-             split, (long long)t->iteration, suffix, loss, exp(loss < 700 ? loss : 700));
-    char rule[sizeof line + 1];
-    const size_t len = strlen(line) + 1;
-    memset(rule, '-', len);
-    rule[len] = '\0';
-    printf("%s\n%s\n%s\n", rule, line, rule);
-    fflush(stdout);
-}
+/* The losses of the evaluations after an iteration. */
+typedef struct {
+    bool has_valid, has_test;
+    double valid, test;
+} EvalLosses;
 
-static void write_metrics(const Trainer *t, const StepResult *r, double seconds, bool has_valid,
-                          double valid_loss) {
+static void write_metrics(const Trainer *t, const StepResult *r, double seconds,
+                          const EvalLosses *e) {
     if (!t->metrics) return;
     const TrainArgs *a = t->args;
     const double tokens = (double)r->global_batch_size * a->model.seq_length;
@@ -438,7 +445,10 @@ static void write_metrics(const Trainer *t, const StepResult *r, double seconds,
             r->grad_norm, r->lr, r->weight_decay,
             1000.0 * seconds, tokens / seconds,
             gpt_flops_per_token(&t->cfg) * tokens / seconds / 1e12 / t->ps->world_size);
-    if (has_valid) fprintf(t->metrics, ", \"valid_loss\": %.17g", valid_loss);
+    if (a->log_num_zeros_in_grad) fprintf(t->metrics, ", \"num_zeros\": %lld", (long long)r->num_zeros);
+    if (a->log_params_norm) fprintf(t->metrics, ", \"params_norm\": %.17g", r->params_norm);
+    if (e->has_valid) fprintf(t->metrics, ", \"valid_loss\": %.17g", e->valid);
+    if (e->has_test) fprintf(t->metrics, ", \"test_loss\": %.17g", e->test);
     fprintf(t->metrics, "}\n");
     fflush(t->metrics);
 }
@@ -538,7 +548,7 @@ static bool poll_or_report(Trainer *t, bool wait) {
 /* A data read that failed during a step (or an evaluation) on any rank
  * stops the run here, after the schedule completed on every rank: rank 0
  * prints the reading rank's own message and the run ends without saving. */
-static bool data_reads_ok(const Trainer *t) {
+bool trainer_data_reads_ok(const Trainer *t) {
     char err[PARALLEL_STATE_MAX_MESSAGE];
     snprintf(err, sizeof err, "%s", t->data_error);
     return reported(t, parallel_state_agree(t->ps->world, !t->data_error[0], t->ps->timeout_s, err,
@@ -604,9 +614,9 @@ static bool check_tied_embeddings(Trainer *t) {
 
 int trainer_run(Trainer *t) {
     const TrainArgs *a = t->args;
+    if (a->skip_train) return trainer_evaluate_only(t);
     LogWindow window = {0};
     int64_t last_saved = t->args->load ? t->iteration : -1;
-    bool evaluated_last = false;
     const int64_t first_iteration = t->iteration;
     const double train_start = timer_now_s();
     if (a->exit_signal_handler) exit_signal_install();
@@ -619,7 +629,7 @@ int trainer_run(Trainer *t) {
         const double start = timer_now_s();
         comm_reset_counters(&t->comm);
         StepResult r = train_step(t);
-        if (!data_reads_ok(t)) return 2;
+        if (!trainer_data_reads_ok(t)) return 2;
         if (a->check_for_nan_in_loss_and_grad && (!isfinite(r.loss) || !isfinite(r.grad_norm)))
             return stop_on_nonfinite(t, &r);
         if (a->log_num_zeros_in_grad) r.num_zeros = distrib_optimizer_grad_zeros(t->opt);
@@ -640,30 +650,31 @@ int trainer_run(Trainer *t) {
         window.nan_iters += !isfinite(r.loss);
         window.seconds += seconds;
         /* As Megatron: also the run's first iteration, without resetting. */
-        const bool log_line = t->iteration % a->log_interval == 0 || t->iteration == first_iteration + 1;
+        const bool first_line = t->iteration == first_iteration + 1;
+        const bool log_line = t->iteration % a->log_interval == 0 || first_line;
         if (is_root(t) && log_line) print_log_line(t, &r, &window);
         if (is_root(t)) {
             const double per_iteration = window.seconds / (double)window.iters;
             const double tokens = (double)window.samples / (double)window.iters * a->model.seq_length;
-            trainer_tensorboard_iteration(t, &r, log_line, per_iteration,
+            trainer_tensorboard_iteration(t, &r, log_line, first_line, per_iteration,
                                           gpt_flops_per_token(&t->cfg) * tokens / per_iteration /
                                               1e12 / t->ps->world_size);
         }
         if (t->iteration % a->log_interval == 0) window = (LogWindow){0};
-        evaluated_last = false;
-        double valid_loss = 0.0;
+        EvalLosses eval = {0};
         const bool last = t->iteration == a->train_iters;
         if (t->valid_ds && (t->iteration % a->eval_interval == 0 || last)) {
-            valid_loss = evaluate(t);
-            if (!data_reads_ok(t)) return 2;
-            evaluated_last = true;
             /* After the last iteration Megatron names the split. */
-            if (is_root(t)) {
-                print_evaluation("validation", t, last ? " on validation set" : "", valid_loss);
-                trainer_tensorboard_validation(t, "", valid_loss);
-            }
+            if (!trainer_evaluate_and_print(t, t->valid_ds, last ? " on validation set" : "",
+                                            &eval.valid))
+                return 2;
+            eval.has_valid = true;
         }
-        if (is_root(t)) write_metrics(t, &r, seconds, evaluated_last, valid_loss);
+        if (t->test_ds && last) {
+            if (!trainer_evaluate_and_print(t, t->test_ds, " on test set", &eval.test)) return 2;
+            eval.has_test = true;
+        }
+        if (is_root(t)) write_metrics(t, &r, seconds, &eval);
 
         if (!poll_or_report(t, false)) return 2;
         const char *reason = exit_reason(t, train_start);

@@ -48,6 +48,7 @@ typedef struct {
     void **chunk_grad_in;
     DistributedOptimizer *opt; /* owns the parameter and gradient buffers */
     BlendedDataset *train_ds, *valid_ds;
+    BlendedDataset *test_ds; /* NULL: no test split (Megatron's do_test false) */
     char tokenizer_type[64];
     int64_t iteration;
     int64_t consumed_samples;
@@ -59,6 +60,10 @@ typedef struct {
     const char *last_checkpoint_root;
     int64_t last_checkpoint_iteration;
     int32_t *sample, *tokens, *targets;
+    /* --eod-mask-loss, --reset-position-ids, --reset-attention-mask: the
+     * rules and a micro-batch's position ids and key starts (B*T each). */
+    DocumentMasking documents;
+    int32_t *position_ids, *key_start;
     bool in_last_backward; /* the running backward is the iteration's last micro-batch */
     FILE *trace; /* --trace-schedule: this rank's pipeline operations */
     CheckpointLock *save_lock; /* rank 0 with --save: this run owns --save */
@@ -89,9 +94,30 @@ typedef struct {
  * micro-batches (through the pipeline schedule), gradient reductions and
  * the global norm; the optimizer step is the caller's. */
 StepResult train_step(Trainer *t);
-/* Mean token loss over the first --eval-iters global batches of the
- * validation split (forward only, through the pipeline), on every rank. */
-double evaluate(Trainer *t);
+/* Mean token loss over the first --eval-iters global batches of ds, the
+ * validation or test split (forward only, through the pipeline), on every
+ * rank. */
+double evaluate(Trainer *t, BlendedDataset *ds);
+
+/* training/evaluation.c: Megatron's evaluate_and_print_results and the
+ * test split. */
+/* Opens the test split into t->test_ds when --eval-iters > 0 and there is
+ * one: --test-data-path, or --split's third share of --data-path /
+ * --mock-data. A share too small for one sample means no test split (a
+ * note on rank 0), as Megatron's; a --test-data-path that is, an error. */
+bool trainer_open_test_split(Trainer *t, GPTDataConfig *dc, char *err, size_t err_size);
+/* Evaluates ds and, on rank 0, prints Megatron's block for it ("where":
+ * "", " on validation set" or " on test set") and writes the loss to
+ * TensorBoard. False when a rank's data read failed (rank 0 reported it). */
+bool trainer_evaluate_and_print(Trainer *t, BlendedDataset *ds, const char *where, double *loss);
+/* --skip-train: the validation and test blocks of the loaded (or initial)
+ * model, as Megatron's pretrain() without training; the exit status. */
+int trainer_evaluate_only(Trainer *t);
+/* Megatron's perplexity of a loss: exp, its argument capped at 20. */
+double trainer_perplexity(double loss);
+/* Agrees over the world on this iteration's data reads (t->data_error):
+ * false on every rank when one failed, rank 0 printing its message. */
+bool trainer_data_reads_ok(const Trainer *t);
 
 /* The model's hooks into the distributed optimizer, and the optimizer's
  * finalize callback (ctx: the Trainer). */
@@ -144,9 +170,12 @@ bool trainer_load_checkpoint(Trainer *t, bool *loaded, char *err, size_t err_siz
 /* training/tensorboard_log.c: Megatron's TensorBoard scalars on rank 0. */
 bool trainer_open_tensorboard(Trainer *t, char *err, size_t err_size);
 /* Every --tensorboard-log-interval iterations the step's scalars; with a
- * log line also the timers and throughput (their flags) and a flush. */
+ * log line a flush and, under --log-timers-to-tensorboard, iteration-time
+ * (not on the run's first line, which holds the set-up: first_line) and
+ * with --log-throughput the throughput, as Megatron's training_log. */
 void trainer_tensorboard_iteration(Trainer *t, const StepResult *r, bool log_line,
-                                   double seconds_per_iteration, double tflops_per_gpu);
+                                   bool first_line, double seconds_per_iteration,
+                                   double tflops_per_gpu);
 void trainer_tensorboard_validation(Trainer *t, const char *suffix, double loss);
 void trainer_close_tensorboard(Trainer *t);
 

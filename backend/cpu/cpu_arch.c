@@ -152,7 +152,8 @@ static void rope_tables(float *cos_t, float *sin_t, int T, int rot_dim, float ba
  * by the angle of its position; `direction` -1 applies the transpose
  * (the backward of a rotation is the rotation by minus the angle). */
 static void rope_apply(Backend *be, float *qkv, int B, int T, int NH, int NG, int HS, int rot_dim,
-                       float base, bool interleaved, float direction) {
+                       float base, bool interleaved, const int32_t *position_ids,
+                       float direction) {
     GPT3D_CHECK(NG > 0 && NH % NG == 0 && rot_dim >= 2 && rot_dim % 2 == 0 && rot_dim <= HS,
                 "rope: bad shape NH=%d NG=%d HS=%d rot_dim=%d", NH, NG, HS, rot_dim);
     const int half = rot_dim / 2, per_group = NH / NG + 2;
@@ -166,7 +167,8 @@ static void rope_apply(Backend *be, float *qkv, int B, int T, int NH, int NG, in
     for (int b = 0; b < B; b++) {
         for (int t = 0; t < T; t++) {
             float *r = qkv + ((size_t)b * T + t) * row;
-            const float *cs = cos_t + (size_t)t * half, *sn = sin_t + (size_t)t * half;
+            const size_t pos = position_ids ? (size_t)position_ids[(size_t)b * T + t] : (size_t)t;
+            const float *cs = cos_t + pos * half, *sn = sin_t + pos * half;
             for (int g = 0; g < NG; g++) {
                 for (int h = 0; h < rotated_heads; h++) {
                     float *head = r + ((size_t)g * per_group + h) * HS;
@@ -183,13 +185,13 @@ static void rope_apply(Backend *be, float *qkv, int B, int T, int NH, int NG, in
 }
 
 void cpu_rope_forward(Backend *be, void *qkv, int B, int T, int NH, int NG, int HS, int rot_dim,
-                      float base, bool interleaved) {
-    rope_apply(be, qkv, B, T, NH, NG, HS, rot_dim, base, interleaved, 1.0f);
+                      float base, bool interleaved, const int32_t *position_ids) {
+    rope_apply(be, qkv, B, T, NH, NG, HS, rot_dim, base, interleaved, position_ids, 1.0f);
 }
 
 void cpu_rope_backward(Backend *be, void *dqkv, int B, int T, int NH, int NG, int HS, int rot_dim,
-                       float base, bool interleaved) {
-    rope_apply(be, dqkv, B, T, NH, NG, HS, rot_dim, base, interleaved, -1.0f);
+                       float base, bool interleaved, const int32_t *position_ids) {
+    rope_apply(be, dqkv, B, T, NH, NG, HS, rot_dim, base, interleaved, position_ids, -1.0f);
 }
 
 /* ---- QK-norm ----

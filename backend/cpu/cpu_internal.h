@@ -36,6 +36,10 @@ void cpu_embedding_backward(Backend *be, float *dtable, const void *dout, const 
 void cpu_position_embedding_add(Backend *be, void *out, const void *pos, int B, int T, int C);
 void cpu_position_embedding_backward(Backend *be, float *dpos, const void *dout, int B, int T,
                                      int C);
+void cpu_position_embedding_add_ids(Backend *be, void *out, const void *pos,
+                                    const int32_t *position_ids, int N, int C);
+void cpu_position_embedding_backward_ids(Backend *be, float *dpos, const void *dout,
+                                         const int32_t *position_ids, int N, int C);
 void cpu_layernorm_forward(Backend *be, void *out, float *mean, float *rstd, const void *inp,
                            const void *weight, const void *bias, int N, int C, float eps,
                            float weight_offset);
@@ -57,10 +61,11 @@ void cpu_scale_f32(Backend *be, float *x, float s, size_t n);
 /* ---- causal self-attention (cpu_attention.c) ---- */
 size_t cpu_attention_saved_bytes(Backend *be, int B, int T, int NH, int NG, int HS);
 void cpu_attention_forward(Backend *be, void *out, void *saved, const void *qkv, int B, int T,
-                           int NH, int NG, int HS, const AttentionDropout *dropout);
+                           int NH, int NG, int HS, const int32_t *key_start,
+                           const AttentionDropout *dropout);
 void cpu_attention_backward(Backend *be, void *dqkv, const void *dout, const void *qkv,
                             const void *out, const void *saved, int B, int T, int NH, int NG,
-                            int HS, const AttentionDropout *dropout);
+                            int HS, const int32_t *key_start, const AttentionDropout *dropout);
 
 /* ---- RMSNorm, SwiGLU, squared ReLU, dropout, RoPE, QK-norm (cpu_arch.c) ---- */
 void cpu_rmsnorm_forward(Backend *be, void *out, float *rstd, const void *inp, const void *weight,
@@ -78,9 +83,9 @@ void cpu_dropout_forward(Backend *be, void *out, const void *inp, int rows, int 
 void cpu_dropout_backward(Backend *be, void *dinp, const void *dout, int rows, int cols,
                           const DropoutKey *key);
 void cpu_rope_forward(Backend *be, void *qkv, int B, int T, int NH, int NG, int HS, int rot_dim,
-                      float base, bool interleaved);
+                      float base, bool interleaved, const int32_t *position_ids);
 void cpu_rope_backward(Backend *be, void *dqkv, int B, int T, int NH, int NG, int HS, int rot_dim,
-                       float base, bool interleaved);
+                       float base, bool interleaved, const int32_t *position_ids);
 void cpu_qk_norm_forward(Backend *be, void *out, float *mean, float *rstd, const void *qkv,
                          const void *q_weight, const void *q_bias, const void *k_weight,
                          const void *k_bias, const QKNormShape *shape);
@@ -105,5 +110,6 @@ void cpu_adamw_update(Backend *be, void *param, float *master, const float *grad
                       float weight_decay, float grad_scale, int step);
 double cpu_sum_squares_f32(Backend *be, const float *x, size_t n);
 bool cpu_has_nonfinite_f32(Backend *be, const float *x, size_t n);
+uint64_t cpu_count_zeros_f32(Backend *be, const float *x, size_t n);
 
 #endif

@@ -74,6 +74,10 @@ void cpu_cross_entropy_backward(Backend *be, void *dlogits_, const void *logits_
     for (int n = 0; n < N; n++) {
         const float *z = logits + (size_t)n * V;
         float *d = dlogits + (size_t)n * V;
+        if (targets[n] < 0) { /* not in the loss */
+            memset(d, 0, (size_t)V * sizeof *d);
+            continue;
+        }
         float m = rowmax[n];
         float scale = dloss / sumexp[n];
         for (int j = 0; j < valid; j++) d[j] = cpu_expf(z[j] - m) * scale;
@@ -138,4 +142,11 @@ bool cpu_has_nonfinite_f32(Backend *be, const float *x, size_t n) {
         if (bad) return true;
     }
     return false;
+}
+
+uint64_t cpu_count_zeros_f32(Backend *be, const float *x, size_t n) {
+    (void)be;
+    uint64_t zeros = 0;
+    for (size_t i = 0; i < n; i++) zeros += x[i] == 0.0f;
+    return zeros;
 }

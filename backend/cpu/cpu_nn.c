@@ -62,6 +62,29 @@ void cpu_position_embedding_backward(Backend *be, float *dpos, const void *dout_
     }
 }
 
+void cpu_position_embedding_add_ids(Backend *be, void *out_, const void *pos_,
+                                    const int32_t *position_ids, int N, int C) {
+    (void)be;
+    float *out = out_;
+    const float *pos = pos_;
+    for (int n = 0; n < N; n++) {
+        float *restrict o = out + (size_t)n * C;
+        const float *restrict p = pos + (size_t)position_ids[n] * C;
+        for (int c = 0; c < C; c++) o[c] += p[c];
+    }
+}
+
+void cpu_position_embedding_backward_ids(Backend *be, float *dpos, const void *dout_,
+                                         const int32_t *position_ids, int N, int C) {
+    (void)be;
+    const float *dout = dout_;
+    for (int n = 0; n < N; n++) {
+        float *restrict d = dpos + (size_t)position_ids[n] * C;
+        const float *restrict g = dout + (size_t)n * C;
+        for (int c = 0; c < C; c++) d[c] += g[c];
+    }
+}
+
 void cpu_layernorm_forward(Backend *be, void *out_, float *mean, float *rstd, const void *inp_,
                            const void *weight_, const void *bias_, int N, int C, float eps,
                            float weight_offset) {

@@ -162,14 +162,15 @@ typedef struct {
 // direction +1 rotates by the angle (forward), -1 by minus the angle (the
 // transpose, backward): (x, y) -> (x cos - y s, y cos + x s), s = dir * sin.
 static __global__ void rope_apply_kernel(bf16 *qkv, const float *cos_t, const float *sin_t,
-                                         size_t pairs, RopeLayout L, float direction) {
+                                         const int32_t *position_ids, size_t pairs, RopeLayout L,
+                                         float direction) {
     const size_t row_len = (size_t)L.NG * L.per_group * L.HS;
     const size_t heads_per_row = (size_t)L.NG * L.rotated;
     GRID_STRIDE(idx, pairs) {
         const int i = (int)(idx % (size_t)L.half);
         const size_t head_index = (idx / (size_t)L.half) % heads_per_row;
         const size_t row = idx / ((size_t)L.half * heads_per_row); // b * T + t
-        const int t = (int)(row % (size_t)L.T);
+        const int t = position_ids ? position_ids[row] : (int)(row % (size_t)L.T);
         const int g = (int)(head_index / (size_t)L.rotated), h = (int)(head_index % (size_t)L.rotated);
         bf16 *head = qkv + row * row_len + ((size_t)g * L.per_group + h) * L.HS;
         bf16 *px = head + (size_t)i * L.stride_x, *py = px + L.offset_y;
@@ -181,7 +182,8 @@ static __global__ void rope_apply_kernel(bf16 *qkv, const float *cos_t, const fl
 }
 
 static void rope_apply(Backend *be, void *qkv, int B, int T, int NH, int NG, int HS, int rot_dim,
-                       float base, bool interleaved, float direction) {
+                       float base, bool interleaved, const int32_t *position_ids,
+                       float direction) {
     GPT3D_CHECK(B > 0 && T > 0 && NH > 0 && NG > 0 && NH % NG == 0 && rot_dim >= 2 &&
                     rot_dim % 2 == 0 && rot_dim <= HS,
                 "rope: bad shape B=%d T=%d NH=%d NG=%d HS=%d rot_dim=%d", B, T, NH, NG, HS,
@@ -202,17 +204,17 @@ static void rope_apply(Backend *be, void *qkv, int B, int T, int NH, int NG, int
     rope_table_kernel<<<grid_for(table), THREADS, 0, s>>>(cos_t, sin_t, T, L.half, rot_dim, base);
     CUDA_CHECK_LAUNCH();
     const size_t pairs = (size_t)B * T * NG * L.rotated * L.half;
-    rope_apply_kernel<<<grid_for(pairs), THREADS, 0, s>>>((bf16 *)qkv, cos_t, sin_t, pairs, L,
-                                                          direction);
+    rope_apply_kernel<<<grid_for(pairs), THREADS, 0, s>>>((bf16 *)qkv, cos_t, sin_t, position_ids,
+                                                          pairs, L, direction);
     CUDA_CHECK_LAUNCH();
 }
 
 void cuda_rope_forward(Backend *be, void *qkv, int B, int T, int NH, int NG, int HS, int rot_dim,
-                       float base, bool interleaved) {
-    rope_apply(be, qkv, B, T, NH, NG, HS, rot_dim, base, interleaved, 1.0f);
+                       float base, bool interleaved, const int32_t *position_ids) {
+    rope_apply(be, qkv, B, T, NH, NG, HS, rot_dim, base, interleaved, position_ids, 1.0f);
 }
 
 void cuda_rope_backward(Backend *be, void *dqkv, int B, int T, int NH, int NG, int HS, int rot_dim,
-                        float base, bool interleaved) {
-    rope_apply(be, dqkv, B, T, NH, NG, HS, rot_dim, base, interleaved, -1.0f);
+                        float base, bool interleaved, const int32_t *position_ids) {
+    rope_apply(be, dqkv, B, T, NH, NG, HS, rot_dim, base, interleaved, position_ids, -1.0f);
 }

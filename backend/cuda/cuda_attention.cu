@@ -14,7 +14,8 @@
 // sequence batched over all heads, as before groups existed.
 //
 // Per (b, j): S = scale Q K^T into fp32 P [B, NH, T, T]; a kernel turns each
-// row into the causal softmax P (zero above the diagonal); out = Pd V, with
+// row into the causal softmax P (zero above the diagonal, and before the
+// row's document start with --reset-attention-mask); out = Pd V, with
 // Pd = P, or P with attention dropout applied. The full T x T products
 // include the masked upper triangle (twice the needed FLOPs) and the score
 // matrices cost B*NH*T*T memory: a fused flash-style kernel that never stores
@@ -103,11 +104,17 @@ static __device__ __forceinline__ uint64_t attn_row_counter(const AttentionDropo
     return plane + (uint64_t)i * (uint64_t)T;
 }
 
+// The first key row t of sequence b sees: its document's start, or 0.
+static __device__ __forceinline__ int first_key(const int32_t *key_start, int b, int t, int T) {
+    return key_start ? key_start[(size_t)b * T + t] : 0;
+}
+
 // One warp per row r of the [B, NH, T, T] score matrices (b = r / (NH T),
-// h = (r / T) mod NH, t = r mod T): the softmax over j <= t, written as fp32
-// P and as bf16 Pd (P dropped and scaled when dropout is on), zero for j > t.
+// h = (r / T) mod NH, t = r mod T): the softmax over the keys j0 <= j <= t
+// (j0 the document start), written as fp32 P and as bf16 Pd (P dropped and
+// scaled when dropout is on), zero elsewhere.
 static __global__ void causal_softmax_kernel(float *P, bf16 *Pd_bf16, size_t rows, int T, int NH,
-                                             AttnDrop drop) {
+                                             const int32_t *key_start, AttnDrop drop) {
     const size_t r = (size_t)blockIdx.x * ROWS_PER_BLOCK + (threadIdx.x >> 5);
     const int lane = threadIdx.x & 31;
     if (r >= rows) return;
@@ -115,17 +122,19 @@ static __global__ void causal_softmax_kernel(float *P, bf16 *Pd_bf16, size_t row
     const int h = (int)((r / (size_t)T) % (size_t)NH), b = (int)(r / ((size_t)T * NH));
     float *p = P + r * T;
     bf16 *pb = Pd_bf16 + r * T;
+    const int j0 = first_key(key_start, b, t, T);
     float m = -INFINITY;
-    for (int j = lane; j <= t; j += 32) m = fmaxf(m, p[j]);
+    for (int j = j0 + lane; j <= t; j += 32) m = fmaxf(m, p[j]);
     m = warp_max(m);
     float sum = 0.0f;
-    for (int j = lane; j <= t; j += 32) sum += expf(p[j] - m);
+    for (int j = j0 + lane; j <= t; j += 32) sum += expf(p[j] - m);
     const float inv = 1.0f / warp_sum(sum);
     const uint64_t base = drop.on ? attn_row_counter(drop.key, b, h, t, T) : 0;
     for (int j = lane; j < T; j += 32) {
-        const float v = j <= t ? expf(p[j] - m) * inv : 0.0f;
+        const bool seen = j >= j0 && j <= t;
+        const float v = seen ? expf(p[j] - m) * inv : 0.0f;
         float vd = v;
-        if (drop.on && j <= t)
+        if (drop.on && seen)
             vd = dropout_keeps(drop.key.seed, drop.key.stream, base + (uint64_t)j,
                                drop.key.threshold)
                      ? v * drop.key.scale
@@ -136,7 +145,8 @@ static __global__ void causal_softmax_kernel(float *P, bf16 *Pd_bf16, size_t row
 }
 
 void cuda_attention_forward(Backend *be, void *out, void *saved, const void *qkv, int B, int T,
-                            int NH, int NG, int HS, const AttentionDropout *dropout) {
+                            int NH, int NG, int HS, const int32_t *key_start,
+                            const AttentionDropout *dropout) {
     check_shape("attention_forward", B, T, NH, NG, HS);
     const AttnDims d = attn_dims(T, NH, NG, HS);
     const float scale = 1.0f / sqrtf((float)HS);
@@ -159,7 +169,7 @@ void cuda_attention_forward(Backend *be, void *out, void *saved, const void *qkv
     }
     const size_t rows = (size_t)B * NH * T;
     causal_softmax_kernel<<<ceil_div_u(rows, ROWS_PER_BLOCK), THREADS, 0, stream_of(be)>>>(
-        P, Pd_bf16, rows, T, NH, attn_drop(dropout));
+        P, Pd_bf16, rows, T, NH, key_start, attn_drop(dropout));
     CUDA_CHECK_LAUNCH();
     for (int b = 0; b < B; b++) {
         const bf16 *v = x + (size_t)b * T * d.R + (d.Q + 1) * HS;
@@ -177,19 +187,22 @@ void cuda_attention_forward(Backend *be, void *out, void *saved, const void *qkv
 
 // One warp per row r = h*T + t of one sequence's [NH, T, T] matrices:
 // dP = dPd through the dropout mask (kept: dPd * scale, dropped: 0), then
-// dS = P * (dP - sum_j P dP) on j <= t, zero above.
+// dS = P * (dP - sum_j P dP) on the keys j0 <= j <= t the row sees, zero
+// elsewhere.
 static __global__ void causal_softmax_backward_kernel(bf16 *dS, const float *dPd, const float *P,
-                                                      size_t rows, int T, int b, AttnDrop drop) {
+                                                      size_t rows, int T, int b,
+                                                      const int32_t *key_start, AttnDrop drop) {
     const size_t r = (size_t)blockIdx.x * ROWS_PER_BLOCK + (threadIdx.x >> 5);
     const int lane = threadIdx.x & 31;
     if (r >= rows) return;
     const int t = (int)(r % (size_t)T), h = (int)(r / (size_t)T);
     const float *p = P + r * T, *dpd = dPd + r * T;
     const uint64_t base = drop.on ? attn_row_counter(drop.key, b, h, t, T) : 0;
+    const int j0 = first_key(key_start, b, t, T);
     // The mask is drawn again in the second pass instead of kept: one
     // Philox block per element costs less than a buffer of T x T flags.
     float dot = 0.0f;
-    for (int j = lane; j <= t; j += 32) {
+    for (int j = j0 + lane; j <= t; j += 32) {
         float dp = dpd[j];
         if (drop.on)
             dp = dropout_keeps(drop.key.seed, drop.key.stream, base + (uint64_t)j,
@@ -202,7 +215,7 @@ static __global__ void causal_softmax_backward_kernel(bf16 *dS, const float *dPd
     bf16 *ds = dS + r * T;
     for (int j = lane; j < T; j += 32) {
         float v = 0.0f;
-        if (j <= t) {
+        if (j >= j0 && j <= t) {
             float dp = dpd[j];
             if (drop.on)
                 dp = dropout_keeps(drop.key.seed, drop.key.stream, base + (uint64_t)j,
@@ -258,7 +271,8 @@ static AttnScratch attn_scratch(Backend *be, int T, int NH, int NG, int HS) {
 static void attention_backward_sequence(Backend *be, bf16 *dqkv_b, const bf16 *g_b,
                                         const bf16 *x_b, const float *P_b, const bf16 *Pd_b,
                                         const AttnScratch &a, int b, int T, int NH, int NG, int HS,
-                                        const AttnDims &d, const AttnDrop &drop) {
+                                        const AttnDims &d, const int32_t *key_start,
+                                        const AttnDrop &drop) {
     const float scale = 1.0f / sqrtf((float)HS);
     const int64_t plane_step = d.Q * d.TT, kv_step = (int64_t)T * HS;
     const bf16 *k = x_b + d.Q * HS, *v = k + HS;
@@ -270,7 +284,8 @@ static void attention_backward_sequence(Backend *be, bf16 *dqkv_b, const bf16 *g
     }
     const size_t rows = (size_t)NH * T;
     causal_softmax_backward_kernel<<<ceil_div_u(rows, ROWS_PER_BLOCK), THREADS, 0,
-                                     stream_of(be)>>>(a.dS, a.dPd, P_b, rows, T, b, drop);
+                                     stream_of(be)>>>(a.dS, a.dPd, P_b, rows, T, b, key_start,
+                                                      drop);
     CUDA_CHECK_LAUNCH();
     for (int64_t j = 0; j < d.Q; j++) {
         const bf16 *q = x_b + j * HS, *dS = a.dS + j * d.TT, *Pd = Pd_b + j * d.TT;
@@ -296,7 +311,7 @@ static void attention_backward_sequence(Backend *be, bf16 *dqkv_b, const bf16 *g
 
 void cuda_attention_backward(Backend *be, void *dqkv, const void *dout, const void *qkv,
                              const void *out, const void *saved, int B, int T, int NH, int NG,
-                             int HS, const AttentionDropout *dropout) {
+                             int HS, const int32_t *key_start, const AttentionDropout *dropout) {
     (void)out;
     check_shape("attention_backward", B, T, NH, NG, HS);
     const AttnDims d = attn_dims(T, NH, NG, HS);
@@ -308,6 +323,6 @@ void cuda_attention_backward(Backend *be, void *dqkv, const void *dout, const vo
         const size_t row0 = (size_t)b * T * d.R, plane0 = (size_t)b * NH * d.TT;
         attention_backward_sequence(be, (bf16 *)dqkv + row0, (const bf16 *)dout + (size_t)b * T * d.C,
                                     (const bf16 *)qkv + row0, P + plane0, Pd_bf16 + plane0, a, b, T,
-                                    NH, NG, HS, d, drop);
+                                    NH, NG, HS, d, key_start, drop);
     }
 }

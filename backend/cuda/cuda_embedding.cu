@@ -172,3 +172,44 @@ void cuda_position_embedding_backward(Backend *be, float *dpos, const void *dout
         dpos, (const bf16 *)dout, B, plane);
     CUDA_CHECK_LAUNCH();
 }
+
+// ---- position embedding with explicit positions (--reset-position-ids) ---------------
+
+static __global__ void position_add_ids_kernel(bf16 *out, const bf16 *pos, const int32_t *ids,
+                                               size_t n, int C) {
+    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n;
+         i += (size_t)gridDim.x * blockDim.x) {
+        const size_t row = i / (size_t)C, c = i % (size_t)C;
+        out[i] = to_bf16(to_f32(out[i]) + to_f32(pos[(size_t)ids[row] * C + c]));
+    }
+}
+
+// One thread per column c walks the rows in order, so every position's sum
+// is added in row order (the CPU backend's) without atomics. Only C threads
+// work: fine for a gradient taken once per micro-batch; a per-position
+// segmented sum can replace it if it shows in profiles.
+static __global__ void position_backward_ids_kernel(float *dpos, const bf16 *dout,
+                                                    const int32_t *ids, int N, int C) {
+    for (int c = blockIdx.x * blockDim.x + threadIdx.x; c < C; c += gridDim.x * blockDim.x)
+        for (int n = 0; n < N; n++)
+            dpos[(size_t)ids[n] * C + c] += to_f32(dout[(size_t)n * C + c]);
+}
+
+void cuda_position_embedding_add_ids(Backend *be, void *out, const void *pos,
+                                     const int32_t *position_ids, int N, int C) {
+    GPT3D_CHECK(N >= 0 && C > 0, "position_embedding_add_ids: bad shape N=%d C=%d", N, C);
+    const size_t n = (size_t)N * (size_t)C;
+    if (!n) return;
+    position_add_ids_kernel<<<grid_for(n), THREADS, 0, stream_of(be)>>>(
+        (bf16 *)out, (const bf16 *)pos, position_ids, n, C);
+    CUDA_CHECK_LAUNCH();
+}
+
+void cuda_position_embedding_backward_ids(Backend *be, float *dpos, const void *dout,
+                                          const int32_t *position_ids, int N, int C) {
+    GPT3D_CHECK(N >= 0 && C > 0, "position_embedding_backward_ids: bad shape N=%d C=%d", N, C);
+    if (!N) return;
+    position_backward_ids_kernel<<<ceil_div_u((size_t)C, THREADS), THREADS, 0, stream_of(be)>>>(
+        dpos, (const bf16 *)dout, position_ids, N, C);
+    CUDA_CHECK_LAUNCH();
+}

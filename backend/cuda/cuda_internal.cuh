@@ -260,6 +260,10 @@ void cuda_embedding_backward(Backend *be, float *dtable, const void *dout, const
 void cuda_position_embedding_add(Backend *be, void *out, const void *pos, int B, int T, int C);
 void cuda_position_embedding_backward(Backend *be, float *dpos, const void *dout, int B, int T,
                                       int C);
+void cuda_position_embedding_add_ids(Backend *be, void *out, const void *pos,
+                                     const int32_t *position_ids, int N, int C);
+void cuda_position_embedding_backward_ids(Backend *be, float *dpos, const void *dout,
+                                          const int32_t *position_ids, int N, int C);
 
 // cuda_layernorm.cu
 void cuda_layernorm_forward(Backend *be, void *out, float *mean, float *rstd, const void *inp,
@@ -293,9 +297,9 @@ void cuda_dropout_forward(Backend *be, void *out, const void *inp, int rows, int
 void cuda_dropout_backward(Backend *be, void *dinp, const void *dout, int rows, int cols,
                            const DropoutKey *key);
 void cuda_rope_forward(Backend *be, void *qkv, int B, int T, int NH, int NG, int HS, int rot_dim,
-                       float base, bool interleaved);
+                       float base, bool interleaved, const int32_t *position_ids);
 void cuda_rope_backward(Backend *be, void *dqkv, int B, int T, int NH, int NG, int HS, int rot_dim,
-                        float base, bool interleaved);
+                        float base, bool interleaved, const int32_t *position_ids);
 
 // cuda_matmul.cu
 void cuda_matmul_forward(Backend *be, void *out, const void *inp, const void *weight,
@@ -307,10 +311,11 @@ void cuda_matmul_backward(Backend *be, void *dinp, float *dweight, float *dbias,
 // cuda_attention.cu
 size_t cuda_attention_saved_bytes(Backend *be, int B, int T, int NH, int NG, int HS);
 void cuda_attention_forward(Backend *be, void *out, void *saved, const void *qkv, int B, int T,
-                            int NH, int NG, int HS, const AttentionDropout *dropout);
+                            int NH, int NG, int HS, const int32_t *key_start,
+                            const AttentionDropout *dropout);
 void cuda_attention_backward(Backend *be, void *dqkv, const void *dout, const void *qkv,
                              const void *out, const void *saved, int B, int T, int NH, int NG,
-                             int HS, const AttentionDropout *dropout);
+                             int HS, const int32_t *key_start, const AttentionDropout *dropout);
 
 // cuda_loss_optim.cu
 void cuda_cross_entropy_max(Backend *be, float *rowmax, const void *logits, int N, int V,
@@ -328,6 +333,7 @@ void cuda_adamw_update(Backend *be, void *param, float *master, const float *gra
                        float weight_decay, float grad_scale, int step);
 double cuda_sum_squares_f32(Backend *be, const float *x, size_t n);
 bool cuda_has_nonfinite_f32(Backend *be, const float *x, size_t n);
+uint64_t cuda_count_zeros_f32(Backend *be, const float *x, size_t n);
 void cuda_init_normal(Backend *be, float *dst, size_t n, uint64_t seed, uint64_t stream,
                       uint64_t index0, double std);
 

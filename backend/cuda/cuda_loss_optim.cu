@@ -65,8 +65,8 @@ static __global__ void cross_entropy_backward_kernel(bf16 *dlogits, const bf16 *
     for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < total;
          i += (size_t)gridDim.x * blockDim.x) {
         const int n = (int)(i / (size_t)V), j = (int)(i % (size_t)V);
-        float d = 0.0f; // padded columns
-        if (j < valid) {
+        float d = 0.0f; // padded columns, and rows not in the loss (negative target)
+        if (j < valid && targets[n] >= 0) {
             d = expf(to_f32(logits[i]) - rowmax[n]) * (dloss / sumexp[n]);
             if (j == targets[n] - vocab_begin) d -= dloss;
         }
@@ -180,12 +180,10 @@ static __global__ void sum_squares_kernel(double *partial, const float *x, size_
     if (threadIdx.x == 0) partial[blockIdx.x] = acc;
 }
 
-double cuda_sum_squares_f32(Backend *be, const float *x, size_t n) {
-    if (!n) return 0.0;
+// The REDUCE_BLOCKS per-block results of a reduction kernel, summed on the
+// host in block order, so the result does not depend on scheduling.
+static double sum_block_partials(Backend *be, const double *partial) {
     cudaStream_t stream = stream_of(be);
-    double *partial = (double *)cuda_scratch(be, REDUCE_BLOCKS * sizeof(double));
-    sum_squares_kernel<<<REDUCE_BLOCKS, THREADS, 0, stream>>>(partial, x, n);
-    CUDA_CHECK_LAUNCH();
     double *host = (double *)cuda_host_scratch(be, REDUCE_BLOCKS * sizeof(double));
     CUDA_CHECK(cudaMemcpyAsync(host, partial, REDUCE_BLOCKS * sizeof(double),
                                cudaMemcpyDeviceToHost, stream));
@@ -193,6 +191,34 @@ double cuda_sum_squares_f32(Backend *be, const float *x, size_t n) {
     double sum = 0.0;
     for (int i = 0; i < REDUCE_BLOCKS; i++) sum += host[i];
     return sum;
+}
+
+double cuda_sum_squares_f32(Backend *be, const float *x, size_t n) {
+    if (!n) return 0.0;
+    double *partial = (double *)cuda_scratch(be, REDUCE_BLOCKS * sizeof(double));
+    sum_squares_kernel<<<REDUCE_BLOCKS, THREADS, 0, stream_of(be)>>>(partial, x, n);
+    CUDA_CHECK_LAUNCH();
+    return sum_block_partials(be, partial);
+}
+
+// Per-block counts as doubles (exact below 2^53 elements), so the count
+// shares the sum of squares' reduction and read-back.
+static __global__ void count_zeros_kernel(double *partial, const float *x, size_t n) {
+    __shared__ double shared[32];
+    double count = 0.0;
+    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n;
+         i += (size_t)gridDim.x * blockDim.x)
+        count += x[i] == 0.0f ? 1.0 : 0.0;
+    count = block_reduce(count, shared, 0.0, WarpSumD());
+    if (threadIdx.x == 0) partial[blockIdx.x] = count;
+}
+
+uint64_t cuda_count_zeros_f32(Backend *be, const float *x, size_t n) {
+    if (!n) return 0;
+    double *partial = (double *)cuda_scratch(be, REDUCE_BLOCKS * sizeof(double));
+    count_zeros_kernel<<<REDUCE_BLOCKS, THREADS, 0, stream_of(be)>>>(partial, x, n);
+    CUDA_CHECK_LAUNCH();
+    return (uint64_t)sum_block_partials(be, partial);
 }
 
 static __global__ void has_nonfinite_kernel(int *flag, const float *x, size_t n) {
