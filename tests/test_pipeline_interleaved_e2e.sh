@@ -2,7 +2,8 @@
 # Interleaved 1F1B end to end, each against one rank on the same seed and
 # data (every iteration's lm loss and grad norm and the validation losses,
 # compare in e2e_common.sh): PP 2 x V 2, PP 4 x V 2, TP 2 x PP 2 x V 2,
-# DP 2 x PP 2 x V 2, PP 3 x V 2 with uneven first and last stages (2 | 2 | 2 layers, one per
+# DP 2 x PP 2 x V 2, PP 2 x V 2 with document masking, PP 3 x V 2 with
+# uneven first and last stages (2 | 2 | 2 layers, one per
 # chunk); the tied word-embedding copies (first rank's chunk 0, last rank's
 # chunk V-1) stay bitwise identical; the traced order of PP 2 x V 2 is
 # Megatron's; a checkpoint saved at PP 2 x V 2 resumes at one rank and one
@@ -30,6 +31,17 @@ reference() { # reference NAME FLAGS...: the one-rank run into $WORK/NAME.jsonl
 reference ref4 --num-layers 4
 reference ref8 --num-layers 8
 reference ref6 --num-layers 6 --global-batch-size 12
+# Short documents (several in a 32-token sample) for document masking.
+for i in $(seq 1 300); do
+    printf '{"text": "%s"}\n' "$(head -c $(( (i * 37) % 30 + 3 )) <<< "doc $i holds $(( i * i )) words")"
+done > "$WORK/short.jsonl"
+"$PREPROCESS" --input "$WORK/short.jsonl" --output-prefix "$WORK/s" --tokenizer-type ByteTokenizer \
+    --append-eod > /dev/null 2>&1 || { fail "preprocess_data (short documents)"; exit 1; }
+DOCS=(--eod-mask-loss --reset-position-ids --reset-attention-mask --data-path "$WORK/s_text_document.h5")
+reference ref4docs --num-layers 4 "${DOCS[@]}"
+reference ref4short --num-layers 4 --data-path "$WORK/s_text_document.h5"
+[ "$(head -1 "$WORK/ref4docs.jsonl" | cut -d, -f4)" != "$(head -1 "$WORK/ref4short.jsonl" | cut -d, -f4)" ] \
+    || fail "document masking does not change the first loss: the masked case would test nothing"
 
 # interleaved NAME REFERENCE NP FLAGS...
 interleaved() {
@@ -65,6 +77,9 @@ interleaved "TP 2 x PP 2 x V 2" ref8 4 --num-layers 8 --pipeline-model-parallel-
     --tensor-model-parallel-size 2 --num-virtual-stages-per-pipeline-rank 2
 interleaved "DP 2 x PP 2 x V 2" ref4 4 --num-layers 4 --pipeline-model-parallel-size 2 \
     --num-virtual-stages-per-pipeline-rank 2
+# Every chunk reads the documents for its attention and positions.
+interleaved "PP 2 x V 2 with document masking" ref4docs 2 --num-layers 4 "${DOCS[@]}" \
+    --pipeline-model-parallel-size 2 --num-virtual-stages-per-pipeline-rank 2
 interleaved "PP 3 x V 2, first 2 and last 2" ref6 3 --num-layers 6 --global-batch-size 12 \
     --pipeline-model-parallel-size 3 --num-virtual-stages-per-pipeline-rank 2 \
     --decoder-first-pipeline-num-layers 2 --decoder-last-pipeline-num-layers 2
