@@ -1,8 +1,10 @@
 /* pipeline_parallel/layer_split.h — which transformer layers each pipeline
  * rank (and each of its virtual chunks) holds.
  *
- * Contract. This is the one owner of the layer split; the trainer, the
- * memory plan and the checkpoint tools ask it instead of dividing. The
+ * Contract. This is the one owner of the layer split; the trainer (each
+ * rank's model chunks, the start-up log) and the memory bound ask it
+ * instead of dividing (checkpoints hold canonical tensors and need no
+ * split: any split loads any other). The
  * rules are Megatron-core's (get_num_layers_to_build and
  * get_transformer_layer_offset, validated as TransformerConfig and
  * arguments.py do):
