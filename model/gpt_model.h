@@ -95,11 +95,12 @@ void param_init_values(const ParamInfo *p, uint64_t seed, float *out);
 
 /* A closed-form lower bound of the bytes the largest rank of a TP x PP
  * layout needs for weights and gradients (the canonical count spread evenly)
- * plus its host parameter table. It builds nothing, so an absurd shape
+ * plus its host parameter table (of the max_rank_layers layers of the
+ * pipeline rank holding the most). It builds nothing, so an absurd shape
  * (--num-layers 100000000) is refused in microseconds instead of stalling in
  * a table of 10^9 entries. */
 double gpt_model_min_rank_bytes(const TransformerConfig *cfg, int tp_size, int pp_size,
-                                size_t act_elem_bytes);
+                                int max_rank_layers, size_t act_elem_bytes);
 
 typedef struct GPTModel GPTModel;
 

@@ -234,11 +234,10 @@ int64_t gpt_canonical_param_count(const TransformerConfig *cfg) {
 }
 
 double gpt_model_min_rank_bytes(const TransformerConfig *cfg, int tp_size, int pp_size,
-                                size_t act_elem_bytes) {
+                                int max_rank_layers, size_t act_elem_bytes) {
     const double ranks = (double)tp_size * pp_size;
     const double params = (double)gpt_canonical_param_count(cfg) / ranks;
-    const double table =
-        (double)cfg->num_layers / pp_size * gpt_layer_param_count(cfg) * sizeof(ParamInfo);
+    const double table = (double)max_rank_layers * gpt_layer_param_count(cfg) * sizeof(ParamInfo);
     return params * ((double)act_elem_bytes + sizeof(float)) + table;
 }
 

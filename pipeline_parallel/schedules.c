@@ -207,3 +207,51 @@ static void run_op(Pending *p, const PipelineOp *op, const PipelineStageFns *f, 
         break;
     }
 }
+
+/* ---- the interleaved plan's executor ---- */
+
+/* One message of an exchange; a reference with no micro-batch adds none. */
+static void add_message(CommP2POp *ops, int *n, CommP2PKind kind, PipelineTensorRef ref,
+                        void *(*buffer)(void *, int, int), const PipelineChunkFns *f, int peer,
+                        int tag) {
+    if (ref.mb < 0) return;
+    ops[(*n)++] = (CommP2POp){kind, buffer(f->ctx, ref.chunk, ref.mb), f->numel, peer, tag,
+                              f->dtype};
+}
+
+static void chunk_exchange(Comm *comm, const PipelineChunkOp *op, const PipelineChunkFns *f,
+                           int prev_rank, int next_rank) {
+    CommP2POp ops[4];
+    int n = 0;
+    /* The same order on every rank (activations, then gradients), so that
+     * two ranks exchanging both streams pair them alike. */
+    add_message(ops, &n, COMM_P2P_SEND, op->send_forward, f->output_buffer, f, next_rank,
+                TAG_ACTIVATION);
+    add_message(ops, &n, COMM_P2P_SEND, op->send_backward, f->input_grad_buffer, f, prev_rank,
+                TAG_GRADIENT);
+    add_message(ops, &n, COMM_P2P_RECV, op->recv_forward, f->input_buffer, f, prev_rank,
+                TAG_ACTIVATION);
+    add_message(ops, &n, COMM_P2P_RECV, op->recv_backward, f->output_grad_buffer, f, next_rank,
+                TAG_GRADIENT);
+    comm_p2p(comm, ops, n);
+}
+
+void pipeline_run_chunks(Comm *comm, const PipelineChunkOp *ops, int count,
+                         const PipelineChunkFns *f, int prev_rank, int next_rank, FILE *trace) {
+    const double origin = timer_now_s();
+    for (int k = 0; k < count; k++) {
+        const PipelineChunkOp *op = &ops[k];
+        const double start = timer_now_s();
+        if (op->kind == PIPE_CHUNK_FORWARD) f->forward(f->ctx, op->chunk, op->mb);
+        if (op->kind == PIPE_CHUNK_BACKWARD) f->backward(f->ctx, op->chunk, op->mb);
+        if (op->kind == PIPE_CHUNK_EXCHANGE) chunk_exchange(comm, op, f, prev_rank, next_rank);
+        if (!trace) continue;
+        const double end = timer_now_s();
+        if (op->kind == PIPE_CHUNK_EXCHANGE)
+            fprintf(trace, "EXCHANGE %.6f %.6f\n", start - origin, end - origin);
+        else
+            fprintf(trace, "%s %d chunk %d %.6f %.6f\n",
+                    op->kind == PIPE_CHUNK_FORWARD ? "FORWARD" : "BACKWARD", op->mb, op->chunk,
+                    start - origin, end - origin);
+    }
+}

@@ -73,4 +73,68 @@ typedef struct {
 void pipeline_run(Comm *comm, const PipelineOp *ops, int count, const PipelineStageFns *fns,
                   int prev_rank, int next_rank, FILE *trace, PipelineStats *stats);
 
+/* ---- interleaved 1F1B (virtual pipeline stages) ----
+ * pipeline_interleaved_plan() lists, for pipeline rank `stage` of P ranks
+ * holding V model chunks each, the operations of Megatron's interleaved
+ * schedule over M micro-batches (P >= 2, M a multiple of P: Megatron's
+ * micro-batch groups of P per chunk). The forwards run in the order
+ * (group of P micro-batches) x (chunk 0..V-1) x (micro-batch in the group);
+ * the k-th backward is the k-th forward's micro-batch in chunk V-1-chunk.
+ * Warmup runs min(2 (P - stage - 1) + (V - 1) P, V M) forwards, the steady
+ * state alternates forward and backward, the cooldown runs the remaining
+ * backwards. Every compute step is followed by one batched exchange (as
+ * Megatron's send_forward_backward_recv_forward_backward and its one- and
+ * two-sided forms): the output of forward k, the input gradient of
+ * backward k, and the tensors the next steps consume. The activation of
+ * chunk c goes to the next rank's chunk c, the last rank's to the first
+ * rank's chunk c + 1; gradients go back the same way. Receives are
+ * labelled with the chunk that consumes them and, per chunk, in
+ * micro-batch order. */
+typedef struct {
+    int chunk, mb; /* mb < 0: no such message */
+} PipelineTensorRef;
+
+typedef enum { PIPE_CHUNK_FORWARD, PIPE_CHUNK_BACKWARD, PIPE_CHUNK_EXCHANGE } PipelineChunkOpKind;
+
+typedef struct {
+    PipelineChunkOpKind kind;
+    int chunk, mb;                   /* FORWARD and BACKWARD: what is computed */
+    PipelineTensorRef send_forward;  /* EXCHANGE: an output to the next rank */
+    PipelineTensorRef send_backward; /* an input gradient to the previous rank */
+    PipelineTensorRef recv_forward;  /* an input from the previous rank */
+    PipelineTensorRef recv_backward; /* an output gradient from the next rank */
+} PipelineChunkOp;
+
+/* A pipeline rank's V chunks for pipeline_run_chunks: compute and the
+ * buffers each (chunk, micro-batch) sends from or receives into. */
+typedef struct {
+    void *ctx;
+    void (*forward)(void *ctx, int chunk, int mb);
+    void (*backward)(void *ctx, int chunk, int mb);
+    void *(*input_buffer)(void *ctx, int chunk, int mb);       /* receive the input here */
+    void *(*output_buffer)(void *ctx, int chunk, int mb);      /* the output, to send */
+    void *(*output_grad_buffer)(void *ctx, int chunk, int mb); /* receive d(output) here */
+    void *(*input_grad_buffer)(void *ctx, int chunk, int mb);  /* d(input), to send */
+    size_t numel;
+    DType dtype;
+} PipelineChunkFns;
+
+/* Runs an interleaved plan; prev_rank / next_rank are the world ranks of
+ * the neighbouring pipeline ranks on the ring (the first rank's previous
+ * is the last). Each exchange is one batched p2p, completed before the
+ * next operation. trace, when non-NULL, gets one line per operation. */
+void pipeline_run_chunks(Comm *comm, const PipelineChunkOp *ops, int count,
+                         const PipelineChunkFns *fns, int prev_rank, int next_rank, FILE *trace);
+
+/* Forward only (evaluation): each micro-batch through chunk 0, 1, ...,
+ * V - 1, each chunk receiving its input, computing and sending its output
+ * (it fits in pipeline_interleaved_plan_capacity). Returns the number of
+ * operations. */
+int pipeline_interleaved_forward_plan(int P, int V, int M, int stage, PipelineChunkOp *ops);
+
+/* Operations a plan of V chunks over M micro-batches can hold, at most. */
+int pipeline_interleaved_plan_capacity(int V, int M);
+/* Fills ops and returns their number. */
+int pipeline_interleaved_plan(int P, int V, int M, int stage, PipelineChunkOp *ops);
+
 #endif

@@ -47,6 +47,12 @@ static const FlagSpec TRAIN_FLAGS[] = {
     /* parallelism */
     {"tensor-model-parallel-size", FLAG_INT, OPT(tensor_model_parallel_size), "1", "TP", "Ranks that split each layer.", "parallelism", false},
     {"pipeline-model-parallel-size", FLAG_INT, OPT(pipeline_model_parallel_size), "1", "PP", "Pipeline stages.", "parallelism", false},
+    {"decoder-first-pipeline-num-layers", FLAG_INT, OPT(decoder_first_pipeline_num_layers), NULL, "N", "Transformer layers on the first pipeline stage (split evenly over its virtual chunks); the stages without a size of their own share the rest evenly. Not given: an even split.", "parallelism", false},
+    {"decoder-last-pipeline-num-layers", FLAG_INT, OPT(decoder_last_pipeline_num_layers), NULL, "N", "Transformer layers on the last pipeline stage, as --decoder-first-pipeline-num-layers for the first.", "parallelism", false},
+    {"account-for-embedding-in-pipeline-split", FLAG_SWITCH, OPT(account_for_embedding_in_pipeline_split), NULL, NULL, "Count the embedding as one layer of the even split: the first stage holds one transformer layer fewer (num-layers + 1 must divide by the stages).", "parallelism", false},
+    {"account-for-loss-in-pipeline-split", FLAG_SWITCH, OPT(account_for_loss_in_pipeline_split), NULL, NULL, "Count the output layer and loss as one layer of the even split: the last stage holds one transformer layer fewer.", "parallelism", false},
+    {"num-layers-per-virtual-pipeline-stage", FLAG_INT, OPT(num_layers_per_virtual_pipeline_stage), NULL, "N", "Interleaved 1F1B: each pipeline rank holds chunks of N layers (virtual stages), cutting the bubble by the number of chunks. Needs micro-batches a multiple of the pipeline size; not yet with --overlap-grad-reduce / --overlap-param-gather.", "parallelism", false},
+    {"num-virtual-stages-per-pipeline-rank", FLAG_INT, OPT(num_virtual_stages_per_pipeline_rank), NULL, "V", "Interleaved 1F1B with V model chunks per pipeline rank (instead of --num-layers-per-virtual-pipeline-stage; the form uneven splits need).", "parallelism", false},
     {"sequence-parallel", FLAG_SWITCH, OPT(sequence_parallel), NULL, NULL, "Shard layernorm and residual regions along the sequence (needs TP > 1).", "parallelism", false},
     {"distributed-timeout-minutes", FLAG_DOUBLE, OPT(distributed_timeout_minutes), "10", "MIN", "Stop the job, naming the operation and the ranks it waits for, when one collective or send/receive does not complete within MIN minutes (a stopped or dead rank); fractions allowed. The limit applies to each operation, including the wait for the slowest rank's checkpoint write.", "parallelism", false},
     {"overlap-grad-reduce", FLAG_SWITCH, OPT(overlap_grad_reduce), NULL, NULL, "Cut the gradient buffer into buckets of --ddp-bucket-size and start each bucket's data-parallel reduce-scatter as soon as the last micro-batch's backward has finished its gradients, while backward goes on.", "parallelism", false},
@@ -211,9 +217,6 @@ static bool check_model(const TrainArgs *a, char *err, size_t err_size) {
     if (a->model.ffn_hidden_size % tp)
         FAIL("--ffn-hidden-size %d is not divisible by --tensor-model-parallel-size %d",
              a->model.ffn_hidden_size, tp);
-    if (a->model.num_layers % a->pipeline_model_parallel_size)
-        FAIL("--num-layers %d is not divisible by --pipeline-model-parallel-size %d",
-             a->model.num_layers, a->pipeline_model_parallel_size);
     if (a->sequence_parallel && a->model.seq_length % tp)
         FAIL("--sequence-parallel needs --seq-length %d divisible by "
              "--tensor-model-parallel-size %d",
@@ -438,5 +441,5 @@ bool args_parse(TrainArgs *a, FlagParser *parser, int argc, char **argv, int wor
         !check_io(a, err, err_size))
         return false;
     a->num_microbatches = a->global_batch_size / (a->micro_batch_size * a->data_parallel_size);
-    return true;
+    return args_resolve_pipeline(a, parser, err, err_size);
 }

@@ -23,6 +23,7 @@
 #include "data/data.h"
 #include "model/transformer_config.h"
 #include "optimizer/optimizer.h"
+#include "pipeline_parallel/layer_split.h"
 #include "training/batch_schedule.h"
 
 /* Megatron flags that choose among Megatron's own implementations or its
@@ -60,6 +61,9 @@ typedef struct {
     bool kv_channels_given, num_query_groups_given;
     /* parallelism */
     int tensor_model_parallel_size, pipeline_model_parallel_size;
+    int decoder_first_pipeline_num_layers, decoder_last_pipeline_num_layers;
+    bool account_for_embedding_in_pipeline_split, account_for_loss_in_pipeline_split;
+    int num_layers_per_virtual_pipeline_stage, num_virtual_stages_per_pipeline_rank;
     bool sequence_parallel, use_distributed_optimizer;
     bool overlap_grad_reduce, overlap_param_gather, grad_reduce_in_bf16;
     int64_t ddp_bucket_size; /* 0: Megatron's default */
@@ -121,6 +125,7 @@ typedef struct {
     /* derived */
     int data_parallel_size;
     int num_microbatches; /* of the full global batch */
+    PipelineLayerSplit pipeline_split; /* the layers of every pipeline rank and chunk */
     BatchSchedule batch;
     OptimizerSchedule schedule; /* in samples */
     OptimizerSchedule decoupled_schedule; /* with --decoupled-lr: schedule at its peak and floor */

@@ -12,4 +12,9 @@ bool args_resolve_schedule(TrainArgs *a, const FlagParser *parser, char *err, si
  * its rules (args_recompute.c). */
 bool args_resolve_recompute(TrainArgs *a, const FlagParser *parser, char *err, size_t err_size);
 
+/* The layer split of the pipeline ranks and their virtual chunks
+ * (args_pipeline.c): fills a->pipeline_split and checks it, after the
+ * batch sizes (interleaving constrains the micro-batch count). */
+bool args_resolve_pipeline(TrainArgs *a, const FlagParser *parser, char *err, size_t err_size);
+
 #endif

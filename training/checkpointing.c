@@ -63,7 +63,7 @@ static void interval_state(Trainer *t, float *host, const ShardInterval *iv, flo
 /* The intervals this rank writes, pointing into the state arrays (host
  * copies when `host` is set); *bytes is their payload. */
 static CheckpointInterval *shard_intervals(Trainer *t, float *host, int *count, double *bytes) {
-    const ParamTable *pt = gpt_model_params(t->model);
+    const ParamTable *pt = trainer_param_table(t);
     int total;
     const ShardInterval *sh = distrib_optimizer_intervals(t->opt, &total);
     CheckpointInterval *iv = xcalloc((size_t)total + 1, sizeof *iv);
@@ -300,7 +300,7 @@ static bool check_shape(const CheckpointMeta *m, const TransformerConfig *c, con
 /* Every parameter of this model must be in the checkpoint with its shape. */
 static bool check_params(Trainer *t, CheckpointReader *r, const char *where, char *err,
                          size_t err_size) {
-    const ParamTable *pt = gpt_model_params(t->model);
+    const ParamTable *pt = trainer_param_table(t);
     for (int i = 0; i < pt->count; i++) {
         const ParamInfo *p = &pt->params[i];
         int ndim;
@@ -316,7 +316,7 @@ static bool check_params(Trainer *t, CheckpointReader *r, const char *where, cha
 static bool read_state(Trainer *t, CheckpointReader *r, bool with_moments, const char *where,
                        double *bytes, char *err, size_t err_size) {
     Backend *be = t->be;
-    const ParamTable *pt = gpt_model_params(t->model);
+    const ParamTable *pt = trainer_param_table(t);
     if (!check_params(t, r, where, err, err_size)) return false;
     const size_t len = distrib_optimizer_shard_numel(t->opt);
     /* Where the backend's memory is the host's, the reads land in the

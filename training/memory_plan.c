@@ -25,6 +25,23 @@ static void describe_memory(const Trainer *t, char *out, size_t size) {
         snprintf(out, size, "%s memory", strcmp(t->be->name, "cpu") ? "GPU" : "host");
 }
 
+/* The buffers of every model chunk of this rank (interleaving holds every
+ * micro-batch of each chunk). */
+static GPTMemoryPlan planned_chunks(const Trainer *t, int num_slots) {
+    GPTMemoryPlan sum = {0};
+    const int slots = t->num_chunks > 1 ? t->args->num_microbatches : num_slots;
+    for (int v = 0; v < t->num_chunks; v++) {
+        GPTMemoryPlan p;
+        gpt_model_plan(t->be, &t->cfg, &t->chunk_parts[v], t->args->micro_batch_size, &t->tp,
+                       slots, &p);
+        sum.param_bytes += p.param_bytes;
+        sum.grad_bytes += p.grad_bytes;
+        sum.activation_bytes += p.activation_bytes;
+        sum.flat_numel += p.flat_numel;
+    }
+    return sum;
+}
+
 bool trainer_check_memory(const Trainer *t, int num_slots, char *err, size_t err_size) {
     const TrainArgs *a = t->args;
     const size_t available = t->be->ops->memory_available(t->be);
@@ -36,8 +53,9 @@ bool trainer_check_memory(const Trainer *t, int num_slots, char *err, size_t err
     /* The closed-form bound first: a shape that cannot fit is refused before
      * its parameter table is built, which for absurd shapes alone would take
      * minutes and all of memory. */
-    const double bound = gpt_model_min_rank_bytes(&t->cfg, t->ps->tp_size, t->ps->pp_size,
-                                                  backend_act_bytes(t->be, 1));
+    const double bound = gpt_model_min_rank_bytes(
+        &t->cfg, t->ps->tp_size, t->ps->pp_size, pipeline_split_max_rank_layers(&a->pipeline_split),
+        backend_act_bytes(t->be, 1));
     if (bound * sharing > (double)available) {
         snprintf(err, err_size,
                  "the model's %lld parameters (--num-layers %d, --hidden-size %d, "
@@ -50,8 +68,7 @@ bool trainer_check_memory(const Trainer *t, int num_slots, char *err, size_t err
         return false;
     }
 
-    GPTMemoryPlan plan;
-    gpt_model_plan(t->be, &t->cfg, &t->part, a->micro_batch_size, &t->tp, num_slots, &plan);
+    const GPTMemoryPlan plan = planned_chunks(t, num_slots);
     const double shard = (double)plan.flat_numel / t->ps->dp_size;
     const double optimizer = shard * (double)distrib_optimizer_planned_bytes_per_element(t->be);
     const double scratch = t->ps->dp_size > 1 ? shard * sizeof(float) : 0.0;

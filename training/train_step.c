@@ -65,22 +65,22 @@ typedef struct {
 
 static int slot_of(const Trainer *t, int mb) { return mb % gpt_model_num_slots(t->model); }
 
-static void stage_forward(void *ctx, int mb) {
-    StageCtx *c = ctx;
+/* Micro-batch mb through model m (a stage, or one chunk of it) in `slot`. */
+static void forward_micro_batch(StageCtx *c, GPTModel *m, const ModelPartition *part, int slot,
+                                int mb) {
     Trainer *t = c->t;
     const int64_t first = micro_batch_first_sample(t, c->base, mb);
     const bool masking = document_masking_on(&t->documents);
     /* Only the stages that embed tokens or score targets read data, and
      * with document masking every stage (its attention needs the documents). */
     int kept = 0;
-    if (t->part.has_embedding || t->part.has_head || masking) kept = load_micro_batch(t, c->ds, first);
-    gpt_model_set_first_sample(t->model, slot_of(t, mb), first); /* dropout keys */
+    if (part->has_embedding || part->has_head || masking) kept = load_micro_batch(t, c->ds, first);
+    gpt_model_set_first_sample(m, slot, first); /* dropout keys */
     if (masking)
-        gpt_model_set_documents(t->model, slot_of(t, mb),
-                                t->documents.reset_position_ids ? t->position_ids : NULL,
+        gpt_model_set_documents(m, slot, t->documents.reset_position_ids ? t->position_ids : NULL,
                                 t->documents.reset_attention_mask ? t->key_start : NULL);
-    c->loss_sum += gpt_model_stage_forward(t->model, slot_of(t, mb), t->tokens, t->targets);
-    if (!t->part.has_head) return;
+    c->loss_sum += gpt_model_stage_forward(m, slot, t->tokens, t->targets);
+    if (!part->has_head) return;
     c->loss_tokens += kept;
     if (c->loss_scale && c->global_token_scale > 0)
         c->loss_scale[mb] = (float)c->global_token_scale;
@@ -89,13 +89,22 @@ static void stage_forward(void *ctx, int mb) {
                                            t->ps->dp_size));
 }
 
+/* d(loss)/d(token loss) of mb where the loss is computed (unused elsewhere). */
+static float backward_scale(const StageCtx *c, const ModelPartition *part, int mb) {
+    return part->has_head ? c->loss_scale[mb] : 0.0f;
+}
+
+static void stage_forward(void *ctx, int mb) {
+    StageCtx *c = ctx;
+    forward_micro_batch(c, c->t->model, &c->t->part, slot_of(c->t, mb), mb);
+}
+
 static void stage_backward(void *ctx, int mb) {
     StageCtx *c = ctx;
     /* 1F1B runs the backwards in micro-batch order: the last one makes the
      * gradients final, bucket by bucket. */
     c->t->in_last_backward = mb == c->num_microbatches - 1;
-    gpt_model_stage_backward(c->t->model, slot_of(c->t, mb),
-                             c->t->part.has_head ? c->loss_scale[mb] : 0.0f);
+    gpt_model_stage_backward(c->t->model, slot_of(c->t, mb), backward_scale(c, &c->t->part, mb));
     c->t->in_last_backward = false;
 }
 
@@ -158,12 +167,17 @@ static float *tied_embedding_grad(Trainer *t, size_t *numel) {
  * (first and last stage) summed so that they stay identical. */
 void trainer_finalize_grads(void *ctx, size_t begin, size_t end) {
     Trainer *t = ctx;
-    gpt_model_reduce_tensor_parallel_partial_grads_in(t->model, begin, end);
-    size_t numel = 0;
-    float *dwte = tied_embedding_grad(t, &numel);
-    const size_t at = dwte ? (size_t)(dwte - distrib_optimizer_grad_buffer(t->opt)) : 0;
-    if (dwte && at >= begin && at < end)
-        comm_all_reduce(&t->comm, GROUP_EMBEDDING, dwte, numel, DTYPE_F32, REDUCE_SUM);
+    for (int v = 0; v < t->num_chunks; v++) {
+        /* The bucket in chunk v's own buffer coordinates. */
+        const size_t base = t->chunk_base[v];
+        const size_t lo = begin > base ? begin - base : 0, hi = end > base ? end - base : 0;
+        if (hi > lo) gpt_model_reduce_tensor_parallel_partial_grads_in(t->chunks[v], lo, hi);
+        size_t numel = 0;
+        float *dwte = gpt_model_tied_embedding_grad(t->chunks[v], &numel);
+        const size_t at = dwte ? (size_t)(dwte - distrib_optimizer_grad_buffer(t->opt)) : 0;
+        if (dwte && at >= begin && at < end)
+            comm_all_reduce(&t->comm, GROUP_EMBEDDING, dwte, numel, DTYPE_F32, REDUCE_SUM);
+    }
 }
 
 static void on_params_needed(void *ctx, size_t begin, size_t end) {
@@ -198,13 +212,99 @@ void trainer_optimizer_step(Trainer *t, const StepResult *r) {
  * and sum over DP. Without a loss mask that is the batch's token count, and
  * 0 (per-micro-batch means, the same numbers) is returned. */
 static double global_token_scale(Trainer *t, int64_t base, int M) {
-    if (!t->args->calculate_per_token_loss || !t->documents.eod_mask_loss || !t->part.has_head)
+    if (!t->args->calculate_per_token_loss || !t->documents.eod_mask_loss ||
+        !parallel_state_is_last_stage(t->ps))
         return 0.0;
     double kept = 0.0;
     for (int m = 0; m < M; m++)
         kept += load_micro_batch(t, t->train_ds, micro_batch_first_sample(t, base, m));
     comm_host_all_reduce(&t->comm, GROUP_DATA, &kept, 1, HOST_F64, REDUCE_SUM);
     return 1.0 / (kept > 0 ? kept : 1.0);
+}
+
+/* ---- interleaved 1F1B: chunk c of micro-batch mb in activation slot mb ---- */
+
+static void chunk_forward(void *ctx, int chunk, int mb) {
+    StageCtx *c = ctx;
+    forward_micro_batch(c, c->t->chunks[chunk], &c->t->chunk_parts[chunk], mb, mb);
+}
+
+static void *chunk_grad_in(const Trainer *t, int chunk, int mb) {
+    return t->chunk_grad_in[chunk * t->args->num_microbatches + mb];
+}
+
+static void chunk_backward(void *ctx, int chunk, int mb) {
+    StageCtx *c = ctx;
+    Trainer *t = c->t;
+    GPTModel *m = t->chunks[chunk];
+    /* The model starts a non-last chunk's backward from its one d(output) buffer. */
+    if (!t->chunk_parts[chunk].has_head)
+        t->be->ops->copy_device(t->be, gpt_model_stage_output_grad(m), chunk_grad_in(t, chunk, mb),
+                                backend_act_bytes(t->be, gpt_model_stage_activation_numel(m)));
+    gpt_model_stage_backward(m, mb, backward_scale(c, &t->chunk_parts[chunk], mb));
+}
+
+static void *chunk_input(void *ctx, int chunk, int mb) {
+    return gpt_model_stage_input(((StageCtx *)ctx)->t->chunks[chunk], mb);
+}
+static void *chunk_output(void *ctx, int chunk, int mb) {
+    return gpt_model_stage_output(((StageCtx *)ctx)->t->chunks[chunk], mb);
+}
+static void *chunk_output_grad(void *ctx, int chunk, int mb) {
+    return chunk_grad_in(((StageCtx *)ctx)->t, chunk, mb);
+}
+static void *chunk_input_grad(void *ctx, int chunk, int mb) {
+    (void)mb;
+    return gpt_model_stage_input_grad(((StageCtx *)ctx)->t->chunks[chunk]);
+}
+
+static PipelineChunkFns chunk_fns(StageCtx *c) {
+    return (PipelineChunkFns){.ctx = c,
+                              .forward = chunk_forward,
+                              .backward = chunk_backward,
+                              .input_buffer = chunk_input,
+                              .output_buffer = chunk_output,
+                              .output_grad_buffer = chunk_output_grad,
+                              .input_grad_buffer = chunk_input_grad,
+                              .numel = gpt_model_stage_activation_numel(c->t->chunks[0]),
+                              .dtype = c->t->be->act_dtype};
+}
+
+/* The ring's neighbours: the first rank's chunk c + 1 follows the last rank's chunk c. */
+static void run_chunk_plan(StageCtx *c, const PipelineChunkOp *ops, int count, FILE *trace) {
+    Trainer *t = c->t;
+    const PipelineChunkFns fns = chunk_fns(c);
+    pipeline_run_chunks(&t->comm, ops, count, &fns, parallel_state_prev_stage_rank(t->ps),
+                        parallel_state_next_stage_rank(t->ps), trace);
+}
+
+static void run_interleaved(StageCtx *c) {
+    Trainer *t = c->t;
+    for (int v = 0; v < t->num_chunks; v++) {
+        gpt_model_zero_grad(t->chunks[v]);
+        gpt_model_set_step(t->chunks[v], t->iteration, true);
+    }
+    const int V = t->num_chunks, M = c->num_microbatches;
+    PipelineChunkOp *ops = xmalloc((size_t)pipeline_interleaved_plan_capacity(V, M) * sizeof *ops);
+    const int count = pipeline_interleaved_plan(t->ps->pp_size, V, M, t->ps->pp_rank, ops);
+    if (t->trace) fprintf(t->trace, "iteration %lld\n", (long long)(t->iteration + 1));
+    run_chunk_plan(c, ops, count, t->trace);
+    if (t->trace) fflush(t->trace);
+    free(ops);
+}
+
+static void evaluate_interleaved(StageCtx *c) {
+    Trainer *t = c->t;
+    const TrainArgs *a = t->args;
+    const int V = t->num_chunks, M = a->num_microbatches;
+    for (int v = 0; v < V; v++) gpt_model_set_step(t->chunks[v], t->iteration, false);
+    PipelineChunkOp *ops = xmalloc((size_t)pipeline_interleaved_plan_capacity(V, M) * sizeof *ops);
+    const int count = pipeline_interleaved_forward_plan(t->ps->pp_size, V, M, t->ps->pp_rank, ops);
+    for (int64_t it = 0; it < a->eval_iters; it++) {
+        c->base = it * a->global_batch_size;
+        run_chunk_plan(c, ops, count, NULL);
+    }
+    free(ops);
 }
 
 /* The schedules are functions of the samples consumed before the step
@@ -219,15 +319,22 @@ StepResult train_step(Trainer *t) {
                                         : -1,
                     .weight_decay = optimizer_schedule_wd(&a->schedule, consumed)};
     const int M = r.global_batch_size / (a->micro_batch_size * t->ps->dp_size);
-    gpt_model_zero_grad(t->model);
-    gpt_model_set_step(t->model, t->iteration, true);
-
     StageCtx ctx = {.t = t,
                     .ds = t->train_ds,
                     .base = consumed,
                     .num_microbatches = M,
                     .loss_scale = xmalloc((size_t)M * sizeof(float)),
                     .global_token_scale = global_token_scale(t, consumed, M)};
+    if (t->num_chunks > 1) {
+        run_interleaved(&ctx);
+        free(ctx.loss_scale);
+        distrib_optimizer_reduce_grads(t->opt);
+        r.loss = global_mean_loss(t, &ctx);
+        r.grad_norm = distrib_optimizer_grad_norm(t->opt);
+        return r;
+    }
+    gpt_model_zero_grad(t->model);
+    gpt_model_set_step(t->model, t->iteration, true);
     PipelineOp *ops = xmalloc((size_t)(6 * M + 2) * sizeof *ops);
     const int count = pipeline_1f1b_plan(t->ps->pp_size, t->ps->pp_rank, M, ops);
     PipelineStageFns fns = stage_fns(&ctx);
@@ -249,6 +356,10 @@ StepResult train_step(Trainer *t) {
 double evaluate(Trainer *t, BlendedDataset *ds) {
     const TrainArgs *a = t->args;
     StageCtx ctx = {.t = t, .ds = ds, .num_microbatches = a->num_microbatches};
+    if (t->num_chunks > 1) {
+        evaluate_interleaved(&ctx);
+        return global_mean_loss(t, &ctx);
+    }
     PipelineStageFns fns = stage_fns(&ctx);
     gpt_model_set_step(t->model, t->iteration, false); /* no dropout */
     /* Forward only: receive, forward, send, one micro-batch at a time. */

@@ -143,16 +143,7 @@ static void setup_config(Trainer *t) {
     c->padded_vocab_size = gpt_padded_vocab_size(vocab_size, a->make_vocab_size_divisible_by);
     c->seed = (uint64_t)a->seed;
 
-    const ParallelState *ps = t->ps;
-    const int layers_per_stage = a->model.num_layers / ps->pp_size;
-    t->part = (ModelPartition){
-        .tp_size = ps->tp_size,
-        .tp_rank = ps->tp_rank,
-        .first_layer = ps->pp_rank * layers_per_stage,
-        .num_local_layers = layers_per_stage,
-        .has_embedding = parallel_state_is_first_stage(ps),
-        .has_head = parallel_state_is_last_stage(ps),
-    };
+    trainer_partition_chunks(t);
 }
 
 /* The bucket layout of rank 0, as the tests and users check it against
@@ -181,18 +172,31 @@ static void rope_text(const TransformerConfig *c, char *out, size_t size) {
                  c->rotary_interleaved ? "interleaved" : "rotate-half");
 }
 
+/* "pipeline layers: stage 0 [0, 1), stage 1 [1, 5), ..." with several
+ * stages; with interleaving each stage's chunks in order. */
+static void print_layer_split(const PipelineLayerSplit *s) {
+    if (s->pp_size == 1) return;
+    printf("pipeline layers:");
+    for (int r = 0; r < s->pp_size; r++) {
+        printf("%s stage %d", r ? "," : "", r);
+        for (int v = 0; v < s->vp_size; v++) {
+            const PipelineLayerRange l = pipeline_split_chunk(s, r, v);
+            printf(" [%d, %d)", l.first_layer, l.first_layer + l.num_layers);
+        }
+    }
+    printf("%s\n", s->vp_size > 1 ? " (interleaved 1F1B: one range per model chunk)" : "");
+}
+
 static void print_summary(const Trainer *t, const char *device) {
     if (!is_root(t)) return;
     const TrainArgs *a = t->args;
     const TransformerConfig *c = &t->cfg;
-    const ParamTable *pt = gpt_model_params(t->model);
     const size_t numel = distrib_optimizer_buffer_numel(t->opt);
     const size_t param_bytes = backend_act_bytes(t->be, numel);
     const size_t grad_bytes = numel * sizeof(float);
     const size_t opt_bytes = distrib_optimizer_state_bytes(t->opt);
     const double MiB = 1024.0 * 1024.0;
     const double plain_opt = (double)distrib_optimizer_state_bytes_per_element(t->opt) * (double)numel;
-    (void)pt;
     printf("gpt3d pretrain_gpt: %d rank(s) = DP %d x PP %d x TP %d, device %s (%s)\n",
            t->ps->world_size, t->ps->dp_size, t->ps->pp_size, t->ps->tp_size, device,
            dtype_name(t->be->act_dtype));
@@ -213,6 +217,7 @@ static void print_summary(const Trainer *t, const char *device) {
            transformer_tied_output(c) ? "tied" : "untied",
            c->add_bias_linear ? "linear biases" : c->add_qkv_bias ? "QKV bias only" : "no linear biases",
            c->hidden_dropout, c->attention_dropout);
+    print_layer_split(&a->pipeline_split);
     if (a->batch.num_steps == 0)
         printf("batch: micro %d x %d micro-batches x DP %d = global %d samples (%d tokens) per "
                "iteration\n",
@@ -237,7 +242,7 @@ static void print_summary(const Trainer *t, const char *device) {
     printf("memory per rank: parameters %.3f MiB, gradients %.3f MiB, optimizer state %.3f MiB "
            "(plain data parallel: %.3f MiB; ZeRO-1 keeps 1/%d), activations %.3f MiB\n",
            param_bytes / MiB, grad_bytes / MiB, opt_bytes / MiB, plain_opt / MiB, t->ps->dp_size,
-           gpt_model_activation_bytes(t->model) / MiB);
+           trainer_activation_bytes(t) / MiB);
     print_buckets(t);
     if (strcmp(device, "cpu") == 0 && (a->bf16 || a->fp16))
         printf("note: the CPU backend computes in fp32; --%s applies to --device cuda\n",
@@ -260,8 +265,6 @@ static void print_summary(const Trainer *t, const char *device) {
 static void setup_model(Trainer *t, int slots) {
     const TrainArgs *a = t->args;
     const ParallelState *ps = t->ps;
-    t->model = gpt_model_create_unbound(t->be, &t->cfg, &t->part, a->micro_batch_size, &t->tp,
-                                        ps->pp_size > 1 ? slots : 1);
     const DistOptConfig oc = {.adamw = {.beta1 = a->adam_beta1,
                                         .beta2 = a->adam_beta2,
                                         .eps = a->adam_eps,
@@ -275,6 +278,15 @@ static void setup_model(Trainer *t, int slots) {
                               .finalize = trainer_finalize_grads,
                               .finalize_ctx = t,
                               .trace = t->trace};
+    if (t->num_chunks > 1) {
+        trainer_create_chunks(t, &oc);
+        return;
+    }
+    t->model = gpt_model_create_unbound(t->be, &t->cfg, &t->part, a->micro_batch_size, &t->tp,
+                                        ps->pp_size > 1 ? slots : 1);
+    t->chunks = xcalloc(1, sizeof *t->chunks);
+    t->chunks[0] = t->model;
+    t->chunk_base = xcalloc(1, sizeof *t->chunk_base);
     t->opt = distrib_optimizer_create(t->be, &t->comm, gpt_model_params(t->model), &oc);
     gpt_model_bind_buffers(t->model, distrib_optimizer_param_buffer(t->opt),
                            distrib_optimizer_grad_buffer(t->opt));
@@ -311,6 +323,11 @@ bool trainer_setup(Trainer *t, const TrainArgs *a, const ParallelState *ps, char
     if (ps->world_size == 1 && !strcmp(a->comm, "auto") && comm_kind == COMM_IMPL_NCCL)
         comm_kind = COMM_IMPL_STAGED;
     if (!check_gpus_per_node(ps, device, a->comm, comm_kind, err, err_size)) return false;
+    /* Two pipeline ranks exchange both streams with each other in one
+     * batch, which NCCL's untagged group would pair by order alone. */
+    if (a->pipeline_split.vp_size > 1 && ps->pp_size == 2 && comm_kind == COMM_IMPL_NCCL)
+        FAIL("interleaved 1F1B at --pipeline-model-parallel-size 2 over NCCL is not built yet; "
+             "use --pipeline-model-parallel-size 3 or more, or --comm mpi");
     if (!strcmp(device, "cuda") && a->fp16)
         FAIL("--fp16 (dynamic loss scaling) is not implemented yet; use --bf16 on --device cuda");
     if (!strcmp(device, "cuda") && a->fp8_format)
@@ -347,9 +364,7 @@ bool trainer_setup(Trainer *t, const TrainArgs *a, const ParallelState *ps, char
     /* The load agrees over the world, so no rank waits below for a failed one. */
     if (a->load && !trainer_load_checkpoint(t, &loaded, err, err_size)) return false;
     if (!loaded) {
-        int n;
-        const GPTMasterRange *masters = distrib_optimizer_master_ranges(t->opt, &n);
-        gpt_model_init_params(t->model, masters, n);
+        trainer_init_params(t);
     } else {
         distrib_optimizer_publish_params(t->opt); /* a load filled only this rank's shard */
     }
@@ -377,7 +392,7 @@ void trainer_free(Trainer *t) {
     /* completes communication in flight first, tracing it */
     distrib_optimizer_free(t->opt);
     if (t->trace) fclose(t->trace);
-    gpt_model_free(t->model);
+    trainer_free_models(t);
     blended_dataset_free(t->train_ds);
     blended_dataset_free(t->valid_ds);
     blended_dataset_free(t->test_ds);
@@ -486,7 +501,7 @@ static void print_peak_memory(const Trainer *t) {
     const size_t numel = distrib_optimizer_buffer_numel(t->opt);
     const double expected = (double)backend_act_bytes(t->be, numel) + (double)numel * sizeof(float) +
                             (double)distrib_optimizer_state_bytes(t->opt) +
-                            (double)gpt_model_activation_bytes(t->model);
+                            (double)trainer_activation_bytes(t);
     printf("peak %s memory of rank 0 after the first iteration: %.3f MiB allocated (planned "
            "buffers: %.3f MiB)\n",
            t->be->name, (double)t->be->peak_bytes_in_use / (1024.0 * 1024.0),
@@ -601,11 +616,11 @@ static bool check_tied_embeddings(Trainer *t) {
     if (t->ps->pp_size == 1 || !transformer_tied_output(&t->cfg) ||
         comm_group_size(&t->comm, GROUP_EMBEDDING) == 0)
         return true;
-    const ParamTable *pt = gpt_model_params(t->model);
+    const ParamTable *pt = trainer_param_table(t);
     const ParamInfo *p = &pt->params[param_table_find(pt, GPT_WORD_EMBEDDING)];
     const size_t bytes = backend_act_bytes(t->be, (size_t)p->local_numel);
     unsigned char *host = xmalloc(bytes);
-    t->be->ops->copy_to_host(t->be, host, (char *)gpt_model_param_buffer(t->model) +
+    t->be->ops->copy_to_host(t->be, host, (char *)distrib_optimizer_param_buffer(t->opt) +
                                               backend_act_bytes(t->be, p->offset), bytes);
     uint64_t hash = 1469598103934665603ull, other = 0;
     for (size_t i = 0; i < bytes; i++) hash = (hash ^ host[i]) * 1099511628211ull;

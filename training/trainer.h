@@ -34,7 +34,18 @@ typedef struct {
     TensorParallel tp;
     TransformerConfig cfg;
     ModelPartition part;
-    GPTModel *model;
+    GPTModel *model; /* NULL with interleaving: chunks */
+    /* This pipeline rank's model chunks (one without interleaving: `model`
+     * itself), bound to consecutive ranges of the optimizer's buffers from
+     * chunk_base[v]; with several, chunk_table lists all their parameters
+     * at those offsets and chunk_grad_in holds the output gradients
+     * received per (chunk, micro-batch) until their backward. */
+    int num_chunks;
+    GPTModel **chunks;
+    ModelPartition *chunk_parts;
+    size_t *chunk_base;
+    ParamTable chunk_table;
+    void **chunk_grad_in;
     DistributedOptimizer *opt; /* owns the parameter and gradient buffers */
     BlendedDataset *train_ds, *valid_ds;
     BlendedDataset *test_ds; /* NULL: no test split (Megatron's do_test false) */
@@ -116,9 +127,24 @@ void trainer_finalize_grads(void *ctx, size_t begin, size_t end);
 /* AdamW step on this rank's shard, then the parameter all-gather. */
 void trainer_optimizer_step(Trainer *t, const StepResult *r);
 
+/* training/chunks.c: the model chunks of interleaved 1F1B and what every
+ * layout asks of "the model" through them. */
+/* The layers of each chunk of this pipeline rank (t->chunk_parts, t->part
+ * for the first), from the split. */
+void trainer_partition_chunks(Trainer *t);
+/* With several chunks: creates them (activations for every micro-batch),
+ * the optimizer over their joint table, and binds them to its buffers. */
+void trainer_create_chunks(Trainer *t, const DistOptConfig *oc);
+/* Every parameter of this rank at its offset in the optimizer's buffers. */
+const ParamTable *trainer_param_table(const Trainer *t);
+size_t trainer_activation_bytes(const Trainer *t);
+/* Initial values of every chunk's parameters and of the master shard. */
+void trainer_init_params(Trainer *t);
+void trainer_free_models(Trainer *t);
+
 /* training/memory_plan.c: false with the plan and the fix when this rank's
  * buffers (num_slots activation slots) would not fit in the memory its
- * backend reports free. Needs t->be, t->tp, t->cfg and t->part. */
+ * backend reports free. Needs t->be, t->tp, t->cfg and t->chunk_parts. */
 bool trainer_check_memory(const Trainer *t, int num_slots, char *err, size_t err_size);
 
 /* training/checkpointing.c: glue between model/optimizer and checkpoint/. */
