@@ -16,7 +16,9 @@ add_test(NAME test_pipeline_uneven_e2e
           $<TARGET_FILE:pretrain_gpt> $<TARGET_FILE:preprocess_data>)
 set_tests_properties(test_pipeline_uneven_e2e PROPERTIES TIMEOUT 300)
 # The interleaved 1F1B plan against Megatron's order, and the rendezvous
-# simulation of all ranks (no deadlock; a broken plan's deadlock found).
+# simulation of all ranks (no deadlock; a broken plan's deadlock found);
+# with unit costs its clocks give the bubble of the 1F1B and interleaved
+# plans, asserted equal to Megatron's (P-1)/(V M).
 gpt3d_add_test(NAME test_pipeline_interleaved SOURCES test_pipeline_interleaved.c TIMEOUT 60)
 # Interleaved 1F1B (virtual pipeline stages) against one rank, and its
 # checkpoints resumed across V.

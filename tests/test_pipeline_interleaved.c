@@ -7,7 +7,10 @@
  * input arrived; the same simulation runs the forward-only evaluation plan
  * and today's 1F1B plans (one chunk),
  * and it finds the deadlock of a plan broken on purpose (every exchange
- * split into its sends, then its receives). */
+ * split into its sends, then its receives). With unit costs (a chunk's
+ * forward 1, its backward 2, messages free) the same simulation keeps each
+ * rank's clock, and the bubble of every plan is Megatron's analytic one:
+ * t_bubble / t_ideal = (P - 1) / (V M), V = 1 for 1F1B. */
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -77,6 +80,20 @@ static void check_order(int P, int V, int M) {
 
 typedef enum { SIM_OK, SIM_DEADLOCK, SIM_WRONG_MESSAGE, SIM_EARLY_COMPUTE } SimResult;
 
+/* How a message moves the clocks. RENDEZVOUS: an exchange ends when every
+ * peer of its messages has reached its own exchange (the executor's
+ * blocking batched p2p, sends included). DATAFLOW: exchanges take no time
+ * and a compute starts when its rank is free and its input has left the
+ * neighbour (the timeline the analytic bubble assumes). */
+typedef enum { CLOCK_RENDEZVOUS, CLOCK_DATAFLOW } SimClock;
+
+enum { FORWARD_COST = 1, BACKWARD_COST = 2 };
+
+typedef struct {
+    int makespan;      /* the whole schedule's end; every rank starts at 0 */
+    int last_rank_end; /* the end of the last rank's last compute */
+} Timeline;
+
 typedef struct {
     int P, V, M;
     bool forward_only; /* an evaluation plan: no backward expected */
@@ -87,11 +104,29 @@ typedef struct {
     /* Per rank, chunk and micro-batch: forward / backward computed, input /
      * output gradient arrived. */
     bool *forwarded, *backwarded, *have_input, *have_grad;
+    SimClock clock;
+    int now[MAX_RANKS];          /* when the rank is free */
+    int exchange_end[MAX_RANKS]; /* RENDEZVOUS: when its head exchange may end */
+    int compute_end[MAX_RANKS];
+    int *input_sent, *grad_sent; /* when each received tensor left its sender */
 } Sim;
+
+static int max_int(int a, int b) { return a > b ? a : b; }
 
 static int at(const Sim *s, int r, int c, int mb) { return (r * s->V + c) * s->M + mb; }
 
 static PipelineChunkOp *head(Sim *s, int r) { return s->pc[r] < s->n[r] ? &s->ops[r][s->pc[r]] : NULL; }
+
+/* Rank `from` sends to `to` at its clock: in a rendezvous both exchanges
+ * last until the later of the two ranks has arrived. */
+static int time_message(Sim *s, int from, int to) {
+    if (s->clock == CLOCK_RENDEZVOUS) {
+        const int meet = max_int(s->now[from], s->now[to]);
+        s->exchange_end[from] = max_int(s->exchange_end[from], meet);
+        s->exchange_end[to] = max_int(s->exchange_end[to], meet);
+    }
+    return s->now[from];
+}
 
 /* Rank r's pending send of `part` (0 forward, 1 backward) meets the peer's
  * pending receive on the same stream. Returns false when not now; sets
@@ -119,7 +154,9 @@ static bool match(Sim *s, int r, int part, SimResult *result) {
         return false;
     }
     s->done[r][part] = s->done[peer][2 + part] = true;
-    (part == 0 ? s->have_input : s->have_grad)[at(s, peer, got.chunk, got.mb)] = true;
+    const int i = at(s, peer, got.chunk, got.mb);
+    (part == 0 ? s->have_input : s->have_grad)[i] = true;
+    (part == 0 ? s->input_sent : s->grad_sent)[i] = time_message(s, r, peer);
     return true;
 }
 
@@ -131,6 +168,13 @@ static bool exchange_complete(const Sim *s, int r, const PipelineChunkOp *op) {
     return true;
 }
 
+/* `input_sent`: when the step's input left its sender (0 for none). */
+static void time_compute(Sim *s, int r, int input_sent, int cost) {
+    if (s->clock == CLOCK_DATAFLOW) s->now[r] = max_int(s->now[r], input_sent);
+    s->now[r] += cost;
+    s->compute_end[r] = s->now[r];
+}
+
 /* Computes rank r's head step if its inputs are there. */
 static SimResult compute(Sim *s, int r, const PipelineChunkOp *op) {
     const int i = at(s, r, op->chunk, op->mb);
@@ -138,10 +182,12 @@ static SimResult compute(Sim *s, int r, const PipelineChunkOp *op) {
         const bool embeds = r == 0 && op->chunk == 0;
         if (!embeds && !s->have_input[i]) return SIM_EARLY_COMPUTE;
         s->forwarded[i] = true;
+        time_compute(s, r, embeds ? 0 : s->input_sent[i], FORWARD_COST);
     } else {
         const bool scores = r == s->P - 1 && op->chunk == s->V - 1;
         if (!s->forwarded[i] || (!scores && !s->have_grad[i])) return SIM_EARLY_COMPUTE;
         s->backwarded[i] = true;
+        time_compute(s, r, scores ? 0 : s->grad_sent[i], BACKWARD_COST);
     }
     return SIM_OK;
 }
@@ -178,6 +224,8 @@ static void retire(Sim *s, bool *progressed) {
         const PipelineChunkOp *op = head(s, r);
         if (!op || op->kind != PIPE_CHUNK_EXCHANGE || !exchange_complete(s, r, op)) continue;
         memset(s->done[r], 0, sizeof s->done[r]);
+        s->now[r] = max_int(s->now[r], s->exchange_end[r]);
+        s->exchange_end[r] = 0;
         s->pc[r]++;
         *progressed = true;
     }
@@ -203,24 +251,33 @@ static SimResult run_sim(Sim *s) {
     return SIM_OK;
 }
 
-static void sim_init(Sim *s, int P, int V, int M) {
+static void sim_init(Sim *s, int P, int V, int M, SimClock clock) {
     memset(s, 0, sizeof *s);
-    s->P = P, s->V = V, s->M = M;
+    s->P = P, s->V = V, s->M = M, s->clock = clock;
     const size_t cells = (size_t)(P * V * M);
     s->forwarded = calloc(cells, 1), s->backwarded = calloc(cells, 1);
     s->have_input = calloc(cells, 1), s->have_grad = calloc(cells, 1);
+    s->input_sent = calloc(cells, sizeof(int)), s->grad_sent = calloc(cells, sizeof(int));
     for (int r = 0; r < P; r++)
         s->ops[r] = malloc((size_t)(2 * pipeline_interleaved_plan_capacity(V, M)) * sizeof(PipelineChunkOp));
+}
+
+static Timeline sim_timeline(const Sim *s) {
+    Timeline t = {.makespan = 0, .last_rank_end = s->compute_end[s->P - 1]};
+    for (int r = 0; r < s->P; r++) t.makespan = max_int(t.makespan, s->now[r]);
+    return t;
 }
 
 static void sim_free(Sim *s) {
     for (int r = 0; r < s->P; r++) free(s->ops[r]);
     free(s->forwarded), free(s->backwarded), free(s->have_input), free(s->have_grad);
+    free(s->input_sent), free(s->grad_sent);
 }
 
-static SimResult simulate_interleaved(int P, int V, int M, bool split_exchanges) {
+static SimResult simulate_interleaved(int P, int V, int M, bool split_exchanges, SimClock clock,
+                                     Timeline *t) {
     Sim s;
-    sim_init(&s, P, V, M);
+    sim_init(&s, P, V, M, clock);
     for (int r = 0; r < P; r++) {
         s.n[r] = pipeline_interleaved_plan(P, V, M, r, s.ops[r]);
         if (!split_exchanges) continue;
@@ -244,6 +301,7 @@ static SimResult simulate_interleaved(int P, int V, int M, bool split_exchanges)
         free(split);
     }
     const SimResult res = run_sim(&s);
+    if (t) *t = sim_timeline(&s);
     sim_free(&s);
     return res;
 }
@@ -251,7 +309,7 @@ static SimResult simulate_interleaved(int P, int V, int M, bool split_exchanges)
 /* The evaluation plan: forward only, each micro-batch through every chunk. */
 static SimResult simulate_forward_only(int P, int V, int M) {
     Sim s;
-    sim_init(&s, P, V, M);
+    sim_init(&s, P, V, M, CLOCK_RENDEZVOUS);
     s.forward_only = true;
     for (int r = 0; r < P; r++) {
         s.n[r] = pipeline_interleaved_forward_plan(P, V, M, r, s.ops[r]);
@@ -286,15 +344,36 @@ static int from_1f1b(const PipelineOp *in, int n, PipelineChunkOp *out) {
     return k;
 }
 
-static SimResult simulate_1f1b(int P, int M) {
+static SimResult simulate_1f1b(int P, int M, SimClock clock, Timeline *t) {
     Sim s;
-    sim_init(&s, P, 1, M);
+    sim_init(&s, P, 1, M, clock);
     PipelineOp *ops = malloc((size_t)(6 * M + 2) * sizeof *ops);
     for (int r = 0; r < P; r++) s.n[r] = from_1f1b(ops, pipeline_1f1b_plan(P, r, M, ops), s.ops[r]);
     free(ops);
     const SimResult res = run_sim(&s);
+    if (t) *t = sim_timeline(&s);
     sim_free(&s);
     return res;
+}
+
+/* Megatron's bubble fraction is t_bubble / t_ideal, t_ideal being a rank's
+ * own compute, V M (forward + backward), and t_bubble the rest of the
+ * schedule's span: (P - 1) / (V M) means t_bubble = (P - 1) (forward +
+ * backward), whatever V. Compared cross-multiplied, so exactly. The last
+ * rank waits only for its first input to cross the P - 1 ranks before it
+ * (one forward each) and is busy from then to its last backward, so over
+ * its own span (what the bench measures from its trace) it idles
+ * P - 1 forwards; the rest of the bubble is its wait for the last input
+ * gradient to leave the first rank. */
+static void check_bubble(const char *plan, int P, int V, int M, SimClock clock, const Timeline *t) {
+    const char *how = clock == CLOCK_RENDEZVOUS ? "rendezvous" : "dataflow";
+    const int ideal = V * M * (FORWARD_COST + BACKWARD_COST), bubble = t->makespan - ideal;
+    CHECK_MSG(bubble * V * M == (P - 1) * ideal,
+              "%s P=%d V=%d M=%d (%s): t_bubble / t_ideal = %d / %d, want (P-1)/(VM) = %d / %d",
+              plan, P, V, M, how, bubble, ideal, P - 1, V * M);
+    CHECK_MSG(t->last_rank_end - ideal == (P - 1) * FORWARD_COST,
+              "%s P=%d V=%d M=%d (%s): the last rank idles %d of its span %d, want %d", plan, P,
+              V, M, how, t->last_rank_end - ideal, t->last_rank_end, (P - 1) * FORWARD_COST);
 }
 
 int main(void) {
@@ -303,8 +382,12 @@ int main(void) {
         for (int V = 1; V <= 4; V++)
             for (int M = P; M <= 4 * P; M += P) {
                 check_order(P, V, M);
-                const SimResult r = simulate_interleaved(P, V, M, false);
-                CHECK_MSG(r == SIM_OK, "P=%d V=%d M=%d: simulation result %d", P, V, M, r);
+                for (SimClock c = CLOCK_RENDEZVOUS; c <= CLOCK_DATAFLOW; c++) {
+                    Timeline t;
+                    const SimResult r = simulate_interleaved(P, V, M, false, c, &t);
+                    CHECK_MSG(r == SIM_OK, "P=%d V=%d M=%d: simulation result %d", P, V, M, r);
+                    check_bubble("interleaved", P, V, M, c, &t);
+                }
                 const SimResult e = simulate_forward_only(P, V, M);
                 CHECK_MSG(e == SIM_OK, "P=%d V=%d M=%d forward only: simulation result %d", P, V, M, e);
                 cases++;
@@ -316,15 +399,21 @@ int main(void) {
     CHECK(order[3].kind == 'F' && order[3].chunk == 1 && order[3].mb == 1);
     CHECK(order[4].kind == 'F' && order[4].chunk == 0 && order[4].mb == 2);
     CHECK(order[5].kind == 'B' && order[5].chunk == 1 && order[5].mb == 0);
-    /* The same simulation accepts the 1F1B plans... */
+    /* The same simulation accepts the 1F1B plans, with their bubble (for
+     * M < P too: warmup is then all of M)... */
     for (int P = 1; P <= MAX_RANKS; P++)
         for (int M = 1; M <= 3 * P + 1; M++)
-            CHECK_MSG(simulate_1f1b(P, M) == SIM_OK, "1F1B P=%d M=%d deadlocks", P, M);
+            for (SimClock c = CLOCK_RENDEZVOUS; c <= CLOCK_DATAFLOW; c++) {
+                Timeline t;
+                CHECK_MSG(simulate_1f1b(P, M, c, &t) == SIM_OK, "1F1B P=%d M=%d deadlocks", P, M);
+                check_bubble("1F1B", P, 1, M, c, &t);
+            }
     /* ...and finds the deadlock of exchanges split into sends, then receives
      * (every rank blocks in its send while its peer does too). */
     const int broken[][3] = {{2, 2, 4}, {4, 2, 8}, {3, 3, 6}, {8, 2, 16}};
     for (size_t i = 0; i < sizeof broken / sizeof *broken; i++)
-        CHECK_MSG(simulate_interleaved(broken[i][0], broken[i][1], broken[i][2], true) == SIM_DEADLOCK,
+        CHECK_MSG(simulate_interleaved(broken[i][0], broken[i][1], broken[i][2], true,
+                                       CLOCK_RENDEZVOUS, NULL) == SIM_DEADLOCK,
                   "the split plan P=%d V=%d M=%d was not found to deadlock", broken[i][0],
                   broken[i][1], broken[i][2]);
     printf("test_pipeline_interleaved: ok (%d plans)\n", cases);
