@@ -363,8 +363,8 @@ static SimResult simulate_1f1b(int P, int M, SimClock clock, Timeline *t) {
  * rank waits only for its first input to cross the P - 1 ranks before it
  * (one forward each) and is busy from then to its last backward, so over
  * its own span (what the bench measures from its trace) it idles
- * P - 1 forwards; the rest of the bubble is its wait for the last input
- * gradient to leave the first rank. */
+ * P - 1 forwards; the rest of the bubble falls after its last backward,
+ * while that gradient crosses back to the first rank. */
 static void check_bubble(const char *plan, int P, int V, int M, SimClock clock, const Timeline *t) {
     const char *how = clock == CLOCK_RENDEZVOUS ? "rendezvous" : "dataflow";
     const int ideal = V * M * (FORWARD_COST + BACKWARD_COST), bubble = t->makespan - ideal;
