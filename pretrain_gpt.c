@@ -69,8 +69,8 @@ int main(int argc, char **argv) {
     }
 
     ParallelState ps;
-    ok = parallel_state_init(&ps, MPI_COMM_WORLD, args.tensor_model_parallel_size,
-                             args.pipeline_model_parallel_size, err, sizeof err);
+    ok = parallel_state_init_sizes(&ps, MPI_COMM_WORLD, args_parallel_sizes(&args), err,
+                                   sizeof err);
     if (!parallel_state_agree(MPI_COMM_WORLD, ok, timeout_s(&args, true), err, sizeof err))
         return stop_all(err, 2);
     ps.timeout_s = timeout_s(&args, true);

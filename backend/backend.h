@@ -61,6 +61,15 @@ typedef struct {
     float scale;
 } AttentionDropout;
 
+/* Where the rows of one block of ring attention (context parallelism) lie
+ * in the whole sequence: query row i of a sequence is at q_coord[i], key j
+ * at k_coord[j] (int32 device arrays, strictly increasing, the same for
+ * every sequence of the batch); seq_length is the whole sequence's length. */
+typedef struct {
+    int Tq, Tk, seq_length;
+    const int32_t *q_coord, *k_coord;
+} AttentionBlock;
+
 /* The shape and norm of a QK-norm call (qk_norm_forward): N qkv rows of
  * NG query groups with NH query heads in all and head dimension HS;
  * RMSNorm or LayerNorm, with its epsilon and weight offset. */
@@ -197,6 +206,31 @@ typedef struct {
     void (*attention_backward)(Backend *be, void *dqkv, const void *dout, const void *qkv,
                                const void *out, const void *saved, int B, int T, int NH, int NG,
                                int HS, const int32_t *key_start, const AttentionDropout *dropout);
+    /* ---- one block of ring attention (context parallelism) ----
+     * The queries of q_qkv ([B, Tq] rows in the qkv layout above) against
+     * the keys and values of kv_qkv ([B, Tk] rows, the same layout; its
+     * query heads unused), placed in the sequence by `blk`: key j is
+     * visible to query i when k_coord[j] <= q_coord[i] and, with key_start
+     * ([B * Tq] starts in sequence coordinates; NULL: 0), k_coord[j] >=
+     * key_start[b * Tq + i]. Dropout counters are those of the whole
+     * sequence's attention (i, j and T above are sequence coordinates and
+     * seq_length), so the blocks of a sequence draw the mask one rank would.
+     * attention_block_forward merges the block into the running output
+     * (out [B, Tq, NH, HS]) and log-sum-exp (lse [B, NH, Tq] fp32) by the
+     * online softmax; `first` overwrites them instead. A row that has seen
+     * no key yet has lse -inf and out 0. attention_block_backward ADDS the
+     * block's part of dq to d_q_qkv's query heads and of dk, dv to
+     * d_kv_qkv's key and value heads (the other heads untouched, so the two
+     * may be one buffer), from the final out and lse of the forward. */
+    void (*attention_block_forward)(Backend *be, void *out, float *lse, const void *q_qkv,
+                                    const void *kv_qkv, int B, int NH, int NG, int HS,
+                                    const AttentionBlock *blk, const int32_t *key_start,
+                                    const AttentionDropout *dropout, bool first);
+    void (*attention_block_backward)(Backend *be, void *d_q_qkv, void *d_kv_qkv, const void *dout,
+                                     const void *q_qkv, const void *kv_qkv, const void *out,
+                                     const float *lse, int B, int NH, int NG, int HS,
+                                     const AttentionBlock *blk, const int32_t *key_start,
+                                     const AttentionDropout *dropout);
     /* Rotary position embedding, in place on the query and key heads of a
      * qkv buffer laid out as above (value heads untouched). Row (b, t) has
      * position t, or position_ids[b * T + t] when position_ids (an int32

@@ -82,7 +82,7 @@ int main(int argc, char **argv) {
     }
     Comm comm;
     comm_init(&comm, &ps, be);
-    GPTModel *m = gpt_model_create_unbound(be, &cfg, &part, a.micro_batch_size, NULL, 1);
+    GPTModel *m = gpt_model_create_unbound(be, &cfg, &part, a.micro_batch_size, NULL, NULL, 1);
     const DistOptConfig oc = {
         .adamw = {.beta1 = 0.9, .beta2 = 0.95, .eps = 1e-8, .weight_decay = 0.1, .clip_grad = 1.0}};
     DistributedOptimizer *opt = distrib_optimizer_create(be, &comm, gpt_model_params(m), &oc);

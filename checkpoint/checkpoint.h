@@ -41,7 +41,7 @@
 #define CHECKPOINT_FORMAT "gpt3d-checkpoint"
 /* Version 2 added the checksums (see Integrity above), version 3 the
  * architecture variant; version 1 and 2 checkpoints still load. */
-#define CHECKPOINT_FORMAT_VERSION 3
+#define CHECKPOINT_FORMAT_VERSION 4
 #define CHECKPOINT_MIN_FORMAT_VERSION 1
 #define CHECKPOINT_MAX_DIMS 4
 
@@ -56,6 +56,7 @@ typedef struct {
     TransformerConfig model;
     /* layout it was saved with */
     int tensor_model_parallel_size, pipeline_model_parallel_size, data_parallel_size, world_size;
+    int context_parallel_size; /* format 4; 1 when read from an older file */
     bool has_optimizer_state;
     char data_description[1024]; /* e.g. the --data-path and --split given */
     char tokenizer_type[64];

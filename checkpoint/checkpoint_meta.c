@@ -78,6 +78,8 @@ static const MetaField META_FIELDS[] = {
     FIELD(pipeline_model_parallel_size, F_INT, 1),
     FIELD(data_parallel_size, F_INT, 1),
     FIELD(world_size, F_INT, 1),
+    {"context_parallel_size", F_INT, offsetof(CheckpointMeta, context_parallel_size),
+     sizeof(int), 1, NULL, 4},
     FIELD(has_optimizer_state, F_BOOL, 0),
     FIELD(data_description, F_STR, 0),
     FIELD(tokenizer_type, F_STR, 0),
@@ -160,13 +162,14 @@ bool ckpt_meta_validate(const CheckpointMeta *m, const char *where, char *err, s
         if (!validate_field(m, &META_FIELDS[i], where, err, err_size)) return false;
     if (!transformer_config_check(&m->model, where, err, err_size)) return false;
     int64_t layout = (int64_t)m->tensor_model_parallel_size * m->pipeline_model_parallel_size *
-                     m->data_parallel_size;
+                     m->data_parallel_size * m->context_parallel_size;
     if (layout != m->world_size) {
         ckpt_set_err(err, err_size,
-                     "%s: world_size %d is not tensor x pipeline x data parallel size = %d x %d "
-                     "x %d",
+                     "%s: world_size %d is not tensor x pipeline x data x context parallel size = "
+                     "%d x %d x %d x %d",
                      where, m->world_size, m->tensor_model_parallel_size,
-                     m->pipeline_model_parallel_size, m->data_parallel_size);
+                     m->pipeline_model_parallel_size, m->data_parallel_size,
+                     m->context_parallel_size);
         return false;
     }
     return true;
@@ -432,6 +435,7 @@ bool ckpt_meta_read_file(const char *path, CheckpointMeta *meta, char *err, size
         ok = json_to_field(root, &META_FIELDS[i], path, meta, err, err_size);
     }
     if (ok && meta->format_version < 3) transformer_config_set_gpt2_variant(&meta->model);
+    if (ok && meta->format_version < 4) meta->context_parallel_size = 1;
     if (ok) ok = check_meta_crc(root, meta, path, err, err_size);
     cJSON_Delete(root);
     if (!ok) return false;

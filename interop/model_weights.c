@@ -55,7 +55,7 @@ static void fill_meta(const ModelWeights *w, const WeightsSaveInfo *info, Checkp
     m->model = *s;
     m->model.seq_length = info->seq_length;
     m->tensor_model_parallel_size = m->pipeline_model_parallel_size = 1;
-    m->data_parallel_size = m->world_size = 1;
+    m->data_parallel_size = m->world_size = m->context_parallel_size = 1;
     m->has_optimizer_state = false;
     snprintf(m->data_description, sizeof m->data_description, "%s",
              info->source ? info->source : "");

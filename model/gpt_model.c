@@ -89,6 +89,14 @@ static int recompute_scratch_layers(const TransformerConfig *c, int num_local_la
     return most;
 }
 
+/* What attention keeps for its backward: the backend's own state, or
+ * under context parallelism the ring's log-sum-exp of each row. */
+static size_t attention_state_bytes(const GPTModel *m) {
+    if (m->cp.size > 1) return (size_t)m->B * m->local_heads * m->T * sizeof(float);
+    return m->be->ops->attention_saved_bytes(m->be, m->B, m->T, m->local_heads, m->local_groups,
+                                             transformer_head_dim(&m->cfg));
+}
+
 /* One layer's saved activations (see LayerActs). With selective
  * recomputation the core attention's output and state are the shared
  * m->core_out / m->core_saved, carved once. */
@@ -98,8 +106,7 @@ static void layout_layer(GPTModel *m, LayerActs *a, Carver *act, Carver *stat) {
     const size_t HS = (size_t)transformer_head_dim(&m->cfg);
     const size_t qkv_cols = (size_t)m->local_qkv_width, att_cols = HS * (size_t)m->local_heads;
     const size_t F = (size_t)m->local_ffn, fc1_cols = (size_t)m->local_fc1_width;
-    const size_t att_saved = be->ops->attention_saved_bytes(be, m->B, m->T, m->local_heads,
-                                                              m->local_groups, (int)HS);
+    const size_t att_saved = attention_state_bytes(m);
     const bool sp = m->tp.sequence_parallel;
     a->ln1 = carve(act, backend_act_bytes(be, R * C));
     a->ln1_full = sp ? carve(act, backend_act_bytes(be, N * C)) : a->ln1;
@@ -166,8 +173,7 @@ static void layout_activations(GPTModel *m, Carver *act, Carver *stat, Carver *g
     const size_t F = (size_t)m->local_ffn, fc1_cols = (size_t)m->local_fc1_width;
     if (m->cfg.recompute_granularity == RECOMPUTE_SELECTIVE) {
         m->core_out = carve(act, backend_act_bytes(be, N * att_cols));
-        m->core_saved = carve(act, be->ops->attention_saved_bytes(be, m->B, m->T, m->local_heads,
-                                                                  m->local_groups, (int)HS));
+        m->core_saved = carve(act, attention_state_bytes(m));
     }
     for (int j = 0; j < m->scratch_layers; j++) {
         layout_layer(m, &m->recompute_scratch[j], act, stat);
@@ -181,6 +187,16 @@ static void layout_activations(GPTModel *m, Carver *act, Carver *stat, Carver *g
     m->d_act = carve(grad, backend_act_bytes(be, N * F));
     m->d_fc1 = carve(grad, backend_act_bytes(be, N * fc1_cols));
     m->full_scratch = m->tp.sequence_parallel ? carve(grad, backend_act_bytes(be, N * C)) : NULL;
+    /* Context parallelism: the ring's buffers with the gradient scratch
+     * (shared by every layer), the coordinates with the statistics. */
+    const ContextParallel *cp = &m->cp;
+    const size_t ring = context_parallel_ring_bytes(be, cp->size, cp->seq_length, m->B,
+                                                    m->local_qkv_width);
+    if (ring) {
+        void *ring_at = carve(grad, ring);
+        int32_t *coords = carve(stat, context_parallel_coord_bytes(cp->size, cp->seq_length, m->B));
+        if (grad->base) context_parallel_bind(&m->cp, ring_at, coords);
+    }
 }
 
 /* Everything about a model that is decided before any device memory
@@ -188,7 +204,8 @@ static void layout_activations(GPTModel *m, Carver *act, Carver *stat, Carver *g
  * Carver measures. Planning and creation share it, so a plan cannot drift
  * from what creation allocates. */
 static GPTModel *model_describe(Backend *be, const TransformerConfig *cfg, const ModelPartition *part,
-                                int micro_batch_size, const TensorParallel *tp, int num_slots) {
+                                int micro_batch_size, const TensorParallel *tp, Comm *comm,
+                                int num_slots) {
     GPT3D_CHECK(num_slots >= 1, "a model needs at least one activation slot");
     GPTModel *m = xcalloc(1, sizeof *m);
     m->be = be;
@@ -201,15 +218,18 @@ static GPTModel *model_describe(Backend *be, const TransformerConfig *cfg, const
                     part->tp_size);
         tensor_parallel_init(&m->tp, be, NULL, 1, 0, false);
     }
-    m->rows = tp_local_rows(&m->tp, micro_batch_size * cfg->seq_length);
     m->cfg = *cfg;
     m->part = *part;
+    m->part.cp_size = part->cp_size > 1 ? part->cp_size : 1;
     m->B = micro_batch_size;
-    m->T = cfg->seq_length;
+    m->local_qkv_width = (int)(transformer_qkv_width(cfg) / part->tp_size);
+    context_parallel_init(&m->cp, be, comm, m->part.cp_size, part->cp_size > 1 ? part->cp_rank : 0,
+                          cfg->seq_length, micro_batch_size, m->local_qkv_width);
+    m->T = m->cp.local_rows;
+    m->rows = tp_local_rows(&m->tp, micro_batch_size * m->T);
     m->local_heads = cfg->num_attention_heads / part->tp_size;
     m->local_groups = cfg->num_query_groups / part->tp_size;
     m->local_ffn = cfg->ffn_hidden_size / part->tp_size;
-    m->local_qkv_width = (int)(transformer_qkv_width(cfg) / part->tp_size);
     m->local_fc1_width = m->local_ffn * (cfg->activation == ACTIVATION_SWIGLU ? 2 : 1);
     m->local_vocab = cfg->padded_vocab_size / part->tp_size;
     m->vocab_begin = m->local_vocab * part->tp_rank;
@@ -234,9 +254,9 @@ static GPTModel *model_describe(Backend *be, const TransformerConfig *cfg, const
 }
 
 void gpt_model_plan(Backend *be, const TransformerConfig *cfg, const ModelPartition *part,
-                    int micro_batch_size, const TensorParallel *tp, int num_slots,
+                    int micro_batch_size, const TensorParallel *tp, Comm *comm, int num_slots,
                     GPTMemoryPlan *plan) {
-    GPTModel *m = model_describe(be, cfg, part, micro_batch_size, tp, num_slots);
+    GPTModel *m = model_describe(be, cfg, part, micro_batch_size, tp, comm, num_slots);
     plan->param_bytes = backend_act_bytes(be, m->table.total_numel);
     plan->grad_bytes = m->table.total_numel * sizeof(float);
     plan->activation_bytes = gpt_model_activation_bytes(m);
@@ -271,8 +291,9 @@ static void locate_parts(GPTModel *m) {
 }
 
 GPTModel *gpt_model_create_unbound(Backend *be, const TransformerConfig *cfg, const ModelPartition *part,
-                                   int micro_batch_size, const TensorParallel *tp, int num_slots) {
-    GPTModel *m = model_describe(be, cfg, part, micro_batch_size, tp, num_slots);
+                                   int micro_batch_size, const TensorParallel *tp, Comm *comm,
+                                   int num_slots) {
+    GPTModel *m = model_describe(be, cfg, part, micro_batch_size, tp, comm, num_slots);
     m->layer_params = xcalloc((size_t)(part->num_local_layers ? part->num_local_layers : 1),
                               sizeof *m->layer_params);
     locate_parts(m);
@@ -281,7 +302,12 @@ GPTModel *gpt_model_create_unbound(Backend *be, const TransformerConfig *cfg, co
     stat.base = (char *)(m->stat_block = be->ops->alloc(be, m->stat_bytes));
     grad.base = m->grad_block = be->ops->alloc(be, m->grad_bytes);
     layout_activations(m, &act, &stat, &grad);
+    for (int i = 0; i < m->num_slots; i++) m->slots[i].position_ids = m->cp.positions_dev;
     m->host_losses = xmalloc((size_t)m->B * m->T * sizeof(float));
+    if (m->cp.size > 1) {
+        m->local_ids = xmalloc((size_t)m->B * m->T * sizeof(int32_t));
+        m->local_targets = xmalloc((size_t)m->B * m->T * sizeof(int32_t));
+    }
     return m;
 }
 
@@ -306,8 +332,9 @@ void gpt_model_bind_buffers(GPTModel *m, void *params, float *grads) {
 }
 
 GPTModel *gpt_model_create(Backend *be, const TransformerConfig *cfg, const ModelPartition *part,
-                           int micro_batch_size, const TensorParallel *tp, int num_slots) {
-    GPTModel *m = gpt_model_create_unbound(be, cfg, part, micro_batch_size, tp, num_slots);
+                           int micro_batch_size, const TensorParallel *tp, Comm *comm,
+                           int num_slots) {
+    GPTModel *m = gpt_model_create_unbound(be, cfg, part, micro_batch_size, tp, comm, num_slots);
     m->owns_buffers = true;
     gpt_model_bind_buffers(m, be->ops->alloc(be, backend_act_bytes(be, m->table.total_numel)),
                            be->ops->alloc(be, m->table.total_numel * sizeof(float)));
@@ -336,6 +363,8 @@ void gpt_model_free(GPTModel *m) {
     free(m->recompute_scratch);
     free(m->own_out);
     free(m->host_losses);
+    free(m->local_ids);
+    free(m->local_targets);
     free(m->host_logits);
     if (m->logits_staging) be->ops->free(be, m->logits_staging);
     if (m->tp_grad_pack) be->ops->free(be, m->tp_grad_pack);

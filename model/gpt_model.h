@@ -69,12 +69,15 @@ typedef struct {
     size_t total_numel; /* flat buffer length, including alignment padding */
 } ParamTable;
 
-/* What this rank holds: its TP slice, its contiguous range of layers, and
- * whether it holds the embedding (first stage) and the head (last stage). */
+/* What this rank holds: its TP slice, its contiguous range of layers,
+ * whether it holds the embedding (first stage) and the head (last stage),
+ * and its part of each sequence under context parallelism (cp_size 0 or 1:
+ * all of it; context_parallel.h says which rows). */
 typedef struct {
     int tp_size, tp_rank;
     int first_layer, num_local_layers;
     bool has_embedding, has_head;
+    int cp_size, cp_rank;
 } ModelPartition;
 
 void param_table_build(ParamTable *t, const TransformerConfig *cfg, const ModelPartition *part);
@@ -111,21 +114,28 @@ typedef struct {
     size_t flat_numel; /* length of the flat buffers the optimizer shards */
 } GPTMemoryPlan;
 void gpt_model_plan(Backend *be, const TransformerConfig *cfg, const ModelPartition *part,
-                    int micro_batch_size, const TensorParallel *tp, int num_slots,
+                    int micro_batch_size, const TensorParallel *tp, Comm *comm, int num_slots,
                     GPTMemoryPlan *plan);
 
 /* tp: the tensor-parallel context (NULL for one rank); its size and rank
- * must match the partition's. num_slots: micro-batches whose activations
+ * must match the partition's. comm: the run's Comm, over which the
+ * attention ring of context parallelism runs (part->cp_size > 1; NULL
+ * otherwise is fine). Host id
+ * arrays passed in (tokens, targets, documents) always hold whole
+ * sequences; the model takes its own rows of them, and the summed loss it
+ * returns is its rows' part. num_slots: micro-batches whose activations
  * can be held at once (1 without pipelining; min(P - stage, M) for 1F1B).
  * The model allocates and owns its parameter and gradient buffers. */
 GPTModel *gpt_model_create(Backend *be, const TransformerConfig *cfg, const ModelPartition *part,
-                           int micro_batch_size, const TensorParallel *tp, int num_slots);
+                           int micro_batch_size, const TensorParallel *tp, Comm *comm,
+                           int num_slots);
 /* The same without parameter and gradient buffers: their owner (the
  * distributed optimizer) sizes them from gpt_model_params() and binds them
  * before any other call. Bound buffers (at least table.total_numel
  * elements each) are not freed by the model. */
 GPTModel *gpt_model_create_unbound(Backend *be, const TransformerConfig *cfg, const ModelPartition *part,
-                                   int micro_batch_size, const TensorParallel *tp, int num_slots);
+                                   int micro_batch_size, const TensorParallel *tp, Comm *comm,
+                                   int num_slots);
 void gpt_model_bind_buffers(GPTModel *m, void *params, float *grads);
 void gpt_model_free(GPTModel *m);
 

@@ -5,6 +5,7 @@
 #define GPT3D_MODEL_GPT_MODEL_INTERNAL_H
 
 #include "model/gpt_model.h"
+#include "context_parallel/context_parallel.h"
 #include "tensor_parallel/tensor_parallel.h"
 
 /* A layer's parameters; NULL where the variant has none (biases, the
@@ -59,11 +60,12 @@ typedef struct {
 struct GPTModel {
     Backend *be;
     TensorParallel tp;
+    ContextParallel cp; /* size 1 without context parallelism */
     int rows; /* residual-stream rows this rank holds */
     TransformerConfig cfg;
     ModelPartition part;
     ParamTable table;
-    int B, T;
+    int B, T; /* T: the rows of each sequence this rank holds (the sequence / CP) */
     int local_heads, local_groups, local_ffn;
     /* Output widths of this rank's linear_qkv and linear_fc1 (SwiGLU: 2 F). */
     int local_qkv_width, local_fc1_width;
@@ -112,6 +114,8 @@ struct GPTModel {
     void *d_resid, *d_ln, *d_qkv, *d_atty, *d_act, *d_fc1, *full_scratch;
 
     float *host_losses;
+    int32_t *local_ids; /* context parallelism: this rank's rows of a host id array */
+    int32_t *local_targets;
     float *host_logits, *logits_staging; /* lazily made by gpt_model_last_logits */
     float *tp_grad_pack;                 /* packed partial gradients of TP-replicated parameters */
 };

@@ -129,30 +129,60 @@ static uint32_t dropout_threshold(double p) {
     return t >= 4294967295.0 ? UINT32_MAX : (uint32_t)t;
 }
 
-/* The residual-stream rows this rank holds are consecutive tokens of the
- * micro-batch: all of them, or its sequence-parallel share. */
+/* The residual-stream rows this rank holds are tokens of the micro-batch:
+ * all of them, or its sequence-parallel share, of its context-parallel
+ * rows. A mask is keyed by the token's place in the micro-batch, so the
+ * rows go in runs of consecutive places (one run without context
+ * parallelism; one per chunk of a sequence with it). */
 static DropoutKey hidden_dropout_key(const GPTModel *m, const ActivationSlot *s, int layer,
                                      int site) {
-    const int N = m->B * m->T;
-    const uint64_t first_row = m->tp.sequence_parallel ? (uint64_t)m->tp.tp_rank * (N / m->tp.tp_size) : 0;
     const double p = m->cfg.hidden_dropout;
     return (DropoutKey){.seed = m->cfg.seed,
                         .stream = dropout_stream(m, layer, site),
-                        .row0 = s->sample0 * (uint64_t)m->T + first_row,
+                        .row0 = s->sample0 * (uint64_t)m->cfg.seq_length,
                         .row_stride = (uint64_t)m->cfg.hidden_size,
                         .col0 = 0,
                         .threshold = dropout_threshold(p),
                         .scale = (float)(1.0 / (1.0 - p))};
 }
 
+/* Place in the micro-batch of the rank's local row q (of its B x T rows). */
+static uint64_t token_place(const GPTModel *m, int q) {
+    const int b = q / m->T, i = q % m->T;
+    const int at = m->cp.size > 1
+                       ? context_parallel_coordinate(m->cp.size, m->cp.rank, m->cp.seq_length, i)
+                       : i;
+    return (uint64_t)b * (uint64_t)m->cfg.seq_length + (uint64_t)at;
+}
+
+/* dst = dropout of src over this rank's rows (dst may alias src). */
+static void hidden_dropout_rows(GPTModel *m, const ActivationSlot *s, int layer, int site,
+                                void *dst, const void *src, bool backward) {
+    Backend *be = m->be;
+    const int N = m->B * m->T, C = m->cfg.hidden_size;
+    const int first = tp_first_row(&m->tp, N);
+    const size_t row_bytes = backend_act_bytes(be, (size_t)C);
+    const DropoutKey key = hidden_dropout_key(m, s, layer, site);
+    for (int r = 0; r < m->rows;) {
+        int n = 1;
+        while (r + n < m->rows && token_place(m, first + r + n) == token_place(m, first + r) + (uint64_t)n)
+            n++;
+        DropoutKey k = key;
+        k.row0 += token_place(m, first + r);
+        char *d = (char *)dst + (size_t)r * row_bytes;
+        const char *x = (const char *)src + (size_t)r * row_bytes;
+        if (backward)
+            be->ops->dropout_backward(be, d, x, n, C, &k);
+        else
+            be->ops->dropout_forward(be, d, x, n, C, &k);
+        r += n;
+    }
+}
+
 static void hidden_dropout(GPTModel *m, const ActivationSlot *s, int layer, int site, void *x,
                            bool backward) {
     if (!dropping(m, m->cfg.hidden_dropout)) return;
-    const DropoutKey k = hidden_dropout_key(m, s, layer, site);
-    if (backward)
-        m->be->ops->dropout_backward(m->be, x, x, m->rows, m->cfg.hidden_size, &k);
-    else
-        m->be->ops->dropout_forward(m->be, x, x, m->rows, m->cfg.hidden_size, &k);
+    hidden_dropout_rows(m, s, layer, site, x, x, backward);
 }
 
 /* NULL without attention dropout (evaluation, p = 0). */
@@ -170,6 +200,37 @@ static const AttentionDropout *attention_dropout(GPTModel *m, const ActivationSl
     return d;
 }
 
+/* ---- core attention: on the rank's rows, or a ring over the CP group ---- */
+
+static void core_attention_forward(GPTModel *m, const ActivationSlot *s, int layer,
+                                   const LayerActs *a) {
+    Backend *be = m->be;
+    const int HS = transformer_head_dim(&m->cfg);
+    AttentionDropout drop;
+    const AttentionDropout *d = attention_dropout(m, s, layer, &drop);
+    if (m->cp.size > 1)
+        context_parallel_attention_forward(&m->cp, a->atty, a->att_saved, a->qkv, m->local_heads,
+                                           m->local_groups, HS, s->key_start, d);
+    else
+        be->ops->attention_forward(be, a->atty, a->att_saved, a->qkv, m->B, m->T, m->local_heads,
+                                   m->local_groups, HS, s->key_start, d);
+}
+
+static void core_attention_backward(GPTModel *m, const ActivationSlot *s, int layer,
+                                    const LayerActs *a) {
+    Backend *be = m->be;
+    const int HS = transformer_head_dim(&m->cfg);
+    AttentionDropout drop;
+    const AttentionDropout *d = attention_dropout(m, s, layer, &drop);
+    if (m->cp.size > 1)
+        context_parallel_attention_backward(&m->cp, m->d_qkv, m->d_atty, a->qkv, a->atty,
+                                            a->att_saved, m->local_heads, m->local_groups, HS,
+                                            s->key_start, d);
+    else
+        be->ops->attention_backward(be, m->d_qkv, m->d_atty, a->qkv, a->atty, a->att_saved, m->B,
+                                    m->T, m->local_heads, m->local_groups, HS, s->key_start, d);
+}
+
 /* ---- one transformer layer ---- */
 
 static void layer_forward(GPTModel *m, const ActivationSlot *s, int l, LayerActs *a,
@@ -179,15 +240,13 @@ static void layer_forward(GPTModel *m, const ActivationSlot *s, int l, LayerActs
     const LayerParams *p = &m->lp[l];
     const int N = m->B * m->T, R = m->rows, C = m->cfg.hidden_size, layer = m->part.first_layer + l;
     const int HS = transformer_head_dim(&m->cfg), NH = m->local_heads, F = m->local_ffn;
-    AttentionDropout drop;
 
     norm_forward(m, a->ln1, a->ln1_mean, a->ln1_rstd, resid_in, p->ln1_w, p->ln1_b, R);
     column_parallel_linear_forward(tp, qkv_projection_out(a), a->ln1_full, a->ln1, p->qkv_w,
                                    p->qkv_b, N, C, m->local_qkv_width, false, NULL);
     query_key_norm_forward(m, a, p);
     rope(m, s, a->qkv, false);
-    be->ops->attention_forward(be, a->atty, a->att_saved, a->qkv, m->B, m->T, NH, m->local_groups,
-                               HS, s->key_start, attention_dropout(m, s, layer, &drop));
+    core_attention_forward(m, s, layer, a);
     row_parallel_linear_forward(tp, a->resid_mid, m->full_scratch, a->atty, p->proj_w, p->proj_b, N,
                                 NH * HS, C, true, NULL);
     hidden_dropout(m, s, layer, DROP_ATTENTION_OUT, a->resid_mid, false);
@@ -207,8 +266,7 @@ static void layer_forward(GPTModel *m, const ActivationSlot *s, int l, LayerActs
  * sublayer's norm backward writes it. */
 static const void *sublayer_output_grad(GPTModel *m, const ActivationSlot *s, int layer, int site) {
     if (!dropping(m, m->cfg.hidden_dropout)) return m->d_resid;
-    const DropoutKey k = hidden_dropout_key(m, s, layer, site);
-    m->be->ops->dropout_backward(m->be, m->d_ln, m->d_resid, m->rows, m->cfg.hidden_size, &k);
+    hidden_dropout_rows(m, s, layer, site, m->d_ln, m->d_resid, true);
     return m->d_ln;
 }
 
@@ -216,14 +274,12 @@ static const void *sublayer_output_grad(GPTModel *m, const ActivationSlot *s, in
  * on exit (this rank's rows). */
 static void layer_backward(GPTModel *m, const ActivationSlot *s, int l, const LayerActs *a,
                            const void *resid_in) {
-    Backend *be = m->be;
     TensorParallel *tp = &m->tp;
     const LayerParams *p = &m->lp[l];
     const LayerGrads *g = &m->lg[l];
     const int N = m->B * m->T, R = m->rows, C = m->cfg.hidden_size, layer = m->part.first_layer + l;
     const int HS = transformer_head_dim(&m->cfg), NH = m->local_heads, F = m->local_ffn;
     void *dx_full = tp->sequence_parallel ? m->full_scratch : m->d_ln;
-    AttentionDropout drop;
 
     row_parallel_linear_backward(tp, m->d_act, g->fc2_w, g->fc2_b,
                                  sublayer_output_grad(m, s, layer, DROP_MLP_OUT), m->full_scratch,
@@ -236,14 +292,11 @@ static void layer_backward(GPTModel *m, const ActivationSlot *s, int l, const La
     /* Selective recomputation: the core attention again, from the saved
      * (normalised, rotated) qkv, into the shared core buffers. */
     if (m->cfg.recompute_granularity == RECOMPUTE_SELECTIVE)
-        be->ops->attention_forward(be, a->atty, a->att_saved, a->qkv, m->B, m->T, NH, m->local_groups,
-                                   HS, s->key_start, attention_dropout(m, s, layer, &drop));
+        core_attention_forward(m, s, layer, a);
     row_parallel_linear_backward(tp, m->d_atty, g->proj_w, g->proj_b,
                                  sublayer_output_grad(m, s, layer, DROP_ATTENTION_OUT),
                                  m->full_scratch, a->atty, p->proj_w, N, NH * HS, C);
-    be->ops->attention_backward(be, m->d_qkv, m->d_atty, a->qkv, a->atty, a->att_saved, m->B, m->T,
-                                NH, m->local_groups, HS, s->key_start,
-                                attention_dropout(m, s, layer, &drop));
+    core_attention_backward(m, s, layer, a);
     rope(m, s, m->d_qkv, true);
     query_key_norm_backward(m, a, p, g);
     column_parallel_linear_backward(tp, m->d_ln, dx_full, g->qkv_w, g->qkv_b, m->d_qkv, a->ln1_full,
@@ -326,6 +379,14 @@ static void grads_ready(GPTModel *m, size_t ready_numel) {
     if (m->hooks.grads_ready) m->hooks.grads_ready(m->hooks.ctx, ready_numel);
 }
 
+/* This rank's rows of a host array of whole sequences: the array itself,
+ * or under context parallelism its rows copied into `scratch`. */
+static const int32_t *own_rows(const GPTModel *m, int32_t *scratch, const int32_t *whole) {
+    if (m->cp.size == 1) return whole;
+    context_parallel_take_rows(&m->cp, scratch, whole);
+    return scratch;
+}
+
 double gpt_model_stage_forward(GPTModel *m, int slot, const int32_t *tokens,
                                const int32_t *targets) {
     Backend *be = m->be;
@@ -334,7 +395,8 @@ double gpt_model_stage_forward(GPTModel *m, int slot, const int32_t *tokens,
     /* The embeddings hold the word embedding, which a tied head reads too. */
     if (m->part.has_embedding || m->part.has_head) params_needed(m, m->embedding_params);
     if (m->part.has_embedding) {
-        be->ops->copy_to_device(be, s->tokens_dev, tokens, (size_t)N * sizeof(int32_t));
+        be->ops->copy_to_device(be, s->tokens_dev, own_rows(m, m->local_ids, tokens),
+                                (size_t)N * sizeof(int32_t));
         vocab_parallel_embedding_forward(&m->tp, s->input, m->full_scratch, s->tokens_dev, m->wte, N,
                                          C, (int)m->vocab_begin,
                                          (int)(m->vocab_begin + m->local_vocab));
@@ -347,8 +409,9 @@ double gpt_model_stage_forward(GPTModel *m, int slot, const int32_t *tokens,
     }
     if (!m->part.has_head) return 0.0;
     params_needed(m, m->head_params);
-    be->ops->copy_to_device(be, s->targets_dev, targets, (size_t)N * sizeof(int32_t));
-    return head_forward(m, s, targets);
+    const int32_t *own_targets = own_rows(m, m->local_targets, targets);
+    be->ops->copy_to_device(be, s->targets_dev, own_targets, (size_t)N * sizeof(int32_t));
+    return head_forward(m, s, own_targets);
 }
 
 void gpt_model_stage_backward(GPTModel *m, int slot, float loss_scale_per_token) {
@@ -393,10 +456,16 @@ void gpt_model_set_documents(GPTModel *m, int slot, const int32_t *position_ids,
                              const int32_t *key_start) {
     ActivationSlot *s = slot_at(m, slot);
     const size_t bytes = (size_t)m->B * m->T * sizeof(int32_t);
-    s->position_ids = position_ids ? s->position_ids_dev : NULL;
+    /* Under context parallelism positions are never implied by the row:
+     * the default is each row's place in the sequence. */
+    s->position_ids = position_ids ? s->position_ids_dev : m->cp.positions_dev;
     s->key_start = key_start ? s->key_start_dev : NULL;
-    if (position_ids) m->be->ops->copy_to_device(m->be, s->position_ids_dev, position_ids, bytes);
-    if (key_start) m->be->ops->copy_to_device(m->be, s->key_start_dev, key_start, bytes);
+    if (position_ids)
+        m->be->ops->copy_to_device(m->be, s->position_ids_dev,
+                                   own_rows(m, m->local_ids, position_ids), bytes);
+    if (key_start)
+        m->be->ops->copy_to_device(m->be, s->key_start_dev, own_rows(m, m->local_ids, key_start),
+                                   bytes);
 }
 
 double gpt_model_forward(GPTModel *m, const int32_t *tokens, const int32_t *targets) {

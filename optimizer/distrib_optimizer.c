@@ -108,8 +108,10 @@ DistributedOptimizer *distrib_optimizer_create(Backend *be, Comm *comm, const Pa
     o->table = table;
     o->cfg = *cfg;
     o->embedding_lr = -1;
-    o->dp = (ShardGroup){GROUP_DATA, comm_group_size(comm, GROUP_DATA),
-                         comm_group_rank(comm, GROUP_DATA)};
+    /* Megatron's data-parallel group "with context parallel": CP ranks hold
+     * the same parameters, each with the gradient of its part of the sequence. */
+    o->dp = (ShardGroup){GROUP_DATA_CONTEXT, comm_group_size(comm, GROUP_DATA_CONTEXT),
+                         comm_group_rank(comm, GROUP_DATA_CONTEXT)};
     const size_t unit = (size_t)o->dp.size * DIST_OPT_ALIGN;
     o->buffer_numel = round_up(table->total_numel ? table->total_numel : 1, unit);
     cut_buckets(o);

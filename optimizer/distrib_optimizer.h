@@ -19,7 +19,8 @@
  * needed. Without --overlap-grad-reduce all parameters share one bucket (as
  * Megatron); with it, buckets hold at most bucket_numel elements.
  *
- * One parameter group today: dense parameters over GROUP_DATA. The group is
+ * One parameter group today: dense parameters over GROUP_DATA_CONTEXT (DP x
+ * CP; the data-parallel group when CP = 1). The group is
  * a field of the layout so expert parameters over an expert-data-parallel
  * group become a second group without another copy of the arithmetic.
  *

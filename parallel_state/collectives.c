@@ -87,6 +87,8 @@ MPI_Comm comm_group_mpi(const Comm *c, GroupKind g) {
     case GROUP_DATA: return c->ps->dp_comm;
     case GROUP_MODEL_PARALLEL: return c->ps->model_parallel_comm;
     case GROUP_EMBEDDING: return c->ps->embedding_comm;
+    case GROUP_CONTEXT: return c->ps->cp_comm;
+    case GROUP_DATA_CONTEXT: return c->ps->dp_cp_comm;
     case NUM_GROUPS: break;
     }
     GPT3D_FAIL("unknown group %d", (int)g);
@@ -109,8 +111,8 @@ int comm_group_rank(const Comm *c, GroupKind g) {
 }
 
 const char *comm_group_name(GroupKind g) {
-    static const char *names[NUM_GROUPS] = {"world",          "tensor",   "pipeline", "data",
-                                            "model-parallel", "embedding"};
+    static const char *names[NUM_GROUPS] = {"world",     "tensor",  "pipeline",    "data",
+                                            "model-parallel", "embedding", "context", "data-context"};
     return (int)g < NUM_GROUPS ? names[g] : "?";
 }
 
@@ -203,6 +205,10 @@ void comm_all_to_all_start(Comm *c, GroupKind g, void *dst, const void *src, siz
 }
 
 void comm_p2p_start(Comm *c, const CommP2POp *ops, int n, CommHandle *h) {
+    comm_p2p_start_in(c, GROUP_PIPELINE, ops, n, h);
+}
+
+void comm_p2p_start_in(Comm *c, GroupKind g, const CommP2POp *ops, int n, CommHandle *h) {
     begin(c, h);
     GPT3D_CHECK(n >= 0 && n <= COMM_HANDLE_MAX_OPS, "batched p2p of %d operations (at most %d)", n,
                 COMM_HANDLE_MAX_OPS);
@@ -215,11 +221,11 @@ void comm_p2p_start(Comm *c, const CommP2POp *ops, int n, CommHandle *h) {
             if ((op->kind == COMM_P2P_RECV) != (pass == 0) || op->peer < 0) continue;
             GPT3D_CHECK(op->peer < c->ps->world_size, "%s peer %d outside a world of %d ranks",
                         op->kind == COMM_P2P_RECV ? "recv" : "send", op->peer, c->ps->world_size);
-            comm_count(c, GROUP_PIPELINE, op->kind == COMM_P2P_RECV ? COLL_RECV : COLL_SEND, op->n,
-                  dtype_size(op->dtype));
+            comm_count(c, g, op->kind == COMM_P2P_RECV ? COLL_RECV : COLL_SEND, op->n,
+                       dtype_size(op->dtype));
             if (op->n > 0) posted[count_posted++] = *op;
         }
-    if (count_posted > 0) c->impl->p2p(c, posted, count_posted, h);
+    if (count_posted > 0) c->impl->p2p(c, g, posted, count_posted, h);
 }
 
 bool comm_test(Comm *c, CommHandle *h) { return !h->active || c->impl->test(c, h); }

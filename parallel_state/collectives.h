@@ -52,6 +52,8 @@ typedef enum {
     GROUP_DATA,
     GROUP_MODEL_PARALLEL,
     GROUP_EMBEDDING,
+    GROUP_CONTEXT,      /* the CP ranks sharing one sequence */
+    GROUP_DATA_CONTEXT, /* DP x CP: gradient sums and optimizer shards */
     NUM_GROUPS
 } GroupKind;
 
@@ -200,7 +202,8 @@ static inline bool comm_handle_active(const CommHandle *h) { return h->active; }
 /* ---- batched point to point ----
  * Sends and receives with world-rank peers, started together so that
  * neighbours sending to each other never deadlock (NCCL: one group call).
- * Counted as COLL_SEND / COLL_RECV under GROUP_PIPELINE. A peer of -1 skips
+ * Counted as COLL_SEND / COLL_RECV under GROUP_PIPELINE (comm_p2p_start_in:
+ * under its group). A peer of -1 skips
  * the operation (a stage without that neighbour). */
 typedef enum { COMM_P2P_SEND = 0, COMM_P2P_RECV } CommP2PKind;
 typedef struct {
@@ -213,6 +216,9 @@ typedef struct {
 } CommP2POp;
 void comm_p2p_start(Comm *c, const CommP2POp *ops, int n, CommHandle *h);
 void comm_p2p(Comm *c, const CommP2POp *ops, int n);
+/* The same for the p2p of another group (context parallelism's ring):
+ * counted and reported under `g`; peers are still world ranks. */
+void comm_p2p_start_in(Comm *c, GroupKind g, const CommP2POp *ops, int n, CommHandle *h);
 /* Completes the receives of a p2p handle and leaves its sends in flight
  * (for comm_test / comm_wait later), so a stage can compute on what it
  * received while its own message is still going out. Where the

@@ -30,7 +30,7 @@ struct CommImpl {
     void (*all_to_all)(Comm *c, GroupKind g, void *dst, const void *src, size_t n, DType t,
                        CommHandle *h);
     /* ops: receives first, every peer >= 0, every n > 0; 1 <= count <= COMM_HANDLE_MAX_OPS. */
-    void (*p2p)(Comm *c, const CommP2POp *ops, int count, CommHandle *h);
+    void (*p2p)(Comm *c, GroupKind g, const CommP2POp *ops, int count, CommHandle *h);
     bool (*test)(Comm *c, CommHandle *h);
     void (*wait)(Comm *c, CommHandle *h);
     void (*wait_receives)(Comm *c, CommHandle *h);
@@ -56,7 +56,7 @@ void comm_mpi_broadcast(Comm *c, GroupKind g, void *buf, size_t n, DType t, int 
                         CommHandle *h);
 void comm_mpi_all_to_all(Comm *c, GroupKind g, void *dst, const void *src, size_t n, DType t,
                          CommHandle *h);
-void comm_mpi_p2p(Comm *c, const CommP2POp *ops, int count, CommHandle *h);
+void comm_mpi_p2p(Comm *c, GroupKind g, const CommP2POp *ops, int count, CommHandle *h);
 /* True when every MPI request of h completed (never blocks). */
 bool comm_mpi_test_requests(CommHandle *h);
 void comm_mpi_wait_requests(Comm *c, CommHandle *h);

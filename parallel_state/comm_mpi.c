@@ -101,11 +101,11 @@ void comm_mpi_all_to_all(Comm *c, GroupKind g, void *dst, const void *src, size_
                          mpi_move_type(t), comm_group_mpi(c, g), req));
 }
 
-void comm_mpi_p2p(Comm *c, const CommP2POp *ops, int count, CommHandle *h) {
+void comm_mpi_p2p(Comm *c, GroupKind g, const CommP2POp *ops, int count, CommHandle *h) {
     for (int i = 0; i < count; i++) {
         const CommP2POp *op = &ops[i];
         const bool recv = op->kind == COMM_P2P_RECV;
-        MPI_Request *req = add_request(c, h, GROUP_PIPELINE, recv ? COLL_RECV : COLL_SEND,
+        MPI_Request *req = add_request(c, h, g, recv ? COLL_RECV : COLL_SEND,
                                        op->peer, op->n, dtype_name(op->dtype));
         if (recv)
             MPI_OK(MPI_Irecv(op->buf, mpi_count(op->n), mpi_move_type(op->dtype), op->peer,
@@ -172,9 +172,9 @@ static void host_all_to_all(Comm *c, GroupKind g, void *dst, const void *src, si
     comm_mpi_all_to_all(c, g, dst, src, n, t, h);
 }
 
-static void host_p2p(Comm *c, const CommP2POp *ops, int count, CommHandle *h) {
+static void host_p2p(Comm *c, GroupKind g, const CommP2POp *ops, int count, CommHandle *h) {
     require_host_buffers(c);
-    comm_mpi_p2p(c, ops, count, h);
+    comm_mpi_p2p(c, g, ops, count, h);
 }
 
 static void finish(CommHandle *h) {

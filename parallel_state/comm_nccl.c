@@ -148,13 +148,13 @@ static void nccl_all_to_all(Comm *c, GroupKind g, void *dst, const void *src, si
 
 /* Peers are world ranks: the world communicator carries p2p. Tags do not
  * exist in NCCL; the pipeline sends one kind of message per direction. */
-static void nccl_p2p(Comm *c, const CommP2POp *ops, int count, CommHandle *h) {
+static void nccl_p2p(Comm *c, GroupKind g, const CommP2POp *ops, int count, CommHandle *h) {
     NcclState *s = state_of(c);
     NcclPeerOp peer_ops[COMM_HANDLE_MAX_OPS];
     for (int i = 0; i < count; i++)
         peer_ops[i] = (NcclPeerOp){.recv = ops[i].kind == COMM_P2P_RECV, .buf = ops[i].buf,
                                    .n = ops[i].n, .dtype = ops[i].dtype, .peer = ops[i].peer};
-    started(c, h, GROUP_PIPELINE, ops[0].kind == COMM_P2P_RECV ? COLL_RECV : COLL_SEND,
+    started(c, h, g, ops[0].kind == COMM_P2P_RECV ? COLL_RECV : COLL_SEND,
             ops[0].peer, ops[0].n, ops[0].dtype,
             s->ops->grouped(s->ctx, s->comms[GROUP_WORLD], peer_ops, count));
 }

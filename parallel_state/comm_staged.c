@@ -204,7 +204,7 @@ static void staged_all_to_all(Comm *c, GroupKind g, void *dst, const void *src, 
 
 /* One staged buffer per operation, in the order of the operations
  * (receives first), so stage[i] belongs to request i. */
-static void staged_p2p(Comm *c, const CommP2POp *ops, int count, CommHandle *h) {
+static void staged_p2p(Comm *c, GroupKind g, const CommP2POp *ops, int count, CommHandle *h) {
     CommP2POp host_ops[COMM_HANDLE_MAX_OPS];
     for (int i = 0; i < count; i++) {
         const bool recv = ops[i].kind == COMM_P2P_RECV;
@@ -212,7 +212,7 @@ static void staged_p2p(Comm *c, const CommP2POp *ops, int count, CommHandle *h) 
         host_ops[i].buf =
             stage(c, h, ops[i].buf, ops[i].n, ops[i].dtype, false, !recv, recv ? ops[i].buf : NULL);
     }
-    comm_mpi_p2p(c, host_ops, count, h);
+    comm_mpi_p2p(c, g, host_ops, count, h);
 }
 
 static void finish(Comm *c, CommHandle *h) {

@@ -4,66 +4,87 @@
 #include <stdio.h>
 #include <string.h>
 
-int parallel_state_rank_of(int tp, int dp, int pp, int tp_size, int dp_size) {
-    return tp + tp_size * (dp + dp_size * pp);
+int parallel_state_rank_of(int tp, int cp, int dp, int pp, int tp_size, int cp_size, int dp_size) {
+    return tp + tp_size * (cp + cp_size * (dp + dp_size * pp));
 }
 
-bool parallel_state_check_sizes(int world_size, int tp, int pp, char *err, size_t err_size) {
-    if (tp < 1) {
-        snprintf(err, err_size, "--tensor-model-parallel-size must be >= 1 (got %d)", tp);
-        return false;
-    }
-    if (pp < 1) {
-        snprintf(err, err_size, "--pipeline-model-parallel-size must be >= 1 (got %d)", pp);
-        return false;
-    }
+bool parallel_state_check_sizes(int world_size, ParallelSizes sizes, char *err, size_t err_size) {
+    const struct {
+        int value;
+        const char *flag;
+    } each[] = {{sizes.tp, "--tensor-model-parallel-size"},
+                {sizes.cp, "--context-parallel-size"},
+                {sizes.pp, "--pipeline-model-parallel-size"}};
+    for (size_t i = 0; i < sizeof each / sizeof *each; i++)
+        if (each[i].value < 1) {
+            snprintf(err, err_size, "%s must be >= 1 (got %d)", each[i].flag, each[i].value);
+            return false;
+        }
     /* In long long so that absurd flag values cannot overflow int. */
-    const long long model_ranks = (long long)tp * pp;
+    const long long model_ranks = (long long)sizes.tp * sizes.cp * sizes.pp;
+    char product[192];
+    if (sizes.cp > 1)
+        snprintf(product, sizeof product,
+                 "--tensor-model-parallel-size %d x --context-parallel-size %d x "
+                 "--pipeline-model-parallel-size %d",
+                 sizes.tp, sizes.cp, sizes.pp);
+    else
+        snprintf(product, sizeof product,
+                 "--tensor-model-parallel-size %d x --pipeline-model-parallel-size %d", sizes.tp,
+                 sizes.pp);
     if (model_ranks > world_size) {
         snprintf(err, err_size,
-                 "--tensor-model-parallel-size %d x --pipeline-model-parallel-size %d needs %lld "
-                 "ranks, but the job has only %d; launch at least %lld ranks (mpirun -np) or "
-                 "reduce the sizes",
-                 tp, pp, model_ranks, world_size, model_ranks);
+                 "%s needs %lld ranks, but the job has only %d; launch at least %lld ranks "
+                 "(mpirun -np) or reduce the sizes",
+                 product, model_ranks, world_size, model_ranks);
         return false;
     }
     if (world_size % model_ranks != 0) {
         snprintf(err, err_size,
-                 "the job has %d ranks, which is not divisible by --tensor-model-parallel-size %d "
-                 "x --pipeline-model-parallel-size %d = %lld; launch a multiple of %lld ranks "
-                 "(mpirun -np) or change the sizes",
-                 world_size, tp, pp, model_ranks, model_ranks);
+                 "the job has %d ranks, which is not divisible by %s = %lld; launch a multiple of "
+                 "%lld ranks (mpirun -np) or change the sizes",
+                 world_size, product, model_ranks, model_ranks);
         return false;
     }
     return true;
 }
 
-bool parallel_state_init(ParallelState *ps, MPI_Comm world, int tp, int pp, char *err,
-                         size_t err_size) {
+/* Every group is the set of ranks that agree on all coordinates but the
+ * group's own; the color encodes the others, the key orders by the own. */
+static void split_groups(ParallelState *ps) {
+    const int tp = ps->tp_size, cp = ps->cp_size, dp = ps->dp_size;
+    const int t = ps->tp_rank, c = ps->cp_rank, d = ps->dp_rank, p = ps->pp_rank;
+    MPI_Comm w = ps->world;
+    MPI_Comm_split(w, c + cp * (d + dp * p), t, &ps->tp_comm);
+    MPI_Comm_split(w, t + tp * (d + dp * p), c, &ps->cp_comm);
+    MPI_Comm_split(w, t + tp * (c + cp * p), d, &ps->dp_comm);
+    MPI_Comm_split(w, t + tp * p, c + cp * d, &ps->dp_cp_comm);
+    MPI_Comm_split(w, t + tp * (c + cp * d), p, &ps->pp_comm);
+    MPI_Comm_split(w, c + cp * d, t + tp * p, &ps->model_parallel_comm);
+    const bool in_embedding = parallel_state_is_first_stage(ps) || parallel_state_is_last_stage(ps);
+    MPI_Comm_split(w, in_embedding ? t + tp * (c + cp * d) : MPI_UNDEFINED, p, &ps->embedding_comm);
+}
+
+bool parallel_state_init_sizes(ParallelState *ps, MPI_Comm world, ParallelSizes sizes, char *err,
+                               size_t err_size) {
     memset(ps, 0, sizeof *ps);
     ps->timeout_s = PARALLEL_STATE_DEFAULT_TIMEOUT_S;
     /* Null handles first, so that destroy is safe after a failed init. */
-    ps->world = ps->tp_comm = ps->pp_comm = ps->dp_comm = MPI_COMM_NULL;
-    ps->model_parallel_comm = ps->embedding_comm = MPI_COMM_NULL;
+    ps->world = ps->tp_comm = ps->pp_comm = ps->dp_comm = ps->cp_comm = MPI_COMM_NULL;
+    ps->dp_cp_comm = ps->model_parallel_comm = ps->embedding_comm = MPI_COMM_NULL;
     MPI_Comm_size(world, &ps->world_size);
     MPI_Comm_rank(world, &ps->rank);
-    if (!parallel_state_check_sizes(ps->world_size, tp, pp, err, err_size)) return false;
+    if (!parallel_state_check_sizes(ps->world_size, sizes, err, err_size)) return false;
     ps->world = world;
-    ps->tp_size = tp;
-    ps->pp_size = pp;
-    ps->dp_size = ps->world_size / (tp * pp);
-    ps->tp_rank = ps->rank % tp;
-    ps->dp_rank = (ps->rank / tp) % ps->dp_size;
-    ps->pp_rank = ps->rank / (tp * ps->dp_size);
-
-    /* Colors name the group, keys order ranks inside it by their coordinate. */
-    MPI_Comm_split(world, ps->dp_rank + ps->dp_size * ps->pp_rank, ps->tp_rank, &ps->tp_comm);
-    MPI_Comm_split(world, ps->tp_rank + tp * ps->pp_rank, ps->dp_rank, &ps->dp_comm);
-    MPI_Comm_split(world, ps->tp_rank + tp * ps->dp_rank, ps->pp_rank, &ps->pp_comm);
-    MPI_Comm_split(world, ps->dp_rank, ps->tp_rank + tp * ps->pp_rank, &ps->model_parallel_comm);
-    const bool in_embedding = parallel_state_is_first_stage(ps) || parallel_state_is_last_stage(ps);
-    MPI_Comm_split(world, in_embedding ? ps->tp_rank + tp * ps->dp_rank : MPI_UNDEFINED,
-                   ps->pp_rank, &ps->embedding_comm);
+    ps->tp_size = sizes.tp;
+    ps->cp_size = sizes.cp;
+    ps->pp_size = sizes.pp;
+    ps->dp_size = ps->world_size / (sizes.tp * sizes.cp * sizes.pp);
+    ps->tp_rank = ps->rank % sizes.tp;
+    ps->cp_rank = (ps->rank / sizes.tp) % sizes.cp;
+    ps->dp_rank = (ps->rank / (sizes.tp * sizes.cp)) % ps->dp_size;
+    ps->pp_rank = ps->rank / (sizes.tp * sizes.cp * ps->dp_size);
+    split_groups(ps);
 
     MPI_Comm node;
     MPI_Comm_split_type(world, MPI_COMM_TYPE_SHARED, ps->rank, MPI_INFO_NULL, &node);
@@ -73,22 +94,35 @@ bool parallel_state_init(ParallelState *ps, MPI_Comm world, int tp, int pp, char
     return true;
 }
 
+bool parallel_state_init(ParallelState *ps, MPI_Comm world, int tp, int pp, char *err,
+                         size_t err_size) {
+    return parallel_state_init_sizes(ps, world, (ParallelSizes){.tp = tp, .cp = 1, .pp = pp}, err,
+                                     err_size);
+}
+
 void parallel_state_destroy(ParallelState *ps) {
-    MPI_Comm *comms[] = {&ps->tp_comm, &ps->dp_comm, &ps->pp_comm, &ps->model_parallel_comm,
-                         &ps->embedding_comm};
+    MPI_Comm *comms[] = {&ps->tp_comm, &ps->dp_comm, &ps->cp_comm, &ps->dp_cp_comm,
+                         &ps->pp_comm, &ps->model_parallel_comm, &ps->embedding_comm};
     for (size_t i = 0; i < sizeof comms / sizeof *comms; i++)
         if (*comms[i] != MPI_COMM_NULL) MPI_Comm_free(comms[i]);
 }
 
+static int stage_rank(const ParallelState *ps, int pp) {
+    return parallel_state_rank_of(ps->tp_rank, ps->cp_rank, ps->dp_rank, pp, ps->tp_size,
+                                  ps->cp_size, ps->dp_size);
+}
+
 int parallel_state_next_stage_rank(const ParallelState *ps) {
-    return parallel_state_rank_of(ps->tp_rank, ps->dp_rank, (ps->pp_rank + 1) % ps->pp_size,
-                                  ps->tp_size, ps->dp_size);
+    return stage_rank(ps, (ps->pp_rank + 1) % ps->pp_size);
 }
 
 int parallel_state_prev_stage_rank(const ParallelState *ps) {
-    return parallel_state_rank_of(ps->tp_rank, ps->dp_rank,
-                                  (ps->pp_rank + ps->pp_size - 1) % ps->pp_size, ps->tp_size,
-                                  ps->dp_size);
+    return stage_rank(ps, (ps->pp_rank + ps->pp_size - 1) % ps->pp_size);
+}
+
+int parallel_state_context_rank(const ParallelState *ps, int cp) {
+    return parallel_state_rank_of(ps->tp_rank, cp, ps->dp_rank, ps->pp_rank, ps->tp_size,
+                                  ps->cp_size, ps->dp_size);
 }
 
 bool parallel_state_all_ok(MPI_Comm world, bool ok, double timeout_s) {

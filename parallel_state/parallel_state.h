@@ -1,11 +1,17 @@
 /* parallel_state/parallel_state.h — topology -> ranks -> process groups.
  *
- * Contract. World = DP x PP x TP with Megatron's default rank order, tensor
- * parallel fastest: rank = tp + TP * (dp + DP * pp). Every group a rank
+ * Contract. World = DP x PP x CP x TP with Megatron's default rank order,
+ * tensor parallel fastest, then context parallel, then data parallel:
+ * rank = tp + TP * (cp + CP * (dp + DP * pp)). Every group a rank
  * belongs to is an MPI communicator made by MPI_Comm_split and lives in the
  * ParallelState that callers pass explicitly (no global groups). The
  * embedding group joins the first and last pipeline stage of a PP group (it
  * is the PP group itself when PP = 2, and a single rank when PP = 1).
+ * The context-parallel group holds the CP ranks that share one sequence
+ * (same tp, dp, pp); the data-context group joins DP and CP (same tp, pp):
+ * parameters are replicated over it, so gradients are summed and the
+ * optimizer is sharded over it, as Megatron's data-parallel group "with
+ * context parallel". With CP = 1 it has the data-parallel group's ranks.
  * The node-local rank (for GPU selection) comes from MPI_Comm_split_type.
  *
  * Watchdog (watchdog.c). Every wait on other ranks has a deadline: the
@@ -29,24 +35,34 @@
 
 typedef struct {
     int world_size, rank;
-    int tp_size, pp_size, dp_size;
-    int tp_rank, pp_rank, dp_rank;
+    int tp_size, pp_size, dp_size, cp_size;
+    int tp_rank, pp_rank, dp_rank, cp_rank;
     int local_rank, local_size; /* within this node */
     MPI_Comm world;
-    MPI_Comm tp_comm, pp_comm, dp_comm;
-    MPI_Comm model_parallel_comm; /* the TP x PP ranks of one DP replica */
+    MPI_Comm tp_comm, pp_comm, dp_comm, cp_comm;
+    MPI_Comm dp_cp_comm;          /* DP x CP: the ranks that hold the same parameters */
+    MPI_Comm model_parallel_comm; /* the TP x PP ranks of one DP replica and CP rank */
     MPI_Comm embedding_comm;      /* first + last stage of this PP group; MPI_COMM_NULL elsewhere */
     double timeout_s; /* watchdog limit per operation; init sets the default */
 } ParallelState;
 
-/* Rank of the coordinates (tp, dp, pp) under the rank order above. */
-int parallel_state_rank_of(int tp, int dp, int pp, int tp_size, int dp_size);
+/* The model-parallel sizes a job is launched with; DP is what remains. */
+typedef struct {
+    int tp, cp, pp;
+} ParallelSizes;
 
-/* Checks world_size against TP and PP. On bad sizes returns false with a
- * message naming --tensor-model-parallel-size / --pipeline-model-parallel-size. */
-bool parallel_state_check_sizes(int world_size, int tp, int pp, char *err, size_t err_size);
+/* Rank of the coordinates (tp, cp, dp, pp) under the rank order above. */
+int parallel_state_rank_of(int tp, int cp, int dp, int pp, int tp_size, int cp_size, int dp_size);
+
+/* Checks world_size against TP, CP and PP. On bad sizes returns false with a
+ * message naming --tensor-model-parallel-size / --context-parallel-size /
+ * --pipeline-model-parallel-size. */
+bool parallel_state_check_sizes(int world_size, ParallelSizes sizes, char *err, size_t err_size);
 
 /* Collective over `world`: every rank must call it with the same sizes. */
+bool parallel_state_init_sizes(ParallelState *ps, MPI_Comm world, ParallelSizes sizes, char *err,
+                               size_t err_size);
+/* The same without context parallelism (CP = 1). */
 bool parallel_state_init(ParallelState *ps, MPI_Comm world, int tp, int pp, char *err,
                          size_t err_size);
 void parallel_state_destroy(ParallelState *ps);
@@ -57,10 +73,13 @@ static inline bool parallel_state_is_first_stage(const ParallelState *ps) {
 static inline bool parallel_state_is_last_stage(const ParallelState *ps) {
     return ps->pp_rank == ps->pp_size - 1;
 }
-/* World ranks of the next / previous pipeline stage (same tp, dp). They wrap
+/* World ranks of the next / previous pipeline stage (same tp, cp, dp). They wrap
  * around (the last stage's next is the first), as in Megatron. */
 int parallel_state_next_stage_rank(const ParallelState *ps);
 int parallel_state_prev_stage_rank(const ParallelState *ps);
+/* World rank of context-parallel rank `cp` of this rank's CP group (the
+ * ring of context parallelism passes to cp_rank + 1 and takes from cp_rank - 1). */
+int parallel_state_context_rank(const ParallelState *ps, int cp);
 
 /* Every rank agrees: returns true when `ok` is true on all ranks of world.
  * Used so that a bad input seen by one rank stops every rank together.

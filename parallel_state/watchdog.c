@@ -159,6 +159,8 @@ static const char *group_name_of(const ParallelState *ps, MPI_Comm comm) {
     if (comm == ps->tp_comm) return "tensor";
     if (comm == ps->pp_comm) return "pipeline";
     if (comm == ps->dp_comm) return "data";
+    if (comm == ps->cp_comm) return "context";
+    if (comm == ps->dp_cp_comm) return "data-context";
     if (comm == ps->model_parallel_comm) return "model-parallel";
     if (comm == ps->embedding_comm) return "embedding";
     return "?";

@@ -4,6 +4,8 @@
 gpt3d_add_test(NAME test_backend_cpu SOURCES test_backend_cpu.c TIMEOUT 60)
 gpt3d_add_test(NAME test_backend_cpu_misc SOURCES test_backend_cpu_misc.c TIMEOUT 60)
 gpt3d_add_test(NAME test_backend_arch SOURCES test_backend_arch.c TIMEOUT 60)
+# Ring attention's block ops (context parallelism) against the whole-sequence attention.
+gpt3d_add_test(NAME test_ring_attention SOURCES test_ring_attention.c TIMEOUT 60)
 # CUDA backend against the CPU backend (exit 77, skipped, without a GPU):
 # memory, casts, pointwise, embeddings, layernorm; GEMMs and attention (query
 # groups, attention dropout); cross entropy, AdamW and reductions; the whole

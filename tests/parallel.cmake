@@ -29,3 +29,10 @@ add_test(NAME test_comm_cuda_e2e
           $<TARGET_FILE:pretrain_gpt> $<TARGET_FILE:preprocess_data>)
 set_tests_properties(test_comm_cuda_e2e PROPERTIES TIMEOUT 600 SKIP_RETURN_CODE 77 LABELS cuda
   ENVIRONMENT "OPENBLAS_NUM_THREADS=1")
+# Context parallelism (ring attention) against one rank at CP 2, CP 4, with
+# TP, SP, PP, DP, recomputation, interleaving, RoPE and documents; its
+# checkpoints and its bad layouts.
+add_test(NAME test_context_parallel_e2e
+  COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/test_context_parallel_e2e.sh ${MPIEXEC_EXECUTABLE}
+          $<TARGET_FILE:pretrain_gpt> $<TARGET_FILE:preprocess_data>)
+set_tests_properties(test_context_parallel_e2e PROPERTIES TIMEOUT 400)

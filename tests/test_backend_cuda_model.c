@@ -132,8 +132,8 @@ static int test_whole_model(Pair *p, Variant v, bool documents) {
         fprintf(stderr, "  %s\n", err);
         return 1;
     }
-    GPTModel *mc = gpt_model_create(cpu, &cfg, &WHOLE, B, NULL, 1);
-    GPTModel *mg = gpt_model_create(cu, &cfg, &WHOLE, B, NULL, 1);
+    GPTModel *mc = gpt_model_create(cpu, &cfg, &WHOLE, B, NULL, NULL, 1);
+    GPTModel *mg = gpt_model_create(cu, &cfg, &WHOLE, B, NULL, NULL, 1);
     if (v == VARIANT_NEMOTRON) set_step(mc), set_step(mg);
     gpt_model_init_params(mg, NULL, 0);
     copy_params(mc, cpu, mg, cu);

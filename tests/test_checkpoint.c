@@ -304,6 +304,7 @@ static int test_meta_round_trip(const char *root) {
     m.pipeline_model_parallel_size = 2;
     m.data_parallel_size = 2;
     m.world_size = 8;
+    m.context_parallel_size = 1;
     m.model.seed = (UINT64_C(1) << 40) + 3;
     m.has_optimizer_state = false;
     snprintf(m.data_description, sizeof m.data_description,
@@ -360,7 +361,7 @@ static int test_bad_metadata_file(const char *root) {
     join(path, sizeof path, save, "iter_0000001/metadata.json");
     write_text(path, "{\"format\": \"gpt3d-checkpoint\", \"format_version\": 1,");
     CHECK_FAILS_WITH(checkpoint_open(save, 1, err, sizeof err) != NULL, err, path);
-    write_text(path, "{\"format\": \"gpt3d-checkpoint\", \"format_version\": 4}");
+    write_text(path, "{\"format\": \"gpt3d-checkpoint\", \"format_version\": 5}");
     CHECK_FAILS_WITH(checkpoint_open(save, 1, err, sizeof err) != NULL, err, "format_version");
     write_text(path, "{\"format\": \"gpt3d-checkpoint\", \"format_version\": 1, \"iteration\": 1}");
     CHECK_FAILS_WITH(checkpoint_open(save, 1, err, sizeof err) != NULL, err,

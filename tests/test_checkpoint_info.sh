@@ -49,7 +49,7 @@ expect_rc syn 0
 expect_line syn "iteration: 5"
 expect_line syn "consumed samples: 40"
 expect_line syn "model: 2 layers, hidden 8, 2 heads, ffn 16, vocab 20 (padded 32), max positions 8, seq length 8"
-expect_line syn "saved with: TP 2, PP 1, DP 1, world size 2"
+expect_line syn "saved with: TP 2, PP 1, DP 1, CP 1, world size 2"
 expect_line syn "seed: 77"
 expect_line syn "tokenizer: ByteTokenizer"
 expect_line syn "optimizer state: present (fp32 exp_avg, exp_avg_sq)"
@@ -229,9 +229,9 @@ for ck in ck1 ck2 dp2; do
     grep -q "^data: .*c_text_document.h5" "$WORK/$ck.out" || fail "$ck: data description"
     norm_rows "$WORK/$ck.out" > "$WORK/$ck.norms"
 done
-expect_line ck1 "saved with: TP 1, PP 1, DP 1, world size 1"
-expect_line ck2 "saved with: TP 2, PP 1, DP 1, world size 2"
-expect_line dp2 "saved with: TP 1, PP 1, DP 2, world size 2"
+expect_line ck1 "saved with: TP 1, PP 1, DP 1, CP 1, world size 1"
+expect_line ck2 "saved with: TP 2, PP 1, DP 1, CP 1, world size 2"
+expect_line dp2 "saved with: TP 1, PP 1, DP 2, CP 1, world size 2"
 [ "$(wc -l < "$WORK/ck1.norms")" -eq $((12 * L + 4)) ] || fail "ck1: norm rows"
 # The layouts train the same model: the same norms up to fp32 rounding.
 for ck in ck2 dp2; do

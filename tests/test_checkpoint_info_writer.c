@@ -63,6 +63,7 @@ static CheckpointMeta tiny_meta(const TransformerConfig *cfg, bool moments) {
     m.pipeline_model_parallel_size = 1;
     m.data_parallel_size = 1;
     m.world_size = 2;
+    m.context_parallel_size = 1;
     m.model.seed = cfg->seed;
     m.has_optimizer_state = moments;
     snprintf(m.data_description, sizeof m.data_description, "synthetic");

@@ -29,6 +29,7 @@ static inline CheckpointMeta test_checkpoint_meta(int64_t iteration, int world) 
     m.pipeline_model_parallel_size = 1;
     m.data_parallel_size = 1;
     m.world_size = world;
+    m.context_parallel_size = 1;
     m.model.seed = 1234;
     m.has_optimizer_state = true;
     snprintf(m.data_description, sizeof m.data_description, "--data-path fake.h5");

@@ -72,6 +72,10 @@ static int members(const Ctx *x, GroupKind g, int *out) {
             in = same_tp && same_dp && end_stage &&
                  (x->me.pp == 0 || x->me.pp == x->pp_size - 1);
             break;
+        /* CP = 1 here: the context group is the rank alone, and the
+         * data-context group has the data group's ranks. */
+        case GROUP_CONTEXT: in = same_tp && same_dp && same_pp; break;
+        case GROUP_DATA_CONTEXT: in = same_tp && same_pp; break;
         case NUM_GROUPS: break;
         }
         if (in) out[n++] = r;
@@ -644,7 +648,8 @@ static void check_suite(Ctx *x, const ParallelState *ps, CommImplKind impl, Mode
     check_counters(x);
 
     static const GroupKind groups[] = {GROUP_WORLD, GROUP_TENSOR, GROUP_PIPELINE,
-                                       GROUP_DATA,  GROUP_MODEL_PARALLEL, GROUP_EMBEDDING};
+                                       GROUP_DATA,  GROUP_MODEL_PARALLEL, GROUP_EMBEDDING,
+                                       GROUP_CONTEXT, GROUP_DATA_CONTEXT};
     for (size_t i = 0; i < sizeof groups / sizeof *groups; i++) check_group(x, groups[i]);
     check_ring(x, 7);
     check_ring(x, BIG_N);

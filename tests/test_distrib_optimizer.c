@@ -52,7 +52,7 @@ static size_t round_up(size_t n, size_t unit) { return (n + unit - 1) / unit * u
  * requested size; every parameter element belongs to exactly one rank. */
 static void check_layout(Comm *comm, const ParamTable *pt, DistributedOptimizer *o, size_t bucket,
                          bool overlap) {
-    const int dp = comm_group_size(comm, GROUP_DATA);
+    const int dp = comm_group_size(comm, GROUP_DATA_CONTEXT);
     const size_t unit = (size_t)dp * DIST_OPT_ALIGN, n = distrib_optimizer_buffer_numel(o);
     CHECK(n % unit == 0 && n >= pt->total_numel && n < pt->total_numel + unit);
     const size_t per = overlap ? round_up(bucket, unit) : n;
@@ -65,7 +65,7 @@ static void check_layout(Comm *comm, const ParamTable *pt, DistributedOptimizer 
         CHECK(b->begin == at && b->end > b->begin && b->end - b->begin <= per);
         CHECK((b->end - b->begin) % unit == 0);
         const size_t part = (b->end - b->begin) / (size_t)dp;
-        CHECK(b->shard_begin == b->begin + (size_t)comm_group_rank(comm, GROUP_DATA) * part);
+        CHECK(b->shard_begin == b->begin + (size_t)comm_group_rank(comm, GROUP_DATA_CONTEXT) * part);
         CHECK(b->shard_end == b->shard_begin + part && b->state_offset == state);
         at = b->end;
         state += part;
@@ -87,7 +87,7 @@ static void check_layout(Comm *comm, const ParamTable *pt, DistributedOptimizer 
         owned[iv[i].param] += len;
     }
     CHECK(prev_state_end <= distrib_optimizer_shard_numel(o));
-    comm_host_all_reduce(comm, GROUP_DATA, owned, (size_t)pt->count, HOST_I64, REDUCE_SUM);
+    comm_host_all_reduce(comm, GROUP_DATA_CONTEXT, owned, (size_t)pt->count, HOST_I64, REDUCE_SUM);
     for (int i = 0; i < pt->count; i++)
         CHECK_MSG(owned[i] == pt->params[i].local_numel, "%s: %lld of %lld elements owned",
                   pt->params[i].name, (long long)owned[i], (long long)pt->params[i].local_numel);
@@ -124,7 +124,7 @@ static void reference_step(Backend *be, const ParamTable *pt, int dp, double lr,
 }
 
 static void run_case(Comm *comm, Backend *be, const ParamTable *pt, size_t bucket, bool overlap) {
-    const int dp = comm_group_size(comm, GROUP_DATA), rank = comm_group_rank(comm, GROUP_DATA);
+    const int dp = comm_group_size(comm, GROUP_DATA_CONTEXT), rank = comm_group_rank(comm, GROUP_DATA_CONTEXT);
     FinalizeLog log = {.in_order = true};
     const DistOptConfig cfg = {.adamw = ADAMW,
                                .bucket_numel = bucket,
@@ -148,7 +148,7 @@ static void run_case(Comm *comm, Backend *be, const ParamTable *pt, size_t bucke
     distrib_optimizer_reduce_grads(o);
     CHECK_MSG(log.calls == K && log.in_order && log.last_end == n,
               "finalize ran %d times for %d buckets (in order: %d)", log.calls, K, log.in_order);
-    const uint64_t rs = comm->counters.calls[GROUP_DATA][COLL_REDUCE_SCATTER];
+    const uint64_t rs = comm->counters.calls[GROUP_DATA_CONTEXT][COLL_REDUCE_SCATTER];
     CHECK_MSG(rs == (uint64_t)(dp > 1 ? K : 0), "%llu reduce-scatters for %d buckets",
               (unsigned long long)rs, K);
 
@@ -168,7 +168,7 @@ static void run_case(Comm *comm, Backend *be, const ParamTable *pt, size_t bucke
               norm, ref_norm);
 
     distrib_optimizer_step(o, 1e-2, norm);
-    const uint64_t ag = comm->counters.calls[GROUP_DATA][COLL_ALL_GATHER];
+    const uint64_t ag = comm->counters.calls[GROUP_DATA_CONTEXT][COLL_ALL_GATHER];
     CHECK(ag == (uint64_t)(dp > 1 ? K : 0));
     if (overlap && K > 1) { /* the last bucket alone, then everything */
         const GradBucket *last = distrib_optimizer_bucket(o, K - 1);

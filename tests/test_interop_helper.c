@@ -152,7 +152,8 @@ static void write_checkpoint(const char *dir, const Shape *s, int ranks, bool ra
                         .model.padded_vocab_size = s->VP, .model.max_position_embeddings = s->P,
                         .model.seq_length = s->P, .tensor_model_parallel_size = 1,
                         .pipeline_model_parallel_size = 1, .data_parallel_size = ranks,
-                        .world_size = ranks, .model.seed = seed};
+                        .world_size = ranks, .context_parallel_size = 1,
+                        .model.seed = seed};
     snprintf(m.tokenizer_type, sizeof m.tokenizer_type, "ByteTokenizer");
     transformer_config_set_gpt2_variant(&m.model);
     CHECK_MSG(checkpoint_write_meta(dir, &m, err, sizeof err), "%s", err);

@@ -125,7 +125,7 @@ double gpt3d_loss(const char *ckpt_dir, const int32_t *tokens, const int32_t *ta
                                   .has_embedding = true, .has_head = true};
     Backend *be = backend_create("cpu", 0, err, sizeof err);
     CHECK_MSG(be != NULL, "%s", err);
-    GPTModel *model = gpt_model_create(be, &cfg, &whole, 1, NULL, 1);
+    GPTModel *model = gpt_model_create(be, &cfg, &whole, 1, NULL, NULL, 1);
     const ParamTable *pt = gpt_model_params(model);
     float *params = gpt_model_param_buffer(model); /* CPU: host fp32 */
     for (int i = 0; i < pt->count; i++) {

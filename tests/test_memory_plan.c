@@ -59,9 +59,9 @@ static void check_plan_matches_create(void) {
     for (int slots = 1; slots <= 2; slots++) {
         GPTMemoryPlan plan;
         const size_t before = be->bytes_in_use;
-        gpt_model_plan(be, &cfg, &part, 2, NULL, slots, &plan);
+        gpt_model_plan(be, &cfg, &part, 2, NULL, NULL, slots, &plan);
         CHECK(be->bytes_in_use == before); /* planning allocates nothing */
-        GPTModel *m = gpt_model_create(be, &cfg, &part, 2, NULL, slots);
+        GPTModel *m = gpt_model_create(be, &cfg, &part, 2, NULL, NULL, slots);
         CHECK(plan.flat_numel == gpt_model_params(m)->total_numel);
         CHECK(plan.param_bytes == plan.flat_numel * sizeof(float));
         CHECK(plan.grad_bytes == plan.flat_numel * sizeof(float));
@@ -72,7 +72,7 @@ static void check_plan_matches_create(void) {
     }
     /* The closed-form bound never exceeds the real weights + gradients. */
     GPTMemoryPlan plan;
-    gpt_model_plan(be, &cfg, &part, 2, NULL, 1, &plan);
+    gpt_model_plan(be, &cfg, &part, 2, NULL, NULL, 1, &plan);
     const double bound = gpt_model_min_rank_bytes(&cfg, 1, 1, cfg.num_layers, sizeof(float));
     CHECK(bound >= (double)gpt_canonical_param_count(&cfg) * 8.0);
     CHECK(bound - (double)(plan.param_bytes + plan.grad_bytes) <

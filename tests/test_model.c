@@ -148,7 +148,7 @@ static void check_model_gradient_docs(const TransformerConfig *cfg, const char *
     CHECK(be);
     const TransformerConfig c = *cfg;
     const int B = 2, T = c.seq_length, N = B * T;
-    GPTModel *m = gpt_model_create(be, &c, &WHOLE, B, NULL, 1);
+    GPTModel *m = gpt_model_create(be, &c, &WHOLE, B, NULL, NULL, 1);
     gpt_model_init_params(m, NULL, 0);
     int32_t tok[10], tgt[10], position_ids[10], key_start[10];
     for (int i = 0; i < N; i++) {
@@ -253,7 +253,7 @@ static double document_logit_error(const TransformerConfig *c, bool masks) {
     char err[256];
     Backend *be = backend_create("cpu", 0, err, sizeof err);
     CHECK(be);
-    GPTModel *m = gpt_model_create(be, c, &WHOLE, B, NULL, 1);
+    GPTModel *m = gpt_model_create(be, c, &WHOLE, B, NULL, NULL, 1);
     gpt_model_init_params(m, NULL, 0);
     const DocumentMasking docs = {.reset_position_ids = masks, .reset_attention_mask = masks,
                                   .eod_token = 12};
@@ -421,7 +421,7 @@ static void test_recompute(bool qk_layernorm) {
         c.recompute_granularity = modes[r].granularity;
         c.recompute_method = modes[r].method;
         c.recompute_num_layers = modes[r].layers;
-        GPTModel *m = gpt_model_create(be, &c, &part, 2, NULL, 2);
+        GPTModel *m = gpt_model_create(be, &c, &part, 2, NULL, NULL, 2);
         gpt_model_init_params(m, NULL, 0);
         gpt_model_set_step(m, 3, true);
         gpt_model_set_first_sample(m, 0, 0);
@@ -491,7 +491,7 @@ static void test_init_threads(void) {
     size_t n = 0;
     for (int r = 0; r < 2; r++) {
         setenv("GPT3D_THREADS", r == 0 ? "1" : "4", 1);
-        GPTModel *m = gpt_model_create(be, &c, &WHOLE, 1, NULL, 1);
+        GPTModel *m = gpt_model_create(be, &c, &WHOLE, 1, NULL, NULL, 1);
         n = gpt_model_params(m)->total_numel;
         /* Run 0: master over the whole buffer; run 1: a shard from the middle
          * of the word embedding (the last parameter) to the end. */

@@ -1,6 +1,6 @@
 /* parallel_state: rank mapping, group membership and size checks, run under
  * mpirun with 8 ranks. Expected groups are derived here from DESIGN.md's rank
- * formula, rank = tp + TP * (dp + DP * pp), and compared with the members
+ * formula, rank = tp + TP * (cp + CP * (dp + DP * pp)), and compared with the members
  * each communicator actually has (world ranks all-gathered within it). */
 #include <mpi.h>
 #include <stdbool.h>
@@ -18,15 +18,15 @@
 #define MAX_RANKS 64
 
 typedef struct {
-    int tp, dp, pp;
+    int tp, dp, pp, cp;
 } Coord;
 
 typedef struct {
-    int tp_size, pp_size, dp_size;
+    int tp_size, pp_size, dp_size, cp_size;
 } Layout;
 
 static int formula_rank(const Layout *l, Coord c) {
-    return c.tp + l->tp_size * (c.dp + l->dp_size * c.pp);
+    return c.tp + l->tp_size * (c.cp + l->cp_size * (c.dp + l->dp_size * c.pp));
 }
 
 /* Coordinates of `rank`, found by searching the formula rather than by
@@ -34,35 +34,53 @@ static int formula_rank(const Layout *l, Coord c) {
 static Coord coord_of(const Layout *l, int rank) {
     for (int pp = 0; pp < l->pp_size; pp++)
         for (int dp = 0; dp < l->dp_size; dp++)
-            for (int tp = 0; tp < l->tp_size; tp++) {
-                Coord c = {tp, dp, pp};
-                if (formula_rank(l, c) == rank) return c;
-            }
+            for (int cp = 0; cp < l->cp_size; cp++)
+                for (int tp = 0; tp < l->tp_size; tp++) {
+                    Coord c = {tp, dp, pp, cp};
+                    if (formula_rank(l, c) == rank) return c;
+                }
     CHECK(!"rank not reachable by the formula");
-    return (Coord){-1, -1, -1};
+    return (Coord){-1, -1, -1, -1};
 }
 
-typedef enum { VARY_TP, VARY_DP, VARY_PP } Axis;
+typedef enum { VARY_TP, VARY_DP, VARY_PP, VARY_CP } Axis;
 
 /* Members of my group along one axis, ordered by that coordinate. */
 static int axis_members(const Layout *l, Coord me, Axis axis, int *out) {
-    const int n = axis == VARY_TP ? l->tp_size : axis == VARY_DP ? l->dp_size : l->pp_size;
+    const int n = axis == VARY_TP   ? l->tp_size
+                  : axis == VARY_DP ? l->dp_size
+                  : axis == VARY_CP ? l->cp_size
+                                    : l->pp_size;
     for (int i = 0; i < n; i++) {
         Coord c = me;
         if (axis == VARY_TP) c.tp = i;
         if (axis == VARY_DP) c.dp = i;
         if (axis == VARY_PP) c.pp = i;
+        if (axis == VARY_CP) c.cp = i;
         out[i] = formula_rank(l, c);
     }
     return n;
 }
 
-/* The model-parallel group is every rank of my data-parallel replica, in
- * world-rank order. */
+/* The data-context group: every (cp, dp) of my (tp, pp), cp fastest. */
+static int data_context_members(const Layout *l, Coord me, int *out) {
+    int n = 0;
+    for (int dp = 0; dp < l->dp_size; dp++)
+        for (int cp = 0; cp < l->cp_size; cp++) {
+            Coord c = me;
+            c.dp = dp;
+            c.cp = cp;
+            out[n++] = formula_rank(l, c);
+        }
+    return n;
+}
+
+/* The model-parallel group is every rank of my data-parallel replica and
+ * context-parallel rank, in world-rank order. */
 static int model_parallel_members(const Layout *l, Coord me, int world, int *out) {
     int n = 0;
     for (int r = 0; r < world; r++)
-        if (coord_of(l, r).dp == me.dp) out[n++] = r;
+        if (coord_of(l, r).dp == me.dp && coord_of(l, r).cp == me.cp) out[n++] = r;
     return n;
 }
 
@@ -127,23 +145,27 @@ static void check_local_rank(const ParallelState *ps) {
     CHECK(ps->local_rank == local_rank);
 }
 
-static void check_layout(MPI_Comm world, int tp, int pp) {
+static void check_layout(MPI_Comm world, int tp, int cp, int pp) {
     int world_size, rank;
     MPI_Comm_size(world, &world_size);
     MPI_Comm_rank(world, &rank);
     ParallelState ps;
     char err[256] = "";
-    CHECK(parallel_state_init(&ps, world, tp, pp, err, sizeof err));
+    if (cp == 1)
+        CHECK(parallel_state_init(&ps, world, tp, pp, err, sizeof err));
+    else
+        CHECK(parallel_state_init_sizes(&ps, world, (ParallelSizes){tp, cp, pp}, err, sizeof err));
     CHECK(err[0] == '\0');
 
-    Layout l = {tp, pp, world_size / (tp * pp)};
+    Layout l = {tp, pp, world_size / (tp * cp * pp), cp};
     CHECK(ps.world_size == world_size && ps.rank == rank);
-    CHECK(ps.tp_size == tp && ps.pp_size == pp && ps.dp_size == l.dp_size);
+    CHECK(ps.tp_size == tp && ps.pp_size == pp && ps.dp_size == l.dp_size && ps.cp_size == cp);
     const Coord me = coord_of(&l, rank);
-    CHECK(ps.tp_rank == me.tp && ps.dp_rank == me.dp && ps.pp_rank == me.pp);
+    CHECK(ps.tp_rank == me.tp && ps.dp_rank == me.dp && ps.pp_rank == me.pp &&
+          ps.cp_rank == me.cp);
     for (int r = 0; r < world_size; r++) {
         Coord c = coord_of(&l, r);
-        CHECK(parallel_state_rank_of(c.tp, c.dp, c.pp, tp, l.dp_size) == r);
+        CHECK(parallel_state_rank_of(c.tp, c.cp, c.dp, c.pp, tp, cp, l.dp_size) == r);
     }
 
     int expected[MAX_RANKS];
@@ -153,6 +175,15 @@ static void check_layout(MPI_Comm world, int tp, int pp) {
     check_members(ps.dp_comm, world, expected, n, "data", &l);
     n = axis_members(&l, me, VARY_PP, expected);
     check_members(ps.pp_comm, world, expected, n, "pipeline", &l);
+    n = axis_members(&l, me, VARY_CP, expected);
+    check_members(ps.cp_comm, world, expected, n, "context", &l);
+    n = data_context_members(&l, me, expected);
+    check_members(ps.dp_cp_comm, world, expected, n, "data-context", &l);
+    for (int c = 0; c < cp; c++) {
+        Coord peer = me;
+        peer.cp = c;
+        CHECK(parallel_state_context_rank(&ps, c) == formula_rank(&l, peer));
+    }
     n = model_parallel_members(&l, me, world_size, expected);
     CHECK(n == tp * pp);
     check_members(ps.model_parallel_comm, world, expected, n, "model-parallel", &l);
@@ -173,6 +204,7 @@ static void check_layout(MPI_Comm world, int tp, int pp) {
     CHECK(ps.tp_comm == MPI_COMM_NULL && ps.dp_comm == MPI_COMM_NULL);
     CHECK(ps.pp_comm == MPI_COMM_NULL && ps.model_parallel_comm == MPI_COMM_NULL);
     CHECK(ps.embedding_comm == MPI_COMM_NULL);
+    CHECK(ps.cp_comm == MPI_COMM_NULL && ps.dp_cp_comm == MPI_COMM_NULL);
 }
 
 /* DESIGN.md's worked example, spelled out literally as a guard against a
@@ -189,11 +221,33 @@ static void check_design_example(MPI_Comm world) {
     ParallelState ps;
     char err[256];
     CHECK(parallel_state_init(&ps, world, 2, 2, err, sizeof err));
-    Layout l = {2, 2, 2};
+    Layout l = {2, 2, 2, 1};
     check_members(ps.tp_comm, world, tp_groups[rank], 2, "tensor", &l);
     check_members(ps.dp_comm, world, dp_groups[rank], 2, "data", &l);
     check_members(ps.pp_comm, world, pp_groups[rank], 2, "pipeline", &l);
     check_members(ps.embedding_comm, world, pp_groups[rank], 2, "embedding", &l);
+    parallel_state_destroy(&ps);
+}
+
+/* The same with context parallelism, 8 ranks at TP = CP = DP = 2 (CP sits
+ * between TP and DP in the rank order, as in Megatron). */
+static void check_context_example(MPI_Comm world) {
+    static const int cp_groups[8][2] = {{0, 2}, {1, 3}, {0, 2}, {1, 3},
+                                        {4, 6}, {5, 7}, {4, 6}, {5, 7}};
+    static const int dp_groups[8][2] = {{0, 4}, {1, 5}, {2, 6}, {3, 7},
+                                        {0, 4}, {1, 5}, {2, 6}, {3, 7}};
+    static const int dp_cp_groups[8][4] = {{0, 2, 4, 6}, {1, 3, 5, 7}, {0, 2, 4, 6}, {1, 3, 5, 7},
+                                           {0, 2, 4, 6}, {1, 3, 5, 7}, {0, 2, 4, 6}, {1, 3, 5, 7}};
+    int rank;
+    MPI_Comm_rank(world, &rank);
+    ParallelState ps;
+    char err[256];
+    CHECK(parallel_state_init_sizes(&ps, world, (ParallelSizes){.tp = 2, .cp = 2, .pp = 1}, err,
+                                    sizeof err));
+    Layout l = {2, 1, 2, 2};
+    check_members(ps.cp_comm, world, cp_groups[rank], 2, "context", &l);
+    check_members(ps.dp_comm, world, dp_groups[rank], 2, "data", &l);
+    check_members(ps.dp_cp_comm, world, dp_cp_groups[rank], 4, "data-context", &l);
     parallel_state_destroy(&ps);
 }
 
@@ -203,42 +257,50 @@ static bool contains(const char *haystack, const char *needle) {
 
 static void check_size_errors(void) {
     char err[512];
-    CHECK(parallel_state_check_sizes(8, 1, 1, err, sizeof err));
-    CHECK(parallel_state_check_sizes(8, 2, 4, err, sizeof err));
-    CHECK(parallel_state_check_sizes(8, 8, 1, err, sizeof err));
-    CHECK(parallel_state_check_sizes(1, 1, 1, err, sizeof err));
+    CHECK(parallel_state_check_sizes(8, (ParallelSizes){1, 1, 1}, err, sizeof err));
+    CHECK(parallel_state_check_sizes(8, (ParallelSizes){2, 1, 4}, err, sizeof err));
+    CHECK(parallel_state_check_sizes(8, (ParallelSizes){8, 1, 1}, err, sizeof err));
+    CHECK(parallel_state_check_sizes(1, (ParallelSizes){1, 1, 1}, err, sizeof err));
 
-    CHECK(!parallel_state_check_sizes(8, 3, 1, err, sizeof err));
+    CHECK(!parallel_state_check_sizes(8, (ParallelSizes){3, 1, 1}, err, sizeof err));
     CHECK(contains(err, "--tensor-model-parallel-size 3"));
     CHECK(contains(err, "--pipeline-model-parallel-size 1"));
     CHECK(contains(err, "not divisible") && contains(err, "8 ranks"));
 
-    CHECK(!parallel_state_check_sizes(12, 2, 4, err, sizeof err));
+    CHECK(!parallel_state_check_sizes(12, (ParallelSizes){2, 1, 4}, err, sizeof err));
     CHECK(contains(err, "not divisible") && contains(err, "multiple of 8"));
 
     /* More model-parallel ranks than the job has: say so, not "not divisible". */
-    CHECK(!parallel_state_check_sizes(8, 4, 4, err, sizeof err));
+    CHECK(!parallel_state_check_sizes(8, (ParallelSizes){4, 1, 4}, err, sizeof err));
     CHECK(contains(err, "--tensor-model-parallel-size 4"));
     CHECK(contains(err, "--pipeline-model-parallel-size 4"));
     CHECK(contains(err, "16") && contains(err, "only 8"));
     CHECK(!contains(err, "divisible"));
-    CHECK(!parallel_state_check_sizes(8, 16, 1, err, sizeof err));
+    CHECK(!parallel_state_check_sizes(8, (ParallelSizes){16, 1, 1}, err, sizeof err));
     CHECK(contains(err, "only 8"));
     /* Products beyond int must not wrap around into a "valid" size. */
-    CHECK(!parallel_state_check_sizes(8, 65536, 65536, err, sizeof err));
+    CHECK(!parallel_state_check_sizes(8, (ParallelSizes){65536, 1, 65536}, err, sizeof err));
     CHECK(contains(err, "only 8"));
 
-    CHECK(!parallel_state_check_sizes(8, 0, 1, err, sizeof err));
+    CHECK(!parallel_state_check_sizes(8, (ParallelSizes){0, 1, 1}, err, sizeof err));
     CHECK(contains(err, "--tensor-model-parallel-size") && contains(err, "got 0"));
-    CHECK(!parallel_state_check_sizes(8, -2, 1, err, sizeof err));
+    CHECK(!parallel_state_check_sizes(8, (ParallelSizes){-2, 1, 1}, err, sizeof err));
     CHECK(contains(err, "--tensor-model-parallel-size") && contains(err, "got -2"));
-    CHECK(!parallel_state_check_sizes(8, 1, 0, err, sizeof err));
+    CHECK(!parallel_state_check_sizes(8, (ParallelSizes){1, 1, 0}, err, sizeof err));
     CHECK(contains(err, "--pipeline-model-parallel-size") && contains(err, "got 0"));
+
+    CHECK(parallel_state_check_sizes(8, (ParallelSizes){2, 2, 2}, err, sizeof err));
+    CHECK(!parallel_state_check_sizes(8, (ParallelSizes){1, 3, 1}, err, sizeof err));
+    CHECK(contains(err, "--context-parallel-size 3") && contains(err, "not divisible"));
+    CHECK(!parallel_state_check_sizes(8, (ParallelSizes){2, 4, 2}, err, sizeof err));
+    CHECK(contains(err, "--context-parallel-size 4") && contains(err, "only 8"));
+    CHECK(!parallel_state_check_sizes(8, (ParallelSizes){1, 0, 1}, err, sizeof err));
+    CHECK(contains(err, "--context-parallel-size") && contains(err, "got 0"));
 
     /* A short buffer truncates, never overflows. */
     char tiny[8];
     memset(tiny, 'x', sizeof tiny);
-    CHECK(!parallel_state_check_sizes(8, 3, 1, tiny, 5));
+    CHECK(!parallel_state_check_sizes(8, (ParallelSizes){3, 1, 1}, tiny, 5));
     CHECK(strlen(tiny) == 4 && tiny[5] == 'x');
 }
 
@@ -248,6 +310,9 @@ static void check_failed_init(MPI_Comm world) {
     char err[256] = "";
     CHECK(!parallel_state_init(&ps, world, 3, 1, err, sizeof err));
     CHECK(contains(err, "--tensor-model-parallel-size 3"));
+    CHECK(!parallel_state_init_sizes(&ps, world, (ParallelSizes){.tp = 1, .cp = 3, .pp = 1}, err,
+                                     sizeof err));
+    CHECK(contains(err, "--context-parallel-size 3"));
     CHECK(ps.tp_comm == MPI_COMM_NULL && ps.embedding_comm == MPI_COMM_NULL);
     parallel_state_destroy(&ps);
 }
@@ -302,7 +367,7 @@ static void check_sub_world(MPI_Comm world) {
     MPI_Comm_size(world, &size);
     MPI_Comm half;
     MPI_Comm_split(world, rank < size / 2, rank, &half);
-    check_layout(half, 2, 2);
+    check_layout(half, 2, 1, 2);
     MPI_Comm_free(&half);
 }
 
@@ -320,17 +385,20 @@ int main(int argc, char **argv) {
     check_all_ok(MPI_COMM_WORLD);
     check_failed_init(MPI_COMM_WORLD);
     if (world_size == 8) {
-        static const int layouts[][2] = {{1, 1}, {2, 1}, {2, 2}, {4, 2}, {8, 1}, {1, 8},
-                                         {1, 4}, {2, 4}, {1, 2}, {4, 1}};
+        static const int layouts[][3] = {{1, 1, 1}, {2, 1, 1}, {2, 1, 2}, {4, 1, 2}, {8, 1, 1},
+                                         {1, 1, 8}, {1, 1, 4}, {2, 1, 4}, {1, 1, 2}, {4, 1, 1},
+                                         {1, 2, 1}, {1, 4, 1}, {1, 8, 1}, {2, 2, 1}, {2, 2, 2},
+                                         {1, 2, 2}, {1, 2, 4}, {4, 2, 1}};
         for (size_t i = 0; i < sizeof layouts / sizeof *layouts; i++)
-            check_layout(MPI_COMM_WORLD, layouts[i][0], layouts[i][1]);
+            check_layout(MPI_COMM_WORLD, layouts[i][0], layouts[i][1], layouts[i][2]);
         check_design_example(MPI_COMM_WORLD);
+        check_context_example(MPI_COMM_WORLD);
         check_sub_world(MPI_COMM_WORLD);
     } else {
         /* Any other world: every layout it admits. */
         for (int tp = 1; tp <= world_size; tp++)
             for (int pp = 1; tp * pp <= world_size; pp++)
-                if (world_size % (tp * pp) == 0) check_layout(MPI_COMM_WORLD, tp, pp);
+                if (world_size % (tp * pp) == 0) check_layout(MPI_COMM_WORLD, tp, 1, pp);
     }
 
     int rank;

@@ -80,7 +80,7 @@ static GPTModel *tiny_model(Backend *be, int layers, const TensorParallel *tp, b
                            .num_local_layers = layers,
                            .has_embedding = true,
                            .has_head = true};
-    GPTModel *m = gpt_model_create(be, &cfg, &part, B, tp, 1);
+    GPTModel *m = gpt_model_create(be, &cfg, &part, B, tp, NULL, 1);
     gpt_model_init_params(m, NULL, 0);
     perturb_constant_params(be, m);
     gpt_model_zero_grad(m);

@@ -307,8 +307,9 @@ static void print_meta_text(const Report *rep) {
            m->model.num_layers, m->model.hidden_size, m->model.num_attention_heads,
            m->model.ffn_hidden_size, m->model.vocab_size, m->model.padded_vocab_size,
            m->model.max_position_embeddings, m->model.seq_length);
-    printf("saved with: TP %d, PP %d, DP %d, world size %d\n", m->tensor_model_parallel_size,
-           m->pipeline_model_parallel_size, m->data_parallel_size, m->world_size);
+    printf("saved with: TP %d, PP %d, DP %d, CP %d, world size %d\n",
+           m->tensor_model_parallel_size, m->pipeline_model_parallel_size, m->data_parallel_size,
+           m->context_parallel_size, m->world_size);
     printf("seed: %" PRIu64 "\n", m->model.seed);
     printf("tokenizer: %s\n", m->tokenizer_type[0] ? m->tokenizer_type : "(not recorded)");
     printf("data: %s\n", m->data_description[0] ? m->data_description : "(not recorded)");
@@ -417,6 +418,7 @@ static void add_model_json(cJSON *root, const CheckpointMeta *m) {
     add_integer(layout, "tensor_model_parallel_size", m->tensor_model_parallel_size);
     add_integer(layout, "pipeline_model_parallel_size", m->pipeline_model_parallel_size);
     add_integer(layout, "data_parallel_size", m->data_parallel_size);
+    add_integer(layout, "context_parallel_size", m->context_parallel_size);
     add_integer(layout, "world_size", m->world_size);
 }
 

@@ -356,7 +356,7 @@ static int run(const Options *o, bool iteration_given) {
                             .num_local_layers = cfg.num_layers,
                             .has_embedding = true,
                             .has_head = true};
-    GPTModel *model = gpt_model_create(be, &cfg, &whole, 1, NULL, 1);
+    GPTModel *model = gpt_model_create(be, &cfg, &whole, 1, NULL, NULL, 1);
     load_weights(model, be, r, dir);
     fprintf(stderr,
             "generate: %s (iteration %" PRId64 "): %d layers, hidden %d, %d heads, "

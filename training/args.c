@@ -53,6 +53,8 @@ static const FlagSpec TRAIN_FLAGS[] = {
     {"account-for-loss-in-pipeline-split", FLAG_SWITCH, OPT(account_for_loss_in_pipeline_split), NULL, NULL, "Count the output layer and loss as one layer of the even split: the last stage holds one transformer layer fewer.", "parallelism", false},
     {"num-layers-per-virtual-pipeline-stage", FLAG_INT, OPT(num_layers_per_virtual_pipeline_stage), NULL, "N", "Interleaved 1F1B: each pipeline rank holds chunks of N layers (virtual stages), cutting the bubble by the number of chunks. Needs micro-batches a multiple of the pipeline size; not yet with --overlap-grad-reduce / --overlap-param-gather.", "parallelism", false},
     {"num-virtual-stages-per-pipeline-rank", FLAG_INT, OPT(num_virtual_stages_per_pipeline_rank), NULL, "V", "Interleaved 1F1B with V model chunks per pipeline rank (instead of --num-layers-per-virtual-pipeline-stage; the form uneven splits need).", "parallelism", false},
+    {"context-parallel-size", FLAG_INT, OPT(context_parallel_size), "1", "CP", "Ranks that share each sequence: it is cut into 2 x CP chunks, rank r holding chunks r and 2CP-1-r, and attention passes key/value blocks around the CP ring.", "parallelism", false},
+    {"cp-comm-type", FLAG_STRING, OPT(cp_comm_type), "p2p", "TYPE", "How context-parallel attention communicates: p2p (the ring of key/value blocks) is the one built.", "parallelism", false},
     {"sequence-parallel", FLAG_SWITCH, OPT(sequence_parallel), NULL, NULL, "Shard layernorm and residual regions along the sequence (needs TP > 1).", "parallelism", false},
     {"distributed-timeout-minutes", FLAG_DOUBLE, OPT(distributed_timeout_minutes), "10", "MIN", "Stop the job, naming the operation and the ranks it waits for, when one collective or send/receive does not complete within MIN minutes (a stopped or dead rank); fractions allowed. The limit applies to each operation, including the wait for the slowest rank's checkpoint write.", "parallelism", false},
     {"overlap-grad-reduce", FLAG_SWITCH, OPT(overlap_grad_reduce), NULL, NULL, "Cut the gradient buffer into buckets of --ddp-bucket-size and start each bucket's data-parallel reduce-scatter as soon as the last micro-batch's backward has finished its gradients, while backward goes on.", "parallelism", false},
@@ -171,7 +173,6 @@ static const FlagSpec TRAIN_FLAGS[] = {
     {"manual-gc-interval", FLAG_INT64, COMPAT(manual_gc_interval), "0", "N", "Python garbage collection (see --manual-gc).", NO_EFFECT, false},
     {"empty-unused-memory-level", FLAG_INT, COMPAT(empty_unused_memory_level), "0", "L", "0, 1 or 2: PyTorch's caching allocator; buffers here are allocated once at start.", NO_EFFECT, false},
     {"distributed-backend", FLAG_STRING, COMPAT(distributed_backend), "nccl", "B", "nccl or gloo: torch.distributed's backend; gpt3d's ranks communicate as --comm says.", NO_EFFECT, false},
-    {"context-parallel-size", FLAG_INT, COMPAT(context_parallel_size), "1", "CP", "Context parallelism is not built yet: only 1 is accepted.", "parallelism", false},
     {"expert-model-parallel-size", FLAG_INT, COMPAT(expert_model_parallel_size), "1", "EP", "Expert parallelism (mixture of experts) is not built yet: only 1 is accepted.", "parallelism", false},
 #undef NO_EFFECT
 #undef COMPAT
@@ -180,8 +181,8 @@ static const FlagSpec TRAIN_FLAGS[] = {
 #define NUM_TRAIN_FLAGS ((int)(sizeof TRAIN_FLAGS / sizeof TRAIN_FLAGS[0]))
 
 static const char *SUMMARY =
-    "Pretrain a GPT model with data, pipeline and tensor parallelism. Launch with mpirun, one rank "
-    "per GPU; world size = DP x PP x TP. Flags follow Megatron-LM's names.";
+    "Pretrain a GPT model with data, pipeline, context and tensor parallelism. Launch with mpirun, "
+    "one rank per GPU; world size = DP x PP x CP x TP. Flags follow Megatron-LM's names.";
 
 void args_print_help(FILE *out) {
     flags_print_help(TRAIN_FLAGS, NUM_TRAIN_FLAGS, "pretrain_gpt", SUMMARY, out);
@@ -354,10 +355,6 @@ static bool check_compat(const MegatronCompatArgs *c, char *err, size_t err_size
     if (c->profile_step_start < 0 || c->profile_step_end < c->profile_step_start)
         FAIL("--profile-step-start %lld and --profile-step-end %lld must satisfy 0 <= start <= end",
              (long long)c->profile_step_start, (long long)c->profile_step_end);
-    if (c->context_parallel_size != 1)
-        FAIL("--context-parallel-size %d: context parallelism is not built yet; use 1 (split "
-             "long sequences with --tensor-model-parallel-size and --sequence-parallel meanwhile)",
-             c->context_parallel_size);
     if (c->expert_model_parallel_size != 1)
         FAIL("--expert-model-parallel-size %d: mixture of experts is not built yet; use 1",
              c->expert_model_parallel_size);
@@ -418,11 +415,10 @@ bool args_parse(TrainArgs *a, FlagParser *parser, int argc, char **argv, int wor
     }
     if (*wants_help) return true;
 
-    if (!parallel_state_check_sizes(world_size, a->tensor_model_parallel_size,
-                                    a->pipeline_model_parallel_size, err, err_size))
+    if (!parallel_state_check_sizes(world_size, args_parallel_sizes(a), err, err_size))
         return false;
-    a->data_parallel_size =
-        world_size / (a->tensor_model_parallel_size * a->pipeline_model_parallel_size);
+    a->data_parallel_size = world_size / (a->tensor_model_parallel_size * a->context_parallel_size *
+                                          a->pipeline_model_parallel_size);
     if (!flags_was_set(parser, "ffn-hidden-size"))
         a->model.ffn_hidden_size = a->swiglu ? a->model.hidden_size * 8 / 3 / 64 * 64
                                              : 4 * a->model.hidden_size;
@@ -437,6 +433,7 @@ bool args_parse(TrainArgs *a, FlagParser *parser, int argc, char **argv, int wor
     if (!check_model(a, err, err_size) || !resolve_architecture(a, err, err_size) ||
         !check_training(a, err, err_size) || !args_resolve_schedule(a, parser, err, err_size) ||
         !args_resolve_recompute(a, parser, err, err_size) ||
+        !args_resolve_context(a, err, err_size) ||
         !check_compat(&a->compat, err, err_size) ||
         !check_io(a, err, err_size))
         return false;

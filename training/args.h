@@ -23,6 +23,7 @@
 #include "data/data.h"
 #include "model/transformer_config.h"
 #include "optimizer/optimizer.h"
+#include "parallel_state/parallel_state.h"
 #include "pipeline_parallel/layer_split.h"
 #include "training/batch_schedule.h"
 
@@ -41,7 +42,7 @@ typedef struct {
     int num_workers, empty_unused_memory_level;
     int64_t manual_gc_interval;
     /* Parallelism not built yet: only 1 is accepted. */
-    int context_parallel_size, expert_model_parallel_size;
+    int expert_model_parallel_size;
 } MegatronCompatArgs;
 
 typedef struct {
@@ -61,6 +62,8 @@ typedef struct {
     bool kv_channels_given, num_query_groups_given;
     /* parallelism */
     int tensor_model_parallel_size, pipeline_model_parallel_size;
+    int context_parallel_size; /* CP ranks share one sequence (ring attention) */
+    char *cp_comm_type;        /* --cp-comm-type: p2p, the ring */
     int decoder_first_pipeline_num_layers, decoder_last_pipeline_num_layers;
     bool account_for_embedding_in_pipeline_split, account_for_loss_in_pipeline_split;
     int num_layers_per_virtual_pipeline_stage, num_virtual_stages_per_pipeline_rank;
@@ -137,5 +140,12 @@ bool args_parse(TrainArgs *a, FlagParser *parser, int argc, char **argv, int wor
                 bool *wants_help, char *err, size_t err_size);
 void args_print_help(FILE *out);
 void args_free(TrainArgs *a, FlagParser *parser);
+
+/* The model-parallel sizes the flags ask for (DP is what the world leaves). */
+static inline ParallelSizes args_parallel_sizes(const TrainArgs *a) {
+    return (ParallelSizes){.tp = a->tensor_model_parallel_size,
+                           .cp = a->context_parallel_size,
+                           .pp = a->pipeline_model_parallel_size};
+}
 
 #endif

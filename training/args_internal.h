@@ -17,4 +17,8 @@ bool args_resolve_recompute(TrainArgs *a, const FlagParser *parser, char *err, s
  * batch sizes (interleaving constrains the micro-batch count). */
 bool args_resolve_pipeline(TrainArgs *a, const FlagParser *parser, char *err, size_t err_size);
 
+/* --context-parallel-size and --cp-comm-type against the sequence, the
+ * tensor-parallel split and the device (args_context.c). */
+bool args_resolve_context(TrainArgs *a, char *err, size_t err_size);
+
 #endif

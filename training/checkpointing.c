@@ -39,6 +39,7 @@ static void fill_meta(const Trainer *t, CheckpointMeta *m) {
     m->tensor_model_parallel_size = t->ps->tp_size;
     m->pipeline_model_parallel_size = t->ps->pp_size;
     m->data_parallel_size = t->ps->dp_size;
+    m->context_parallel_size = t->ps->cp_size;
     m->world_size = t->ps->world_size;
     m->has_optimizer_state = !t->args->no_save_optim;
     snprintf(m->data_description, sizeof m->data_description, "%s",

@@ -27,6 +27,8 @@ void trainer_partition_chunks(Trainer *t) {
             /* The model's ends: the first rank's first chunk, the last rank's last. */
             .has_embedding = parallel_state_is_first_stage(ps) && v == 0,
             .has_head = parallel_state_is_last_stage(ps) && v == V - 1,
+            .cp_size = ps->cp_size,
+            .cp_rank = ps->cp_rank,
         };
     }
     t->part = t->chunk_parts[0];
@@ -59,7 +61,7 @@ void trainer_create_chunks(Trainer *t, const DistOptConfig *oc) {
     /* Every micro-batch of a chunk may be alive at once in the warmup. */
     for (int v = 0; v < V; v++)
         t->chunks[v] = gpt_model_create_unbound(be, &t->cfg, &t->chunk_parts[v],
-                                                a->micro_batch_size, &t->tp, M);
+                                                a->micro_batch_size, &t->tp, &t->comm, M);
     join_tables(t);
     t->opt = distrib_optimizer_create(be, &t->comm, &t->chunk_table, oc);
     char *params = distrib_optimizer_param_buffer(t->opt);

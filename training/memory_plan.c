@@ -33,7 +33,7 @@ static GPTMemoryPlan planned_chunks(const Trainer *t, int num_slots) {
     for (int v = 0; v < t->num_chunks; v++) {
         GPTMemoryPlan p;
         gpt_model_plan(t->be, &t->cfg, &t->chunk_parts[v], t->args->micro_batch_size, &t->tp,
-                       slots, &p);
+                       (Comm *)&t->comm, slots, &p);
         sum.param_bytes += p.param_bytes;
         sum.grad_bytes += p.grad_bytes;
         sum.activation_bytes += p.activation_bytes;

@@ -146,9 +146,12 @@ static int next_stage(const Trainer *t) {
 
 /* The loss lives on the last stage: every rank gets the mean over the
  * tokens in the loss of the global batch (sums and counts over stages,
- * where only the last is non-zero, and over data-parallel replicas). */
+ * where only the last is non-zero, and over data-parallel replicas). Each
+ * context-parallel rank has the loss of its rows but counted the tokens
+ * of whole sequences, so only the loss is summed over CP. */
 static double global_mean_loss(Trainer *t, const StageCtx *c) {
     double sums[2] = {c->loss_sum, c->loss_tokens};
+    comm_host_all_reduce(&t->comm, GROUP_CONTEXT, sums, 1, HOST_F64, REDUCE_SUM);
     comm_host_all_reduce(&t->comm, GROUP_PIPELINE, sums, 2, HOST_F64, REDUCE_SUM);
     comm_host_all_reduce(&t->comm, GROUP_DATA, sums, 2, HOST_F64, REDUCE_SUM);
     return sums[0] / (sums[1] > 0 ? sums[1] : 1.0);

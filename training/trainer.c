@@ -197,9 +197,16 @@ static void print_summary(const Trainer *t, const char *device) {
     const size_t opt_bytes = distrib_optimizer_state_bytes(t->opt);
     const double MiB = 1024.0 * 1024.0;
     const double plain_opt = (double)distrib_optimizer_state_bytes_per_element(t->opt) * (double)numel;
-    printf("gpt3d pretrain_gpt: %d rank(s) = DP %d x PP %d x TP %d, device %s (%s)\n",
-           t->ps->world_size, t->ps->dp_size, t->ps->pp_size, t->ps->tp_size, device,
+    char cp[32] = "";
+    if (t->ps->cp_size > 1) snprintf(cp, sizeof cp, " x CP %d", t->ps->cp_size);
+    printf("gpt3d pretrain_gpt: %d rank(s) = DP %d x PP %d%s x TP %d, device %s (%s)\n",
+           t->ps->world_size, t->ps->dp_size, t->ps->pp_size, cp, t->ps->tp_size, device,
            dtype_name(t->be->act_dtype));
+    if (t->ps->cp_size > 1)
+        printf("context parallel: each sequence of %d tokens in %d chunks of %d, %d tokens per "
+               "rank; attention as a ring of key/value blocks\n",
+               c->seq_length, 2 * t->ps->cp_size, c->seq_length / (2 * t->ps->cp_size),
+               c->seq_length / t->ps->cp_size);
     printf("model: %d layers, hidden %d, %d heads, ffn %d, seq %d, vocab %lld (padded %lld), "
            "%lld parameters\n",
            c->num_layers, c->hidden_size, c->num_attention_heads, c->ffn_hidden_size,
@@ -283,7 +290,7 @@ static void setup_model(Trainer *t, int slots) {
         return;
     }
     t->model = gpt_model_create_unbound(t->be, &t->cfg, &t->part, a->micro_batch_size, &t->tp,
-                                        ps->pp_size > 1 ? slots : 1);
+                                        &t->comm, ps->pp_size > 1 ? slots : 1);
     t->chunks = xcalloc(1, sizeof *t->chunks);
     t->chunks[0] = t->model;
     t->chunk_base = xcalloc(1, sizeof *t->chunk_base);

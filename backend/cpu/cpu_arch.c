@@ -159,9 +159,17 @@ static void rope_apply(Backend *be, float *qkv, int B, int T, int NH, int NG, in
     const int half = rot_dim / 2, per_group = NH / NG + 2;
     const int rotated_heads = per_group - 1; /* the group's query heads and its key */
     const size_t row = (size_t)NG * per_group * HS;
-    float *cos_t = cpu_scratch(be, 2 * (size_t)T * half);
-    float *sin_t = cos_t + (size_t)T * half;
-    rope_tables(cos_t, sin_t, T, rot_dim, base);
+    /* Tables for every position a row has: ids may exceed the rows of a
+     * sequence (a context-parallel rank's rows sit anywhere in it). */
+    int positions = T;
+    if (position_ids)
+        for (size_t n = 0; n < (size_t)B * T; n++) {
+            GPT3D_CHECK(position_ids[n] >= 0, "rope: position id %d", position_ids[n]);
+            if (position_ids[n] >= positions) positions = position_ids[n] + 1;
+        }
+    float *cos_t = cpu_scratch(be, 2 * (size_t)positions * half);
+    float *sin_t = cos_t + (size_t)positions * half;
+    rope_tables(cos_t, sin_t, positions, rot_dim, base);
     /* Pair i: features (i, i + half) in rotate-half order, (2i, 2i + 1) interleaved. */
     const int stride_x = interleaved ? 2 : 1, offset_y = interleaved ? 1 : half;
     for (int b = 0; b < B; b++) {

@@ -21,7 +21,14 @@
  * Attention dropout drops probability (b, h, i, j) after the softmax by its
  * counter (backend.h); the normaliser l counts the undropped probabilities,
  * as the softmax is taken before dropout. The backward draws the same mask
- * again. */
+ * again.
+ *
+ * Ring attention (context parallelism) runs the same loops on one block of
+ * a sequence: query rows and keys carry sequence coordinates (strictly
+ * increasing, so the keys a row sees in a key block are still one range),
+ * and the whole-sequence attention is the block whose coordinates are the
+ * row indices. A block's output is merged into the running one through the
+ * two log-sum-exps. */
 #include <math.h>
 #include <string.h>
 
@@ -63,7 +70,9 @@ static HeadView head_view(int h, int NH, int NG, int HS) {
 /* One (batch, head) of the attention: its operands in place, its document
  * starts and its dropout plane. */
 typedef struct {
-    int T, HS;
+    int T, Tk, HS;      /* query rows, keys */
+    int seq;            /* the whole sequence's length (dropout counters) */
+    const int32_t *qc, *kc; /* sequence coordinates of rows and keys; NULL: the index */
     int ld;             /* qkv row length */
     int C;              /* out row length, NH * HS */
     const int32_t *key_start; /* this sequence's T starts, or NULL */
@@ -72,10 +81,21 @@ typedef struct {
     float scale;
 } HeadAttention;
 
-static HeadAttention head_attention(int b, int h, int T, int NH, int HS, size_t row,
-                                    const int32_t *key_start, const AttentionDropout *d) {
+/* The whole sequence of T rows as one block. */
+static AttentionBlock whole_sequence(int T) {
+    return (AttentionBlock){.Tq = T, .Tk = T, .seq_length = T};
+}
+
+static HeadAttention head_attention(int b, int h, const AttentionBlock *blk, int NH, int HS,
+                                    size_t row, const int32_t *key_start,
+                                    const AttentionDropout *d) {
+    const int T = blk->Tq;
     HeadAttention a = {.T = T,
+                       .Tk = blk->Tk,
                        .HS = HS,
+                       .seq = blk->seq_length,
+                       .qc = blk->q_coord,
+                       .kc = blk->k_coord,
                        .ld = (int)row,
                        .C = NH * HS,
                        .key_start = key_start ? key_start + (size_t)b * T : NULL,
@@ -83,20 +103,24 @@ static HeadAttention head_attention(int b, int h, int T, int NH, int HS, size_t 
                        .scale = 1.0f / sqrtf((float)HS)};
     if (d)
         a.plane = ((d->sample0 + (uint64_t)b) * d->heads_total + d->head0 + (uint64_t)h) *
-                  (uint64_t)T * (uint64_t)T;
+                  (uint64_t)a.seq * (uint64_t)a.seq;
     return a;
 }
 
-/* First key row i sees: its document's start, or 0. */
+static int query_pos(const HeadAttention *a, int i) { return a->qc ? a->qc[i] : i; }
+static int key_pos(const HeadAttention *a, int j) { return a->kc ? a->kc[j] : j; }
+
+/* First key coordinate row i sees: its document's start, or 0. */
 static int first_key(const HeadAttention *a, int i) {
-    const int j0 = a->key_start ? a->key_start[i] : 0;
-    GPT3D_CHECK(j0 >= 0 && j0 <= i, "attention: key_start %d of row %d outside [0, %d]", j0, i, i);
+    const int j0 = a->key_start ? a->key_start[i] : 0, pos = query_pos(a, i);
+    GPT3D_CHECK(j0 >= 0 && j0 <= pos, "attention: key_start %d of row %d outside [0, %d]", j0,
+                pos, pos);
     return j0;
 }
 
-/* The earliest key any row of [r0, r1) sees. */
+/* The earliest key coordinate any row of [r0, r1) sees. */
 static int block_first_key(const HeadAttention *a, int r0, int r1) {
-    int lo = r0;
+    int lo = query_pos(a, r0);
     for (int i = r0; i < r1; i++) {
         const int j0 = first_key(a, i);
         if (j0 < lo) lo = j0;
@@ -104,12 +128,40 @@ static int block_first_key(const HeadAttention *a, int r0, int r1) {
     return lo;
 }
 
+/* Index of the first key at coordinate >= pos (Tk when none). */
+static int key_at_or_after(const HeadAttention *a, int pos) {
+    if (!a->kc) return pos < a->Tk ? pos : a->Tk;
+    int lo = 0, hi = a->Tk;
+    while (lo < hi) {
+        const int mid = lo + (hi - lo) / 2;
+        if (a->kc[mid] < pos) lo = mid + 1;
+        else hi = mid;
+    }
+    return lo;
+}
+
+/* The keys query rows [r0, r1) can see lie in [*first, *end), by index. */
+static void block_keys(const HeadAttention *a, int r0, int r1, int *first, int *end) {
+    *first = key_at_or_after(a, block_first_key(a, r0, r1));
+    *end = key_at_or_after(a, query_pos(a, r1 - 1) + 1);
+}
+
+/* Row i's visible keys inside the key block [c0, c1): [*lo, *hi] relative
+ * to c0 (lo > hi when none). */
+static void visible_keys(const HeadAttention *a, int i, int c0, int c1, int *lo, int *hi) {
+    const int first = key_at_or_after(a, first_key(a, i));
+    const int last = key_at_or_after(a, query_pos(a, i) + 1) - 1;
+    *lo = (first > c0 ? first : c0) - c0;
+    *hi = (last < c1 - 1 ? last : c1 - 1) - c0;
+}
+
 static int block_end(int start, int T) { return start + ATTN_BLOCK < T ? start + ATTN_BLOCK : T; }
 
 /* Whether probability (i, j) survives dropout. */
 static bool kept(const HeadAttention *a, int i, int j) {
     const AttentionDropout *d = a->dropout;
-    const uint64_t counter = a->plane + (uint64_t)i * (uint64_t)a->T + (uint64_t)j;
+    const uint64_t counter =
+        a->plane + (uint64_t)query_pos(a, i) * (uint64_t)a->seq + (uint64_t)key_pos(a, j);
     return rng_block(d->seed, d->stream, counter).v[0] >= d->threshold;
 }
 
@@ -139,16 +191,17 @@ static void forward_query_block(Backend *be, const HeadAttention *a, const float
         l[i] = 0.0f;
         memset(o + (size_t)(r0 + i) * a->C, 0, (size_t)HS * sizeof(float));
     }
-    const int lo = block_first_key(a, r0, r1);
-    for (int c0 = lo - lo % ATTN_BLOCK; c0 < r1; c0 += ATTN_BLOCK) {
-        const int c1 = block_end(c0, r1), nc = c1 - c0;
+    int lo, end;
+    block_keys(a, r0, r1, &lo, &end);
+    for (int c0 = lo - lo % ATTN_BLOCK; c0 < end; c0 += ATTN_BLOCK) {
+        const int c1 = block_end(c0, end), nc = c1 - c0;
         cpu_sgemm(be, CblasNoTrans, CblasTrans, nr, nc, HS, a->scale, q + (size_t)r0 * ld, ld,
                   k + (size_t)c0 * ld, ld, 0.0f, S, ATTN_BLOCK);
         for (int i = 0; i < nr; i++) {
             float *s = S + i * ATTN_BLOCK;
             const int row = r0 + i;
-            const int j_lo = first_key(a, row) > c0 ? first_key(a, row) - c0 : 0;
-            const int j_hi = row < c1 - 1 ? row - c0 : nc - 1; /* inclusive */
+            int j_lo, j_hi; /* inclusive */
+            visible_keys(a, row, c0, c1, &j_lo, &j_hi);
             if (j_lo > j_hi) { /* this row sees none of the block's keys */
                 memset(s, 0, (size_t)nc * sizeof(float));
                 continue;
@@ -171,31 +224,90 @@ static void forward_query_block(Backend *be, const HeadAttention *a, const float
     }
     for (int i = 0; i < nr; i++) {
         float *orow = o + (size_t)(r0 + i) * a->C;
+        if (l[i] == 0.0f) { /* no visible key in this block (ring attention) */
+            lse[r0 + i] = -INFINITY;
+            continue;
+        }
         const float inv = 1.0f / l[i];
         for (int e = 0; e < HS; e++) orow[e] *= inv;
         lse[r0 + i] = m[i] + logf(l[i]);
     }
 }
 
-void cpu_attention_forward(Backend *be, void *out_, void *saved, const void *qkv_, int B, int T,
-                           int NH, int NG, int HS, const int32_t *key_start,
-                           const AttentionDropout *dropout) {
-    GPT3D_CHECK(B > 0 && T > 0 && NH > 0 && HS > 0 && NG > 0 && NH % NG == 0,
-                "attention_forward: bad shape B=%d T=%d NH=%d NG=%d HS=%d", B, T, NH, NG, HS);
-    float *out = out_;
-    const float *qkv = qkv_;
-    float *S = cpu_scratch(be, 2 * (size_t)ATTN_BLOCK * ATTN_BLOCK), *Pd = S + ATTN_BLOCK * ATTN_BLOCK;
+/* Every (batch, head) of a block into out and lse (overwritten). */
+static void block_forward_heads(Backend *be, float *out, float *lse_all, const float *q_qkv,
+                                const float *kv_qkv, int B, int NH, int NG, int HS,
+                                const AttentionBlock *blk, const int32_t *key_start,
+                                const AttentionDropout *dropout, float *S) {
+    float *Pd = S + ATTN_BLOCK * ATTN_BLOCK;
+    const int T = blk->Tq, Tk = blk->Tk;
     for (int b = 0; b < B; b++)
         for (int h = 0; h < NH; h++) {
             const HeadView hv = head_view(h, NH, NG, HS);
-            const HeadAttention a = head_attention(b, h, T, NH, HS, hv.row, key_start, dropout);
-            const float *row0 = qkv + (size_t)b * T * hv.row;
+            const HeadAttention a = head_attention(b, h, blk, NH, HS, hv.row, key_start, dropout);
+            const float *qrow0 = q_qkv + (size_t)b * T * hv.row;
+            const float *kvrow0 = kv_qkv + (size_t)b * Tk * hv.row;
             float *o = out + (size_t)b * T * a.C + (size_t)h * HS;
-            float *lse = (float *)saved + ((size_t)b * NH + h) * T;
+            float *lse = lse_all + ((size_t)b * NH + h) * T;
             for (int r0 = 0; r0 < T; r0 += ATTN_BLOCK)
-                forward_query_block(be, &a, row0 + hv.q, row0 + hv.k, row0 + hv.v, o, lse, r0,
+                forward_query_block(be, &a, qrow0 + hv.q, kvrow0 + hv.k, kvrow0 + hv.v, o, lse, r0,
                                     block_end(r0, T) - r0, S, Pd);
         }
+}
+
+static void check_shape(const char *op, int B, int T, int NH, int NG, int HS) {
+    GPT3D_CHECK(B > 0 && T > 0 && NH > 0 && HS > 0 && NG > 0 && NH % NG == 0,
+                "%s: bad shape B=%d T=%d NH=%d NG=%d HS=%d", op, B, T, NH, NG, HS);
+}
+
+void cpu_attention_forward(Backend *be, void *out, void *saved, const void *qkv, int B, int T,
+                           int NH, int NG, int HS, const int32_t *key_start,
+                           const AttentionDropout *dropout) {
+    check_shape("attention_forward", B, T, NH, NG, HS);
+    float *S = cpu_scratch(be, 2 * (size_t)ATTN_BLOCK * ATTN_BLOCK);
+    const AttentionBlock whole = whole_sequence(T);
+    block_forward_heads(be, out, saved, qkv, qkv, B, NH, NG, HS, &whole, key_start, dropout, S);
+}
+
+/* (out, lse) of the rows so far and (ob, lb) of one more block of keys:
+ * the softmax over both, through the log-sum-exps. */
+static void merge_rows(float *out, float *lse, const float *ob, const float *lb, int B, int T,
+                       int NH, int HS) {
+    const size_t C = (size_t)NH * HS;
+    for (int b = 0; b < B; b++)
+        for (int h = 0; h < NH; h++)
+            for (int i = 0; i < T; i++) {
+                const size_t at = ((size_t)b * NH + h) * T + i;
+                const float l1 = lse[at], l2 = lb[at];
+                if (l2 == -INFINITY) continue;
+                float *o = out + ((size_t)b * T + i) * C + (size_t)h * HS;
+                const float *o2 = ob + ((size_t)b * T + i) * C + (size_t)h * HS;
+                const float mx = l1 > l2 ? l1 : l2;
+                const float w1 = l1 == -INFINITY ? 0.0f : cpu_expf(l1 - mx);
+                const float w2 = cpu_expf(l2 - mx), inv = 1.0f / (w1 + w2);
+                for (int e = 0; e < HS; e++) o[e] = (w1 * o[e] + w2 * o2[e]) * inv;
+                lse[at] = mx + logf(w1 + w2);
+            }
+}
+
+void cpu_attention_block_forward(Backend *be, void *out, float *lse, const void *q_qkv,
+                                 const void *kv_qkv, int B, int NH, int NG, int HS,
+                                 const AttentionBlock *blk, const int32_t *key_start,
+                                 const AttentionDropout *dropout, bool first) {
+    check_shape("attention_block_forward", B, blk->Tq, NH, NG, HS);
+    GPT3D_CHECK(blk->Tk > 0 && blk->seq_length >= blk->Tq && blk->q_coord && blk->k_coord,
+                "attention_block_forward: bad block Tq=%d Tk=%d seq_length=%d", blk->Tq, blk->Tk,
+                blk->seq_length);
+    const size_t block = 2 * (size_t)ATTN_BLOCK * ATTN_BLOCK;
+    const size_t rows = (size_t)B * blk->Tq, n_out = rows * NH * HS, n_lse = rows * NH;
+    float *S = cpu_scratch(be, block + (first ? 0 : n_out + n_lse));
+    if (first) {
+        block_forward_heads(be, out, lse, q_qkv, kv_qkv, B, NH, NG, HS, blk, key_start, dropout, S);
+        return;
+    }
+    float *ob = S + block, *lb = ob + n_out;
+    block_forward_heads(be, ob, lb, q_qkv, kv_qkv, B, NH, NG, HS, blk, key_start, dropout, S);
+    merge_rows(out, lse, ob, lb, B, blk->Tq, NH, HS);
 }
 
 /* Gradient pointers of one head inside dqkv, and the forward's rows. */
@@ -213,12 +325,12 @@ static void backward_block_pair(Backend *be, const HeadAttention *a, const HeadG
     cpu_sgemm(be, CblasNoTrans, CblasTrans, nr, nc, HS, a->scale, g->q + (size_t)r0 * ld, ld,
               g->k + (size_t)c0 * ld, ld, 0.0f, P, ATTN_BLOCK);
     for (int i = 0; i < nr; i++) {
-        const int row = r0 + i, j0 = first_key(a, row);
+        const int row = r0 + i;
+        int j_lo, j_hi;
+        visible_keys(a, row, c0, c0 + nc, &j_lo, &j_hi);
         float *p = P + i * ATTN_BLOCK;
-        for (int j = 0; j < nc; j++) {
-            const int col = c0 + j;
-            p[j] = col >= j0 && col <= row ? cpu_expf(p[j] - g->lse[row]) : 0.0f;
-        }
+        for (int j = 0; j < nc; j++)
+            p[j] = j >= j_lo && j <= j_hi ? cpu_expf(p[j] - g->lse[row]) : 0.0f;
     }
     const float *PV = dropped(a, P, Pd, r0, nr, c0, nc);
     cpu_sgemm(be, CblasTrans, CblasNoTrans, nc, HS, nr, 1.0f, PV, ATTN_BLOCK,
@@ -248,45 +360,73 @@ static void zero_rows(float *x, int T, int HS, int ld) {
     for (int t = 0; t < T; t++) memset(x + (size_t)t * ld, 0, (size_t)HS * sizeof(float));
 }
 
-void cpu_attention_backward(Backend *be, void *dqkv_, const void *dout_, const void *qkv_,
-                            const void *out_, const void *saved, int B, int T, int NH, int NG,
-                            int HS, const int32_t *key_start, const AttentionDropout *dropout) {
-    GPT3D_CHECK(B > 0 && T > 0 && NH > 0 && HS > 0 && NG > 0 && NH % NG == 0,
-                "attention_backward: bad shape B=%d T=%d NH=%d NG=%d HS=%d", B, T, NH, NG, HS);
-    float *dqkv = dqkv_;
-    const float *dout = dout_, *qkv = qkv_, *out = out_;
+/* Every (batch, head) of a block's backward, added into dq (query heads
+ * of dq_qkv) and dk, dv (key and value heads of dkv_qkv); `restart`: the
+ * whole sequence's backward, which overwrites them (one buffer). */
+static void block_backward_heads(Backend *be, float *dq_qkv, float *dkv_qkv, const float *dout,
+                                 const float *q_qkv, const float *kv_qkv, const float *out,
+                                 const float *lse, int B, int NH, int NG, int HS,
+                                 const AttentionBlock *blk, const int32_t *key_start,
+                                 const AttentionDropout *dropout, bool restart) {
+    const int T = blk->Tq, Tk = blk->Tk;
     const size_t block = (size_t)ATTN_BLOCK * ATTN_BLOCK;
     float *P = cpu_scratch(be, 3 * block + (size_t)T), *Pd = P + block, *dS = Pd + block;
     float *D = dS + block;
     for (int b = 0; b < B; b++)
         for (int h = 0; h < NH; h++) {
             const HeadView hv = head_view(h, NH, NG, HS);
-            const HeadAttention a = head_attention(b, h, T, NH, HS, hv.row, key_start, dropout);
-            const size_t row0 = (size_t)b * T * hv.row, orow0 = (size_t)b * T * a.C + (size_t)h * HS;
-            const HeadGrads g = {.q = qkv + row0 + hv.q,
-                                 .k = qkv + row0 + hv.k,
-                                 .v = qkv + row0 + hv.v,
+            const HeadAttention a = head_attention(b, h, blk, NH, HS, hv.row, key_start, dropout);
+            const size_t qrow0 = (size_t)b * T * hv.row, kvrow0 = (size_t)b * Tk * hv.row;
+            const size_t orow0 = (size_t)b * T * a.C + (size_t)h * HS;
+            const HeadGrads g = {.q = q_qkv + qrow0 + hv.q,
+                                 .k = kv_qkv + kvrow0 + hv.k,
+                                 .v = kv_qkv + kvrow0 + hv.v,
                                  .out = out + orow0,
                                  .dout = dout + orow0,
-                                 .lse = (const float *)saved + ((size_t)b * NH + h) * T,
+                                 .lse = lse + ((size_t)b * NH + h) * T,
                                  .D = D,
-                                 .dq = dqkv + row0 + hv.q,
-                                 .dk = dqkv + row0 + hv.k,
-                                 .dv = dqkv + row0 + hv.v};
+                                 .dq = dq_qkv + qrow0 + hv.q,
+                                 .dk = dkv_qkv + kvrow0 + hv.k,
+                                 .dv = dkv_qkv + kvrow0 + hv.v};
             for (int t = 0; t < T; t++) {
                 const float *x = g.dout + (size_t)t * a.C, *y = g.out + (size_t)t * a.C;
                 float s = 0.0f;
                 for (int e = 0; e < HS; e++) s += x[e] * y[e];
                 D[t] = s;
             }
-            zero_rows(g.dq, T, HS, a.ld);
-            /* The group's first head starts its key and value sums. */
-            if (hv.first_in_group) zero_rows(g.dk, T, HS, a.ld), zero_rows(g.dv, T, HS, a.ld);
+            if (restart) {
+                zero_rows(g.dq, T, HS, a.ld);
+                /* The group's first head starts its key and value sums. */
+                if (hv.first_in_group) zero_rows(g.dk, T, HS, a.ld), zero_rows(g.dv, T, HS, a.ld);
+            }
             for (int r0 = 0; r0 < T; r0 += ATTN_BLOCK) {
-                const int r1 = block_end(r0, T), lo = block_first_key(&a, r0, r1);
-                for (int c0 = lo - lo % ATTN_BLOCK; c0 < r1; c0 += ATTN_BLOCK)
-                    backward_block_pair(be, &a, &g, r0, r1 - r0, c0, block_end(c0, r1) - c0, P, Pd,
-                                        dS);
+                const int r1 = block_end(r0, T);
+                int lo, end;
+                block_keys(&a, r0, r1, &lo, &end);
+                for (int c0 = lo - lo % ATTN_BLOCK; c0 < end; c0 += ATTN_BLOCK)
+                    backward_block_pair(be, &a, &g, r0, r1 - r0, c0, block_end(c0, end) - c0, P,
+                                        Pd, dS);
             }
         }
+}
+
+void cpu_attention_backward(Backend *be, void *dqkv, const void *dout, const void *qkv,
+                            const void *out, const void *saved, int B, int T, int NH, int NG,
+                            int HS, const int32_t *key_start, const AttentionDropout *dropout) {
+    check_shape("attention_backward", B, T, NH, NG, HS);
+    const AttentionBlock whole = whole_sequence(T);
+    block_backward_heads(be, dqkv, dqkv, dout, qkv, qkv, out, saved, B, NH, NG, HS, &whole,
+                         key_start, dropout, true);
+}
+
+void cpu_attention_block_backward(Backend *be, void *d_q_qkv, void *d_kv_qkv, const void *dout,
+                                  const void *q_qkv, const void *kv_qkv, const void *out,
+                                  const float *lse, int B, int NH, int NG, int HS,
+                                  const AttentionBlock *blk, const int32_t *key_start,
+                                  const AttentionDropout *dropout) {
+    check_shape("attention_block_backward", B, blk->Tq, NH, NG, HS);
+    GPT3D_CHECK(blk->Tk > 0 && blk->q_coord && blk->k_coord,
+                "attention_block_backward: bad block Tq=%d Tk=%d", blk->Tq, blk->Tk);
+    block_backward_heads(be, d_q_qkv, d_kv_qkv, dout, q_qkv, kv_qkv, out, lse, B, NH, NG, HS, blk,
+                         key_start, dropout, false);
 }

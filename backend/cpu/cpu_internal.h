@@ -66,6 +66,15 @@ void cpu_attention_forward(Backend *be, void *out, void *saved, const void *qkv,
 void cpu_attention_backward(Backend *be, void *dqkv, const void *dout, const void *qkv,
                             const void *out, const void *saved, int B, int T, int NH, int NG,
                             int HS, const int32_t *key_start, const AttentionDropout *dropout);
+void cpu_attention_block_forward(Backend *be, void *out, float *lse, const void *q_qkv,
+                                 const void *kv_qkv, int B, int NH, int NG, int HS,
+                                 const AttentionBlock *blk, const int32_t *key_start,
+                                 const AttentionDropout *dropout, bool first);
+void cpu_attention_block_backward(Backend *be, void *d_q_qkv, void *d_kv_qkv, const void *dout,
+                                  const void *q_qkv, const void *kv_qkv, const void *out,
+                                  const float *lse, int B, int NH, int NG, int HS,
+                                  const AttentionBlock *blk, const int32_t *key_start,
+                                  const AttentionDropout *dropout);
 
 /* ---- RMSNorm, SwiGLU, squared ReLU, dropout, RoPE, QK-norm (cpu_arch.c) ---- */
 void cpu_rmsnorm_forward(Backend *be, void *out, float *rstd, const void *inp, const void *weight,
