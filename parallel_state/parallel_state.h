@@ -67,6 +67,10 @@ bool parallel_state_init(ParallelState *ps, MPI_Comm world, int tp, int pp, char
                          size_t err_size);
 void parallel_state_destroy(ParallelState *ps);
 
+/* Ranks holding the same parameters (DP x CP): the optimizer's shards. */
+static inline int parallel_state_data_context_size(const ParallelState *ps) {
+    return ps->dp_size * ps->cp_size;
+}
 static inline bool parallel_state_is_first_stage(const ParallelState *ps) {
     return ps->pp_rank == 0;
 }

@@ -75,6 +75,9 @@ layout "Llama, documents, TP 2 x CP 2" 4 llama "${LLAMA[@]}" "${DOCS[@]}" --cont
 
 # The layout line and the ring's traffic: 2 layers x 4 micro-batches.
 grep -q "rank(s) = DP 1 x PP 1 x CP 2 x TP 1" "$WORK/CP_2.log" || fail "CP 2: layout line"
+# The optimizer is sharded over DP x CP (the ranks holding the same parameters).
+grep -q "ZeRO-1 keeps 1/2), activations" "$WORK/CP_2.log" || fail "CP 2: optimizer not sharded over CP"
+grep -q "^gradient buckets: 1 over DP x CP 2 " "$WORK/CP_2.log" || fail "CP 2: bucket line"
 ring_sends() { sed -nE 's/.*context send ([0-9]+) calls.*/\1/p' "$1"; }
 for cp in 2 4; do
     want=$(( 2 * 4 * (3 * cp - 2) ))

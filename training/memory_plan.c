@@ -69,9 +69,10 @@ bool trainer_check_memory(const Trainer *t, int num_slots, char *err, size_t err
     }
 
     const GPTMemoryPlan plan = planned_chunks(t, num_slots);
-    const double shard = (double)plan.flat_numel / t->ps->dp_size;
+    const int shards = parallel_state_data_context_size(t->ps);
+    const double shard = (double)plan.flat_numel / shards;
     const double optimizer = shard * (double)distrib_optimizer_planned_bytes_per_element(t->be);
-    const double scratch = t->ps->dp_size > 1 ? shard * sizeof(float) : 0.0;
+    const double scratch = shards > 1 ? shard * sizeof(float) : 0.0;
     const double total = (double)plan.param_bytes + (double)plan.grad_bytes + optimizer +
                          scratch + (double)plan.activation_bytes;
     if (total * sharing <= (double)available) return true;

@@ -157,9 +157,9 @@ static void print_buckets(const Trainer *t) {
         const GradBucket *b = distrib_optimizer_bucket(t->opt, k);
         n += (size_t)snprintf(sizes + n, sizeof sizes - n, "%s%zu", k ? " " : "", b->end - b->begin);
     }
-    printf("gradient buckets: %d over DP %d (elements: %s%s); overlap: grad reduce %s, param "
+    printf("gradient buckets: %d over %s %d (elements: %s%s); overlap: grad reduce %s, param "
            "gather %s\n",
-           K, t->ps->dp_size, sizes, n >= sizeof sizes - 32 ? " ..." : "",
+           K, t->ps->cp_size > 1 ? "DP x CP" : "DP", parallel_state_data_context_size(t->ps), sizes, n >= sizeof sizes - 32 ? " ..." : "",
            t->args->overlap_grad_reduce ? "on" : "off", t->args->overlap_param_gather ? "on" : "off");
 }
 
@@ -248,7 +248,8 @@ static void print_summary(const Trainer *t, const char *device) {
     if (t->test_ds) printf("      %s\n", blended_dataset_description(t->test_ds));
     printf("memory per rank: parameters %.3f MiB, gradients %.3f MiB, optimizer state %.3f MiB "
            "(plain data parallel: %.3f MiB; ZeRO-1 keeps 1/%d), activations %.3f MiB\n",
-           param_bytes / MiB, grad_bytes / MiB, opt_bytes / MiB, plain_opt / MiB, t->ps->dp_size,
+           param_bytes / MiB, grad_bytes / MiB, opt_bytes / MiB, plain_opt / MiB,
+           parallel_state_data_context_size(t->ps),
            trainer_activation_bytes(t) / MiB);
     print_buckets(t);
     if (strcmp(device, "cpu") == 0 && (a->bf16 || a->fp16))
