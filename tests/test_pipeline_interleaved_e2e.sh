@@ -8,7 +8,8 @@
 # chunk V-1) stay bitwise identical; the traced order of PP 2 x V 2 is
 # Megatron's; a checkpoint saved at PP 2 x V 2 resumes at one rank and one
 # saved at one rank resumes at PP 2 x V 2 (the canonical layout); the
-# overlap flags not built with interleaving are refused.
+# overlapped gradient reduce and parameter gather start buckets during the
+# last micro-batch's backward and match one rank too.
 # Usage: test_pipeline_interleaved_e2e.sh MPIEXEC PRETRAIN PREPROCESS
 set -u
 MPIEXEC=$1
@@ -98,8 +99,17 @@ mpi_ranks 2 --num-layers 4 --pipeline-model-parallel-size 2 --num-virtual-stages
     || { cat "$WORK/resume2.log"; fail "resume at PP 2 x V 2"; }
 compare "one rank -> PP 2 x V 2 resume" "$WORK/ref4.jsonl" "$WORK/one.jsonl" || fail "one rank -> V 2 resume differs"
 
-mpi_ranks 2 --num-layers 4 --pipeline-model-parallel-size 2 --num-virtual-stages-per-pipeline-rank 2 \
-    --overlap-grad-reduce > "$WORK/bad.log" 2>&1 && fail "--overlap-grad-reduce with interleaving accepted"
-one_error "overlap with interleaving" "$WORK/bad.log" "--overlap-grad-reduce with interleaved 1F1B .* is not built yet"
+# Overlapped gradient reduce and parameter gather with small buckets: the
+# chunks' ranges lie last chunk first, so the last micro-batch's backward
+# (last chunk to first) finalises buckets as it goes. In the last iteration
+# of rank 0 a reduce-scatter starts before its last backward ends.
+interleaved "DP 2 x PP 2 x V 2, overlapped" ref4 4 --num-layers 4 --pipeline-model-parallel-size 2 \
+    --num-virtual-stages-per-pipeline-rank 2 --overlap-grad-reduce --overlap-param-gather \
+    --ddp-bucket-size 2000
+awk '/^iteration 20$/ { on = 1 } on && /^grad_reduce_start/ && !first { first = NR }
+     on && /^BACKWARD / { last = NR }
+     END { exit !(first && first < last) }' "$WORK/run.trace.rank0" \
+    || fail "interleaved with overlap: no reduce-scatter started before the last backward ended"
+grep -q "overlap: grad reduce on, param gather on" "$WORK/run.log" || fail "overlap flags not on"
 
 finish test_pipeline_interleaved_e2e

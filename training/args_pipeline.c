@@ -81,11 +81,5 @@ bool args_resolve_pipeline(TrainArgs *a, const FlagParser *parser, char *err, si
         !resolve_chunks(a, parser, err, err_size) || !pipeline_split_check(s, err, err_size))
         return false;
     if (s->vp_size == 1) return true;
-    if (!check_interleaved_batches(a, err, err_size)) return false;
-    if (a->overlap_grad_reduce || a->overlap_param_gather)
-        FAIL("--%s with interleaved 1F1B (%s) is not built yet: leave it out (the gradients are "
-             "then reduced after the schedule)",
-             a->overlap_grad_reduce ? "overlap-grad-reduce" : "overlap-param-gather",
-             VIRTUAL_FLAG_NAMES);
-    return true;
+    return check_interleaved_batches(a, err, err_size);
 }

@@ -34,13 +34,15 @@ void trainer_partition_chunks(Trainer *t) {
     t->part = t->chunk_parts[0];
 }
 
-/* The chunks' tables one after another, offsets shifted to the joint buffer. */
+/* The chunks' tables one after another, last chunk first (the order the
+ * last micro-batch's backward finalises them, trainer.h), offsets shifted
+ * to the joint buffer. */
 static void join_tables(Trainer *t) {
     ParamTable *joint = &t->chunk_table;
     int count = 0;
     for (int v = 0; v < t->num_chunks; v++) count += gpt_model_params(t->chunks[v])->count;
     joint->params = xcalloc((size_t)count, sizeof *joint->params);
-    for (int v = 0; v < t->num_chunks; v++) {
+    for (int v = t->num_chunks - 1; v >= 0; v--) {
         const ParamTable *own = gpt_model_params(t->chunks[v]);
         t->chunk_base[v] = joint->total_numel;
         for (int i = 0; i < own->count; i++) {
@@ -69,6 +71,7 @@ void trainer_create_chunks(Trainer *t, const DistOptConfig *oc) {
     for (int v = 0; v < V; v++)
         gpt_model_bind_buffers(t->chunks[v], params + backend_act_bytes(be, t->chunk_base[v]),
                                grads + t->chunk_base[v]);
+    trainer_set_buffer_hooks(t);
     /* A received output gradient waits for its backward, and a leading
      * rank receives several per chunk before the first of them runs. */
     const size_t bytes = backend_act_bytes(be, gpt_model_stage_activation_numel(t->chunks[0]));
@@ -125,5 +128,6 @@ void trainer_free_models(Trainer *t) {
     free(t->chunk_grad_in);
     free(t->chunks);
     free(t->chunk_base);
+    free(t->chunk_hooks);
     free(t->chunk_parts);
 }

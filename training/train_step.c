@@ -1,6 +1,7 @@
 /* One training iteration of a rank: its micro-batches through the pipeline
  * schedule, then the gradient reductions every layout needs. */
 #include <math.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -157,12 +158,6 @@ static double global_mean_loss(Trainer *t, const StageCtx *c) {
     return sums[0] / (sums[1] > 0 ? sums[1] : 1.0);
 }
 
-/* The stage's copy of the tied word embedding gradient, when the other end
- * of the pipeline holds the other copy (NULL otherwise). */
-static float *tied_embedding_grad(Trainer *t, size_t *numel) {
-    return gpt_model_tied_embedding_grad(t->model, numel);
-}
-
 /* Before the distributed optimizer reduces the bucket [begin, end) over DP,
  * its gradients are completed over the other groups: the partial sums over
  * TP (sequence parallelism's, the QK-norm weights'), and the two copies of
@@ -184,23 +179,47 @@ void trainer_finalize_grads(void *ctx, size_t begin, size_t end) {
 }
 
 static void on_params_needed(void *ctx, size_t begin, size_t end) {
-    distrib_optimizer_params_needed(((Trainer *)ctx)->opt, begin, end);
+    const struct ChunkHooks *h = ctx;
+    const size_t base = h->t->chunk_base[h->chunk];
+    distrib_optimizer_params_needed(h->t->opt, base + begin, base + end);
+}
+
+/* Where the first copy of the tied word-embedding gradient lies in the
+ * joint buffer when the other end of the pipeline holds the other copy
+ * (SIZE_MAX: no such copy on this rank). */
+static size_t tied_grad_offset(const Trainer *t) {
+    size_t at = SIZE_MAX;
+    for (int v = 0; v < t->num_chunks; v++) {
+        size_t numel = 0;
+        const float *dwte = gpt_model_tied_embedding_grad(t->chunks[v], &numel);
+        const size_t o = dwte ? (size_t)(dwte - distrib_optimizer_grad_buffer(t->opt)) : SIZE_MAX;
+        if (o < at) at = o;
+    }
+    return at;
 }
 
 static void on_grads_ready(void *ctx, size_t ready_numel) {
-    Trainer *t = ctx;
+    const struct ChunkHooks *h = ctx;
+    Trainer *t = h->t;
     if (!t->in_last_backward) return;
+    /* The later chunks lie before this one and are final already. */
+    const size_t ready = t->chunk_base[h->chunk] + ready_numel;
     /* The tied-embedding sum is a collective with the other end of the
      * pipeline, which is still waiting for this stage's gradients: the
      * buckets from the embedding on wait for the end of the schedule. */
-    size_t numel = 0;
-    float *dwte = tied_embedding_grad(t, &numel);
-    const size_t at = dwte ? (size_t)(dwte - distrib_optimizer_grad_buffer(t->opt)) : ready_numel;
-    distrib_optimizer_grads_ready(t->opt, ready_numel < at ? ready_numel : at);
+    const size_t at = tied_grad_offset(t);
+    distrib_optimizer_grads_ready(t->opt, ready < at ? ready : at);
 }
 
-GPTBufferHooks trainer_buffer_hooks(Trainer *t) {
-    return (GPTBufferHooks){.ctx = t, .params_needed = on_params_needed, .grads_ready = on_grads_ready};
+void trainer_set_buffer_hooks(Trainer *t) {
+    t->chunk_hooks = xcalloc((size_t)t->num_chunks, sizeof *t->chunk_hooks);
+    for (int v = 0; v < t->num_chunks; v++) {
+        t->chunk_hooks[v] = (struct ChunkHooks){.t = t, .chunk = v};
+        const GPTBufferHooks hooks = {.ctx = &t->chunk_hooks[v],
+                                      .params_needed = on_params_needed,
+                                      .grads_ready = on_grads_ready};
+        gpt_model_set_buffer_hooks(t->chunks[v], &hooks);
+    }
 }
 
 void trainer_optimizer_step(Trainer *t, const StepResult *r) {
@@ -240,11 +259,14 @@ static void chunk_backward(void *ctx, int chunk, int mb) {
     StageCtx *c = ctx;
     Trainer *t = c->t;
     GPTModel *m = t->chunks[chunk];
+    /* A chunk's last backward of the iteration makes its gradients final. */
+    t->in_last_backward = mb == c->num_microbatches - 1;
     /* The model starts a non-last chunk's backward from its one d(output) buffer. */
     if (!t->chunk_parts[chunk].has_head)
         t->be->ops->copy_device(t->be, gpt_model_stage_output_grad(m), chunk_grad_in(t, chunk, mb),
                                 backend_act_bytes(t->be, gpt_model_stage_activation_numel(m)));
     gpt_model_stage_backward(m, mb, backward_scale(c, &t->chunk_parts[chunk], mb));
+    t->in_last_backward = false;
 }
 
 static void *chunk_input(void *ctx, int chunk, int mb) {

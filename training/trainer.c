@@ -298,8 +298,7 @@ static void setup_model(Trainer *t, int slots) {
     t->opt = distrib_optimizer_create(t->be, &t->comm, gpt_model_params(t->model), &oc);
     gpt_model_bind_buffers(t->model, distrib_optimizer_param_buffer(t->opt),
                            distrib_optimizer_grad_buffer(t->opt));
-    const GPTBufferHooks hooks = trainer_buffer_hooks(t);
-    gpt_model_set_buffer_hooks(t->model, &hooks);
+    trainer_set_buffer_hooks(t);
 }
 
 static bool open_trace(Trainer *t, char *err, size_t err_size) {

@@ -44,6 +44,7 @@ typedef struct {
     GPTModel **chunks;
     ModelPartition *chunk_parts;
     size_t *chunk_base;
+    struct ChunkHooks *chunk_hooks; /* each chunk's hook context (its index) */
     ParamTable chunk_table;
     void **chunk_grad_in;
     DistributedOptimizer *opt; /* owns the parameter and gradient buffers */
@@ -120,9 +121,16 @@ double trainer_perplexity(double loss);
  * false on every rank when one failed, rank 0 printing its message. */
 bool trainer_data_reads_ok(const Trainer *t);
 
-/* The model's hooks into the distributed optimizer, and the optimizer's
- * finalize callback (ctx: the Trainer). */
-GPTBufferHooks trainer_buffer_hooks(Trainer *t);
+/* The hooks of chunk v (the model itself without interleaving) into the
+ * distributed optimizer, and the optimizer's finalize callback (ctx: the
+ * Trainer). Chunk ranges lie in the buffers last chunk first, so the
+ * backward of the iteration's last micro-batch, which runs the chunks from
+ * the last to the first, finalises the buffer as a growing prefix. */
+struct ChunkHooks {
+    Trainer *t;
+    int chunk;
+};
+void trainer_set_buffer_hooks(Trainer *t);
 void trainer_finalize_grads(void *ctx, size_t begin, size_t end);
 /* AdamW step on this rank's shard, then the parameter all-gather. */
 void trainer_optimizer_step(Trainer *t, const StepResult *r);
