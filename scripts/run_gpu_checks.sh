@@ -16,7 +16,7 @@
 # failure on a GPU machine; a failure is rerun once with
 # CUDA_LAUNCH_BLOCKING=1), pretrain_gpt --device cuda against --device cpu
 # on the same data and seed (first-iteration loss within 1e-2 relative, a
-# 50-iteration curve), TP2 x PP2 x DP2 on the one GPU with --comm mpi
+# 50-iteration curve), TP2 x PP2 x DP2 and TP2 x CP2 on the one GPU with --comm mpi
 # against one rank (when the machine has mpirun), the benchmark at GPT-2 124M,
 # compute-sanitizer memcheck of the op and model tests, then larger
 # benchmark shapes while the budget lasts. Training and the first benchmark
@@ -390,8 +390,9 @@ check_train() {
 }
 
 # ---- several ranks on one GPU: the staged communication ---------------------------
-# TP2 x PP2 x DP2 on one GPU with --comm mpi (device buffers through host
-# memory and MPI; NCCL refuses two ranks on one device) against one rank on
+# TP2 x PP2 x DP2, then TP2 x CP2, on one GPU with --comm mpi (device
+# buffers through host memory and MPI; NCCL refuses two ranks on one
+# device) against one rank on
 # the same data and seed: first-iteration loss within 1e-2 relative and
 # every one of 20 losses within 5e-2, the bf16 thresholds of check_train.
 # Needs an mpirun on the machine (the bundle itself starts singletons only).
@@ -435,9 +436,27 @@ check_multirank() {
         return 0
     fi
     [ "$rc" -eq 0 ] || { record multirank_staged fail $((SECONDS - t0)) "8 ranks exited $rc: $(why "$WORK/mr8.log")"; return 0; }
-    local i a b worst=0 bad=0
+    record_against_one_rank multirank_staged mr8 "$t0"
+    # Context parallelism: the ring of key/value blocks through the staged
+    # communication, TP 2 x CP 2 on 4 ranks of the one device.
+    budget_allows multirank_context 60 optional || return 0
+    t0=$SECONDS rc=0
+    rm -f "$WORK/mrcp.jsonl"
+    LAUNCH=(env -u OPAL_PREFIX -u OPAL_SYSCONFDIR -u OMPI_MCA_mca_base_component_path
+            -u OMPI_MCA_ess_singleton_isolated -u HWLOC_PLUGINS_PATH
+            "$launcher" --oversubscribe --allow-run-as-root -np 4 -x LD_LIBRARY_PATH)
+    multirank_run mrcp --comm mpi --tensor-model-parallel-size 2 --context-parallel-size 2 || rc=$?
+    LAUNCH=()
+    [ "$rc" -eq 0 ] || { record multirank_context fail $((SECONDS - t0)) "4 ranks exited $rc: $(why "$WORK/mrcp.log")"; return 0; }
+    record_against_one_rank multirank_context mrcp "$t0"
+}
+
+# record_against_one_rank RECORD NAME T0: WORK/NAME.jsonl's 20 losses
+# against the one-rank run's (mr1), the bf16 thresholds of check_train.
+record_against_one_rank() {
+    local record_name=$1 name=$2 t0=$3 i a b worst=0 bad=0
     for i in $(seq 1 20); do
-        a=$(field lm_loss "$(sed -n "${i}p" "$WORK/mr8.jsonl")")
+        a=$(field lm_loss "$(sed -n "${i}p" "$WORK/$name.jsonl")")
         b=$(field lm_loss "$(sed -n "${i}p" "$WORK/mr1.jsonl")")
         if ! is_number "$a" || ! is_number "$b"; then bad=$((bad + 1)); continue; fi
         local tol=5e-2
@@ -446,9 +465,9 @@ check_multirank() {
         worst=$(awk -v a="$a" -v b="$b" -v w="$worst" 'BEGIN { d = (a - b) / b; if (d < 0) d = -d; printf "%.5f", (d > w ? d : w) }')
     done
     if [ "$bad" -eq 0 ]; then
-        record multirank_staged pass $((SECONDS - t0)) "20 losses within 5e-2 of one rank (first within 1e-2), worst $worst"
+        record "$record_name" pass $((SECONDS - t0)) "20 losses within 5e-2 of one rank (first within 1e-2), worst $worst"
     else
-        record multirank_staged fail $((SECONDS - t0)) "$bad of 20 losses missing or beyond tolerance (worst $worst)"
+        record "$record_name" fail $((SECONDS - t0)) "$bad of 20 losses missing or beyond tolerance (worst $worst)"
     fi
 }
 

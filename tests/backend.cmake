@@ -22,12 +22,14 @@ gpt3d_add_test(NAME test_backend_cuda_model SOURCES test_backend_cuda_model.c TI
   LABELS cuda memcheck)
 gpt3d_add_test(NAME test_backend_cuda_arch SOURCES test_backend_cuda_arch.c TIMEOUT 120
   LABELS cuda memcheck)
+gpt3d_add_test(NAME test_backend_cuda_ring SOURCES test_backend_cuda_ring.c TIMEOUT 60
+  LABELS cuda memcheck)
 # The same programs with a CPU backend standing in for CUDA: they run
 # everywhere and keep the test programs themselves working between GPU runs.
 # They compare the CPU backend with itself, so they are harness self-tests,
 # not op tests: named test_harness_cuda* and labelled harness so a count of
 # what the CUDA backend passed (ctest -L cuda) never includes them.
-foreach(part "" _gemm _loss _model _arch)
+foreach(part "" _gemm _loss _model _arch _ring)
   gpt3d_add_test(NAME test_harness_cuda${part} SOURCES test_backend_cuda${part}.c
     TIMEOUT 120 ARGS --cpu-standin LABELS harness)
 endforeach()

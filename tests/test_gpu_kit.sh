@@ -30,6 +30,10 @@ SUMMARY="$WORK/out/gpu_summary.jsonl"
 grep '"check": "multirank_staged"' "$SUMMARY" || true
 grep -Eq '"check": "multirank_staged", "status": "(pass|skip)"' "$SUMMARY" \
     || fail "the multi-rank check neither passed nor was skipped"
+grep '"check": "multirank_context"' "$SUMMARY" || true
+grep -Eq '"check": "multirank_context", "status": "(pass|skip)"' "$SUMMARY" \
+    || ! grep -q '"check": "multirank_staged", "status": "pass"' "$SUMMARY" \
+    || fail "the context-parallel multi-rank check neither passed nor was skipped"
 [ "$rc" -eq 0 ] || { tail -n 40 "$WORK/checks.log"; fail "run_gpu_checks.sh --cpu-standin exited $rc"; }
 [ -s "$REPORT" ] || fail "no report $REPORT"
 [ -s "$SUMMARY" ] || fail "no summary $SUMMARY"

@@ -33,10 +33,5 @@ bool args_resolve_context(TrainArgs *a, char *err, size_t err_size) {
              "(--seq-length %d / --context-parallel-size %d) divisible by "
              "--tensor-model-parallel-size %d",
              T / cp, T, cp, a->tensor_model_parallel_size);
-    if (a->device && !strcmp(a->device, "cuda"))
-        FAIL("--context-parallel-size %d runs on --device cpu in this version: the CUDA kernels "
-             "of ring attention are not built yet; use --device cpu, or split long sequences "
-             "with --tensor-model-parallel-size and --sequence-parallel",
-             cp);
     return true;
 }

@@ -139,15 +139,16 @@ void cuda_dropout_backward(Backend *be, void *dinp, const void *dout, int rows, 
 // imported Llama weights see their rotation; then one thread per rotated
 // pair of every query and key head.
 
-static __global__ void rope_table_kernel(float *cos_t, float *sin_t, int T, int half, int rot_dim,
-                                         float base) {
-    GRID_STRIDE(idx, (size_t)T * half) {
-        const int t = (int)(idx / (size_t)half), i = (int)(idx % (size_t)half);
-        const float inv_freq = 1.0f / powf(base, (float)(2 * i) / (float)rot_dim);
-        const float angle = (float)t * inv_freq;
-        cos_t[idx] = cosf(angle);
-        sin_t[idx] = sinf(angle);
-    }
+// The rotation of pair i at position t, computed where it is used: a
+// position id may be any place in the sequence (a context-parallel rank's
+// rows), so no table sized by the rows would do. The same fp32 expressions
+// as the CPU backend's table.
+static __device__ __forceinline__ void rope_angle(int t, int i, int rot_dim, float base, float *c,
+                                                  float *s) {
+    const float inv_freq = 1.0f / powf(base, (float)(2 * i) / (float)rot_dim);
+    const float angle = (float)t * inv_freq;
+    *c = cosf(angle);
+    *s = sinf(angle);
 }
 
 // Where the rotated pairs of a qkv row sit: per group `rotated` heads (its
@@ -161,9 +162,8 @@ typedef struct {
 
 // direction +1 rotates by the angle (forward), -1 by minus the angle (the
 // transpose, backward): (x, y) -> (x cos - y s, y cos + x s), s = dir * sin.
-static __global__ void rope_apply_kernel(bf16 *qkv, const float *cos_t, const float *sin_t,
-                                         const int32_t *position_ids, size_t pairs, RopeLayout L,
-                                         float direction) {
+static __global__ void rope_apply_kernel(bf16 *qkv, const int32_t *position_ids, size_t pairs,
+                                         RopeLayout L, int rot_dim, float base, float direction) {
     const size_t row_len = (size_t)L.NG * L.per_group * L.HS;
     const size_t heads_per_row = (size_t)L.NG * L.rotated;
     GRID_STRIDE(idx, pairs) {
@@ -175,7 +175,9 @@ static __global__ void rope_apply_kernel(bf16 *qkv, const float *cos_t, const fl
         bf16 *head = qkv + row * row_len + ((size_t)g * L.per_group + h) * L.HS;
         bf16 *px = head + (size_t)i * L.stride_x, *py = px + L.offset_y;
         const float x = to_f32(*px), y = to_f32(*py);
-        const float c = cos_t[(size_t)t * L.half + i], s = direction * sin_t[(size_t)t * L.half + i];
+        float c, s;
+        rope_angle(t, i, rot_dim, base, &c, &s);
+        s *= direction;
         *px = to_bf16(x * c - y * s);
         *py = to_bf16(y * c + x * s);
     }
@@ -197,15 +199,10 @@ static void rope_apply(Backend *be, void *qkv, int B, int T, int NH, int NG, int
     L.half = rot_dim / 2;
     L.stride_x = interleaved ? 2 : 1;
     L.offset_y = interleaved ? 1 : L.half;
-    const size_t table = (size_t)T * L.half;
-    float *cos_t = (float *)cuda_scratch(be, 2 * align256(table * sizeof(float)));
-    float *sin_t = (float *)((char *)cos_t + align256(table * sizeof(float)));
     cudaStream_t s = stream_of(be);
-    rope_table_kernel<<<grid_for(table), THREADS, 0, s>>>(cos_t, sin_t, T, L.half, rot_dim, base);
-    CUDA_CHECK_LAUNCH();
     const size_t pairs = (size_t)B * T * NG * L.rotated * L.half;
-    rope_apply_kernel<<<grid_for(pairs), THREADS, 0, s>>>((bf16 *)qkv, cos_t, sin_t, position_ids,
-                                                          pairs, L, direction);
+    rope_apply_kernel<<<grid_for(pairs), THREADS, 0, s>>>((bf16 *)qkv, position_ids, pairs, L,
+                                                          rot_dim, base, direction);
     CUDA_CHECK_LAUNCH();
 }
 

@@ -242,10 +242,8 @@ static const BackendOps CUDA_OPS = {
     cuda_attention_saved_bytes,
     cuda_attention_forward,
     cuda_attention_backward,
-    /* Ring attention's block kernels are not built: the trainer refuses
-     * --context-parallel-size > 1 on --device cuda. */
-    NULL,
-    NULL,
+    cuda_attention_block_forward,
+    cuda_attention_block_backward,
     cuda_rope_forward,
     cuda_rope_backward,
     cuda_qk_norm_forward,

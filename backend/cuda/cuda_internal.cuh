@@ -317,6 +317,17 @@ void cuda_attention_backward(Backend *be, void *dqkv, const void *dout, const vo
                              const void *out, const void *saved, int B, int T, int NH, int NG,
                              int HS, const int32_t *key_start, const AttentionDropout *dropout);
 
+// cuda_ring_attention.cu
+void cuda_attention_block_forward(Backend *be, void *out, float *lse, const void *q_qkv,
+                                  const void *kv_qkv, int B, int NH, int NG, int HS,
+                                  const AttentionBlock *blk, const int32_t *key_start,
+                                  const AttentionDropout *dropout, bool first);
+void cuda_attention_block_backward(Backend *be, void *d_q_qkv, void *d_kv_qkv, const void *dout,
+                                   const void *q_qkv, const void *kv_qkv, const void *out,
+                                   const float *lse, int B, int NH, int NG, int HS,
+                                   const AttentionBlock *blk, const int32_t *key_start,
+                                   const AttentionDropout *dropout);
+
 // cuda_loss_optim.cu
 void cuda_cross_entropy_max(Backend *be, float *rowmax, const void *logits, int N, int V,
                             int vocab_begin, int vocab_size);
