@@ -5,4 +5,4 @@
 add_test(NAME test_mutations
   COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/mutation/run_mutations.sh ${CMAKE_SOURCE_DIR}
           --expect-survivor ${CMAKE_CURRENT_SOURCE_DIR}/mutation/selftest/comment_only.patch)
-set_tests_properties(test_mutations PROPERTIES TIMEOUT 1800 ENVIRONMENT "OPENBLAS_NUM_THREADS=1")
+set_tests_properties(test_mutations PROPERTIES TIMEOUT 2400 ENVIRONMENT "OPENBLAS_NUM_THREADS=1")
