@@ -292,6 +292,48 @@ typedef struct {
                                    const int32_t *targets, int N, int V, int vocab_begin,
                                    int vocab_size, float dloss);
 
+    /* ---- mixture of experts ----
+     * A router scores R tokens against E experts (logits [R, E] fp32) and
+     * sends each to K of them (--moe-router-topk). Selection is the top K
+     * logits of the row, a tie going to the lower expert index, so every
+     * backend and layout routes alike. */
+    /* expert_ids [R, K] (int32, best first) and probs [R, K] (fp32) from the
+     * logits. softmax: probs = softmax over the K selected logits, or with
+     * `pre_softmax` the selected entries of softmax over all E; sigmoid:
+     * sigmoid of the selected logits, divided by their sum (+ 1e-20) when
+     * K > 1. stats [E + 1] fp32 is overwritten with the sums over the R rows
+     * of the load-balancing scores (softmax over all E; for sigmoid, sigmoid
+     * normalised over all E by its sum + 1e-20), then of lse^2 (lse: the
+     * row's log-sum-exp, for the z-loss); sums run in row order. */
+    void (*moe_router_forward)(Backend *be, int32_t *expert_ids, float *probs, float *stats,
+                               const float *logits, int R, int E, int K, bool sigmoid,
+                               bool pre_softmax);
+    /* dlogits [R, E] (overwritten) = the gradient through probs (dprobs
+     * [R, K]) + through the load-balancing scores, whose gradient is
+     * aux_grad[e] for every row ([E]; NULL: none) + through the z-loss term
+     * z_grad * lse^2 of every row (z_grad 0: none). */
+    void (*moe_router_backward)(Backend *be, float *dlogits, const float *dprobs,
+                                const float *logits, const int32_t *expert_ids, const float *probs,
+                                const float *aux_grad, float z_grad, int R, int E, int K,
+                                bool sigmoid, bool pre_softmax);
+    /* out [P, C] row p = inp row rows[p], or zeros where rows[p] < 0 (an
+     * expert's padding) — the dispatch of tokens to expert order. */
+    void (*moe_gather_rows)(Backend *be, void *out, const void *inp, const int32_t *rows, int P,
+                            int C);
+    /* out [N, C] row n = sum over k in order of w(n, k) * expert_out row
+     * slot[n * K + k], skipping slots < 0 (a dropped token), with w = probs
+     * [N, K] (fp32), or 1 when probs is NULL (the dispatch's backward).
+     * Overwritten, or added to when `accumulate`. */
+    void (*moe_combine_forward)(Backend *be, void *out, const void *expert_out, const float *probs,
+                                const int32_t *slot, int N, int K, int C, bool accumulate);
+    /* d_expert_out [P, C] (overwritten, rows named by no slot zero):
+     * row slot[n, k] = probs[n, k] * dout row n; dprobs [N, K] (overwritten)
+     * = dot(dout row n, expert_out row slot[n, k]), 0 for a dropped slot.
+     * Each expert row is named by at most one slot. */
+    void (*moe_combine_backward)(Backend *be, void *d_expert_out, float *dprobs, const void *dout,
+                                 const void *expert_out, const float *probs, const int32_t *slot,
+                                 int N, int K, int P, int C);
+
     /* ---- optimizer ----
      * AdamW on n elements of an fp32 shard: m = b1 m + (1-b1) g;
      * v = b2 v + (1-b2) g^2; master -= lr * (m/(1-b1^t) / (sqrt(v/(1-b2^t)) + eps)

@@ -41,7 +41,7 @@
 #define CHECKPOINT_FORMAT "gpt3d-checkpoint"
 /* Version 2 added the checksums (see Integrity above), version 3 the
  * architecture variant; version 1 and 2 checkpoints still load. */
-#define CHECKPOINT_FORMAT_VERSION 4
+#define CHECKPOINT_FORMAT_VERSION 5
 #define CHECKPOINT_MIN_FORMAT_VERSION 1
 #define CHECKPOINT_MAX_DIMS 4
 

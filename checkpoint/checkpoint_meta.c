@@ -9,7 +9,8 @@
  * inserted as raw JSON text; parsing (strtod) is exact. A field table drives
  * writing, reading and validation alike, so the three cannot drift apart.
  * Version 3 added the architecture variant (model/transformer_config.h);
- * an older file is of the GPT-2 variant.
+ * an older file is of the GPT-2 variant. Version 4 added the context
+ * parallel size, version 5 the mixture of experts.
  * Integrity (format version 2): "crc32c" holds 8 hex digits, the CRC32C of
  * the canonical text of every other field (cJSON's unformatted print of the
  * object this file builds, in table order). A reader rebuilds that text from
@@ -50,6 +51,7 @@ typedef struct {
 /* The model's fields keep their flat JSON keys (checkpoints of every
  * version read alike); the architecture's come from its one list. */
 #define META_KIND_int F_INT
+#define META_KIND_count F_INT
 #define META_KIND_int64 F_I64
 #define META_KIND_u64 F_U64
 #define META_KIND_bool F_BOOL
@@ -63,6 +65,11 @@ typedef struct {
 #define VARIANT_FIELD(f, kind, names, what)                                                        \
     {#f, META_KIND_##kind, offsetof(CheckpointMeta, model.f),                                      \
      sizeof(((CheckpointMeta *)0)->model.f), 1, names, 3},
+/* The mixture of experts arrived with format version 5; an older file is
+ * of a dense model (transformer_config_set_dense). A count may be 0. */
+#define MOE_FIELD(f, kind, names, what)                                                            \
+    {#f, META_KIND_##kind, offsetof(CheckpointMeta, model.f),                                      \
+     sizeof(((CheckpointMeta *)0)->model.f), 0, names, 5},
 
 static const MetaField META_FIELDS[] = {
     FIELD(iteration, F_I64, 0),
@@ -71,7 +78,8 @@ static const MetaField META_FIELDS[] = {
     FIELD(scheduler_num_steps, F_I64, 0),
     FIELD(loss_scale, F_F64, 0),
     TRANSFORMER_ARCH_FIELDS(MODEL_FIELD)
-    TRANSFORMER_VARIANT_FIELDS(VARIANT_FIELD)
+    TRANSFORMER_DENSE_VARIANT_FIELDS(VARIANT_FIELD)
+    TRANSFORMER_MOE_FIELDS(MOE_FIELD)
     MODEL_FIELD(seq_length, int, 0, 0)
     MODEL_FIELD(seed, u64, 0, 0)
     FIELD(tensor_model_parallel_size, F_INT, 1),
@@ -436,6 +444,7 @@ bool ckpt_meta_read_file(const char *path, CheckpointMeta *meta, char *err, size
     }
     if (ok && meta->format_version < 3) transformer_config_set_gpt2_variant(&meta->model);
     if (ok && meta->format_version < 4) meta->context_parallel_size = 1;
+    if (ok && meta->format_version < 5) transformer_config_set_dense(&meta->model);
     if (ok) ok = check_meta_crc(root, meta, path, err, err_size);
     cJSON_Delete(root);
     if (!ok) return false;

@@ -10,6 +10,9 @@ const char *const NORMALIZATION_NAMES[] = {"LayerNorm", "RMSNorm", NULL};
 const char *const ACTIVATION_NAMES[] = {"gelu", "swiglu", "squared_relu", NULL};
 const char *const RECOMPUTE_GRANULARITY_NAMES[] = {"", "selective", "full", NULL};
 const char *const RECOMPUTE_METHOD_NAMES[] = {"uniform", "block", NULL};
+const char *const MOE_SCORE_FUNCTION_NAMES[] = {"softmax", "sigmoid", NULL};
+const char *const MOE_LOAD_BALANCING_NAMES[] = {"aux_loss", "seq_aux_loss", "none", NULL};
+const char *const MOE_DROP_POLICY_NAMES[] = {"probs", "position", NULL};
 
 #define VARIANT_INT_MAX (1 << 16)
 
@@ -31,6 +34,17 @@ void transformer_config_set_gpt2_variant(TransformerConfig *c) {
     c->add_bias_linear = true;
     c->add_qkv_bias = false;
     c->qk_layernorm = false;
+    transformer_config_set_dense(c);
+}
+
+void transformer_config_set_dense(TransformerConfig *c) {
+    c->num_experts = 0;
+    c->moe_ffn_hidden_size = 0;
+    c->moe_router_topk = 2;
+    c->moe_router_score_function = MOE_SCORE_SOFTMAX;
+    c->moe_router_pre_softmax = false;
+    c->moe_layer_freq = 1;
+    c->moe_shared_expert_intermediate_size = 0;
 }
 
 int transformer_choice_index(const char *const *names, const char *word) {
@@ -47,6 +61,7 @@ static int choice_count(const char *const *names) {
 
 /* Per-kind range checks of the variant fields; false with the message. */
 static bool variant_int_ok(int v) { return v >= 1 && v <= VARIANT_INT_MAX; }
+static bool variant_count_ok(int v) { return v >= 0 && v <= VARIANT_INT_MAX; }
 static bool variant_f64_ok(double v) { return isfinite(v) && v > 0; }
 
 static bool check_fields(const TransformerConfig *c, const char *where, char *err,
@@ -65,6 +80,12 @@ static bool check_fields(const TransformerConfig *c, const char *where, char *er
                  VARIANT_INT_MAX);                                                                 \
         return false;                                                                              \
     }
+#define CHECK_count(f, names)                                                                      \
+    if (!variant_count_ok(c->f)) {                                                                 \
+        snprintf(err, err_size, "%s: %s = %d must be between 0 and %d", where, #f, c->f,          \
+                 VARIANT_INT_MAX);                                                                 \
+        return false;                                                                              \
+    }
 #define CHECK_f64(f, names)                                                                        \
     if (!variant_f64_ok(c->f)) {                                                                   \
         snprintf(err, err_size, "%s: %s = %g must be a finite positive number", where, #f, c->f); \
@@ -80,9 +101,34 @@ static bool check_fields(const TransformerConfig *c, const char *where, char *er
     TRANSFORMER_VARIANT_FIELDS(CHECK_VARIANT)
 #undef CHECK_VARIANT
 #undef CHECK_int
+#undef CHECK_count
 #undef CHECK_f64
 #undef CHECK_bool
 #undef CHECK_choice
+    return true;
+}
+
+static bool check_moe(const TransformerConfig *c, const char *where, char *err, size_t err_size) {
+    if (c->num_experts == 0) return true;
+    if (c->moe_router_topk > c->num_experts) {
+        snprintf(err, err_size,
+                 "%s: --moe-router-topk %d is larger than the %d experts (--num-experts); a "
+                 "token cannot be routed to more experts than exist",
+                 where, c->moe_router_topk, c->num_experts);
+        return false;
+    }
+    if (c->moe_ffn_hidden_size < 1) {
+        snprintf(err, err_size, "%s: --moe-ffn-hidden-size must be at least 1 with --num-experts",
+                 where);
+        return false;
+    }
+    if (c->add_bias_linear) {
+        snprintf(err, err_size,
+                 "%s: the experts of --num-experts have no biases in gpt3d; add "
+                 "--disable-bias-linear (as Mixtral and DeepSeek do)",
+                 where);
+        return false;
+    }
     return true;
 }
 
@@ -110,7 +156,7 @@ bool transformer_config_check_variant(const TransformerConfig *c, const char *wh
             return false;
         }
     }
-    return true;
+    return check_moe(c, where, err, err_size);
 }
 
 bool transformer_config_check(const TransformerConfig *c, const char *where, char *err,
@@ -127,7 +173,7 @@ bool transformer_config_check(const TransformerConfig *c, const char *where, cha
 
 static void field_text(char *out, size_t size, const char *kind, const void *p,
                        const char *const *names) {
-    if (!strcmp(kind, "int")) {
+    if (!strcmp(kind, "int") || !strcmp(kind, "count")) {
         snprintf(out, size, "%d", *(const int *)p);
     } else if (!strcmp(kind, "int64")) {
         snprintf(out, size, "%lld", (long long)*(const int64_t *)p);

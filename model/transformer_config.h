@@ -48,9 +48,13 @@ extern const char *const POSITION_EMBEDDING_NAMES[];
 extern const char *const NORMALIZATION_NAMES[];
 extern const char *const ACTIVATION_NAMES[];
 
-/* X(field, kind, choices, what): kind int (in [1, 2^16]), bool, f64 (finite,
- * > 0) or choice (an enum stored as int, named by `choices`). */
-#define TRANSFORMER_VARIANT_FIELDS(X)                                                              \
+/* X(field, kind, choices, what): kind int (in [1, 2^16]), count (in
+ * [0, 2^16], 0 meaning none), bool, f64 (finite, > 0) or choice (an enum
+ * stored as int, named by `choices`). The list is the dense variant's
+ * fields (checkpoint format 3) followed by the mixture of experts' (format
+ * 5), so the metadata knows which files carry which. */
+#define TRANSFORMER_VARIANT_FIELDS(X) TRANSFORMER_DENSE_VARIANT_FIELDS(X) TRANSFORMER_MOE_FIELDS(X)
+#define TRANSFORMER_DENSE_VARIANT_FIELDS(X)                                                        \
     X(position_embedding_type, choice, POSITION_EMBEDDING_NAMES, "--position-embedding-type")     \
     X(rotary_base, f64, NULL, "--rotary-base")                                                     \
     X(rotary_percent, f64, NULL, "--rotary-percent")                                               \
@@ -66,12 +70,34 @@ extern const char *const ACTIVATION_NAMES[];
     X(add_qkv_bias, bool, NULL, "--add-qkv-bias")                                                  \
     X(qk_layernorm, bool, NULL, "--qk-layernorm")
 
+/* Mixture of experts (Megatron's flags). num_experts 0 is a dense model;
+ * otherwise layer l (0-based) has an MoE MLP when l % moe_layer_freq == 0:
+ * a router over num_experts SwiGLU/GELU experts of moe_ffn_hidden_size
+ * features each, moe_router_topk of them per token, plus a shared expert
+ * of moe_shared_expert_intermediate_size features (0: none). */
+extern const char *const MOE_SCORE_FUNCTION_NAMES[]; /* "softmax", "sigmoid" */
+typedef enum { MOE_SCORE_SOFTMAX, MOE_SCORE_SIGMOID } MoEScoreFunction;
+#define TRANSFORMER_MOE_FIELDS(X)                                                                  \
+    X(num_experts, count, NULL, "--num-experts")                                                   \
+    X(moe_ffn_hidden_size, count, NULL, "--moe-ffn-hidden-size")                                   \
+    X(moe_router_topk, int, NULL, "--moe-router-topk")                                             \
+    X(moe_router_score_function, choice, MOE_SCORE_FUNCTION_NAMES, "--moe-router-score-function") \
+    X(moe_router_pre_softmax, bool, NULL, "--moe-router-pre-softmax")                              \
+    X(moe_layer_freq, int, NULL, "--moe-layer-freq")                                               \
+    X(moe_shared_expert_intermediate_size, count, NULL, "--moe-shared-expert-intermediate-size")
+
 #define TRANSFORMER_FIELD_TYPE_int int
+#define TRANSFORMER_FIELD_TYPE_count int
 #define TRANSFORMER_FIELD_TYPE_int64 int64_t
 #define TRANSFORMER_FIELD_TYPE_bool bool
 #define TRANSFORMER_FIELD_TYPE_f64 double
 #define TRANSFORMER_FIELD_TYPE_choice int
 #define TRANSFORMER_DECLARE_FIELD(f, kind, extra, what) TRANSFORMER_FIELD_TYPE_##kind f;
+
+typedef enum { MOE_BALANCE_AUX_LOSS, MOE_BALANCE_SEQ_AUX_LOSS, MOE_BALANCE_NONE } MoELoadBalancing;
+typedef enum { MOE_DROP_PROBS, MOE_DROP_POSITION } MoEDropPolicy;
+extern const char *const MOE_LOAD_BALANCING_NAMES[]; /* "aux_loss", "seq_aux_loss", "none" */
+extern const char *const MOE_DROP_POLICY_NAMES[];    /* "probs", "position" */
 
 typedef enum { RECOMPUTE_NONE = 0, RECOMPUTE_SELECTIVE, RECOMPUTE_FULL } RecomputeGranularity;
 typedef enum { RECOMPUTE_UNIFORM = 0, RECOMPUTE_BLOCK } RecomputeMethod;
@@ -102,11 +128,24 @@ typedef struct {
      * output and each sublayer's output before its residual add, and
      * --attention-dropout, on the attention probabilities). */
     double hidden_dropout, attention_dropout;
+    /* Mixture of experts, run settings: the load-balancing loss
+     * (Megatron's --moe-router-load-balancing-type, --moe-aux-loss-coeff),
+     * the router z-loss (--moe-z-loss-coeff), and the expert capacity
+     * (--moe-expert-capacity-factor, 0: dropless; tokens beyond it dropped
+     * by --moe-token-drop-policy; --moe-pad-expert-input-to-capacity). */
+    MoELoadBalancing moe_load_balancing;
+    double moe_aux_loss_coeff, moe_z_loss_coeff;
+    double moe_expert_capacity_factor;
+    MoEDropPolicy moe_token_drop_policy;
+    bool moe_pad_expert_input_to_capacity;
 } TransformerConfig;
 
 /* The GPT-2 variant's fields (see above), leaving the shape alone;
  * num_query_groups and kv_channels follow the heads and hidden size. */
 void transformer_config_set_gpt2_variant(TransformerConfig *c);
+/* The MoE fields of a dense model (num_experts 0, Megatron's defaults for
+ * the rest), which the GPT-2 variant includes. */
+void transformer_config_set_dense(TransformerConfig *c);
 
 /* Head dimension, query heads per group and the width of one row of the
  * fused QKV projection: the model, the counts and interop share them. */
@@ -127,6 +166,11 @@ static inline bool transformer_tied_output(const TransformerConfig *c) {
     return !c->untie_embeddings_and_output_weights;
 }
 
+/* Whether layer l (0-based, of the whole model) has an MoE MLP. */
+static inline bool transformer_layer_is_moe(const TransformerConfig *c, int l) {
+    return c->num_experts > 0 && l % c->moe_layer_freq == 0;
+}
+
 /* false with a message prefixed by `where` when the architecture is not one
  * gpt3d can build: a field out of range, heads not divisible by query
  * groups, a padded vocabulary smaller than the vocabulary, a rotary
@@ -134,7 +178,8 @@ static inline bool transformer_tied_output(const TransformerConfig *c) {
 bool transformer_config_check(const TransformerConfig *c, const char *where, char *err,
                               size_t err_size);
 /* Only the rules between the architecture fields (query groups, the
- * vocabulary padding, the rotary dimension), for
+ * vocabulary padding, the rotary dimension, the experts' top-k, size and
+ * biases), for
  * the flag parser, which leaves the sizes' ranges to the memory plan. */
 bool transformer_config_check_variant(const TransformerConfig *c, const char *where, char *err,
                                       size_t err_size);

@@ -552,10 +552,12 @@ static void test_transformer_config(void) {
     /* Each variant field: a change is the reported difference; a bad value
      * (out of range, not a choice) is refused naming the field. */
 #define BAD_int(f) c.f = 0;
+#define BAD_count(f) c.f = -1;
 #define BAD_f64(f) c.f = -1.0;
 #define BAD_choice(f) c.f = 99;
 #define BAD_bool(f) c.f = c.f;
 #define CHANGE_int(f) c.f = c.f == 1 ? 2 : 1;
+#define CHANGE_count(f) c.f = c.f == 1 ? 2 : 1;
 #define CHANGE_f64(f) c.f = c.f * 0.5;
 #define CHANGE_choice(f) c.f = c.f == 0 ? 1 : 0;
 #define CHANGE_bool(f) c.f = !c.f;
@@ -575,7 +577,7 @@ static void test_transformer_config(void) {
     }
     TRANSFORMER_VARIANT_FIELDS(VARIANT_CHANGED)
 #undef VARIANT_CHANGED
-    CHECK(fields == 7 + 14);
+    CHECK(fields == 7 + 14 + 7);
     transformer_config_field_text(&base, "normalization", ta, sizeof ta);
     CHECK(!strcmp(ta, "LayerNorm"));
     transformer_config_field_text(&base, "norm_epsilon", ta, sizeof ta);

@@ -399,6 +399,7 @@ static void add_variant_text(cJSON *obj, const char *key, const TransformerConfi
                 "out of memory");
 }
 #define add_variant_int(obj, key, c) add_variant_text(obj, key, c, true)
+#define add_variant_count(obj, key, c) add_variant_text(obj, key, c, true)
 #define add_variant_f64(obj, key, c) add_variant_text(obj, key, c, true)
 #define add_variant_bool(obj, key, c) add_variant_text(obj, key, c, true)
 #define add_variant_choice(obj, key, c) add_variant_text(obj, key, c, false)

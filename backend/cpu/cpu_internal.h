@@ -121,4 +121,19 @@ double cpu_sum_squares_f32(Backend *be, const float *x, size_t n);
 bool cpu_has_nonfinite_f32(Backend *be, const float *x, size_t n);
 uint64_t cpu_count_zeros_f32(Backend *be, const float *x, size_t n);
 
+/* ---- mixture of experts (cpu_moe.c) ---- */
+void cpu_moe_router_forward(Backend *be, int32_t *expert_ids, float *probs, float *stats,
+                            const float *logits, int R, int E, int K, bool sigmoid,
+                            bool pre_softmax);
+void cpu_moe_router_backward(Backend *be, float *dlogits, const float *dprobs, const float *logits,
+                             const int32_t *expert_ids, const float *probs, const float *aux_grad,
+                             float z_grad, int R, int E, int K, bool sigmoid, bool pre_softmax);
+void cpu_moe_gather_rows(Backend *be, void *out, const void *inp, const int32_t *rows, int P,
+                         int C);
+void cpu_moe_combine_forward(Backend *be, void *out, const void *expert_out, const float *probs,
+                             const int32_t *slot, int N, int K, int C, bool accumulate);
+void cpu_moe_combine_backward(Backend *be, void *d_expert_out, float *dprobs, const void *dout,
+                              const void *expert_out, const float *probs, const int32_t *slot,
+                              int N, int K, int P, int C);
+
 #endif
