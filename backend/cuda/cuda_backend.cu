@@ -252,11 +252,11 @@ static const BackendOps CUDA_OPS = {
     cuda_cross_entropy_sums,
     cuda_cross_entropy_loss,
     cuda_cross_entropy_backward,
-    NULL, // moe_router_forward: cuda_moe.cu is being written
-    NULL, // moe_router_backward
-    NULL, // moe_gather_rows
-    NULL, // moe_combine_forward
-    NULL, // moe_combine_backward
+    cuda_moe_router_forward,
+    cuda_moe_router_backward,
+    cuda_moe_gather_rows,
+    cuda_moe_combine_forward,
+    cuda_moe_combine_backward,
     cuda_adamw_update,
     cuda_sum_squares_f32,
     cuda_has_nonfinite_f32,

@@ -328,6 +328,22 @@ void cuda_attention_block_backward(Backend *be, void *d_q_qkv, void *d_kv_qkv, c
                                    const AttentionBlock *blk, const int32_t *key_start,
                                    const AttentionDropout *dropout);
 
+// cuda_moe.cu
+void cuda_moe_router_forward(Backend *be, int32_t *expert_ids, float *probs, float *stats,
+                             const float *logits, int R, int E, int K, bool sigmoid,
+                             bool pre_softmax);
+void cuda_moe_router_backward(Backend *be, float *dlogits, const float *dprobs,
+                              const float *logits, const int32_t *expert_ids, const float *probs,
+                              const float *aux_grad, float z_grad, int R, int E, int K,
+                              bool sigmoid, bool pre_softmax);
+void cuda_moe_gather_rows(Backend *be, void *out, const void *inp, const int32_t *rows, int P,
+                          int C);
+void cuda_moe_combine_forward(Backend *be, void *out, const void *expert_out, const float *probs,
+                              const int32_t *slot, int N, int K, int C, bool accumulate);
+void cuda_moe_combine_backward(Backend *be, void *d_expert_out, float *dprobs, const void *dout,
+                               const void *expert_out, const float *probs, const int32_t *slot,
+                               int N, int K, int P, int C);
+
 // cuda_loss_optim.cu
 void cuda_cross_entropy_max(Backend *be, float *rowmax, const void *logits, int N, int V,
                             int vocab_begin, int vocab_size);
