@@ -50,17 +50,33 @@ static void bind_layer(GPTModel *m, int local, int layer) {
     BIND(fc1_b, "mlp.linear_fc1.bias");
     BIND(fc2_w, "mlp.linear_fc2.weight");
     BIND(fc2_b, "mlp.linear_fc2.bias");
+    BIND(router_w, "mlp.router.weight");
+    BIND(shared_fc1_w, "mlp.shared_experts.linear_fc1.weight");
+    BIND(shared_fc2_w, "mlp.shared_experts.linear_fc2.weight");
+    if (!transformer_layer_is_moe(&m->cfg, layer)) return;
+    LayerParams *p = &m->lp[local];
+    LayerGrads *g = &m->lg[local];
+    const int E = m->cfg.num_experts;
+    if (!p->expert_fc1_w) {
+        p->expert_fc1_w = xcalloc((size_t)E, sizeof(void *));
+        p->expert_fc2_w = xcalloc((size_t)E, sizeof(void *));
+        g->expert_fc1_w = xcalloc((size_t)E, sizeof(float *));
+        g->expert_fc2_w = xcalloc((size_t)E, sizeof(float *));
+    }
+    for (int e = 0; e < E; e++) {
+        snprintf(n, sizeof n, "decoder.layers.%d.mlp.experts.local_experts.%d.linear_fc1.weight",
+                 layer, e);
+        p->expert_fc1_w[e] = param_ptr(m, n);
+        g->expert_fc1_w[e] = grad_ptr(m, n);
+        snprintf(n, sizeof n, "decoder.layers.%d.mlp.experts.local_experts.%d.linear_fc2.weight",
+                 layer, e);
+        p->expert_fc2_w[e] = param_ptr(m, n);
+        g->expert_fc2_w[e] = grad_ptr(m, n);
+    }
 #undef BIND
 }
 
-/* Carves consecutive sub-buffers out of one allocation. With base == NULL it
- * only measures, so sizing and carving share one list. */
-typedef struct {
-    char *base;
-    size_t used;
-} Carver;
-
-static void *carve(Carver *c, size_t bytes) {
+void *carve(Carver *c, size_t bytes) {
     size_t at = (c->used + 255) & ~(size_t)255;
     c->used = at + bytes;
     return c->base ? c->base + at : NULL;
@@ -97,10 +113,31 @@ static size_t attention_state_bytes(const GPTModel *m) {
                                              transformer_head_dim(&m->cfg));
 }
 
+/* Which MLPs a set of saved activations serves: a layer's own, or the
+ * shared scratch of full recomputation, which serves every local layer. */
+typedef struct {
+    bool dense, moe;
+} MlpKinds;
+
+static MlpKinds layer_mlp(const GPTModel *m, int l) {
+    const bool moe = gpt_local_layer_is_moe(m, l);
+    return (MlpKinds){!moe, moe};
+}
+
+static MlpKinds any_layer_mlp(const GPTModel *m) {
+    MlpKinds k = {false, false};
+    for (int l = 0; l < m->part.num_local_layers; l++) {
+        k.dense |= !gpt_local_layer_is_moe(m, l);
+        k.moe |= gpt_local_layer_is_moe(m, l);
+    }
+    return k;
+}
+
 /* One layer's saved activations (see LayerActs). With selective
  * recomputation the core attention's output and state are the shared
  * m->core_out / m->core_saved, carved once. */
-static void layout_layer(GPTModel *m, LayerActs *a, Carver *act, Carver *stat) {
+static void layout_layer(GPTModel *m, LayerActs *a, MlpKinds mlp, Carver *act, Carver *stat,
+                         Carver *host) {
     Backend *be = m->be;
     const size_t N = (size_t)m->B * m->T, C = (size_t)m->cfg.hidden_size, R = (size_t)m->rows;
     const size_t HS = (size_t)transformer_head_dim(&m->cfg);
@@ -118,8 +155,11 @@ static void layout_layer(GPTModel *m, LayerActs *a, Carver *act, Carver *stat) {
     a->resid_mid = carve(act, backend_act_bytes(be, R * C));
     a->ln2 = carve(act, backend_act_bytes(be, R * C));
     a->ln2_full = sp ? carve(act, backend_act_bytes(be, N * C)) : a->ln2;
-    a->fc1 = carve(act, backend_act_bytes(be, N * fc1_cols));
-    a->act = carve(act, backend_act_bytes(be, N * F));
+    if (mlp.dense) {
+        a->fc1 = carve(act, backend_act_bytes(be, N * fc1_cols));
+        a->act = carve(act, backend_act_bytes(be, N * F));
+    }
+    if (mlp.moe) moe_layout_acts(m, &a->moe, act, stat, host);
     a->resid_out = carve(act, backend_act_bytes(be, R * C));
     a->att_saved = selective ? m->core_saved : carve(act, att_saved);
     a->ln1_mean = carve(stat, R * sizeof(float));
@@ -133,7 +173,7 @@ static void layout_layer(GPTModel *m, LayerActs *a, Carver *act, Carver *stat) {
     }
 }
 
-static void layout_slot(GPTModel *m, ActivationSlot *s, Carver *act, Carver *stat) {
+static void layout_slot(GPTModel *m, ActivationSlot *s, Carver *act, Carver *stat, Carver *host) {
     Backend *be = m->be;
     const size_t N = (size_t)m->B * m->T, C = (size_t)m->cfg.hidden_size, R = (size_t)m->rows;
     const bool sp = m->tp.sequence_parallel;
@@ -143,7 +183,7 @@ static void layout_slot(GPTModel *m, ActivationSlot *s, Carver *act, Carver *sta
     for (int l = 0; l < L; l++) {
         const RecomputeUnit u = gpt_recompute_unit(&m->cfg, L, l);
         if (!u.count)
-            layout_layer(m, &s->la[l], act, stat);
+            layout_layer(m, &s->la[l], layer_mlp(m, l), act, stat, host);
         else if (l == u.first + u.count - 1) /* a unit's output is all a slot keeps of it */
             s->la[l].resid_out = carve(act, backend_act_bytes(be, R * C));
         else
@@ -165,7 +205,8 @@ static void layout_slot(GPTModel *m, ActivationSlot *s, Carver *act, Carver *sta
     s->key_start_dev = carve(stat, N * sizeof(int32_t));
 }
 
-static void layout_activations(GPTModel *m, Carver *act, Carver *stat, Carver *grad) {
+static void layout_activations(GPTModel *m, Carver *act, Carver *stat, Carver *grad,
+                               Carver *host) {
     Backend *be = m->be;
     const size_t N = (size_t)m->B * m->T, C = (size_t)m->cfg.hidden_size, R = (size_t)m->rows;
     const size_t HS = (size_t)transformer_head_dim(&m->cfg);
@@ -176,10 +217,10 @@ static void layout_activations(GPTModel *m, Carver *act, Carver *stat, Carver *g
         m->core_saved = carve(act, attention_state_bytes(m));
     }
     for (int j = 0; j < m->scratch_layers; j++) {
-        layout_layer(m, &m->recompute_scratch[j], act, stat);
+        layout_layer(m, &m->recompute_scratch[j], any_layer_mlp(m), act, stat, host);
         m->own_out[j] = m->recompute_scratch[j].resid_out;
     }
-    for (int i = 0; i < m->num_slots; i++) layout_slot(m, &m->slots[i], act, stat);
+    for (int i = 0; i < m->num_slots; i++) layout_slot(m, &m->slots[i], act, stat, host);
     m->d_resid = carve(grad, backend_act_bytes(be, R * C));
     m->d_ln = carve(grad, backend_act_bytes(be, R * C));
     m->d_qkv = carve(grad, backend_act_bytes(be, N * qkv_cols));
@@ -187,6 +228,7 @@ static void layout_activations(GPTModel *m, Carver *act, Carver *stat, Carver *g
     m->d_act = carve(grad, backend_act_bytes(be, N * F));
     m->d_fc1 = carve(grad, backend_act_bytes(be, N * fc1_cols));
     m->full_scratch = m->tp.sequence_parallel ? carve(grad, backend_act_bytes(be, N * C)) : NULL;
+    if (any_layer_mlp(m).moe) moe_layout_grads(m, grad, stat, host);
     /* Context parallelism: the ring's buffers with the gradient scratch
      * (shared by every layer), the coordinates with the statistics. */
     const ContextParallel *cp = &m->cp;
@@ -222,6 +264,7 @@ static GPTModel *model_describe(Backend *be, const TransformerConfig *cfg, const
     m->part = *part;
     m->part.cp_size = part->cp_size > 1 ? part->cp_size : 1;
     m->B = micro_batch_size;
+    m->moe_loss_scale = 1.0;
     m->local_qkv_width = (int)(transformer_qkv_width(cfg) / part->tp_size);
     context_parallel_init(&m->cp, be, comm, m->part.cp_size, part->cp_size > 1 ? part->cp_rank : 0,
                           cfg->seq_length, micro_batch_size, m->local_qkv_width);
@@ -234,6 +277,7 @@ static GPTModel *model_describe(Backend *be, const TransformerConfig *cfg, const
     m->local_vocab = cfg->padded_vocab_size / part->tp_size;
     m->vocab_begin = m->local_vocab * part->tp_rank;
     param_table_build(&m->table, cfg, part);
+    moe_describe(m);
 
     int L = part->num_local_layers;
     m->lp = xcalloc((size_t)(L ? L : 1), sizeof *m->lp);
@@ -245,8 +289,9 @@ static GPTModel *model_describe(Backend *be, const TransformerConfig *cfg, const
     m->scratch_layers = recompute_scratch_layers(cfg, L);
     m->recompute_scratch = xcalloc((size_t)m->scratch_layers + 1, sizeof(LayerActs));
     m->own_out = xcalloc((size_t)m->scratch_layers + 1, sizeof(void *));
-    Carver act = {0}, stat = {0}, grad = {0};
-    layout_activations(m, &act, &stat, &grad);
+    Carver act = {0}, stat = {0}, grad = {0}, host = {0};
+    layout_activations(m, &act, &stat, &grad, &host);
+    m->host_bytes = host.used;
     m->act_bytes = act.used;
     m->stat_bytes = stat.used;
     m->grad_bytes = grad.used;
@@ -276,7 +321,6 @@ static BufferRange param_range(const GPTModel *m, int first, int count) {
  * stage), the layers last first, then the embeddings (see
  * param_table_build). */
 static void locate_parts(GPTModel *m) {
-    const int per_layer = gpt_layer_param_count(&m->cfg);
     int at = 0;
     if (m->part.has_head) {
         const int head = gpt_norm_param_count(&m->cfg) + (transformer_tied_output(&m->cfg) ? 0 : 1);
@@ -284,6 +328,7 @@ static void locate_parts(GPTModel *m) {
         at += head;
     }
     for (int l = m->part.num_local_layers - 1; l >= 0; l--) {
+        const int per_layer = gpt_layer_param_count(&m->cfg, m->part.first_layer + l);
         m->layer_params[l] = param_range(m, at, per_layer);
         at += per_layer;
     }
@@ -297,11 +342,12 @@ GPTModel *gpt_model_create_unbound(Backend *be, const TransformerConfig *cfg, co
     m->layer_params = xcalloc((size_t)(part->num_local_layers ? part->num_local_layers : 1),
                               sizeof *m->layer_params);
     locate_parts(m);
-    Carver act = {0}, stat = {0}, grad = {0};
+    Carver act = {0}, stat = {0}, grad = {0}, host = {0};
     act.base = m->act_block = be->ops->alloc(be, m->act_bytes);
     stat.base = (char *)(m->stat_block = be->ops->alloc(be, m->stat_bytes));
     grad.base = m->grad_block = be->ops->alloc(be, m->grad_bytes);
-    layout_activations(m, &act, &stat, &grad);
+    host.base = m->host_block = m->host_bytes ? xcalloc(1, m->host_bytes) : NULL;
+    layout_activations(m, &act, &stat, &grad, &host);
     for (int i = 0; i < m->num_slots; i++) m->slots[i].position_ids = m->cp.positions_dev;
     m->host_losses = xmalloc((size_t)m->B * m->T * sizeof(float));
     if (m->cp.size > 1) {
@@ -356,8 +402,15 @@ void gpt_model_free(GPTModel *m) {
     be->ops->free(be, m->act_block);
     be->ops->free(be, m->stat_block);
     be->ops->free(be, m->grad_block);
+    for (int l = 0; l < m->part.num_local_layers; l++) {
+        free(m->lp[l].expert_fc1_w);
+        free(m->lp[l].expert_fc2_w);
+        free(m->lg[l].expert_fc1_w);
+        free(m->lg[l].expert_fc2_w);
+    }
     free(m->lp);
     free(m->lg);
+    free(m->host_block);
     for (int i = 0; i < m->num_slots; i++) free(m->slots[i].la);
     free(m->slots);
     free(m->recompute_scratch);

@@ -86,8 +86,10 @@ void param_table_free(ParamTable *t);
 #define GPT_WORD_EMBEDDING "embedding.word_embeddings.weight"
 #define GPT_POSITION_EMBEDDING "embedding.position_embeddings.weight"
 #define GPT_OUTPUT_LAYER "output_layer.weight"
-/* Parameters of one transformer layer and of one norm in this variant. */
-int gpt_layer_param_count(const TransformerConfig *cfg);
+/* Parameters of transformer layer `layer` (0-based, of the whole model:
+ * an MoE layer has other parameters than a dense one) and of one norm in
+ * this variant. */
+int gpt_layer_param_count(const TransformerConfig *cfg, int layer);
 int gpt_norm_param_count(const TransformerConfig *cfg);
 /* Index of a parameter by name, -1 when absent. */
 int param_table_find(const ParamTable *t, const char *name);
@@ -206,6 +208,17 @@ void gpt_model_set_first_sample(GPTModel *m, int slot, int64_t first_sample);
  * (backend.h) is left out of the loss and its gradient. */
 void gpt_model_set_documents(GPTModel *m, int slot, const int32_t *position_ids,
                              const int32_t *key_start);
+/* Mixture of experts. Each MoE layer adds its load-balancing loss and
+ * z-loss of every micro-batch to the objective with weight `scale` (1 by
+ * default; the trainer: one over the global batch's micro-batches), in
+ * whatever backward follows. */
+void gpt_model_set_moe_loss_scale(GPTModel *m, double scale);
+/* The sums over this stage's MoE layers and the training forwards since the
+ * last call (recomputations and evaluation not counted) of the
+ * load-balancing loss, the z-loss and the tokens dropped beyond capacity
+ * (unweighted), into out[3]; then zeroes them. The same on every TP and
+ * CP rank of the stage. */
+void gpt_model_take_moe_stats(GPTModel *m, double out[3]);
 /* Host fp32 copy of the logits of slot 0's last forward on the last stage:
  * [B*T, V_local] for this rank's vocabulary slice (padded columns included;
  * V_local returned). Valid until the next call or a backward (which

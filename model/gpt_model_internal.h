@@ -10,15 +10,50 @@
 
 /* A layer's parameters; NULL where the variant has none (biases, the
  * QK-norm weights q_ln_* and k_ln_* without --qk-layernorm). */
+/* An MoE layer has no fc1/fc2 but a router, num_experts experts (arrays of
+ * pointers, owned by the model) and optionally a shared expert. */
 typedef struct {
     void *ln1_w, *ln1_b, *qkv_w, *qkv_b, *q_ln_w, *q_ln_b, *k_ln_w, *k_ln_b, *proj_w, *proj_b;
     void *ln2_w, *ln2_b, *fc1_w, *fc1_b, *fc2_w, *fc2_b;
+    void *router_w, *shared_fc1_w, *shared_fc2_w;
+    void **expert_fc1_w, **expert_fc2_w;
 } LayerParams;
 
 typedef struct {
     float *ln1_w, *ln1_b, *qkv_w, *qkv_b, *q_ln_w, *q_ln_b, *k_ln_w, *k_ln_b, *proj_w, *proj_b;
     float *ln2_w, *ln2_b, *fc1_w, *fc1_b, *fc2_w, *fc2_b;
+    float *router_w, *shared_fc1_w, *shared_fc2_w;
+    float **expert_fc1_w, **expert_fc2_w;
 } LayerGrads;
+
+/* The host side of one MoE layer's dispatch of a micro-batch
+ * (model/moe_layer.c): where each expert's rows begin in expert order
+ * (expert_begin [E + 1], P rows in all), the tokens routed to each expert
+ * before any dropping (counts [E], of the whole micro-batch), and the
+ * layer's losses. */
+typedef struct {
+    int *expert_begin;
+    double *counts;
+    int P;
+    int64_t dropped;
+    double aux_loss, z_loss;
+} MoEPlan;
+
+/* Saved forward activations of an MoE layer's MLP, for N tokens (all the
+ * micro-batch's on this rank, gathered under sequence parallelism), R own
+ * rows, P_max expert rows: router logits [R, E] (act, and fp32), routing
+ * [N, K] (expert ids, probabilities, the expert row of each choice or -1
+ * when dropped), the token of each expert row [P_max] (-1: padding), the
+ * router's statistics [E + 1], the experts' inputs, fc1 outputs,
+ * activations and outputs [P_max, ...], and the shared expert's fc1 output
+ * and activation [N, ...]. */
+typedef struct {
+    void *logits_act;
+    float *logits, *probs, *stats;
+    int32_t *expert_ids, *slot_of, *row_of;
+    void *expert_in, *expert_fc1, *expert_act, *expert_out, *shared_fc1, *shared_act;
+    MoEPlan plan;
+} MoEActs;
 
 /* Saved forward activations of one layer (act dtype unless noted). Residual
  * stream tensors hold this rank's rows (all N, or N/TP under sequence
@@ -33,6 +68,7 @@ typedef struct {
     float *ln1_mean, *ln1_rstd, *ln2_mean, *ln2_rstd; /* fp32 */
     float *qk_mean, *qk_rstd; /* fp32 [N, local groups, heads per group + 1] */
     void *att_saved;          /* backend-defined */
+    MoEActs moe;              /* MoE layers only (fc1, act NULL there) */
 } LayerActs;
 
 /* Everything one micro-batch keeps from its forward until its backward. A
@@ -112,6 +148,31 @@ struct GPTModel {
     /* Gradient scratch; full_scratch is an [N, C] buffer for the token
      * gathers and reductions of sequence parallelism. */
     void *d_resid, *d_ln, *d_qkv, *d_atty, *d_act, *d_fc1, *full_scratch;
+    /* MoE layers' gradient scratch (model/moe_layer.c), carved when the
+     * stage has one: expert rows [P_max, ...], the full-token inputs and
+     * outputs [N, C] and the router's [R, E] and [N, K] pieces. */
+    struct {
+        void *d_expert_out, *d_expert_act, *d_expert_fc1, *d_expert_in;
+        void *d_shared_act, *d_shared_fc1, *dy_full, *dx_full, *dx_part, *d_logits_act;
+        float *d_probs, *d_logits, *aux_grad;
+    } moe_grad;
+    /* Host scratch of the dispatch plan: the routing copied from the device
+     * and the slot and row maps built from it. */
+    struct {
+        int32_t *ids, *slot_of, *row_of;
+        float *probs, *stats_f;
+        double *stats;
+        int *order, *fill;
+    } moe_host;
+    /* The MoE loss terms' weight in the objective (gpt_model_set_moe_loss_scale)
+     * and the sums reported by gpt_model_take_moe_stats. */
+    double moe_loss_scale;
+    double moe_stats[3];
+    bool recomputing; /* a full recomputation's forward: the losses are counted once */
+    int P_max; /* expert rows of one MoE layer's dispatch */
+    int local_moe_ffn, local_moe_fc1_width, local_shared_ffn, local_shared_fc1_width;
+    void *host_block; /* the MoE plans of every slot and layer, and their scratch */
+    size_t host_bytes;
 
     float *host_losses;
     int32_t *local_ids; /* context parallelism: this rank's rows of a host id array */
@@ -127,5 +188,34 @@ typedef struct {
     int first, count;
 } RecomputeUnit;
 RecomputeUnit gpt_recompute_unit(const TransformerConfig *c, int num_local_layers, int l);
+
+/* ---- the MoE MLP (model/moe_layer.c) ----
+ * The MLP of an MoE layer on its pre-MLP norm output a->ln2 (own rows):
+ * a->resid_out = this rank's rows of the routed and shared experts' sum
+ * (before dropout and the residual). Backward: d_ln = d(a->ln2) from dy
+ * (own rows of the MLP output's gradient). */
+void moe_mlp_forward(GPTModel *m, int l, LayerActs *a);
+void moe_mlp_backward(GPTModel *m, int l, const LayerActs *a, const void *dy);
+/* The sizes of an MoE layer's expert dispatch (P_max) and widths. */
+void moe_describe(GPTModel *m);
+/* Carves consecutive sub-buffers out of one allocation. With base == NULL
+ * it only measures, so sizing and carving share one list (gpt_model.c). */
+typedef struct Carver {
+    char *base;
+    size_t used;
+} Carver;
+void *carve(Carver *c, size_t bytes);
+/* Carves an MoE layer's activations (act/stat: device; host: the plan). */
+void moe_layout_acts(GPTModel *m, MoEActs *a, Carver *act, Carver *stat, Carver *host);
+void moe_layout_grads(GPTModel *m, Carver *grad, Carver *stat, Carver *host);
+/* act [N, F] from an MLP's fc1 output ([N, F], or [N, F, 2] for SwiGLU)
+ * by the variant's activation, and its backward (gpt_stage.c). */
+void gpt_mlp_activation_forward(GPTModel *m, void *act, const void *fc1, int N, int F);
+void gpt_mlp_activation_backward(GPTModel *m, void *d_fc1, const void *fc1, const void *d_act,
+                                 int N, int F);
+/* Whether local layer l is an MoE layer. */
+static inline bool gpt_local_layer_is_moe(const GPTModel *m, int l) {
+    return transformer_layer_is_moe(&m->cfg, m->part.first_layer + l);
+}
 
 #endif

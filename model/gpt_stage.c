@@ -36,10 +36,8 @@ static void norm_backward(GPTModel *m, void *dinp, float *dw, float *db, const v
                                     norm_offset(m));
 }
 
-/* act [N, F_local] from fc1 ([N, F_local], or [N, F_local, 2] for SwiGLU). */
-static void mlp_activation_forward(GPTModel *m, void *act, const void *fc1, int N) {
+void gpt_mlp_activation_forward(GPTModel *m, void *act, const void *fc1, int N, int F) {
     Backend *be = m->be;
-    const int F = m->local_ffn;
     switch ((ActivationType)m->cfg.activation) {
     case ACTIVATION_SWIGLU: be->ops->swiglu_forward(be, act, fc1, N, F); return;
     case ACTIVATION_SQUARED_RELU: be->ops->squared_relu_forward(be, act, fc1, (size_t)N * F); return;
@@ -47,10 +45,9 @@ static void mlp_activation_forward(GPTModel *m, void *act, const void *fc1, int 
     }
 }
 
-static void mlp_activation_backward(GPTModel *m, void *d_fc1, const void *fc1, const void *d_act,
-                                    int N) {
+void gpt_mlp_activation_backward(GPTModel *m, void *d_fc1, const void *fc1, const void *d_act,
+                                 int N, int F) {
     Backend *be = m->be;
-    const int F = m->local_ffn;
     switch ((ActivationType)m->cfg.activation) {
     case ACTIVATION_SWIGLU: be->ops->swiglu_backward(be, d_fc1, fc1, d_act, N, F); return;
     case ACTIVATION_SQUARED_RELU:
@@ -231,6 +228,44 @@ static void core_attention_backward(GPTModel *m, const ActivationSlot *s, int la
                                     m->T, m->local_heads, m->local_groups, HS, s->key_start, d);
 }
 
+/* ---- the MLP: dense, or a mixture of experts (moe_layer.c) ---- */
+
+/* a->resid_out = this rank's rows of the MLP's output (before dropout and
+ * the residual) from a->ln2. */
+static void mlp_forward(GPTModel *m, int l, LayerActs *a) {
+    if (gpt_local_layer_is_moe(m, l)) {
+        moe_mlp_forward(m, l, a);
+        return;
+    }
+    TensorParallel *tp = &m->tp;
+    const LayerParams *p = &m->lp[l];
+    const int N = m->B * m->T, C = m->cfg.hidden_size, F = m->local_ffn;
+    column_parallel_linear_forward(tp, a->fc1, a->ln2_full, a->ln2, p->fc1_w, p->fc1_b, N, C,
+                                   m->local_fc1_width, false, NULL);
+    gpt_mlp_activation_forward(m, a->act, a->fc1, N, F);
+    row_parallel_linear_forward(tp, a->resid_out, m->full_scratch, a->act, p->fc2_w, p->fc2_b, N, F,
+                                C, true, NULL);
+}
+
+/* m->d_ln = d(a->ln2) from dy, the gradient of this rank's rows of the
+ * MLP's output. */
+static void mlp_backward(GPTModel *m, int l, const LayerActs *a, const void *dy) {
+    if (gpt_local_layer_is_moe(m, l)) {
+        moe_mlp_backward(m, l, a, dy);
+        return;
+    }
+    TensorParallel *tp = &m->tp;
+    const LayerParams *p = &m->lp[l];
+    const LayerGrads *g = &m->lg[l];
+    const int N = m->B * m->T, C = m->cfg.hidden_size, F = m->local_ffn;
+    void *dx_full = tp->sequence_parallel ? m->full_scratch : m->d_ln;
+    row_parallel_linear_backward(tp, m->d_act, g->fc2_w, g->fc2_b, dy, m->full_scratch, a->act,
+                                 p->fc2_w, N, F, C);
+    gpt_mlp_activation_backward(m, m->d_fc1, a->fc1, m->d_act, N, F);
+    column_parallel_linear_backward(tp, m->d_ln, dx_full, g->fc1_w, g->fc1_b, m->d_fc1, a->ln2_full,
+                                    p->fc1_w, N, C, m->local_fc1_width);
+}
+
 /* ---- one transformer layer ---- */
 
 static void layer_forward(GPTModel *m, const ActivationSlot *s, int l, LayerActs *a,
@@ -239,7 +274,7 @@ static void layer_forward(GPTModel *m, const ActivationSlot *s, int l, LayerActs
     TensorParallel *tp = &m->tp;
     const LayerParams *p = &m->lp[l];
     const int N = m->B * m->T, R = m->rows, C = m->cfg.hidden_size, layer = m->part.first_layer + l;
-    const int HS = transformer_head_dim(&m->cfg), NH = m->local_heads, F = m->local_ffn;
+    const int HS = transformer_head_dim(&m->cfg), NH = m->local_heads;
 
     norm_forward(m, a->ln1, a->ln1_mean, a->ln1_rstd, resid_in, p->ln1_w, p->ln1_b, R);
     column_parallel_linear_forward(tp, qkv_projection_out(a), a->ln1_full, a->ln1, p->qkv_w,
@@ -252,11 +287,7 @@ static void layer_forward(GPTModel *m, const ActivationSlot *s, int l, LayerActs
     hidden_dropout(m, s, layer, DROP_ATTENTION_OUT, a->resid_mid, false);
     be->ops->add(be, a->resid_mid, a->resid_mid, resid_in, (size_t)R * C);
     norm_forward(m, a->ln2, a->ln2_mean, a->ln2_rstd, a->resid_mid, p->ln2_w, p->ln2_b, R);
-    column_parallel_linear_forward(tp, a->fc1, a->ln2_full, a->ln2, p->fc1_w, p->fc1_b, N, C,
-                                   m->local_fc1_width, false, NULL);
-    mlp_activation_forward(m, a->act, a->fc1, N);
-    row_parallel_linear_forward(tp, a->resid_out, m->full_scratch, a->act, p->fc2_w, p->fc2_b, N, F,
-                                C, true, NULL);
+    mlp_forward(m, l, a);
     hidden_dropout(m, s, layer, DROP_MLP_OUT, a->resid_out, false);
     be->ops->add(be, a->resid_out, a->resid_out, a->resid_mid, (size_t)R * C);
 }
@@ -278,15 +309,10 @@ static void layer_backward(GPTModel *m, const ActivationSlot *s, int l, const La
     const LayerParams *p = &m->lp[l];
     const LayerGrads *g = &m->lg[l];
     const int N = m->B * m->T, R = m->rows, C = m->cfg.hidden_size, layer = m->part.first_layer + l;
-    const int HS = transformer_head_dim(&m->cfg), NH = m->local_heads, F = m->local_ffn;
+    const int HS = transformer_head_dim(&m->cfg), NH = m->local_heads;
     void *dx_full = tp->sequence_parallel ? m->full_scratch : m->d_ln;
 
-    row_parallel_linear_backward(tp, m->d_act, g->fc2_w, g->fc2_b,
-                                 sublayer_output_grad(m, s, layer, DROP_MLP_OUT), m->full_scratch,
-                                 a->act, p->fc2_w, N, F, C);
-    mlp_activation_backward(m, m->d_fc1, a->fc1, m->d_act, N);
-    column_parallel_linear_backward(tp, m->d_ln, dx_full, g->fc1_w, g->fc1_b, m->d_fc1, a->ln2_full,
-                                    p->fc1_w, N, C, m->local_fc1_width);
+    mlp_backward(m, l, a, sublayer_output_grad(m, s, layer, DROP_MLP_OUT));
     norm_backward(m, m->d_resid, g->ln2_w, g->ln2_b, m->d_ln, a->resid_mid, p->ln2_w, a->ln2_mean,
                   a->ln2_rstd, R);
     /* Selective recomputation: the core attention again, from the saved
@@ -427,8 +453,11 @@ void gpt_model_stage_backward(GPTModel *m, int slot, float loss_scale_per_token)
          * forward again, from the unit's saved input, rewriting the saved
          * output with bitwise the same values. */
         const RecomputeUnit u = gpt_recompute_unit(&m->cfg, m->part.num_local_layers, l);
-        if (u.count && l == u.first + u.count - 1)
+        if (u.count && l == u.first + u.count - 1) {
+            m->recomputing = true;
             for (int k = u.first; k <= l; k++) layer_forward(m, s, k, layer_acts(m, s, k), layer_input(s, k));
+            m->recomputing = false;
+        }
         layer_backward(m, s, l, layer_acts(m, s, l), layer_input(s, l));
         grads_ready(m, m->layer_params[l].end);
     }

@@ -109,10 +109,50 @@ static bool has_qkv_bias(const TransformerConfig *cfg) {
     return cfg->add_bias_linear || cfg->add_qkv_bias;
 }
 
-int gpt_layer_param_count(const TransformerConfig *cfg) {
+int gpt_layer_param_count(const TransformerConfig *cfg, int layer) {
     const int norms = cfg->qk_layernorm ? 4 : 2; /* input, pre-MLP (query, key) */
-    return 4 /* weights */ + norms * gpt_norm_param_count(cfg) + (cfg->add_bias_linear ? 3 : 0) +
-           (has_qkv_bias(cfg) ? 1 : 0);
+    const int attention = 2 + (cfg->add_bias_linear ? 1 : 0) + (has_qkv_bias(cfg) ? 1 : 0);
+    const int mlp = transformer_layer_is_moe(cfg, layer)
+                        ? 1 + 2 * cfg->num_experts + (cfg->moe_shared_expert_intermediate_size ? 2 : 0)
+                        : 2 + (cfg->add_bias_linear ? 2 : 0);
+    return norms * gpt_norm_param_count(cfg) + attention + mlp;
+}
+
+/* linear_fc1 of F features: [F, 2, C] for SwiGLU, else [F, C]; out-major. */
+static void add_fc1(TableBuilder *b, const TransformerConfig *cfg, const char *name, int64_t F,
+                    double std) {
+    const int64_t C = cfg->hidden_size;
+    if (cfg->activation == ACTIVATION_SWIGLU)
+        add_param(b, name, 3, (int64_t[]){F, 2, C}, true, true, PARAM_INIT_NORMAL, std);
+    else
+        add_param(b, name, 2, (int64_t[]){F, C}, true, true, PARAM_INIT_NORMAL, std);
+}
+
+/* An MoE layer's MLP in reverse of use: the experts (last first), the
+ * shared expert, the router. Each expert is its own tensor (Megatron's
+ * SequentialMLP names), split over TP by features like a dense MLP; the
+ * router [E, C] is replicated. */
+static void add_moe_mlp(TableBuilder *b, const TransformerConfig *cfg, const char *prefix,
+                        double std, double out_std) {
+    const int64_t C = cfg->hidden_size, Fm = cfg->moe_ffn_hidden_size;
+    const int64_t Fs = cfg->moe_shared_expert_intermediate_size, E = cfg->num_experts;
+    char name[PARAM_NAME_MAX], part[96];
+    for (int64_t e = E - 1; e >= 0; e--) {
+        snprintf(part, sizeof part, ".mlp.experts.local_experts.%lld.linear_fc2.weight", (long long)e);
+        join_name(name, prefix, part);
+        add_param(b, name, 2, (int64_t[]){Fm, C}, true, true, PARAM_INIT_NORMAL, out_std);
+        snprintf(part, sizeof part, ".mlp.experts.local_experts.%lld.linear_fc1.weight", (long long)e);
+        join_name(name, prefix, part);
+        add_fc1(b, cfg, name, Fm, std);
+    }
+    if (Fs) {
+        join_name(name, prefix, ".mlp.shared_experts.linear_fc2.weight");
+        add_param(b, name, 2, (int64_t[]){Fs, C}, true, true, PARAM_INIT_NORMAL, out_std);
+        join_name(name, prefix, ".mlp.shared_experts.linear_fc1.weight");
+        add_fc1(b, cfg, name, Fs, std);
+    }
+    join_name(name, prefix, ".mlp.router.weight");
+    add_param(b, name, 2, (int64_t[]){E, C}, false, true, PARAM_INIT_NORMAL, std);
 }
 
 /* The canonical layouts put the TP split dimension first: linear_qkv is
@@ -131,21 +171,23 @@ static void add_layer(TableBuilder *b, const TransformerConfig *cfg, int layer) 
     snprintf(prefix, sizeof prefix, "decoder.layers.%d", layer);
 
     /* Reverse order of use within the layer. */
-    if (bias) {
-        join_name(name, prefix, ".mlp.linear_fc2.bias");
-        add_param(b, name, 1, &C, false, false, PARAM_INIT_ZEROS, 0.0);
+    if (transformer_layer_is_moe(cfg, layer)) {
+        add_moe_mlp(b, cfg, prefix, std, out_std);
+    } else {
+        if (bias) {
+            join_name(name, prefix, ".mlp.linear_fc2.bias");
+            add_param(b, name, 1, &C, false, false, PARAM_INIT_ZEROS, 0.0);
+        }
+        join_name(name, prefix, ".mlp.linear_fc2.weight");
+        add_param(b, name, 2, (int64_t[]){F, C}, true, true, PARAM_INIT_NORMAL, out_std);
+        if (bias) {
+            join_name(name, prefix, ".mlp.linear_fc1.bias");
+            add_param(b, name, gated ? 2 : 1, (int64_t[]){F, 2}, true, false, PARAM_INIT_ZEROS,
+                      0.0);
+        }
+        join_name(name, prefix, ".mlp.linear_fc1.weight");
+        add_fc1(b, cfg, name, F, std);
     }
-    join_name(name, prefix, ".mlp.linear_fc2.weight");
-    add_param(b, name, 2, (int64_t[]){F, C}, true, true, PARAM_INIT_NORMAL, out_std);
-    if (bias) {
-        join_name(name, prefix, ".mlp.linear_fc1.bias");
-        add_param(b, name, gated ? 2 : 1, (int64_t[]){F, 2}, true, false, PARAM_INIT_ZEROS, 0.0);
-    }
-    join_name(name, prefix, ".mlp.linear_fc1.weight");
-    if (gated)
-        add_param(b, name, 3, (int64_t[]){F, 2, C}, true, true, PARAM_INIT_NORMAL, std);
-    else
-        add_param(b, name, 2, (int64_t[]){F, C}, true, true, PARAM_INIT_NORMAL, std);
     join_name(name, prefix, ".pre_mlp_layernorm");
     add_norm(b, cfg, name, C);
     if (bias) {
@@ -182,9 +224,9 @@ void param_table_build(ParamTable *t, const TransformerConfig *cfg, const ModelP
     for (int l = part->first_layer + part->num_local_layers - 1; l >= part->first_layer; l--) {
         const int before = t->count;
         add_layer(&b, cfg, l);
-        GPT3D_CHECK(t->count - before == gpt_layer_param_count(cfg),
-                    "a layer has %d parameters, not %d", t->count - before,
-                    gpt_layer_param_count(cfg));
+        GPT3D_CHECK(t->count - before == gpt_layer_param_count(cfg, l),
+                    "layer %d has %d parameters, not %d", l, t->count - before,
+                    gpt_layer_param_count(cfg, l));
     }
     if (part->has_embedding && cfg->position_embedding_type == POSITION_LEARNED_ABSOLUTE) {
         add_param(&b, GPT_POSITION_EMBEDDING, 2, (int64_t[]){cfg->max_position_embeddings, C},
@@ -228,16 +270,21 @@ static int64_t table_numel(const TransformerConfig *cfg, const ModelPartition *p
  * stays the one owner of the shapes, and an absurd layer count costs no
  * more than a small one. */
 int64_t gpt_canonical_param_count(const TransformerConfig *cfg) {
-    const ModelPartition one_layer = {.tp_size = 1, .num_local_layers = 1};
     const ModelPartition ends = {.tp_size = 1, .has_embedding = true, .has_head = true};
-    return cfg->num_layers * table_numel(cfg, &one_layer) + table_numel(cfg, &ends);
+    const int moe_layers = transformer_moe_layer_count(cfg);
+    TransformerConfig dense = *cfg;
+    dense.num_experts = 0;
+    const ModelPartition first = {.tp_size = 1, .num_local_layers = 1};
+    return moe_layers * table_numel(cfg, &first) +
+           (cfg->num_layers - moe_layers) * table_numel(&dense, &first) + table_numel(cfg, &ends);
 }
 
 double gpt_model_min_rank_bytes(const TransformerConfig *cfg, int tp_size, int pp_size,
                                 int max_rank_layers, size_t act_elem_bytes) {
     const double ranks = (double)tp_size * pp_size;
     const double params = (double)gpt_canonical_param_count(cfg) / ranks;
-    const double table = (double)max_rank_layers * gpt_layer_param_count(cfg) * sizeof(ParamInfo);
+    const int per_layer = gpt_layer_param_count(cfg, 0); /* layer 0 is an MoE layer if any is */
+    const double table = (double)max_rank_layers * per_layer * sizeof(ParamInfo);
     return params * ((double)act_elem_bytes + sizeof(float)) + table;
 }
 

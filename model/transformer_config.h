@@ -171,6 +171,11 @@ static inline bool transformer_layer_is_moe(const TransformerConfig *c, int l) {
     return c->num_experts > 0 && l % c->moe_layer_freq == 0;
 }
 
+/* MoE layers of the whole model: ceil(num_layers / moe_layer_freq). */
+static inline int transformer_moe_layer_count(const TransformerConfig *c) {
+    return c->num_experts > 0 ? (c->num_layers + c->moe_layer_freq - 1) / c->moe_layer_freq : 0;
+}
+
 /* false with a message prefixed by `where` when the architecture is not one
  * gpt3d can build: a field out of range, heads not divisible by query
  * groups, a padded vocabulary smaller than the vocabulary, a rotary

@@ -17,3 +17,10 @@ add_test(NAME test_documents_e2e
           $<TARGET_FILE:pretrain_gpt> $<TARGET_FILE:preprocess_data>)
 set_tests_properties(test_documents_e2e PROPERTIES TIMEOUT 300
   ENVIRONMENT "OPENBLAS_NUM_THREADS=1")
+# Mixture of experts (issue 19): routers, losses and capacity at every
+# layout against one rank, resharded resume, the bad flags.
+add_test(NAME test_moe_e2e
+  COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/test_moe_e2e.sh ${MPIEXEC_EXECUTABLE}
+          $<TARGET_FILE:pretrain_gpt> $<TARGET_FILE:preprocess_data>)
+set_tests_properties(test_moe_e2e PROPERTIES TIMEOUT 600
+  ENVIRONMENT "OPENBLAS_NUM_THREADS=1")

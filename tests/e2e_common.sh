@@ -31,6 +31,48 @@ compare() {
     "$METRICS_COMPARE" --name "$name" "$@" "$reference" "$file"
 }
 
+# matches_one_rank NAME REFERENCE FILE: a layout's run against the one-rank
+# run: the first iteration within 1e-5 relative, every iteration within 1e-4
+# (the tolerance of the architecture and MoE layouts).
+matches_one_rank() {
+    local name=$1 reference=$2 file=$3
+    head -1 "$reference" > "$reference.first"
+    head -1 "$file" > "$file.first"
+    compare "$name (iteration 1)" "$reference.first" "$file.first" --rtol 1e-5 \
+        || fail "$name: first iteration differs from one rank"
+    compare "$name" "$reference" "$file" --rtol 1e-4 || fail "$name differs from one rank"
+}
+
+# save_and_resume VARIANT "TP PP DP" "TP PP DP"...: 10 iterations of the
+# caller's ARGS and ${VARIANT[VARIANT]} flags saved at the first layout into
+# $WORK/VARIANT.ckpt, resumed at each other layout from a copy; iterations
+# 11-20 must follow the one-rank run's $WORK/VARIANT.ref.jsonl.
+save_and_resume() {
+    local v=$1 save=$2
+    shift 2
+    local flags
+    read -r -a flags <<< "${VARIANT[$v]}"
+    set -- $save "$@"
+    run_layout "$1" "$2" "$3" "$WORK/$v.save" "${ARGS[@]}" "${flags[@]}" --train-iters 10 \
+        --lr-decay-iters 20 --save "$WORK/$v.ckpt" --save-interval 10 \
+        --metrics-file "$WORK/$v.save.jsonl" \
+        || { cat "$WORK/$v.save.log"; fail "$v save at $1x$2x$3"; return; }
+    shift 3
+    tail -n 10 "$WORK/$v.ref.jsonl" > "$WORK/$v.tail.jsonl"
+    for layout in "$@"; do
+        set -- $layout
+        local ckpt="$WORK/$v.ckpt_$1$2$3" out="$WORK/$v.resume$1$2$3"
+        rm -rf "$ckpt" && cp -r "$WORK/$v.ckpt" "$ckpt"
+        if run_layout "$1" "$2" "$3" "$out" "${ARGS[@]}" "${flags[@]}" --load "$ckpt" \
+                --metrics-file "$out.jsonl"; then
+            [ "$(first_iteration "$out.jsonl")" = 11 ] || fail "$v resume at $1x$2x$3 did not start at iteration 11"
+            compare "$v resumed at $1x$2x$3" "$WORK/$v.tail.jsonl" "$out.jsonl" --rtol 1e-4 \
+                || fail "$v resumed at $1x$2x$3 leaves the one-rank trajectory"
+        else
+            cat "$out.log"; fail "$v resume at $1x$2x$3"
+        fi
+    done
+}
 # mpi_ranks NP ARGS...: $PRETRAIN "${ARGS[@]}" ARGS on NP ranks through
 # $MPIEXEC for at most 120 s (the caller sets all three); its exit status.
 mpi_ranks() {

@@ -48,9 +48,6 @@ declare -A VARIANT=(
     [relu2]="--squared-relu --position-embedding-type none --group-query-attention --num-query-groups 1 ${NODROP[*]}"
 )
 
-# first_line FILE: the metrics of the first iteration only.
-first_line() { head -1 "$1" > "$1.first"; echo "$1.first"; }
-
 for v in llama partial gpt2drop llamadrop qknorm relu2; do
     read -r -a extra <<< "${VARIANT[$v]}"
     ref="$WORK/$v.ref"
@@ -69,9 +66,7 @@ for v in llama partial gpt2drop llamadrop qknorm relu2; do
         if ! run_layout "$1" "$2" "$3" "$out" "${ARGS[@]}" "${extra[@]}" "${sp[@]}" --metrics-file "$out.jsonl"; then
             cat "$out.log"; fail "$name run"; continue
         fi
-        compare "$name (iteration 1)" "$(first_line "$ref.jsonl")" "$(first_line "$out.jsonl")" --rtol 1e-5 \
-            || fail "$name: first iteration differs from one rank"
-        compare "$name" "$ref.jsonl" "$out.jsonl" --rtol 1e-4 || fail "$name differs from one rank"
+        matches_one_rank "$name" "$ref.jsonl" "$out.jsonl"
     done
     echo "$v: $(grep -m1 '^model:' "$ref.log" || true) last $(tail -1 "$ref.jsonl" | strip_timings)"
 done
@@ -83,36 +78,7 @@ for v in partial gpt2drop llamadrop qknorm; do
     fi
 done
 
-# --- saved at one layout, resumed at others ------------------------------------
-# save_and_resume VARIANT "TP PP DP" "TP PP DP"...: 10 iterations saved at the
-# first layout into $WORK/VARIANT.ckpt, resumed at each other layout from a
-# copy; iterations 11-20 follow the one-rank run.
-save_and_resume() {
-    local v=$1 save=$2
-    shift 2
-    local flags
-    read -r -a flags <<< "${VARIANT[$v]}"
-    set -- $save "$@"
-    run_layout "$1" "$2" "$3" "$WORK/$v.save" "${ARGS[@]}" "${flags[@]}" --train-iters 10 \
-        --lr-decay-iters 20 --save "$WORK/$v.ckpt" --save-interval 10 \
-        --metrics-file "$WORK/$v.save.jsonl" \
-        || { cat "$WORK/$v.save.log"; fail "$v save at $1x$2x$3"; return; }
-    shift 3
-    tail -n 10 "$WORK/$v.ref.jsonl" > "$WORK/$v.tail.jsonl"
-    for layout in "$@"; do
-        set -- $layout
-        local ckpt="$WORK/$v.ckpt_$1$2$3" out="$WORK/$v.resume$1$2$3"
-        rm -rf "$ckpt" && cp -r "$WORK/$v.ckpt" "$ckpt"
-        if run_layout "$1" "$2" "$3" "$out" "${ARGS[@]}" "${flags[@]}" --load "$ckpt" \
-                --metrics-file "$out.jsonl"; then
-            [ "$(first_iteration "$out.jsonl")" = 11 ] || fail "$v resume at $1x$2x$3 did not start at iteration 11"
-            compare "$v resumed at $1x$2x$3" "$WORK/$v.tail.jsonl" "$out.jsonl" --rtol 1e-4 \
-                || fail "$v resumed at $1x$2x$3 leaves the one-rank trajectory"
-        else
-            cat "$out.log"; fail "$v resume at $1x$2x$3"
-        fi
-    done
-}
+# --- saved at one layout, resumed at others (e2e_common.sh) ---
 save_and_resume llama "2 2 2" "1 1 1" "1 4 2"
 save_and_resume qknorm "2 1 1" "1 2 1"
 

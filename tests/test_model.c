@@ -353,8 +353,8 @@ static void test_qk_layernorm_params(void) {
         part.tp_rank = tp_rank ? tp_rank - 1 : 0;
         ParamTable t;
         param_table_build(&t, &c, &part);
-        CHECK(t.count == 2 + 2 * gpt_layer_param_count(&c) + 2);
-        CHECK(gpt_layer_param_count(&c) == 12 + 4);
+        CHECK(t.count == 2 + 2 * gpt_layer_param_count(&c, 0) + 2);
+        CHECK(gpt_layer_param_count(&c, 0) == 12 + 4);
         for (int k = 0; k < 6; k++) {
             const int i = param_table_find(&t, order[k]);
             CHECK_MSG(i >= 0 && (k == 0 || !strcmp(t.params[i - 1].name, order[k - 1])),
@@ -379,7 +379,7 @@ static void test_qk_layernorm_params(void) {
     const int q = param_table_find(&t, "decoder.layers.0.self_attention.q_layernorm.weight");
     CHECK(q >= 0 && t.params[q].init == PARAM_INIT_ZEROS);
     CHECK(param_table_find(&t, "decoder.layers.0.self_attention.q_layernorm.bias") < 0);
-    CHECK(gpt_layer_param_count(&c) == 4 + 4 + 3 + 1);
+    CHECK(gpt_layer_param_count(&c, 0) == 4 + 4 + 3 + 1);
     param_table_free(&t);
     printf("qk layernorm: parameters, order, TP marks and counts\n");
 }

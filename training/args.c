@@ -38,6 +38,24 @@ static const FlagSpec TRAIN_FLAGS[] = {
     {"disable-bias-linear", FLAG_SWITCH, OPT(disable_bias_linear), NULL, NULL, "No biases in the linear layers (QKV keeps one with --add-qkv-bias).", "model", false},
     {"add-qkv-bias", FLAG_SWITCH, OPT(model.add_qkv_bias), NULL, NULL, "Keep the QKV bias even with --disable-bias-linear (Qwen-style).", "model", false},
     {"qk-layernorm", FLAG_SWITCH, OPT(model.qk_layernorm), NULL, NULL, "Normalise each query and key head over the head dimension after linear_qkv and before RoPE, with the --normalization norm (weights q_layernorm and k_layernorm of size kv-channels).", "model", false},
+    /* mixture of experts (args_moe.c) */
+    {"num-experts", FLAG_INT, OPT(model.num_experts), "0", "E", "Mixture of experts: E experts in each MoE layer's MLP (0: a dense model). Needs --disable-bias-linear.", "mixture of experts", false},
+    {"moe-ffn-hidden-size", FLAG_INT, OPT(model.moe_ffn_hidden_size), NULL, "F", "Hidden size of each expert's MLP; --ffn-hidden-size when not given.", "mixture of experts", false},
+    {"moe-router-topk", FLAG_INT, OPT(model.moe_router_topk), "2", "K", "Experts each token is routed to: the K largest router logits, a tie going to the lower expert index.", "mixture of experts", false},
+    {"moe-router-score-function", FLAG_STRING, OPT(moe_router_score_function), "softmax", "F", "softmax: the routing weights are a softmax over the K chosen logits (over all experts with --moe-router-pre-softmax); sigmoid: the chosen logits' sigmoids, divided by their sum when K > 1.", "mixture of experts", false},
+    {"moe-router-pre-softmax", FLAG_SWITCH, OPT(model.moe_router_pre_softmax), NULL, NULL, "With the softmax score function: take the chosen experts' entries of the softmax over all experts.", "mixture of experts", false},
+    {"moe-router-load-balancing-type", FLAG_STRING, OPT(moe_router_load_balancing_type), "aux_loss", "T", "aux_loss (the switch-transformer loss over each micro-batch, weighted by --moe-aux-loss-coeff) or none; seq_aux_loss is not built.", "mixture of experts", false},
+    {"moe-aux-loss-coeff", FLAG_DOUBLE, OPT(model.moe_aux_loss_coeff), "0", "A", "Weight of the load-balancing loss E / (K T^2) sum_e count_e x sum_t score_t,e of each MoE layer and micro-batch of T tokens (Megatron's; 1e-2 is common).", "mixture of experts", false},
+    {"moe-z-loss-coeff", FLAG_DOUBLE, OPT(model.moe_z_loss_coeff), "0", "Z", "Weight of the router z-loss, the mean over tokens of logsumexp(router logits)^2 (0: off; 1e-3 is common).", "mixture of experts", false},
+    {"moe-layer-freq", FLAG_INT, OPT(model.moe_layer_freq), "1", "N", "Layer l (from 0) has an MoE MLP when l is a multiple of N, the others a dense one.", "mixture of experts", false},
+    {"moe-shared-expert-intermediate-size", FLAG_INT, OPT(model.moe_shared_expert_intermediate_size), "0", "F", "A shared expert of F features that every token passes through, added to the routed experts' output (0: none).", "mixture of experts", false},
+    {"moe-token-dispatcher-type", FLAG_STRING, OPT(moe_token_dispatcher_type), "allgather", "T", "allgather or alltoall: how tokens reach the experts of other expert-parallel ranks; without expert parallelism both are the same.", "mixture of experts", false},
+    {"moe-expert-capacity-factor", FLAG_DOUBLE, OPT(model.moe_expert_capacity_factor), "0", "F", "Each expert takes at most ceil(F x T x K / E) of a micro-batch's T tokens, the rest dropped by --moe-token-drop-policy (0: dropless).", "mixture of experts", false},
+    {"moe-pad-expert-input-to-capacity", FLAG_SWITCH, OPT(model.moe_pad_expert_input_to_capacity), NULL, NULL, "With --moe-expert-capacity-factor: every expert computes exactly its capacity of rows (zero rows padding).", "mixture of experts", false},
+    {"moe-token-drop-policy", FLAG_STRING, OPT(moe_token_drop_policy), "probs", "P", "Which tokens an expert over capacity keeps: probs (the most probable, ties in token order) or position (the first in token order).", "mixture of experts", false},
+    {"moe-per-layer-logging", FLAG_SWITCH, OPT(moe_per_layer_logging), NULL, NULL, "Print each MoE layer's load-balancing loss, z-loss and tokens per expert at every log line.", "mixture of experts", false},
+    {"moe-grouped-gemm", FLAG_SWITCH, OPT(moe_grouped_gemm), NULL, NULL, "Megatron's grouped GEMM switch: the experts here always run as one matrix product per expert on its rows.", "mixture of experts", false},
+    {"expert-tensor-parallel-size", FLAG_INT, OPT(expert_tensor_parallel_size), NULL, "ETP", "Tensor-parallel ranks that split each expert; only --tensor-model-parallel-size (the default) is built.", "mixture of experts", false},
     {"hidden-dropout", FLAG_DOUBLE, OPT(model.hidden_dropout), "0.1", "P", "Dropout on the embedding output and on each attention and MLP output before its residual add (Megatron's default 0.1; 0 disables). Masks depend only on global coordinates: every layout draws the same ones.", "model", false},
     {"attention-dropout", FLAG_DOUBLE, OPT(model.attention_dropout), "0.1", "P", "Dropout on the attention probabilities (Megatron's default 0.1; 0 disables).", "model", false},
     {"recompute-activations", FLAG_SWITCH, OPT(recompute_activations), NULL, NULL, "Selective recomputation, as Megatron means it: --recompute-granularity selective.", "model", false},
@@ -173,7 +191,7 @@ static const FlagSpec TRAIN_FLAGS[] = {
     {"manual-gc-interval", FLAG_INT64, COMPAT(manual_gc_interval), "0", "N", "Python garbage collection (see --manual-gc).", NO_EFFECT, false},
     {"empty-unused-memory-level", FLAG_INT, COMPAT(empty_unused_memory_level), "0", "L", "0, 1 or 2: PyTorch's caching allocator; buffers here are allocated once at start.", NO_EFFECT, false},
     {"distributed-backend", FLAG_STRING, COMPAT(distributed_backend), "nccl", "B", "nccl or gloo: torch.distributed's backend; gpt3d's ranks communicate as --comm says.", NO_EFFECT, false},
-    {"expert-model-parallel-size", FLAG_INT, COMPAT(expert_model_parallel_size), "1", "EP", "Expert parallelism (mixture of experts) is not built yet: only 1 is accepted.", "parallelism", false},
+    {"expert-model-parallel-size", FLAG_INT, COMPAT(expert_model_parallel_size), "1", "EP", "Expert parallelism is not built yet: only 1 is accepted (the experts of --num-experts run tensor-parallel on every rank).", "parallelism", false},
 #undef NO_EFFECT
 #undef COMPAT
 };
@@ -227,7 +245,8 @@ static bool check_model(const TrainArgs *a, char *err, size_t err_size) {
 
 /* Turns Megatron's architecture flags into the model's variant fields and
  * refuses the combinations that cannot be built, naming the flags. */
-static bool resolve_architecture(TrainArgs *a, char *err, size_t err_size) {
+static bool resolve_architecture(TrainArgs *a, const FlagParser *parser, char *err,
+                                 size_t err_size) {
     TransformerConfig *m = &a->model;
     const TransformerConfig given = *m;
     const int pos = transformer_choice_index(POSITION_EMBEDDING_NAMES, a->position_embedding_type);
@@ -257,6 +276,10 @@ static bool resolve_architecture(TrainArgs *a, char *err, size_t err_size) {
     m->add_bias_linear = !a->disable_bias_linear;
     m->add_qkv_bias = given.add_qkv_bias;
     m->qk_layernorm = given.qk_layernorm;
+#define KEEP_GIVEN(f, kind, names, what) m->f = given.f;
+    TRANSFORMER_MOE_FIELDS(KEEP_GIVEN)
+#undef KEEP_GIVEN
+    if (!args_resolve_moe(a, parser, err, err_size)) return false;
     /* RoPE's settings mean nothing without RoPE: they keep their defaults,
      * so a resume compares only what the model computes with. */
     if (pos == POSITION_ROPE) {
@@ -356,7 +379,8 @@ static bool check_compat(const MegatronCompatArgs *c, char *err, size_t err_size
         FAIL("--profile-step-start %lld and --profile-step-end %lld must satisfy 0 <= start <= end",
              (long long)c->profile_step_start, (long long)c->profile_step_end);
     if (c->expert_model_parallel_size != 1)
-        FAIL("--expert-model-parallel-size %d: mixture of experts is not built yet; use 1",
+        FAIL("--expert-model-parallel-size %d: expert parallelism is not built yet; use 1 (the "
+             "experts of --num-experts then run tensor-parallel on every rank)",
              c->expert_model_parallel_size);
     return true;
 }
@@ -430,7 +454,7 @@ bool args_parse(TrainArgs *a, FlagParser *parser, int argc, char **argv, int wor
         a->global_batch_size = a->micro_batch_size * a->data_parallel_size;
     a->ddp_bucket_size_given = flags_was_set(parser, "ddp-bucket-size");
     a->ckpt_step_given = flags_was_set(parser, "ckpt-step");
-    if (!check_model(a, err, err_size) || !resolve_architecture(a, err, err_size) ||
+    if (!check_model(a, err, err_size) || !resolve_architecture(a, parser, err, err_size) ||
         !check_training(a, err, err_size) || !args_resolve_schedule(a, parser, err, err_size) ||
         !args_resolve_recompute(a, parser, err, err_size) ||
         !args_resolve_context(a, err, err_size) ||

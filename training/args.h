@@ -60,6 +60,13 @@ typedef struct {
     bool swiglu, squared_relu, group_query_attention, disable_bias_linear;
     int num_query_groups;
     bool kv_channels_given, num_query_groups_given;
+    /* Mixture of experts: Megatron's word flags, resolved into `model`
+     * (args_moe.c); --moe-per-layer-logging; --expert-tensor-parallel-size
+     * (0: not given, = TP). */
+    char *moe_router_score_function, *moe_router_load_balancing_type;
+    char *moe_token_dispatcher_type, *moe_token_drop_policy;
+    bool moe_per_layer_logging, moe_grouped_gemm;
+    int expert_tensor_parallel_size;
     /* parallelism */
     int tensor_model_parallel_size, pipeline_model_parallel_size;
     int context_parallel_size; /* CP ranks share one sequence (ring attention) */

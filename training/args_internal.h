@@ -21,4 +21,9 @@ bool args_resolve_pipeline(TrainArgs *a, const FlagParser *parser, char *err, si
  * tensor-parallel split and the device (args_context.c). */
 bool args_resolve_context(TrainArgs *a, char *err, size_t err_size);
 
+/* The mixture-of-experts flags into a->model's MoE fields, with Megatron's
+ * rules and the ones of this build (args_moe.c); a dense model's MoE
+ * fields are reset to their defaults. */
+bool args_resolve_moe(TrainArgs *a, const FlagParser *parser, char *err, size_t err_size);
+
 #endif

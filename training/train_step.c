@@ -332,6 +332,35 @@ static void evaluate_interleaved(StageCtx *c) {
     free(ops);
 }
 
+/* Each MoE loss term enters the objective once per micro-batch and layer,
+ * weighted by one over the global batch's M x DP micro-batches (Megatron's
+ * scaling: the mean over micro-batches). */
+static void start_moe_step(Trainer *t, int M) {
+    double discard[3];
+    for (int v = 0; v < t->num_chunks; v++) {
+        gpt_model_set_moe_loss_scale(t->chunks[v], 1.0 / ((double)M * t->ps->dp_size));
+        gpt_model_take_moe_stats(t->chunks[v], discard);
+    }
+}
+
+/* The MoE terms of the whole model: summed over stages and replicas
+ * (every TP and CP rank of a stage holds the same sums). */
+static void finish_moe_step(Trainer *t, int M, StepResult *r) {
+    if (t->cfg.num_experts == 0) return;
+    double sums[3] = {0, 0, 0};
+    for (int v = 0; v < t->num_chunks; v++) {
+        double s[3];
+        gpt_model_take_moe_stats(t->chunks[v], s);
+        for (int i = 0; i < 3; i++) sums[i] += s[i];
+    }
+    comm_host_all_reduce(&t->comm, GROUP_PIPELINE, sums, 3, HOST_F64, REDUCE_SUM);
+    comm_host_all_reduce(&t->comm, GROUP_DATA, sums, 3, HOST_F64, REDUCE_SUM);
+    const double micro_batches = (double)M * t->ps->dp_size;
+    r->moe_aux_loss = sums[0] / micro_batches;
+    r->moe_z_loss = sums[1] / micro_batches;
+    r->moe_dropped_tokens = (int64_t)sums[2];
+}
+
 /* The schedules are functions of the samples consumed before the step
  * (Megatron's scheduler steps by the batch after each iteration). */
 StepResult train_step(Trainer *t) {
@@ -350,12 +379,14 @@ StepResult train_step(Trainer *t) {
                     .num_microbatches = M,
                     .loss_scale = xmalloc((size_t)M * sizeof(float)),
                     .global_token_scale = global_token_scale(t, consumed, M)};
+    start_moe_step(t, M);
     if (t->num_chunks > 1) {
         run_interleaved(&ctx);
         free(ctx.loss_scale);
         distrib_optimizer_reduce_grads(t->opt);
         r.loss = global_mean_loss(t, &ctx);
         r.grad_norm = distrib_optimizer_grad_norm(t->opt);
+        finish_moe_step(t, M, &r);
         return r;
     }
     gpt_model_zero_grad(t->model);
@@ -375,6 +406,7 @@ StepResult train_step(Trainer *t) {
     distrib_optimizer_reduce_grads(t->opt);
     r.loss = global_mean_loss(t, &ctx);
     r.grad_norm = distrib_optimizer_grad_norm(t->opt);
+    finish_moe_step(t, M, &r);
     return r;
 }
 

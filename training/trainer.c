@@ -419,7 +419,7 @@ void trainer_free(Trainer *t) {
 
 /* The iterations since the last log line (Megatron's total_loss_dict). */
 typedef struct {
-    double loss_sum;
+    double loss_sum, moe_aux_sum, moe_z_sum;
     int64_t iters, samples, nan_iters;
     double seconds;
 } LogWindow;
@@ -439,7 +439,10 @@ static void print_log_line(const Trainer *t, const StepResult *r, const LogWindo
     if (a->log_num_zeros_in_grad)
         n += (size_t)snprintf(extra + n, sizeof extra - n, " num zeros: %lld |", (long long)r->num_zeros);
     if (a->log_params_norm)
-        snprintf(extra + n, sizeof extra - n, " params norm: %.3f |", r->params_norm);
+        n += (size_t)snprintf(extra + n, sizeof extra - n, " params norm: %.3f |", r->params_norm);
+    if (t->cfg.num_experts > 0)
+        snprintf(extra + n, sizeof extra - n, " load_balancing_loss: %.6E | z_loss: %.6E |",
+                 w->moe_aux_sum / (double)w->iters, w->moe_z_sum / (double)w->iters);
     printf(" [%s] iteration %8lld/%8lld | consumed samples: %12lld | elapsed time per iteration "
            "(ms): %.1f |",
            stamp, (long long)t->iteration, (long long)a->train_iters, (long long)t->consumed_samples,
@@ -476,6 +479,10 @@ static void write_metrics(const Trainer *t, const StepResult *r, double seconds,
             gpt_flops_per_token(&t->cfg) * tokens / seconds / 1e12 / t->ps->world_size);
     if (a->log_num_zeros_in_grad) fprintf(t->metrics, ", \"num_zeros\": %lld", (long long)r->num_zeros);
     if (a->log_params_norm) fprintf(t->metrics, ", \"params_norm\": %.17g", r->params_norm);
+    if (t->cfg.num_experts > 0)
+        fprintf(t->metrics,
+                ", \"moe_aux_loss\": %.17g, \"moe_z_loss\": %.17g, \"moe_dropped_tokens\": %lld",
+                r->moe_aux_loss, r->moe_z_loss, (long long)r->moe_dropped_tokens);
     if (e->has_valid) fprintf(t->metrics, ", \"valid_loss\": %.17g", e->valid);
     if (e->has_test) fprintf(t->metrics, ", \"test_loss\": %.17g", e->test);
     fprintf(t->metrics, "}\n");
@@ -674,6 +681,8 @@ int trainer_run(Trainer *t) {
             print_peak_memory(t);
         }
         window.loss_sum += r.loss;
+        window.moe_aux_sum += r.moe_aux_loss;
+        window.moe_z_sum += r.moe_z_loss;
         window.iters++;
         window.samples += r.global_batch_size;
         window.nan_iters += !isfinite(r.loss);

@@ -90,6 +90,12 @@ typedef struct {
     int global_batch_size; /* this iteration's (a batch ramp changes it) */
     double params_norm;    /* with --log-params-norm, after the step */
     int64_t num_zeros;     /* with --log-num-zeros-in-grad */
+    /* Mixture of experts: the load-balancing and z-loss terms of the
+     * objective (summed over MoE layers, averaged over the global batch's
+     * micro-batches) and the tokens dropped beyond capacity (all layers and
+     * micro-batches). */
+    double moe_aux_loss, moe_z_loss;
+    int64_t moe_dropped_tokens;
 } StepResult;
 
 /* training/train_step.c: one iteration's forward and backward over all

@@ -12,8 +12,9 @@
 #include "backend/cpu/cpu_internal.h"
 
 /* The K best experts of one row of logits, best first; a tie goes to the
- * lower index (a strict comparison, scanning up). NaN never wins a place
- * over a number, so a NaN row still names K distinct experts. */
+ * lower index (a strict comparison, scanning up). A NaN compares false,
+ * so the choices stay K distinct experts even for a NaN row (which the
+ * NaN guard then reports). */
 static void top_k(int32_t *ids, const float *logits, int E, int K) {
     for (int k = 0; k < K; k++) {
         int best = -1;

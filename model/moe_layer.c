@@ -1,0 +1,428 @@
+/* The MLP of a mixture-of-experts layer: a router picks moe_router_topk of
+ * num_experts experts for every token, the tokens are gathered into expert
+ * order, each expert (a SwiGLU or GELU MLP of moe_ffn_hidden_size features)
+ * runs on its rows, and the outputs are summed back per token weighted by
+ * the routing probabilities, plus the shared expert's output.
+ *
+ * Layout. Every tensor-parallel rank holds every expert's TP share of
+ * features (Megatron's expert tensor parallelism = TP), so the experts run
+ * on all N tokens of the micro-batch (gathered under sequence parallelism)
+ * and their summed output is a partial sum reduced over TP like a
+ * row-parallel layer's. The router runs on the rank's own rows; its
+ * choices are all-gathered, so every TP rank dispatches alike.
+ *
+ * The dispatch plan (which expert row each choice lands in, which choices
+ * are dropped beyond an expert's capacity) is built on the host from the
+ * routing of the whole micro-batch: the same tokens make the same plan in
+ * every layout, which is what makes losses layout-independent. Capacity
+ * is counted over the micro-batch's B x seq_length tokens.
+ *
+ * Losses (Megatron's): the load-balancing loss coeff * E / (K * T^2) *
+ * sum_e count_e * sum_t score_t,e over the T tokens of the micro-batch
+ * (count_e: the choices of expert e before dropping; score: see
+ * moe_router_forward), and the z-loss coeff_z * mean_t lse_t^2. Each enters
+ * the objective with weight m->moe_loss_scale (the trainer: one over the
+ * global batch's micro-batches, as Megatron scales them). */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/errors.h"
+#include "model/gpt_model_internal.h"
+
+static int moe_capacity(const GPTModel *m) {
+    const TransformerConfig *c = &m->cfg;
+    const double tokens = (double)m->B * m->cp.seq_length * c->moe_router_topk;
+    return (int)ceil(tokens / c->num_experts * c->moe_expert_capacity_factor);
+}
+
+static bool capacity_on(const GPTModel *m) { return m->cfg.moe_expert_capacity_factor > 0; }
+
+void moe_describe(GPTModel *m) {
+    const TransformerConfig *c = &m->cfg;
+    if (c->num_experts == 0) return;
+    const int tp = m->part.tp_size, gate = c->activation == ACTIVATION_SWIGLU ? 2 : 1;
+    const int N = m->B * m->T, K = c->moe_router_topk;
+    m->local_moe_ffn = c->moe_ffn_hidden_size / tp;
+    m->local_moe_fc1_width = gate * m->local_moe_ffn;
+    m->local_shared_ffn = c->moe_shared_expert_intermediate_size / tp;
+    m->local_shared_fc1_width = gate * m->local_shared_ffn;
+    const bool padded = capacity_on(m) && c->moe_pad_expert_input_to_capacity;
+    m->P_max = padded ? c->num_experts * moe_capacity(m) : N * K;
+}
+
+void moe_layout_acts(GPTModel *m, MoEActs *a, Carver *act, Carver *stat, Carver *host) {
+    Backend *be = m->be;
+    const size_t N = (size_t)m->B * m->T, R = (size_t)m->rows, C = (size_t)m->cfg.hidden_size;
+    const size_t E = (size_t)m->cfg.num_experts, K = (size_t)m->cfg.moe_router_topk;
+    const size_t P = (size_t)m->P_max;
+    a->logits_act = carve(act, backend_act_bytes(be, R * E));
+    a->expert_in = carve(act, backend_act_bytes(be, P * C));
+    a->expert_fc1 = carve(act, backend_act_bytes(be, P * (size_t)m->local_moe_fc1_width));
+    a->expert_act = carve(act, backend_act_bytes(be, P * (size_t)m->local_moe_ffn));
+    a->expert_out = carve(act, backend_act_bytes(be, P * C));
+    if (m->local_shared_ffn) {
+        a->shared_fc1 = carve(act, backend_act_bytes(be, N * (size_t)m->local_shared_fc1_width));
+        a->shared_act = carve(act, backend_act_bytes(be, N * (size_t)m->local_shared_ffn));
+    }
+    a->logits = carve(stat, R * E * sizeof(float));
+    a->probs = carve(stat, N * K * sizeof(float));
+    a->stats = carve(stat, (E + 1) * sizeof(float));
+    a->expert_ids = carve(stat, N * K * sizeof(int32_t));
+    a->slot_of = carve(stat, N * K * sizeof(int32_t));
+    a->row_of = carve(stat, P * sizeof(int32_t));
+    a->plan.expert_begin = carve(host, (E + 1) * sizeof(int));
+    a->plan.counts = carve(host, E * sizeof(double));
+}
+
+void moe_layout_grads(GPTModel *m, Carver *grad, Carver *stat, Carver *host) {
+    Backend *be = m->be;
+    const size_t N = (size_t)m->B * m->T, R = (size_t)m->rows, C = (size_t)m->cfg.hidden_size;
+    const size_t E = (size_t)m->cfg.num_experts, K = (size_t)m->cfg.moe_router_topk;
+    const size_t P = (size_t)m->P_max;
+    m->moe_grad.d_expert_out = carve(grad, backend_act_bytes(be, P * C));
+    m->moe_grad.d_expert_act = carve(grad, backend_act_bytes(be, P * (size_t)m->local_moe_ffn));
+    m->moe_grad.d_expert_fc1 =
+        carve(grad, backend_act_bytes(be, P * (size_t)m->local_moe_fc1_width));
+    m->moe_grad.d_expert_in = carve(grad, backend_act_bytes(be, P * C));
+    if (m->local_shared_ffn) {
+        m->moe_grad.d_shared_act =
+            carve(grad, backend_act_bytes(be, N * (size_t)m->local_shared_ffn));
+        m->moe_grad.d_shared_fc1 =
+            carve(grad, backend_act_bytes(be, N * (size_t)m->local_shared_fc1_width));
+    }
+    m->moe_grad.dy_full = m->tp.sequence_parallel ? carve(grad, backend_act_bytes(be, N * C)) : NULL;
+    m->moe_grad.dx_full = m->tp.sequence_parallel ? carve(grad, backend_act_bytes(be, N * C)) : NULL;
+    m->moe_grad.dx_part = carve(grad, backend_act_bytes(be, N * C));
+    m->moe_grad.d_logits_act = carve(grad, backend_act_bytes(be, R * E));
+    m->moe_grad.d_probs = carve(stat, N * K * sizeof(float));
+    m->moe_grad.d_logits = carve(stat, R * E * sizeof(float));
+    m->moe_grad.aux_grad = carve(stat, E * sizeof(float));
+    m->moe_host.ids = carve(host, N * K * sizeof(int32_t));
+    m->moe_host.slot_of = carve(host, N * K * sizeof(int32_t));
+    m->moe_host.row_of = carve(host, P * sizeof(int32_t));
+    m->moe_host.probs = carve(host, N * K * sizeof(float));
+    m->moe_host.order = carve(host, N * K * sizeof(int));
+    m->moe_host.fill = carve(host, E * sizeof(int));
+    m->moe_host.stats = carve(host, (E + 1) * sizeof(double));
+    m->moe_host.stats_f = carve(host, (E + 1) * sizeof(float));
+}
+
+/* ---- the dispatch plan ---- */
+
+static int compare_desc(const void *a, const void *b) {
+    const float x = *(const float *)a, y = *(const float *)b;
+    return (x < y) - (x > y);
+}
+
+/* Marks the choices of one expert (order[0..n), in token order) beyond
+ * its capacity as dropped (slot -1), keeping the first `cap` (position
+ * policy) or the `cap` most probable, ties in token order (probs policy). */
+static void drop_beyond_capacity(GPTModel *m, const int *order, int n, int cap) {
+    int32_t *slot = m->moe_host.slot_of;
+    const float *probs = m->moe_host.probs;
+    if (n <= cap) return;
+    if (m->cfg.moe_token_drop_policy == MOE_DROP_POSITION || cap == 0) {
+        for (int j = cap; j < n; j++) slot[order[j]] = -1;
+        return;
+    }
+    float *sorted = xmalloc((size_t)n * sizeof *sorted);
+    for (int j = 0; j < n; j++) sorted[j] = probs[order[j]];
+    qsort(sorted, (size_t)n, sizeof *sorted, compare_desc);
+    const float threshold = sorted[cap - 1];
+    free(sorted);
+    int above = 0;
+    for (int j = 0; j < n; j++) above += probs[order[j]] > threshold;
+    int ties_left = cap - above;
+    for (int j = 0; j < n; j++) {
+        const float p = probs[order[j]];
+        if (p > threshold) continue;
+        if (p == threshold && ties_left > 0)
+            ties_left--;
+        else
+            slot[order[j]] = -1;
+    }
+}
+
+/* Sums of the router statistics over the ranks holding the micro-batch's
+ * other rows (TP under sequence parallelism, CP), and the choice counts
+ * over CP (under TP the choices are already all-gathered). */
+static void reduce_router_stats(GPTModel *m, double *counts, double *stats) {
+    const int E = m->cfg.num_experts;
+    if (m->tp.sequence_parallel && m->tp.comm)
+        comm_host_all_reduce(m->tp.comm, GROUP_TENSOR, stats, (size_t)E + 1, HOST_F64, REDUCE_SUM);
+    if (m->cp.comm) {
+        comm_host_all_reduce(m->cp.comm, GROUP_CONTEXT, stats, (size_t)E + 1, HOST_F64, REDUCE_SUM);
+        comm_host_all_reduce(m->cp.comm, GROUP_CONTEXT, counts, (size_t)E, HOST_F64, REDUCE_SUM);
+    }
+}
+
+static void plan_losses(GPTModel *m, MoEActs *a) {
+    Backend *be = m->be;
+    const TransformerConfig *c = &m->cfg;
+    const int E = c->num_experts, K = c->moe_router_topk;
+    MoEPlan *pl = &a->plan;
+    float *stats_f = m->moe_host.stats_f;
+    double *stats = m->moe_host.stats;
+    be->ops->copy_to_host(be, stats_f, a->stats, (size_t)(E + 1) * sizeof *stats_f);
+    for (int e = 0; e <= E; e++) stats[e] = stats_f[e];
+    reduce_router_stats(m, pl->counts, stats);
+    const double T = (double)m->B * m->cp.seq_length;
+    double dot = 0.0;
+    for (int e = 0; e < E; e++) dot += pl->counts[e] * stats[e];
+    pl->aux_loss = c->moe_load_balancing == MOE_BALANCE_AUX_LOSS
+                       ? c->moe_aux_loss_coeff * E / ((double)K * T * T) * dot
+                       : 0.0;
+    pl->z_loss = c->moe_z_loss_coeff * stats[E] / T;
+}
+
+/* From the routing of the N tokens (ids, probs on the device): counts,
+ * drops, each choice's expert row (slot_of) and each expert row's token
+ * (row_of), copied to the device. */
+static void build_plan(GPTModel *m, MoEActs *a) {
+    Backend *be = m->be;
+    const int N = m->B * m->T, E = m->cfg.num_experts, K = m->cfg.moe_router_topk;
+    const int NK = N * K;
+    int32_t *ids = m->moe_host.ids, *slot = m->moe_host.slot_of, *row = m->moe_host.row_of;
+    int *order = m->moe_host.order, *begin = a->plan.expert_begin;
+    MoEPlan *pl = &a->plan;
+    be->ops->copy_to_host(be, ids, a->expert_ids, (size_t)NK * sizeof(int32_t));
+    be->ops->copy_to_host(be, m->moe_host.probs, a->probs, (size_t)NK * sizeof(float));
+    /* Choices bucketed by expert, in token order within each (begin as
+     * the bucket starts, then reused for the expert rows below). */
+    memset(begin, 0, (size_t)(E + 1) * sizeof *begin);
+    for (int i = 0; i < NK; i++) begin[ids[i] + 1]++;
+    for (int e = 0; e < E; e++) {
+        pl->counts[e] = begin[e + 1];
+        begin[e + 1] += begin[e];
+    }
+    int *fill = m->moe_host.fill;
+    memcpy(fill, begin, (size_t)E * sizeof *fill);
+    for (int i = 0; i < NK; i++) order[fill[ids[i]]++] = i;
+    for (int i = 0; i < NK; i++) slot[i] = 0;
+    const bool capped = capacity_on(m);
+    const int cap = capped ? moe_capacity(m) : 0;
+    if (capped)
+        for (int e = 0; e < E; e++)
+            drop_beyond_capacity(m, order + begin[e], begin[e + 1] - begin[e], cap);
+    const bool pad = capped && m->cfg.moe_pad_expert_input_to_capacity;
+    int P = 0;
+    int64_t kept = 0;
+    for (int e = 0; e < E; e++) {
+        const int first = P, from = begin[e], to = begin[e + 1];
+        for (int j = from; j < to; j++) {
+            const int i = order[j];
+            if (slot[i] < 0) continue;
+            slot[i] = P;
+            row[P++] = i / K;
+        }
+        kept += P - first;
+        while (pad && P - first < cap) row[P++] = -1;
+        begin[e] = first;
+    }
+    begin[E] = P;
+    pl->P = P;
+    pl->dropped = NK - kept;
+    GPT3D_CHECK(P <= m->P_max, "MoE dispatch of %d rows exceeds the plan's %d", P, m->P_max);
+    be->ops->copy_to_device(be, a->slot_of, slot, (size_t)NK * sizeof(int32_t));
+    be->ops->copy_to_device(be, a->row_of, row, (size_t)P * sizeof(int32_t));
+    plan_losses(m, a);
+}
+
+/* ---- forward and backward ---- */
+
+/* A pointer `rows` rows of `width` act elements into buf. */
+static void *act_rows(const GPTModel *m, void *buf, size_t rows, size_t width) {
+    return (char *)buf + backend_act_bytes(m->be, rows * width);
+}
+
+static void route(GPTModel *m, const LayerParams *p, MoEActs *a, const void *ln2) {
+    Backend *be = m->be;
+    const TransformerConfig *c = &m->cfg;
+    const int R = m->rows, C = c->hidden_size, E = c->num_experts, K = c->moe_router_topk;
+    const int own = tp_first_row(&m->tp, m->B * m->T);
+    be->ops->matmul_forward(be, a->logits_act, ln2, p->router_w, NULL, R, C, E, false);
+    be->ops->act_to_f32(be, a->logits, a->logits_act, (size_t)R * E);
+    be->ops->moe_router_forward(be, a->expert_ids + (size_t)own * K, a->probs + (size_t)own * K,
+                                a->stats, a->logits, R, E, K,
+                                c->moe_router_score_function == MOE_SCORE_SIGMOID,
+                                c->moe_router_pre_softmax);
+    if (m->tp.sequence_parallel && m->tp.comm) {
+        /* In place: rank r's rows sit at r * R * K already. */
+        comm_all_gather(m->tp.comm, GROUP_TENSOR, a->expert_ids, a->expert_ids + (size_t)own * K,
+                        (size_t)R * K, DTYPE_F32);
+        comm_all_gather(m->tp.comm, GROUP_TENSOR, a->probs, a->probs + (size_t)own * K,
+                        (size_t)R * K, DTYPE_F32);
+    }
+}
+
+/* One matrix product per expert on its rows [begin[e], begin[e + 1]) of
+ * `in` ([P, IC]) into `out` ([P, OC]): the grouped GEMM of the experts (a
+ * loop here; one grouped call is the CUDA backend's to make). */
+typedef struct {
+    const int *begin;
+    int E, IC, OC;
+    bool in_major;
+} ExpertGroup;
+
+static void grouped_matmul_forward(GPTModel *m, const ExpertGroup *g, void *out, void *in,
+                                   void *const *w) {
+    for (int e = 0; e < g->E; e++) {
+        const int b = g->begin[e], n = g->begin[e + 1] - b;
+        if (n)
+            m->be->ops->matmul_forward(m->be, act_rows(m, out, b, g->OC), act_rows(m, in, b, g->IC),
+                                       w[e], NULL, n, g->IC, g->OC, g->in_major);
+    }
+}
+
+/* d_in = d_out . W_e^T per expert's rows; dw[e] += its weight gradient. */
+static void grouped_matmul_backward(GPTModel *m, const ExpertGroup *g, void *d_in, float *const *dw,
+                                    void *d_out, void *in, void *const *w) {
+    for (int e = 0; e < g->E; e++) {
+        const int b = g->begin[e], n = g->begin[e + 1] - b;
+        if (n)
+            m->be->ops->matmul_backward(m->be, act_rows(m, d_in, b, g->IC), dw[e], NULL,
+                                        act_rows(m, d_out, b, g->OC), act_rows(m, in, b, g->IC),
+                                        w[e], n, g->IC, g->OC, g->in_major);
+    }
+}
+
+static ExpertGroup fc1_group(const GPTModel *m, const MoEActs *a) {
+    return (ExpertGroup){a->plan.expert_begin, m->cfg.num_experts, m->cfg.hidden_size,
+                         m->local_moe_fc1_width, false};
+}
+static ExpertGroup fc2_group(const GPTModel *m, const MoEActs *a) {
+    return (ExpertGroup){a->plan.expert_begin, m->cfg.num_experts, m->local_moe_ffn,
+                         m->cfg.hidden_size, true};
+}
+
+static void experts_forward(GPTModel *m, const LayerParams *p, MoEActs *a) {
+    const ExpertGroup fc1 = fc1_group(m, a), fc2 = fc2_group(m, a);
+    grouped_matmul_forward(m, &fc1, a->expert_fc1, a->expert_in, p->expert_fc1_w);
+    gpt_mlp_activation_forward(m, a->expert_act, a->expert_fc1, a->plan.P, m->local_moe_ffn);
+    grouped_matmul_forward(m, &fc2, a->expert_out, a->expert_act, p->expert_fc2_w);
+}
+
+void moe_mlp_forward(GPTModel *m, int l, LayerActs *la) {
+    Backend *be = m->be;
+    TensorParallel *tp = &m->tp;
+    const LayerParams *p = &m->lp[l];
+    MoEActs *a = &la->moe;
+    const int N = m->B * m->T, C = m->cfg.hidden_size, K = m->cfg.moe_router_topk;
+    if (tp->sequence_parallel) tp_gather_tokens(tp, la->ln2_full, la->ln2, N, C);
+    route(m, p, a, la->ln2);
+    build_plan(m, a);
+    be->ops->moe_gather_rows(be, a->expert_in, la->ln2_full, a->row_of, a->plan.P, C);
+    experts_forward(m, p, a);
+    /* The partial sum of this rank's features: the shared expert's, then
+     * the routed experts' weighted in. */
+    void *partial = tp->sequence_parallel ? m->full_scratch : la->resid_out;
+    const bool shared = m->local_shared_ffn > 0;
+    if (shared) {
+        be->ops->matmul_forward(be, a->shared_fc1, la->ln2_full, p->shared_fc1_w, NULL, N, C,
+                                m->local_shared_fc1_width, false);
+        gpt_mlp_activation_forward(m, a->shared_act, a->shared_fc1, N, m->local_shared_ffn);
+        be->ops->matmul_forward(be, partial, a->shared_act, p->shared_fc2_w, NULL, N,
+                                m->local_shared_ffn, C, true);
+    }
+    be->ops->moe_combine_forward(be, partial, a->expert_out, a->probs, a->slot_of, N, K, C, shared);
+    if (tp->sequence_parallel)
+        tp_reduce_scatter_tokens(tp, la->resid_out, partial, N, C);
+    else
+        tp_all_reduce(tp, la->resid_out, (size_t)N * C);
+    if (m->training && !m->recomputing) {
+        m->moe_stats[0] += a->plan.aux_loss;
+        m->moe_stats[1] += a->plan.z_loss;
+        m->moe_stats[2] += (double)a->plan.dropped;
+    }
+}
+
+static void experts_backward(GPTModel *m, const LayerParams *p, const LayerGrads *g,
+                             const MoEActs *a) {
+    const ExpertGroup fc1 = fc1_group(m, a), fc2 = fc2_group(m, a);
+    grouped_matmul_backward(m, &fc2, m->moe_grad.d_expert_act, g->expert_fc2_w,
+                            m->moe_grad.d_expert_out, a->expert_act, p->expert_fc2_w);
+    gpt_mlp_activation_backward(m, m->moe_grad.d_expert_fc1, a->expert_fc1,
+                                m->moe_grad.d_expert_act, a->plan.P, m->local_moe_ffn);
+    grouped_matmul_backward(m, &fc1, m->moe_grad.d_expert_in, g->expert_fc1_w,
+                            m->moe_grad.d_expert_fc1, a->expert_in, p->expert_fc1_w);
+}
+
+/* The router's gradient on its own rows: through the (TP-summed) routing
+ * probabilities, the load-balancing loss and the z-loss; the input's
+ * part is added into m->d_ln. */
+static void router_backward(GPTModel *m, const LayerParams *p, const LayerGrads *g,
+                            const LayerActs *la) {
+    Backend *be = m->be;
+    const TransformerConfig *c = &m->cfg;
+    const MoEActs *a = &la->moe;
+    const int R = m->rows, C = c->hidden_size, E = c->num_experts, K = c->moe_router_topk;
+    const int own = tp_first_row(&m->tp, m->B * m->T);
+    const double T = (double)m->B * m->cp.seq_length, scale = m->moe_loss_scale;
+    const bool aux = c->moe_load_balancing == MOE_BALANCE_AUX_LOSS && c->moe_aux_loss_coeff != 0;
+    if (aux) {
+        float *grad = m->moe_host.stats_f;
+        const double per_count = scale * c->moe_aux_loss_coeff * E / ((double)K * T * T);
+        for (int e = 0; e < E; e++) grad[e] = (float)(per_count * a->plan.counts[e]);
+        be->ops->copy_to_device(be, m->moe_grad.aux_grad, grad, (size_t)E * sizeof *grad);
+    }
+    const float z_grad = (float)(scale * c->moe_z_loss_coeff / T);
+    be->ops->moe_router_backward(be, m->moe_grad.d_logits, m->moe_grad.d_probs + (size_t)own * K,
+                                 a->logits, a->expert_ids + (size_t)own * K,
+                                 a->probs + (size_t)own * K, aux ? m->moe_grad.aux_grad : NULL,
+                                 z_grad, R, E, K, c->moe_router_score_function == MOE_SCORE_SIGMOID,
+                                 c->moe_router_pre_softmax);
+    be->ops->f32_to_act(be, m->moe_grad.d_logits_act, m->moe_grad.d_logits, (size_t)R * E);
+    be->ops->matmul_backward(be, m->moe_grad.dx_part, g->router_w, NULL, m->moe_grad.d_logits_act,
+                             la->ln2, p->router_w, R, C, E, false);
+    be->ops->add_inplace(be, m->d_ln, m->moe_grad.dx_part, (size_t)R * C);
+}
+
+void moe_mlp_backward(GPTModel *m, int l, const LayerActs *la, const void *dy) {
+    Backend *be = m->be;
+    TensorParallel *tp = &m->tp;
+    const LayerParams *p = &m->lp[l];
+    const LayerGrads *g = &m->lg[l];
+    const MoEActs *a = &la->moe;
+    const int N = m->B * m->T, C = m->cfg.hidden_size, K = m->cfg.moe_router_topk;
+    const void *dy_full = dy;
+    if (tp->sequence_parallel) {
+        tp_gather_tokens(tp, m->moe_grad.dy_full, dy, N, C);
+        dy_full = m->moe_grad.dy_full;
+    }
+    be->ops->moe_combine_backward(be, m->moe_grad.d_expert_out, m->moe_grad.d_probs, dy_full,
+                                  a->expert_out, a->probs, a->slot_of, N, K, a->plan.P, C);
+    /* The expert outputs are partial sums over TP, and so are the dots. */
+    if (tp->comm)
+        comm_all_reduce(tp->comm, GROUP_TENSOR, m->moe_grad.d_probs, (size_t)N * K, DTYPE_F32,
+                        REDUCE_SUM);
+    experts_backward(m, p, g, a);
+    void *dx_full = tp->sequence_parallel ? m->moe_grad.dx_full : m->d_ln;
+    be->ops->moe_combine_forward(be, dx_full, m->moe_grad.d_expert_in, NULL, a->slot_of, N, K, C,
+                                 false);
+    if (m->local_shared_ffn) {
+        const int F = m->local_shared_ffn, W = m->local_shared_fc1_width;
+        be->ops->matmul_backward(be, m->moe_grad.d_shared_act, g->shared_fc2_w, NULL, dy_full,
+                                 a->shared_act, p->shared_fc2_w, N, F, C, true);
+        gpt_mlp_activation_backward(m, m->moe_grad.d_shared_fc1, a->shared_fc1,
+                                    m->moe_grad.d_shared_act, N, F);
+        be->ops->matmul_backward(be, m->moe_grad.dx_part, g->shared_fc1_w, NULL,
+                                 m->moe_grad.d_shared_fc1, la->ln2_full, p->shared_fc1_w, N, C, W,
+                                 false);
+        be->ops->add_inplace(be, dx_full, m->moe_grad.dx_part, (size_t)N * C);
+    }
+    if (tp->sequence_parallel)
+        tp_reduce_scatter_tokens(tp, m->d_ln, dx_full, N, C);
+    else
+        tp_all_reduce(tp, m->d_ln, (size_t)N * C);
+    router_backward(m, p, g, la);
+}
+
+void gpt_model_set_moe_loss_scale(GPTModel *m, double scale) { m->moe_loss_scale = scale; }
+
+void gpt_model_take_moe_stats(GPTModel *m, double out[3]) {
+    for (int i = 0; i < 3; i++) {
+        out[i] = m->moe_stats[i];
+        m->moe_stats[i] = 0.0;
+    }
+}

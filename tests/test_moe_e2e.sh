@@ -1,0 +1,112 @@
+#!/usr/bin/env bash
+# Mixture of experts end to end (issue 19). For each router, one rank
+# against TP 2, TP 2 with sequence parallelism, PP 2, DP 2, CP 2 and 2x2x2:
+# the first iteration's lm loss, grad norm, load-balancing and z-loss within
+# 1e-5 relative, 20 iterations within 1e-4 (tests/metrics_compare.c compares
+# the moe_* fields wherever the reference has them). Routers:
+#   top2     softmax top-2 of 4 SwiGLU experts, aux loss 1e-2, z-loss 1e-3,
+#            a shared expert
+#   sigmoid  sigmoid top-1 of 4 experts, aux loss 1e-2, MoE every other layer
+#   prebig   softmax top-2 with --moe-router-pre-softmax and 8 GELU experts
+#   capped   top2 with --moe-expert-capacity-factor 1 (tokens dropped, the
+#            same ones at every layout); no CP (the capacity needs whole
+#            sequences)
+# Then: a capacity large enough to drop nothing gives top2's dropless numbers
+# (padded to the capacity as well); a checkpoint saved at 2x2x2 resumes at
+# one rank and at TP 2 on the one-rank trajectory; bad flags get one error.
+# Usage: test_moe_e2e.sh MPIEXEC PRETRAIN PREPROCESS
+set -u
+MPIEXEC=$1
+PRETRAIN=$2
+PREPROCESS=$3
+source "$(dirname "$0")/e2e_common.sh"
+make_corpus "$PREPROCESS" "experts"
+
+# Llama-style layers with MoE MLPs, micro-batches of 2 sequences.
+ARGS=(--num-layers 4 --hidden-size 32 --num-attention-heads 4 --seq-length 32 --micro-batch-size 2
+      --global-batch-size 8 --train-iters 20 --lr 2e-3 --lr-warmup-iters 2 --log-interval 10
+      --position-embedding-type rope --normalization RMSNorm --disable-bias-linear
+      --hidden-dropout 0 --attention-dropout 0 --eval-iters 1 --eval-interval 10 --device cpu
+      --tokenizer-type ByteTokenizer --data-path "$WORK/c_text_document.h5" --split 90,10,0)
+TOP2="--swiglu --num-experts 4 --moe-ffn-hidden-size 32 --moe-router-topk 2 --moe-aux-loss-coeff 1e-2 --moe-z-loss-coeff 1e-3 --moe-shared-expert-intermediate-size 16"
+declare -A VARIANT=(
+    [top2]="$TOP2"
+    [sigmoid]="--swiglu --num-experts 4 --moe-ffn-hidden-size 32 --moe-router-topk 1 --moe-router-score-function sigmoid --moe-aux-loss-coeff 1e-2 --moe-layer-freq 2"
+    [prebig]="--num-experts 8 --moe-ffn-hidden-size 16 --moe-router-topk 2 --moe-router-pre-softmax --moe-aux-loss-coeff 1e-2 --moe-z-loss-coeff 1e-3"
+    [capped]="$TOP2 --moe-expert-capacity-factor 1"
+)
+
+# run_cp OUT ARGS...: 2 context-parallel ranks.
+run_cp() {
+    local out=$1
+    shift
+    timeout 300 "$MPIEXEC" --oversubscribe -np 2 "$PRETRAIN" "$@" --context-parallel-size 2 \
+        > "$out.log" 2>&1
+}
+
+for v in top2 sigmoid prebig capped; do
+    read -r -a extra <<< "${VARIANT[$v]}"
+    ref="$WORK/$v.ref"
+    if ! "$PRETRAIN" "${ARGS[@]}" "${extra[@]}" --metrics-file "$ref.jsonl" > "$ref.log" 2>&1; then
+        cat "$ref.log"; fail "$v: one-rank run"; continue
+    fi
+    grep -q '"moe_aux_loss"' "$ref.jsonl" || fail "$v: no moe_aux_loss in the metrics"
+    grep -q 'load_balancing_loss: ' "$ref.log" || fail "$v: no load_balancing_loss in the log line"
+    layouts=("2 1 1" "2 1 1 sp" "1 2 1" "1 1 2" "1 1 1 cp" "2 2 2 sp")
+    [ "$v" = capped ] && layouts=("2 1 1 sp" "1 2 1" "1 1 2" "2 2 2 sp")
+    for layout in "${layouts[@]}"; do
+        set -- $layout
+        name="$v at TPxPPxDP=$1x$2x$3${4:+ $4}"
+        out="$WORK/$v.l$1$2$3${4:-}"
+        sp=()
+        [ "${4:-}" = sp ] && sp=(--sequence-parallel)
+        if [ "${4:-}" = cp ]; then
+            run_cp "$out" "${ARGS[@]}" "${extra[@]}" --metrics-file "$out.jsonl"
+        else
+            run_layout "$1" "$2" "$3" "$out" "${ARGS[@]}" "${extra[@]}" "${sp[@]}" --metrics-file "$out.jsonl"
+        fi || { cat "$out.log"; fail "$name run"; continue; }
+        matches_one_rank "$name" "$ref.jsonl" "$out.jsonl"
+    done
+    echo "$v: $(grep -m1 '^model:' "$ref.log" || true) last $(tail -1 "$ref.jsonl" | strip_timings)"
+done
+
+# --- capacity --------------------------------------------------------------------
+# Capacity factor 1 drops tokens (the count is in the metrics); a factor of
+# E / K = 2 is room for every choice: top2's dropless numbers, padded or not.
+dropped=$(sed -nE '1s/.*"moe_dropped_tokens": ([0-9]+).*/\1/p' "$WORK/capped.ref.jsonl")
+[ -n "$dropped" ] && [ "$dropped" -gt 0 ] || fail "capacity factor 1 dropped '${dropped}' tokens, want some"
+read -r -a top2 <<< "$TOP2"
+for pad in "" "--moe-pad-expert-input-to-capacity"; do
+    out="$WORK/roomy${pad:+pad}"
+    "$PRETRAIN" "${ARGS[@]}" "${top2[@]}" --moe-expert-capacity-factor 2 $pad --metrics-file "$out.jsonl" \
+        > "$out.log" 2>&1 || { cat "$out.log"; fail "capacity 2 $pad"; continue; }
+    grep -q '"moe_dropped_tokens": 0[,}]' "$out.jsonl" || fail "capacity 2 $pad dropped tokens"
+    compare "capacity 2 ${pad:-unpadded} vs dropless" "$WORK/top2.ref.jsonl" "$out.jsonl" --rtol 1e-6 \
+        || fail "a capacity that drops nothing ($pad) changes the numbers"
+done
+
+# --- saved at 2x2x2 (TP without sequence parallelism), resumed at one rank and TP 2 ---
+save_and_resume top2 "2 2 2" "1 1 1" "2 1 1"
+
+# --- bad flags: one error each, nothing run ------------------------------------------
+bad() {
+    local name=$1 regex=$2 np=$3
+    shift 3
+    timeout 60 "$MPIEXEC" --oversubscribe -np "$np" "$PRETRAIN" "${ARGS[@]}" "$@" > "$WORK/bad.log" 2>&1
+    [ $? -ne 0 ] || fail "$name: accepted"
+    one_error "$name" "$WORK/bad.log" "$regex"
+}
+bad "top-k above the experts" "moe-router-topk 5 is larger than the 4 experts" 1 $TOP2 --moe-router-topk 5
+with_bias=()
+for a in "${ARGS[@]}"; do [ "$a" = --disable-bias-linear ] || with_bias+=("$a"); done
+"$PRETRAIN" "${with_bias[@]}" $TOP2 > "$WORK/bad.log" 2>&1 && fail "experts with biases: accepted"
+one_error "experts with biases" "$WORK/bad.log" "add --disable-bias-linear"
+bad "expert parallelism" "expert-model-parallel-size 2" 2 $TOP2 --expert-model-parallel-size 2
+bad "expert TP other than TP" "expert-tensor-parallel-size 1" 2 $TOP2 --expert-tensor-parallel-size 1 --tensor-model-parallel-size 2
+bad "moe ffn not divisible by TP" "moe-ffn-hidden-size 33 is not divisible" 2 $TOP2 --moe-ffn-hidden-size 33 --tensor-model-parallel-size 2
+bad "padding without capacity" "moe-pad-expert-input-to-capacity" 1 $TOP2 --moe-pad-expert-input-to-capacity
+bad "capacity with CP" "moe-expert-capacity-factor with --context-parallel-size 2" 2 $TOP2 --moe-expert-capacity-factor 1 --context-parallel-size 2
+bad "seq_aux_loss" "seq_aux_loss is not built" 1 $TOP2 --moe-router-load-balancing-type seq_aux_loss
+bad "unknown score function" "moe-router-score-function relu" 1 $TOP2 --moe-router-score-function relu
+
+finish test_moe_e2e
