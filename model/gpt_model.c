@@ -56,22 +56,23 @@ static void bind_layer(GPTModel *m, int local, int layer) {
     if (!transformer_layer_is_moe(&m->cfg, layer)) return;
     LayerParams *p = &m->lp[local];
     LayerGrads *g = &m->lg[local];
-    const int E = m->cfg.num_experts;
+    const int E = m->local_experts;
     if (!p->expert_fc1_w) {
         p->expert_fc1_w = xcalloc((size_t)E, sizeof(void *));
         p->expert_fc2_w = xcalloc((size_t)E, sizeof(void *));
         g->expert_fc1_w = xcalloc((size_t)E, sizeof(float *));
         g->expert_fc2_w = xcalloc((size_t)E, sizeof(float *));
     }
-    for (int e = 0; e < E; e++) {
+    for (int j = 0; j < E; j++) { /* local expert j is global expert first_expert + j */
+        const int e = m->first_expert + j;
         snprintf(n, sizeof n, "decoder.layers.%d.mlp.experts.local_experts.%d.linear_fc1.weight",
                  layer, e);
-        p->expert_fc1_w[e] = param_ptr(m, n);
-        g->expert_fc1_w[e] = grad_ptr(m, n);
+        p->expert_fc1_w[j] = param_ptr(m, n);
+        g->expert_fc1_w[j] = grad_ptr(m, n);
         snprintf(n, sizeof n, "decoder.layers.%d.mlp.experts.local_experts.%d.linear_fc2.weight",
                  layer, e);
-        p->expert_fc2_w[e] = param_ptr(m, n);
-        g->expert_fc2_w[e] = grad_ptr(m, n);
+        p->expert_fc2_w[j] = param_ptr(m, n);
+        g->expert_fc2_w[j] = grad_ptr(m, n);
     }
 #undef BIND
 }
@@ -277,7 +278,7 @@ static GPTModel *model_describe(Backend *be, const TransformerConfig *cfg, const
     m->local_vocab = cfg->padded_vocab_size / part->tp_size;
     m->vocab_begin = m->local_vocab * part->tp_rank;
     param_table_build(&m->table, cfg, part);
-    moe_describe(m);
+    moe_describe(m, comm);
 
     int L = part->num_local_layers;
     m->lp = xcalloc((size_t)(L ? L : 1), sizeof *m->lp);
@@ -318,7 +319,8 @@ static BufferRange param_range(const GPTModel *m, int first, int count) {
 
 /* Where each part of the stage lies in the flat buffers, for the hooks:
  * the table lists the head (an untied output layer, the final norm; last
- * stage), the layers last first, then the embeddings (see
+ * stage), the layers last first, then the embeddings, then the expert
+ * region (each MoE layer's routed experts, last layer first; see
  * param_table_build). */
 static void locate_parts(GPTModel *m) {
     int at = 0;
@@ -328,11 +330,21 @@ static void locate_parts(GPTModel *m) {
         at += head;
     }
     for (int l = m->part.num_local_layers - 1; l >= 0; l--) {
-        const int per_layer = gpt_layer_param_count(&m->cfg, m->part.first_layer + l);
+        const int per_layer = gpt_layer_dense_param_count(&m->cfg, m->part.first_layer + l);
         m->layer_params[l] = param_range(m, at, per_layer);
         at += per_layer;
     }
-    if (at < m->table.count) m->embedding_params = param_range(m, at, m->table.count - at);
+    int experts = 0;
+    for (int l = 0; l < m->part.num_local_layers; l++)
+        experts += gpt_local_expert_param_count(&m->cfg, &m->part, m->part.first_layer + l);
+    const int embeddings = m->table.count - at - experts;
+    if (embeddings > 0) m->embedding_params = param_range(m, at, embeddings);
+    at += embeddings;
+    for (int l = m->part.num_local_layers - 1; l >= 0; l--) {
+        const int count = gpt_local_expert_param_count(&m->cfg, &m->part, m->part.first_layer + l);
+        m->layer_expert_params[l] = count ? param_range(m, at, count) : (BufferRange){0, 0};
+        at += count;
+    }
 }
 
 GPTModel *gpt_model_create_unbound(Backend *be, const TransformerConfig *cfg, const ModelPartition *part,
@@ -341,6 +353,8 @@ GPTModel *gpt_model_create_unbound(Backend *be, const TransformerConfig *cfg, co
     GPTModel *m = model_describe(be, cfg, part, micro_batch_size, tp, comm, num_slots);
     m->layer_params = xcalloc((size_t)(part->num_local_layers ? part->num_local_layers : 1),
                               sizeof *m->layer_params);
+    m->layer_expert_params = xcalloc((size_t)(part->num_local_layers ? part->num_local_layers : 1),
+                                     sizeof *m->layer_expert_params);
     locate_parts(m);
     Carver act = {0}, stat = {0}, grad = {0}, host = {0};
     act.base = m->act_block = be->ops->alloc(be, m->act_bytes);
@@ -399,6 +413,7 @@ void gpt_model_free(GPTModel *m) {
         be->ops->free(be, m->grads);
     }
     free(m->layer_params);
+    free(m->layer_expert_params);
     be->ops->free(be, m->act_block);
     be->ops->free(be, m->stat_block);
     be->ops->free(be, m->grad_block);

@@ -59,25 +59,37 @@ typedef struct {
     bool grad_partial_over_heads; /* replicated over TP, but each TP rank's gradient
                                      covers only its own attention heads (the QK-norm
                                      weights): always summed over the TP group */
+    bool expert;                  /* a routed expert's weight: held by one expert-parallel
+                                     rank, reduced over the expert-data-parallel group */
     ParamInitKind init;
     double init_std;
 } ParamInfo;
 
+/* The routed experts' parameters come after all others (the expert
+ * region [expert_begin, total_numel), empty without experts): the
+ * optimizer shards the two regions over different groups. */
 typedef struct {
     ParamInfo *params;
     int count;
     size_t total_numel; /* flat buffer length, including alignment padding */
+    size_t expert_begin;
 } ParamTable;
 
 /* What this rank holds: its TP slice, its contiguous range of layers,
  * whether it holds the embedding (first stage) and the head (last stage),
  * and its part of each sequence under context parallelism (cp_size 0 or 1:
  * all of it; context_parallel.h says which rows). */
+/* Expert parallelism: ep_rank of ep_size (0 or 1: every expert) holds the
+ * experts [ep_rank E / EP, (ep_rank + 1) E / EP) of each MoE layer.
+ * region_align (elements; 0: none) is where the expert region may begin
+ * and the table end: the distributed optimizer's bucket unit. */
 typedef struct {
     int tp_size, tp_rank;
     int first_layer, num_local_layers;
     bool has_embedding, has_head;
     int cp_size, cp_rank;
+    int ep_size, ep_rank;
+    size_t region_align;
 } ModelPartition;
 
 void param_table_build(ParamTable *t, const TransformerConfig *cfg, const ModelPartition *part);
@@ -90,6 +102,11 @@ void param_table_free(ParamTable *t);
  * an MoE layer has other parameters than a dense one) and of one norm in
  * this variant. */
 int gpt_layer_param_count(const TransformerConfig *cfg, int layer);
+/* The same without its routed experts (which lie in the expert region),
+ * and the routed experts' parameters a rank of `part` holds of it. */
+int gpt_layer_dense_param_count(const TransformerConfig *cfg, int layer);
+int gpt_local_expert_param_count(const TransformerConfig *cfg, const ModelPartition *part,
+                                 int layer);
 int gpt_norm_param_count(const TransformerConfig *cfg);
 /* Index of a parameter by name, -1 when absent. */
 int param_table_find(const ParamTable *t, const char *name);

@@ -31,12 +31,19 @@ typedef struct {
  * (expert_begin [E + 1], P rows in all), the tokens routed to each expert
  * before any dropping (counts [E], of the whole micro-batch), and the
  * layer's losses. */
+/* Under expert parallelism the rows go to the ranks of their experts:
+ * send_rows / recv_rows [EP] per peer, and the experts' own input rows in
+ * groups by (source rank, local expert), group g = source * E_local + j
+ * at rows [recv_begin[g], recv_begin[g + 1]) (P_recv in all). Without it
+ * the groups are the experts (recv_begin = expert_begin, P_recv = P). */
 typedef struct {
     int *expert_begin;
     double *counts;
     int P;
     int64_t dropped;
     double aux_loss, z_loss;
+    int *recv_begin, *send_rows, *recv_rows;
+    int P_recv, groups;
 } MoEPlan;
 
 /* Saved forward activations of an MoE layer's MLP, for N tokens (all the
@@ -52,6 +59,10 @@ typedef struct {
     float *logits, *probs, *stats;
     int32_t *expert_ids, *slot_of, *row_of;
     void *expert_in, *expert_fc1, *expert_act, *expert_out, *shared_fc1, *shared_act;
+    /* The rows the local experts compute on [P_recv_max, C], in and out
+     * (expert_in / expert_out themselves without expert parallelism);
+     * expert_fc1 and expert_act are [P_recv_max, ...]. */
+    void *x_in, *y_out;
     MoEPlan plan;
 } MoEActs;
 
@@ -117,7 +128,7 @@ struct GPTModel {
     /* Where the head (final layernorm), each local layer and the embeddings
      * lie in the flat buffers (for the hooks). */
     BufferRange head_params, embedding_params;
-    BufferRange *layer_params;
+    BufferRange *layer_params, *layer_expert_params; /* the latter empty for a dense layer */
 
     LayerParams *lp;
     LayerGrads *lg;
@@ -153,6 +164,7 @@ struct GPTModel {
      * outputs [N, C] and the router's [R, E] and [N, K] pieces. */
     struct {
         void *d_expert_out, *d_expert_act, *d_expert_fc1, *d_expert_in;
+        void *d_y_out, *d_x_in; /* the local experts' rows (aliases without EP) */
         void *d_shared_act, *d_shared_fc1, *dy_full, *dx_full, *dx_part, *d_logits_act;
         float *d_probs, *d_logits, *aux_grad;
     } moe_grad;
@@ -163,14 +175,21 @@ struct GPTModel {
         float *probs, *stats_f;
         double *stats;
         int *order, *fill;
+        int *own_counts, *peer_counts; /* [E], [EP x E]: rows per expert, per rank */
+        size_t *send_n, *recv_n;       /* [EP] elements per peer */
     } moe_host;
     /* The MoE loss terms' weight in the objective (gpt_model_set_moe_loss_scale)
      * and the sums reported by gpt_model_take_moe_stats. */
     double moe_loss_scale;
     double moe_stats[3];
     bool recomputing; /* a full recomputation's forward: the losses are counted once */
-    int P_max; /* expert rows of one MoE layer's dispatch */
+    int P_max;      /* expert rows of one MoE layer's dispatch */
+    int P_recv_max; /* rows this rank's experts may receive (P_max without EP) */
     int local_moe_ffn, local_moe_fc1_width, local_shared_ffn, local_shared_fc1_width;
+    /* Expert parallelism: this rank's experts [first_expert, + local_experts)
+     * of each MoE layer, and its place in the expert group. */
+    int first_expert, local_experts, ep_size, ep_rank;
+    Comm *ep_comm; /* NULL when ep_size == 1 */
     void *host_block; /* the MoE plans of every slot and layer, and their scratch */
     size_t host_bytes;
 
@@ -197,7 +216,7 @@ RecomputeUnit gpt_recompute_unit(const TransformerConfig *c, int num_local_layer
 void moe_mlp_forward(GPTModel *m, int l, LayerActs *a);
 void moe_mlp_backward(GPTModel *m, int l, const LayerActs *a, const void *dy);
 /* The sizes of an MoE layer's expert dispatch (P_max) and widths. */
-void moe_describe(GPTModel *m);
+void moe_describe(GPTModel *m, Comm *comm);
 /* Carves consecutive sub-buffers out of one allocation. With base == NULL
  * it only measures, so sizing and carving share one list (gpt_model.c). */
 typedef struct Carver {

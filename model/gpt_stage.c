@@ -431,6 +431,7 @@ double gpt_model_stage_forward(GPTModel *m, int slot, const int32_t *tokens,
     }
     for (int l = 0; l < m->part.num_local_layers; l++) {
         params_needed(m, m->layer_params[l]);
+        params_needed(m, m->layer_expert_params[l]);
         layer_forward(m, s, l, layer_acts(m, s, l), layer_input(s, l));
     }
     if (!m->part.has_head) return 0.0;

@@ -38,9 +38,17 @@ static int moe_capacity(const GPTModel *m) {
 
 static bool capacity_on(const GPTModel *m) { return m->cfg.moe_expert_capacity_factor > 0; }
 
-void moe_describe(GPTModel *m) {
+void moe_describe(GPTModel *m, Comm *comm) {
     const TransformerConfig *c = &m->cfg;
     if (c->num_experts == 0) return;
+    m->ep_size = m->part.ep_size > 1 ? m->part.ep_size : 1;
+    m->ep_rank = m->ep_size > 1 ? m->part.ep_rank : 0;
+    m->ep_comm = m->ep_size > 1 ? comm : NULL;
+    GPT3D_CHECK(m->ep_size == 1 || comm, "expert parallelism needs a Comm");
+    GPT3D_CHECK(c->num_experts % m->ep_size == 0, "%d experts over %d expert-parallel ranks",
+                c->num_experts, m->ep_size);
+    m->local_experts = c->num_experts / m->ep_size;
+    m->first_expert = m->ep_rank * m->local_experts;
     const int tp = m->part.tp_size, gate = c->activation == ACTIVATION_SWIGLU ? 2 : 1;
     const int N = m->B * m->T, K = c->moe_router_topk;
     m->local_moe_ffn = c->moe_ffn_hidden_size / tp;
@@ -49,18 +57,26 @@ void moe_describe(GPTModel *m) {
     m->local_shared_fc1_width = gate * m->local_shared_ffn;
     const bool padded = capacity_on(m) && c->moe_pad_expert_input_to_capacity;
     m->P_max = padded ? c->num_experts * moe_capacity(m) : N * K;
+    /* Each expert-parallel peer may send every choice of its micro-batch
+     * (dropless) or a full capacity per expert (padded) to this rank. */
+    m->P_recv_max = m->ep_size == 1 ? m->P_max
+                    : padded         ? m->ep_size * m->local_experts * moe_capacity(m)
+                                     : m->ep_size * N * K;
 }
 
 void moe_layout_acts(GPTModel *m, MoEActs *a, Carver *act, Carver *stat, Carver *host) {
     Backend *be = m->be;
     const size_t N = (size_t)m->B * m->T, R = (size_t)m->rows, C = (size_t)m->cfg.hidden_size;
     const size_t E = (size_t)m->cfg.num_experts, K = (size_t)m->cfg.moe_router_topk;
-    const size_t P = (size_t)m->P_max;
+    const size_t P = (size_t)m->P_max, PR = (size_t)m->P_recv_max;
+    const bool ep = m->ep_size > 1;
     a->logits_act = carve(act, backend_act_bytes(be, R * E));
     a->expert_in = carve(act, backend_act_bytes(be, P * C));
-    a->expert_fc1 = carve(act, backend_act_bytes(be, P * (size_t)m->local_moe_fc1_width));
-    a->expert_act = carve(act, backend_act_bytes(be, P * (size_t)m->local_moe_ffn));
-    a->expert_out = carve(act, backend_act_bytes(be, P * C));
+    a->x_in = ep ? carve(act, backend_act_bytes(be, PR * C)) : a->expert_in;
+    a->expert_fc1 = carve(act, backend_act_bytes(be, PR * (size_t)m->local_moe_fc1_width));
+    a->expert_act = carve(act, backend_act_bytes(be, PR * (size_t)m->local_moe_ffn));
+    a->y_out = carve(act, backend_act_bytes(be, PR * C));
+    a->expert_out = ep ? carve(act, backend_act_bytes(be, P * C)) : a->y_out;
     if (m->local_shared_ffn) {
         a->shared_fc1 = carve(act, backend_act_bytes(be, N * (size_t)m->local_shared_fc1_width));
         a->shared_act = carve(act, backend_act_bytes(be, N * (size_t)m->local_shared_ffn));
@@ -73,18 +89,25 @@ void moe_layout_acts(GPTModel *m, MoEActs *a, Carver *act, Carver *stat, Carver 
     a->row_of = carve(stat, P * sizeof(int32_t));
     a->plan.expert_begin = carve(host, (E + 1) * sizeof(int));
     a->plan.counts = carve(host, E * sizeof(double));
+    const size_t groups = (size_t)m->ep_size * (size_t)m->local_experts;
+    a->plan.recv_begin = ep ? carve(host, (groups + 1) * sizeof(int)) : a->plan.expert_begin;
+    a->plan.send_rows = carve(host, (size_t)m->ep_size * sizeof(int));
+    a->plan.recv_rows = carve(host, (size_t)m->ep_size * sizeof(int));
 }
 
 void moe_layout_grads(GPTModel *m, Carver *grad, Carver *stat, Carver *host) {
     Backend *be = m->be;
     const size_t N = (size_t)m->B * m->T, R = (size_t)m->rows, C = (size_t)m->cfg.hidden_size;
     const size_t E = (size_t)m->cfg.num_experts, K = (size_t)m->cfg.moe_router_topk;
-    const size_t P = (size_t)m->P_max;
+    const size_t P = (size_t)m->P_max, PR = (size_t)m->P_recv_max;
+    const bool ep = m->ep_size > 1;
     m->moe_grad.d_expert_out = carve(grad, backend_act_bytes(be, P * C));
-    m->moe_grad.d_expert_act = carve(grad, backend_act_bytes(be, P * (size_t)m->local_moe_ffn));
+    m->moe_grad.d_y_out = ep ? carve(grad, backend_act_bytes(be, PR * C)) : m->moe_grad.d_expert_out;
+    m->moe_grad.d_expert_act = carve(grad, backend_act_bytes(be, PR * (size_t)m->local_moe_ffn));
     m->moe_grad.d_expert_fc1 =
-        carve(grad, backend_act_bytes(be, P * (size_t)m->local_moe_fc1_width));
-    m->moe_grad.d_expert_in = carve(grad, backend_act_bytes(be, P * C));
+        carve(grad, backend_act_bytes(be, PR * (size_t)m->local_moe_fc1_width));
+    m->moe_grad.d_x_in = carve(grad, backend_act_bytes(be, PR * C));
+    m->moe_grad.d_expert_in = ep ? carve(grad, backend_act_bytes(be, P * C)) : m->moe_grad.d_x_in;
     if (m->local_shared_ffn) {
         m->moe_grad.d_shared_act =
             carve(grad, backend_act_bytes(be, N * (size_t)m->local_shared_ffn));
@@ -106,6 +129,10 @@ void moe_layout_grads(GPTModel *m, Carver *grad, Carver *stat, Carver *host) {
     m->moe_host.fill = carve(host, E * sizeof(int));
     m->moe_host.stats = carve(host, (E + 1) * sizeof(double));
     m->moe_host.stats_f = carve(host, (E + 1) * sizeof(float));
+    m->moe_host.own_counts = carve(host, E * sizeof(int));
+    m->moe_host.peer_counts = carve(host, (size_t)m->ep_size * E * sizeof(int));
+    m->moe_host.send_n = carve(host, (size_t)m->ep_size * sizeof(size_t));
+    m->moe_host.recv_n = carve(host, (size_t)m->ep_size * sizeof(size_t));
 }
 
 /* ---- the dispatch plan ---- */
@@ -176,6 +203,53 @@ static void plan_losses(GPTModel *m, MoEActs *a) {
     pl->z_loss = c->moe_z_loss_coeff * stats[E] / T;
 }
 
+/* Expert parallelism: where this rank's expert-ordered rows go (the
+ * experts of peer j are j * E_local .. (j + 1) * E_local - 1, so peer j's
+ * rows are one run) and, from every peer's rows per expert (exchanged
+ * first), where the rows for this rank's experts arrive. */
+static void exchange_plan(GPTModel *m, MoEActs *a) {
+    MoEPlan *pl = &a->plan;
+    const int E = m->cfg.num_experts, EL = m->local_experts, EP = m->ep_size;
+    pl->groups = EP * EL;
+    if (EP == 1) {
+        pl->P_recv = pl->P;
+        pl->send_rows[0] = pl->recv_rows[0] = pl->P;
+        return;
+    }
+    const int *begin = pl->expert_begin;
+    int *own = m->moe_host.own_counts, *peer = m->moe_host.peer_counts;
+    for (int e = 0; e < E; e++) own[e] = begin[e + 1] - begin[e];
+    comm_host_all_gather(m->ep_comm, GROUP_EXPERT, peer, own, (size_t)E, HOST_I32);
+    int at = 0;
+    for (int s = 0; s < EP; s++) {
+        pl->send_rows[s] = begin[(s + 1) * EL] - begin[s * EL];
+        pl->recv_rows[s] = 0;
+        for (int j = 0; j < EL; j++) {
+            pl->recv_begin[s * EL + j] = at;
+            const int n = peer[s * E + m->first_expert + j];
+            pl->recv_rows[s] += n;
+            at += n;
+        }
+    }
+    pl->recv_begin[EP * EL] = at;
+    pl->P_recv = at;
+    GPT3D_CHECK(at <= m->P_recv_max, "MoE: %d rows received, the plan holds %d", at, m->P_recv_max);
+}
+
+/* Rows to their experts' ranks (forward: dispatch) or back to the ranks
+ * of their tokens (return); a copy-free identity without expert
+ * parallelism, where the two buffers are one. */
+static void exchange_rows(GPTModel *m, const MoEPlan *pl, void *dst, const void *src, bool dispatch) {
+    if (m->ep_size == 1) return;
+    const size_t C = (size_t)m->cfg.hidden_size;
+    size_t *send = m->moe_host.send_n, *recv = m->moe_host.recv_n;
+    for (int s = 0; s < m->ep_size; s++) {
+        send[s] = C * (size_t)(dispatch ? pl->send_rows[s] : pl->recv_rows[s]);
+        recv[s] = C * (size_t)(dispatch ? pl->recv_rows[s] : pl->send_rows[s]);
+    }
+    comm_all_to_all_v(m->ep_comm, GROUP_EXPERT, dst, recv, src, send, m->be->act_dtype);
+}
+
 /* From the routing of the N tokens (ids, probs on the device): counts,
  * drops, each choice's expert row (slot_of) and each expert row's token
  * (row_of), copied to the device. */
@@ -227,6 +301,7 @@ static void build_plan(GPTModel *m, MoEActs *a) {
     be->ops->copy_to_device(be, a->slot_of, slot, (size_t)NK * sizeof(int32_t));
     be->ops->copy_to_device(be, a->row_of, row, (size_t)P * sizeof(int32_t));
     plan_losses(m, a);
+    exchange_plan(m, a);
 }
 
 /* ---- forward and backward ---- */
@@ -256,51 +331,54 @@ static void route(GPTModel *m, const LayerParams *p, MoEActs *a, const void *ln2
     }
 }
 
-/* One matrix product per expert on its rows [begin[e], begin[e + 1]) of
- * `in` ([P, IC]) into `out` ([P, OC]): the grouped GEMM of the experts (a
- * loop here; one grouped call is the CUDA backend's to make). */
+/* One matrix product per group of rows [begin[g], begin[g + 1]) of `in`
+ * ([P, IC]) into `out` ([P, OC]) with the weight of local expert
+ * g mod `weights`: the grouped GEMM of the experts (a loop here; one
+ * grouped call is the CUDA backend's to make). */
 typedef struct {
     const int *begin;
-    int E, IC, OC;
+    int groups, weights, IC, OC;
     bool in_major;
 } ExpertGroup;
 
 static void grouped_matmul_forward(GPTModel *m, const ExpertGroup *g, void *out, void *in,
                                    void *const *w) {
-    for (int e = 0; e < g->E; e++) {
-        const int b = g->begin[e], n = g->begin[e + 1] - b;
+    for (int k = 0; k < g->groups; k++) {
+        const int b = g->begin[k], n = g->begin[k + 1] - b;
         if (n)
             m->be->ops->matmul_forward(m->be, act_rows(m, out, b, g->OC), act_rows(m, in, b, g->IC),
-                                       w[e], NULL, n, g->IC, g->OC, g->in_major);
+                                       w[k % g->weights], NULL, n, g->IC, g->OC, g->in_major);
     }
 }
 
-/* d_in = d_out . W_e^T per expert's rows; dw[e] += its weight gradient. */
+/* d_in = d_out . W^T per group's rows; its weight's gradient += its part. */
 static void grouped_matmul_backward(GPTModel *m, const ExpertGroup *g, void *d_in, float *const *dw,
                                     void *d_out, void *in, void *const *w) {
-    for (int e = 0; e < g->E; e++) {
-        const int b = g->begin[e], n = g->begin[e + 1] - b;
+    for (int k = 0; k < g->groups; k++) {
+        const int b = g->begin[k], n = g->begin[k + 1] - b;
         if (n)
-            m->be->ops->matmul_backward(m->be, act_rows(m, d_in, b, g->IC), dw[e], NULL,
+            m->be->ops->matmul_backward(m->be, act_rows(m, d_in, b, g->IC), dw[k % g->weights], NULL,
                                         act_rows(m, d_out, b, g->OC), act_rows(m, in, b, g->IC),
-                                        w[e], n, g->IC, g->OC, g->in_major);
+                                        w[k % g->weights], n, g->IC, g->OC, g->in_major);
     }
 }
 
 static ExpertGroup fc1_group(const GPTModel *m, const MoEActs *a) {
-    return (ExpertGroup){a->plan.expert_begin, m->cfg.num_experts, m->cfg.hidden_size,
+    return (ExpertGroup){a->plan.recv_begin, a->plan.groups, m->local_experts, m->cfg.hidden_size,
                          m->local_moe_fc1_width, false};
 }
 static ExpertGroup fc2_group(const GPTModel *m, const MoEActs *a) {
-    return (ExpertGroup){a->plan.expert_begin, m->cfg.num_experts, m->local_moe_ffn,
+    return (ExpertGroup){a->plan.recv_begin, a->plan.groups, m->local_experts, m->local_moe_ffn,
                          m->cfg.hidden_size, true};
 }
 
 static void experts_forward(GPTModel *m, const LayerParams *p, MoEActs *a) {
     const ExpertGroup fc1 = fc1_group(m, a), fc2 = fc2_group(m, a);
-    grouped_matmul_forward(m, &fc1, a->expert_fc1, a->expert_in, p->expert_fc1_w);
-    gpt_mlp_activation_forward(m, a->expert_act, a->expert_fc1, a->plan.P, m->local_moe_ffn);
-    grouped_matmul_forward(m, &fc2, a->expert_out, a->expert_act, p->expert_fc2_w);
+    exchange_rows(m, &a->plan, a->x_in, a->expert_in, true);
+    grouped_matmul_forward(m, &fc1, a->expert_fc1, a->x_in, p->expert_fc1_w);
+    gpt_mlp_activation_forward(m, a->expert_act, a->expert_fc1, a->plan.P_recv, m->local_moe_ffn);
+    grouped_matmul_forward(m, &fc2, a->y_out, a->expert_act, p->expert_fc2_w);
+    exchange_rows(m, &a->plan, a->expert_out, a->y_out, false);
 }
 
 void moe_mlp_forward(GPTModel *m, int l, LayerActs *la) {
@@ -340,12 +418,14 @@ void moe_mlp_forward(GPTModel *m, int l, LayerActs *la) {
 static void experts_backward(GPTModel *m, const LayerParams *p, const LayerGrads *g,
                              const MoEActs *a) {
     const ExpertGroup fc1 = fc1_group(m, a), fc2 = fc2_group(m, a);
+    exchange_rows(m, &a->plan, m->moe_grad.d_y_out, m->moe_grad.d_expert_out, true);
     grouped_matmul_backward(m, &fc2, m->moe_grad.d_expert_act, g->expert_fc2_w,
-                            m->moe_grad.d_expert_out, a->expert_act, p->expert_fc2_w);
+                            m->moe_grad.d_y_out, a->expert_act, p->expert_fc2_w);
     gpt_mlp_activation_backward(m, m->moe_grad.d_expert_fc1, a->expert_fc1,
-                                m->moe_grad.d_expert_act, a->plan.P, m->local_moe_ffn);
-    grouped_matmul_backward(m, &fc1, m->moe_grad.d_expert_in, g->expert_fc1_w,
-                            m->moe_grad.d_expert_fc1, a->expert_in, p->expert_fc1_w);
+                                m->moe_grad.d_expert_act, a->plan.P_recv, m->local_moe_ffn);
+    grouped_matmul_backward(m, &fc1, m->moe_grad.d_x_in, g->expert_fc1_w,
+                            m->moe_grad.d_expert_fc1, a->x_in, p->expert_fc1_w);
+    exchange_rows(m, &a->plan, m->moe_grad.d_expert_in, m->moe_grad.d_x_in, false);
 }
 
 /* The router's gradient on its own rows: through the (TP-summed) routing

@@ -22,6 +22,7 @@ typedef struct {
     ParamTable *table;
     int cap;
     const ModelPartition *part;
+    bool expert_pass; /* adding the routed experts (the expert region) */
 } TableBuilder;
 
 static void add_param(TableBuilder *b, const char *name, int ndim, const int64_t *shape,
@@ -57,6 +58,7 @@ static void add_param(TableBuilder *b, const char *name, int ndim, const int64_t
     t->total_numel += padded;
     p->weight_decay = weight_decay;
     p->counts_in_grad_norm = p->tensor_parallel_split || b->part->tp_rank == 0;
+    p->expert = b->expert_pass;
     p->init = init;
     p->init_std = std;
 }
@@ -118,6 +120,11 @@ int gpt_layer_param_count(const TransformerConfig *cfg, int layer) {
     return norms * gpt_norm_param_count(cfg) + attention + mlp;
 }
 
+int gpt_layer_dense_param_count(const TransformerConfig *cfg, int layer) {
+    return gpt_layer_param_count(cfg, layer) -
+           (transformer_layer_is_moe(cfg, layer) ? 2 * cfg->num_experts : 0);
+}
+
 /* linear_fc1 of F features: [F, 2, C] for SwiGLU, else [F, C]; out-major. */
 static void add_fc1(TableBuilder *b, const TransformerConfig *cfg, const char *name, int64_t F,
                     double std) {
@@ -128,23 +135,38 @@ static void add_fc1(TableBuilder *b, const TransformerConfig *cfg, const char *n
         add_param(b, name, 2, (int64_t[]){F, C}, true, true, PARAM_INIT_NORMAL, std);
 }
 
-/* An MoE layer's MLP in reverse of use: the experts (last first), the
- * shared expert, the router. Each expert is its own tensor (Megatron's
- * SequentialMLP names), split over TP by features like a dense MLP; the
- * router [E, C] is replicated. */
-static void add_moe_mlp(TableBuilder *b, const TransformerConfig *cfg, const char *prefix,
-                        double std, double out_std) {
+/* The experts this rank holds (expert_range) of an MoE layer, last first,
+ * each its own tensor (Megatron's SequentialMLP names, global expert
+ * index), split over TP by features like a dense MLP. */
+static void expert_range(const TransformerConfig *cfg, const ModelPartition *part, int *first,
+                         int *count) {
+    const int ep = part->ep_size > 1 ? part->ep_size : 1;
+    *count = cfg->num_experts / ep;
+    *first = (part->ep_size > 1 ? part->ep_rank : 0) * *count;
+}
+
+static void add_experts(TableBuilder *b, const TransformerConfig *cfg, int layer) {
     const int64_t C = cfg->hidden_size, Fm = cfg->moe_ffn_hidden_size;
-    const int64_t Fs = cfg->moe_shared_expert_intermediate_size, E = cfg->num_experts;
-    char name[PARAM_NAME_MAX], part[96];
-    for (int64_t e = E - 1; e >= 0; e--) {
-        snprintf(part, sizeof part, ".mlp.experts.local_experts.%lld.linear_fc2.weight", (long long)e);
-        join_name(name, prefix, part);
+    const double std = cfg->init_method_std, out_std = std / sqrt(2.0 * cfg->num_layers);
+    char name[PARAM_NAME_MAX];
+    int first, count;
+    expert_range(cfg, b->part, &first, &count);
+    for (int e = first + count - 1; e >= first; e--) {
+        snprintf(name, sizeof name, "decoder.layers.%d.mlp.experts.local_experts.%d.linear_fc2.weight",
+                 layer, e);
         add_param(b, name, 2, (int64_t[]){Fm, C}, true, true, PARAM_INIT_NORMAL, out_std);
-        snprintf(part, sizeof part, ".mlp.experts.local_experts.%lld.linear_fc1.weight", (long long)e);
-        join_name(name, prefix, part);
+        snprintf(name, sizeof name, "decoder.layers.%d.mlp.experts.local_experts.%d.linear_fc1.weight",
+                 layer, e);
         add_fc1(b, cfg, name, Fm, std);
     }
+}
+
+/* An MoE layer's MLP but its routed experts (the expert region's), in
+ * reverse of use: the shared expert, the router [E, C] (replicated). */
+static void add_moe_mlp(TableBuilder *b, const TransformerConfig *cfg, const char *prefix,
+                        double std, double out_std) {
+    const int64_t C = cfg->hidden_size, Fs = cfg->moe_shared_expert_intermediate_size;
+    char name[PARAM_NAME_MAX];
     if (Fs) {
         join_name(name, prefix, ".mlp.shared_experts.linear_fc2.weight");
         add_param(b, name, 2, (int64_t[]){Fs, C}, true, true, PARAM_INIT_NORMAL, out_std);
@@ -152,7 +174,15 @@ static void add_moe_mlp(TableBuilder *b, const TransformerConfig *cfg, const cha
         add_fc1(b, cfg, name, Fs, std);
     }
     join_name(name, prefix, ".mlp.router.weight");
-    add_param(b, name, 2, (int64_t[]){E, C}, false, true, PARAM_INIT_NORMAL, std);
+    add_param(b, name, 2, (int64_t[]){cfg->num_experts, C}, false, true, PARAM_INIT_NORMAL, std);
+}
+
+int gpt_local_expert_param_count(const TransformerConfig *cfg, const ModelPartition *part,
+                                 int layer) {
+    if (!transformer_layer_is_moe(cfg, layer)) return 0;
+    int first, count;
+    expert_range(cfg, part, &first, &count);
+    return 2 * count;
 }
 
 /* The canonical layouts put the TP split dimension first: linear_qkv is
@@ -207,6 +237,24 @@ static void add_layer(TableBuilder *b, const TransformerConfig *cfg, int layer) 
     add_norm(b, cfg, name, C);
 }
 
+static void align_total(TableBuilder *b) {
+    const size_t unit = b->part->region_align;
+    if (unit > 1) b->table->total_numel = (b->table->total_numel + unit - 1) / unit * unit;
+}
+
+/* The routed experts of every local layer, last layer first, after the
+ * rest (aligned, so the optimizer can shard the region on its own). */
+static void add_expert_region(TableBuilder *b, const TransformerConfig *cfg) {
+    const ModelPartition *part = b->part;
+    align_total(b);
+    b->table->expert_begin = b->table->total_numel;
+    b->expert_pass = true;
+    for (int l = part->first_layer + part->num_local_layers - 1; l >= part->first_layer; l--)
+        if (transformer_layer_is_moe(cfg, l)) add_experts(b, cfg, l);
+    b->expert_pass = false;
+    align_total(b);
+}
+
 void param_table_build(ParamTable *t, const TransformerConfig *cfg, const ModelPartition *part) {
     memset(t, 0, sizeof *t);
     TableBuilder b = {.table = t, .cap = 0, .part = part};
@@ -224,9 +272,9 @@ void param_table_build(ParamTable *t, const TransformerConfig *cfg, const ModelP
     for (int l = part->first_layer + part->num_local_layers - 1; l >= part->first_layer; l--) {
         const int before = t->count;
         add_layer(&b, cfg, l);
-        GPT3D_CHECK(t->count - before == gpt_layer_param_count(cfg, l),
-                    "layer %d has %d parameters, not %d", l, t->count - before,
-                    gpt_layer_param_count(cfg, l));
+        GPT3D_CHECK(t->count - before == gpt_layer_dense_param_count(cfg, l),
+                    "layer %d has %d parameters besides its experts, not %d", l,
+                    t->count - before, gpt_layer_dense_param_count(cfg, l));
     }
     if (part->has_embedding && cfg->position_embedding_type == POSITION_LEARNED_ABSOLUTE) {
         add_param(&b, GPT_POSITION_EMBEDDING, 2, (int64_t[]){cfg->max_position_embeddings, C},
@@ -244,6 +292,7 @@ void param_table_build(ParamTable *t, const TransformerConfig *cfg, const ModelP
             t->params[t->count - 1].tied_copy = true;
         }
     }
+    add_expert_region(&b, cfg);
 }
 
 void param_table_free(ParamTable *t) {

@@ -18,7 +18,7 @@ struct DistributedOptimizer {
     Comm *comm;
     const ParamTable *table;
     DistOptConfig cfg;
-    ShardGroup dp;
+    ShardGroup dp, expert_dp; /* dense parameters' group, the routed experts' */
     size_t buffer_numel;
     void *params;
     float *grads;
@@ -52,29 +52,52 @@ size_t distrib_optimizer_default_bucket_numel(int dp_size) {
 static size_t round_up(size_t n, size_t unit) { return (n + unit - 1) / unit * unit; }
 
 /* Buckets of at most bucket_numel elements (a multiple of the group's
- * chunk unit) covering the padded buffer in order. */
-static void cut_buckets(DistributedOptimizer *o) {
-    const size_t unit = (size_t)o->dp.size * DIST_OPT_ALIGN;
-    size_t per = o->buffer_numel;
+ * chunk unit) covering [begin, end) of the buffer, sharded over g. */
+static void cut_region(DistributedOptimizer *o, size_t begin, size_t end, const ShardGroup *g,
+                       int *cap) {
+    const size_t unit = (size_t)g->size * DIST_OPT_ALIGN;
+    size_t per = end - begin;
     if (o->cfg.overlap_grad_reduce) {
         per = o->cfg.bucket_numel ? o->cfg.bucket_numel
-                                  : distrib_optimizer_default_bucket_numel(o->dp.size);
+                                  : distrib_optimizer_default_bucket_numel(g->size);
         per = round_up(per, unit);
     }
-    o->num_buckets = (int)((o->buffer_numel + per - 1) / per);
-    o->buckets = xcalloc((size_t)o->num_buckets, sizeof *o->buckets);
-    size_t state = 0;
-    for (int k = 0; k < o->num_buckets; k++) {
-        GradBucket *b = &o->buckets[k];
-        b->begin = (size_t)k * per;
-        b->end = b->begin + per < o->buffer_numel ? b->begin + per : o->buffer_numel;
-        const size_t part = (b->end - b->begin) / (size_t)o->dp.size;
-        b->shard_begin = b->begin + (size_t)o->dp.rank * part;
+    for (size_t at = begin; at < end; at += per) {
+        if (o->num_buckets == *cap) {
+            *cap = *cap ? 2 * *cap : 8;
+            o->buckets = xrealloc(o->buckets, (size_t)*cap * sizeof *o->buckets);
+        }
+        GradBucket *b = &o->buckets[o->num_buckets++];
+        b->begin = at;
+        b->end = at + per < end ? at + per : end;
+        const size_t part = (b->end - b->begin) / (size_t)g->size;
+        b->shard_begin = b->begin + (size_t)g->rank * part;
         b->shard_end = b->shard_begin + part;
-        b->state_offset = state;
-        state += part;
+        b->state_offset = o->shard_numel;
+        b->group = g->group;
+        o->shard_numel += part;
     }
-    o->shard_numel = state;
+}
+
+/* The buffer in regions of dense and of expert parameters (a region
+ * begins at its first parameter and ends where the next begins), each
+ * cut into its group's buckets. */
+static void cut_buckets(DistributedOptimizer *o) {
+    const ParamTable *t = o->table;
+    const size_t unit = (size_t)o->dp.size * DIST_OPT_ALIGN;
+    int cap = 0;
+    size_t region = 0;
+    bool expert = t->count > 0 && t->params[0].expert;
+    for (int i = 1; i <= t->count; i++) {
+        if (i < t->count && t->params[i].expert == expert) continue;
+        const size_t end = i < t->count ? t->params[i].offset : o->buffer_numel;
+        GPT3D_CHECK(end % unit == 0, "a parameter region ends at %zu, not a multiple of %zu "
+                    "(ModelPartition.region_align)", end, unit);
+        cut_region(o, region, end, expert ? &o->expert_dp : &o->dp, &cap);
+        region = end;
+        if (i < t->count) expert = t->params[i].expert;
+    }
+    if (t->count == 0) cut_region(o, 0, o->buffer_numel, &o->dp, &cap);
 }
 
 /* The one place that intersects parameters with the shard: every other
@@ -112,6 +135,8 @@ DistributedOptimizer *distrib_optimizer_create(Backend *be, Comm *comm, const Pa
      * the same parameters, each with the gradient of its part of the sequence. */
     o->dp = (ShardGroup){GROUP_DATA_CONTEXT, comm_group_size(comm, GROUP_DATA_CONTEXT),
                          comm_group_rank(comm, GROUP_DATA_CONTEXT)};
+    o->expert_dp = (ShardGroup){GROUP_EXPERT_DATA, comm_group_size(comm, GROUP_EXPERT_DATA),
+                                comm_group_rank(comm, GROUP_EXPERT_DATA)};
     const size_t unit = (size_t)o->dp.size * DIST_OPT_ALIGN;
     o->buffer_numel = round_up(table->total_numel ? table->total_numel : 1, unit);
     cut_buckets(o);
@@ -134,7 +159,7 @@ DistributedOptimizer *distrib_optimizer_create(Backend *be, Comm *comm, const Pa
     GPT3D_CHECK(rt == DTYPE_F32 || rt == be->act_dtype,
                 "gradients reduce in fp32 or in the backend's %s, not %s", dtype_name(be->act_dtype),
                 dtype_name(rt));
-    if (o->dp.size > 1) {
+    if (o->dp.size > 1 || o->expert_dp.size > 1) {
         o->reduce_scratch = be->ops->alloc(be, o->shard_numel * dtype_size(rt));
         if (rt != DTYPE_F32) o->reduce_input = be->ops->alloc(be, o->buffer_numel * dtype_size(rt));
     }
@@ -203,10 +228,15 @@ static void trace(const DistributedOptimizer *o, const char *what, int k) {
 
 /* ------------------------------------------------------------ gradients */
 
+/* A bucket of a one-rank group is its own shard: nothing to reduce. */
+static bool bucket_is_shard(const GradBucket *b) {
+    return b->shard_end - b->shard_begin == b->end - b->begin;
+}
+
 static void start_grad_reduce(DistributedOptimizer *o, int k) {
     const GradBucket *b = &o->buckets[k];
     if (o->cfg.finalize) o->cfg.finalize(o->cfg.finalize_ctx, b->begin, b->end);
-    if (o->dp.size == 1) return; /* the bucket is its own shard */
+    if (bucket_is_shard(b)) return;
     trace(o, "grad_reduce_start", k);
     const DType rt = o->cfg.grad_reduce_dtype;
     const size_t elt = dtype_size(rt);
@@ -215,7 +245,7 @@ static void start_grad_reduce(DistributedOptimizer *o, int k) {
         src = (char *)o->reduce_input + b->begin * elt;
         o->be->ops->f32_to_act(o->be, (void *)src, o->grads + b->begin, b->end - b->begin);
     }
-    comm_reduce_scatter_start(o->comm, o->dp.group, (char *)o->reduce_scratch + b->state_offset * elt,
+    comm_reduce_scatter_start(o->comm, b->group, (char *)o->reduce_scratch + b->state_offset * elt,
                               src, b->shard_end - b->shard_begin, rt, &o->grad_reduce[k]);
 }
 
@@ -236,10 +266,10 @@ void distrib_optimizer_grads_ready(DistributedOptimizer *o, size_t ready_numel) 
 void distrib_optimizer_reduce_grads(DistributedOptimizer *o) {
     while (o->next_reduce < o->num_buckets) start_grad_reduce(o, o->next_reduce++);
     o->next_reduce = 0;
-    if (o->dp.size == 1) return;
     const double start = timer_now_s();
     for (int k = 0; k < o->num_buckets; k++) {
         const GradBucket *b = &o->buckets[k];
+        if (bucket_is_shard(b)) continue;
         comm_wait(o->comm, &o->grad_reduce[k]);
         trace(o, "grad_reduce_done", k);
         /* The reduced shard goes back to its place in the buffer, where the
@@ -302,14 +332,14 @@ int64_t distrib_optimizer_grad_zeros(DistributedOptimizer *o) {
 /* ----------------------------------------------------------- parameters */
 
 static void start_param_gather(DistributedOptimizer *o) {
-    if (o->dp.size == 1) return;
     Backend *be = o->be;
     /* Forward reads the buffer from its end (embedding first): gather the
      * last bucket first. */
     for (int k = o->num_buckets - 1; k >= 0; k--) {
         const GradBucket *b = &o->buckets[k];
+        if (bucket_is_shard(b)) continue;
         trace(o, "param_gather_start", k);
-        comm_all_gather_start(o->comm, o->dp.group, (char *)o->params + backend_act_bytes(be, b->begin),
+        comm_all_gather_start(o->comm, b->group, (char *)o->params + backend_act_bytes(be, b->begin),
                               (char *)o->params + backend_act_bytes(be, b->shard_begin),
                               b->shard_end - b->shard_begin, be->act_dtype, &o->param_gather[k]);
     }

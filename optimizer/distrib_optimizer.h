@@ -19,10 +19,13 @@
  * needed. Without --overlap-grad-reduce all parameters share one bucket (as
  * Megatron); with it, buckets hold at most bucket_numel elements.
  *
- * One parameter group today: dense parameters over GROUP_DATA_CONTEXT (DP x
- * CP; the data-parallel group when CP = 1). The group is
- * a field of the layout so expert parameters over an expert-data-parallel
- * group become a second group without another copy of the arithmetic.
+ * Two parameter groups: dense parameters over GROUP_DATA_CONTEXT (DP x CP;
+ * the data-parallel group when CP = 1) and the routed experts' over
+ * GROUP_EXPERT_DATA (the ranks holding the same experts). The table puts
+ * the experts in regions of their own (ParamInfo.expert, consecutive
+ * parameters), beginning at multiples of DP x CP x DIST_OPT_ALIGN; each
+ * region is cut into buckets of its own group, so a bucket never mixes
+ * the two and every bucket's arithmetic is the same.
  *
  * Shard intervals: the one iterator from the shard to canonical
  * (parameter, [begin, end)) intervals, with each interval's buffer offset
@@ -84,6 +87,7 @@ typedef struct {
     size_t begin, end;             /* flat buffer range */
     size_t shard_begin, shard_end; /* this rank's part of it */
     size_t state_offset;           /* of shard_begin in the state arrays */
+    GroupKind group;               /* sharded over: the data-context or expert-data group */
 } GradBucket;
 
 typedef struct {

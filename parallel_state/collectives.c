@@ -89,6 +89,8 @@ MPI_Comm comm_group_mpi(const Comm *c, GroupKind g) {
     case GROUP_EMBEDDING: return c->ps->embedding_comm;
     case GROUP_CONTEXT: return c->ps->cp_comm;
     case GROUP_DATA_CONTEXT: return c->ps->dp_cp_comm;
+    case GROUP_EXPERT: return c->ps->ep_comm;
+    case GROUP_EXPERT_DATA: return c->ps->edp_comm;
     case NUM_GROUPS: break;
     }
     GPT3D_FAIL("unknown group %d", (int)g);
@@ -111,8 +113,10 @@ int comm_group_rank(const Comm *c, GroupKind g) {
 }
 
 const char *comm_group_name(GroupKind g) {
-    static const char *names[NUM_GROUPS] = {"world",     "tensor",  "pipeline",    "data",
-                                            "model-parallel", "embedding", "context", "data-context"};
+    static const char *names[NUM_GROUPS] = {"world",       "tensor",    "pipeline",
+                                            "data",        "model-parallel", "embedding",
+                                            "context",     "data-context",   "expert",
+                                            "expert-data"};
     return (int)g < NUM_GROUPS ? names[g] : "?";
 }
 
@@ -269,6 +273,51 @@ void comm_all_to_all(Comm *c, GroupKind g, void *dst, const void *src, size_t n_
     CommHandle h = {0};
     comm_all_to_all_start(c, g, dst, src, n_per_rank, t, &h);
     comm_wait(c, &h);
+}
+
+int comm_group_world_rank(const Comm *c, GroupKind g, int group_rank) {
+    MPI_Comm m = comm_group_mpi(c, g);
+    GPT3D_CHECK(m != MPI_COMM_NULL, "world rank %d is not a member of the %s group", c->ps->rank,
+                comm_group_name(g));
+    MPI_Group group, world;
+    MPI_Comm_group(m, &group);
+    MPI_Comm_group(c->ps->world, &world);
+    int out = MPI_UNDEFINED;
+    MPI_Group_translate_ranks(group, 1, &group_rank, world, &out);
+    MPI_Group_free(&group);
+    MPI_Group_free(&world);
+    GPT3D_CHECK(out != MPI_UNDEFINED, "rank %d of the %s group does not exist", group_rank,
+                comm_group_name(g));
+    return out;
+}
+
+/* Round s: send to (me + s) mod n, receive from (me - s) mod n, so every
+ * pair exchanges in the same round and no rank waits on two at once. */
+void comm_all_to_all_v(Comm *c, GroupKind g, void *dst, const size_t *recv_counts,
+                       const void *src, const size_t *send_counts, DType t) {
+    const int n = require_member(c, g), me = comm_group_rank(c, g);
+    const size_t elt = dtype_size(t);
+    size_t send_at = 0, recv_at = 0;
+    for (int r = 0; r < me; r++) send_at += send_counts[r], recv_at += recv_counts[r];
+    GPT3D_CHECK(send_counts[me] == recv_counts[me], "all-to-all-v: %zu elements to myself, %zu from",
+                send_counts[me], recv_counts[me]);
+    if (send_counts[me])
+        c->be->ops->copy_device(c->be, (char *)dst + recv_at * elt, (const char *)src + send_at * elt,
+                                send_counts[me] * elt);
+    for (int s = 1; s < n; s++) {
+        const int to = (me + s) % n, from = (me - s + n) % n;
+        size_t to_at = 0, from_at = 0;
+        for (int r = 0; r < to; r++) to_at += send_counts[r];
+        for (int r = 0; r < from; r++) from_at += recv_counts[r];
+        const CommP2POp ops[2] = {
+            {.kind = COMM_P2P_RECV, .buf = (char *)dst + from_at * elt, .n = recv_counts[from],
+             .peer = comm_group_world_rank(c, g, from), .tag = 7000 + s, .dtype = t},
+            {.kind = COMM_P2P_SEND, .buf = (char *)src + to_at * elt, .n = send_counts[to],
+             .peer = comm_group_world_rank(c, g, to), .tag = 7000 + s, .dtype = t}};
+        CommHandle h = {0};
+        comm_p2p_start_in(c, g, ops, 2, &h);
+        comm_wait(c, &h);
+    }
 }
 
 void comm_p2p(Comm *c, const CommP2POp *ops, int n) {

@@ -54,6 +54,8 @@ typedef enum {
     GROUP_EMBEDDING,
     GROUP_CONTEXT,      /* the CP ranks sharing one sequence */
     GROUP_DATA_CONTEXT, /* DP x CP: gradient sums and optimizer shards */
+    GROUP_EXPERT,       /* EP ranks exchanging tokens (all-to-all) */
+    GROUP_EXPERT_DATA,  /* the ranks holding the same experts: expert gradients and shards */
     NUM_GROUPS
 } GroupKind;
 
@@ -178,6 +180,18 @@ void comm_barrier(Comm *c, GroupKind g);
  * me-th chunk arrives as my r-th chunk. src and dst hold group_size *
  * n_per_rank elements each and must not overlap. */
 void comm_all_to_all(Comm *c, GroupKind g, void *dst, const void *src, size_t n_per_rank, DType t);
+
+/* The same with a count per peer (elements): my chunk for group rank r is
+ * send_counts[r] elements at src + sum of the earlier send counts, and
+ * r's chunk for me arrives at dst + sum of the earlier recv_counts (the
+ * counts must agree pairwise: my recv_counts[r] is r's send_counts[me]).
+ * Pairwise rounds of send/receive, the same on every implementation; the
+ * own chunk is a device copy. Counted as the rounds' sends and receives
+ * under g. */
+void comm_all_to_all_v(Comm *c, GroupKind g, void *dst, const size_t *recv_counts,
+                       const void *src, const size_t *send_counts, DType t);
+/* World rank of rank `group_rank` of my group g. */
+int comm_group_world_rank(const Comm *c, GroupKind g, int group_rank);
 
 /* ---- nonblocking: start, then comm_test / comm_wait ----
  * Same semantics and rules as the blocking call of the same name; h must be

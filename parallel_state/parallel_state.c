@@ -46,6 +46,17 @@ bool parallel_state_check_sizes(int world_size, ParallelSizes sizes, char *err, 
                  world_size, product, model_ranks, model_ranks);
         return false;
     }
+    const int ep = sizes.ep > 0 ? sizes.ep : 1;
+    const long long data_context = world_size / ((long long)sizes.tp * sizes.pp);
+    if (sizes.ep < 0 || data_context % ep) {
+        snprintf(err, err_size,
+                 "--expert-model-parallel-size %d must divide the %lld data-parallel x "
+                 "context-parallel ranks (%d ranks / (--tensor-model-parallel-size %d x "
+                 "--pipeline-model-parallel-size %d)) among which the experts are spread; change "
+                 "it or the number of ranks",
+                 sizes.ep, data_context, world_size, sizes.tp, sizes.pp);
+        return false;
+    }
     return true;
 }
 
@@ -63,6 +74,9 @@ static void split_groups(ParallelState *ps) {
     MPI_Comm_split(w, c + cp * d, t + tp * p, &ps->model_parallel_comm);
     const bool in_embedding = parallel_state_is_first_stage(ps) || parallel_state_is_last_stage(ps);
     MPI_Comm_split(w, in_embedding ? t + tp * (c + cp * d) : MPI_UNDEFINED, p, &ps->embedding_comm);
+    const int stage = t + tp * p, stages = tp * ps->pp_size;
+    MPI_Comm_split(w, stage + stages * ps->edp_rank, ps->ep_rank, &ps->ep_comm);
+    MPI_Comm_split(w, stage + stages * ps->ep_rank, ps->edp_rank, &ps->edp_comm);
 }
 
 bool parallel_state_init_sizes(ParallelState *ps, MPI_Comm world, ParallelSizes sizes, char *err,
@@ -72,6 +86,7 @@ bool parallel_state_init_sizes(ParallelState *ps, MPI_Comm world, ParallelSizes 
     /* Null handles first, so that destroy is safe after a failed init. */
     ps->world = ps->tp_comm = ps->pp_comm = ps->dp_comm = ps->cp_comm = MPI_COMM_NULL;
     ps->dp_cp_comm = ps->model_parallel_comm = ps->embedding_comm = MPI_COMM_NULL;
+    ps->ep_comm = ps->edp_comm = MPI_COMM_NULL;
     MPI_Comm_size(world, &ps->world_size);
     MPI_Comm_rank(world, &ps->rank);
     if (!parallel_state_check_sizes(ps->world_size, sizes, err, err_size)) return false;
@@ -84,6 +99,11 @@ bool parallel_state_init_sizes(ParallelState *ps, MPI_Comm world, ParallelSizes 
     ps->cp_rank = (ps->rank / sizes.tp) % sizes.cp;
     ps->dp_rank = (ps->rank / (sizes.tp * sizes.cp)) % ps->dp_size;
     ps->pp_rank = ps->rank / (sizes.tp * sizes.cp * ps->dp_size);
+    const int data_context = ps->cp_rank + sizes.cp * ps->dp_rank;
+    ps->ep_size = sizes.ep > 0 ? sizes.ep : 1;
+    ps->edp_size = ps->dp_size * sizes.cp / ps->ep_size;
+    ps->ep_rank = data_context % ps->ep_size;
+    ps->edp_rank = data_context / ps->ep_size;
     split_groups(ps);
 
     MPI_Comm node;
@@ -101,8 +121,9 @@ bool parallel_state_init(ParallelState *ps, MPI_Comm world, int tp, int pp, char
 }
 
 void parallel_state_destroy(ParallelState *ps) {
-    MPI_Comm *comms[] = {&ps->tp_comm, &ps->dp_comm, &ps->cp_comm, &ps->dp_cp_comm,
-                         &ps->pp_comm, &ps->model_parallel_comm, &ps->embedding_comm};
+    MPI_Comm *comms[] = {&ps->tp_comm,       &ps->dp_comm, &ps->cp_comm,
+                         &ps->dp_cp_comm,     &ps->pp_comm, &ps->model_parallel_comm,
+                         &ps->embedding_comm, &ps->ep_comm, &ps->edp_comm};
     for (size_t i = 0; i < sizeof comms / sizeof *comms; i++)
         if (*comms[i] != MPI_COMM_NULL) MPI_Comm_free(comms[i]);
 }

@@ -37,26 +37,35 @@ typedef struct {
     int world_size, rank;
     int tp_size, pp_size, dp_size, cp_size;
     int tp_rank, pp_rank, dp_rank, cp_rank;
+    /* Expert parallelism, carved from the DP x CP ranks of a (tp, pp)
+     * (Megatron's expert groups): with i = cp + CP * dp, the expert group
+     * holds EP consecutive i (ep_rank = i % EP) and the expert-data group
+     * the ranks with the same experts (edp_rank = i / EP). EP = 1: the
+     * expert group is this rank alone, the expert-data group is DP x CP. */
+    int ep_size, ep_rank, edp_size, edp_rank;
     int local_rank, local_size; /* within this node */
     MPI_Comm world;
     MPI_Comm tp_comm, pp_comm, dp_comm, cp_comm;
     MPI_Comm dp_cp_comm;          /* DP x CP: the ranks that hold the same parameters */
     MPI_Comm model_parallel_comm; /* the TP x PP ranks of one DP replica and CP rank */
     MPI_Comm embedding_comm;      /* first + last stage of this PP group; MPI_COMM_NULL elsewhere */
+    MPI_Comm ep_comm, edp_comm;   /* expert group (all-to-all), expert-data group (expert grads) */
     double timeout_s; /* watchdog limit per operation; init sets the default */
 } ParallelState;
 
-/* The model-parallel sizes a job is launched with; DP is what remains. */
+/* The model-parallel sizes a job is launched with; DP is what remains.
+ * ep (--expert-model-parallel-size) must divide DP x CP; 0 means 1. */
 typedef struct {
-    int tp, cp, pp;
+    int tp, cp, pp, ep;
 } ParallelSizes;
 
 /* Rank of the coordinates (tp, cp, dp, pp) under the rank order above. */
 int parallel_state_rank_of(int tp, int cp, int dp, int pp, int tp_size, int cp_size, int dp_size);
 
-/* Checks world_size against TP, CP and PP. On bad sizes returns false with a
- * message naming --tensor-model-parallel-size / --context-parallel-size /
- * --pipeline-model-parallel-size. */
+/* Checks world_size against TP, CP and PP, and EP against the DP x CP
+ * ranks that remain. On bad sizes returns false with a message naming
+ * --tensor-model-parallel-size / --context-parallel-size /
+ * --pipeline-model-parallel-size / --expert-model-parallel-size. */
 bool parallel_state_check_sizes(int world_size, ParallelSizes sizes, char *err, size_t err_size);
 
 /* Collective over `world`: every rank must call it with the same sizes. */

@@ -163,6 +163,8 @@ static const char *group_name_of(const ParallelState *ps, MPI_Comm comm) {
     if (comm == ps->dp_cp_comm) return "data-context";
     if (comm == ps->model_parallel_comm) return "model-parallel";
     if (comm == ps->embedding_comm) return "embedding";
+    if (comm == ps->ep_comm) return "expert";
+    if (comm == ps->edp_comm) return "expert-data";
     return "?";
 }
 

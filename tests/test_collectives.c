@@ -76,6 +76,10 @@ static int members(const Ctx *x, GroupKind g, int *out) {
          * data-context group has the data group's ranks. */
         case GROUP_CONTEXT: in = same_tp && same_dp && same_pp; break;
         case GROUP_DATA_CONTEXT: in = same_tp && same_pp; break;
+        /* EP = 1 here: the expert group is the rank alone, the expert-data
+         * group the data-context group. */
+        case GROUP_EXPERT: in = same_tp && same_dp && same_pp; break;
+        case GROUP_EXPERT_DATA: in = same_tp && same_pp; break;
         case NUM_GROUPS: break;
         }
         if (in) out[n++] = r;

@@ -36,13 +36,22 @@ declare -A VARIANT=(
     [capped]="$TOP2 --moe-expert-capacity-factor 1"
 )
 
-# run_cp OUT ARGS...: 2 context-parallel ranks.
-run_cp() {
-    local out=$1
-    shift
-    timeout 300 "$MPIEXEC" --oversubscribe -np 2 "$PRETRAIN" "$@" --context-parallel-size 2 \
-        > "$out.log" 2>&1
-}
+# Layouts as "RANKS|FLAGS": tensor, sequence, pipeline, data and context
+# parallelism, then expert parallelism over the data-parallel and
+# context-parallel ranks (EP 2 and 4, with TP, PP, CP, and at 8 ranks with
+# TP 2 x DP 4, whose experts are also reduced over 2 expert-data ranks).
+LAYOUTS=("2|--tensor-model-parallel-size 2"
+         "2|--tensor-model-parallel-size 2 --sequence-parallel"
+         "2|--pipeline-model-parallel-size 2"
+         "2|"
+         "2|--context-parallel-size 2"
+         "8|--tensor-model-parallel-size 2 --pipeline-model-parallel-size 2 --sequence-parallel"
+         "2|--expert-model-parallel-size 2"
+         "4|--expert-model-parallel-size 4"
+         "4|--expert-model-parallel-size 2 --tensor-model-parallel-size 2 --sequence-parallel"
+         "4|--expert-model-parallel-size 2 --pipeline-model-parallel-size 2"
+         "8|--expert-model-parallel-size 2 --tensor-model-parallel-size 2"
+         "2|--expert-model-parallel-size 2 --context-parallel-size 2")
 
 for v in top2 sigmoid prebig capped; do
     read -r -a extra <<< "${VARIANT[$v]}"
@@ -52,19 +61,17 @@ for v in top2 sigmoid prebig capped; do
     fi
     grep -q '"moe_aux_loss"' "$ref.jsonl" || fail "$v: no moe_aux_loss in the metrics"
     grep -q 'load_balancing_loss: ' "$ref.log" || fail "$v: no load_balancing_loss in the log line"
-    layouts=("2 1 1" "2 1 1 sp" "1 2 1" "1 1 2" "1 1 1 cp" "2 2 2 sp")
-    [ "$v" = capped ] && layouts=("2 1 1 sp" "1 2 1" "1 1 2" "2 2 2 sp")
-    for layout in "${layouts[@]}"; do
-        set -- $layout
-        name="$v at TPxPPxDP=$1x$2x$3${4:+ $4}"
-        out="$WORK/$v.l$1$2$3${4:-}"
-        sp=()
-        [ "${4:-}" = sp ] && sp=(--sequence-parallel)
-        if [ "${4:-}" = cp ]; then
-            run_cp "$out" "${ARGS[@]}" "${extra[@]}" --metrics-file "$out.jsonl"
-        else
-            run_layout "$1" "$2" "$3" "$out" "${ARGS[@]}" "${extra[@]}" "${sp[@]}" --metrics-file "$out.jsonl"
-        fi || { cat "$out.log"; fail "$name run"; continue; }
+    k=0
+    for layout in "${LAYOUTS[@]}"; do
+        np=${layout%%|*}
+        read -r -a flags <<< "${layout#*|}"
+        # The capacity is counted over whole sequences: no CP with it.
+        [ "$v" = capped ] && [[ "${layout#*|}" == *context-parallel* ]] && continue
+        name="$v on $np ranks ${layout#*|}"
+        out="$WORK/$v.layout$((k++))"
+        timeout 300 "$MPIEXEC" --oversubscribe -np "$np" "$PRETRAIN" "${ARGS[@]}" "${extra[@]}" \
+            "${flags[@]}" --metrics-file "$out.jsonl" > "$out.log" 2>&1 \
+            || { cat "$out.log"; fail "$name run"; continue; }
         matches_one_rank "$name" "$ref.jsonl" "$out.jsonl"
     done
     echo "$v: $(grep -m1 '^model:' "$ref.log" || true) last $(tail -1 "$ref.jsonl" | strip_timings)"
@@ -85,8 +92,27 @@ for pad in "" "--moe-pad-expert-input-to-capacity"; do
         || fail "a capacity that drops nothing ($pad) changes the numbers"
 done
 
-# --- saved at 2x2x2 (TP without sequence parallelism), resumed at one rank and TP 2 ---
+# --- saved at 2x2x2 (TP without sequence parallelism), resumed at one rank and TP 2;
+# saved at EP 4, resumed at EP 1 and at EP 2 x TP 2 ---
 save_and_resume top2 "2 2 2" "1 1 1" "2 1 1"
+run_layout 1 1 4 "$WORK/top2ep.save" "${ARGS[@]}" $TOP2 --expert-model-parallel-size 4 --train-iters 10 \
+    --lr-decay-iters 20 --save "$WORK/top2ep.ckpt" --save-interval 10 --metrics-file "$WORK/top2ep.save.jsonl" \
+    || { cat "$WORK/top2ep.save.log"; fail "top2 save at EP 4"; }
+tail -n 10 "$WORK/top2.ref.jsonl" > "$WORK/top2ep.tail.jsonl"
+for layout in "1|" "4|--expert-model-parallel-size 2 --tensor-model-parallel-size 2 --sequence-parallel"; do
+    np=${layout%%|*}
+    read -r -a flags <<< "${layout#*|}"
+    ckpt="$WORK/top2ep.ckpt$np" out="$WORK/top2ep.resume$np"
+    rm -rf "$ckpt" && cp -r "$WORK/top2ep.ckpt" "$ckpt"
+    if timeout 300 "$MPIEXEC" --oversubscribe -np "$np" "$PRETRAIN" "${ARGS[@]}" $TOP2 "${flags[@]}" \
+            --load "$ckpt" --metrics-file "$out.jsonl" > "$out.log" 2>&1; then
+        [ "$(first_iteration "$out.jsonl")" = 11 ] || fail "EP 4 resumed on $np ranks did not start at iteration 11"
+        compare "top2 saved at EP 4, resumed on $np ranks ${layout#*|}" "$WORK/top2ep.tail.jsonl" "$out.jsonl" \
+            --rtol 1e-4 || fail "top2 saved at EP 4 leaves the one-rank trajectory when resumed ${layout#*|}"
+    else
+        cat "$out.log"; fail "resume of the EP 4 checkpoint on $np ranks"
+    fi
+done
 
 # --- bad flags: one error each, nothing run ------------------------------------------
 bad() {
@@ -101,7 +127,9 @@ with_bias=()
 for a in "${ARGS[@]}"; do [ "$a" = --disable-bias-linear ] || with_bias+=("$a"); done
 "$PRETRAIN" "${with_bias[@]}" $TOP2 > "$WORK/bad.log" 2>&1 && fail "experts with biases: accepted"
 one_error "experts with biases" "$WORK/bad.log" "add --disable-bias-linear"
-bad "expert parallelism" "expert-model-parallel-size 2" 2 $TOP2 --expert-model-parallel-size 2
+bad "experts not divisible by EP" "num-experts 4 is not divisible by --expert-model-parallel-size 8" 8 $TOP2 --expert-model-parallel-size 8 --global-batch-size 16
+bad "EP not dividing DP x CP" "expert-model-parallel-size 4 must divide the 2 data-parallel" 4 $TOP2 --expert-model-parallel-size 4 --tensor-model-parallel-size 2
+bad "EP without experts" "has none; give --num-experts" 2 --expert-model-parallel-size 2
 bad "expert TP other than TP" "expert-tensor-parallel-size 1" 2 $TOP2 --expert-tensor-parallel-size 1 --tensor-model-parallel-size 2
 bad "moe ffn not divisible by TP" "moe-ffn-hidden-size 33 is not divisible" 2 $TOP2 --moe-ffn-hidden-size 33 --tensor-model-parallel-size 2
 bad "padding without capacity" "moe-pad-expert-input-to-capacity" 1 $TOP2 --moe-pad-expert-input-to-capacity

@@ -154,7 +154,7 @@ static void check_layout(MPI_Comm world, int tp, int cp, int pp) {
     if (cp == 1)
         CHECK(parallel_state_init(&ps, world, tp, pp, err, sizeof err));
     else
-        CHECK(parallel_state_init_sizes(&ps, world, (ParallelSizes){tp, cp, pp}, err, sizeof err));
+        CHECK(parallel_state_init_sizes(&ps, world, (ParallelSizes){tp, cp, pp, 1}, err, sizeof err));
     CHECK(err[0] == '\0');
 
     Layout l = {tp, pp, world_size / (tp * cp * pp), cp};
@@ -242,12 +242,36 @@ static void check_context_example(MPI_Comm world) {
     MPI_Comm_rank(world, &rank);
     ParallelState ps;
     char err[256];
-    CHECK(parallel_state_init_sizes(&ps, world, (ParallelSizes){.tp = 2, .cp = 2, .pp = 1}, err,
+    CHECK(parallel_state_init_sizes(&ps, world, (ParallelSizes){.tp = 2, .cp = 2, .pp = 1, .ep = 1}, err,
                                     sizeof err));
     Layout l = {2, 1, 2, 2};
     check_members(ps.cp_comm, world, cp_groups[rank], 2, "context", &l);
     check_members(ps.dp_comm, world, dp_groups[rank], 2, "data", &l);
     check_members(ps.dp_cp_comm, world, dp_cp_groups[rank], 4, "data-context", &l);
+    parallel_state_destroy(&ps);
+}
+
+/* Expert groups, from the data-context members (cp fastest, then dp):
+ * EP consecutive ones form my expert group, every EP-th one my
+ * expert-data group. At EP = 1 the expert group is me alone. */
+static void check_expert_layout(MPI_Comm world, int tp, int cp, int pp, int ep) {
+    int world_size, rank;
+    MPI_Comm_size(world, &world_size);
+    MPI_Comm_rank(world, &rank);
+    ParallelState ps;
+    char err[256] = "";
+    CHECK(parallel_state_init_sizes(&ps, world, (ParallelSizes){tp, cp, pp, ep}, err, sizeof err));
+    Layout l = {tp, pp, world_size / (tp * cp * pp), cp};
+    const Coord me = coord_of(&l, rank);
+    int members[MAX_RANKS], expert[MAX_RANKS], expert_data[MAX_RANKS];
+    const int n = data_context_members(&l, me, members);
+    const int i = me.cp + cp * me.dp;
+    for (int k = 0; k < ep; k++) expert[k] = members[i / ep * ep + k];
+    for (int k = 0; k < n / ep; k++) expert_data[k] = members[i % ep + k * ep];
+    CHECK(ps.ep_size == ep && ps.ep_rank == i % ep && ps.edp_size == n / ep &&
+          ps.edp_rank == i / ep);
+    check_members(ps.ep_comm, world, expert, ep, "expert", &l);
+    check_members(ps.edp_comm, world, expert_data, n / ep, "expert-data", &l);
     parallel_state_destroy(&ps);
 }
 
@@ -257,50 +281,56 @@ static bool contains(const char *haystack, const char *needle) {
 
 static void check_size_errors(void) {
     char err[512];
-    CHECK(parallel_state_check_sizes(8, (ParallelSizes){1, 1, 1}, err, sizeof err));
-    CHECK(parallel_state_check_sizes(8, (ParallelSizes){2, 1, 4}, err, sizeof err));
-    CHECK(parallel_state_check_sizes(8, (ParallelSizes){8, 1, 1}, err, sizeof err));
-    CHECK(parallel_state_check_sizes(1, (ParallelSizes){1, 1, 1}, err, sizeof err));
+    CHECK(parallel_state_check_sizes(8, (ParallelSizes){1, 1, 1, 1}, err, sizeof err));
+    CHECK(parallel_state_check_sizes(8, (ParallelSizes){2, 1, 4, 1}, err, sizeof err));
+    CHECK(parallel_state_check_sizes(8, (ParallelSizes){8, 1, 1, 1}, err, sizeof err));
+    CHECK(parallel_state_check_sizes(1, (ParallelSizes){1, 1, 1, 1}, err, sizeof err));
 
-    CHECK(!parallel_state_check_sizes(8, (ParallelSizes){3, 1, 1}, err, sizeof err));
+    CHECK(!parallel_state_check_sizes(8, (ParallelSizes){3, 1, 1, 1}, err, sizeof err));
     CHECK(contains(err, "--tensor-model-parallel-size 3"));
     CHECK(contains(err, "--pipeline-model-parallel-size 1"));
     CHECK(contains(err, "not divisible") && contains(err, "8 ranks"));
 
-    CHECK(!parallel_state_check_sizes(12, (ParallelSizes){2, 1, 4}, err, sizeof err));
+    CHECK(!parallel_state_check_sizes(12, (ParallelSizes){2, 1, 4, 1}, err, sizeof err));
     CHECK(contains(err, "not divisible") && contains(err, "multiple of 8"));
 
     /* More model-parallel ranks than the job has: say so, not "not divisible". */
-    CHECK(!parallel_state_check_sizes(8, (ParallelSizes){4, 1, 4}, err, sizeof err));
+    CHECK(!parallel_state_check_sizes(8, (ParallelSizes){4, 1, 4, 1}, err, sizeof err));
     CHECK(contains(err, "--tensor-model-parallel-size 4"));
     CHECK(contains(err, "--pipeline-model-parallel-size 4"));
     CHECK(contains(err, "16") && contains(err, "only 8"));
     CHECK(!contains(err, "divisible"));
-    CHECK(!parallel_state_check_sizes(8, (ParallelSizes){16, 1, 1}, err, sizeof err));
+    CHECK(!parallel_state_check_sizes(8, (ParallelSizes){16, 1, 1, 1}, err, sizeof err));
     CHECK(contains(err, "only 8"));
     /* Products beyond int must not wrap around into a "valid" size. */
-    CHECK(!parallel_state_check_sizes(8, (ParallelSizes){65536, 1, 65536}, err, sizeof err));
+    CHECK(!parallel_state_check_sizes(8, (ParallelSizes){65536, 1, 65536, 1}, err, sizeof err));
     CHECK(contains(err, "only 8"));
 
-    CHECK(!parallel_state_check_sizes(8, (ParallelSizes){0, 1, 1}, err, sizeof err));
+    /* Experts spread over the DP x CP ranks of a (tp, pp). */
+    CHECK(parallel_state_check_sizes(8, (ParallelSizes){2, 2, 1, 4}, err, sizeof err));
+    CHECK(!parallel_state_check_sizes(8, (ParallelSizes){2, 1, 1, 3}, err, sizeof err));
+    CHECK(contains(err, "--expert-model-parallel-size 3") && contains(err, "4 data-parallel"));
+    CHECK(!parallel_state_check_sizes(8, (ParallelSizes){2, 1, 2, 4}, err, sizeof err));
+    CHECK(contains(err, "--expert-model-parallel-size 4") && contains(err, "2 data-parallel"));
+    CHECK(!parallel_state_check_sizes(8, (ParallelSizes){0, 1, 1, 1}, err, sizeof err));
     CHECK(contains(err, "--tensor-model-parallel-size") && contains(err, "got 0"));
-    CHECK(!parallel_state_check_sizes(8, (ParallelSizes){-2, 1, 1}, err, sizeof err));
+    CHECK(!parallel_state_check_sizes(8, (ParallelSizes){-2, 1, 1, 1}, err, sizeof err));
     CHECK(contains(err, "--tensor-model-parallel-size") && contains(err, "got -2"));
-    CHECK(!parallel_state_check_sizes(8, (ParallelSizes){1, 1, 0}, err, sizeof err));
+    CHECK(!parallel_state_check_sizes(8, (ParallelSizes){1, 1, 0, 1}, err, sizeof err));
     CHECK(contains(err, "--pipeline-model-parallel-size") && contains(err, "got 0"));
 
-    CHECK(parallel_state_check_sizes(8, (ParallelSizes){2, 2, 2}, err, sizeof err));
-    CHECK(!parallel_state_check_sizes(8, (ParallelSizes){1, 3, 1}, err, sizeof err));
+    CHECK(parallel_state_check_sizes(8, (ParallelSizes){2, 2, 2, 1}, err, sizeof err));
+    CHECK(!parallel_state_check_sizes(8, (ParallelSizes){1, 3, 1, 1}, err, sizeof err));
     CHECK(contains(err, "--context-parallel-size 3") && contains(err, "not divisible"));
-    CHECK(!parallel_state_check_sizes(8, (ParallelSizes){2, 4, 2}, err, sizeof err));
+    CHECK(!parallel_state_check_sizes(8, (ParallelSizes){2, 4, 2, 1}, err, sizeof err));
     CHECK(contains(err, "--context-parallel-size 4") && contains(err, "only 8"));
-    CHECK(!parallel_state_check_sizes(8, (ParallelSizes){1, 0, 1}, err, sizeof err));
+    CHECK(!parallel_state_check_sizes(8, (ParallelSizes){1, 0, 1, 1}, err, sizeof err));
     CHECK(contains(err, "--context-parallel-size") && contains(err, "got 0"));
 
     /* A short buffer truncates, never overflows. */
     char tiny[8];
     memset(tiny, 'x', sizeof tiny);
-    CHECK(!parallel_state_check_sizes(8, (ParallelSizes){3, 1, 1}, tiny, 5));
+    CHECK(!parallel_state_check_sizes(8, (ParallelSizes){3, 1, 1, 1}, tiny, 5));
     CHECK(strlen(tiny) == 4 && tiny[5] == 'x');
 }
 
@@ -310,7 +340,7 @@ static void check_failed_init(MPI_Comm world) {
     char err[256] = "";
     CHECK(!parallel_state_init(&ps, world, 3, 1, err, sizeof err));
     CHECK(contains(err, "--tensor-model-parallel-size 3"));
-    CHECK(!parallel_state_init_sizes(&ps, world, (ParallelSizes){.tp = 1, .cp = 3, .pp = 1}, err,
+    CHECK(!parallel_state_init_sizes(&ps, world, (ParallelSizes){.tp = 1, .cp = 3, .pp = 1, 1}, err,
                                      sizeof err));
     CHECK(contains(err, "--context-parallel-size 3"));
     CHECK(ps.tp_comm == MPI_COMM_NULL && ps.embedding_comm == MPI_COMM_NULL);
@@ -391,6 +421,12 @@ int main(int argc, char **argv) {
                                          {1, 2, 2}, {1, 2, 4}, {4, 2, 1}};
         for (size_t i = 0; i < sizeof layouts / sizeof *layouts; i++)
             check_layout(MPI_COMM_WORLD, layouts[i][0], layouts[i][1], layouts[i][2]);
+        static const int experts[][4] = {{1, 1, 1, 1}, {1, 1, 1, 2}, {1, 1, 1, 4}, {1, 1, 1, 8},
+                                         {2, 1, 1, 2}, {2, 1, 2, 2}, {1, 2, 1, 2}, {1, 2, 1, 4},
+                                         {2, 2, 1, 4}, {1, 2, 2, 2}};
+        for (size_t i = 0; i < sizeof experts / sizeof *experts; i++)
+            check_expert_layout(MPI_COMM_WORLD, experts[i][0], experts[i][1], experts[i][2],
+                                experts[i][3]);
         check_design_example(MPI_COMM_WORLD);
         check_context_example(MPI_COMM_WORLD);
         check_sub_world(MPI_COMM_WORLD);

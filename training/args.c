@@ -72,6 +72,7 @@ static const FlagSpec TRAIN_FLAGS[] = {
     {"num-layers-per-virtual-pipeline-stage", FLAG_INT, OPT(num_layers_per_virtual_pipeline_stage), NULL, "N", "Interleaved 1F1B: each pipeline rank holds chunks of N layers (virtual stages), cutting the bubble by the number of chunks. Needs micro-batches a multiple of the pipeline size; not yet with --overlap-grad-reduce / --overlap-param-gather.", "parallelism", false},
     {"num-virtual-stages-per-pipeline-rank", FLAG_INT, OPT(num_virtual_stages_per_pipeline_rank), NULL, "V", "Interleaved 1F1B with V model chunks per pipeline rank (instead of --num-layers-per-virtual-pipeline-stage; the form uneven splits need).", "parallelism", false},
     {"context-parallel-size", FLAG_INT, OPT(context_parallel_size), "1", "CP", "Ranks that share each sequence: it is cut into 2 x CP chunks, rank r holding chunks r and 2CP-1-r, and attention passes key/value blocks around the CP ring.", "parallelism", false},
+    {"expert-model-parallel-size", FLAG_INT, OPT(expert_model_parallel_size), "1", "EP", "Ranks that split each MoE layer's experts (E / EP each), carved from the data-parallel x context-parallel ranks; tokens reach their experts by all-to-all, and expert gradients are reduced over the ranks holding the same experts.", "parallelism", false},
     {"cp-comm-type", FLAG_STRING, OPT(cp_comm_type), "p2p", "TYPE", "How context-parallel attention communicates: p2p (the ring of key/value blocks) is the one built.", "parallelism", false},
     {"sequence-parallel", FLAG_SWITCH, OPT(sequence_parallel), NULL, NULL, "Shard layernorm and residual regions along the sequence (needs TP > 1).", "parallelism", false},
     {"distributed-timeout-minutes", FLAG_DOUBLE, OPT(distributed_timeout_minutes), "10", "MIN", "Stop the job, naming the operation and the ranks it waits for, when one collective or send/receive does not complete within MIN minutes (a stopped or dead rank); fractions allowed. The limit applies to each operation, including the wait for the slowest rank's checkpoint write.", "parallelism", false},
@@ -191,7 +192,6 @@ static const FlagSpec TRAIN_FLAGS[] = {
     {"manual-gc-interval", FLAG_INT64, COMPAT(manual_gc_interval), "0", "N", "Python garbage collection (see --manual-gc).", NO_EFFECT, false},
     {"empty-unused-memory-level", FLAG_INT, COMPAT(empty_unused_memory_level), "0", "L", "0, 1 or 2: PyTorch's caching allocator; buffers here are allocated once at start.", NO_EFFECT, false},
     {"distributed-backend", FLAG_STRING, COMPAT(distributed_backend), "nccl", "B", "nccl or gloo: torch.distributed's backend; gpt3d's ranks communicate as --comm says.", NO_EFFECT, false},
-    {"expert-model-parallel-size", FLAG_INT, COMPAT(expert_model_parallel_size), "1", "EP", "Expert parallelism is not built yet: only 1 is accepted (the experts of --num-experts run tensor-parallel on every rank).", "parallelism", false},
 #undef NO_EFFECT
 #undef COMPAT
 };
@@ -378,10 +378,6 @@ static bool check_compat(const MegatronCompatArgs *c, char *err, size_t err_size
     if (c->profile_step_start < 0 || c->profile_step_end < c->profile_step_start)
         FAIL("--profile-step-start %lld and --profile-step-end %lld must satisfy 0 <= start <= end",
              (long long)c->profile_step_start, (long long)c->profile_step_end);
-    if (c->expert_model_parallel_size != 1)
-        FAIL("--expert-model-parallel-size %d: expert parallelism is not built yet; use 1 (the "
-             "experts of --num-experts then run tensor-parallel on every rank)",
-             c->expert_model_parallel_size);
     return true;
 }
 

@@ -41,8 +41,6 @@ typedef struct {
     char *attention_backend, *transformer_impl, *distributed_backend;
     int num_workers, empty_unused_memory_level;
     int64_t manual_gc_interval;
-    /* Parallelism not built yet: only 1 is accepted. */
-    int expert_model_parallel_size;
 } MegatronCompatArgs;
 
 typedef struct {
@@ -70,6 +68,7 @@ typedef struct {
     /* parallelism */
     int tensor_model_parallel_size, pipeline_model_parallel_size;
     int context_parallel_size; /* CP ranks share one sequence (ring attention) */
+    int expert_model_parallel_size; /* EP ranks split the experts, out of DP x CP */
     char *cp_comm_type;        /* --cp-comm-type: p2p, the ring */
     int decoder_first_pipeline_num_layers, decoder_last_pipeline_num_layers;
     bool account_for_embedding_in_pipeline_split, account_for_loss_in_pipeline_split;
@@ -152,7 +151,8 @@ void args_free(TrainArgs *a, FlagParser *parser);
 static inline ParallelSizes args_parallel_sizes(const TrainArgs *a) {
     return (ParallelSizes){.tp = a->tensor_model_parallel_size,
                            .cp = a->context_parallel_size,
-                           .pp = a->pipeline_model_parallel_size};
+                           .pp = a->pipeline_model_parallel_size,
+                           .ep = a->expert_model_parallel_size};
 }
 
 #endif

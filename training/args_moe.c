@@ -1,8 +1,8 @@
 /* The mixture-of-experts flags (args_internal.h): Megatron's names and
- * defaults, its rules (top-k at most the experts, a capacity for padding),
- * and the limits of this build: no expert parallelism yet (every rank
- * holds every expert's tensor-parallel share), no sequence-level auxiliary
- * loss, token dropping only without context parallelism. */
+ * defaults, its rules (top-k at most the experts, a capacity for padding,
+ * experts divisible by EP), and the limits of this build: expert tensor
+ * parallelism equal to TP, no sequence-level auxiliary loss, token
+ * dropping only without context parallelism. */
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
@@ -94,9 +94,17 @@ bool args_resolve_moe(TrainArgs *a, const FlagParser *parser, char *err, size_t 
     TransformerConfig *m = &a->model;
     if (m->num_experts < 0) FAIL("--num-experts must be >= 0 (got %d; 0 is a dense model)", m->num_experts);
     if (m->num_experts == 0) {
+        if (a->expert_model_parallel_size > 1)
+            FAIL("--expert-model-parallel-size %d splits the experts of an MoE model, and this "
+                 "one has none; give --num-experts or leave the flag out",
+                 a->expert_model_parallel_size);
         transformer_config_set_dense(m);
         return true;
     }
+    if (m->num_experts % a->expert_model_parallel_size)
+        FAIL("--num-experts %d is not divisible by --expert-model-parallel-size %d: each "
+             "expert-parallel rank holds the same number of experts",
+             m->num_experts, a->expert_model_parallel_size);
     if (!flags_was_set(parser, "moe-ffn-hidden-size")) m->moe_ffn_hidden_size = m->ffn_hidden_size;
     return resolve_words(a, err, err_size) && check_sizes(a, err, err_size) &&
            check_layout(a, err, err_size);

@@ -29,6 +29,10 @@ void trainer_partition_chunks(Trainer *t) {
             .has_head = parallel_state_is_last_stage(ps) && v == V - 1,
             .cp_size = ps->cp_size,
             .cp_rank = ps->cp_rank,
+            .ep_size = ps->ep_size,
+            .ep_rank = ps->ep_rank,
+            /* The optimizer's bucket unit, where its expert region may begin. */
+            .region_align = (size_t)parallel_state_data_context_size(ps) * DIST_OPT_ALIGN,
         };
     }
     t->part = t->chunk_parts[0];
