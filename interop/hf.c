@@ -1,5 +1,5 @@
 /* Hugging Face models: config.json and the export driver, for every
- * architecture of hf_internal.h (GPT-2, Llama). */
+ * architecture of hf_internal.h (GPT-2, Llama, Mixtral). */
 #include <errno.h>
 #include <inttypes.h>
 #include <math.h>
@@ -17,8 +17,8 @@
 #define BYTE_TOKENIZER_EOD 256
 #define MAX_CONFIG_BYTES (16 << 20)
 
-static const HFArchitecture *const ARCHITECTURES[] = {&HF_GPT2_ARCHITECTURE,
-                                                      &HF_LLAMA_ARCHITECTURE};
+static const HFArchitecture *const ARCHITECTURES[] = {
+    &HF_GPT2_ARCHITECTURE, &HF_LLAMA_ARCHITECTURE, &HF_MIXTRAL_ARCHITECTURE};
 #define NUM_ARCHITECTURES ((int)(sizeof ARCHITECTURES / sizeof ARCHITECTURES[0]))
 
 /* ------------------------------------------------------- config fields */
@@ -135,12 +135,16 @@ static const HFArchitecture *architecture_of(const cJSON *root, const char *path
     if (!type) return &HF_GPT2_ARCHITECTURE;
     for (int i = 0; cJSON_IsString(type) && i < NUM_ARCHITECTURES; i++)
         if (!strcmp(type->valuestring, ARCHITECTURES[i]->model_type)) return ARCHITECTURES[i];
-    interop_fail(err, err_size,
-                 "'%s': model_type %s%s%s does not convert; gpt3d reads \"gpt2\" "
-                 "(GPT2LMHeadModel) and \"llama\" (LlamaForCausalLM)",
-                 path, cJSON_IsString(type) ? "\"" : "",
+    char known[512] = "";
+    for (int i = 0; i < NUM_ARCHITECTURES; i++) {
+        const size_t n = strlen(known);
+        snprintf(known + n, sizeof known - n, "%s\"%s\" (%s)", i ? ", " : "",
+                 ARCHITECTURES[i]->model_type, ARCHITECTURES[i]->architecture);
+    }
+    interop_fail(err, err_size, "'%s': model_type %s%s%s does not convert; gpt3d reads %s", path,
+                 cJSON_IsString(type) ? "\"" : "",
                  cJSON_IsString(type) ? type->valuestring : "(not a string)",
-                 cJSON_IsString(type) ? "\"" : "");
+                 cJSON_IsString(type) ? "\"" : "", known);
     return NULL;
 }
 
@@ -174,14 +178,17 @@ bool hf_read_config(const char *path, int divisible_by, TransformerConfig *s, ch
  * when none does, one error saying why for each. */
 static const HFArchitecture *export_architecture(const ExportSource *src, char *err,
                                                  size_t err_size) {
-    char why[NUM_ARCHITECTURES][512];
-    for (int i = 0; i < NUM_ARCHITECTURES; i++)
-        if (ARCHITECTURES[i]->expresses(&src->shape, why[i], sizeof why[i])) return ARCHITECTURES[i];
+    char why[512], reasons[NUM_ARCHITECTURES * 560] = "";
+    for (int i = 0; i < NUM_ARCHITECTURES; i++) {
+        if (ARCHITECTURES[i]->expresses(&src->shape, why, sizeof why)) return ARCHITECTURES[i];
+        const size_t n = strlen(reasons);
+        snprintf(reasons + n, sizeof reasons - n, "%snot %s (%s)", i ? ", " : "",
+                 ARCHITECTURES[i]->architecture, why);
+    }
     interop_fail(err, err_size,
-                 "checkpoint '%s' has no Hugging Face form: not %s (%s), not %s (%s); export "
-                 "a model of one of these architectures",
-                 src->dir, ARCHITECTURES[0]->architecture, why[0], ARCHITECTURES[1]->architecture,
-                 why[1]);
+                 "checkpoint '%s' has no Hugging Face form: %s; export a model of one of these "
+                 "architectures",
+                 src->dir, reasons);
     return NULL;
 }
 

@@ -36,7 +36,28 @@ typedef struct {
     bool (*is_buffer)(const char *name);
 } HFArchitecture;
 
-extern const HFArchitecture HF_GPT2_ARCHITECTURE, HF_LLAMA_ARCHITECTURE;
+extern const HFArchitecture HF_GPT2_ARCHITECTURE, HF_LLAMA_ARCHITECTURE, HF_MIXTRAL_ARCHITECTURE;
+
+/* The Llama family (LlamaForCausalLM, MixtralForCausalLM), whose decoder
+ * layers share attention, norms and config fields (hf_llama.c). */
+typedef struct {
+    double rms_norm_eps, rope_theta; /* the config class's defaults */
+    const char *what;                /* "a LlamaConfig field", for messages */
+} HFLlamaDefaults;
+/* The first thing of s that Llama's decoder layer does not compute (a
+ * phrase naming the flag), NULL when none: rotate-half RoPE on whole
+ * heads, RMSNorm, SwiGLU, no qk norms, no query bias without the others. */
+const char *hf_llama_family_difference(const TransformerConfig *s);
+/* The fields both configs have, intermediate_size given. */
+void hf_llama_family_write_config(cJSON *root, const TransformerConfig *s, int intermediate_size);
+/* Those fields read into s (every variant field set; no biases; dense:
+ * the caller adds its own fields, then checks with hf_check_shape), and
+ * refusal of the activations and RoPE scalings gpt3d does not compute. */
+bool hf_llama_family_read_config(const cJSON *root, const char *path, int divisible_by,
+                                 const HFLlamaDefaults *d, TransformerConfig *s, char *err,
+                                 size_t err_size);
+/* The per-layer rotary frequencies some transformers versions saved. */
+bool hf_llama_family_is_buffer(const char *name);
 
 /* config.json readers. The first of `names` present; *present false when
  * none is. False (with err) when it is not a positive integer. */

@@ -25,7 +25,7 @@
  *   values move bitwise.
  * - Hugging Face: DIR/config.json and DIR/model.safetensors (import also
  *   reads the shards of model.safetensors.index.json), unpadded vocabulary,
- *   in one of two architectures:
+ *   in one of three architectures:
  *   GPT2LMHeadModel (the GPT-2 block): GPT-2's names and Conv1D
  *   (input-major) shapes; import accepts names with or without the
  *   "transformer." prefix and ignores the attn.bias / attn.masked_bias
@@ -34,6 +34,11 @@
  *   grouped-query attention, biases on all linear layers or none, tied or
  *   untied output layer): "model." names, nn.Linear (out-major) q_proj,
  *   k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj.
+ *   MixtralForCausalLM (Llama's attention and norms, no biases, every MLP a
+ *   mixture of experts: a softmax router over all experts, the top
+ *   num_experts_per_tok renormalised, no shared expert): the router
+ *   block_sparse_moe.gate [E, C], each expert's w1 (gate), w3 (up), w2
+ *   (down) as nn.Linear.
  *   A tied model's lm_head.weight, when a file has one, must equal the word
  *   embedding. Padded vocabulary rows of an imported model are zero.
  * - llm.c: the gpt2_124M.bin model file: 256 int32 header (magic 20240326,
@@ -212,6 +217,9 @@ TensorMapping *hf_gpt2_mappings(const TransformerConfig *s, int *count);
 /* LlamaForCausalLM's tensors in model order ("model." names; lm_head.weight
  * only for an untied output layer; biases as the config has them). */
 TensorMapping *hf_llama_mappings(const TransformerConfig *s, int *count);
+/* MixtralForCausalLM's: Llama's attention and norms, the router
+ * block_sparse_moe.gate and each expert's w1 (gate), w3 (up), w2 (down). */
+TensorMapping *hf_mixtral_mappings(const TransformerConfig *s, int *count);
 /* llm.c's tensors in file order, one entry per layer of each kind, with the
  * word embedding padded to `llmc_padded_vocab` rows. Caller frees. */
 TensorMapping *llmc_mappings(const TransformerConfig *s, int64_t llmc_padded_vocab, int *count);
@@ -226,13 +234,13 @@ TensorMapping *llmc_mappings(const TransformerConfig *s, int64_t llmc_padded_voc
 
 /* Writes out_dir/config.json and out_dir/model.safetensors (creating
  * out_dir) in the first architecture that expresses the checkpoint's model
- * (GPT2LMHeadModel, LlamaForCausalLM; an error saying why for each when
+ * (GPT2LMHeadModel, LlamaForCausalLM, MixtralForCausalLM; an error saying why for each when
  * none does); *architecture (when not NULL), *tensors and *elements receive
  * what was written. */
 bool hf_export(ExportSource *src, const char *out_dir, const char **architecture, int *tensors,
                int64_t *elements, char *err, size_t err_size);
-/* Reads a config.json of model_type "gpt2" (GPT2Config) or "llama"
- * (LlamaConfig): the shape (vocabulary padded to a multiple of
+/* Reads a config.json of model_type "gpt2" (GPT2Config), "llama"
+ * (LlamaConfig) or "mixtral" (MixtralConfig): the shape (vocabulary padded to a multiple of
  * divisible_by) and refusal of options gpt3d does not implement (each named:
  * another activation, LayerNorm epsilon or RoPE scaling, cross attention,
  * attention scaled by layer index, biases on some linear layers only). */

@@ -192,10 +192,10 @@ static void llama_names(char *hf, char *gpt3d, int layer, const char *ours, cons
     layer_name(gpt3d, "decoder.layers.%d.%s", layer, ours);
 }
 
-/* One Llama decoder layer in LlamaDecoderLayer's order: attention (q, k, v,
- * o, each weight then its bias), MLP (gate, up, down), then the two norms. */
-static void add_llama_layer(MappingList *l, const TransformerConfig *s, int i) {
-    const int64_t C = s->hidden_size, F = s->ffn_hidden_size, HS = transformer_head_dim(s);
+/* A Llama-family layer's attention (q, k, v, o, each weight then its
+ * bias), as LlamaAttention and MixtralAttention name them. */
+static void add_llama_attention(MappingList *l, const TransformerConfig *s, int i) {
+    const int64_t C = s->hidden_size, HS = transformer_head_dim(s);
     const int64_t Q = (int64_t)s->num_attention_heads * HS, KV = (int64_t)s->num_query_groups * HS;
     const bool bias = s->add_bias_linear;
     char hf[INTEROP_NAME_MAX], gpt3d[INTEROP_NAME_MAX];
@@ -217,39 +217,94 @@ static void add_llama_layer(MappingList *l, const TransformerConfig *s, int i) {
         llama_names(hf, gpt3d, i, "self_attention.linear_proj.bias", "self_attn.o_proj.bias");
         add(l, hf, gpt3d, 1, C, 0, LAYOUT_SAME);
     }
-    static const char *const GATED[2] = {"gate_proj", "up_proj"};
-    for (int part = 0; part < 2; part++) {
-        char theirs[48];
-        snprintf(theirs, sizeof theirs, "mlp.%s.weight", GATED[part]);
-        llama_names(hf, gpt3d, i, "mlp.linear_fc1.weight", theirs);
-        add(l, hf, gpt3d, 2, F, C, LAYOUT_GATED_PART)->part = part;
-        if (!bias) continue;
-        snprintf(theirs, sizeof theirs, "mlp.%s.bias", GATED[part]);
-        llama_names(hf, gpt3d, i, "mlp.linear_fc1.bias", theirs);
-        add(l, hf, gpt3d, 1, F, 0, LAYOUT_GATED_PART)->part = part;
-    }
-    llama_names(hf, gpt3d, i, "mlp.linear_fc2.weight", "mlp.down_proj.weight");
-    add(l, hf, gpt3d, 2, C, F, LAYOUT_TRANSPOSE);
-    if (bias) {
-        llama_names(hf, gpt3d, i, "mlp.linear_fc2.bias", "mlp.down_proj.bias");
-        add(l, hf, gpt3d, 1, C, 0, LAYOUT_SAME);
-    }
-    llama_names(hf, gpt3d, i, "input_layernorm.weight", "input_layernorm.weight");
-    add(l, hf, gpt3d, 1, C, 0, LAYOUT_SAME);
-    llama_names(hf, gpt3d, i, "pre_mlp_layernorm.weight", "post_attention_layernorm.weight");
-    add(l, hf, gpt3d, 1, C, 0, LAYOUT_SAME);
 }
 
-TensorMapping *hf_llama_mappings(const TransformerConfig *s, int *count) {
+/* A SwiGLU MLP of F features whose gpt3d tensors are ours + "linear_fc1" /
+ * "linear_fc2": HF's gate and up projections (nn.Linear [F, C]) are the
+ * parts 0 and 1 of the interleaved fc1 [F, 2, C], the down projection
+ * [C, F] the transpose of the input-major fc2 [F, C]. names[3]: the gate,
+ * up and down module names under `theirs`. */
+static void add_gated_mlp(MappingList *l, const TransformerConfig *s, int i, const char *ours,
+                          const char *theirs, const char *const names[3], int64_t F) {
+    const int64_t C = s->hidden_size;
+    const bool bias = s->add_bias_linear;
+    char hf[INTEROP_NAME_MAX], gpt3d[INTEROP_NAME_MAX], a[96], b[96];
+    for (int part = 0; part < 2; part++)
+        for (int is_bias = 0; is_bias <= (bias ? 1 : 0); is_bias++) {
+            const char *kind = is_bias ? "bias" : "weight";
+            snprintf(a, sizeof a, "%slinear_fc1.%s", ours, kind);
+            snprintf(b, sizeof b, "%s%s.%s", theirs, names[part], kind);
+            llama_names(hf, gpt3d, i, a, b);
+            add(l, hf, gpt3d, is_bias ? 1 : 2, F, C, LAYOUT_GATED_PART)->part = part;
+        }
+    snprintf(a, sizeof a, "%slinear_fc2.weight", ours);
+    snprintf(b, sizeof b, "%s%s.weight", theirs, names[2]);
+    llama_names(hf, gpt3d, i, a, b);
+    add(l, hf, gpt3d, 2, C, F, LAYOUT_TRANSPOSE);
+    if (bias) {
+        snprintf(a, sizeof a, "%slinear_fc2.bias", ours);
+        snprintf(b, sizeof b, "%s%s.bias", theirs, names[2]);
+        llama_names(hf, gpt3d, i, a, b);
+        add(l, hf, gpt3d, 1, C, 0, LAYOUT_SAME);
+    }
+}
+
+static void add_llama_norms(MappingList *l, const TransformerConfig *s, int i) {
+    char hf[INTEROP_NAME_MAX], gpt3d[INTEROP_NAME_MAX];
+    llama_names(hf, gpt3d, i, "input_layernorm.weight", "input_layernorm.weight");
+    add(l, hf, gpt3d, 1, s->hidden_size, 0, LAYOUT_SAME);
+    llama_names(hf, gpt3d, i, "pre_mlp_layernorm.weight", "post_attention_layernorm.weight");
+    add(l, hf, gpt3d, 1, s->hidden_size, 0, LAYOUT_SAME);
+}
+
+/* One Llama decoder layer in LlamaDecoderLayer's order: attention, MLP
+ * (gate, up, down), then the two norms. */
+static void add_llama_layer(MappingList *l, const TransformerConfig *s, int i) {
+    static const char *const MLP[3] = {"gate_proj", "up_proj", "down_proj"};
+    add_llama_attention(l, s, i);
+    add_gated_mlp(l, s, i, "mlp.", "mlp.", MLP, s->ffn_hidden_size);
+    add_llama_norms(l, s, i);
+}
+
+/* One Mixtral decoder layer in MixtralDecoderLayer's order: attention, the
+ * sparse MoE block (the router "gate" [E, C], then each expert's w1 = gate
+ * projection, w3 = up projection, w2 = down projection), the two norms. */
+static void add_mixtral_layer(MappingList *l, const TransformerConfig *s, int i) {
+    static const char *const EXPERT[3] = {"w1", "w3", "w2"};
+    char hf[INTEROP_NAME_MAX], gpt3d[INTEROP_NAME_MAX], ours[96], theirs[96];
+    add_llama_attention(l, s, i);
+    llama_names(hf, gpt3d, i, "mlp.router.weight", "block_sparse_moe.gate.weight");
+    add(l, hf, gpt3d, 2, s->num_experts, s->hidden_size, LAYOUT_SAME);
+    for (int e = 0; e < s->num_experts; e++) {
+        snprintf(ours, sizeof ours, "mlp.experts.local_experts.%d.", e);
+        snprintf(theirs, sizeof theirs, "block_sparse_moe.experts.%d.", e);
+        add_gated_mlp(l, s, i, ours, theirs, EXPERT, s->moe_ffn_hidden_size);
+    }
+    add_llama_norms(l, s, i);
+}
+
+/* The Llama family's tensors: the embedding, the layers, the final norm
+ * and an untied lm_head. */
+static TensorMapping *llama_family_mappings(const TransformerConfig *s, int *count,
+                                            void (*add_layer)(MappingList *,
+                                                              const TransformerConfig *, int)) {
     MappingList l = {0};
     const int64_t C = s->hidden_size;
     add(&l, "model.embed_tokens.weight", GPT_WORD_EMBEDDING, 2, s->vocab_size, C, LAYOUT_VOCAB_ROWS);
-    for (int i = 0; i < s->num_layers; i++) add_llama_layer(&l, s, i);
+    for (int i = 0; i < s->num_layers; i++) add_layer(&l, s, i);
     add(&l, "model.norm.weight", "decoder.final_layernorm.weight", 1, C, 0, LAYOUT_SAME);
     if (!transformer_tied_output(s))
         add(&l, "lm_head.weight", GPT_OUTPUT_LAYER, 2, s->vocab_size, C, LAYOUT_VOCAB_ROWS);
     *count = l.count;
     return l.items;
+}
+
+TensorMapping *hf_llama_mappings(const TransformerConfig *s, int *count) {
+    return llama_family_mappings(s, count, add_llama_layer);
+}
+
+TensorMapping *hf_mixtral_mappings(const TransformerConfig *s, int *count) {
+    return llama_family_mappings(s, count, add_mixtral_layer);
 }
 
 TensorMapping *llmc_mappings(const TransformerConfig *s, int64_t llmc_padded_vocab, int *count) {

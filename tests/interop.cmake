@@ -18,7 +18,8 @@ add_test(NAME test_interop
           $<TARGET_FILE:test_interop_helper> $<TARGET_FILE:test_interop_forward>)
 set_tests_properties(test_interop PROPERTIES TIMEOUT 300
   ENVIRONMENT "OPENBLAS_NUM_THREADS=1;OMPI_MCA_rmaps_base_oversubscribe=1")
-# Hugging Face Llama: its own helper (a reference LlamaForCausalLM forward).
+# Hugging Face Llama: its own helper (a reference LlamaForCausalLM forward,
+# and MixtralForCausalLM's).
 add_executable(test_interop_llama test_interop_llama.c test_interop_reference.c
   test_interop_formats.c)
 target_link_libraries(test_interop_llama PRIVATE gpt3d)
@@ -29,4 +30,13 @@ add_test(NAME test_interop_llama
           $<TARGET_FILE:import_hf> $<TARGET_FILE:export_llmc> $<TARGET_FILE:test_interop_llama>
           $<TARGET_FILE:test_interop_helper>)
 set_tests_properties(test_interop_llama PROPERTIES TIMEOUT 300
+  ENVIRONMENT "OPENBLAS_NUM_THREADS=1;OMPI_MCA_rmaps_base_oversubscribe=1")
+# Hugging Face Mixtral: the Llama helper's reference forward with Mixtral's
+# sparse MoE block.
+add_test(NAME test_interop_mixtral
+  COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/test_interop_mixtral.sh ${MPIEXEC_EXECUTABLE}
+          $<TARGET_FILE:pretrain_gpt> $<TARGET_FILE:preprocess_data> $<TARGET_FILE:export_hf>
+          $<TARGET_FILE:import_hf> $<TARGET_FILE:test_interop_llama>
+          $<TARGET_FILE:test_interop_helper>)
+set_tests_properties(test_interop_mixtral PROPERTIES TIMEOUT 300
   ENVIRONMENT "OPENBLAS_NUM_THREADS=1;OMPI_MCA_rmaps_base_oversubscribe=1")

@@ -1,16 +1,19 @@
-/* Helper of test_interop_llama.sh.
+/* Helper of test_interop_llama.sh and test_interop_mixtral.sh.
  *
- *   random DIR L C H NG HS F V P SEED TIED BIAS
+ *   random DIR L C H NG HS F V P SEED TIED BIAS [E K FM]
  *       a one-rank Llama-style checkpoint of random weights (rope base 50000,
  *       RMSNorm eps 1e-5: neither is LlamaConfig's default, so a converter
- *       that drops them is caught)
+ *       that drops them is caught); with E > 0 every MLP is a mixture of E
+ *       experts of FM features, K per token (Mixtral's)
  *   forward CKPT HFDIR
  *       gpt3d's loss on CKPT against a reference forward of LlamaForCausalLM
- *       written here from Hugging Face's modeling_llama definitions, reading
- *       HFDIR's config.json and model.safetensors independently of interop/;
- *       also checks the file holds exactly Llama's tensor names and shapes,
- *       and that misreading RoPE's pairing, the query groups or the gate and
- *       up projections would have been noticed
+ *       or MixtralForCausalLM (as config.json names) written here from
+ *       Hugging Face's modeling_llama and modeling_mixtral definitions,
+ *       reading HFDIR's config.json and model.safetensors independently of
+ *       interop/; also checks the file holds exactly the architecture's
+ *       tensor names and shapes, and that misreading RoPE's pairing, the
+ *       query groups, the gate and up projections or (Mixtral) the
+ *       renormalisation of the routing weights would have been noticed
  *   shard SRC DST        SRC's model.safetensors as two shards and an index
  *   edit-config SRC DST KEY JSON
  *       DST = SRC with config.json's KEY set to JSON ("delete" removes it) */
@@ -61,6 +64,11 @@ static void write_random(char **argv) {
     c.untie_embeddings_and_output_weights = !atoi(argv[10]);
     c.add_bias_linear = atoi(argv[11]) != 0;
     c.init_method_std = 0.02;
+    if (argv[12]) { /* a mixture of experts in every layer, Mixtral's router */
+        c.num_experts = atoi(argv[12]);
+        c.moe_router_topk = atoi(argv[13]);
+        c.moe_ffn_hidden_size = atoi(argv[14]);
+    }
     char err[2048];
     CHECK_MSG(transformer_config_check(&c, "random", err, sizeof err), "%s", err);
     ModelWeights *w = model_weights_create(&c);
@@ -90,10 +98,11 @@ static void write_random(char **argv) {
 
 typedef struct {
     int L, C, H, KV, HS, F, V;
+    int E, K; /* Mixtral: experts, chosen per token; 0 for Llama */
     double eps, theta;
     bool tied, bias;
     /* Deliberate misreadings for the sensitivity check. */
-    bool interleaved_rope, kv_modulo, gate_up_swapped;
+    bool interleaved_rope, kv_modulo, gate_up_swapped, unnormalised_routing;
     TfFile *file;
 } Llama;
 
@@ -123,13 +132,15 @@ static bool config_bool(const cJSON *root, const char *key) {
 static void read_llama_config(const char *dir, Llama *m) {
     cJSON *root = read_config(dir);
     const cJSON *arch = cJSON_GetArrayItem(cJSON_GetObjectItem(root, "architectures"), 0);
-    CHECK_MSG(cJSON_IsString(arch) && !strcmp(arch->valuestring, "LlamaForCausalLM"),
-              "config.json does not name LlamaForCausalLM");
     const cJSON *type = cJSON_GetObjectItem(root, "model_type");
-    CHECK(cJSON_IsString(type) && !strcmp(type->valuestring, "llama"));
+    CHECK(cJSON_IsString(arch) && cJSON_IsString(type));
+    const bool mixtral = !strcmp(type->valuestring, "mixtral");
+    CHECK_MSG(!strcmp(arch->valuestring, mixtral ? "MixtralForCausalLM" : "LlamaForCausalLM") &&
+                  (mixtral || !strcmp(type->valuestring, "llama")),
+              "config.json names neither LlamaForCausalLM nor MixtralForCausalLM");
     const cJSON *act = cJSON_GetObjectItem(root, "hidden_act");
     CHECK(cJSON_IsString(act) && !strcmp(act->valuestring, "silu"));
-    CHECK(cJSON_IsNull(cJSON_GetObjectItem(root, "rope_scaling")));
+    if (!mixtral) CHECK(cJSON_IsNull(cJSON_GetObjectItem(root, "rope_scaling")));
     m->L = (int)config_number(root, "num_hidden_layers");
     m->C = (int)config_number(root, "hidden_size");
     m->H = (int)config_number(root, "num_attention_heads");
@@ -140,6 +151,14 @@ static void read_llama_config(const char *dir, Llama *m) {
     m->eps = config_number(root, "rms_norm_eps");
     m->theta = config_number(root, "rope_theta");
     m->tied = config_bool(root, "tie_word_embeddings");
+    if (mixtral) { /* MixtralConfig: no biases, full attention */
+        m->E = (int)config_number(root, "num_local_experts");
+        m->K = (int)config_number(root, "num_experts_per_tok");
+        CHECK(cJSON_IsNull(cJSON_GetObjectItem(root, "sliding_window")));
+        CHECK(m->K >= 1 && m->K <= m->E);
+        cJSON_Delete(root);
+        return;
+    }
     m->bias = config_bool(root, "attention_bias");
     CHECK(config_bool(root, "mlp_bias") == m->bias);
     cJSON_Delete(root);
@@ -279,6 +298,65 @@ static void mlp_block(const Llama *m, int l, double *x, double *a, int T) {
     for (size_t i = 0; i < sizeof owned / sizeof owned[0]; i++) free(owned[i]);
 }
 
+/* MixtralSparseMoeBlock: router logits = gate(x); softmax over all
+ * experts; the top K (torch.topk); those K weights renormalised to sum to
+ * one (the misreading keeps the softmax's); the output is the sum of each
+ * chosen expert's w2(silu(w1 x) * w3 x) times its weight. */
+static void moe_block(const Llama *m, int l, double *x, double *a, int T) {
+    const int C = m->C, F = m->F, E = m->E;
+    double *norm = layer_tensor(m, l, "post_attention_layernorm.weight", C, 0);
+    double *gate = layer_tensor(m, l, "block_sparse_moe.gate.weight", E, C);
+    double *logits = malloc((size_t)T * E * 8), *p = malloc((size_t)E * 8);
+    double *g = malloc((size_t)F * 8), *u = malloc((size_t)F * 8), *o = malloc((size_t)C * 8);
+    double **w[3] = {0};
+    for (int k = 0; k < 3; k++) w[k] = malloc((size_t)E * sizeof(double *));
+    for (int e = 0; e < E; e++) { /* w1 and w3 [F, C], w2 [C, F] */
+        char name[96];
+        static const char *const NAMES[3] = {"w1", "w3", "w2"};
+        for (int k = 0; k < 3; k++) {
+            const int wanted = m->gate_up_swapped && k < 2 ? 1 - k : k;
+            snprintf(name, sizeof name, "block_sparse_moe.experts.%d.%s.weight", e, NAMES[wanted]);
+            w[k][e] = layer_tensor(m, l, name, k < 2 ? F : C, k < 2 ? C : F);
+        }
+    }
+    rmsnorm(a, x, norm, T, C, m->eps);
+    linear(logits, a, gate, NULL, T, C, E);
+    for (int t = 0; t < T; t++) {
+        const double *z = &logits[(size_t)t * E];
+        double max = -INFINITY, sum = 0, chosen_sum = 0;
+        for (int e = 0; e < E; e++) max = z[e] > max ? z[e] : max;
+        for (int e = 0; e < E; e++) sum += (p[e] = exp(z[e] - max));
+        for (int e = 0; e < E; e++) p[e] /= sum;
+        int chosen[64];
+        CHECK(m->K <= 64);
+        for (int k = 0; k < m->K; k++) { /* the largest remaining, the lower index on ties */
+            int best = -1;
+            for (int e = 0; e < E; e++) {
+                bool taken = false;
+                for (int j = 0; j < k; j++) taken = taken || chosen[j] == e;
+                if (!taken && (best < 0 || p[e] > p[best])) best = e;
+            }
+            chosen[k] = best;
+            chosen_sum += p[best];
+        }
+        for (int k = 0; k < m->K; k++) {
+            const int e = chosen[k];
+            const double weight = m->unnormalised_routing ? p[e] : p[e] / chosen_sum;
+            linear(g, &a[(size_t)t * C], w[0][e], NULL, 1, C, F);
+            linear(u, &a[(size_t)t * C], w[1][e], NULL, 1, C, F);
+            for (int f = 0; f < F; f++) g[f] = g[f] / (1.0 + exp(-g[f])) * u[f];
+            linear(o, g, w[2][e], NULL, 1, F, C);
+            for (int c = 0; c < C; c++) x[(size_t)t * C + c] += weight * o[c];
+        }
+    }
+    for (int k = 0; k < 3; k++) {
+        for (int e = 0; e < E; e++) free(w[k][e]);
+        free(w[k]);
+    }
+    double *owned[] = {norm, gate, logits, p, g, u, o};
+    for (size_t i = 0; i < sizeof owned / sizeof owned[0]; i++) free(owned[i]);
+}
+
 static double llama_loss(const Llama *m, const int32_t *tokens, const int32_t *targets, int T) {
     const int C = m->C;
     double *embed = tensor(m, "model.embed_tokens.weight", m->V, C);
@@ -288,7 +366,8 @@ static double llama_loss(const Llama *m, const int32_t *tokens, const int32_t *t
     for (int t = 0; t < T; t++) memcpy(&x[t * C], &embed[(size_t)tokens[t] * C], (size_t)C * 8);
     for (int l = 0; l < m->L; l++) {
         attention_block(m, l, x, a, T);
-        mlp_block(m, l, x, a, T);
+        if (m->E) moe_block(m, l, x, a, T);
+        else mlp_block(m, l, x, a, T);
     }
     rmsnorm(a, x, norm, T, C, m->eps);
     double loss = 0, *logits = malloc((size_t)m->V * 8);
@@ -308,9 +387,11 @@ static double llama_loss(const Llama *m, const int32_t *tokens, const int32_t *t
     return loss / T;
 }
 
-/* Llama's tensors: 9 per layer (+7 biases), embedding, norm, untied head. */
+/* Llama's tensors: 9 per layer (+7 biases), embedding, norm, untied head;
+ * Mixtral's layers: 4 attention, 2 norms, the router, 3 per expert. */
 static int expected_tensors(const Llama *m) {
-    return m->L * (9 + (m->bias ? 7 : 0)) + 2 + (m->tied ? 0 : 1);
+    const int layer = m->E ? 7 + 3 * m->E : 9 + (m->bias ? 7 : 0);
+    return m->L * layer + 2 + (m->tied ? 0 : 1);
 }
 
 static uint64_t lcg(uint64_t *s) {
@@ -325,8 +406,8 @@ static void check_forward(const char *ckpt, const char *hf_dir) {
     snprintf(path, sizeof path, "%s/model.safetensors", hf_dir);
     m.file = calloc(1, sizeof *m.file);
     tf_read(m.file, path);
-    CHECK_MSG(m.file->count == expected_tensors(&m), "%s holds %d tensors, Llama has %d", path,
-              m.file->count, expected_tensors(&m));
+    CHECK_MSG(m.file->count == expected_tensors(&m), "%s holds %d tensors, the model has %d",
+              path, m.file->count, expected_tensors(&m));
     const int T = 12;
     int32_t tokens[12], targets[12];
     uint64_t s = 7;
@@ -341,9 +422,12 @@ static void check_forward(const char *ckpt, const char *hf_dir) {
     const double modulo = m.kv_modulo ? llama_loss(&m, tokens, targets, T) : NAN;
     m.kv_modulo = false, m.gate_up_swapped = true;
     const double swapped = llama_loss(&m, tokens, targets, T);
+    /* Choosing every expert, the weights sum to one either way. */
+    m.gate_up_swapped = false, m.unnormalised_routing = m.K < m.E;
+    const double unnormalised = m.K < m.E ? llama_loss(&m, tokens, targets, T) : NAN;
     printf("mean loss over %d positions: gpt3d %.9f, reference %.9f (misread: interleaved RoPE "
-           "%.6f, query groups %.6f, gate/up %.6f)\n",
-           T, ours, ref, interleaved, modulo, swapped);
+           "%.6f, query groups %.6f, gate/up %.6f, routing not renormalised %.6f)\n",
+           T, ours, ref, interleaved, modulo, swapped, unnormalised);
     CHECK_MSG(isfinite(ours) && isfinite(ref) && fabs(ours - ref) <= 1e-6 * fabs(ref),
               "gpt3d and the reference disagree");
     CHECK_MSG(fabs(interleaved - ref) > 1e-3, "the check cannot tell RoPE's pairings apart");
@@ -351,6 +435,8 @@ static void check_forward(const char *ckpt, const char *hf_dir) {
     if (m.KV > 1 && m.KV < m.H)
         CHECK_MSG(fabs(modulo - ref) > 1e-3, "the check cannot tell query groupings apart");
     CHECK_MSG(fabs(swapped - ref) > 1e-3, "the check cannot tell gate from up");
+    if (m.K < m.E)
+        CHECK_MSG(fabs(unnormalised - ref) > 1e-3, "the check cannot tell the routing weights");
     tf_free(m.file);
     free(m.file);
 }
@@ -415,12 +501,13 @@ static void edit_config(const char *src, const char *dst, const char *key, const
 
 int main(int argc, char **argv) {
     const char *cmd = argc > 1 ? argv[1] : "";
-    if (!strcmp(cmd, "random") && argc == 14) write_random(argv + 2);
+    if (!strcmp(cmd, "random") && (argc == 14 || argc == 17)) write_random(argv + 2);
     else if (!strcmp(cmd, "forward") && argc == 4) check_forward(argv[2], argv[3]);
     else if (!strcmp(cmd, "shard") && argc == 4) make_shards(argv[2], argv[3]);
     else if (!strcmp(cmd, "edit-config") && argc == 6) edit_config(argv[2], argv[3], argv[4], argv[5]);
     else {
-        fprintf(stderr, "usage: test_interop_llama random DIR L C H NG HS F V P SEED TIED BIAS | "
+        fprintf(stderr, "usage: test_interop_llama random DIR L C H NG HS F V P SEED TIED BIAS "
+                        "[E K FM] | "
                         "forward CKPT HFDIR | shard SRC DST | edit-config SRC DST KEY JSON\n");
         return 2;
     }

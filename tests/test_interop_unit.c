@@ -221,7 +221,9 @@ static const TransformerConfig SHAPE = {.num_layers = 2, .hidden_size = 6, .num_
                                 .padded_vocab_size = 16, .max_position_embeddings = 5,
                                 /* the GPT-2 variant (transformer_config_set_gpt2_variant) */
                                 .rotary_base = 10000, .rotary_percent = 1, .norm_epsilon = 1e-5,
-                                .num_query_groups = 3, .kv_channels = 2, .add_bias_linear = true};
+                                .num_query_groups = 3, .kv_channels = 2, .add_bias_linear = true,
+                                /* dense (transformer_config_set_dense) */
+                                .moe_router_topk = 2, .moe_layer_freq = 1};
 
 static const TensorMapping *find_map(const TensorMapping *maps, int count, const char *name) {
     for (int i = 0; i < count; i++)

@@ -2,9 +2,10 @@
  *
  * Reads a checkpoint saved at any layout and writes OUT/config.json and
  * OUT/model.safetensors (fp32, the unpadded vocabulary) as GPT2LMHeadModel
- * (the GPT-2 block: GPT-2's names and Conv1D shapes) or LlamaForCausalLM
- * (RoPE, RMSNorm, SwiGLU, grouped-query attention), which transformers'
- * AutoModelForCausalLM.from_pretrained(OUT) loads.
+ * (the GPT-2 block: GPT-2's names and Conv1D shapes), LlamaForCausalLM
+ * (RoPE, RMSNorm, SwiGLU, grouped-query attention) or MixtralForCausalLM
+ * (Llama's layer with every MLP a softmax top-k mixture of experts), which
+ * transformers' AutoModelForCausalLM.from_pretrained(OUT) loads.
  * Exit status: 0 written, 2 bad usage or a checkpoint that cannot be read. */
 #include <inttypes.h>
 #include <stdbool.h>
@@ -36,8 +37,9 @@ static const FlagSpec FLAGS[] = {
 #define NUM_FLAGS ((int)(sizeof FLAGS / sizeof FLAGS[0]))
 
 static const char SUMMARY[] =
-    "Writes a gpt3d checkpoint (any layout) as a Hugging Face model, GPT2LMHeadModel or "
-    "LlamaForCausalLM as its architecture is: config.json and an fp32 model.safetensors.";
+    "Writes a gpt3d checkpoint (any layout) as a Hugging Face model, GPT2LMHeadModel, "
+    "LlamaForCausalLM or MixtralForCausalLM as its architecture is: config.json and an fp32 "
+    "model.safetensors.";
 
 static void run(const Options *o, bool iteration_given) {
     if (iteration_given && o->iteration < 0)

@@ -1,7 +1,7 @@
-/* tools/import_hf — a Hugging Face GPT-2 or Llama model as a gpt3d
- * checkpoint.
+/* tools/import_hf — a Hugging Face GPT-2, Llama or Mixtral model as a
+ * gpt3d checkpoint.
  *
- * Reads HF/config.json (model_type "gpt2" or "llama") and
+ * Reads HF/config.json (model_type "gpt2", "llama" or "mixtral") and
  * HF/model.safetensors or the shards of HF/model.safetensors.index.json
  * (F32, BF16 or F16; GPT-2 names with or without the "transformer." prefix,
  * as GPT-2's released files have them) and writes a checkpoint of iteration 0 without optimizer state into
@@ -47,7 +47,8 @@ static const FlagSpec FLAGS[] = {
 #define NUM_FLAGS ((int)(sizeof FLAGS / sizeof FLAGS[0]))
 
 static const char SUMMARY[] =
-    "Converts a Hugging Face GPT2LMHeadModel or LlamaForCausalLM (config.json + "
+    "Converts a Hugging Face GPT2LMHeadModel, LlamaForCausalLM or MixtralForCausalLM "
+    "(config.json + "
     "model.safetensors) into a gpt3d checkpoint that pretrain_gpt loads with --finetune or "
     "--no-load-optim.";
 
@@ -84,10 +85,14 @@ static void run(const Options *o, bool seq_given) {
         .source = source,
     };
     if (!model_weights_save(w, o->save, &info, err, sizeof err)) gpt3d_fail_user("%s", err);
-    printf("imported %s (%s: %d layers, hidden %d, %d heads in %d groups, ffn %d, vocabulary %" PRId64
+    char experts[96] = "";
+    if (s->num_experts)
+        snprintf(experts, sizeof experts, ", %d experts of ffn %d (top %d)", s->num_experts,
+                 s->moe_ffn_hidden_size, s->moe_router_topk);
+    printf("imported %s (%s: %d layers, hidden %d, %d heads in %d groups, ffn %d%s, vocabulary %" PRId64
            " padded to %" PRId64 ", %d positions) into %s/iter_0000000\n",
            o->hf, architecture, s->num_layers, s->hidden_size, s->num_attention_heads, s->num_query_groups,
-           s->ffn_hidden_size,
+           s->ffn_hidden_size, experts,
            s->vocab_size, s->padded_vocab_size, s->max_position_embeddings, o->save);
     model_weights_free(w);
 }
