@@ -307,6 +307,7 @@ void gpt_model_plan(Backend *be, const TransformerConfig *cfg, const ModelPartit
     plan->grad_bytes = m->table.total_numel * sizeof(float);
     plan->activation_bytes = gpt_model_activation_bytes(m);
     plan->flat_numel = m->table.total_numel;
+    plan->expert_numel = m->table.total_numel - m->table.expert_begin;
     gpt_model_free(m);
 }
 
@@ -426,6 +427,7 @@ void gpt_model_free(GPTModel *m) {
     free(m->lp);
     free(m->lg);
     free(m->host_block);
+    free(m->moe_layer_stats);
     for (int i = 0; i < m->num_slots; i++) free(m->slots[i].la);
     free(m->slots);
     free(m->recompute_scratch);

@@ -110,8 +110,11 @@ int gpt_local_expert_param_count(const TransformerConfig *cfg, const ModelPartit
 int gpt_norm_param_count(const TransformerConfig *cfg);
 /* Index of a parameter by name, -1 when absent. */
 int param_table_find(const ParamTable *t, const char *name);
-/* Canonical parameter count of the whole model (each parameter once). */
+/* Canonical parameter count of the whole model (each parameter once), and
+ * the parameters a token passes through (an MoE layer's routed experts
+ * counted K of E times). */
 int64_t gpt_canonical_param_count(const TransformerConfig *cfg);
+int64_t gpt_active_param_count(const TransformerConfig *cfg);
 /* Host fp32 initial values of p's local interval (local_numel elements). */
 void param_init_values(const ParamInfo *p, uint64_t seed, float *out);
 
@@ -122,7 +125,7 @@ void param_init_values(const ParamInfo *p, uint64_t seed, float *out);
  * (--num-layers 100000000) is refused in microseconds instead of stalling in
  * a table of 10^9 entries. */
 double gpt_model_min_rank_bytes(const TransformerConfig *cfg, int tp_size, int pp_size,
-                                int max_rank_layers, size_t act_elem_bytes);
+                                int ep_size, int max_rank_layers, size_t act_elem_bytes);
 
 typedef struct GPTModel GPTModel;
 
@@ -130,7 +133,8 @@ typedef struct GPTModel GPTModel;
  * code without allocating (the Carver's measure pass). */
 typedef struct {
     size_t param_bytes, grad_bytes, activation_bytes;
-    size_t flat_numel; /* length of the flat buffers the optimizer shards */
+    size_t flat_numel;   /* length of the flat buffers the optimizer shards */
+    size_t expert_numel; /* of which the expert region (sharded over the expert-data group) */
 } GPTMemoryPlan;
 void gpt_model_plan(Backend *be, const TransformerConfig *cfg, const ModelPartition *part,
                     int micro_batch_size, const TensorParallel *tp, Comm *comm, int num_slots,
@@ -236,6 +240,12 @@ void gpt_model_set_moe_loss_scale(GPTModel *m, double scale);
  * (unweighted), into out[3]; then zeroes them. The same on every TP and
  * CP rank of the stage. */
 void gpt_model_take_moe_stats(GPTModel *m, double out[3]);
+/* The same per MoE layer (--moe-per-layer-logging): for each layer l this
+ * stage holds, out[l * (2 + E) + k] += its load-balancing loss (k = 0),
+ * z-loss (1) and tokens routed to expert e before dropping (2 + e), l the
+ * layer's global index (out holds num_layers x (2 + E) values); then
+ * zeroes them. */
+void gpt_model_take_moe_layer_stats(GPTModel *m, double *out);
 /* Host fp32 copy of the logits of slot 0's last forward on the last stage:
  * [B*T, V_local] for this rank's vocabulary slice (padded columns included;
  * V_local returned). Valid until the next call or a backward (which
@@ -265,7 +275,8 @@ void gpt_model_reduce_tensor_parallel_partial_grads(GPTModel *m);
 void gpt_model_reduce_tensor_parallel_partial_grads_in(GPTModel *m, size_t begin, size_t end);
 
 /* Model FLOPs per token for forward+backward (Megatron's accounting: matmuls
- * 2 flops per MAC, causal attention counted at half, backward = 2x forward). */
+ * 2 flops per MAC, causal attention counted at half, backward = 2x forward;
+ * an MoE layer's active experts, shared expert and router). */
 double gpt_flops_per_token(const TransformerConfig *cfg);
 
 #endif

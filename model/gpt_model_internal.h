@@ -182,6 +182,9 @@ struct GPTModel {
      * and the sums reported by gpt_model_take_moe_stats. */
     double moe_loss_scale;
     double moe_stats[3];
+    /* Per local MoE layer since the last gpt_model_take_moe_layer_stats:
+     * [load balancing, z-loss, tokens per expert x E] (MOE_LAYER_STATS). */
+    double *moe_layer_stats;
     bool recomputing; /* a full recomputation's forward: the losses are counted once */
     int P_max;      /* expert rows of one MoE layer's dispatch */
     int P_recv_max; /* rows this rank's experts may receive (P_max without EP) */

@@ -583,14 +583,21 @@ double gpt_flops_per_token(const TransformerConfig *cfg) {
     const double C = cfg->hidden_size, F = cfg->ffn_hidden_size, T = cfg->seq_length;
     const double L = cfg->num_layers, V = (double)cfg->padded_vocab_size;
     const double attn_width = (double)cfg->num_attention_heads * transformer_head_dim(cfg);
-    const double fc1_rows = cfg->activation == ACTIVATION_SWIGLU ? 2.0 * F : F;
+    const double gate = cfg->activation == ACTIVATION_SWIGLU ? 2.0 : 1.0;
     /* Forward per token: 2 flops per multiply-add of every matmul (QKV with
      * its query groups, the projection, fc1 with SwiGLU's gate, fc2, and
      * the output layer, tied or not); the attention scores and the weighted
      * sum cost 2*T*(heads*head dim) each, halved because the mask is causal.
-     * Backward costs twice the forward. */
+     * An MoE layer's MLP is its K routed experts, the shared expert and the
+     * router (the active parameters). Backward costs twice the forward. */
     const double projections = C * ((double)transformer_qkv_width(cfg) + attn_width);
-    const double per_layer = 2.0 * (projections + C * fc1_rows + F * C) + 2.0 * T * attn_width;
-    const double forward = L * per_layer + 2.0 * C * V;
+    const double attention = 2.0 * projections + 2.0 * T * attn_width;
+    const double dense_mlp = 2.0 * (C * gate * F + F * C);
+    const double Fm = cfg->moe_ffn_hidden_size, Fs = cfg->moe_shared_expert_intermediate_size;
+    const double moe_mlp = 2.0 * (cfg->moe_router_topk * (C * gate * Fm + Fm * C) +
+                                  (C * gate * Fs + Fs * C) + C * cfg->num_experts);
+    const double moe_layers = transformer_moe_layer_count(cfg);
+    const double forward = L * attention + (L - moe_layers) * dense_mlp + moe_layers * moe_mlp +
+                           2.0 * C * V;
     return 3.0 * forward;
 }

@@ -57,6 +57,9 @@ void moe_describe(GPTModel *m, Comm *comm) {
     m->local_shared_fc1_width = gate * m->local_shared_ffn;
     const bool padded = capacity_on(m) && c->moe_pad_expert_input_to_capacity;
     m->P_max = padded ? c->num_experts * moe_capacity(m) : N * K;
+    m->moe_layer_stats = xcalloc((size_t)(m->part.num_local_layers ? m->part.num_local_layers : 1) *
+                                     (2 + (size_t)c->num_experts),
+                                 sizeof(double));
     /* Each expert-parallel peer may send every choice of its micro-batch
      * (dropless) or a full capacity per expert (padded) to this rank. */
     m->P_recv_max = m->ep_size == 1 ? m->P_max
@@ -412,6 +415,10 @@ void moe_mlp_forward(GPTModel *m, int l, LayerActs *la) {
         m->moe_stats[0] += a->plan.aux_loss;
         m->moe_stats[1] += a->plan.z_loss;
         m->moe_stats[2] += (double)a->plan.dropped;
+        double *layer = m->moe_layer_stats + (size_t)l * (2 + m->cfg.num_experts);
+        layer[0] += a->plan.aux_loss;
+        layer[1] += a->plan.z_loss;
+        for (int e = 0; e < m->cfg.num_experts; e++) layer[2 + e] += a->plan.counts[e];
     }
 }
 
@@ -499,6 +506,17 @@ void moe_mlp_backward(GPTModel *m, int l, const LayerActs *la, const void *dy) {
 }
 
 void gpt_model_set_moe_loss_scale(GPTModel *m, double scale) { m->moe_loss_scale = scale; }
+
+void gpt_model_take_moe_layer_stats(GPTModel *m, double *out) {
+    const size_t width = 2 + (size_t)m->cfg.num_experts;
+    if (!m->moe_layer_stats) return;
+    for (int l = 0; l < m->part.num_local_layers; l++) {
+        double *mine = m->moe_layer_stats + (size_t)l * width;
+        double *to = out + (size_t)(m->part.first_layer + l) * width;
+        for (size_t k = 0; k < width; k++) to[k] += mine[k];
+        memset(mine, 0, width * sizeof *mine);
+    }
+}
 
 void gpt_model_take_moe_stats(GPTModel *m, double out[3]) {
     for (int i = 0; i < 3; i++) {

@@ -328,10 +328,29 @@ int64_t gpt_canonical_param_count(const TransformerConfig *cfg) {
            (cfg->num_layers - moe_layers) * table_numel(&dense, &first) + table_numel(cfg, &ends);
 }
 
+/* The parameters of one routed expert, and of all of them. */
+static int64_t expert_param_count(const TransformerConfig *cfg) {
+    const int64_t gate = cfg->activation == ACTIVATION_SWIGLU ? 2 : 1;
+    return (int64_t)cfg->moe_ffn_hidden_size * cfg->hidden_size * (gate + 1);
+}
+static int64_t routed_expert_param_count(const TransformerConfig *cfg) {
+    return (int64_t)transformer_moe_layer_count(cfg) * cfg->num_experts * expert_param_count(cfg);
+}
+
+int64_t gpt_active_param_count(const TransformerConfig *cfg) {
+    const int64_t inactive = (int64_t)transformer_moe_layer_count(cfg) *
+                             (cfg->num_experts - cfg->moe_router_topk) * expert_param_count(cfg);
+    return gpt_canonical_param_count(cfg) - inactive;
+}
+
 double gpt_model_min_rank_bytes(const TransformerConfig *cfg, int tp_size, int pp_size,
-                                int max_rank_layers, size_t act_elem_bytes) {
+                                int ep_size, int max_rank_layers, size_t act_elem_bytes) {
     const double ranks = (double)tp_size * pp_size;
-    const double params = (double)gpt_canonical_param_count(cfg) / ranks;
+    /* The routed experts are spread over EP as well. */
+    const double experts = (double)routed_expert_param_count(cfg);
+    const double params =
+        ((double)gpt_canonical_param_count(cfg) - experts + experts / (ep_size > 1 ? ep_size : 1)) /
+        ranks;
     const int per_layer = gpt_layer_param_count(cfg, 0); /* layer 0 is an MoE layer if any is */
     const double table = (double)max_rank_layers * per_layer * sizeof(ParamInfo);
     return params * ((double)act_elem_bytes + sizeof(float)) + table;

@@ -316,12 +316,15 @@ check_tests() {
 is_number() { [[ $1 =~ ^-?[0-9]+(\.[0-9]+)?([eE][-+]?[0-9]+)?$ ]]; }
 field() { sed -nE "s/.*\"$1\": *([^,}]*).*/\1/p" <<<"$2"; }
 
+# TRAIN_ITERS and TRAIN_MODEL (more model flags) set a variant of the run.
+TRAIN_ITERS=50
+TRAIN_MODEL=()
 train_run() { # train_run NAME DEVICE -> WORK/NAME.jsonl, WORK/NAME.log
     local extra=()
     [ "$2" = cuda ] && extra=(--bf16)
     run_logged "$WORK/$1.log" "$(step_timeout 150)" "$KIT/pretrain_gpt" --device "$2" "${extra[@]}" \
-        --num-layers 2 --hidden-size 128 --num-attention-heads 4 --seq-length 128 \
-        --micro-batch-size 4 --global-batch-size 8 --train-iters 50 --lr 1e-3 --min-lr 1e-4 \
+        --num-layers 2 --hidden-size 128 --num-attention-heads 4 --seq-length 128 "${TRAIN_MODEL[@]}" \
+        --micro-batch-size 4 --global-batch-size 8 --train-iters "$TRAIN_ITERS" --lr 1e-3 --min-lr 1e-4 \
         --lr-decay-style cosine --lr-warmup-iters 5 --weight-decay 0.1 --clip-grad 1.0 --seed 1234 \
         --tokenizer-type ByteTokenizer --data-path "$KIT/data/kit_text_document.h5" --split 98,2,0 \
         --eval-iters 0 --log-interval 10 --data-cache-path "$WORK/cache_$1" \
@@ -386,6 +389,46 @@ check_train() {
         record train_curve fail $((SECONDS - t0)) "records $n_dev/$n_ref of 50, $bad not numbers, $over beyond 5e-2, worst $worst, loss $first_dev -> $last_dev"
     else
         record train_curve pass $((SECONDS - t0)) "50 iterations within 5e-2 (worst $worst), loss $first_dev -> $last_dev; $(grep -m1 -o 'peak .*' "$WORK/dev.log" | cut -c1-150)"
+    fi
+}
+
+# ---- a mixture of experts: cuda against cpu -------------------------------------
+# Top-2 of 4 SwiGLU experts with the aux and z-losses and a capacity that
+# drops tokens: the router, dispatch and combine kernels inside training.
+# The routing is a discrete choice that bf16 logits may flip for a
+# near-tie, so the thresholds are check_train's on the first loss and a
+# loose 1e-1 on the load-balancing loss; 20 iterations, finite and learning.
+check_train_moe() {
+    section "mixture of experts: pretrain_gpt --device $DEVICE against --device cpu"
+    budget_allows train_moe 40 optional || return 0
+    local t0=$SECONDS rc=0
+    TRAIN_ITERS=20
+    TRAIN_MODEL=(--swiglu --disable-bias-linear --num-experts 4 --moe-router-topk 2
+                 --moe-ffn-hidden-size 256 --moe-aux-loss-coeff 1e-2 --moe-z-loss-coeff 1e-3
+                 --moe-expert-capacity-factor 1.5)
+    train_run moe_dev "$DEVICE" || rc=$?
+    [ "$rc" -eq 0 ] && { train_run moe_ref cpu || rc=$?; }
+    TRAIN_ITERS=50
+    TRAIN_MODEL=()
+    if [ "$rc" -ne 0 ]; then
+        record train_moe fail $((SECONDS - t0)) "exited $rc: $(why "$WORK/moe_dev.log") $(why "$WORK/moe_ref.log")"
+        return 0
+    fi
+    local first_dev first_ref aux_dev aux_ref last_dev
+    first_dev=$(field lm_loss "$(head -n 1 "$WORK/moe_dev.jsonl")")
+    first_ref=$(field lm_loss "$(head -n 1 "$WORK/moe_ref.jsonl")")
+    aux_dev=$(field moe_aux_loss "$(head -n 1 "$WORK/moe_dev.jsonl")")
+    aux_ref=$(field moe_aux_loss "$(head -n 1 "$WORK/moe_ref.jsonl")")
+    last_dev=$(field lm_loss "$(tail -n 1 "$WORK/moe_dev.jsonl")")
+    if is_number "$first_dev" && is_number "$first_ref" && is_number "$aux_dev" &&
+        is_number "$aux_ref" && is_number "$last_dev" &&
+        [ "$(wc -l < "$WORK/moe_dev.jsonl")" -eq 20 ] &&
+        awk -v a="$first_dev" -v b="$first_ref" -v x="$aux_dev" -v y="$aux_ref" -v l="$last_dev" \
+            'BEGIN { d = a - b; if (d < 0) d = -d; e = x - y; if (e < 0) e = -e;
+                     exit !(d <= 1e-2 * b && e <= 1e-1 * y && l < a) }'; then
+        record train_moe pass $((SECONDS - t0)) "iteration 1 lm loss $first_dev vs $first_ref (cpu), load balancing $aux_dev vs $aux_ref; loss $first_dev -> $last_dev"
+    else
+        record train_moe fail $((SECONDS - t0)) "iteration 1 lm loss $first_dev vs $first_ref (cpu), load balancing $aux_dev vs $aux_ref, last $last_dev (records $(wc -l < "$WORK/moe_dev.jsonl")/20)"
     fi
 }
 
@@ -560,7 +603,7 @@ gpt-2.7B 32 2560 32 2048 4 50257 optional"
 # ---- the list -------------------------------------------------------------------
 if wants env; then check_environment; check_mpi_singleton; fi
 if wants tests; then check_tests; fi
-if wants train; then check_train; check_multirank; fi
+if wants train; then check_train; check_train_moe; check_multirank; fi
 # GPT-2 124M before the sanitizer, the larger shapes with what is left.
 if wants bench; then check_bench required; fi
 if wants memcheck; then check_memcheck; fi

@@ -46,7 +46,7 @@ if [ -s "$SUMMARY" ]; then
         grep -q "\"check\": \"${name}_skip_reason\", \"status\": \"pass\"" "$SUMMARY" \
             || fail "test $name without a GPU did not skip with its reason"
     done < "$WORK/kit/tests.tsv"
-    for c in libraries mpi_singleton train_first_loss train_curve bench_tiny-2x128; do
+    for c in libraries mpi_singleton train_first_loss train_curve train_moe bench_tiny-2x128; do
         grep -q "\"check\": \"$c\", \"status\": \"pass\"" "$SUMMARY" || fail "check $c did not pass"
     done
     grep -q '"check": "bench_tiny-2x128".*"result": {"device": "cpu".*"tokens_per_s"' "$SUMMARY" \

@@ -55,7 +55,7 @@ bad distributed_backend "--distributed-backend mpi: Megatron's choices are nccl,
 bad workers "--num-workers must be >= 0" --num-workers -1
 bad memory_level "--empty-unused-memory-level must be 0, 1 or 2" --empty-unused-memory-level 3
 bad context "--tensor-model-parallel-size 1 x --context-parallel-size 2 x --pipeline-model-parallel-size 1 needs 2 ranks, but the job has only 1" --context-parallel-size 2
-bad experts "--expert-model-parallel-size 4: mixture of experts is not built yet; use 1" --expert-model-parallel-size 4
+bad experts "--expert-model-parallel-size 4 must divide the 1 data-parallel x context-parallel ranks" --expert-model-parallel-size 4
 bad profile "--profile-step-start 5 and --profile-step-end 4 must satisfy 0 <= start <= end" --profile --profile-step-start 5 --profile-step-end 4
 bad fp8_format "--fp8-format e5m2: Megatron's choices are e4m3, hybrid" --fp8-format e5m2
 bad fp8_algo "--fp8-amax-compute-algo mean: Megatron's choices are most_recent, max" --fp8-format hybrid --fp8-amax-compute-algo mean

@@ -633,6 +633,24 @@ static void test_llama_counts(void) {
     CHECK(gpt_canonical_param_count(&g) == INT64_C(124475904));
     printf("counts: Llama-3 8B shape %lld parameters, %.4g model FLOPs per token\n",
            (long long)gpt_canonical_param_count(&c), gpt_flops_per_token(&c));
+    /* Mixtral 8x7B is that shape with a 32000-token vocabulary and 8
+     * experts, 2 per token: its published 46.7B parameters, 12.9B active;
+     * its FLOPs add a second expert and the router to each layer. */
+    const double dense_flops = gpt_flops_per_token(&c);
+    c.vocab_size = c.padded_vocab_size = 32000;
+    const double vocab_flops = 6.0 * C * (128256 - 32000);
+    c.num_experts = 8;
+    c.moe_router_topk = 2;
+    c.moe_ffn_hidden_size = 14336;
+    CHECK(gpt_canonical_param_count(&c) == INT64_C(46702792704));
+    CHECK(gpt_active_param_count(&c) == INT64_C(12879925248));
+    const double extra = 3.0 * L * 2.0 * (3.0 * C * F + C * 8);
+    CHECK_MSG(fabs(gpt_flops_per_token(&c) - (dense_flops - vocab_flops + extra)) <
+                  1e-12 * gpt_flops_per_token(&c),
+              "MoE flops %.9g", gpt_flops_per_token(&c));
+    printf("counts: Mixtral 8x7B shape %lld parameters, %lld active, %.4g FLOPs per token\n",
+           (long long)gpt_canonical_param_count(&c), (long long)gpt_active_param_count(&c),
+           gpt_flops_per_token(&c));
 }
 
 int main(void) {

@@ -92,6 +92,22 @@ for pad in "" "--moe-pad-expert-input-to-capacity"; do
         || fail "a capacity that drops nothing ($pad) changes the numbers"
 done
 
+# --- per-layer logging: each MoE layer's tokens per expert, the same at one
+# rank and at EP 2 x PP 2 (the counts are exact; the losses to print rounding) ---
+read -r -a sig <<< "${VARIANT[sigmoid]}"
+for np in 1 4; do
+    flags=()
+    [ "$np" = 4 ] && flags=(--expert-model-parallel-size 2 --pipeline-model-parallel-size 2)
+    timeout 300 "$MPIEXEC" --oversubscribe -np "$np" "$PRETRAIN" "${ARGS[@]}" "${sig[@]}" "${flags[@]}" \
+        --moe-per-layer-logging --train-iters 4 --log-interval 2 > "$WORK/perlayer$np.log" 2>&1 \
+        || { cat "$WORK/perlayer$np.log"; fail "--moe-per-layer-logging on $np ranks"; }
+    grep -o 'MoE layer [0-9]* .*tokens per expert:.*' "$WORK/perlayer$np.log" \
+        | sed -E 's/load_balancing_loss: [^|]*\| z_loss: [^|]*\| //' > "$WORK/perlayer$np.txt"
+done
+# Layers 0 and 2 of 4 (--moe-layer-freq 2) at iterations 1, 2 and 4.
+[ "$(wc -l < "$WORK/perlayer1.txt")" -eq 6 ] || { cat "$WORK/perlayer1.log"; fail "per-layer logging: $(wc -l < "$WORK/perlayer1.txt") lines, want 6"; }
+cmp -s "$WORK/perlayer1.txt" "$WORK/perlayer4.txt" || { diff "$WORK/perlayer1.txt" "$WORK/perlayer4.txt"; fail "per-layer token counts differ at EP 2 x PP 2"; }
+
 # --- saved at 2x2x2 (TP without sequence parallelism), resumed at one rank and TP 2;
 # saved at EP 4, resumed at EP 1 and at EP 2 x TP 2 ---
 save_and_resume top2 "2 2 2" "1 1 1" "2 1 1"

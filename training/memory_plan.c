@@ -38,6 +38,7 @@ static GPTMemoryPlan planned_chunks(const Trainer *t, int num_slots) {
         sum.grad_bytes += p.grad_bytes;
         sum.activation_bytes += p.activation_bytes;
         sum.flat_numel += p.flat_numel;
+        sum.expert_numel += p.expert_numel;
     }
     return sum;
 }
@@ -54,7 +55,8 @@ bool trainer_check_memory(const Trainer *t, int num_slots, char *err, size_t err
      * its parameter table is built, which for absurd shapes alone would take
      * minutes and all of memory. */
     const double bound = gpt_model_min_rank_bytes(
-        &t->cfg, t->ps->tp_size, t->ps->pp_size, pipeline_split_max_rank_layers(&a->pipeline_split),
+        &t->cfg, t->ps->tp_size, t->ps->pp_size, t->ps->ep_size,
+        pipeline_split_max_rank_layers(&a->pipeline_split),
         backend_act_bytes(t->be, 1));
     if (bound * sharing > (double)available) {
         snprintf(err, err_size,
@@ -70,7 +72,10 @@ bool trainer_check_memory(const Trainer *t, int num_slots, char *err, size_t err
 
     const GPTMemoryPlan plan = planned_chunks(t, num_slots);
     const int shards = parallel_state_data_context_size(t->ps);
-    const double shard = (double)plan.flat_numel / shards;
+    /* Dense parameters sharded over DP x CP, the experts' over the ranks
+     * holding the same experts. */
+    const double shard = (double)(plan.flat_numel - plan.expert_numel) / shards +
+                         (double)plan.expert_numel / t->ps->edp_size;
     const double optimizer = shard * (double)distrib_optimizer_planned_bytes_per_element(t->be);
     const double scratch = shards > 1 ? shard * sizeof(float) : 0.0;
     const double total = (double)plan.param_bytes + (double)plan.grad_bytes + optimizer +

@@ -44,7 +44,10 @@ void trainer_tensorboard_iteration(Trainer *t, const StepResult *r, bool log_lin
               both(t, "world-size", t->ps->world_size, err, sizeof err)) &&
              both(t, "grad-norm", r->grad_norm, err, sizeof err) &&
              (!a->log_num_zeros_in_grad || both(t, "num-zeros", (double)r->num_zeros, err, sizeof err)) &&
-             (!a->log_params_norm || both(t, "params-norm", r->params_norm, err, sizeof err));
+             (!a->log_params_norm || both(t, "params-norm", r->params_norm, err, sizeof err)) &&
+             (t->cfg.num_experts == 0 ||
+              (both(t, "load_balancing_loss", r->moe_aux_loss, err, sizeof err) &&
+               both(t, "z_loss", r->moe_z_loss, err, sizeof err)));
     }
     /* The first line's time includes the warm-up, so Megatron keeps it out
      * of the iteration-time curve; throughput is a timer too. */

@@ -356,6 +356,16 @@ static void finish_moe_step(Trainer *t, int M, StepResult *r) {
     comm_host_all_reduce(&t->comm, GROUP_PIPELINE, sums, 3, HOST_F64, REDUCE_SUM);
     comm_host_all_reduce(&t->comm, GROUP_DATA, sums, 3, HOST_F64, REDUCE_SUM);
     const double micro_batches = (double)M * t->ps->dp_size;
+    if (t->moe_layer_window) { /* this rank's layers, reduced at the log line */
+        const int width = 2 + t->cfg.num_experts;
+        const size_t n = (size_t)t->cfg.num_layers * (size_t)width;
+        double *step = xcalloc(n, sizeof *step);
+        for (int v = 0; v < t->num_chunks; v++) gpt_model_take_moe_layer_stats(t->chunks[v], step);
+        for (size_t i = 0; i < n; i++)
+            t->moe_layer_window[i] += (int)(i % (size_t)width) < 2 ? step[i] / micro_batches : step[i];
+        free(step);
+        t->moe_layer_iterations++;
+    }
     r->moe_aux_loss = sums[0] / micro_batches;
     r->moe_z_loss = sums[1] / micro_batches;
     r->moe_dropped_tokens = (int64_t)sums[2];

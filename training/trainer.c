@@ -212,6 +212,20 @@ static void print_summary(const Trainer *t, const char *device) {
            c->num_layers, c->hidden_size, c->num_attention_heads, c->ffn_hidden_size,
            c->seq_length, (long long)c->vocab_size, (long long)c->padded_vocab_size,
            (long long)gpt_canonical_param_count(c));
+    char capacity[48] = ", dropless";
+    if (c->moe_expert_capacity_factor > 0)
+        snprintf(capacity, sizeof capacity, ", capacity factor %g", c->moe_expert_capacity_factor);
+    if (c->num_experts > 0)
+        printf("mixture of experts: %d of %d layers, %d experts of ffn %d, top-%d %s router%s%s, "
+               "%lld parameters active per token; EP %d (%d experts per rank), expert-data "
+               "parallel %d\n",
+               transformer_moe_layer_count(c), c->num_layers, c->num_experts,
+               c->moe_ffn_hidden_size, c->moe_router_topk,
+               MOE_SCORE_FUNCTION_NAMES[c->moe_router_score_function],
+               c->moe_shared_expert_intermediate_size ? ", a shared expert" : "",
+               capacity,
+               (long long)gpt_active_param_count(c), t->ps->ep_size,
+               c->num_experts / t->ps->ep_size, t->ps->edp_size);
     char rope[96];
     rope_text(c, rope, sizeof rope);
     printf("architecture: %s positions%s, %s (eps %g%s), %s MLP, %d query groups of %d heads "
@@ -286,6 +300,9 @@ static void setup_model(Trainer *t, int slots) {
                               .finalize = trainer_finalize_grads,
                               .finalize_ctx = t,
                               .trace = t->trace};
+    if (a->moe_per_layer_logging && t->cfg.num_experts > 0)
+        t->moe_layer_window = xcalloc((size_t)t->cfg.num_layers * (2 + (size_t)t->cfg.num_experts),
+                                      sizeof *t->moe_layer_window);
     if (t->num_chunks > 1) {
         trainer_create_chunks(t, &oc);
         return;
@@ -398,6 +415,7 @@ void trainer_free(Trainer *t) {
     trainer_close_tensorboard(t);
     /* completes communication in flight first, tracing it */
     distrib_optimizer_free(t->opt);
+    free(t->moe_layer_window);
     if (t->trace) fclose(t->trace);
     trainer_free_models(t);
     blended_dataset_free(t->train_ds);
@@ -455,6 +473,31 @@ static void print_log_line(const Trainer *t, const StepResult *r, const LogWindo
            r->lr, r->global_batch_size, w->loss_sum / (double)w->iters, r->grad_norm, extra, 0,
            (long long)w->nan_iters);
     fflush(stdout);
+}
+
+/* --moe-per-layer-logging, after a log line: each MoE layer's
+ * load-balancing and z-loss terms (averaged over the iterations since the
+ * last line) and the tokens routed to each expert (summed), gathered from
+ * the stages and replicas; collective, printed on rank 0. */
+static void log_moe_layers(Trainer *t) {
+    if (!t->moe_layer_window) return;
+    const double iterations = (double)(t->moe_layer_iterations > 0 ? t->moe_layer_iterations : 1);
+    const int E = t->cfg.num_experts, width = 2 + E;
+    const size_t n = (size_t)t->cfg.num_layers * (size_t)width;
+    double *w = t->moe_layer_window;
+    comm_host_all_reduce(&t->comm, GROUP_PIPELINE, w, n, HOST_F64, REDUCE_SUM);
+    comm_host_all_reduce(&t->comm, GROUP_DATA, w, n, HOST_F64, REDUCE_SUM);
+    for (int l = 0; is_root(t) && l < t->cfg.num_layers; l++) {
+        if (!transformer_layer_is_moe(&t->cfg, l)) continue;
+        const double *row = w + (size_t)l * (size_t)width;
+        printf("  MoE layer %d | load_balancing_loss: %.6E | z_loss: %.6E | tokens per expert:", l,
+               row[0] / iterations, row[1] / iterations);
+        for (int e = 0; e < E; e++) printf(" %.0f", row[2 + e]);
+        printf("\n");
+    }
+    if (is_root(t)) fflush(stdout);
+    memset(w, 0, n * sizeof *w);
+    t->moe_layer_iterations = 0;
 }
 
 /* The losses of the evaluations after an iteration. */
@@ -691,6 +734,7 @@ int trainer_run(Trainer *t) {
         const bool first_line = t->iteration == first_iteration + 1;
         const bool log_line = t->iteration % a->log_interval == 0 || first_line;
         if (is_root(t) && log_line) print_log_line(t, &r, &window);
+        if (log_line) log_moe_layers(t);
         if (is_root(t)) {
             const double per_iteration = window.seconds / (double)window.iters;
             const double tokens = (double)window.samples / (double)window.iters * a->model.seq_length;

@@ -75,6 +75,11 @@ typedef struct {
     /* The first failed data read of this rank ("" when none), recorded by
      * train_step's micro-batch loader; trainer_run stops on it. */
     char data_error[1100]; /* the loader's message (1024) and a prefix */
+    /* --moe-per-layer-logging: per layer, the load-balancing and z-loss
+     * terms (summed over the steps since the last log line) and the tokens
+     * routed to each expert; num_layers x (2 + E), this rank's layers. */
+    double *moe_layer_window;
+    int64_t moe_layer_iterations; /* the steps in it */
 } Trainer;
 
 bool trainer_setup(Trainer *t, const TrainArgs *a, const ParallelState *ps, char *err,
