@@ -38,7 +38,8 @@ typedef struct {
  * the groups are the experts (recv_begin = expert_begin, P_recv = P). */
 typedef struct {
     int *expert_begin;
-    double *counts;
+    double *counts;      /* [E] */
+    double *slot_counts; /* [slots x E], per balance slot (counts itself for one slot) */
     int P;
     int64_t dropped;
     double aux_loss, z_loss;

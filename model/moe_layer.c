@@ -38,6 +38,32 @@ static int moe_capacity(const GPTModel *m) {
 
 static bool capacity_on(const GPTModel *m) { return m->cfg.moe_expert_capacity_factor > 0; }
 
+/* The load-balancing loss is balanced over "slots": the micro-batch
+ * (aux_loss: one slot of B x S tokens) or each of its B sequences
+ * (seq_aux_loss: B slots of S tokens, the loss their mean). */
+static bool per_sequence(const GPTModel *m) {
+    return m->cfg.moe_load_balancing == MOE_BALANCE_SEQ_AUX_LOSS;
+}
+static int balance_slots(const GPTModel *m) { return per_sequence(m) ? m->B : 1; }
+static double slot_tokens(const GPTModel *m) {
+    return (double)m->cp.seq_length * (per_sequence(m) ? 1 : m->B);
+}
+
+/* The part [first, first + count) of this rank's own rows (global rows
+ * [own, own + R) of its B x T) that lies in slot b; count 0 for none. */
+static void slot_rows(const GPTModel *m, int b, int *first, int *count) {
+    const int own = tp_first_row(&m->tp, m->B * m->T), R = m->rows;
+    if (!per_sequence(m)) {
+        *first = 0;
+        *count = R;
+        return;
+    }
+    const int lo = own > b * m->T ? own : b * m->T;
+    const int hi = own + R < (b + 1) * m->T ? own + R : (b + 1) * m->T;
+    *first = lo - own;
+    *count = hi > lo ? hi - lo : 0;
+}
+
 void moe_describe(GPTModel *m, Comm *comm) {
     const TransformerConfig *c = &m->cfg;
     if (c->num_experts == 0) return;
@@ -86,12 +112,14 @@ void moe_layout_acts(GPTModel *m, MoEActs *a, Carver *act, Carver *stat, Carver 
     }
     a->logits = carve(stat, R * E * sizeof(float));
     a->probs = carve(stat, N * K * sizeof(float));
-    a->stats = carve(stat, (E + 1) * sizeof(float));
+    const size_t slots = (size_t)balance_slots(m);
+    a->stats = carve(stat, slots * (E + 1) * sizeof(float));
     a->expert_ids = carve(stat, N * K * sizeof(int32_t));
     a->slot_of = carve(stat, N * K * sizeof(int32_t));
     a->row_of = carve(stat, P * sizeof(int32_t));
     a->plan.expert_begin = carve(host, (E + 1) * sizeof(int));
     a->plan.counts = carve(host, E * sizeof(double));
+    a->plan.slot_counts = slots > 1 ? carve(host, slots * E * sizeof(double)) : a->plan.counts;
     const size_t groups = (size_t)m->ep_size * (size_t)m->local_experts;
     a->plan.recv_begin = ep ? carve(host, (groups + 1) * sizeof(int)) : a->plan.expert_begin;
     a->plan.send_rows = carve(host, (size_t)m->ep_size * sizeof(int));
@@ -123,15 +151,16 @@ void moe_layout_grads(GPTModel *m, Carver *grad, Carver *stat, Carver *host) {
     m->moe_grad.d_logits_act = carve(grad, backend_act_bytes(be, R * E));
     m->moe_grad.d_probs = carve(stat, N * K * sizeof(float));
     m->moe_grad.d_logits = carve(stat, R * E * sizeof(float));
-    m->moe_grad.aux_grad = carve(stat, E * sizeof(float));
+    m->moe_grad.aux_grad = carve(stat, (size_t)balance_slots(m) * E * sizeof(float));
     m->moe_host.ids = carve(host, N * K * sizeof(int32_t));
     m->moe_host.slot_of = carve(host, N * K * sizeof(int32_t));
     m->moe_host.row_of = carve(host, P * sizeof(int32_t));
     m->moe_host.probs = carve(host, N * K * sizeof(float));
     m->moe_host.order = carve(host, N * K * sizeof(int));
     m->moe_host.fill = carve(host, E * sizeof(int));
-    m->moe_host.stats = carve(host, (E + 1) * sizeof(double));
-    m->moe_host.stats_f = carve(host, (E + 1) * sizeof(float));
+    const size_t slots = (size_t)balance_slots(m);
+    m->moe_host.stats = carve(host, slots * (E + 1) * sizeof(double));
+    m->moe_host.stats_f = carve(host, slots * (E + 1) * sizeof(float));
     m->moe_host.own_counts = carve(host, E * sizeof(int));
     m->moe_host.peer_counts = carve(host, (size_t)m->ep_size * E * sizeof(int));
     m->moe_host.send_n = carve(host, (size_t)m->ep_size * sizeof(size_t));
@@ -177,33 +206,51 @@ static void drop_beyond_capacity(GPTModel *m, const int *order, int n, int cap) 
 /* Sums of the router statistics over the ranks holding the micro-batch's
  * other rows (TP under sequence parallelism, CP), and the choice counts
  * over CP (under TP the choices are already all-gathered). */
-static void reduce_router_stats(GPTModel *m, double *counts, double *stats) {
-    const int E = m->cfg.num_experts;
+static void reduce_router_stats(GPTModel *m, MoEPlan *pl, double *stats) {
+    const size_t E = (size_t)m->cfg.num_experts, slots = (size_t)balance_slots(m);
     if (m->tp.sequence_parallel && m->tp.comm)
-        comm_host_all_reduce(m->tp.comm, GROUP_TENSOR, stats, (size_t)E + 1, HOST_F64, REDUCE_SUM);
+        comm_host_all_reduce(m->tp.comm, GROUP_TENSOR, stats, slots * (E + 1), HOST_F64, REDUCE_SUM);
     if (m->cp.comm) {
-        comm_host_all_reduce(m->cp.comm, GROUP_CONTEXT, stats, (size_t)E + 1, HOST_F64, REDUCE_SUM);
-        comm_host_all_reduce(m->cp.comm, GROUP_CONTEXT, counts, (size_t)E, HOST_F64, REDUCE_SUM);
+        comm_host_all_reduce(m->cp.comm, GROUP_CONTEXT, stats, slots * (E + 1), HOST_F64, REDUCE_SUM);
+        comm_host_all_reduce(m->cp.comm, GROUP_CONTEXT, pl->counts, E, HOST_F64, REDUCE_SUM);
+        if (slots > 1)
+            comm_host_all_reduce(m->cp.comm, GROUP_CONTEXT, pl->slot_counts, slots * E, HOST_F64,
+                                 REDUCE_SUM);
     }
+}
+
+/* The load-balancing loss's gradient per choice of expert e in a slot:
+ * coeff E / (K T_slot^2) / slots (the loss is the slots' mean). */
+static double aux_per_count(const GPTModel *m) {
+    const TransformerConfig *c = &m->cfg;
+    const double T = slot_tokens(m);
+    return c->moe_aux_loss_coeff * c->num_experts / ((double)c->moe_router_topk * T * T) /
+           balance_slots(m);
+}
+
+static bool balancing(const GPTModel *m) {
+    return m->cfg.moe_load_balancing != MOE_BALANCE_NONE && m->cfg.moe_aux_loss_coeff != 0;
 }
 
 static void plan_losses(GPTModel *m, MoEActs *a) {
     Backend *be = m->be;
     const TransformerConfig *c = &m->cfg;
-    const int E = c->num_experts, K = c->moe_router_topk;
+    const int E = c->num_experts, slots = balance_slots(m);
     MoEPlan *pl = &a->plan;
     float *stats_f = m->moe_host.stats_f;
     double *stats = m->moe_host.stats;
-    be->ops->copy_to_host(be, stats_f, a->stats, (size_t)(E + 1) * sizeof *stats_f);
-    for (int e = 0; e <= E; e++) stats[e] = stats_f[e];
-    reduce_router_stats(m, pl->counts, stats);
-    const double T = (double)m->B * m->cp.seq_length;
-    double dot = 0.0;
-    for (int e = 0; e < E; e++) dot += pl->counts[e] * stats[e];
-    pl->aux_loss = c->moe_load_balancing == MOE_BALANCE_AUX_LOSS
-                       ? c->moe_aux_loss_coeff * E / ((double)K * T * T) * dot
-                       : 0.0;
-    pl->z_loss = c->moe_z_loss_coeff * stats[E] / T;
+    const size_t n = (size_t)slots * (E + 1);
+    be->ops->copy_to_host(be, stats_f, a->stats, n * sizeof *stats_f);
+    for (size_t i = 0; i < n; i++) stats[i] = stats_f[i];
+    reduce_router_stats(m, pl, stats);
+    double dot = 0.0, lse2 = 0.0;
+    for (int b = 0; b < slots; b++) {
+        for (int e = 0; e < E; e++)
+            dot += pl->slot_counts[(size_t)b * E + e] * stats[(size_t)b * (E + 1) + e];
+        lse2 += stats[(size_t)b * (E + 1) + E];
+    }
+    pl->aux_loss = balancing(m) ? aux_per_count(m) * dot : 0.0;
+    pl->z_loss = c->moe_z_loss_coeff * lse2 / ((double)m->B * m->cp.seq_length);
 }
 
 /* Expert parallelism: where this rank's expert-ordered rows go (the
@@ -273,6 +320,10 @@ static void build_plan(GPTModel *m, MoEActs *a) {
         pl->counts[e] = begin[e + 1];
         begin[e + 1] += begin[e];
     }
+    if (per_sequence(m)) { /* row n of the B x T is in sequence n / T */
+        memset(pl->slot_counts, 0, (size_t)m->B * E * sizeof *pl->slot_counts);
+        for (int i = 0; i < NK; i++) pl->slot_counts[(size_t)(i / K / m->T) * E + ids[i]] += 1;
+    }
     int *fill = m->moe_host.fill;
     memcpy(fill, begin, (size_t)E * sizeof *fill);
     for (int i = 0; i < NK; i++) order[fill[ids[i]]++] = i;
@@ -321,10 +372,19 @@ static void route(GPTModel *m, const LayerParams *p, MoEActs *a, const void *ln2
     const int own = tp_first_row(&m->tp, m->B * m->T);
     be->ops->matmul_forward(be, a->logits_act, ln2, p->router_w, NULL, R, C, E, false);
     be->ops->act_to_f32(be, a->logits, a->logits_act, (size_t)R * E);
-    be->ops->moe_router_forward(be, a->expert_ids + (size_t)own * K, a->probs + (size_t)own * K,
-                                a->stats, a->logits, R, E, K,
-                                c->moe_router_score_function == MOE_SCORE_SIGMOID,
-                                c->moe_router_pre_softmax);
+    const int slots = balance_slots(m);
+    if (slots > 1) /* a sequence without rows here sums nothing */
+        be->ops->memset_zero(be, a->stats, (size_t)slots * (E + 1) * sizeof(float));
+    for (int b = 0; b < slots; b++) {
+        int first, count;
+        slot_rows(m, b, &first, &count);
+        if (!count) continue;
+        const size_t row = (size_t)own + (size_t)first;
+        be->ops->moe_router_forward(be, a->expert_ids + row * K, a->probs + row * K,
+                                    a->stats + (size_t)b * (E + 1), a->logits + (size_t)first * E,
+                                    count, E, K, c->moe_router_score_function == MOE_SCORE_SIGMOID,
+                                    c->moe_router_pre_softmax);
+    }
     if (m->tp.sequence_parallel && m->tp.comm) {
         /* In place: rank r's rows sit at r * R * K already. */
         comm_all_gather(m->tp.comm, GROUP_TENSOR, a->expert_ids, a->expert_ids + (size_t)own * K,
@@ -444,21 +504,30 @@ static void router_backward(GPTModel *m, const LayerParams *p, const LayerGrads 
     const TransformerConfig *c = &m->cfg;
     const MoEActs *a = &la->moe;
     const int R = m->rows, C = c->hidden_size, E = c->num_experts, K = c->moe_router_topk;
-    const int own = tp_first_row(&m->tp, m->B * m->T);
-    const double T = (double)m->B * m->cp.seq_length, scale = m->moe_loss_scale;
-    const bool aux = c->moe_load_balancing == MOE_BALANCE_AUX_LOSS && c->moe_aux_loss_coeff != 0;
+    const int own = tp_first_row(&m->tp, m->B * m->T), slots = balance_slots(m);
+    const double scale = m->moe_loss_scale;
+    const bool aux = balancing(m);
     if (aux) {
         float *grad = m->moe_host.stats_f;
-        const double per_count = scale * c->moe_aux_loss_coeff * E / ((double)K * T * T);
-        for (int e = 0; e < E; e++) grad[e] = (float)(per_count * a->plan.counts[e]);
-        be->ops->copy_to_device(be, m->moe_grad.aux_grad, grad, (size_t)E * sizeof *grad);
+        const double per_count = scale * aux_per_count(m);
+        for (size_t i = 0; i < (size_t)slots * E; i++)
+            grad[i] = (float)(per_count * a->plan.slot_counts[i]);
+        be->ops->copy_to_device(be, m->moe_grad.aux_grad, grad, (size_t)slots * E * sizeof *grad);
     }
-    const float z_grad = (float)(scale * c->moe_z_loss_coeff / T);
-    be->ops->moe_router_backward(be, m->moe_grad.d_logits, m->moe_grad.d_probs + (size_t)own * K,
-                                 a->logits, a->expert_ids + (size_t)own * K,
-                                 a->probs + (size_t)own * K, aux ? m->moe_grad.aux_grad : NULL,
-                                 z_grad, R, E, K, c->moe_router_score_function == MOE_SCORE_SIGMOID,
-                                 c->moe_router_pre_softmax);
+    const float z_grad = (float)(scale * c->moe_z_loss_coeff / ((double)m->B * m->cp.seq_length));
+    for (int b = 0; b < slots; b++) {
+        int first, count;
+        slot_rows(m, b, &first, &count);
+        if (!count) continue;
+        const size_t row = (size_t)own + (size_t)first;
+        be->ops->moe_router_backward(be, m->moe_grad.d_logits + (size_t)first * E,
+                                     m->moe_grad.d_probs + row * K, a->logits + (size_t)first * E,
+                                     a->expert_ids + row * K, a->probs + row * K,
+                                     aux ? m->moe_grad.aux_grad + (size_t)b * E : NULL, z_grad,
+                                     count, E, K,
+                                     c->moe_router_score_function == MOE_SCORE_SIGMOID,
+                                     c->moe_router_pre_softmax);
+    }
     be->ops->f32_to_act(be, m->moe_grad.d_logits_act, m->moe_grad.d_logits, (size_t)R * E);
     be->ops->matmul_backward(be, m->moe_grad.dx_part, g->router_w, NULL, m->moe_grad.d_logits_act,
                              la->ln2, p->router_w, R, C, E, false);

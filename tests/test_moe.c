@@ -1,7 +1,8 @@
 /* Mixture of experts on the CPU backend (issue 19): the router's and the
  * combine's gradients against central differences, the load-balancing and
  * z-losses against their formulas on a model's own router logits, the
- * dropped tokens against a direct count, a whole MoE model's gradient
+ * dropped tokens against a direct count (the load-balancing loss per
+ * micro-batch and per sequence), a whole MoE model's gradient
  * (routed, shared and router weights, through the aux and z-losses)
  * against central differences, and the parameter table of MoE layers. */
 #include <math.h>
@@ -342,6 +343,9 @@ static void test_moe_model_gradients(void) {
     check_moe_gradient(&c, names, 5, "sigmoid top-1");
     c.moe_router_topk = 3;
     check_moe_gradient(&c, names, 5, "sigmoid top-3");
+    c = moe_config(14);
+    c.moe_load_balancing = MOE_BALANCE_SEQ_AUX_LOSS;
+    check_moe_gradient(&c, names, 2, "sequence-level aux loss");
     c = moe_config(13);
     c.moe_expert_capacity_factor = 0.75;
     check_moe_gradient(&c, names, 5, "capacity 0.75, tokens dropped");
@@ -354,42 +358,46 @@ static void test_moe_model_gradients(void) {
  * formulas, from each layer's own router logits: aux = coeff E / (K T^2)
  * sum_e count_e sum_t softmax_t,e; z = coeff_z mean_t lse_t^2; an expert
  * over its capacity ceil(factor T K / E) drops the difference. */
-static void test_losses_and_drops(bool sigmoid) {
+static void test_losses_and_drops(bool sigmoid, bool per_sequence) {
     TransformerConfig c = moe_config(21);
     c.moe_router_score_function = sigmoid ? MOE_SCORE_SIGMOID : MOE_SCORE_SOFTMAX;
     c.moe_expert_capacity_factor = 0.6;
+    if (per_sequence) c.moe_load_balancing = MOE_BALANCE_SEQ_AUX_LOSS;
     MoEModel x;
     model_open(&x, &c);
     double moe[3];
     objective(&x, moe);
-    const int E = c.num_experts, K = c.moe_router_topk, T = MB * c.seq_length;
+    const int E = c.num_experts, K = c.moe_router_topk, S = c.seq_length, T = MB * S;
     const int cap = (int)ceil(0.6 * T * K / E);
+    /* Balance slots: the micro-batch, or each sequence (the loss their mean). */
+    const int slots = per_sequence ? MB : 1, slot_len = T / slots;
     double aux = 0, z = 0;
     int64_t dropped = 0;
     for (int l = 0; l < c.num_layers; l++) {
         const float *logits = x.m->slots[0].la[l].moe.logits;
-        double counts[8] = {0}, scores[8] = {0};
-        for (int t = 0; t < T; t++) {
-            const float *row = logits + t * E;
-            double mx = row[0], sum = 0, ssum = 0;
-            for (int e = 1; e < E; e++) mx = row[e] > mx ? row[e] : mx;
-            for (int e = 0; e < E; e++) sum += exp(row[e] - mx), ssum += 1 / (1 + exp(-row[e]));
-            for (int e = 0; e < E; e++) {
-                int rank = 0; /* how many beat expert e (ties to the lower index) */
-                for (int j = 0; j < E; j++) rank += row[j] > row[e] || (row[j] == row[e] && j < e);
-                if (rank < K) counts[e] += 1;
-                scores[e] += sigmoid ? 1 / (1 + exp(-row[e])) / (ssum + 1e-20)
-                                     : exp(row[e] - mx) / sum;
+        double total[8] = {0};
+        for (int b = 0; b < slots; b++) {
+            double counts[8] = {0}, scores[8] = {0};
+            for (int t = b * slot_len; t < (b + 1) * slot_len; t++) {
+                const float *row = logits + t * E;
+                double mx = row[0], sum = 0, ssum = 0;
+                for (int e = 1; e < E; e++) mx = row[e] > mx ? row[e] : mx;
+                for (int e = 0; e < E; e++) sum += exp(row[e] - mx), ssum += 1 / (1 + exp(-row[e]));
+                for (int e = 0; e < E; e++) {
+                    int rank = 0; /* how many beat expert e (ties to the lower index) */
+                    for (int j = 0; j < E; j++) rank += row[j] > row[e] || (row[j] == row[e] && j < e);
+                    if (rank < K) counts[e] += 1;
+                    scores[e] += sigmoid ? 1 / (1 + exp(-row[e])) / (ssum + 1e-20)
+                                         : exp(row[e] - mx) / sum;
+                }
+                const double lse = mx + log(sum);
+                z += c.moe_z_loss_coeff * lse * lse / T;
             }
-            const double lse = mx + log(sum);
-            z += c.moe_z_loss_coeff * lse * lse / T;
+            double dot = 0;
+            for (int e = 0; e < E; e++) dot += counts[e] * scores[e], total[e] += counts[e];
+            aux += c.moe_aux_loss_coeff * E / ((double)K * slot_len * slot_len) * dot / slots;
         }
-        double dot = 0;
-        for (int e = 0; e < E; e++) {
-            dot += counts[e] * scores[e];
-            dropped += counts[e] > cap ? (int64_t)counts[e] - cap : 0;
-        }
-        aux += c.moe_aux_loss_coeff * E / ((double)K * T * T) * dot;
+        for (int e = 0; e < E; e++) dropped += total[e] > cap ? (int64_t)total[e] - cap : 0;
     }
     CHECK_MSG(fabs(moe[0] - aux) <= 1e-6 * aux, "aux loss %.9g, formula %.9g", moe[0], aux);
     CHECK_MSG(fabs(moe[1] - z) <= 1e-6 * z, "z-loss %.9g, formula %.9g", moe[1], z);
@@ -406,8 +414,9 @@ static void test_losses_and_drops(bool sigmoid) {
         }
         CHECK(kept_min >= dropped_max);
     }
-    printf("losses and drops (%s): aux %.6g, z %.6g, %lld dropped, as the formulas\n",
-           sigmoid ? "sigmoid" : "softmax", aux, z, (long long)dropped);
+    printf("losses and drops (%s%s): aux %.6g, z %.6g, %lld dropped, as the formulas\n",
+           sigmoid ? "sigmoid" : "softmax", per_sequence ? ", per sequence" : "", aux, z,
+           (long long)dropped);
     model_close(&x);
 }
 
@@ -453,8 +462,10 @@ int main(void) {
     for (int i = 0; i < 5; i++) test_router_gradient(&cases[i], what[i]);
     test_router_ties();
     test_combine();
-    test_losses_and_drops(false);
-    test_losses_and_drops(true);
+    test_losses_and_drops(false, false);
+    test_losses_and_drops(true, false);
+    test_losses_and_drops(false, true);
+    test_losses_and_drops(true, true);
     test_moe_model_gradients();
     test_moe_table();
     printf("test_moe: ok\n");

@@ -11,6 +11,8 @@
 #   capped   top2 with --moe-expert-capacity-factor 1 (tokens dropped, the
 #            same ones at every layout); no CP (the capacity needs whole
 #            sequences)
+#   seqaux   top2 with the sequence-level loss (--moe-router-load-balancing-type
+#            seq_aux_loss), micro-batches of 2 sequences
 # Then: a capacity large enough to drop nothing gives top2's dropless numbers
 # (padded to the capacity as well); a checkpoint saved at 2x2x2 resumes at
 # one rank and at TP 2 on the one-rank trajectory; bad flags get one error.
@@ -34,6 +36,7 @@ declare -A VARIANT=(
     [sigmoid]="--swiglu --num-experts 4 --moe-ffn-hidden-size 32 --moe-router-topk 1 --moe-router-score-function sigmoid --moe-aux-loss-coeff 1e-2 --moe-layer-freq 2"
     [prebig]="--num-experts 8 --moe-ffn-hidden-size 16 --moe-router-topk 2 --moe-router-pre-softmax --moe-aux-loss-coeff 1e-2 --moe-z-loss-coeff 1e-3"
     [capped]="$TOP2 --moe-expert-capacity-factor 1"
+    [seqaux]="$TOP2 --moe-router-load-balancing-type seq_aux_loss"
 )
 
 # Layouts as "RANKS|FLAGS": tensor, sequence, pipeline, data and context
@@ -53,7 +56,7 @@ LAYOUTS=("2|--tensor-model-parallel-size 2"
          "8|--expert-model-parallel-size 2 --tensor-model-parallel-size 2"
          "2|--expert-model-parallel-size 2 --context-parallel-size 2")
 
-for v in top2 sigmoid prebig capped; do
+for v in top2 sigmoid prebig capped seqaux; do
     read -r -a extra <<< "${VARIANT[$v]}"
     ref="$WORK/$v.ref"
     if ! "$PRETRAIN" "${ARGS[@]}" "${extra[@]}" --metrics-file "$ref.jsonl" > "$ref.log" 2>&1; then
@@ -150,7 +153,7 @@ bad "expert TP other than TP" "expert-tensor-parallel-size 1" 2 $TOP2 --expert-t
 bad "moe ffn not divisible by TP" "moe-ffn-hidden-size 33 is not divisible" 2 $TOP2 --moe-ffn-hidden-size 33 --tensor-model-parallel-size 2
 bad "padding without capacity" "moe-pad-expert-input-to-capacity" 1 $TOP2 --moe-pad-expert-input-to-capacity
 bad "capacity with CP" "moe-expert-capacity-factor with --context-parallel-size 2" 2 $TOP2 --moe-expert-capacity-factor 1 --context-parallel-size 2
-bad "seq_aux_loss" "seq_aux_loss is not built" 1 $TOP2 --moe-router-load-balancing-type seq_aux_loss
+bad "unknown load balancing" "moe-router-load-balancing-type sinkhorn" 1 $TOP2 --moe-router-load-balancing-type sinkhorn
 bad "unknown score function" "moe-router-score-function relu" 1 $TOP2 --moe-router-score-function relu
 
 finish test_moe_e2e

@@ -1,8 +1,8 @@
 /* The mixture-of-experts flags (args_internal.h): Megatron's names and
  * defaults, its rules (top-k at most the experts, a capacity for padding,
  * experts divisible by EP), and the limits of this build: expert tensor
- * parallelism equal to TP, no sequence-level auxiliary loss, token
- * dropping only without context parallelism. */
+ * parallelism equal to TP, token dropping only without context
+ * parallelism. */
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
@@ -26,9 +26,6 @@ static bool resolve_words(TrainArgs *a, char *err, size_t err_size) {
     if (balance < 0)
         FAIL("--moe-router-load-balancing-type %s: use aux_loss, seq_aux_loss or none",
              a->moe_router_load_balancing_type);
-    if (balance == MOE_BALANCE_SEQ_AUX_LOSS)
-        FAIL("--moe-router-load-balancing-type seq_aux_loss is not built yet; use aux_loss (over "
-             "each micro-batch) or none");
     m->moe_load_balancing = balance;
     const int drop = transformer_choice_index(MOE_DROP_POLICY_NAMES, a->moe_token_drop_policy);
     if (drop < 0) FAIL("--moe-token-drop-policy %s: use probs or position", a->moe_token_drop_policy);
