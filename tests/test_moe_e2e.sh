@@ -95,6 +95,21 @@ for pad in "" "--moe-pad-expert-input-to-capacity"; do
         || fail "a capacity that drops nothing ($pad) changes the numbers"
 done
 
+# --- recomputation and dropout: full (units of 2 layers, each with an MoE and
+# a dense MLP) and selective recomputation give bitwise the numbers without,
+# and the MoE losses are counted once ---
+read -r -a sig <<< "${VARIANT[sigmoid]}"
+for mode in none full selective; do
+    more=()
+    [ "$mode" = full ] && more=(--recompute-granularity full --recompute-method uniform --recompute-num-layers 2)
+    [ "$mode" = selective ] && more=(--recompute-activations)
+    "$PRETRAIN" "${ARGS[@]}" "${sig[@]}" --hidden-dropout 0.1 --attention-dropout 0.1 "${more[@]}" \
+        --train-iters 6 --metrics-file "$WORK/recompute_$mode.jsonl" > "$WORK/recompute_$mode.log" 2>&1 \
+        || { cat "$WORK/recompute_$mode.log"; fail "recomputation $mode"; }
+    [ "$mode" = none ] || compare "recomputation $mode with dropout" "$WORK/recompute_none.jsonl" \
+        "$WORK/recompute_$mode.jsonl" --rtol 0 || fail "recomputation $mode changes the MoE numbers"
+done
+
 # --- per-layer logging: each MoE layer's tokens per expert, the same at one
 # rank and at EP 2 x PP 2 (the counts are exact; the losses to print rounding) ---
 read -r -a sig <<< "${VARIANT[sigmoid]}"
