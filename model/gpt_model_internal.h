@@ -177,6 +177,9 @@ struct GPTModel {
         double *stats;
         int *order, *fill;
         int *own_counts, *peer_counts; /* [E], [EP x E]: rows per expert, per rank */
+        struct Choice *choices;        /* [CP x N x K] with a capacity (moe_layer.c) */
+        int32_t *cp_ids, *cp_probs;    /* [CP x N x K] every CP rank's routing (CP > 1) */
+        int32_t *prob_bits;            /* [N x K] this rank's probabilities, sent as words */
         size_t *send_n, *recv_n;       /* [EP] elements per peer */
     } moe_host;
     /* The MoE loss terms' weight in the objective (gpt_model_set_moe_loss_scale)

@@ -30,6 +30,15 @@
 #include "core/errors.h"
 #include "model/gpt_model_internal.h"
 
+/* One choice (token, k) of the micro-batch for the capacity decision: its
+ * expert, its place in the whole micro-batch (token order, then k) and
+ * probability, and where it lives (context-parallel rank, index there). */
+typedef struct Choice {
+    int expert, rank, index;
+    float prob;
+    int64_t key;
+} Choice;
+
 static int moe_capacity(const GPTModel *m) {
     const TransformerConfig *c = &m->cfg;
     const double tokens = (double)m->B * m->cp.seq_length * c->moe_router_topk;
@@ -158,6 +167,13 @@ void moe_layout_grads(GPTModel *m, Carver *grad, Carver *stat, Carver *host) {
     m->moe_host.probs = carve(host, N * K * sizeof(float));
     m->moe_host.order = carve(host, N * K * sizeof(int));
     m->moe_host.fill = carve(host, E * sizeof(int));
+    if (capacity_on(m)) {
+        const size_t cp = (size_t)m->cp.size;
+        m->moe_host.choices = carve(host, cp * N * K * sizeof(Choice));
+        m->moe_host.cp_ids = cp > 1 ? carve(host, cp * N * K * sizeof(int32_t)) : NULL;
+        m->moe_host.cp_probs = cp > 1 ? carve(host, cp * N * K * sizeof(int32_t)) : NULL;
+        m->moe_host.prob_bits = cp > 1 ? carve(host, N * K * sizeof(int32_t)) : NULL;
+    }
     const size_t slots = (size_t)balance_slots(m);
     m->moe_host.stats = carve(host, slots * (E + 1) * sizeof(double));
     m->moe_host.stats_f = carve(host, slots * (E + 1) * sizeof(float));
@@ -169,38 +185,72 @@ void moe_layout_grads(GPTModel *m, Carver *grad, Carver *stat, Carver *host) {
 
 /* ---- the dispatch plan ---- */
 
-static int compare_desc(const void *a, const void *b) {
-    const float x = *(const float *)a, y = *(const float *)b;
-    return (x < y) - (x > y);
+static int by_expert_then_place(const void *a, const void *b) {
+    const Choice *x = a, *y = b;
+    if (x->expert != y->expert) return x->expert < y->expert ? -1 : 1;
+    return (x->key > y->key) - (x->key < y->key);
 }
 
-/* Marks the choices of one expert (order[0..n), in token order) beyond
- * its capacity as dropped (slot -1), keeping the first `cap` (position
- * policy) or the `cap` most probable, ties in token order (probs policy). */
-static void drop_beyond_capacity(GPTModel *m, const int *order, int n, int cap) {
-    int32_t *slot = m->moe_host.slot_of;
+static int by_probability_then_place(const void *a, const void *b) {
+    const Choice *x = a, *y = b;
+    if (x->prob != y->prob) return x->prob > y->prob ? -1 : 1;
+    return (x->key > y->key) - (x->key < y->key);
+}
+
+/* Every choice of the micro-batch: this rank's, or under context
+ * parallelism every CP rank's (all-gathered), keyed by its token's place
+ * in the sequence, so the decision is the one a single rank makes. */
+static int gather_choices(GPTModel *m, Choice *out) {
+    const int N = m->B * m->T, K = m->cfg.moe_router_topk, NK = N * K, CP = m->cp.size;
+    const int32_t *ids = m->moe_host.ids;
     const float *probs = m->moe_host.probs;
-    if (n <= cap) return;
-    if (m->cfg.moe_token_drop_policy == MOE_DROP_POSITION || cap == 0) {
-        for (int j = cap; j < n; j++) slot[order[j]] = -1;
-        return;
+    if (CP > 1) {
+        int32_t *all_ids = m->moe_host.cp_ids, *all_probs = m->moe_host.cp_probs;
+        int32_t *bits = m->moe_host.prob_bits; /* the probabilities as 32-bit words */
+        memcpy(bits, probs, (size_t)NK * sizeof *bits);
+        comm_host_all_gather(m->cp.comm, GROUP_CONTEXT, all_ids, ids, (size_t)NK, HOST_I32);
+        comm_host_all_gather(m->cp.comm, GROUP_CONTEXT, all_probs, bits, (size_t)NK, HOST_I32);
+        ids = all_ids;
+        probs = (const float *)all_probs;
     }
-    float *sorted = xmalloc((size_t)n * sizeof *sorted);
-    for (int j = 0; j < n; j++) sorted[j] = probs[order[j]];
-    qsort(sorted, (size_t)n, sizeof *sorted, compare_desc);
-    const float threshold = sorted[cap - 1];
-    free(sorted);
-    int above = 0;
-    for (int j = 0; j < n; j++) above += probs[order[j]] > threshold;
-    int ties_left = cap - above;
-    for (int j = 0; j < n; j++) {
-        const float p = probs[order[j]];
-        if (p > threshold) continue;
-        if (p == threshold && ties_left > 0)
-            ties_left--;
-        else
-            slot[order[j]] = -1;
+    const int S = m->cp.seq_length;
+    for (int r = 0; r < CP; r++)
+        for (int i = 0; i < NK; i++) {
+            const int q = i / K, b = q / m->T, t = q % m->T;
+            const int place = CP > 1 ? context_parallel_coordinate(CP, r, S, t) : t;
+            Choice *c = &out[r * NK + i];
+            c->expert = ids[r * NK + i];
+            c->rank = r;
+            c->index = i;
+            memcpy(&c->prob, &probs[r * NK + i], sizeof c->prob);
+            c->key = ((int64_t)b * S + place) * K + i % K;
+        }
+    return CP * NK;
+}
+
+/* Marks this rank's choices beyond their expert's capacity `cap` (over
+ * the whole micro-batch) as dropped (slot -1): each expert keeps its first
+ * `cap` choices in token order (position policy) or its `cap` most
+ * probable, ties in token order (probs policy). Returns the choices
+ * dropped in the whole micro-batch. */
+static int64_t drop_beyond_capacity(GPTModel *m, int cap) {
+    Choice *all = m->moe_host.choices;
+    const int n = gather_choices(m, all);
+    qsort(all, (size_t)n, sizeof *all, by_expert_then_place);
+    int64_t dropped = 0;
+    for (int from = 0; from < n;) {
+        int to = from;
+        while (to < n && all[to].expert == all[from].expert) to++;
+        if (to - from > cap) {
+            if (m->cfg.moe_token_drop_policy == MOE_DROP_PROBS)
+                qsort(all + from, (size_t)(to - from), sizeof *all, by_probability_then_place);
+            for (int j = from + cap; j < to; j++)
+                if (all[j].rank == m->cp.rank) m->moe_host.slot_of[all[j].index] = -1;
+            dropped += to - from - cap;
+        }
+        from = to;
     }
+    return dropped;
 }
 
 /* Sums of the router statistics over the ranks holding the micro-batch's
@@ -327,12 +377,10 @@ static void build_plan(GPTModel *m, MoEActs *a) {
     int *fill = m->moe_host.fill;
     memcpy(fill, begin, (size_t)E * sizeof *fill);
     for (int i = 0; i < NK; i++) order[fill[ids[i]]++] = i;
-    for (int i = 0; i < NK; i++) slot[i] = 0;
     const bool capped = capacity_on(m);
     const int cap = capped ? moe_capacity(m) : 0;
-    if (capped)
-        for (int e = 0; e < E; e++)
-            drop_beyond_capacity(m, order + begin[e], begin[e + 1] - begin[e], cap);
+    for (int i = 0; i < NK; i++) slot[i] = 0;
+    const int64_t dropped = capped ? drop_beyond_capacity(m, cap) : 0;
     const bool pad = capped && m->cfg.moe_pad_expert_input_to_capacity;
     int P = 0;
     int64_t kept = 0;
@@ -350,7 +398,8 @@ static void build_plan(GPTModel *m, MoEActs *a) {
     }
     begin[E] = P;
     pl->P = P;
-    pl->dropped = NK - kept;
+    pl->dropped = dropped; /* of the whole micro-batch (every CP rank's) */
+    GPT3D_CHECK(capped || kept == NK, "a dropless plan kept %lld of %d choices", (long long)kept, NK);
     GPT3D_CHECK(P <= m->P_max, "MoE dispatch of %d rows exceeds the plan's %d", P, m->P_max);
     be->ops->copy_to_device(be, a->slot_of, slot, (size_t)NK * sizeof(int32_t));
     be->ops->copy_to_device(be, a->row_of, row, (size_t)P * sizeof(int32_t));

@@ -9,8 +9,8 @@
 #   sigmoid  sigmoid top-1 of 4 experts, aux loss 1e-2, MoE every other layer
 #   prebig   softmax top-2 with --moe-router-pre-softmax and 8 GELU experts
 #   capped   top2 with --moe-expert-capacity-factor 1 (tokens dropped, the
-#            same ones at every layout); no CP (the capacity needs whole
-#            sequences)
+#            same ones at every layout: under CP the decision is over every
+#            CP rank's choices, in sequence order)
 #   seqaux   top2 with the sequence-level loss (--moe-router-load-balancing-type
 #            seq_aux_loss), micro-batches of 2 sequences
 # Then: a capacity large enough to drop nothing gives top2's dropless numbers
@@ -68,8 +68,6 @@ for v in top2 sigmoid prebig capped seqaux; do
     for layout in "${LAYOUTS[@]}"; do
         np=${layout%%|*}
         read -r -a flags <<< "${layout#*|}"
-        # The capacity is counted over whole sequences: no CP with it.
-        [ "$v" = capped ] && [[ "${layout#*|}" == *context-parallel* ]] && continue
         name="$v on $np ranks ${layout#*|}"
         out="$WORK/$v.layout$((k++))"
         timeout 300 "$MPIEXEC" --oversubscribe -np "$np" "$PRETRAIN" "${ARGS[@]}" "${extra[@]}" \
@@ -167,7 +165,6 @@ bad "EP without experts" "has none; give --num-experts" 2 --expert-model-paralle
 bad "expert TP other than TP" "expert-tensor-parallel-size 1" 2 $TOP2 --expert-tensor-parallel-size 1 --tensor-model-parallel-size 2
 bad "moe ffn not divisible by TP" "moe-ffn-hidden-size 33 is not divisible" 2 $TOP2 --moe-ffn-hidden-size 33 --tensor-model-parallel-size 2
 bad "padding without capacity" "moe-pad-expert-input-to-capacity" 1 $TOP2 --moe-pad-expert-input-to-capacity
-bad "capacity with CP" "moe-expert-capacity-factor with --context-parallel-size 2" 2 $TOP2 --moe-expert-capacity-factor 1 --context-parallel-size 2
 bad "unknown load balancing" "moe-router-load-balancing-type sinkhorn" 1 $TOP2 --moe-router-load-balancing-type sinkhorn
 bad "unknown score function" "moe-router-score-function relu" 1 $TOP2 --moe-router-score-function relu
 

@@ -1,8 +1,7 @@
 /* The mixture-of-experts flags (args_internal.h): Megatron's names and
  * defaults, its rules (top-k at most the experts, a capacity for padding,
- * experts divisible by EP), and the limits of this build: expert tensor
- * parallelism equal to TP, token dropping only without context
- * parallelism. */
+ * experts divisible by EP), and the limit of this build: expert tensor
+ * parallelism equal to TP. */
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
@@ -79,11 +78,6 @@ static bool check_layout(const TrainArgs *a, char *err, size_t err_size) {
     if (m->moe_pad_expert_input_to_capacity && m->moe_expert_capacity_factor == 0)
         FAIL("--moe-pad-expert-input-to-capacity pads each expert to its capacity, and there is "
              "none: give --moe-expert-capacity-factor F");
-    if (m->moe_expert_capacity_factor > 0 && a->context_parallel_size > 1)
-        FAIL("--moe-expert-capacity-factor with --context-parallel-size %d is not built yet (the "
-             "capacity is counted over whole sequences); leave the capacity out (dropless) or "
-             "use --context-parallel-size 1",
-             a->context_parallel_size);
     return true;
 }
 
