@@ -80,7 +80,8 @@ typedef struct {
  * and its part of each sequence under context parallelism (cp_size 0 or 1:
  * all of it; context_parallel.h says which rows). */
 /* Expert parallelism: ep_rank of ep_size (0 or 1: every expert) holds the
- * experts [ep_rank E / EP, (ep_rank + 1) E / EP) of each MoE layer.
+ * experts [ep_rank E / EP, (ep_rank + 1) E / EP) of each MoE layer, split
+ * over TP by features unless etp_size is 1.
  * region_align (elements; 0: none) is where the expert region may begin
  * and the table end: the distributed optimizer's bucket unit. */
 typedef struct {
@@ -89,6 +90,7 @@ typedef struct {
     bool has_embedding, has_head;
     int cp_size, cp_rank;
     int ep_size, ep_rank;
+    int etp_size; /* the experts' TP split: 0 or tp_size (the dense one), or 1 (whole) */
     size_t region_align;
 } ModelPartition;
 
@@ -125,7 +127,8 @@ void param_init_values(const ParamInfo *p, uint64_t seed, float *out);
  * (--num-layers 100000000) is refused in microseconds instead of stalling in
  * a table of 10^9 entries. */
 double gpt_model_min_rank_bytes(const TransformerConfig *cfg, int tp_size, int pp_size,
-                                int ep_size, int max_rank_layers, size_t act_elem_bytes);
+                                int ep_size, int etp_size, int max_rank_layers,
+                                size_t act_elem_bytes);
 
 typedef struct GPTModel GPTModel;
 

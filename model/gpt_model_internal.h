@@ -196,6 +196,12 @@ struct GPTModel {
     /* Expert parallelism: this rank's experts [first_expert, + local_experts)
      * of each MoE layer, and its place in the expert group. */
     int first_expert, local_experts, ep_size, ep_rank;
+    /* Expert tensor parallelism: TP (experts_tp_split: the experts run on
+     * the TP group's N tokens) or 1 (each rank dispatches its own rows);
+     * the dispatched tokens are rows [moe_token0, + moe_tokens) of the
+     * micro-batch's B x T. */
+    int etp_size, moe_tokens, moe_token0;
+    bool experts_tp_split;
     Comm *ep_comm; /* NULL when ep_size == 1 */
     void *host_block; /* the MoE plans of every slot and layer, and their scratch */
     size_t host_bytes;

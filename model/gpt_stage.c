@@ -516,6 +516,7 @@ void gpt_model_reduce_tensor_parallel_partial_grads(GPTModel *m) {
  * weights (their rank's heads) always, every replicated parameter under
  * sequence parallelism (their rank's tokens). */
 static bool grad_partial_over_tp(const GPTModel *m, const ParamInfo *p) {
+    if (p->expert) return false; /* whole experts: summed over the expert-data group */
     return p->grad_partial_over_heads || (m->tp.sequence_parallel && !p->tensor_parallel_split);
 }
 

@@ -86,12 +86,23 @@ void moe_describe(GPTModel *m, Comm *comm) {
     m->first_expert = m->ep_rank * m->local_experts;
     const int tp = m->part.tp_size, gate = c->activation == ACTIVATION_SWIGLU ? 2 : 1;
     const int N = m->B * m->T, K = c->moe_router_topk;
-    m->local_moe_ffn = c->moe_ffn_hidden_size / tp;
+    /* Expert tensor parallelism: the dense TP (the experts run on all the
+     * TP group's tokens, their output a partial sum), or 1 (each rank
+     * dispatches its own sequence-parallel rows to whole experts). */
+    m->etp_size = m->part.etp_size > 0 ? m->part.etp_size : tp;
+    GPT3D_CHECK(m->etp_size == tp || m->etp_size == 1, "expert tensor parallelism %d with TP %d",
+                m->etp_size, tp);
+    m->experts_tp_split = m->etp_size == tp;
+    GPT3D_CHECK(m->experts_tp_split || m->tp.sequence_parallel,
+                "expert tensor parallelism below TP needs sequence parallelism");
+    m->moe_tokens = m->experts_tp_split ? N : m->rows;
+    m->moe_token0 = m->experts_tp_split ? 0 : tp_first_row(&m->tp, N);
+    m->local_moe_ffn = c->moe_ffn_hidden_size / m->etp_size;
     m->local_moe_fc1_width = gate * m->local_moe_ffn;
     m->local_shared_ffn = c->moe_shared_expert_intermediate_size / tp;
     m->local_shared_fc1_width = gate * m->local_shared_ffn;
     const bool padded = capacity_on(m) && c->moe_pad_expert_input_to_capacity;
-    m->P_max = padded ? c->num_experts * moe_capacity(m) : N * K;
+    m->P_max = padded ? c->num_experts * moe_capacity(m) : m->moe_tokens * K;
     m->moe_layer_stats = xcalloc((size_t)(m->part.num_local_layers ? m->part.num_local_layers : 1) *
                                      (2 + (size_t)c->num_experts),
                                  sizeof(double));
@@ -99,7 +110,7 @@ void moe_describe(GPTModel *m, Comm *comm) {
      * (dropless) or a full capacity per expert (padded) to this rank. */
     m->P_recv_max = m->ep_size == 1 ? m->P_max
                     : padded         ? m->ep_size * m->local_experts * moe_capacity(m)
-                                     : m->ep_size * N * K;
+                                     : m->ep_size * m->moe_tokens * K;
 }
 
 void moe_layout_acts(GPTModel *m, MoEActs *a, Carver *act, Carver *stat, Carver *host) {
@@ -120,11 +131,12 @@ void moe_layout_acts(GPTModel *m, MoEActs *a, Carver *act, Carver *stat, Carver 
         a->shared_act = carve(act, backend_act_bytes(be, N * (size_t)m->local_shared_ffn));
     }
     a->logits = carve(stat, R * E * sizeof(float));
-    a->probs = carve(stat, N * K * sizeof(float));
+    const size_t NT = (size_t)m->moe_tokens; /* the rows this rank dispatches */
+    a->probs = carve(stat, NT * K * sizeof(float));
     const size_t slots = (size_t)balance_slots(m);
     a->stats = carve(stat, slots * (E + 1) * sizeof(float));
-    a->expert_ids = carve(stat, N * K * sizeof(int32_t));
-    a->slot_of = carve(stat, N * K * sizeof(int32_t));
+    a->expert_ids = carve(stat, NT * K * sizeof(int32_t));
+    a->slot_of = carve(stat, NT * K * sizeof(int32_t));
     a->row_of = carve(stat, P * sizeof(int32_t));
     a->plan.expert_begin = carve(host, (E + 1) * sizeof(int));
     a->plan.counts = carve(host, E * sizeof(double));
@@ -158,21 +170,22 @@ void moe_layout_grads(GPTModel *m, Carver *grad, Carver *stat, Carver *host) {
     m->moe_grad.dx_full = m->tp.sequence_parallel ? carve(grad, backend_act_bytes(be, N * C)) : NULL;
     m->moe_grad.dx_part = carve(grad, backend_act_bytes(be, N * C));
     m->moe_grad.d_logits_act = carve(grad, backend_act_bytes(be, R * E));
-    m->moe_grad.d_probs = carve(stat, N * K * sizeof(float));
+    const size_t NT = (size_t)m->moe_tokens;
+    m->moe_grad.d_probs = carve(stat, NT * K * sizeof(float));
     m->moe_grad.d_logits = carve(stat, R * E * sizeof(float));
     m->moe_grad.aux_grad = carve(stat, (size_t)balance_slots(m) * E * sizeof(float));
-    m->moe_host.ids = carve(host, N * K * sizeof(int32_t));
-    m->moe_host.slot_of = carve(host, N * K * sizeof(int32_t));
+    m->moe_host.ids = carve(host, NT * K * sizeof(int32_t));
+    m->moe_host.slot_of = carve(host, NT * K * sizeof(int32_t));
     m->moe_host.row_of = carve(host, P * sizeof(int32_t));
-    m->moe_host.probs = carve(host, N * K * sizeof(float));
-    m->moe_host.order = carve(host, N * K * sizeof(int));
+    m->moe_host.probs = carve(host, NT * K * sizeof(float));
+    m->moe_host.order = carve(host, NT * K * sizeof(int));
     m->moe_host.fill = carve(host, E * sizeof(int));
     if (capacity_on(m)) {
         const size_t cp = (size_t)m->cp.size;
-        m->moe_host.choices = carve(host, cp * N * K * sizeof(Choice));
-        m->moe_host.cp_ids = cp > 1 ? carve(host, cp * N * K * sizeof(int32_t)) : NULL;
-        m->moe_host.cp_probs = cp > 1 ? carve(host, cp * N * K * sizeof(int32_t)) : NULL;
-        m->moe_host.prob_bits = cp > 1 ? carve(host, N * K * sizeof(int32_t)) : NULL;
+        m->moe_host.choices = carve(host, cp * NT * K * sizeof(Choice));
+        m->moe_host.cp_ids = cp > 1 ? carve(host, cp * NT * K * sizeof(int32_t)) : NULL;
+        m->moe_host.cp_probs = cp > 1 ? carve(host, cp * NT * K * sizeof(int32_t)) : NULL;
+        m->moe_host.prob_bits = cp > 1 ? carve(host, NT * K * sizeof(int32_t)) : NULL;
     }
     const size_t slots = (size_t)balance_slots(m);
     m->moe_host.stats = carve(host, slots * (E + 1) * sizeof(double));
@@ -201,7 +214,7 @@ static int by_probability_then_place(const void *a, const void *b) {
  * parallelism every CP rank's (all-gathered), keyed by its token's place
  * in the sequence, so the decision is the one a single rank makes. */
 static int gather_choices(GPTModel *m, Choice *out) {
-    const int N = m->B * m->T, K = m->cfg.moe_router_topk, NK = N * K, CP = m->cp.size;
+    const int K = m->cfg.moe_router_topk, NK = m->moe_tokens * K, CP = m->cp.size;
     const int32_t *ids = m->moe_host.ids;
     const float *probs = m->moe_host.probs;
     if (CP > 1) {
@@ -260,6 +273,12 @@ static void reduce_router_stats(GPTModel *m, MoEPlan *pl, double *stats) {
     const size_t E = (size_t)m->cfg.num_experts, slots = (size_t)balance_slots(m);
     if (m->tp.sequence_parallel && m->tp.comm)
         comm_host_all_reduce(m->tp.comm, GROUP_TENSOR, stats, slots * (E + 1), HOST_F64, REDUCE_SUM);
+    if (!m->experts_tp_split && m->tp.comm) { /* each TP rank routed its own rows only */
+        comm_host_all_reduce(m->tp.comm, GROUP_TENSOR, pl->counts, E, HOST_F64, REDUCE_SUM);
+        if (slots > 1)
+            comm_host_all_reduce(m->tp.comm, GROUP_TENSOR, pl->slot_counts, slots * E, HOST_F64,
+                                 REDUCE_SUM);
+    }
     if (m->cp.comm) {
         comm_host_all_reduce(m->cp.comm, GROUP_CONTEXT, stats, slots * (E + 1), HOST_F64, REDUCE_SUM);
         comm_host_all_reduce(m->cp.comm, GROUP_CONTEXT, pl->counts, E, HOST_F64, REDUCE_SUM);
@@ -355,8 +374,8 @@ static void exchange_rows(GPTModel *m, const MoEPlan *pl, void *dst, const void 
  * (row_of), copied to the device. */
 static void build_plan(GPTModel *m, MoEActs *a) {
     Backend *be = m->be;
-    const int N = m->B * m->T, E = m->cfg.num_experts, K = m->cfg.moe_router_topk;
-    const int NK = N * K;
+    const int E = m->cfg.num_experts, K = m->cfg.moe_router_topk;
+    const int NK = m->moe_tokens * K;
     int32_t *ids = m->moe_host.ids, *slot = m->moe_host.slot_of, *row = m->moe_host.row_of;
     int *order = m->moe_host.order, *begin = a->plan.expert_begin;
     MoEPlan *pl = &a->plan;
@@ -372,7 +391,8 @@ static void build_plan(GPTModel *m, MoEActs *a) {
     }
     if (per_sequence(m)) { /* row n of the B x T is in sequence n / T */
         memset(pl->slot_counts, 0, (size_t)m->B * E * sizeof *pl->slot_counts);
-        for (int i = 0; i < NK; i++) pl->slot_counts[(size_t)(i / K / m->T) * E + ids[i]] += 1;
+        for (int i = 0; i < NK; i++)
+            pl->slot_counts[(size_t)((m->moe_token0 + i / K) / m->T) * E + ids[i]] += 1;
     }
     int *fill = m->moe_host.fill;
     memcpy(fill, begin, (size_t)E * sizeof *fill);
@@ -418,7 +438,7 @@ static void route(GPTModel *m, const LayerParams *p, MoEActs *a, const void *ln2
     Backend *be = m->be;
     const TransformerConfig *c = &m->cfg;
     const int R = m->rows, C = c->hidden_size, E = c->num_experts, K = c->moe_router_topk;
-    const int own = tp_first_row(&m->tp, m->B * m->T);
+    const int own = tp_first_row(&m->tp, m->B * m->T) - m->moe_token0;
     be->ops->matmul_forward(be, a->logits_act, ln2, p->router_w, NULL, R, C, E, false);
     be->ops->act_to_f32(be, a->logits, a->logits_act, (size_t)R * E);
     const int slots = balance_slots(m);
@@ -434,7 +454,7 @@ static void route(GPTModel *m, const LayerParams *p, MoEActs *a, const void *ln2
                                     count, E, K, c->moe_router_score_function == MOE_SCORE_SIGMOID,
                                     c->moe_router_pre_softmax);
     }
-    if (m->tp.sequence_parallel && m->tp.comm) {
+    if (m->experts_tp_split && m->tp.sequence_parallel && m->tp.comm) {
         /* In place: rank r's rows sit at r * R * K already. */
         comm_all_gather(m->tp.comm, GROUP_TENSOR, a->expert_ids, a->expert_ids + (size_t)own * K,
                         (size_t)R * K, DTYPE_F32);
@@ -493,33 +513,54 @@ static void experts_forward(GPTModel *m, const LayerParams *p, MoEActs *a) {
     exchange_rows(m, &a->plan, a->expert_out, a->y_out, false);
 }
 
+/* The shared expert's partial sum over this rank's features, on the N
+ * gathered rows, into `out` [N, C]. */
+static void shared_expert_forward(GPTModel *m, const LayerParams *p, MoEActs *a, void *out,
+                                  const void *x_full) {
+    Backend *be = m->be;
+    const int N = m->B * m->T, C = m->cfg.hidden_size;
+    be->ops->matmul_forward(be, a->shared_fc1, x_full, p->shared_fc1_w, NULL, N, C,
+                            m->local_shared_fc1_width, false);
+    gpt_mlp_activation_forward(m, a->shared_act, a->shared_fc1, N, m->local_shared_ffn);
+    be->ops->matmul_forward(be, out, a->shared_act, p->shared_fc2_w, NULL, N, m->local_shared_ffn,
+                            C, true);
+}
+
 void moe_mlp_forward(GPTModel *m, int l, LayerActs *la) {
     Backend *be = m->be;
     TensorParallel *tp = &m->tp;
     const LayerParams *p = &m->lp[l];
     MoEActs *a = &la->moe;
     const int N = m->B * m->T, C = m->cfg.hidden_size, K = m->cfg.moe_router_topk;
+    const int NT = m->moe_tokens;
+    const bool shared = m->local_shared_ffn > 0;
     if (tp->sequence_parallel) tp_gather_tokens(tp, la->ln2_full, la->ln2, N, C);
     route(m, p, a, la->ln2);
     build_plan(m, a);
-    be->ops->moe_gather_rows(be, a->expert_in, la->ln2_full, a->row_of, a->plan.P, C);
+    be->ops->moe_gather_rows(be, a->expert_in, m->experts_tp_split ? la->ln2_full : la->ln2,
+                             a->row_of, a->plan.P, C);
     experts_forward(m, p, a);
-    /* The partial sum of this rank's features: the shared expert's, then
-     * the routed experts' weighted in. */
-    void *partial = tp->sequence_parallel ? m->full_scratch : la->resid_out;
-    const bool shared = m->local_shared_ffn > 0;
-    if (shared) {
-        be->ops->matmul_forward(be, a->shared_fc1, la->ln2_full, p->shared_fc1_w, NULL, N, C,
-                                m->local_shared_fc1_width, false);
-        gpt_mlp_activation_forward(m, a->shared_act, a->shared_fc1, N, m->local_shared_ffn);
-        be->ops->matmul_forward(be, partial, a->shared_act, p->shared_fc2_w, NULL, N,
-                                m->local_shared_ffn, C, true);
+    if (m->experts_tp_split) {
+        /* The partial sum of this rank's features: the shared expert's,
+         * then the routed experts' weighted in, reduced over TP. */
+        void *partial = tp->sequence_parallel ? m->full_scratch : la->resid_out;
+        if (shared) shared_expert_forward(m, p, a, partial, la->ln2_full);
+        be->ops->moe_combine_forward(be, partial, a->expert_out, a->probs, a->slot_of, N, K, C,
+                                     shared);
+        if (tp->sequence_parallel)
+            tp_reduce_scatter_tokens(tp, la->resid_out, partial, N, C);
+        else
+            tp_all_reduce(tp, la->resid_out, (size_t)N * C);
+    } else {
+        /* Whole experts on this rank's own rows: their sum is complete; the
+         * shared expert's partial sum is reduced over TP first. */
+        if (shared) {
+            shared_expert_forward(m, p, a, m->full_scratch, la->ln2_full);
+            tp_reduce_scatter_tokens(tp, la->resid_out, m->full_scratch, N, C);
+        }
+        be->ops->moe_combine_forward(be, la->resid_out, a->expert_out, a->probs, a->slot_of, NT, K,
+                                     C, shared);
     }
-    be->ops->moe_combine_forward(be, partial, a->expert_out, a->probs, a->slot_of, N, K, C, shared);
-    if (tp->sequence_parallel)
-        tp_reduce_scatter_tokens(tp, la->resid_out, partial, N, C);
-    else
-        tp_all_reduce(tp, la->resid_out, (size_t)N * C);
     if (m->training && !m->recomputing) {
         m->moe_stats[0] += a->plan.aux_loss;
         m->moe_stats[1] += a->plan.z_loss;
@@ -553,7 +594,7 @@ static void router_backward(GPTModel *m, const LayerParams *p, const LayerGrads 
     const TransformerConfig *c = &m->cfg;
     const MoEActs *a = &la->moe;
     const int R = m->rows, C = c->hidden_size, E = c->num_experts, K = c->moe_router_topk;
-    const int own = tp_first_row(&m->tp, m->B * m->T), slots = balance_slots(m);
+    const int own = tp_first_row(&m->tp, m->B * m->T) - m->moe_token0, slots = balance_slots(m);
     const double scale = m->moe_loss_scale;
     const bool aux = balancing(m);
     if (aux) {
@@ -583,46 +624,67 @@ static void router_backward(GPTModel *m, const LayerParams *p, const LayerGrads 
     be->ops->add_inplace(be, m->d_ln, m->moe_grad.dx_part, (size_t)R * C);
 }
 
+/* The shared expert's backward from dy_full [N, C]: its input's partial
+ * gradient into dx_part [N, C]. */
+static void shared_expert_backward(GPTModel *m, const LayerParams *p, const LayerGrads *g,
+                                   const LayerActs *la, const void *dy_full) {
+    Backend *be = m->be;
+    const MoEActs *a = &la->moe;
+    const int N = m->B * m->T, C = m->cfg.hidden_size;
+    const int F = m->local_shared_ffn, W = m->local_shared_fc1_width;
+    be->ops->matmul_backward(be, m->moe_grad.d_shared_act, g->shared_fc2_w, NULL, dy_full,
+                             a->shared_act, p->shared_fc2_w, N, F, C, true);
+    gpt_mlp_activation_backward(m, m->moe_grad.d_shared_fc1, a->shared_fc1,
+                                m->moe_grad.d_shared_act, N, F);
+    be->ops->matmul_backward(be, m->moe_grad.dx_part, g->shared_fc1_w, NULL,
+                             m->moe_grad.d_shared_fc1, la->ln2_full, p->shared_fc1_w, N, C, W, false);
+}
+
 void moe_mlp_backward(GPTModel *m, int l, const LayerActs *la, const void *dy) {
     Backend *be = m->be;
     TensorParallel *tp = &m->tp;
     const LayerParams *p = &m->lp[l];
     const LayerGrads *g = &m->lg[l];
     const MoEActs *a = &la->moe;
-    const int N = m->B * m->T, C = m->cfg.hidden_size, K = m->cfg.moe_router_topk;
+    const int N = m->B * m->T, R = m->rows, C = m->cfg.hidden_size, K = m->cfg.moe_router_topk;
+    const int NT = m->moe_tokens;
+    const bool split = m->experts_tp_split, shared = m->local_shared_ffn > 0;
     const void *dy_full = dy;
-    if (tp->sequence_parallel) {
+    if (tp->sequence_parallel && (split || shared)) {
         tp_gather_tokens(tp, m->moe_grad.dy_full, dy, N, C);
         dy_full = m->moe_grad.dy_full;
     }
-    be->ops->moe_combine_backward(be, m->moe_grad.d_expert_out, m->moe_grad.d_probs, dy_full,
-                                  a->expert_out, a->probs, a->slot_of, N, K, a->plan.P, C);
-    /* The expert outputs are partial sums over TP, and so are the dots. */
-    if (tp->comm)
-        comm_all_reduce(tp->comm, GROUP_TENSOR, m->moe_grad.d_probs, (size_t)N * K, DTYPE_F32,
+    be->ops->moe_combine_backward(be, m->moe_grad.d_expert_out, m->moe_grad.d_probs,
+                                  split ? dy_full : dy, a->expert_out, a->probs, a->slot_of, NT, K,
+                                  a->plan.P, C);
+    /* Split experts' outputs are partial sums over TP, and so are the dots. */
+    if (split && tp->comm)
+        comm_all_reduce(tp->comm, GROUP_TENSOR, m->moe_grad.d_probs, (size_t)NT * K, DTYPE_F32,
                         REDUCE_SUM);
     experts_backward(m, p, g, a);
-    void *dx_full = tp->sequence_parallel ? m->moe_grad.dx_full : m->d_ln;
-    be->ops->moe_combine_forward(be, dx_full, m->moe_grad.d_expert_in, NULL, a->slot_of, N, K, C,
-                                 false);
-    if (m->local_shared_ffn) {
-        const int F = m->local_shared_ffn, W = m->local_shared_fc1_width;
-        be->ops->matmul_backward(be, m->moe_grad.d_shared_act, g->shared_fc2_w, NULL, dy_full,
-                                 a->shared_act, p->shared_fc2_w, N, F, C, true);
-        gpt_mlp_activation_backward(m, m->moe_grad.d_shared_fc1, a->shared_fc1,
-                                    m->moe_grad.d_shared_act, N, F);
-        be->ops->matmul_backward(be, m->moe_grad.dx_part, g->shared_fc1_w, NULL,
-                                 m->moe_grad.d_shared_fc1, la->ln2_full, p->shared_fc1_w, N, C, W,
-                                 false);
-        be->ops->add_inplace(be, dx_full, m->moe_grad.dx_part, (size_t)N * C);
+    if (split) {
+        void *dx_full = tp->sequence_parallel ? m->moe_grad.dx_full : m->d_ln;
+        be->ops->moe_combine_forward(be, dx_full, m->moe_grad.d_expert_in, NULL, a->slot_of, N, K,
+                                     C, false);
+        if (shared) {
+            shared_expert_backward(m, p, g, la, dy_full);
+            be->ops->add_inplace(be, dx_full, m->moe_grad.dx_part, (size_t)N * C);
+        }
+        if (tp->sequence_parallel)
+            tp_reduce_scatter_tokens(tp, m->d_ln, dx_full, N, C);
+        else
+            tp_all_reduce(tp, m->d_ln, (size_t)N * C);
+    } else {
+        be->ops->moe_combine_forward(be, m->d_ln, m->moe_grad.d_expert_in, NULL, a->slot_of, NT, K,
+                                     C, false);
+        if (shared) {
+            shared_expert_backward(m, p, g, la, dy_full);
+            tp_reduce_scatter_tokens(tp, m->moe_grad.dx_full, m->moe_grad.dx_part, N, C);
+            be->ops->add_inplace(be, m->d_ln, m->moe_grad.dx_full, (size_t)R * C);
+        }
     }
-    if (tp->sequence_parallel)
-        tp_reduce_scatter_tokens(tp, m->d_ln, dx_full, N, C);
-    else
-        tp_all_reduce(tp, m->d_ln, (size_t)N * C);
     router_backward(m, p, g, la);
 }
-
 void gpt_model_set_moe_loss_scale(GPTModel *m, double scale) { m->moe_loss_scale = scale; }
 
 void gpt_model_take_moe_layer_stats(GPTModel *m, double *out) {

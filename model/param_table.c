@@ -57,7 +57,9 @@ static void add_param(TableBuilder *b, const char *name, int ndim, const int64_t
                     PARAM_ALIGN_ELEMENTS;
     t->total_numel += padded;
     p->weight_decay = weight_decay;
-    p->counts_in_grad_norm = p->tensor_parallel_split || b->part->tp_rank == 0;
+    /* A routed expert's weights live on one rank of the expert layout (and
+     * its shards): every copy there is the one. */
+    p->counts_in_grad_norm = p->tensor_parallel_split || b->part->tp_rank == 0 || b->expert_pass;
     p->expert = b->expert_pass;
     p->init = init;
     p->init_std = std;
@@ -127,12 +129,12 @@ int gpt_layer_dense_param_count(const TransformerConfig *cfg, int layer) {
 
 /* linear_fc1 of F features: [F, 2, C] for SwiGLU, else [F, C]; out-major. */
 static void add_fc1(TableBuilder *b, const TransformerConfig *cfg, const char *name, int64_t F,
-                    double std) {
+                    double std, bool tp_split) {
     const int64_t C = cfg->hidden_size;
     if (cfg->activation == ACTIVATION_SWIGLU)
-        add_param(b, name, 3, (int64_t[]){F, 2, C}, true, true, PARAM_INIT_NORMAL, std);
+        add_param(b, name, 3, (int64_t[]){F, 2, C}, tp_split, true, PARAM_INIT_NORMAL, std);
     else
-        add_param(b, name, 2, (int64_t[]){F, C}, true, true, PARAM_INIT_NORMAL, std);
+        add_param(b, name, 2, (int64_t[]){F, C}, tp_split, true, PARAM_INIT_NORMAL, std);
 }
 
 /* The experts this rank holds (expert_range) of an MoE layer, last first,
@@ -151,13 +153,15 @@ static void add_experts(TableBuilder *b, const TransformerConfig *cfg, int layer
     char name[PARAM_NAME_MAX];
     int first, count;
     expert_range(cfg, b->part, &first, &count);
+    /* Whole experts (--expert-tensor-parallel-size 1) are not TP-split. */
+    const bool split = b->part->etp_size == 0 || b->part->etp_size == b->part->tp_size;
     for (int e = first + count - 1; e >= first; e--) {
         snprintf(name, sizeof name, "decoder.layers.%d.mlp.experts.local_experts.%d.linear_fc2.weight",
                  layer, e);
-        add_param(b, name, 2, (int64_t[]){Fm, C}, true, true, PARAM_INIT_NORMAL, out_std);
+        add_param(b, name, 2, (int64_t[]){Fm, C}, split, true, PARAM_INIT_NORMAL, out_std);
         snprintf(name, sizeof name, "decoder.layers.%d.mlp.experts.local_experts.%d.linear_fc1.weight",
                  layer, e);
-        add_fc1(b, cfg, name, Fm, std);
+        add_fc1(b, cfg, name, Fm, std, split);
     }
 }
 
@@ -171,7 +175,7 @@ static void add_moe_mlp(TableBuilder *b, const TransformerConfig *cfg, const cha
         join_name(name, prefix, ".mlp.shared_experts.linear_fc2.weight");
         add_param(b, name, 2, (int64_t[]){Fs, C}, true, true, PARAM_INIT_NORMAL, out_std);
         join_name(name, prefix, ".mlp.shared_experts.linear_fc1.weight");
-        add_fc1(b, cfg, name, Fs, std);
+        add_fc1(b, cfg, name, Fs, std, true);
     }
     join_name(name, prefix, ".mlp.router.weight");
     add_param(b, name, 2, (int64_t[]){cfg->num_experts, C}, false, true, PARAM_INIT_NORMAL, std);
@@ -216,7 +220,7 @@ static void add_layer(TableBuilder *b, const TransformerConfig *cfg, int layer) 
                       0.0);
         }
         join_name(name, prefix, ".mlp.linear_fc1.weight");
-        add_fc1(b, cfg, name, F, std);
+        add_fc1(b, cfg, name, F, std, true);
     }
     join_name(name, prefix, ".pre_mlp_layernorm");
     add_norm(b, cfg, name, C);
@@ -344,13 +348,15 @@ int64_t gpt_active_param_count(const TransformerConfig *cfg) {
 }
 
 double gpt_model_min_rank_bytes(const TransformerConfig *cfg, int tp_size, int pp_size,
-                                int ep_size, int max_rank_layers, size_t act_elem_bytes) {
-    const double ranks = (double)tp_size * pp_size;
-    /* The routed experts are spread over EP as well. */
+                                int ep_size, int etp_size, int max_rank_layers,
+                                size_t act_elem_bytes) {
+    /* The routed experts are spread over EP x ETP instead of TP. */
     const double experts = (double)routed_expert_param_count(cfg);
-    const double params =
-        ((double)gpt_canonical_param_count(cfg) - experts + experts / (ep_size > 1 ? ep_size : 1)) /
-        ranks;
+    const double expert_ranks = (double)(ep_size > 1 ? ep_size : 1) *
+                                (etp_size > 0 ? etp_size : tp_size) * pp_size;
+    const double params = ((double)gpt_canonical_param_count(cfg) - experts) /
+                              ((double)tp_size * pp_size) +
+                          experts / expert_ranks;
     const int per_layer = gpt_layer_param_count(cfg, 0); /* layer 0 is an MoE layer if any is */
     const double table = (double)max_rank_layers * per_layer * sizeof(ParamInfo);
     return params * ((double)act_elem_bytes + sizeof(float)) + table;

@@ -51,6 +51,13 @@ size_t distrib_optimizer_default_bucket_numel(int dp_size) {
 
 static size_t round_up(size_t n, size_t unit) { return (n + unit - 1) / unit * unit; }
 
+static size_t gcd(size_t a, size_t b) { return b ? gcd(b, a % b) : a; }
+
+size_t distrib_optimizer_region_align(int dense_group_size, int expert_group_size) {
+    const size_t a = (size_t)dense_group_size, b = (size_t)expert_group_size;
+    return a / gcd(a, b) * b * DIST_OPT_ALIGN;
+}
+
 /* Buckets of at most bucket_numel elements (a multiple of the group's
  * chunk unit) covering [begin, end) of the buffer, sharded over g. */
 static void cut_region(DistributedOptimizer *o, size_t begin, size_t end, const ShardGroup *g,
@@ -84,7 +91,7 @@ static void cut_region(DistributedOptimizer *o, size_t begin, size_t end, const 
  * cut into its group's buckets. */
 static void cut_buckets(DistributedOptimizer *o) {
     const ParamTable *t = o->table;
-    const size_t unit = (size_t)o->dp.size * DIST_OPT_ALIGN;
+    const size_t unit = distrib_optimizer_region_align(o->dp.size, o->expert_dp.size);
     int cap = 0;
     size_t region = 0;
     bool expert = t->count > 0 && t->params[0].expert;
@@ -137,7 +144,7 @@ DistributedOptimizer *distrib_optimizer_create(Backend *be, Comm *comm, const Pa
                          comm_group_rank(comm, GROUP_DATA_CONTEXT)};
     o->expert_dp = (ShardGroup){GROUP_EXPERT_DATA, comm_group_size(comm, GROUP_EXPERT_DATA),
                                 comm_group_rank(comm, GROUP_EXPERT_DATA)};
-    const size_t unit = (size_t)o->dp.size * DIST_OPT_ALIGN;
+    const size_t unit = distrib_optimizer_region_align(o->dp.size, o->expert_dp.size);
     o->buffer_numel = round_up(table->total_numel ? table->total_numel : 1, unit);
     cut_buckets(o);
     map_shard(o);

@@ -62,6 +62,10 @@
  * chunk boundaries on both backends). */
 #define DIST_OPT_ALIGN 64
 
+/* Where a parameter region may begin and the buffer ends: a multiple of
+ * both groups' bucket units (DIST_OPT_ALIGN x the group size). */
+size_t distrib_optimizer_region_align(int dense_group_size, int expert_group_size);
+
 /* Megatron-core's default bucket size with overlap: max(40M, 1M x DP). */
 size_t distrib_optimizer_default_bucket_numel(int dp_size);
 

@@ -46,15 +46,28 @@ bool parallel_state_check_sizes(int world_size, ParallelSizes sizes, char *err, 
                  world_size, product, model_ranks, model_ranks);
         return false;
     }
-    const int ep = sizes.ep > 0 ? sizes.ep : 1;
-    const long long data_context = world_size / ((long long)sizes.tp * sizes.pp);
-    if (sizes.ep < 0 || data_context % ep) {
+    const int ep = sizes.ep > 0 ? sizes.ep : 1, etp = sizes.etp > 0 ? sizes.etp : sizes.tp;
+    if (sizes.etp < 0 || sizes.tp % etp) {
         snprintf(err, err_size,
-                 "--expert-model-parallel-size %d must divide the %lld data-parallel x "
-                 "context-parallel ranks (%d ranks / (--tensor-model-parallel-size %d x "
-                 "--pipeline-model-parallel-size %d)) among which the experts are spread; change "
-                 "it or the number of ranks",
-                 sizes.ep, data_context, world_size, sizes.tp, sizes.pp);
+                 "--expert-tensor-parallel-size %d must divide --tensor-model-parallel-size %d",
+                 sizes.etp, sizes.tp);
+        return false;
+    }
+    const long long stage_ranks = world_size / (long long)sizes.pp;
+    if (sizes.ep < 0 || stage_ranks % ((long long)ep * etp)) {
+        if (etp == sizes.tp)
+            snprintf(err, err_size,
+                     "--expert-model-parallel-size %d must divide the %lld data-parallel x "
+                     "context-parallel ranks (%d ranks / (--tensor-model-parallel-size %d x "
+                     "--pipeline-model-parallel-size %d)) among which the experts are spread; "
+                     "change it or the number of ranks",
+                     sizes.ep, stage_ranks / sizes.tp, world_size, sizes.tp, sizes.pp);
+        else
+            snprintf(err, err_size,
+                     "--expert-model-parallel-size %d x --expert-tensor-parallel-size %d must "
+                     "divide the %lld ranks of a pipeline stage (%d ranks / "
+                     "--pipeline-model-parallel-size %d); change them or the number of ranks",
+                     sizes.ep, etp, stage_ranks, world_size, sizes.pp);
         return false;
     }
     return true;
@@ -74,9 +87,9 @@ static void split_groups(ParallelState *ps) {
     MPI_Comm_split(w, c + cp * d, t + tp * p, &ps->model_parallel_comm);
     const bool in_embedding = parallel_state_is_first_stage(ps) || parallel_state_is_last_stage(ps);
     MPI_Comm_split(w, in_embedding ? t + tp * (c + cp * d) : MPI_UNDEFINED, p, &ps->embedding_comm);
-    const int stage = t + tp * p, stages = tp * ps->pp_size;
-    MPI_Comm_split(w, stage + stages * ps->edp_rank, ps->ep_rank, &ps->ep_comm);
-    MPI_Comm_split(w, stage + stages * ps->ep_rank, ps->edp_rank, &ps->edp_comm);
+    const int etp = ps->etp_size, ep = ps->ep_size, et = ps->etp_rank;
+    MPI_Comm_split(w, et + etp * (ps->edp_rank + ps->edp_size * p), ps->ep_rank, &ps->ep_comm);
+    MPI_Comm_split(w, et + etp * (ps->ep_rank + ep * p), ps->edp_rank, &ps->edp_comm);
 }
 
 bool parallel_state_init_sizes(ParallelState *ps, MPI_Comm world, ParallelSizes sizes, char *err,
@@ -99,11 +112,13 @@ bool parallel_state_init_sizes(ParallelState *ps, MPI_Comm world, ParallelSizes 
     ps->cp_rank = (ps->rank / sizes.tp) % sizes.cp;
     ps->dp_rank = (ps->rank / (sizes.tp * sizes.cp)) % ps->dp_size;
     ps->pp_rank = ps->rank / (sizes.tp * sizes.cp * ps->dp_size);
-    const int data_context = ps->cp_rank + sizes.cp * ps->dp_rank;
+    const int in_stage = ps->tp_rank + sizes.tp * (ps->cp_rank + sizes.cp * ps->dp_rank);
     ps->ep_size = sizes.ep > 0 ? sizes.ep : 1;
-    ps->edp_size = ps->dp_size * sizes.cp / ps->ep_size;
-    ps->ep_rank = data_context % ps->ep_size;
-    ps->edp_rank = data_context / ps->ep_size;
+    ps->etp_size = sizes.etp > 0 ? sizes.etp : sizes.tp;
+    ps->edp_size = sizes.tp * sizes.cp * ps->dp_size / (ps->ep_size * ps->etp_size);
+    ps->etp_rank = in_stage % ps->etp_size;
+    ps->ep_rank = in_stage / ps->etp_size % ps->ep_size;
+    ps->edp_rank = in_stage / (ps->etp_size * ps->ep_size);
     split_groups(ps);
 
     MPI_Comm node;

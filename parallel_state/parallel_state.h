@@ -37,12 +37,16 @@ typedef struct {
     int world_size, rank;
     int tp_size, pp_size, dp_size, cp_size;
     int tp_rank, pp_rank, dp_rank, cp_rank;
-    /* Expert parallelism, carved from the DP x CP ranks of a (tp, pp)
-     * (Megatron's expert groups): with i = cp + CP * dp, the expert group
-     * holds EP consecutive i (ep_rank = i % EP) and the expert-data group
-     * the ranks with the same experts (edp_rank = i / EP). EP = 1: the
-     * expert group is this rank alone, the expert-data group is DP x CP. */
-    int ep_size, ep_rank, edp_size, edp_rank;
+    /* The expert layout of a stage (Megatron's expert rank order, expert
+     * tensor parallelism fastest): with j = tp + TP * (cp + CP * dp),
+     * etp_rank = j % ETP, ep_rank = (j / ETP) % EP, edp_rank = j / (ETP EP).
+     * The expert group holds the EP ranks of one (etp, edp), the
+     * expert-data group the ranks holding the same experts (one (etp, ep)).
+     * ETP = TP (the default): the experts' TP split is the dense one and
+     * EP is carved from DP x CP; ETP = 1: the TP ranks join the expert
+     * and expert-data groups. EP = 1 and ETP = TP: the expert group is the
+     * rank alone, the expert-data group DP x CP. */
+    int etp_size, etp_rank, ep_size, ep_rank, edp_size, edp_rank;
     int local_rank, local_size; /* within this node */
     MPI_Comm world;
     MPI_Comm tp_comm, pp_comm, dp_comm, cp_comm;
@@ -54,9 +58,11 @@ typedef struct {
 } ParallelState;
 
 /* The model-parallel sizes a job is launched with; DP is what remains.
- * ep (--expert-model-parallel-size) must divide DP x CP; 0 means 1. */
+ * ep (--expert-model-parallel-size; 0 means 1) x etp
+ * (--expert-tensor-parallel-size; 0 means tp) must divide TP x CP x DP,
+ * and etp divide tp. */
 typedef struct {
-    int tp, cp, pp, ep;
+    int tp, cp, pp, ep, etp;
 } ParallelSizes;
 
 /* Rank of the coordinates (tp, cp, dp, pp) under the rank order above. */

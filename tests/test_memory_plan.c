@@ -73,7 +73,7 @@ static void check_plan_matches_create(void) {
     /* The closed-form bound never exceeds the real weights + gradients. */
     GPTMemoryPlan plan;
     gpt_model_plan(be, &cfg, &part, 2, NULL, NULL, 1, &plan);
-    const double bound = gpt_model_min_rank_bytes(&cfg, 1, 1, 1, cfg.num_layers, sizeof(float));
+    const double bound = gpt_model_min_rank_bytes(&cfg, 1, 1, 1, 1, cfg.num_layers, sizeof(float));
     CHECK(bound >= (double)gpt_canonical_param_count(&cfg) * 8.0);
     CHECK(bound - (double)(plan.param_bytes + plan.grad_bytes) <
           (double)cfg.num_layers * 12 * sizeof(ParamInfo) + 1.0);

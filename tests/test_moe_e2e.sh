@@ -42,7 +42,9 @@ declare -A VARIANT=(
 # Layouts as "RANKS|FLAGS": tensor, sequence, pipeline, data and context
 # parallelism, then expert parallelism over the data-parallel and
 # context-parallel ranks (EP 2 and 4, with TP, PP, CP, and at 8 ranks with
-# TP 2 x DP 4, whose experts are also reduced over 2 expert-data ranks).
+# TP 2 x DP 4, whose experts are also reduced over 2 expert-data ranks),
+# then whole experts (--expert-tensor-parallel-size 1) under TP 2: EP 1
+# (the TP ranks an expert-data group), EP 4 over TP x DP, TP 2 x PP 2 x EP 2.
 LAYOUTS=("2|--tensor-model-parallel-size 2"
          "2|--tensor-model-parallel-size 2 --sequence-parallel"
          "2|--pipeline-model-parallel-size 2"
@@ -54,7 +56,10 @@ LAYOUTS=("2|--tensor-model-parallel-size 2"
          "4|--expert-model-parallel-size 2 --tensor-model-parallel-size 2 --sequence-parallel"
          "4|--expert-model-parallel-size 2 --pipeline-model-parallel-size 2"
          "8|--expert-model-parallel-size 2 --tensor-model-parallel-size 2"
-         "2|--expert-model-parallel-size 2 --context-parallel-size 2")
+         "2|--expert-model-parallel-size 2 --context-parallel-size 2"
+         "2|--tensor-model-parallel-size 2 --sequence-parallel --expert-tensor-parallel-size 1"
+         "4|--tensor-model-parallel-size 2 --sequence-parallel --expert-tensor-parallel-size 1 --expert-model-parallel-size 4"
+         "8|--tensor-model-parallel-size 2 --pipeline-model-parallel-size 2 --sequence-parallel --expert-tensor-parallel-size 1 --expert-model-parallel-size 2")
 
 for v in top2 sigmoid prebig capped seqaux; do
     read -r -a extra <<< "${VARIANT[$v]}"
@@ -68,6 +73,8 @@ for v in top2 sigmoid prebig capped seqaux; do
     for layout in "${LAYOUTS[@]}"; do
         np=${layout%%|*}
         read -r -a flags <<< "${layout#*|}"
+        # Whole experts under TP are dropless only.
+        [ "$v" = capped ] && [[ "${layout#*|}" == *expert-tensor-parallel-size* ]] && continue
         name="$v on $np ranks ${layout#*|}"
         out="$WORK/$v.layout$((k++))"
         timeout 300 "$MPIEXEC" --oversubscribe -np "$np" "$PRETRAIN" "${ARGS[@]}" "${extra[@]}" \
@@ -125,26 +132,40 @@ done
 cmp -s "$WORK/perlayer1.txt" "$WORK/perlayer4.txt" || { diff "$WORK/perlayer1.txt" "$WORK/perlayer4.txt"; fail "per-layer token counts differ at EP 2 x PP 2"; }
 
 # --- saved at 2x2x2 (TP without sequence parallelism), resumed at one rank and TP 2;
-# saved at EP 4, resumed at EP 1 and at EP 2 x TP 2 ---
+# saved at EP 4, resumed at EP 1 and at EP 2 x TP 2; saved with whole experts
+# (ETP 1) at TP 2 x EP 2, resumed at one rank and with TP-split experts ---
 save_and_resume top2 "2 2 2" "1 1 1" "2 1 1"
-run_layout 1 1 4 "$WORK/top2ep.save" "${ARGS[@]}" $TOP2 --expert-model-parallel-size 4 --train-iters 10 \
-    --lr-decay-iters 20 --save "$WORK/top2ep.ckpt" --save-interval 10 --metrics-file "$WORK/top2ep.save.jsonl" \
-    || { cat "$WORK/top2ep.save.log"; fail "top2 save at EP 4"; }
-tail -n 10 "$WORK/top2.ref.jsonl" > "$WORK/top2ep.tail.jsonl"
-for layout in "1|" "4|--expert-model-parallel-size 2 --tensor-model-parallel-size 2 --sequence-parallel"; do
-    np=${layout%%|*}
-    read -r -a flags <<< "${layout#*|}"
-    ckpt="$WORK/top2ep.ckpt$np" out="$WORK/top2ep.resume$np"
-    rm -rf "$ckpt" && cp -r "$WORK/top2ep.ckpt" "$ckpt"
-    if timeout 300 "$MPIEXEC" --oversubscribe -np "$np" "$PRETRAIN" "${ARGS[@]}" $TOP2 "${flags[@]}" \
-            --load "$ckpt" --metrics-file "$out.jsonl" > "$out.log" 2>&1; then
-        [ "$(first_iteration "$out.jsonl")" = 11 ] || fail "EP 4 resumed on $np ranks did not start at iteration 11"
-        compare "top2 saved at EP 4, resumed on $np ranks ${layout#*|}" "$WORK/top2ep.tail.jsonl" "$out.jsonl" \
-            --rtol 1e-4 || fail "top2 saved at EP 4 leaves the one-rank trajectory when resumed ${layout#*|}"
-    else
-        cat "$out.log"; fail "resume of the EP 4 checkpoint on $np ranks"
-    fi
-done
+tail -n 10 "$WORK/top2.ref.jsonl" > "$WORK/top2.tail.jsonl"
+# expert_save_resume NAME "RANKS|FLAGS" "RANKS|FLAGS"...: top2 saved at the
+# first layout after 10 iterations, resumed at each other on the one-rank
+# trajectory.
+expert_save_resume() {
+    local name=$1 save=$2 layout np flags
+    shift 2
+    read -r -a flags <<< "${save#*|}"
+    timeout 300 "$MPIEXEC" --oversubscribe -np "${save%%|*}" "$PRETRAIN" "${ARGS[@]}" $TOP2 "${flags[@]}" \
+        --train-iters 10 --lr-decay-iters 20 --save "$WORK/$name.ckpt" --save-interval 10 \
+        > "$WORK/$name.save.log" 2>&1 || { cat "$WORK/$name.save.log"; fail "top2 save at $name"; return; }
+    for layout in "$@"; do
+        np=${layout%%|*}
+        read -r -a flags <<< "${layout#*|}"
+        local ckpt="$WORK/$name.ckpt$np" out="$WORK/$name.resume$np"
+        rm -rf "$ckpt" && cp -r "$WORK/$name.ckpt" "$ckpt"
+        if timeout 300 "$MPIEXEC" --oversubscribe -np "$np" "$PRETRAIN" "${ARGS[@]}" $TOP2 "${flags[@]}" \
+                --load "$ckpt" --metrics-file "$out.jsonl" > "$out.log" 2>&1; then
+            [ "$(first_iteration "$out.jsonl")" = 11 ] || fail "$name resumed on $np ranks did not start at iteration 11"
+            compare "top2 saved at $name, resumed on $np ranks ${layout#*|}" "$WORK/top2.tail.jsonl" "$out.jsonl" \
+                --rtol 1e-4 || fail "top2 saved at $name leaves the one-rank trajectory when resumed ${layout#*|}"
+        else
+            cat "$out.log"; fail "resume of the $name checkpoint on $np ranks"
+        fi
+    done
+}
+expert_save_resume "EP 4" "4|--expert-model-parallel-size 4" "1|" \
+    "4|--expert-model-parallel-size 2 --tensor-model-parallel-size 2 --sequence-parallel"
+expert_save_resume "ETP 1" \
+    "4|--expert-model-parallel-size 2 --tensor-model-parallel-size 2 --sequence-parallel --expert-tensor-parallel-size 1" \
+    "1|" "2|--tensor-model-parallel-size 2 --sequence-parallel"
 
 # --- bad flags: one error each, nothing run ------------------------------------------
 bad() {
@@ -162,7 +183,8 @@ one_error "experts with biases" "$WORK/bad.log" "add --disable-bias-linear"
 bad "experts not divisible by EP" "num-experts 4 is not divisible by --expert-model-parallel-size 8" 8 $TOP2 --expert-model-parallel-size 8 --global-batch-size 16
 bad "EP not dividing DP x CP" "expert-model-parallel-size 4 must divide the 2 data-parallel" 4 $TOP2 --expert-model-parallel-size 4 --tensor-model-parallel-size 2
 bad "EP without experts" "has none; give --num-experts" 2 --expert-model-parallel-size 2
-bad "expert TP other than TP" "expert-tensor-parallel-size 1" 2 $TOP2 --expert-tensor-parallel-size 1 --tensor-model-parallel-size 2
+bad "whole experts without SP" "expert-tensor-parallel-size 1 with --tensor-model-parallel-size 2 needs --sequence-parallel" 2 $TOP2 --expert-tensor-parallel-size 1 --tensor-model-parallel-size 2
+bad "expert TP neither 1 nor TP" "expert-tensor-parallel-size 2: 1 .whole experts. or the tensor-parallel size 4" 4 $TOP2 --expert-tensor-parallel-size 2 --tensor-model-parallel-size 4 --sequence-parallel
 bad "moe ffn not divisible by TP" "moe-ffn-hidden-size 33 is not divisible" 2 $TOP2 --moe-ffn-hidden-size 33 --tensor-model-parallel-size 2
 bad "padding without capacity" "moe-pad-expert-input-to-capacity" 1 $TOP2 --moe-pad-expert-input-to-capacity
 bad "unknown load balancing" "moe-router-load-balancing-type sinkhorn" 1 $TOP2 --moe-router-load-balancing-type sinkhorn

@@ -154,7 +154,7 @@ static void check_layout(MPI_Comm world, int tp, int cp, int pp) {
     if (cp == 1)
         CHECK(parallel_state_init(&ps, world, tp, pp, err, sizeof err));
     else
-        CHECK(parallel_state_init_sizes(&ps, world, (ParallelSizes){tp, cp, pp, 1}, err, sizeof err));
+        CHECK(parallel_state_init_sizes(&ps, world, (ParallelSizes){tp, cp, pp, 1, 0}, err, sizeof err));
     CHECK(err[0] == '\0');
 
     Layout l = {tp, pp, world_size / (tp * cp * pp), cp};
@@ -242,7 +242,7 @@ static void check_context_example(MPI_Comm world) {
     MPI_Comm_rank(world, &rank);
     ParallelState ps;
     char err[256];
-    CHECK(parallel_state_init_sizes(&ps, world, (ParallelSizes){.tp = 2, .cp = 2, .pp = 1, .ep = 1}, err,
+    CHECK(parallel_state_init_sizes(&ps, world, (ParallelSizes){.tp = 2, .cp = 2, .pp = 1, .ep = 1, .etp = 0}, err,
                                     sizeof err));
     Layout l = {2, 1, 2, 2};
     check_members(ps.cp_comm, world, cp_groups[rank], 2, "context", &l);
@@ -251,27 +251,41 @@ static void check_context_example(MPI_Comm world) {
     parallel_state_destroy(&ps);
 }
 
-/* Expert groups, from the data-context members (cp fastest, then dp):
- * EP consecutive ones form my expert group, every EP-th one my
- * expert-data group. At EP = 1 the expert group is me alone. */
-static void check_expert_layout(MPI_Comm world, int tp, int cp, int pp, int ep) {
+/* Expert groups by Megatron's expert rank order: j = tp + TP (cp + CP dp)
+ * within a stage, etp = j % ETP, ep = j / ETP % EP, edp = j / (ETP EP);
+ * my expert group is the ranks of my (etp, edp) by ep, my expert-data
+ * group those of my (etp, ep) by edp. At ETP = TP and EP = 1 the expert
+ * group is me alone and the expert-data group my data-context group. */
+static void check_expert_layout(MPI_Comm world, int tp, int cp, int pp, int ep, int etp) {
     int world_size, rank;
     MPI_Comm_size(world, &world_size);
     MPI_Comm_rank(world, &rank);
     ParallelState ps;
     char err[256] = "";
-    CHECK(parallel_state_init_sizes(&ps, world, (ParallelSizes){tp, cp, pp, ep}, err, sizeof err));
+    CHECK(parallel_state_init_sizes(&ps, world, (ParallelSizes){tp, cp, pp, ep, etp}, err, sizeof err));
     Layout l = {tp, pp, world_size / (tp * cp * pp), cp};
+    const int stage_ranks = world_size / pp, edp = stage_ranks / (ep * etp);
     const Coord me = coord_of(&l, rank);
-    int members[MAX_RANKS], expert[MAX_RANKS], expert_data[MAX_RANKS];
-    const int n = data_context_members(&l, me, members);
-    const int i = me.cp + cp * me.dp;
-    for (int k = 0; k < ep; k++) expert[k] = members[i / ep * ep + k];
-    for (int k = 0; k < n / ep; k++) expert_data[k] = members[i % ep + k * ep];
-    CHECK(ps.ep_size == ep && ps.ep_rank == i % ep && ps.edp_size == n / ep &&
-          ps.edp_rank == i / ep);
+    int expert[MAX_RANKS], expert_data[MAX_RANKS];
+#define IN_STAGE(c) ((c).tp + tp * ((c).cp + cp * (c).dp))
+    const int j = IN_STAGE(me);
+    for (int r = 0; r < world_size; r++) {
+        const Coord c = coord_of(&l, r);
+        const int k = IN_STAGE(c);
+        if (c.pp != me.pp || k % etp != j % etp) continue;
+        if (k / (etp * ep) == j / (etp * ep)) expert[k / etp % ep] = r;
+        if (k / etp % ep == j / etp % ep) expert_data[k / (etp * ep)] = r;
+    }
+#undef IN_STAGE
+    CHECK(ps.etp_size == etp && ps.etp_rank == j % etp && ps.ep_size == ep &&
+          ps.ep_rank == j / etp % ep && ps.edp_size == edp && ps.edp_rank == j / (etp * ep));
     check_members(ps.ep_comm, world, expert, ep, "expert", &l);
-    check_members(ps.edp_comm, world, expert_data, n / ep, "expert-data", &l);
+    check_members(ps.edp_comm, world, expert_data, edp, "expert-data", &l);
+    if (ep == 1 && etp == tp) {
+        int members[MAX_RANKS];
+        const int n = data_context_members(&l, me, members);
+        check_members(ps.edp_comm, world, members, n, "expert-data = data-context", &l);
+    }
     parallel_state_destroy(&ps);
 }
 
@@ -281,56 +295,63 @@ static bool contains(const char *haystack, const char *needle) {
 
 static void check_size_errors(void) {
     char err[512];
-    CHECK(parallel_state_check_sizes(8, (ParallelSizes){1, 1, 1, 1}, err, sizeof err));
-    CHECK(parallel_state_check_sizes(8, (ParallelSizes){2, 1, 4, 1}, err, sizeof err));
-    CHECK(parallel_state_check_sizes(8, (ParallelSizes){8, 1, 1, 1}, err, sizeof err));
-    CHECK(parallel_state_check_sizes(1, (ParallelSizes){1, 1, 1, 1}, err, sizeof err));
+    CHECK(parallel_state_check_sizes(8, (ParallelSizes){1, 1, 1, 1, 0}, err, sizeof err));
+    CHECK(parallel_state_check_sizes(8, (ParallelSizes){2, 1, 4, 1, 0}, err, sizeof err));
+    CHECK(parallel_state_check_sizes(8, (ParallelSizes){8, 1, 1, 1, 0}, err, sizeof err));
+    CHECK(parallel_state_check_sizes(1, (ParallelSizes){1, 1, 1, 1, 0}, err, sizeof err));
 
-    CHECK(!parallel_state_check_sizes(8, (ParallelSizes){3, 1, 1, 1}, err, sizeof err));
+    CHECK(!parallel_state_check_sizes(8, (ParallelSizes){3, 1, 1, 1, 0}, err, sizeof err));
     CHECK(contains(err, "--tensor-model-parallel-size 3"));
     CHECK(contains(err, "--pipeline-model-parallel-size 1"));
     CHECK(contains(err, "not divisible") && contains(err, "8 ranks"));
 
-    CHECK(!parallel_state_check_sizes(12, (ParallelSizes){2, 1, 4, 1}, err, sizeof err));
+    CHECK(!parallel_state_check_sizes(12, (ParallelSizes){2, 1, 4, 1, 0}, err, sizeof err));
     CHECK(contains(err, "not divisible") && contains(err, "multiple of 8"));
 
     /* More model-parallel ranks than the job has: say so, not "not divisible". */
-    CHECK(!parallel_state_check_sizes(8, (ParallelSizes){4, 1, 4, 1}, err, sizeof err));
+    CHECK(!parallel_state_check_sizes(8, (ParallelSizes){4, 1, 4, 1, 0}, err, sizeof err));
     CHECK(contains(err, "--tensor-model-parallel-size 4"));
     CHECK(contains(err, "--pipeline-model-parallel-size 4"));
     CHECK(contains(err, "16") && contains(err, "only 8"));
     CHECK(!contains(err, "divisible"));
-    CHECK(!parallel_state_check_sizes(8, (ParallelSizes){16, 1, 1, 1}, err, sizeof err));
+    CHECK(!parallel_state_check_sizes(8, (ParallelSizes){16, 1, 1, 1, 0}, err, sizeof err));
     CHECK(contains(err, "only 8"));
     /* Products beyond int must not wrap around into a "valid" size. */
-    CHECK(!parallel_state_check_sizes(8, (ParallelSizes){65536, 1, 65536, 1}, err, sizeof err));
+    CHECK(!parallel_state_check_sizes(8, (ParallelSizes){65536, 1, 65536, 1, 0}, err, sizeof err));
     CHECK(contains(err, "only 8"));
 
     /* Experts spread over the DP x CP ranks of a (tp, pp). */
-    CHECK(parallel_state_check_sizes(8, (ParallelSizes){2, 2, 1, 4}, err, sizeof err));
-    CHECK(!parallel_state_check_sizes(8, (ParallelSizes){2, 1, 1, 3}, err, sizeof err));
+    CHECK(parallel_state_check_sizes(8, (ParallelSizes){2, 2, 1, 4, 0}, err, sizeof err));
+    CHECK(!parallel_state_check_sizes(8, (ParallelSizes){2, 1, 1, 3, 0}, err, sizeof err));
     CHECK(contains(err, "--expert-model-parallel-size 3") && contains(err, "4 data-parallel"));
-    CHECK(!parallel_state_check_sizes(8, (ParallelSizes){2, 1, 2, 4}, err, sizeof err));
+    CHECK(!parallel_state_check_sizes(8, (ParallelSizes){2, 1, 2, 4, 0}, err, sizeof err));
     CHECK(contains(err, "--expert-model-parallel-size 4") && contains(err, "2 data-parallel"));
-    CHECK(!parallel_state_check_sizes(8, (ParallelSizes){0, 1, 1, 1}, err, sizeof err));
+    /* Expert tensor parallelism below TP: the TP ranks hold experts too. */
+    CHECK(parallel_state_check_sizes(8, (ParallelSizes){2, 1, 2, 4, 1}, err, sizeof err));
+    CHECK(!parallel_state_check_sizes(8, (ParallelSizes){2, 1, 2, 8, 1}, err, sizeof err));
+    CHECK(contains(err, "--expert-model-parallel-size 8 x --expert-tensor-parallel-size 1") &&
+          contains(err, "4 ranks of a pipeline stage"));
+    CHECK(!parallel_state_check_sizes(8, (ParallelSizes){4, 1, 1, 1, 3}, err, sizeof err));
+    CHECK(contains(err, "--expert-tensor-parallel-size 3 must divide --tensor-model-parallel-size 4"));
+    CHECK(!parallel_state_check_sizes(8, (ParallelSizes){0, 1, 1, 1, 0}, err, sizeof err));
     CHECK(contains(err, "--tensor-model-parallel-size") && contains(err, "got 0"));
-    CHECK(!parallel_state_check_sizes(8, (ParallelSizes){-2, 1, 1, 1}, err, sizeof err));
+    CHECK(!parallel_state_check_sizes(8, (ParallelSizes){-2, 1, 1, 1, 0}, err, sizeof err));
     CHECK(contains(err, "--tensor-model-parallel-size") && contains(err, "got -2"));
-    CHECK(!parallel_state_check_sizes(8, (ParallelSizes){1, 1, 0, 1}, err, sizeof err));
+    CHECK(!parallel_state_check_sizes(8, (ParallelSizes){1, 1, 0, 1, 0}, err, sizeof err));
     CHECK(contains(err, "--pipeline-model-parallel-size") && contains(err, "got 0"));
 
-    CHECK(parallel_state_check_sizes(8, (ParallelSizes){2, 2, 2, 1}, err, sizeof err));
-    CHECK(!parallel_state_check_sizes(8, (ParallelSizes){1, 3, 1, 1}, err, sizeof err));
+    CHECK(parallel_state_check_sizes(8, (ParallelSizes){2, 2, 2, 1, 0}, err, sizeof err));
+    CHECK(!parallel_state_check_sizes(8, (ParallelSizes){1, 3, 1, 1, 0}, err, sizeof err));
     CHECK(contains(err, "--context-parallel-size 3") && contains(err, "not divisible"));
-    CHECK(!parallel_state_check_sizes(8, (ParallelSizes){2, 4, 2, 1}, err, sizeof err));
+    CHECK(!parallel_state_check_sizes(8, (ParallelSizes){2, 4, 2, 1, 0}, err, sizeof err));
     CHECK(contains(err, "--context-parallel-size 4") && contains(err, "only 8"));
-    CHECK(!parallel_state_check_sizes(8, (ParallelSizes){1, 0, 1, 1}, err, sizeof err));
+    CHECK(!parallel_state_check_sizes(8, (ParallelSizes){1, 0, 1, 1, 0}, err, sizeof err));
     CHECK(contains(err, "--context-parallel-size") && contains(err, "got 0"));
 
     /* A short buffer truncates, never overflows. */
     char tiny[8];
     memset(tiny, 'x', sizeof tiny);
-    CHECK(!parallel_state_check_sizes(8, (ParallelSizes){3, 1, 1, 1}, tiny, 5));
+    CHECK(!parallel_state_check_sizes(8, (ParallelSizes){3, 1, 1, 1, 0}, tiny, 5));
     CHECK(strlen(tiny) == 4 && tiny[5] == 'x');
 }
 
@@ -340,7 +361,7 @@ static void check_failed_init(MPI_Comm world) {
     char err[256] = "";
     CHECK(!parallel_state_init(&ps, world, 3, 1, err, sizeof err));
     CHECK(contains(err, "--tensor-model-parallel-size 3"));
-    CHECK(!parallel_state_init_sizes(&ps, world, (ParallelSizes){.tp = 1, .cp = 3, .pp = 1, 1}, err,
+    CHECK(!parallel_state_init_sizes(&ps, world, (ParallelSizes){.tp = 1, .cp = 3, .pp = 1, 1, 0}, err,
                                      sizeof err));
     CHECK(contains(err, "--context-parallel-size 3"));
     CHECK(ps.tp_comm == MPI_COMM_NULL && ps.embedding_comm == MPI_COMM_NULL);
@@ -421,12 +442,16 @@ int main(int argc, char **argv) {
                                          {1, 2, 2}, {1, 2, 4}, {4, 2, 1}};
         for (size_t i = 0; i < sizeof layouts / sizeof *layouts; i++)
             check_layout(MPI_COMM_WORLD, layouts[i][0], layouts[i][1], layouts[i][2]);
-        static const int experts[][4] = {{1, 1, 1, 1}, {1, 1, 1, 2}, {1, 1, 1, 4}, {1, 1, 1, 8},
-                                         {2, 1, 1, 2}, {2, 1, 2, 2}, {1, 2, 1, 2}, {1, 2, 1, 4},
-                                         {2, 2, 1, 4}, {1, 2, 2, 2}};
+        /* tp, cp, pp, ep, etp */
+        static const int experts[][5] = {{1, 1, 1, 1, 1}, {1, 1, 1, 2, 1}, {1, 1, 1, 4, 1},
+                                         {1, 1, 1, 8, 1}, {2, 1, 1, 2, 2}, {2, 1, 2, 2, 2},
+                                         {1, 2, 1, 2, 1}, {1, 2, 1, 4, 1}, {2, 2, 1, 2, 2},
+                                         {1, 2, 2, 2, 1}, {2, 1, 1, 1, 2}, {2, 1, 1, 1, 1},
+                                         {2, 1, 1, 2, 1}, {2, 1, 1, 8, 1}, {4, 1, 1, 4, 1},
+                                         {2, 2, 1, 4, 1}, {2, 1, 2, 4, 1}, {4, 1, 1, 2, 2}};
         for (size_t i = 0; i < sizeof experts / sizeof *experts; i++)
             check_expert_layout(MPI_COMM_WORLD, experts[i][0], experts[i][1], experts[i][2],
-                                experts[i][3]);
+                                experts[i][3], experts[i][4]);
         check_design_example(MPI_COMM_WORLD);
         check_context_example(MPI_COMM_WORLD);
         check_sub_world(MPI_COMM_WORLD);

@@ -152,7 +152,8 @@ static inline ParallelSizes args_parallel_sizes(const TrainArgs *a) {
     return (ParallelSizes){.tp = a->tensor_model_parallel_size,
                            .cp = a->context_parallel_size,
                            .pp = a->pipeline_model_parallel_size,
-                           .ep = a->expert_model_parallel_size};
+                           .ep = a->expert_model_parallel_size,
+                           .etp = a->expert_tensor_parallel_size};
 }
 
 #endif

@@ -1,7 +1,7 @@
 /* The mixture-of-experts flags (args_internal.h): Megatron's names and
  * defaults, its rules (top-k at most the experts, a capacity for padding,
- * experts divisible by EP), and the limit of this build: expert tensor
- * parallelism equal to TP. */
+ * experts divisible by EP), and the limits of this build: expert tensor
+ * parallelism TP or 1, the latter with sequence parallelism and dropless. */
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
@@ -47,10 +47,12 @@ static bool check_sizes(const TrainArgs *a, char *err, size_t err_size) {
     if (m->moe_layer_freq < 1) FAIL("--moe-layer-freq must be >= 1 (got %d)", m->moe_layer_freq);
     if (m->moe_ffn_hidden_size < 1)
         FAIL("--moe-ffn-hidden-size must be >= 1 (got %d)", m->moe_ffn_hidden_size);
-    if (m->moe_ffn_hidden_size % tp)
-        FAIL("--moe-ffn-hidden-size %d is not divisible by --tensor-model-parallel-size %d: each "
-             "tensor-parallel rank holds an equal share of every expert's features",
-             m->moe_ffn_hidden_size, tp);
+    const int etp = a->expert_tensor_parallel_size ? a->expert_tensor_parallel_size : tp;
+    if (m->moe_ffn_hidden_size % etp)
+        FAIL("--moe-ffn-hidden-size %d is not divisible by --expert-tensor-parallel-size %d (the "
+             "tensor-parallel size unless given): each rank holds an equal share of every "
+             "expert's features",
+             m->moe_ffn_hidden_size, etp);
     if (m->moe_shared_expert_intermediate_size < 0)
         FAIL("--moe-shared-expert-intermediate-size must be >= 0 (got %d)",
              m->moe_shared_expert_intermediate_size);
@@ -71,10 +73,21 @@ static bool check_sizes(const TrainArgs *a, char *err, size_t err_size) {
 static bool check_layout(const TrainArgs *a, char *err, size_t err_size) {
     const TransformerConfig *m = &a->model;
     const int tp = a->tensor_model_parallel_size;
-    if (a->expert_tensor_parallel_size && a->expert_tensor_parallel_size != tp)
-        FAIL("--expert-tensor-parallel-size %d: only the tensor-parallel size (%d, the default) "
-             "is built; leave the flag out",
-             a->expert_tensor_parallel_size, tp);
+    const int etp = a->expert_tensor_parallel_size ? a->expert_tensor_parallel_size : tp;
+    if (etp != tp && etp != 1)
+        FAIL("--expert-tensor-parallel-size %d: 1 (whole experts) or the tensor-parallel size "
+             "%d (the default) are built",
+             etp, tp);
+    if (etp < tp && !a->sequence_parallel)
+        FAIL("--expert-tensor-parallel-size 1 with --tensor-model-parallel-size %d needs "
+             "--sequence-parallel: each rank dispatches its own share of the tokens (Megatron's "
+             "rule for MoE with TP)",
+             tp);
+    if (etp < tp && m->moe_expert_capacity_factor > 0)
+        FAIL("--moe-expert-capacity-factor with --expert-tensor-parallel-size 1 under "
+             "--tensor-model-parallel-size %d is not built yet; leave the capacity out "
+             "(dropless) or the expert tensor parallelism at TP",
+             tp);
     if (m->moe_pad_expert_input_to_capacity && m->moe_expert_capacity_factor == 0)
         FAIL("--moe-pad-expert-input-to-capacity pads each expert to its capacity, and there is "
              "none: give --moe-expert-capacity-factor F");

@@ -21,8 +21,11 @@
     } while (0)
 
 /* Each canonical element is written once: TP-replicated parameters by TP
- * rank 0, the tied word embedding by the first stage only. */
+ * rank 0, the tied word embedding by the first stage only; a routed
+ * expert's shard lives on one rank of the expert layout, whole experts
+ * (--expert-tensor-parallel-size 1) on any TP rank. */
 static bool rank_writes_param(const Trainer *t, const ParamInfo *p) {
+    if (p->expert) return true;
     if (!p->tensor_parallel_split && t->ps->tp_size > 1 && t->ps->tp_rank != 0) return false;
     return !p->tied_copy;
 }

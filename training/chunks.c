@@ -31,8 +31,9 @@ void trainer_partition_chunks(Trainer *t) {
             .cp_rank = ps->cp_rank,
             .ep_size = ps->ep_size,
             .ep_rank = ps->ep_rank,
-            /* The optimizer's bucket unit, where its expert region may begin. */
-            .region_align = (size_t)parallel_state_data_context_size(ps) * DIST_OPT_ALIGN,
+            .etp_size = ps->etp_size,
+            .region_align = distrib_optimizer_region_align(parallel_state_data_context_size(ps),
+                                                           ps->edp_size),
         };
     }
     t->part = t->chunk_parts[0];

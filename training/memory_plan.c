@@ -55,7 +55,7 @@ bool trainer_check_memory(const Trainer *t, int num_slots, char *err, size_t err
      * its parameter table is built, which for absurd shapes alone would take
      * minutes and all of memory. */
     const double bound = gpt_model_min_rank_bytes(
-        &t->cfg, t->ps->tp_size, t->ps->pp_size, t->ps->ep_size,
+        &t->cfg, t->ps->tp_size, t->ps->pp_size, t->ps->ep_size, t->ps->etp_size,
         pipeline_split_max_rank_layers(&a->pipeline_split),
         backend_act_bytes(t->be, 1));
     if (bound * sharing > (double)available) {
