@@ -428,7 +428,12 @@ void gpt_model_free(GPTModel *m) {
     free(m->lg);
     free(m->host_block);
     free(m->moe_layer_stats);
-    for (int i = 0; i < m->num_slots; i++) free(m->slots[i].la);
+    for (int i = 0; i < m->num_slots; i++) {
+        for (int l = 0; l < m->part.num_local_layers; l++) moe_free_recv_rows(m, &m->slots[i].la[l].moe);
+        free(m->slots[i].la);
+    }
+    for (int j = 0; j < m->scratch_layers; j++) moe_free_recv_rows(m, &m->recompute_scratch[j].moe);
+    if (m->moe_grad.recv_block) be->ops->free(be, m->moe_grad.recv_block);
     free(m->slots);
     free(m->recompute_scratch);
     free(m->own_out);

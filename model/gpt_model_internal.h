@@ -64,6 +64,10 @@ typedef struct {
      * (expert_in / expert_out themselves without expert parallelism);
      * expert_fc1 and expert_act are [P_recv_max, ...]. */
     void *x_in, *y_out;
+    /* Expert parallelism: room for recv_capacity received rows, in the
+     * carved activations or, once a step needed more, in recv_block. */
+    int recv_capacity;
+    void *recv_block;
     MoEPlan plan;
 } MoEActs;
 
@@ -166,6 +170,8 @@ struct GPTModel {
     struct {
         void *d_expert_out, *d_expert_act, *d_expert_fc1, *d_expert_in;
         void *d_y_out, *d_x_in; /* the local experts' rows (aliases without EP) */
+        int recv_capacity;      /* rows of d_x_in .. d_y_out, grown as the activations' */
+        void *recv_block;
         void *d_shared_act, *d_shared_fc1, *dy_full, *dx_full, *dx_part, *d_logits_act;
         float *d_probs, *d_logits, *aux_grad;
     } moe_grad;
@@ -191,7 +197,8 @@ struct GPTModel {
     double *moe_layer_stats;
     bool recomputing; /* a full recomputation's forward: the losses are counted once */
     int P_max;      /* expert rows of one MoE layer's dispatch */
-    int P_recv_max; /* rows this rank's experts may receive (P_max without EP) */
+    int P_recv_max;  /* rows this rank's experts may receive (P_max without EP) */
+    int P_recv_plan; /* rows their buffers are planned for (they grow beyond) */
     int local_moe_ffn, local_moe_fc1_width, local_shared_ffn, local_shared_fc1_width;
     /* Expert parallelism: this rank's experts [first_expert, + local_experts)
      * of each MoE layer, and its place in the expert group. */
@@ -240,6 +247,8 @@ void *carve(Carver *c, size_t bytes);
 /* Carves an MoE layer's activations (act/stat: device; host: the plan). */
 void moe_layout_acts(GPTModel *m, MoEActs *a, Carver *act, Carver *stat, Carver *host);
 void moe_layout_grads(GPTModel *m, Carver *grad, Carver *stat, Carver *host);
+/* Frees what an MoE layer's received rows grew into. */
+void moe_free_recv_rows(GPTModel *m, MoEActs *a);
 /* act [N, F] from an MLP's fc1 output ([N, F], or [N, F, 2] for SwiGLU)
  * by the variant's activation, and its backward (gpt_stage.c). */
 void gpt_mlp_activation_forward(GPTModel *m, void *act, const void *fc1, int N, int F);

@@ -111,21 +111,80 @@ void moe_describe(GPTModel *m, Comm *comm) {
     m->P_recv_max = m->ep_size == 1 ? m->P_max
                     : padded         ? m->ep_size * m->local_experts * moe_capacity(m)
                                      : m->ep_size * m->moe_tokens * K;
+    /* The buffers of the received rows are planned for
+     * moe_expert_rows_factor (default 2) times the balanced load (P_max)
+     * and grow when a step brings more (ensure_recv_rows): the worst case,
+     * every peer's choices at one rank, is EP times the balanced load,
+     * which a static allocation could not afford at scale. */
+    const double factor = c->moe_expert_rows_factor > 0 ? c->moe_expert_rows_factor : 2.0;
+    const double plan = ceil(factor * m->P_max);
+    m->P_recv_plan = plan < m->P_recv_max ? (int)(plan > 1 ? plan : 1) : m->P_recv_max;
+}
+
+/* The experts' own rows (in, fc1 output, activation, out) of `rows` rows
+ * out of one carver. */
+static void carve_recv_rows(const GPTModel *m, Carver *c, size_t rows, void **x_in, void **fc1,
+                            void **act, void **y_out) {
+    const Backend *be = m->be;
+    const size_t C = (size_t)m->cfg.hidden_size;
+    *x_in = carve(c, backend_act_bytes(be, rows * C));
+    *fc1 = carve(c, backend_act_bytes(be, rows * (size_t)m->local_moe_fc1_width));
+    *act = carve(c, backend_act_bytes(be, rows * (size_t)m->local_moe_ffn));
+    *y_out = carve(c, backend_act_bytes(be, rows * C));
+}
+
+/* Room for `rows` received rows in (*block, *capacity), reallocated with a
+ * quarter to spare when the planned or last size is too small. */
+static bool grow_recv_rows(GPTModel *m, void **block, int *capacity, int rows, void **x_in,
+                           void **fc1, void **act, void **y_out) {
+    if (rows <= *capacity) return false;
+    Backend *be = m->be;
+    const size_t n = (size_t)rows + (size_t)rows / 4;
+    Carver c = {0};
+    carve_recv_rows(m, &c, n, x_in, fc1, act, y_out);
+    if (*block) be->ops->free(be, *block);
+    *block = be->ops->alloc(be, c.used);
+    c = (Carver){.base = *block, .used = 0};
+    carve_recv_rows(m, &c, n, x_in, fc1, act, y_out);
+    *capacity = (int)n;
+    return true;
+}
+
+static void ensure_recv_rows(GPTModel *m, MoEActs *a) {
+    grow_recv_rows(m, &a->recv_block, &a->recv_capacity, a->plan.P_recv, &a->x_in, &a->expert_fc1,
+                   &a->expert_act, &a->y_out);
+}
+
+static void ensure_recv_grad_rows(GPTModel *m, int rows) {
+    grow_recv_rows(m, &m->moe_grad.recv_block, &m->moe_grad.recv_capacity, rows,
+                   &m->moe_grad.d_x_in, &m->moe_grad.d_expert_fc1, &m->moe_grad.d_expert_act,
+                   &m->moe_grad.d_y_out);
+}
+
+void moe_free_recv_rows(GPTModel *m, MoEActs *a) {
+    if (a->recv_block) m->be->ops->free(m->be, a->recv_block);
+    a->recv_block = NULL;
 }
 
 void moe_layout_acts(GPTModel *m, MoEActs *a, Carver *act, Carver *stat, Carver *host) {
     Backend *be = m->be;
     const size_t N = (size_t)m->B * m->T, R = (size_t)m->rows, C = (size_t)m->cfg.hidden_size;
     const size_t E = (size_t)m->cfg.num_experts, K = (size_t)m->cfg.moe_router_topk;
-    const size_t P = (size_t)m->P_max, PR = (size_t)m->P_recv_max;
+    const size_t P = (size_t)m->P_max;
     const bool ep = m->ep_size > 1;
     a->logits_act = carve(act, backend_act_bytes(be, R * E));
     a->expert_in = carve(act, backend_act_bytes(be, P * C));
-    a->x_in = ep ? carve(act, backend_act_bytes(be, PR * C)) : a->expert_in;
-    a->expert_fc1 = carve(act, backend_act_bytes(be, PR * (size_t)m->local_moe_fc1_width));
-    a->expert_act = carve(act, backend_act_bytes(be, PR * (size_t)m->local_moe_ffn));
-    a->y_out = carve(act, backend_act_bytes(be, PR * C));
-    a->expert_out = ep ? carve(act, backend_act_bytes(be, P * C)) : a->y_out;
+    if (ep) {
+        carve_recv_rows(m, act, (size_t)m->P_recv_plan, &a->x_in, &a->expert_fc1, &a->expert_act,
+                        &a->y_out);
+        a->expert_out = carve(act, backend_act_bytes(be, P * C));
+    } else { /* the experts compute on the dispatched rows themselves */
+        void *unused;
+        carve_recv_rows(m, act, P, &unused, &a->expert_fc1, &a->expert_act, &a->y_out);
+        a->x_in = a->expert_in;
+        a->expert_out = a->y_out;
+    }
+    a->recv_capacity = m->P_recv_plan;
     if (m->local_shared_ffn) {
         a->shared_fc1 = carve(act, backend_act_bytes(be, N * (size_t)m->local_shared_fc1_width));
         a->shared_act = carve(act, backend_act_bytes(be, N * (size_t)m->local_shared_ffn));
@@ -151,15 +210,14 @@ void moe_layout_grads(GPTModel *m, Carver *grad, Carver *stat, Carver *host) {
     Backend *be = m->be;
     const size_t N = (size_t)m->B * m->T, R = (size_t)m->rows, C = (size_t)m->cfg.hidden_size;
     const size_t E = (size_t)m->cfg.num_experts, K = (size_t)m->cfg.moe_router_topk;
-    const size_t P = (size_t)m->P_max, PR = (size_t)m->P_recv_max;
+    const size_t P = (size_t)m->P_max;
     const bool ep = m->ep_size > 1;
     m->moe_grad.d_expert_out = carve(grad, backend_act_bytes(be, P * C));
-    m->moe_grad.d_y_out = ep ? carve(grad, backend_act_bytes(be, PR * C)) : m->moe_grad.d_expert_out;
-    m->moe_grad.d_expert_act = carve(grad, backend_act_bytes(be, PR * (size_t)m->local_moe_ffn));
-    m->moe_grad.d_expert_fc1 =
-        carve(grad, backend_act_bytes(be, PR * (size_t)m->local_moe_fc1_width));
-    m->moe_grad.d_x_in = carve(grad, backend_act_bytes(be, PR * C));
+    carve_recv_rows(m, grad, (size_t)m->P_recv_plan, &m->moe_grad.d_x_in, &m->moe_grad.d_expert_fc1,
+                    &m->moe_grad.d_expert_act, &m->moe_grad.d_y_out);
+    if (!ep) m->moe_grad.d_y_out = m->moe_grad.d_expert_out;
     m->moe_grad.d_expert_in = ep ? carve(grad, backend_act_bytes(be, P * C)) : m->moe_grad.d_x_in;
+    m->moe_grad.recv_capacity = m->P_recv_plan;
     if (m->local_shared_ffn) {
         m->moe_grad.d_shared_act =
             carve(grad, backend_act_bytes(be, N * (size_t)m->local_shared_ffn));
@@ -352,7 +410,8 @@ static void exchange_plan(GPTModel *m, MoEActs *a) {
     }
     pl->recv_begin[EP * EL] = at;
     pl->P_recv = at;
-    GPT3D_CHECK(at <= m->P_recv_max, "MoE: %d rows received, the plan holds %d", at, m->P_recv_max);
+    GPT3D_CHECK(at <= m->P_recv_max, "MoE: %d rows received, at most %d can come", at,
+                m->P_recv_max);
 }
 
 /* Rows to their experts' ranks (forward: dispatch) or back to the ranks
@@ -506,6 +565,7 @@ static ExpertGroup fc2_group(const GPTModel *m, const MoEActs *a) {
 
 static void experts_forward(GPTModel *m, const LayerParams *p, MoEActs *a) {
     const ExpertGroup fc1 = fc1_group(m, a), fc2 = fc2_group(m, a);
+    ensure_recv_rows(m, a);
     exchange_rows(m, &a->plan, a->x_in, a->expert_in, true);
     grouped_matmul_forward(m, &fc1, a->expert_fc1, a->x_in, p->expert_fc1_w);
     gpt_mlp_activation_forward(m, a->expert_act, a->expert_fc1, a->plan.P_recv, m->local_moe_ffn);
@@ -575,6 +635,7 @@ void moe_mlp_forward(GPTModel *m, int l, LayerActs *la) {
 static void experts_backward(GPTModel *m, const LayerParams *p, const LayerGrads *g,
                              const MoEActs *a) {
     const ExpertGroup fc1 = fc1_group(m, a), fc2 = fc2_group(m, a);
+    ensure_recv_grad_rows(m, a->plan.P_recv);
     exchange_rows(m, &a->plan, m->moe_grad.d_y_out, m->moe_grad.d_expert_out, true);
     grouped_matmul_backward(m, &fc2, m->moe_grad.d_expert_act, g->expert_fc2_w,
                             m->moe_grad.d_y_out, a->expert_act, p->expert_fc2_w);

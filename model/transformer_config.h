@@ -138,6 +138,10 @@ typedef struct {
     double moe_expert_capacity_factor;
     MoEDropPolicy moe_token_drop_policy;
     bool moe_pad_expert_input_to_capacity;
+    /* Expert parallelism: the received rows' buffers are planned for this
+     * many times the balanced load (--moe-expert-rows-factor; 0: 2) and
+     * grow beyond it when a step needs. */
+    double moe_expert_rows_factor;
 } TransformerConfig;
 
 /* The GPT-2 variant's fields (see above), leaving the shape alone;

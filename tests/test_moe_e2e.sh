@@ -43,7 +43,9 @@ declare -A VARIANT=(
 # parallelism, then expert parallelism over the data-parallel and
 # context-parallel ranks (EP 2 and 4, with TP, PP, CP, and at 8 ranks with
 # TP 2 x DP 4, whose experts are also reduced over 2 expert-data ranks),
-# then whole experts (--expert-tensor-parallel-size 1) under TP 2: EP 1
+# EP 4 with the received rows planned for a quarter of the balanced load
+# (so every step grows them), then whole experts
+# (--expert-tensor-parallel-size 1) under TP 2: EP 1
 # (the TP ranks an expert-data group), EP 4 over TP x DP, TP 2 x PP 2 x EP 2.
 LAYOUTS=("2|--tensor-model-parallel-size 2"
          "2|--tensor-model-parallel-size 2 --sequence-parallel"
@@ -57,6 +59,7 @@ LAYOUTS=("2|--tensor-model-parallel-size 2"
          "4|--expert-model-parallel-size 2 --pipeline-model-parallel-size 2"
          "8|--expert-model-parallel-size 2 --tensor-model-parallel-size 2"
          "2|--expert-model-parallel-size 2 --context-parallel-size 2"
+         "4|--expert-model-parallel-size 4 --moe-expert-rows-factor 0.25"
          "2|--tensor-model-parallel-size 2 --sequence-parallel --expert-tensor-parallel-size 1"
          "4|--tensor-model-parallel-size 2 --sequence-parallel --expert-tensor-parallel-size 1 --expert-model-parallel-size 4"
          "8|--tensor-model-parallel-size 2 --pipeline-model-parallel-size 2 --sequence-parallel --expert-tensor-parallel-size 1 --expert-model-parallel-size 2")

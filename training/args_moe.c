@@ -64,6 +64,9 @@ static bool check_sizes(const TrainArgs *a, char *err, size_t err_size) {
         FAIL("--moe-aux-loss-coeff must be a finite number >= 0 (got %g)", m->moe_aux_loss_coeff);
     if (!(isfinite(m->moe_z_loss_coeff) && m->moe_z_loss_coeff >= 0))
         FAIL("--moe-z-loss-coeff must be a finite number >= 0 (got %g)", m->moe_z_loss_coeff);
+    if (!(isfinite(m->moe_expert_rows_factor) && m->moe_expert_rows_factor > 0))
+        FAIL("--moe-expert-rows-factor must be a finite number above 0 (got %g)",
+             m->moe_expert_rows_factor);
     if (!(isfinite(m->moe_expert_capacity_factor) && m->moe_expert_capacity_factor >= 0))
         FAIL("--moe-expert-capacity-factor must be a finite number >= 0 (got %g; 0 is dropless)",
              m->moe_expert_capacity_factor);
