@@ -60,6 +60,7 @@ LAYOUTS=("2|--tensor-model-parallel-size 2"
          "8|--expert-model-parallel-size 2 --tensor-model-parallel-size 2"
          "2|--expert-model-parallel-size 2 --context-parallel-size 2"
          "4|--expert-model-parallel-size 4 --moe-expert-rows-factor 0.25"
+         "4|--expert-model-parallel-size 2 --overlap-grad-reduce --overlap-param-gather --ddp-bucket-size 2000"
          "2|--tensor-model-parallel-size 2 --sequence-parallel --expert-tensor-parallel-size 1"
          "4|--tensor-model-parallel-size 2 --sequence-parallel --expert-tensor-parallel-size 1 --expert-model-parallel-size 4"
          "8|--tensor-model-parallel-size 2 --pipeline-model-parallel-size 2 --sequence-parallel --expert-tensor-parallel-size 1 --expert-model-parallel-size 2")

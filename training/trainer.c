@@ -161,6 +161,12 @@ static void print_buckets(const Trainer *t) {
            "gather %s\n",
            K, t->ps->cp_size > 1 ? "DP x CP" : "DP", parallel_state_data_context_size(t->ps), sizes, n >= sizeof sizes - 32 ? " ..." : "",
            t->args->overlap_grad_reduce ? "on" : "off", t->args->overlap_param_gather ? "on" : "off");
+    int experts = 0;
+    for (int k = 0; k < K; k++) experts += distrib_optimizer_bucket(t->opt, k)->group == GROUP_EXPERT_DATA;
+    if (t->cfg.num_experts > 0)
+        printf("expert buckets: %d of them hold the routed experts, reduced and sharded over the "
+               "%d ranks holding the same experts (the expert-data group)\n",
+               experts, t->ps->edp_size);
 }
 
 /* " (base B, R of D features, rotate-half)" for RoPE, else empty. */
