@@ -2,8 +2,9 @@
 # Megatron's implementation switches (fusions, attention backend, data
 # loader workers, garbage collection, per-token loss, profiler steps, ...):
 # a run that gives all of them trains exactly as one that gives none; their
-# values are still checked against Megatron's choices; expert parallelism
-# other than 1 is refused naming what is missing, context parallelism
+# values are still checked against Megatron's choices (--no-position-embedding
+# only beside RoPE, as Megatron); expert parallelism without the ranks for it
+# is refused naming them, context parallelism
 # without the ranks for it names them (test_context_parallel_e2e runs it); the new
 # flags' bad values (FP8, decoupled learning rate, batch steps, profiler
 # steps) stop with one error. The log line and the validation block are
@@ -56,6 +57,7 @@ bad workers "--num-workers must be >= 0" --num-workers -1
 bad memory_level "--empty-unused-memory-level must be 0, 1 or 2" --empty-unused-memory-level 3
 bad context "--tensor-model-parallel-size 1 x --context-parallel-size 2 x --pipeline-model-parallel-size 1 needs 2 ranks, but the job has only 1" --context-parallel-size 2
 bad experts "--expert-model-parallel-size 4 must divide the 1 data-parallel x context-parallel ranks" --expert-model-parallel-size 4
+bad no_position_embedding "--no-position-embedding is deprecated .* --position-embedding-type none" --no-position-embedding
 bad profile "--profile-step-start 5 and --profile-step-end 4 must satisfy 0 <= start <= end" --profile --profile-step-start 5 --profile-step-end 4
 bad fp8_format "--fp8-format e5m2: Megatron's choices are e4m3, hybrid" --fp8-format e5m2
 bad fp8_algo "--fp8-amax-compute-algo mean: Megatron's choices are most_recent, max" --fp8-format hybrid --fp8-amax-compute-algo mean

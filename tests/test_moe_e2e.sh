@@ -27,7 +27,7 @@ make_corpus "$PREPROCESS" "experts"
 # Llama-style layers with MoE MLPs, micro-batches of 2 sequences.
 ARGS=(--num-layers 4 --hidden-size 32 --num-attention-heads 4 --seq-length 32 --micro-batch-size 2
       --global-batch-size 8 --train-iters 20 --lr 2e-3 --lr-warmup-iters 2 --log-interval 10
-      --position-embedding-type rope --normalization RMSNorm --disable-bias-linear
+      --position-embedding-type rope --no-position-embedding --normalization RMSNorm --disable-bias-linear
       --hidden-dropout 0 --attention-dropout 0 --eval-iters 1 --eval-interval 10 --device cpu
       --tokenizer-type ByteTokenizer --data-path "$WORK/c_text_document.h5" --split 90,10,0)
 TOP2="--swiglu --num-experts 4 --moe-ffn-hidden-size 32 --moe-router-topk 2 --moe-aux-loss-coeff 1e-2 --moe-z-loss-coeff 1e-3 --moe-shared-expert-intermediate-size 16"

@@ -185,6 +185,7 @@ static const FlagSpec TRAIN_FLAGS[] = {
     {"profile", FLAG_SWITCH, COMPAT(profile), NULL, NULL, "Megatron starts and stops a profiler (Nsight Systems' capture range or PyTorch's) at --profile-step-start/-end; gpt3d has no profiler hooks: profile it whole, e.g. nsys profile mpirun ...", NO_EFFECT, false},
     {"profile-step-start", FLAG_INT64, COMPAT(profile_step_start), "10", "N", "With --profile: the iteration Megatron's profiling starts at (see --profile).", NO_EFFECT, false},
     {"profile-step-end", FLAG_INT64, COMPAT(profile_step_end), "12", "N", "With --profile: the iteration Megatron's profiling ends at (see --profile).", NO_EFFECT, false},
+    {"no-position-embedding", FLAG_SWITCH, COMPAT(no_position_embedding), NULL, NULL, "Megatron's deprecated switch: accepted with --position-embedding-type rope (which has no position table), refused otherwise, as Megatron does.", NO_EFFECT, false},
     {"no-persist-layer-norm", FLAG_SWITCH, COMPAT(no_persist_layer_norm), NULL, NULL, "Apex's persistent layer-norm kernel does not exist here.", NO_EFFECT, false},
     {"num-workers", FLAG_INT, COMPAT(num_workers), "2", "N", "PyTorch data-loader worker processes: samples are read from memory-mapped shards in the training process.", NO_EFFECT, false},
     {"no-mmap-bin-files", FLAG_SWITCH, COMPAT(no_mmap_bin_files), NULL, NULL, "Token data is read by gpt3d's own data module; there is no choice of reader to make.", NO_EFFECT, false},
@@ -264,6 +265,9 @@ static bool resolve_architecture(TrainArgs *a, const FlagParser *parser, char *e
         FAIL("--hidden-size %d is not divisible by --num-attention-heads %d; pick sizes whose "
              "ratio (the head size) is an integer, or give the head size with --kv-channels",
              m->hidden_size, m->num_attention_heads);
+    if (a->compat.no_position_embedding && pos != POSITION_ROPE)
+        FAIL("--no-position-embedding is deprecated (as in Megatron) and means nothing without "
+             "--position-embedding-type rope; use --position-embedding-type none for no positions");
     transformer_config_set_gpt2_variant(m);
     m->position_embedding_type = pos;
     m->normalization = norm;

@@ -36,7 +36,7 @@ typedef struct {
     bool no_masked_softmax_fusion, no_bias_gelu_fusion, no_bias_swiglu_fusion;
     bool no_bias_dropout_fusion, no_rope_fusion, no_gradient_accumulation_fusion;
     bool no_gradient_reduce_div_fusion, cross_entropy_loss_fusion;
-    bool profile;
+    bool profile, no_position_embedding;
     int64_t profile_step_start, profile_step_end;
     char *attention_backend, *transformer_impl, *distributed_backend;
     int num_workers, empty_unused_memory_level;
