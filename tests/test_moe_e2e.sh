@@ -104,6 +104,16 @@ for pad in "" "--moe-pad-expert-input-to-capacity"; do
         || fail "a capacity that drops nothing ($pad) changes the numbers"
 done
 
+# --- interleaved 1F1B (2 chunks per pipeline rank, each with its own expert
+# region in the optimizer's buffers) with EP 2, against one rank ---
+"$PRETRAIN" "${ARGS[@]}" $TOP2 --global-batch-size 16 --train-iters 6 --metrics-file "$WORK/vp_ref.jsonl" \
+    > "$WORK/vp_ref.log" 2>&1 || { cat "$WORK/vp_ref.log"; fail "one rank, 16 samples"; }
+timeout 300 "$MPIEXEC" --oversubscribe -np 4 "$PRETRAIN" "${ARGS[@]}" $TOP2 --global-batch-size 16 \
+    --train-iters 6 --pipeline-model-parallel-size 2 --num-layers-per-virtual-pipeline-stage 1 \
+    --expert-model-parallel-size 2 --metrics-file "$WORK/vp.jsonl" > "$WORK/vp.log" 2>&1 \
+    || { cat "$WORK/vp.log"; fail "interleaved PP 2 x V 2 with EP 2"; }
+matches_one_rank "interleaved PP 2 x V 2, EP 2" "$WORK/vp_ref.jsonl" "$WORK/vp.jsonl"
+
 # --- recomputation and dropout: full (units of 2 layers, each with an MoE and
 # a dense MLP) and selective recomputation give bitwise the numbers without,
 # and the MoE losses are counted once ---
