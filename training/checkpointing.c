@@ -20,15 +20,11 @@
         return false;                                                                              \
     } while (0)
 
-/* Each canonical element is written once: TP-replicated parameters by TP
- * rank 0, the tied word embedding by the first stage only; a routed
- * expert's shard lives on one rank of the expert layout, whole experts
- * (--expert-tensor-parallel-size 1) on any TP rank. */
-static bool rank_writes_param(const Trainer *t, const ParamInfo *p) {
-    if (p->expert) return true;
-    if (!p->tensor_parallel_split && t->ps->tp_size > 1 && t->ps->tp_rank != 0) return false;
-    return !p->tied_copy;
-}
+/* Each canonical element is written once, by the rank whose copy the
+ * gradient norm counts (param_table.c owns that rule: TP-replicated
+ * parameters on TP rank 0, the tied word embedding on the first stage, a
+ * routed expert's shard wherever it lives). */
+static bool rank_writes_param(const ParamInfo *p) { return p->counts_in_grad_norm; }
 
 static void fill_meta(const Trainer *t, CheckpointMeta *m) {
     memset(m, 0, sizeof *m);
@@ -75,7 +71,7 @@ static CheckpointInterval *shard_intervals(Trainer *t, float *host, int *count, 
     *bytes = 0;
     for (int i = 0; i < total; i++) {
         const ParamInfo *p = &pt->params[sh[i].param];
-        if (!rank_writes_param(t, p)) continue;
+        if (!rank_writes_param(p)) continue;
         float *state[3];
         interval_state(t, host, &sh[i], state);
         CheckpointInterval *c = &iv[n++];
