@@ -39,7 +39,9 @@ fi
 DEVICE=cpu
 if command -v nvidia-smi > /dev/null 2>&1 && nvidia-smi -L > /dev/null 2>&1; then DEVICE=auto; fi
 echo "== training a 4-layer GPT for about a minute (--device $DEVICE; metrics in demo/metrics.jsonl)"
-rm -f demo/metrics.jsonl
+# A rerun trains afresh: the demo owns demo/checkpoints, whose earlier run a new
+# one would otherwise refuse to overwrite.
+rm -rf demo/metrics.jsonl demo/checkpoints
 export OPENBLAS_NUM_THREADS=${OPENBLAS_NUM_THREADS:-$(nproc)}
 build/pretrain_gpt \
     --num-layers 4 --hidden-size 128 --num-attention-heads 4 --seq-length 128 \
