@@ -333,6 +333,21 @@ typedef struct {
     void (*moe_combine_backward)(Backend *be, void *d_expert_out, float *dprobs, const void *dout,
                                  const void *expert_out, const float *probs, const int32_t *slot,
                                  int N, int K, int P, int C);
+    /* The experts' grouped GEMM: group g is rows [row_begin[g], row_begin[g + 1])
+     * of inp [P, IC] and out [P, OC], multiplied by weights[g] as
+     * matmul_forward without a bias. row_begin (groups + 1 ints, nondecreasing)
+     * and weights (groups device pointers, entries may repeat) are host
+     * arrays; empty groups are skipped, rows outside every group untouched. */
+    void (*grouped_matmul_forward)(Backend *be, void *out, const void *inp,
+                                   const void *const *weights, const int *row_begin, int groups,
+                                   int IC, int OC, bool weight_in_major);
+    /* Per group as matmul_backward without a bias: its dinp rows overwritten
+     * (all skipped when dinp == NULL), dweights[g] += its part (skipped when
+     * dweights == NULL); groups sharing a gradient add into it in group order. */
+    void (*grouped_matmul_backward)(Backend *be, void *dinp, float *const *dweights,
+                                    const void *dout, const void *inp, const void *const *weights,
+                                    const int *row_begin, int groups, int IC, int OC,
+                                    bool weight_in_major);
 
     /* ---- optimizer ----
      * AdamW on n elements of an fp32 shard: m = b1 m + (1-b1) g;

@@ -488,11 +488,6 @@ static void build_plan(GPTModel *m, MoEActs *a) {
 
 /* ---- forward and backward ---- */
 
-/* A pointer `rows` rows of `width` act elements into buf. */
-static void *act_rows(const GPTModel *m, void *buf, size_t rows, size_t width) {
-    return (char *)buf + backend_act_bytes(m->be, rows * width);
-}
-
 static void route(GPTModel *m, const LayerParams *p, MoEActs *a, const void *ln2) {
     Backend *be = m->be;
     const TransformerConfig *c = &m->cfg;
@@ -524,34 +519,38 @@ static void route(GPTModel *m, const LayerParams *p, MoEActs *a, const void *ln2
 
 /* One matrix product per group of rows [begin[g], begin[g + 1]) of `in`
  * ([P, IC]) into `out` ([P, OC]) with the weight of local expert
- * g mod `weights`: the grouped GEMM of the experts (a loop here; one
- * grouped call is the CUDA backend's to make). */
+ * g mod `weights`: the experts' grouped GEMM, one backend call. */
 typedef struct {
     const int *begin;
     int groups, weights, IC, OC;
     bool in_major;
 } ExpertGroup;
 
+/* Host arrays of one pointer per group, each group's expert's. */
+static const void **weights_per_group(const ExpertGroup *g, void *const *w) {
+    const void **per_group = xmalloc((size_t)(g->groups > 0 ? g->groups : 1) * sizeof *per_group);
+    for (int k = 0; k < g->groups; k++) per_group[k] = w[k % g->weights];
+    return per_group;
+}
+
 static void grouped_matmul_forward(GPTModel *m, const ExpertGroup *g, void *out, void *in,
                                    void *const *w) {
-    for (int k = 0; k < g->groups; k++) {
-        const int b = g->begin[k], n = g->begin[k + 1] - b;
-        if (n)
-            m->be->ops->matmul_forward(m->be, act_rows(m, out, b, g->OC), act_rows(m, in, b, g->IC),
-                                       w[k % g->weights], NULL, n, g->IC, g->OC, g->in_major);
-    }
+    const void **per_group = weights_per_group(g, w);
+    m->be->ops->grouped_matmul_forward(m->be, out, in, per_group, g->begin, g->groups, g->IC,
+                                       g->OC, g->in_major);
+    free(per_group);
 }
 
 /* d_in = d_out . W^T per group's rows; its weight's gradient += its part. */
 static void grouped_matmul_backward(GPTModel *m, const ExpertGroup *g, void *d_in, float *const *dw,
                                     void *d_out, void *in, void *const *w) {
-    for (int k = 0; k < g->groups; k++) {
-        const int b = g->begin[k], n = g->begin[k + 1] - b;
-        if (n)
-            m->be->ops->matmul_backward(m->be, act_rows(m, d_in, b, g->IC), dw[k % g->weights], NULL,
-                                        act_rows(m, d_out, b, g->OC), act_rows(m, in, b, g->IC),
-                                        w[k % g->weights], n, g->IC, g->OC, g->in_major);
-    }
+    const void **per_group = weights_per_group(g, w);
+    float **dw_per_group = xmalloc((size_t)(g->groups > 0 ? g->groups : 1) * sizeof *dw_per_group);
+    for (int k = 0; k < g->groups; k++) dw_per_group[k] = dw[k % g->weights];
+    m->be->ops->grouped_matmul_backward(m->be, d_in, dw_per_group, d_out, in, per_group, g->begin,
+                                        g->groups, g->IC, g->OC, g->in_major);
+    free(dw_per_group);
+    free(per_group);
 }
 
 static ExpertGroup fc1_group(const GPTModel *m, const MoEActs *a) {

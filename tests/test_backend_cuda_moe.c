@@ -14,7 +14,10 @@
  * product rounded once, so both match the CPU exactly. The dispatch is
  * built the way a capacity-limited MoE layer builds it: tokens in expert
  * order, over-capacity ones dropped (slot -1), short experts padded (row
- * -1). Exits 77 without a GPU; with --cpu-standin a CPU backend takes the
+ * -1). The experts' grouped GEMM against the CPU's per-group products, on
+ * the layer's grouping (weights repeating, empty groups, more groups than
+ * one grouped call takes), with the GEMM count showing the grouped path
+ * ran rather than its one-by-one fallback. Exits 77 without a GPU; with --cpu-standin a CPU backend takes the
  * CUDA backend's place (a harness self-test, see test_backend_cuda_util.h). */
 #include <math.h>
 #include <stdbool.h>
@@ -324,6 +327,161 @@ static int test_moe(Pair *p, TestRng *rng) {
     return 0;
 }
 
+/* ---- the experts' grouped GEMM ----
+ * Groups as the MoE layer builds them: one per (source rank, local expert),
+ * so weights repeat every `experts` groups, row counts uneven with empty
+ * groups among them. More than 128 non-empty groups take several grouped
+ * calls. */
+typedef struct {
+    int groups, experts, IC, OC;
+    bool in_major;
+} GroupedCase;
+
+static int *grouped_rows(TestRng *rng, int groups, int *nonempty) {
+    int *row_begin = xmalloc((size_t)(groups + 1) * sizeof(int));
+    row_begin[0] = 0;
+    *nonempty = 0;
+    for (int g = 0; g < groups; g++) {
+        /* Every fifth group empty, the others 1..40 rows (not multiples of 8). */
+        const int rows = g % 5 == 3 ? 0 : 1 + test_rng_below(rng, 40);
+        row_begin[g + 1] = row_begin[g] + rows;
+        *nonempty += rows > 0;
+    }
+    return row_begin;
+}
+
+/* Device buffers of one grouped case, on both backends. */
+typedef struct {
+    float **c_w, **c_dw; /* per expert */
+    void **g_w;
+    float **g_dw;
+    const void **c_wg, **g_wg; /* per group */
+    float **c_dwg, **g_dwg;
+    float **dw0;
+} GroupedWeights;
+
+static void grouped_weights(GroupedWeights *w, Pair *p, TestRng *rng, const GroupedCase *s) {
+    const size_t wn = (size_t)s->IC * s->OC, E = (size_t)s->experts, G = (size_t)s->groups;
+    w->c_w = xmalloc(E * sizeof(float *)), w->c_dw = xmalloc(E * sizeof(float *));
+    w->g_w = xmalloc(E * sizeof(void *)), w->g_dw = xmalloc(E * sizeof(float *));
+    w->dw0 = xmalloc(E * sizeof(float *));
+    for (size_t e = 0; e < E; e++) {
+        float *host = rand_bf16(rng, wn, -1, 1);
+        w->c_w[e] = upload(p->cpu, host, wn * 4), w->g_w[e] = act_upload(p->cu, host, wn);
+        free(host);
+        w->dw0[e] = rand_floats(rng, wn, -1, 1); /* the gradients accumulate into this */
+        w->c_dw[e] = upload(p->cpu, w->dw0[e], wn * 4), w->g_dw[e] = upload(p->cu, w->dw0[e], wn * 4);
+    }
+    w->c_wg = xmalloc(G * sizeof(void *)), w->g_wg = xmalloc(G * sizeof(void *));
+    w->c_dwg = xmalloc(G * sizeof(float *)), w->g_dwg = xmalloc(G * sizeof(float *));
+    for (size_t g = 0; g < G; g++) {
+        const size_t e = g % E;
+        w->c_wg[g] = w->c_w[e], w->g_wg[g] = w->g_w[e];
+        w->c_dwg[g] = w->c_dw[e], w->g_dwg[g] = w->g_dw[e];
+    }
+}
+
+static void grouped_weights_free(GroupedWeights *w, Pair *p, int experts) {
+    for (int e = 0; e < experts; e++) {
+        p->cpu->ops->free(p->cpu, w->c_w[e]), p->cpu->ops->free(p->cpu, w->c_dw[e]);
+        p->cu->ops->free(p->cu, w->g_w[e]), p->cu->ops->free(p->cu, w->g_dw[e]);
+        free(w->dw0[e]);
+    }
+    void *h[] = {w->c_w, w->c_dw, w->g_w, w->g_dw, w->dw0, w->c_wg, w->g_wg, w->c_dwg, w->g_dwg};
+    for (size_t i = 0; i < sizeof h / sizeof *h; i++) free(h[i]);
+}
+
+static int grouped_dweights_equal(Pair *p, const GroupedWeights *w, const GroupedCase *s) {
+    const size_t wn = (size_t)s->IC * s->OC;
+    for (int e = 0; e < s->experts; e++)
+        CHECK(!compare_f32_dev("grouped_matmul_backward dweight", p, w->g_dw[e], w->c_dw[e], wn,
+                               F32_TOL));
+    return 0;
+}
+
+static int grouped_case(Pair *p, TestRng *rng, const GroupedCase *s) {
+    Backend *cpu = p->cpu, *cu = p->cu;
+    int nonempty = 0;
+    int *row_begin = grouped_rows(rng, s->groups, &nonempty);
+    const int P = row_begin[s->groups];
+    fprintf(stderr, "  grouped matmul %d groups (%d non-empty) over %d experts, %d rows, IC=%d "
+                    "OC=%d %s\n", s->groups, nonempty, s->experts, P, s->IC, s->OC,
+            s->in_major ? "in-major" : "out-major");
+    const size_t xn = (size_t)P * s->IC, yn = (size_t)P * s->OC, wn = (size_t)s->IC * s->OC;
+    GroupedWeights w;
+    grouped_weights(&w, p, rng, s);
+    float *x = rand_bf16(rng, xn, -1, 1), *dout = rand_bf16(rng, yn, -1, 1);
+    float *cx = upload(cpu, x, xn * 4), *cdout = upload(cpu, dout, yn * 4);
+    float *cy = cpu->ops->alloc(cpu, yn * 4 + 1), *cdx = cpu->ops->alloc(cpu, xn * 4 + 1);
+    void *gx = act_upload(cu, x, xn), *gdout = act_upload(cu, dout, yn);
+    void *gy = act_poisoned(cu, yn), *gdx = act_poisoned(cu, xn);
+
+    cpu->ops->grouped_matmul_forward(cpu, cy, cx, w.c_wg, row_begin, s->groups, s->IC, s->OC,
+                                     s->in_major);
+    const uint64_t calls = cu->gemm_calls;
+    cu->ops->grouped_matmul_forward(cu, gy, gx, w.g_wg, row_begin, s->groups, s->IC, s->OC,
+                                    s->in_major);
+    const uint64_t forward_calls = cu->gemm_calls - calls;
+    CHECK(!compare_act("grouped_matmul_forward", p, gy, cy, yn, BF16_TOL));
+    if (!strcmp(cu->name, "cuda")) {
+        /* One cuBLAS call per 128 non-empty groups, not one product each:
+         * the grouped path ran, not its one-by-one fallback. */
+        const uint64_t grouped = (uint64_t)(nonempty + 127) / 128;
+        fprintf(stderr, "    %llu GEMM calls for %d products\n", (unsigned long long)forward_calls,
+                nonempty);
+        CHECK(forward_calls == grouped);
+    }
+    void *y1 = bytes_download(cu, gy, backend_act_bytes(cu, yn));
+    poison_act(cu, gy, yn);
+    cu->ops->grouped_matmul_forward(cu, gy, gx, w.g_wg, row_begin, s->groups, s->IC, s->OC,
+                                    s->in_major);
+    CHECK(!act_bytes_equal("grouped_matmul_forward", cu, y1, gy, yn));
+
+    cpu->ops->grouped_matmul_backward(cpu, cdx, w.c_dwg, cdout, cx, w.c_wg, row_begin, s->groups,
+                                      s->IC, s->OC, s->in_major);
+    cu->ops->grouped_matmul_backward(cu, gdx, w.g_dwg, gdout, gx, w.g_wg, row_begin, s->groups,
+                                     s->IC, s->OC, s->in_major);
+    CHECK(!compare_act("grouped_matmul_backward dinp", p, gdx, cdx, xn, BF16_TOL));
+    CHECK(!grouped_dweights_equal(p, &w, s));
+    void *dx1 = bytes_download(cu, gdx, backend_act_bytes(cu, xn));
+    void *dw1 = bytes_download(cu, w.g_dw[0], wn * 4);
+
+    /* Again from the same starting gradients: bitwise equal. */
+    for (int e = 0; e < s->experts; e++) cu->ops->copy_to_device(cu, w.g_dw[e], w.dw0[e], wn * 4);
+    poison_act(cu, gdx, xn);
+    cu->ops->grouped_matmul_backward(cu, gdx, w.g_dwg, gdout, gx, w.g_wg, row_begin, s->groups,
+                                     s->IC, s->OC, s->in_major);
+    CHECK(!act_bytes_equal("grouped_matmul_backward dinp", cu, dx1, gdx, xn));
+    void *dw2 = bytes_download(cu, w.g_dw[0], wn * 4);
+    CHECK(!same_bytes("grouped_matmul_backward dweight", dw1, dw2, wn * 4));
+
+    /* Weight gradients only (the first layer's input needs none). */
+    cpu->ops->grouped_matmul_backward(cpu, NULL, w.c_dwg, cdout, cx, w.c_wg, row_begin, s->groups,
+                                      s->IC, s->OC, s->in_major);
+    cu->ops->grouped_matmul_backward(cu, NULL, w.g_dwg, gdout, gx, w.g_wg, row_begin, s->groups,
+                                     s->IC, s->OC, s->in_major);
+    CHECK(!grouped_dweights_equal(p, &w, s));
+
+    void *h[] = {row_begin, x, dout, y1, dx1, dw1, dw2};
+    for (size_t i = 0; i < sizeof h / sizeof *h; i++) free(h[i]);
+    void *cb[] = {cx, cdout, cy, cdx};
+    for (size_t i = 0; i < 4; i++) cpu->ops->free(cpu, cb[i]);
+    void *gb[] = {gx, gdout, gy, gdx};
+    for (size_t i = 0; i < 4; i++) cu->ops->free(cu, gb[i]);
+    grouped_weights_free(&w, p, s->experts);
+    return 0;
+}
+
+static int test_grouped_matmul(Pair *p, TestRng *rng) {
+    const GroupedCase cases[] = {
+        {12, 4, 64, 96, false}, /* 3 sources x 4 local experts */
+        {12, 4, 64, 96, true},
+        {200, 8, 32, 48, false}, /* two grouped calls */
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) CHECK(!grouped_case(p, rng, &cases[i]));
+    return 0;
+}
+
 int main(int argc, char **argv) {
     Pair p;
     const bool standin = cpu_standin(argc, argv);
@@ -332,6 +490,7 @@ int main(int argc, char **argv) {
     TestRng rng = {0x3e0e5eed};
     int failures = 0;
     RUN(failures, test_moe(&p, &rng));
+    RUN(failures, test_grouped_matmul(&p, &rng));
     pair_destroy(&p);
     if (standin && !failures)
         fprintf(stderr, "harness self-test passed: CPU backend against itself; this checks the "

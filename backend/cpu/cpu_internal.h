@@ -135,5 +135,12 @@ void cpu_moe_combine_forward(Backend *be, void *out, const void *expert_out, con
 void cpu_moe_combine_backward(Backend *be, void *d_expert_out, float *dprobs, const void *dout,
                               const void *expert_out, const float *probs, const int32_t *slot,
                               int N, int K, int P, int C);
+void cpu_grouped_matmul_forward(Backend *be, void *out, const void *inp,
+                                const void *const *weights, const int *row_begin, int groups,
+                                int IC, int OC, bool weight_in_major);
+void cpu_grouped_matmul_backward(Backend *be, void *dinp, float *const *dweights,
+                                 const void *dout, const void *inp, const void *const *weights,
+                                 const int *row_begin, int groups, int IC, int OC,
+                                 bool weight_in_major);
 
 #endif

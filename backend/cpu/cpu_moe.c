@@ -225,3 +225,34 @@ void cpu_moe_combine_backward(Backend *be, void *d_expert_out_, float *dprobs, c
         }
     }
 }
+
+/* The grouped GEMM is a loop of the plain products here: on a CPU one
+ * product per group already keeps every core busy. */
+void cpu_grouped_matmul_forward(Backend *be, void *out_, const void *inp_,
+                                const void *const *weights, const int *row_begin, int groups,
+                                int IC, int OC, bool weight_in_major) {
+    float *out = out_;
+    const float *inp = inp_;
+    for (int g = 0; g < groups; g++) {
+        const int first = row_begin[g], rows = row_begin[g + 1] - first;
+        if (rows > 0)
+            cpu_matmul_forward(be, out + (size_t)first * OC, inp + (size_t)first * IC, weights[g],
+                               NULL, rows, IC, OC, weight_in_major);
+    }
+}
+
+void cpu_grouped_matmul_backward(Backend *be, void *dinp_, float *const *dweights,
+                                 const void *dout_, const void *inp_, const void *const *weights,
+                                 const int *row_begin, int groups, int IC, int OC,
+                                 bool weight_in_major) {
+    float *dinp = dinp_;
+    const float *dout = dout_, *inp = inp_;
+    for (int g = 0; g < groups; g++) {
+        const int first = row_begin[g], rows = row_begin[g + 1] - first;
+        if (rows > 0)
+            cpu_matmul_backward(be, dinp ? dinp + (size_t)first * IC : NULL,
+                                dweights ? dweights[g] : NULL, NULL, dout + (size_t)first * OC,
+                                inp + (size_t)first * IC, weights[g], rows, IC, OC,
+                                weight_in_major);
+    }
+}

@@ -197,6 +197,7 @@ static void cuda_destroy(Backend *be) {
     }
     if (impl->scratch) CUDA_CHECK(cudaFree(impl->scratch));
     CUDA_CHECK(cudaFree(impl->lt_workspace));
+    CUBLAS_CHECK(cublasDestroy(impl->blas));
     CUBLAS_CHECK(cublasLtDestroy(impl->lt));
     CUDA_CHECK(cudaStreamDestroy(impl->stream));
     free(impl->host_scratch);
@@ -257,6 +258,8 @@ static const BackendOps CUDA_OPS = {
     cuda_moe_gather_rows,
     cuda_moe_combine_forward,
     cuda_moe_combine_backward,
+    cuda_grouped_matmul_forward,
+    cuda_grouped_matmul_backward,
     cuda_adamw_update,
     cuda_sum_squares_f32,
     cuda_has_nonfinite_f32,
@@ -322,10 +325,23 @@ extern "C" Backend *cuda_backend_create(int local_rank, char *err, size_t err_si
         (void)cudaStreamDestroy(stream);
         return NULL;
     }
+    cublasHandle_t blas = NULL;
+    s = cublasCreate(&blas);
+    if (s == CUBLAS_STATUS_SUCCESS) s = cublasSetStream(blas, stream);
+    if (s != CUBLAS_STATUS_SUCCESS) {
+        snprintf(err, err_size, "--device cuda: creating the cuBLAS handle on GPU %d failed: %s (%s)",
+                 device, cublasLtGetStatusName(s), cublasLtGetStatusString(s));
+        if (blas) (void)cublasDestroy(blas);
+        (void)cublasLtDestroy(lt);
+        (void)cudaFree(workspace);
+        (void)cudaStreamDestroy(stream);
+        return NULL;
+    }
     CudaImpl *impl = (CudaImpl *)xcalloc(1, sizeof(CudaImpl));
     impl->device = device;
     impl->stream = stream;
     impl->lt = lt;
+    impl->blas = blas;
     impl->lt_workspace = workspace;
     Backend *be = (Backend *)xcalloc(1, sizeof(Backend));
     be->ops = &CUDA_OPS;

@@ -17,6 +17,7 @@
 #include <cstdint>
 
 #include <cublasLt.h>
+#include <cublas_v2.h>
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
@@ -70,6 +71,9 @@ typedef struct {
     cudaStream_t stream;
     cublasLtHandle_t lt;
     void *lt_workspace;
+    // cuBLAS proper, on the same stream, for what cuBLASLt lacks: the
+    // grouped GEMM of the experts.
+    cublasHandle_t blas;
     // Live allocations of alloc(), for free()'s accounting.
     CudaAllocation *allocations;
     size_t num_allocations;
@@ -328,6 +332,13 @@ void cuda_attention_block_backward(Backend *be, void *d_q_qkv, void *d_kv_qkv, c
                                    const AttentionBlock *blk, const int32_t *key_start,
                                    const AttentionDropout *dropout);
 
+void cuda_grouped_matmul_forward(Backend *be, void *out, const void *inp,
+                                 const void *const *weights, const int *row_begin, int groups,
+                                 int IC, int OC, bool weight_in_major);
+void cuda_grouped_matmul_backward(Backend *be, void *dinp, float *const *dweights,
+                                  const void *dout, const void *inp, const void *const *weights,
+                                  const int *row_begin, int groups, int IC, int OC,
+                                  bool weight_in_major);
 // cuda_moe.cu
 void cuda_moe_router_forward(Backend *be, int32_t *expert_ids, float *probs, float *stats,
                              const float *logits, int R, int E, int K, bool sigmoid,

@@ -285,3 +285,151 @@ void cuda_matmul_backward(Backend *be, void *dinp, float *dweight, float *dbias,
     }
     if (dbias) cuda_column_sums_add(be, dbias, (const bf16 *)dout, N, OC);
 }
+
+// ---- the experts' grouped GEMM ---------------------------------------------------
+// Every non-empty group's product y_g = op(W_g) x_g goes into one
+// cublasGemmGroupedBatchedEx call (bf16 in and out, fp32 compute: a
+// combination its table lists). The per-problem pointers are written on the
+// device by a one-thread-per-problem kernel whose argument carries the rows
+// and weights, so the call needs no upload and no synchronisation. Weight
+// gradients accumulate bf16 products into fp32, which the grouped API does
+// not offer, so they stay one cuBLASLt product per group, in group order;
+// that order also fixes how groups sharing an expert add into its gradient.
+// When cuBLAS refuses a grouped call (a library older than 12.5 at run
+// time, or operands it cannot align), its products run one by one through
+// cuda_gemm, and Backend.gemm_calls shows it (one count per product instead
+// of one per call).
+
+// Problems per grouped call: their first rows and weights travel in the
+// kernel argument, well under the 4 KiB every architecture accepts.
+enum { GROUPED_CALL_MAX = 128 };
+
+typedef struct {
+    int count;
+    int first_row[GROUPED_CALL_MAX];
+    const void *weight[GROUPED_CALL_MAX];
+} GroupedProblems;
+
+static __global__ void grouped_pointers_kernel(const void **a, const void **b, void **c,
+                                               GroupedProblems gp, const char *in,
+                                               size_t in_row_bytes, char *out,
+                                               size_t out_row_bytes) {
+    const int i = threadIdx.x;
+    if (i >= gp.count) return;
+    a[i] = gp.weight[i];
+    b[i] = in + (size_t)gp.first_row[i] * in_row_bytes;
+    c[i] = out + (size_t)gp.first_row[i] * out_row_bytes;
+}
+
+// The shape every problem shares, column-major: out_g [M, rows_g] (ld M) =
+// op(W_g) [M, K] (W_g stored with leading dimension lda) . in_g [K, rows_g]
+// (ld K), where in_g and out_g are the group's rows of row-major [P, K] and
+// [P, M] matrices.
+typedef struct {
+    bool transpose_w;
+    int lda, M, K;
+} GroupedShape;
+
+static bool grouped_call(Backend *be, const GroupedShape *sh, const GroupedProblems *gp,
+                         const int *rows, void *out, const void *in) {
+    CudaImpl *impl = impl_of(be);
+    const void **dev = (const void **)cuda_scratch(be, 3 * GROUPED_CALL_MAX * sizeof(void *));
+    const void **dev_a = dev, **dev_b = dev + GROUPED_CALL_MAX;
+    void **dev_c = (void **)(dev + 2 * GROUPED_CALL_MAX);
+    grouped_pointers_kernel<<<1, GROUPED_CALL_MAX, 0, impl->stream>>>(
+        dev_a, dev_b, dev_c, *gp, (const char *)in, (size_t)sh->K * sizeof(bf16), (char *)out,
+        (size_t)sh->M * sizeof(bf16));
+    CUDA_CHECK_LAUNCH();
+    cublasOperation_t ta[GROUPED_CALL_MAX], tb[GROUPED_CALL_MAX];
+    int m[GROUPED_CALL_MAX], n[GROUPED_CALL_MAX], k[GROUPED_CALL_MAX];
+    int lda[GROUPED_CALL_MAX], ldb[GROUPED_CALL_MAX], ldc[GROUPED_CALL_MAX];
+    int size[GROUPED_CALL_MAX];
+    float alpha[GROUPED_CALL_MAX], beta[GROUPED_CALL_MAX];
+    for (int i = 0; i < gp->count; i++) {
+        ta[i] = sh->transpose_w ? CUBLAS_OP_T : CUBLAS_OP_N;
+        tb[i] = CUBLAS_OP_N;
+        m[i] = sh->M, n[i] = rows[i], k[i] = sh->K;
+        lda[i] = sh->lda, ldb[i] = sh->K, ldc[i] = sh->M;
+        size[i] = 1; // each problem its own group: their row counts differ
+        alpha[i] = 1.0f, beta[i] = 0.0f;
+    }
+    const int t = gemm_timer_start(be);
+    const cublasStatus_t s = cublasGemmGroupedBatchedEx(
+        impl->blas, ta, tb, m, n, k, alpha, (const void *const *)dev_a, CUDA_R_16BF, lda,
+        (const void *const *)dev_b, CUDA_R_16BF, ldb, beta, dev_c, CUDA_R_16BF, ldc, gp->count, size,
+        CUBLAS_COMPUTE_32F);
+    gemm_timer_stop(be, t);
+    if (s == CUBLAS_STATUS_NOT_SUPPORTED || s == CUBLAS_STATUS_ARCH_MISMATCH) return false;
+    CUBLAS_CHECK(s);
+    return true;
+}
+
+static void grouped_one_by_one(Backend *be, const GroupedShape *sh, const GroupedProblems *gp,
+                               const int *rows, void *out, const void *in) {
+    for (int i = 0; i < gp->count; i++) {
+        const size_t r = (size_t)gp->first_row[i];
+        GemmOperand w = {gp->weight[i], CUDA_R_16BF, sh->transpose_w, sh->lda, 0};
+        cuda_gemm(be, sh->M, rows[i], sh->K, 1.0f, w,
+                  bf16_operand((const bf16 *)in + r * sh->K, false, sh->K), 0.0f,
+                  (bf16 *)out + r * sh->M, CUDA_R_16BF, sh->M, 0, 1);
+    }
+}
+
+static void grouped_products(Backend *be, const GroupedShape *sh, void *out, const void *in,
+                             const void *const *weights, const int *row_begin, int groups) {
+    GroupedProblems gp;
+    int rows[GROUPED_CALL_MAX];
+    gp.count = 0;
+    for (int g = 0; g <= groups; g++) {
+        const bool full = gp.count == GROUPED_CALL_MAX;
+        if ((g == groups || full) && gp.count > 0) {
+            if (!grouped_call(be, sh, &gp, rows, out, in))
+                grouped_one_by_one(be, sh, &gp, rows, out, in);
+            gp.count = 0;
+        }
+        if (g == groups) break;
+        const int r = row_begin[g + 1] - row_begin[g];
+        if (r <= 0) continue;
+        gp.first_row[gp.count] = row_begin[g];
+        gp.weight[gp.count] = weights[g];
+        rows[gp.count++] = r;
+    }
+}
+
+static void check_groups(const char *op, const int *row_begin, int groups, int IC, int OC) {
+    GPT3D_CHECK(groups >= 0 && IC > 0 && OC > 0 && (groups == 0 || row_begin[0] >= 0),
+                "%s: bad shape groups=%d IC=%d OC=%d", op, groups, IC, OC);
+    for (int g = 0; g < groups; g++)
+        GPT3D_CHECK(row_begin[g + 1] >= row_begin[g], "%s: group %d ends before it begins", op, g);
+}
+
+void cuda_grouped_matmul_forward(Backend *be, void *out, const void *inp,
+                                 const void *const *weights, const int *row_begin, int groups,
+                                 int IC, int OC, bool weight_in_major) {
+    check_groups("grouped_matmul_forward", row_begin, groups, IC, OC);
+    // y_cm [OC, n] = W_cm . x_cm: in-major W_cm is [OC, IC] (ld OC) as it is;
+    // out-major W_cm is [IC, OC] (ld IC), transposed.
+    const GroupedShape sh = {!weight_in_major, weight_in_major ? OC : IC, OC, IC};
+    grouped_products(be, &sh, out, inp, weights, row_begin, groups);
+}
+
+void cuda_grouped_matmul_backward(Backend *be, void *dinp, float *const *dweights,
+                                  const void *dout, const void *inp, const void *const *weights,
+                                  const int *row_begin, int groups, int IC, int OC,
+                                  bool weight_in_major) {
+    check_groups("grouped_matmul_backward", row_begin, groups, IC, OC);
+    if (dinp) {
+        // dx_cm [IC, n] = W_cm' . g_cm: out-major W_cm [IC, OC] (ld IC) as it is;
+        // in-major W_cm [OC, IC] (ld OC), transposed.
+        const GroupedShape sh = {weight_in_major, weight_in_major ? OC : IC, IC, OC};
+        grouped_products(be, &sh, dinp, dout, weights, row_begin, groups);
+    }
+    if (!dweights) return;
+    for (int g = 0; g < groups; g++) {
+        const int first = row_begin[g], rows = row_begin[g + 1] - first;
+        if (rows > 0)
+            cuda_matmul_backward(be, NULL, dweights[g], NULL, (const bf16 *)dout + (size_t)first * OC,
+                                 (const bf16 *)inp + (size_t)first * IC, weights[g], rows, IC, OC,
+                                 weight_in_major);
+    }
+}
