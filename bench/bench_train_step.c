@@ -111,7 +111,7 @@ int main(int argc, char **argv) {
         loss = gpt_model_forward(m, tok, tgt) / (double)N;
         gpt_model_backward(m, (float)(1.0 / (double)N));
         distrib_optimizer_reduce_grads(opt);
-        distrib_optimizer_step(opt, 1e-4, distrib_optimizer_grad_norm(opt));
+        distrib_optimizer_step(opt, 1e-4, distrib_optimizer_grad_norm(opt), 1.0);
         be->ops->synchronize(be);
         const double dt = timer_now_s() - t0;
         if (it >= a.warmup) {

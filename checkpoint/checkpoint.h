@@ -41,7 +41,7 @@
 #define CHECKPOINT_FORMAT "gpt3d-checkpoint"
 /* Version 2 added the checksums (see Integrity above), version 3 the
  * architecture variant; version 1 and 2 checkpoints still load. */
-#define CHECKPOINT_FORMAT_VERSION 5
+#define CHECKPOINT_FORMAT_VERSION 6
 #define CHECKPOINT_MIN_FORMAT_VERSION 1
 #define CHECKPOINT_MAX_DIMS 4
 
@@ -49,8 +49,13 @@ typedef struct {
     int64_t iteration;
     int64_t consumed_train_samples;
     int64_t optimizer_step;     /* Adam's t */
-    int64_t scheduler_num_steps; /* samples seen by the LR scheduler */
+    int64_t scheduler_num_steps; /* samples of the steps taken (the LR scheduler's) */
+    /* Loss scaling (format 6; kind "none" when read from an older file):
+     * the kind (CHECKPOINT_LOSS_SCALERS), the scale of the next step and
+     * the dynamic scaler's two trackers. */
+    int loss_scaler;
     double loss_scale;
+    int loss_scale_growth_tracker, loss_scale_hysteresis_tracker;
     /* The model (its architecture fields, seq_length and seed are stored;
      * the init std and recomputation are not). */
     TransformerConfig model;
@@ -62,6 +67,13 @@ typedef struct {
     char tokenizer_type[64];
     int format_version; /* set by reading; a save always writes CHECKPOINT_FORMAT_VERSION */
 } CheckpointMeta;
+
+typedef enum {
+    CKPT_LOSS_SCALER_NONE,
+    CKPT_LOSS_SCALER_CONSTANT,
+    CKPT_LOSS_SCALER_DYNAMIC
+} CheckpointLossScaler;
+extern const char *const CHECKPOINT_LOSS_SCALERS[]; /* "none", "constant", "dynamic" */
 
 typedef enum { CKPT_WEIGHT = 0, CKPT_EXP_AVG = 1, CKPT_EXP_AVG_SQ = 2 } CheckpointTensor;
 

@@ -71,12 +71,21 @@ typedef struct {
     {#f, META_KIND_##kind, offsetof(CheckpointMeta, model.f),                                      \
      sizeof(((CheckpointMeta *)0)->model.f), 0, names, 5},
 
+const char *const CHECKPOINT_LOSS_SCALERS[] = {"none", "constant", "dynamic", NULL};
+
+/* Loss scaling's state arrived with format version 6. */
+#define SCALER_FIELD(f, kind, choices)                                                             \
+    {#f, kind, offsetof(CheckpointMeta, f), sizeof(((CheckpointMeta *)0)->f), 0, choices, 6}
+
 static const MetaField META_FIELDS[] = {
     FIELD(iteration, F_I64, 0),
     FIELD(consumed_train_samples, F_I64, 0),
     FIELD(optimizer_step, F_I64, 0),
     FIELD(scheduler_num_steps, F_I64, 0),
     FIELD(loss_scale, F_F64, 0),
+    SCALER_FIELD(loss_scaler, F_CHOICE, CHECKPOINT_LOSS_SCALERS),
+    SCALER_FIELD(loss_scale_growth_tracker, F_INT, NULL),
+    SCALER_FIELD(loss_scale_hysteresis_tracker, F_INT, NULL),
     TRANSFORMER_ARCH_FIELDS(MODEL_FIELD)
     TRANSFORMER_DENSE_VARIANT_FIELDS(VARIANT_FIELD)
     TRANSFORMER_MOE_FIELDS(MOE_FIELD)

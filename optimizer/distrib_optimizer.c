@@ -405,11 +405,14 @@ void distrib_optimizer_set_weight_decay(DistributedOptimizer *o, double weight_d
 
 void distrib_optimizer_set_embedding_lr(DistributedOptimizer *o, double lr) { o->embedding_lr = lr; }
 
-void distrib_optimizer_step(DistributedOptimizer *o, double lr, double grad_norm) {
+void distrib_optimizer_step(DistributedOptimizer *o, double lr, double grad_norm,
+                            double loss_scale) {
     Backend *be = o->be;
     const AdamWConfig *c = &o->cfg.adamw;
     distrib_optimizer_finish_param_gather(o);
-    const float scale = (float)optimizer_clip_coefficient(c->clip_grad, grad_norm);
+    /* One multiplier unscales and clips (both exact for a power-of-two
+     * loss scale). */
+    const float scale = (float)(optimizer_clip_coefficient(c->clip_grad, grad_norm) / loss_scale);
     o->step++;
     float *m = distrib_optimizer_exp_avg(o), *v = distrib_optimizer_exp_avg_sq(o);
     for (int i = 0; i < o->num_intervals; i++) {
@@ -427,6 +430,12 @@ void distrib_optimizer_step(DistributedOptimizer *o, double lr, double grad_norm
     }
     start_param_gather(o);
     if (!o->cfg.overlap_param_gather) distrib_optimizer_finish_param_gather(o);
+}
+
+void distrib_optimizer_set_grad_element(DistributedOptimizer *o, size_t i, float value) {
+    if (o->num_intervals == 0) return;
+    o->be->ops->copy_to_device(o->be, o->grads + o->intervals[0].buffer_offset + i, &value,
+                               sizeof value);
 }
 
 double optimizer_clip_coefficient(double clip_grad, double grad_norm) {

@@ -160,8 +160,14 @@ void distrib_optimizer_set_weight_decay(DistributedOptimizer *o, double weight_d
 /* The learning rate of the word embedding and output layer weights in the
  * next steps (Megatron's --decoupled-lr group); negative: the step's. */
 void distrib_optimizer_set_embedding_lr(DistributedOptimizer *o, double lr);
-/* Clip by grad_norm, AdamW on the shard, then the parameter all-gather. */
-void distrib_optimizer_step(DistributedOptimizer *o, double lr, double grad_norm);
+/* Clip by grad_norm, AdamW on the shard, then the parameter all-gather.
+ * The gradients are loss_scale times the true ones (1 without loss
+ * scaling), grad_norm the true one's norm. */
+void distrib_optimizer_step(DistributedOptimizer *o, double lr, double grad_norm,
+                            double loss_scale);
+/* Overwrites element i of this rank's gradient shard (its first interval's
+ * buffer): how tests plant an overflow. */
+void distrib_optimizer_set_grad_element(DistributedOptimizer *o, size_t i, float value);
 /* Rewrites the shard's act-dtype parameters from the master weights and
  * all-gathers them (after a load or initialisation), waiting for all. */
 void distrib_optimizer_publish_params(DistributedOptimizer *o);

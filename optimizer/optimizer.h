@@ -13,7 +13,16 @@
  *   after. Weight decay goes from start_wd to end_wd over wd_incr_steps
  *   (constant, linear, cosine), end_wd after.
  * - AdamWConfig and the clip coefficient are shared by the distributed
- *   optimizer (distrib_optimizer.h), which owns the shard and the step. */
+ *   optimizer (distrib_optimizer.h), which owns the shard and the step.
+ * - GradScaler is Megatron's loss scaling for fp16: the loss is multiplied
+ *   by `scale` before the backward, the gradients divided by it before the
+ *   norm and the step, and a step whose gradients are not all finite is
+ *   skipped. A constant scaler keeps its scale; a dynamic one halves it
+ *   (never below min_scale) once `hysteresis` overflows have been seen
+ *   since it last grew, and doubles it after `growth_interval` clean steps
+ *   in a row, which also restores the hysteresis. Scales are powers of two
+ *   when the initial one is, so scaling changes no bit of a finite
+ *   gradient that neither overflows nor underflows. */
 #ifndef GPT3D_OPTIMIZER_H
 #define GPT3D_OPTIMIZER_H
 
@@ -59,5 +68,19 @@ typedef struct {
 
 /* Megatron's clip coefficient: min(1, clip / (norm + 1e-6)). */
 double optimizer_clip_coefficient(double clip_grad, double grad_norm);
+
+typedef struct {
+    bool dynamic;
+    double scale, min_scale;
+    int growth_interval, hysteresis;
+    int growth_tracker;     /* clean steps since the last overflow or growth */
+    int hysteresis_tracker; /* overflows still tolerated before the next halving */
+} GradScaler;
+
+GradScaler grad_scaler_constant(double scale);
+GradScaler grad_scaler_dynamic(double initial_scale, double min_scale, int growth_interval,
+                               int hysteresis);
+/* After a step's gradients are known: found_inf when any was not finite. */
+void grad_scaler_update(GradScaler *s, bool found_inf);
 
 #endif

@@ -6,8 +6,10 @@
  * Every record of CANDIDATE must match the record of REFERENCE on the same
  * line: the same iteration number, lm_loss and grad_norm within
  * |got - want| <= atol + rtol * |want| (default rtol 1e-6, atol 0), and
- * valid_loss, test_loss and the MoE fields (moe_aux_loss, moe_z_loss,
- * moe_dropped_tokens) the same way wherever either file has one. A
+ * valid_loss, test_loss, loss_scale and the MoE fields (moe_aux_loss,
+ * moe_z_loss, moe_dropped_tokens) the same way wherever either file has
+ * one. An iteration that loss scaling skipped ("skipped": true, no
+ * grad_norm) must be skipped in both. A
  * missing field, a value that does not parse, or a NaN or inf in either
  * file fails, as does a different record count or an empty reference: a
  * comparison that compared nothing has checked nothing.
@@ -167,6 +169,8 @@ static bool iteration_of(Comparison *c, const Record *r, const char *which, long
  * relative tolerance leaves exact at the counts of a test). */
 static const char *const MOE_FIELDS[3] = {"moe_aux_loss", "moe_z_loss", "moe_dropped_tokens"};
 
+static bool skipped(const Record *r) { return strstr(r->text, "\"skipped\": true") != NULL; }
+
 static void compare_logs(Comparison *c, const MetricsLog *want, const MetricsLog *got) {
     if (want->count == 0) report(c, "the reference has no records");
     if (got->count != want->count)
@@ -182,7 +186,12 @@ static void compare_logs(Comparison *c, const MetricsLog *want, const MetricsLog
             continue;
         }
         compare_field(c, &want->records[i], &got->records[i], wi, "lm_loss", false);
-        compare_field(c, &want->records[i], &got->records[i], wi, "grad_norm", false);
+        const bool skip = skipped(&want->records[i]);
+        if (skip != skipped(&got->records[i]))
+            report(c, "iteration %lld: skipped by loss scaling in the %s only", wi,
+                   skip ? "reference" : "candidate");
+        compare_field(c, &want->records[i], &got->records[i], wi, "grad_norm", skip);
+        compare_field(c, &want->records[i], &got->records[i], wi, "loss_scale", true);
         compare_field(c, &want->records[i], &got->records[i], wi, "valid_loss", true);
         compare_field(c, &want->records[i], &got->records[i], wi, "test_loss", true);
         for (int k = 0; k < 3; k++)
@@ -205,7 +214,8 @@ static bool parse_tolerance(const char *flag, const char *text, double *out) {
 static int usage(void) {
     fprintf(stderr, "usage: metrics_compare [--rtol R] [--atol A] [--name NAME] REFERENCE "
                     "CANDIDATE\n"
-                    "  compares every record's iteration, lm_loss, grad_norm, valid_loss, test_loss and the MoE fields;\n"
+                    "  compares every record's iteration, lm_loss, grad_norm, valid_loss, test_loss,\n"
+                    "  loss_scale, the loss-scaling skips and the MoE fields;\n"
                     "  default --rtol 1e-6 --atol 0; NaN, inf and missing fields fail\n");
     return 2;
 }

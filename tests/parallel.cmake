@@ -8,6 +8,8 @@ gpt3d_add_test(NAME test_collectives_8 SOURCES test_collectives.c RANKS 8 TIMEOU
 # The distributed optimizer alone: layout, shard map, reduce-scatter, norm,
 # step and all-gather against one rank's arithmetic, bucket sizes and overlap.
 gpt3d_add_test(NAME test_schedules SOURCES test_schedules.c TIMEOUT 30)
+# The fp16 loss scalers step by step.
+gpt3d_add_test(NAME test_grad_scaler SOURCES test_grad_scaler.c TIMEOUT 30)
 gpt3d_add_test(NAME test_distrib_optimizer SOURCES test_distrib_optimizer.c RANKS 4 TIMEOUT 60)
 gpt3d_add_test(NAME test_distrib_optimizer_1 SOURCES test_distrib_optimizer.c RANKS 1 TIMEOUT 60)
 # One and two ranks: the size-1 shortcuts and the smallest real exchanges.

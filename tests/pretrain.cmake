@@ -28,3 +28,10 @@ add_test(NAME test_recipes
 set_tests_properties(test_recipes PROPERTIES TIMEOUT 600 SKIP_RETURN_CODE 77
   RESOURCE_LOCK "gpt2_vocab_dir;tokenizer_references_dir"
   ENVIRONMENT "OPENBLAS_NUM_THREADS=1;OMPI_MCA_rmaps_base_oversubscribe=1")
+# fp16 loss scaling on CPU ranks: exact at power-of-two scales, skips,
+# resume of the scaler, an overflow on one rank of four, bad flags.
+add_test(NAME test_loss_scaling_e2e
+  COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/test_loss_scaling_e2e.sh ${MPIEXEC_EXECUTABLE}
+          $<TARGET_FILE:pretrain_gpt> $<TARGET_FILE:preprocess_data> $<TARGET_FILE:checkpoint_info>)
+set_tests_properties(test_loss_scaling_e2e PROPERTIES TIMEOUT 300
+  ENVIRONMENT "OPENBLAS_NUM_THREADS=1;OMPI_MCA_rmaps_base_oversubscribe=1")

@@ -361,7 +361,10 @@ static int test_bad_metadata_file(const char *root) {
     join(path, sizeof path, save, "iter_0000001/metadata.json");
     write_text(path, "{\"format\": \"gpt3d-checkpoint\", \"format_version\": 1,");
     CHECK_FAILS_WITH(checkpoint_open(save, 1, err, sizeof err) != NULL, err, path);
-    write_text(path, "{\"format\": \"gpt3d-checkpoint\", \"format_version\": 6}");
+    char newer[128]; /* a version after this build's */
+    snprintf(newer, sizeof newer, "{\"format\": \"gpt3d-checkpoint\", \"format_version\": %d}",
+             CHECKPOINT_FORMAT_VERSION + 1);
+    write_text(path, newer);
     CHECK_FAILS_WITH(checkpoint_open(save, 1, err, sizeof err) != NULL, err, "format_version");
     write_text(path, "{\"format\": \"gpt3d-checkpoint\", \"format_version\": 1, \"iteration\": 1}");
     CHECK_FAILS_WITH(checkpoint_open(save, 1, err, sizeof err) != NULL, err,

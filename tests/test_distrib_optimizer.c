@@ -167,7 +167,7 @@ static void run_case(Comm *comm, Backend *be, const ParamTable *pt, size_t bucke
     CHECK_MSG(fabs(norm - ref_norm) <= 1e-12 * ref_norm && norm > 0, "grad norm %.17g vs %.17g",
               norm, ref_norm);
 
-    distrib_optimizer_step(o, 1e-2, norm);
+    distrib_optimizer_step(o, 1e-2, norm, 1.0);
     const uint64_t ag = comm->counters.calls[GROUP_DATA_CONTEXT][COLL_ALL_GATHER];
     CHECK(ag == (uint64_t)(dp > 1 ? K : 0));
     if (overlap && K > 1) { /* the last bucket alone, then everything */

@@ -301,7 +301,11 @@ static void print_meta_text(const Report *rep) {
     printf("consumed samples: %" PRId64 "\n", m->consumed_train_samples);
     printf("optimizer step: %" PRId64 "\n", m->optimizer_step);
     printf("scheduler steps: %" PRId64 "\n", m->scheduler_num_steps);
-    printf("loss scale: %.17g\n", m->loss_scale);
+    printf("loss scale: %.17g (%s", m->loss_scale, CHECKPOINT_LOSS_SCALERS[m->loss_scaler]);
+    if (m->loss_scaler == CKPT_LOSS_SCALER_DYNAMIC)
+        printf("; growth tracker %d, hysteresis tracker %d", m->loss_scale_growth_tracker,
+               m->loss_scale_hysteresis_tracker);
+    printf(")\n");
     printf("model: %d layers, hidden %d, %d heads, ffn %d, vocab %" PRId64 " (padded %" PRId64
            "), max positions %d, seq length %d\n",
            m->model.num_layers, m->model.hidden_size, m->model.num_attention_heads,
@@ -431,6 +435,9 @@ static void add_meta_json(cJSON *root, const Report *rep) {
     add_integer(root, "optimizer_step", m->optimizer_step);
     add_integer(root, "scheduler_num_steps", m->scheduler_num_steps);
     cJSON_AddNumberToObject(root, "loss_scale", m->loss_scale);
+    cJSON_AddStringToObject(root, "loss_scaler", CHECKPOINT_LOSS_SCALERS[m->loss_scaler]);
+    add_integer(root, "loss_scale_growth_tracker", m->loss_scale_growth_tracker);
+    add_integer(root, "loss_scale_hysteresis_tracker", m->loss_scale_hysteresis_tracker);
     add_model_json(root, m);
     char seed[32];
     snprintf(seed, sizeof seed, "%" PRIu64, m->model.seed);
@@ -635,6 +642,9 @@ static bool compare_meta(const CheckpointMeta *a, const CheckpointMeta *b, bool 
         SAME(optimizer_step, "optimizer step");
         SAME(scheduler_num_steps, "scheduler steps");
         SAME(model.seed, "seed");
+        SAME(loss_scaler, "loss scaler");
+        SAME(loss_scale_growth_tracker, "loss-scale growth tracker");
+        SAME(loss_scale_hysteresis_tracker, "loss-scale hysteresis tracker");
         if (!(a->loss_scale == b->loss_scale)) {
             printf("differ: loss scale %.17g, reference %.17g\n", a->loss_scale, b->loss_scale);
             same = false;

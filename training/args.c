@@ -115,6 +115,11 @@ static const FlagSpec TRAIN_FLAGS[] = {
     {"no-check-for-nan-in-loss-and-grad", FLAG_SWITCH_OFF, OPT(check_for_nan_in_loss_and_grad), NULL, NULL, "Do not stop when the loss or gradient norm is NaN or inf.", "training", false},
     {"bf16", FLAG_SWITCH, OPT(bf16), NULL, NULL, "bf16 parameters and activations (CUDA; the CPU backend is fp32).", "training", false},
     {"fp16", FLAG_SWITCH, OPT(fp16), NULL, NULL, "fp16 with dynamic loss scaling (CUDA).", "training", false},
+    {"loss-scale", FLAG_DOUBLE, OPT(loss_scale), NULL, "S", "A constant loss scale instead of the dynamic one (--fp16, or --bf16 where it is also used); a power of two keeps gradients exact.", "training", false},
+    {"initial-loss-scale", FLAG_DOUBLE, OPT(initial_loss_scale), "4294967296", "S", "The dynamic loss scale's start (2^32).", "training", false},
+    {"min-loss-scale", FLAG_DOUBLE, OPT(min_loss_scale), "1.0", "S", "The dynamic loss scale is never halved below S.", "training", false},
+    {"loss-scale-window", FLAG_INT, OPT(loss_scale_window), "1000", "N", "The dynamic loss scale doubles after N iterations in a row without an overflow.", "training", false},
+    {"hysteresis", FLAG_INT, OPT(hysteresis), "2", "N", "Overflows tolerated before the dynamic loss scale halves (restored when it grows).", "training", false},
     {"fp8-format", FLAG_STRING, OPT(fp8_format), NULL, "FORMAT", "Megatron's FP8 GEMMs through Transformer Engine (e4m3, or hybrid: e4m3 forward, e5m2 backward). Not built: the CPU backend notes it and computes in fp32; --device cuda refuses it (use --bf16).", "training", false},
     {"fp8-amax-history-len", FLAG_INT, OPT(fp8_amax_history_len), "1", "N", "With --fp8-format: the amax history of its scaling factors (checked, not used: fp8 is not built).", "training", false},
     {"fp8-amax-compute-algo", FLAG_STRING, OPT(fp8_amax_compute_algo), "most_recent", "ALGO", "With --fp8-format: most_recent or max of the amax history (checked, not used: fp8 is not built).", "training", false},
@@ -341,6 +346,17 @@ static bool check_training(const TrainArgs *a, char *err, size_t err_size) {
              "e.g. 10, or 0.5 for 30 seconds",
              a->distributed_timeout_minutes);
     if (a->bf16 && a->fp16) FAIL("--bf16 and --fp16 exclude each other; pick one");
+    if (a->loss_scale < 0)
+        FAIL("--loss-scale must be positive (got %g); leave it out for the dynamic scale",
+             a->loss_scale);
+    if (!(a->initial_loss_scale > 0 && a->min_loss_scale > 0 &&
+          a->min_loss_scale <= a->initial_loss_scale))
+        FAIL("--initial-loss-scale %g and --min-loss-scale %g must be positive with the minimum "
+             "at most the initial scale",
+             a->initial_loss_scale, a->min_loss_scale);
+    if (a->loss_scale_window < 1)
+        FAIL("--loss-scale-window must be >= 1 (got %d)", a->loss_scale_window);
+    if (a->hysteresis < 1) FAIL("--hysteresis must be >= 1 (got %d)", a->hysteresis);
     static const char *const FP8_FORMATS[] = {"e4m3", "hybrid", NULL};
     static const char *const AMAX_ALGOS[] = {"most_recent", "max", NULL};
     if (a->fp8_format && transformer_choice_index(FP8_FORMATS, a->fp8_format) < 0)

@@ -93,6 +93,11 @@ typedef struct {
     int64_t seed;
     /* precision and device */
     bool bf16, fp16;
+    /* Megatron's loss scaling: loss_scale > 0 a constant scale, else the
+     * dynamic scaler of the other four (used with --fp16, and with --bf16
+     * only when loss_scale is given). */
+    double loss_scale, initial_loss_scale, min_loss_scale;
+    int loss_scale_window, hysteresis;
     char *fp8_format, *fp8_amax_compute_algo; /* fp8_format NULL: no fp8 */
     int fp8_amax_history_len;
     bool fp8_param_gather;

@@ -26,14 +26,30 @@
  * routed expert's shard wherever it lives). */
 static bool rank_writes_param(const ParamInfo *p) { return p->counts_in_grad_norm; }
 
+/* A dynamic scaler goes on from the saved one's state, as Megatron loads
+ * its grad scaler with the optimizer; any other run starts from its flags. */
+static void restore_loss_scaler(Trainer *t, const CheckpointMeta *m, bool with_moments) {
+    if (!with_moments || !t->loss_scaling || !t->scaler.dynamic ||
+        m->loss_scaler != CKPT_LOSS_SCALER_DYNAMIC)
+        return;
+    t->scaler.scale = m->loss_scale;
+    t->scaler.growth_tracker = m->loss_scale_growth_tracker;
+    t->scaler.hysteresis_tracker = m->loss_scale_hysteresis_tracker;
+}
+
 static void fill_meta(const Trainer *t, CheckpointMeta *m) {
     memset(m, 0, sizeof *m);
     const TransformerConfig *c = &t->cfg;
     m->iteration = t->iteration;
     m->consumed_train_samples = t->consumed_samples;
     m->optimizer_step = distrib_optimizer_step_count(t->opt);
-    m->scheduler_num_steps = t->consumed_samples;
-    m->loss_scale = 1.0;
+    m->scheduler_num_steps = t->scheduler_samples;
+    m->loss_scaler = !t->loss_scaling    ? CKPT_LOSS_SCALER_NONE
+                     : t->scaler.dynamic ? CKPT_LOSS_SCALER_DYNAMIC
+                                         : CKPT_LOSS_SCALER_CONSTANT;
+    m->loss_scale = t->scaler.scale;
+    m->loss_scale_growth_tracker = t->scaler.growth_tracker;
+    m->loss_scale_hysteresis_tracker = t->scaler.hysteresis_tracker;
     m->model = *c;
     m->tensor_model_parallel_size = t->ps->tp_size;
     m->pipeline_model_parallel_size = t->ps->pp_size;
@@ -382,7 +398,9 @@ static bool load_checkpoint(Trainer *t, bool *loaded, char *note, size_t note_si
     if (ok) {
         t->iteration = restart ? 0 : m->iteration;
         t->consumed_samples = restart ? 0 : m->consumed_train_samples;
+        t->scheduler_samples = restart ? 0 : m->scheduler_num_steps;
         distrib_optimizer_set_step_count(t->opt, with_moments ? m->optimizer_step : 0);
+        restore_loss_scaler(t, m, with_moments);
         snprintf(t->last_checkpoint, sizeof t->last_checkpoint, "%s", where);
         t->last_checkpoint_root = a->load;
         t->last_checkpoint_iteration = iteration;

@@ -39,10 +39,11 @@ void trainer_tensorboard_iteration(Trainer *t, const StepResult *r, bool log_lin
         ok = both(t, "learning-rate", r->lr, err, sizeof err) &&
              both(t, "batch-size", r->global_batch_size, err, sizeof err) &&
              both(t, "lm loss", r->loss, err, sizeof err) &&
-             (a->no_log_loss_scale_to_tensorboard || both(t, "loss-scale", 1.0, err, sizeof err)) &&
+             (a->no_log_loss_scale_to_tensorboard ||
+              both(t, "loss-scale", t->scaler.scale, err, sizeof err)) &&
              (!a->log_world_size_to_tensorboard ||
               both(t, "world-size", t->ps->world_size, err, sizeof err)) &&
-             both(t, "grad-norm", r->grad_norm, err, sizeof err) &&
+             (r->skipped || both(t, "grad-norm", r->grad_norm, err, sizeof err)) &&
              (!a->log_num_zeros_in_grad || both(t, "num-zeros", (double)r->num_zeros, err, sizeof err)) &&
              (!a->log_params_norm || both(t, "params-norm", r->params_norm, err, sizeof err)) &&
              (t->cfg.num_experts == 0 ||

@@ -62,6 +62,7 @@ typedef struct {
     /* --calculate-per-token-loss: 1 / (tokens in the loss of the global
      * batch), every micro-batch's scale; 0 for per-micro-batch means. */
     double global_token_scale;
+    float grad_scale; /* the loss scale, multiplying every backward's seed */
 } StageCtx;
 
 static int slot_of(const Trainer *t, int mb) { return mb % gpt_model_num_slots(t->model); }
@@ -92,7 +93,7 @@ static void forward_micro_batch(StageCtx *c, GPTModel *m, const ModelPartition *
 
 /* d(loss)/d(token loss) of mb where the loss is computed (unused elsewhere). */
 static float backward_scale(const StageCtx *c, const ModelPartition *part, int mb) {
-    return part->has_head ? c->loss_scale[mb] : 0.0f;
+    return part->has_head ? c->loss_scale[mb] * c->grad_scale : 0.0f;
 }
 
 static void stage_forward(void *ctx, int mb) {
@@ -225,7 +226,7 @@ void trainer_set_buffer_hooks(Trainer *t) {
 void trainer_optimizer_step(Trainer *t, const StepResult *r) {
     distrib_optimizer_set_weight_decay(t->opt, r->weight_decay);
     distrib_optimizer_set_embedding_lr(t->opt, r->embedding_lr);
-    distrib_optimizer_step(t->opt, r->lr, r->grad_norm);
+    distrib_optimizer_step(t->opt, r->lr, r->grad_norm, r->loss_scale);
 }
 
 /* --calculate-per-token-loss: 1 / (tokens in the loss of the whole global
@@ -335,10 +336,10 @@ static void evaluate_interleaved(StageCtx *c) {
 /* Each MoE loss term enters the objective once per micro-batch and layer,
  * weighted by one over the global batch's M x DP micro-batches (Megatron's
  * scaling: the mean over micro-batches). */
-static void start_moe_step(Trainer *t, int M) {
+static void start_moe_step(Trainer *t, int M, double loss_scale) {
     double discard[3];
     for (int v = 0; v < t->num_chunks; v++) {
-        gpt_model_set_moe_loss_scale(t->chunks[v], 1.0 / ((double)M * t->ps->dp_size));
+        gpt_model_set_moe_loss_scale(t->chunks[v], loss_scale / ((double)M * t->ps->dp_size));
         gpt_model_take_moe_stats(t->chunks[v], discard);
     }
 }
@@ -371,31 +372,62 @@ static void finish_moe_step(Trainer *t, int M, StepResult *r) {
     r->moe_dropped_tokens = (int64_t)sums[2];
 }
 
-/* The schedules are functions of the samples consumed before the step
- * (Megatron's scheduler steps by the batch after each iteration). */
+/* GPT3D_TEST_INF_GRAD_AT=N[,M...]: rank 0 plants an inf in its gradient
+ * shard at those iterations (1-based), after the reduction: the overflow
+ * that loss scaling must skip (tests only). */
+static void plant_test_overflow(Trainer *t) {
+    const char *spec = getenv("GPT3D_TEST_INF_GRAD_AT");
+    if (!spec || t->ps->rank != 0) return;
+    for (const char *p = spec; *p;) {
+        char *end;
+        const long long at = strtoll(p, &end, 10);
+        if (end == p) return;
+        if (at == t->iteration + 1) {
+            distrib_optimizer_set_grad_element(t->opt, 0, INFINITY);
+            return;
+        }
+        p = *end == ',' ? end + 1 : end;
+    }
+}
+
+/* After the backward: the world's gradient norm, unscaled; with loss
+ * scaling a norm that is not finite is an overflow (a NaN or inf
+ * gradient on some rank: the norm's world sum has it on every rank). */
+static void finish_gradients(Trainer *t, StepResult *r) {
+    distrib_optimizer_reduce_grads(t->opt);
+    plant_test_overflow(t);
+    /* A power-of-two scale divides out of the norm exactly. */
+    r->grad_norm = distrib_optimizer_grad_norm(t->opt) / r->loss_scale;
+    r->skipped = t->loss_scaling && !isfinite(r->grad_norm);
+}
+
+/* The schedules are functions of the samples of the steps taken before
+ * this one (Megatron's scheduler steps by the batch after each step that
+ * was not skipped); the batch ramp follows every consumed sample. */
 StepResult train_step(Trainer *t) {
     const TrainArgs *a = t->args;
-    const int64_t consumed = t->consumed_samples;
+    const int64_t consumed = t->consumed_samples, scheduled = t->scheduler_samples;
     StepResult r = {.global_batch_size = batch_schedule_global_batch(&a->batch, consumed),
-                    .lr = optimizer_schedule_lr(&a->schedule, consumed),
+                    .lr = optimizer_schedule_lr(&a->schedule, scheduled),
                     .embedding_lr = a->decoupled_lr_given
-                                        ? optimizer_schedule_lr(&a->decoupled_schedule, consumed)
+                                        ? optimizer_schedule_lr(&a->decoupled_schedule, scheduled)
                                         : -1,
-                    .weight_decay = optimizer_schedule_wd(&a->schedule, consumed)};
+                    .weight_decay = optimizer_schedule_wd(&a->schedule, scheduled),
+                    .loss_scale = t->loss_scaling ? t->scaler.scale : 1.0};
     const int M = r.global_batch_size / (a->micro_batch_size * t->ps->dp_size);
     StageCtx ctx = {.t = t,
                     .ds = t->train_ds,
                     .base = consumed,
                     .num_microbatches = M,
                     .loss_scale = xmalloc((size_t)M * sizeof(float)),
-                    .global_token_scale = global_token_scale(t, consumed, M)};
-    start_moe_step(t, M);
+                    .global_token_scale = global_token_scale(t, consumed, M),
+                    .grad_scale = (float)r.loss_scale};
+    start_moe_step(t, M, r.loss_scale);
     if (t->num_chunks > 1) {
         run_interleaved(&ctx);
         free(ctx.loss_scale);
-        distrib_optimizer_reduce_grads(t->opt);
+        finish_gradients(t, &r);
         r.loss = global_mean_loss(t, &ctx);
-        r.grad_norm = distrib_optimizer_grad_norm(t->opt);
         finish_moe_step(t, M, &r);
         return r;
     }
@@ -413,9 +445,8 @@ StepResult train_step(Trainer *t) {
     }
     free(ops);
     free(ctx.loss_scale);
-    distrib_optimizer_reduce_grads(t->opt);
+    finish_gradients(t, &r);
     r.loss = global_mean_loss(t, &ctx);
-    r.grad_norm = distrib_optimizer_grad_norm(t->opt);
     finish_moe_step(t, M, &r);
     return r;
 }

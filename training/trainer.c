@@ -273,8 +273,9 @@ static void print_summary(const Trainer *t, const char *device) {
            trainer_activation_bytes(t) / MiB);
     print_buckets(t);
     if (strcmp(device, "cpu") == 0 && (a->bf16 || a->fp16))
-        printf("note: the CPU backend computes in fp32; --%s applies to --device cuda\n",
-               a->bf16 ? "bf16" : "fp16");
+        printf("note: the CPU backend computes in fp32; --%s applies to --device cuda%s\n",
+               a->bf16 ? "bf16" : "fp16",
+               t->loss_scaling ? " (the loss scaling runs here too)" : "");
     if (a->sequence_parallel && t->ps->tp_size == 1)
         printf("note: --sequence-parallel has nothing to split at TP 1 and is off (as Megatron "
                "turns it off)\n");
@@ -334,6 +335,19 @@ static bool open_trace(Trainer *t, char *err, size_t err_size) {
     return true;
 }
 
+/* Megatron's choice: --fp16 scales the loss (constant with --loss-scale,
+ * else dynamic); --bf16 only with --loss-scale. The CPU backend computes
+ * in fp32 but runs the same scaling, so a --fp16 recipe's scale and skips
+ * can be followed there. */
+static void start_loss_scaling(Trainer *t) {
+    const TrainArgs *a = t->args;
+    t->loss_scaling = a->fp16 || (a->bf16 && a->loss_scale > 0);
+    t->scaler = !t->loss_scaling    ? grad_scaler_constant(1.0)
+                : a->loss_scale > 0 ? grad_scaler_constant(a->loss_scale)
+                                    : grad_scaler_dynamic(a->initial_loss_scale, a->min_loss_scale,
+                                                          a->loss_scale_window, a->hysteresis);
+}
+
 bool trainer_setup(Trainer *t, const TrainArgs *a, const ParallelState *ps, char *err,
                    size_t err_size) {
     memset(t, 0, sizeof *t);
@@ -341,6 +355,7 @@ bool trainer_setup(Trainer *t, const TrainArgs *a, const ParallelState *ps, char
     t->args = a;
     t->ps = ps;
     t->resume_iteration = -1;
+    start_loss_scaling(t);
     /* Host values only until the backend exists (the checkpoint agreement). */
     comm_init(&t->comm, ps, NULL);
     if (!trainer_prepare_checkpoints(t, err, err_size)) return false;
@@ -359,7 +374,8 @@ bool trainer_setup(Trainer *t, const TrainArgs *a, const ParallelState *ps, char
         FAIL("interleaved 1F1B at --pipeline-model-parallel-size 2 over NCCL is not built yet; "
              "use --pipeline-model-parallel-size 3 or more, or --comm mpi");
     if (!strcmp(device, "cuda") && a->fp16)
-        FAIL("--fp16 (dynamic loss scaling) is not implemented yet; use --bf16 on --device cuda");
+        FAIL("--fp16 on --device cuda is not built yet (its loss scaling is, and runs on --device "
+             "cpu); use --bf16 on --device cuda");
     if (!strcmp(device, "cuda") && a->fp8_format)
         FAIL("--fp8-format %s: FP8 training is not implemented yet; drop the --fp8-* flags and "
              "use --bf16 on --device cuda",
@@ -445,14 +461,17 @@ void trainer_free(Trainer *t) {
 typedef struct {
     double loss_sum, moe_aux_sum, moe_z_sum;
     int64_t iters, samples, nan_iters;
+    int skipped; /* iterations loss scaling skipped: not in the loss sums */
     double seconds;
 } LogWindow;
 
 /* Megatron's training_log line, field for field: throughput only with
  * --log-throughput, the zeros and parameter norm with their flags. The
- * loss scale is 1.0 and no iteration is skipped (no fp16 loss scaling on
- * this path); an iteration whose loss is not finite (run on with
- * --no-check-for-nan-in-loss-and-grad) counts as a nan iteration. */
+ * loss is the mean over the window's iterations that were not skipped, the
+ * loss scale the one the next step uses (1.0 without loss scaling), the
+ * grad norm left out when the logged iteration was skipped; an iteration
+ * whose loss is not finite (run on with --no-check-for-nan-in-loss-and-grad)
+ * counts as a nan iteration. */
 static void print_log_line(const Trainer *t, const StepResult *r, const LogWindow *w) {
     const TrainArgs *a = t->args;
     char stamp[40], extra[256] = "";
@@ -474,10 +493,13 @@ static void print_log_line(const Trainer *t, const StepResult *r, const LogWindo
     if (a->log_throughput)
         printf(" throughput per GPU (TFLOP/s/GPU): %.1f |",
                gpt_flops_per_token(&t->cfg) * tokens / seconds / 1e12 / t->ps->world_size);
-    printf(" learning rate: %.6E | global batch size: %5d | lm loss: %.6E | loss scale: 1.0 | "
-           "grad norm: %.3f |%s number of skipped iterations: %3d | number of nan iterations: %3lld |\n",
-           r->lr, r->global_batch_size, w->loss_sum / (double)w->iters, r->grad_norm, extra, 0,
-           (long long)w->nan_iters);
+    const int64_t advanced = w->iters - w->skipped;
+    printf(" learning rate: %.6E | global batch size: %5d | lm loss: %.6E | loss scale: %.1f |",
+           r->lr, r->global_batch_size, w->loss_sum / (double)(advanced > 0 ? advanced : 1),
+           t->scaler.scale);
+    if (!r->skipped) printf(" grad norm: %.3f |", r->grad_norm);
+    printf("%s number of skipped iterations: %3d | number of nan iterations: %3lld |\n", extra,
+           w->skipped, (long long)w->nan_iters);
     fflush(stdout);
 }
 
@@ -519,13 +541,18 @@ static void write_metrics(const Trainer *t, const StepResult *r, double seconds,
     const double tokens = (double)r->global_batch_size * a->model.seq_length;
     fprintf(t->metrics,
             "{\"iteration\": %lld, \"consumed_samples\": %lld, \"global_batch_size\": %d, "
-            "\"lm_loss\": %.17g, \"grad_norm\": %.17g, \"lr\": %.17g, \"weight_decay\": %.17g, "
-            "\"loss_scale\": 1.0, \"iteration_ms\": %.3f, \"tokens_per_s\": %.1f, "
+            "\"lm_loss\": %.17g, \"lr\": %.17g, \"weight_decay\": %.17g, "
+            "\"loss_scale\": %.17g, \"iteration_ms\": %.3f, \"tokens_per_s\": %.1f, "
             "\"tflops_per_gpu\": %.4f",
             (long long)t->iteration, (long long)t->consumed_samples, r->global_batch_size, r->loss,
-            r->grad_norm, r->lr, r->weight_decay,
+            r->lr, r->weight_decay, t->scaler.scale,
             1000.0 * seconds, tokens / seconds,
             gpt_flops_per_token(&t->cfg) * tokens / seconds / 1e12 / t->ps->world_size);
+    /* JSON has no inf: a skipped step says so instead of giving its norm. */
+    if (r->skipped)
+        fprintf(t->metrics, ", \"skipped\": true");
+    else
+        fprintf(t->metrics, ", \"grad_norm\": %.17g", r->grad_norm);
     if (a->log_num_zeros_in_grad) fprintf(t->metrics, ", \"num_zeros\": %lld", (long long)r->num_zeros);
     if (a->log_params_norm) fprintf(t->metrics, ", \"params_norm\": %.17g", r->params_norm);
     if (t->cfg.num_experts > 0)
@@ -715,10 +742,17 @@ int trainer_run(Trainer *t) {
         comm_reset_counters(&t->comm);
         StepResult r = train_step(t);
         if (!trainer_data_reads_ok(t)) return 2;
-        if (a->check_for_nan_in_loss_and_grad && (!isfinite(r.loss) || !isfinite(r.grad_norm)))
+        /* Under loss scaling a gradient that is not finite is an overflow,
+         * whose step is skipped; the loss must still be finite. */
+        if (a->check_for_nan_in_loss_and_grad &&
+            (!isfinite(r.loss) || (!t->loss_scaling && !isfinite(r.grad_norm))))
             return stop_on_nonfinite(t, &r);
         if (a->log_num_zeros_in_grad) r.num_zeros = distrib_optimizer_grad_zeros(t->opt);
-        trainer_optimizer_step(t, &r);
+        if (t->loss_scaling) grad_scaler_update(&t->scaler, r.skipped);
+        if (!r.skipped) {
+            trainer_optimizer_step(t, &r);
+            t->scheduler_samples += r.global_batch_size;
+        }
         if (a->log_params_norm) r.params_norm = distrib_optimizer_param_norm(t->opt);
         t->be->ops->synchronize(t->be);
         const double seconds = timer_now_s() - start;
@@ -729,9 +763,12 @@ int trainer_run(Trainer *t) {
             print_comm_summary(t);
             print_peak_memory(t);
         }
-        window.loss_sum += r.loss;
-        window.moe_aux_sum += r.moe_aux_loss;
-        window.moe_z_sum += r.moe_z_loss;
+        if (!r.skipped) {
+            window.loss_sum += r.loss;
+            window.moe_aux_sum += r.moe_aux_loss;
+            window.moe_z_sum += r.moe_z_loss;
+        }
+        window.skipped += r.skipped;
         window.iters++;
         window.samples += r.global_batch_size;
         window.nan_iters += !isfinite(r.loss);

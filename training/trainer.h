@@ -53,6 +53,14 @@ typedef struct {
     char tokenizer_type[64];
     int64_t iteration;
     int64_t consumed_samples;
+    /* The samples of the steps taken, which the learning-rate and
+     * weight-decay schedules follow (Megatron's scheduler does not step on
+     * a skipped iteration); consumed_samples without loss scaling. */
+    int64_t scheduler_samples;
+    /* Megatron's loss scaling, on with --fp16 (and --bf16 --loss-scale):
+     * the scaler whose scale the next step uses. */
+    bool loss_scaling;
+    GradScaler scaler;
     FILE *metrics;
     struct TensorBoardWriter *tensorboard; /* rank 0 with --tensorboard-dir */
     char last_checkpoint[4096]; /* "" when none yet */
@@ -89,7 +97,9 @@ void trainer_free(Trainer *t);
 
 typedef struct {
     double loss;      /* mean token loss of the global batch */
-    double grad_norm; /* before clipping */
+    double grad_norm; /* before clipping, of the unscaled gradients */
+    double loss_scale; /* the step's (1 without loss scaling) */
+    bool skipped;      /* loss scaling found a gradient not finite: no optimizer step */
     double lr, weight_decay;
     double embedding_lr; /* with --decoupled-lr: the word embedding's and output layer's */
     int global_batch_size; /* this iteration's (a batch ramp changes it) */
