@@ -5,6 +5,11 @@
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
 export OPENBLAS_NUM_THREADS=1 OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+# Open MPI's session directories of this test's runs under its own scratch:
+# in the shared /tmp/ompi.<host>.<uid>, an mpirun of a test running beside
+# this one may remove the parent directory just as ours creates its own
+# ("A call to mkdir was unable to create the desired directory").
+export OMPI_MCA_orte_tmpdir_base="$WORK"
 failures=0
 fail() { echo "FAIL: $*" >&2; failures=$((failures + 1)); }
 
