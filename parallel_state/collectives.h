@@ -99,6 +99,13 @@ typedef struct {
     CommImplKind kind;
     const CommImpl *impl;
     void *impl_state; /* owned by the implementation; freed by comm_destroy */
+    /* A checker for callers of the nonblocking p2p (tests set it): comm_test
+     * never reports a handle holding sends as complete, so it stays in flight
+     * until comm_wait, and comm_wait fails when a send's buffer no longer
+     * holds what it held at the start. A caller that writes a buffer before
+     * its send completed is caught at once, whatever the timing of MPI's
+     * transfer. Host buffers (COMM_IMPL_MPI) only. */
+    bool guard_sends;
 } Comm;
 
 /* Requests one handle can hold: a batched p2p of up to this many operations. */
@@ -131,6 +138,11 @@ typedef struct CommHandle {
     void *event;
     CommStaging stage[2 * COMM_HANDLE_MAX_OPS];
     int stage_count;
+    /* Comm.guard_sends: each send's buffer and the digest of its bytes at the start. */
+    int guarded;
+    const void *guarded_buf[COMM_HANDLE_MAX_OPS];
+    size_t guarded_bytes[COMM_HANDLE_MAX_OPS];
+    uint64_t guarded_digest[COMM_HANDLE_MAX_OPS];
     bool active;
 } CommHandle;
 

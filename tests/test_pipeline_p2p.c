@@ -5,7 +5,8 @@
  * Open MPI's eager limit, so a send whose buffer were rewritten before it
  * completed would deliver the new values. Output activations live in
  * min(P - stage, M) slots, the gradient buffer is shared (as in the model's
- * stage API); each stage also checks that it got every message in order. */
+ * stage API); each stage also checks that it got every message in order.
+ * Comm.guard_sends makes a buffer written too early fail deterministically. */
 #include <mpi.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -72,6 +73,11 @@ int main(int argc, char **argv) {
     MPI_TEST_CHECK(be != NULL);
     Comm comm;
     comm_init(&comm, &ps, be);
+    /* Sends stay in flight until the executor waits for them, and a buffer
+     * written before then fails the wait: the rule is checked whatever the
+     * timing of MPI's transfers (without this, a machine whose receiver
+     * copies early hides the bug). */
+    comm.guard_sends = true;
 
     Stage st = {.stage = ps.pp_rank, .stages = ps.pp_size};
     st.slots = ps.pp_size - ps.pp_rank < MICRO_BATCHES ? ps.pp_size - ps.pp_rank : MICRO_BATCHES;
