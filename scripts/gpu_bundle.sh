@@ -87,6 +87,8 @@ else
 fi
 cp "$ROOT/scripts/run_gpu_checks.sh" "$DIR/"
 chmod +x "$DIR/run_gpu_checks.sh"
+# The PyTorch reference that the benchmark is timed against (PyTorch is on the GPU image).
+cp "$ROOT/bench/pytorch_gpt2.py" "$DIR/"
 
 # ---- a tiny token shard ----------------------------------------------------
 # Text from this repository (its documents, then its sources, about 200 KB),

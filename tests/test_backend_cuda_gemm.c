@@ -183,7 +183,11 @@ static int compare_dqkv(Pair *p, const void *g_dqkv, const float *c_dqkv, int ro
     for (int which = 0; which < 3 && !rc; which++) {
         size_t count = 0;
         float *g = qkv_part(got, rows, s, which, &count), *w = qkv_part(want, rows, s, which, &count);
-        rc = compare_f32(names[which], g, w, count, BF16_TOL);
+        /* dS is rounded to bf16 before dq = dS K and dk = dS^T Q (as flash
+         * attention rounds it), and dS = P (dP - D) cancels: a few small
+         * elements of dq carry more than one rounding of their own size
+         * (1.22 x BF16_TOL at worst in the first GPU run). */
+        rc = compare_chain(names[which], g, w, count, BF16_TOL, 2.5 * BF16_TOL);
         free(g), free(w);
     }
     free(got), free(want);

@@ -232,6 +232,35 @@ static inline int compare_f32_dev(const char *what, Pair *p, const float *cu_dev
     return rc;
 }
 
+/* Euclidean norms for the whole-tensor comparisons below. */
+static inline double l2_norm(const float *x, size_t n) {
+    double s = 0.0;
+    for (size_t i = 0; i < n; i++) s += (double)x[i] * x[i];
+    return sqrt(s);
+}
+
+static inline double l2_distance(const float *a, const float *b, size_t n) {
+    double s = 0.0;
+    for (size_t i = 0; i < n; i++) s += ((double)a[i] - b[i]) * ((double)a[i] - b[i]);
+    return sqrt(s);
+}
+
+/* An output at the end of a chain of bf16 roundings (a whole model's logits,
+ * attention gradients through bf16 P and dS) against the fp32 reference.
+ * Such errors add up in norm, while single elements that cancel to near
+ * zero carry the rounding of the terms they came from, so a per-element
+ * bound alone either fails on a few of those or must be loose everywhere.
+ * Two bounds: the relative L2 error of the whole tensor (tight; a wrong op
+ * anywhere moves it) and a per-element bound as compare_f32 (loose; a
+ * localized error such as one wrong row still trips it). NaN fails both. */
+static inline int compare_chain(const char *what, const float *got, const float *want, size_t n,
+                                double l2_tol, double elem_tol) {
+    const double rel_l2 = l2_distance(got, want, n) / (l2_norm(want, n) + 1e-30);
+    fprintf(stderr, "  %s: relative L2 error %.3e (bound %.1e)\n", what, rel_l2, l2_tol);
+    if (!(rel_l2 <= l2_tol)) return 1;
+    return compare_f32(what, got, want, n, elem_tol);
+}
+
 static inline int same_bytes(const char *what, const void *a, const void *b, size_t bytes) {
     if (!memcmp(a, b, bytes)) return 0;
     fprintf(stderr, "  %s: two runs on the same inputs differ (not deterministic)\n", what);
