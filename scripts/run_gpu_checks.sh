@@ -17,9 +17,10 @@
 # CUDA_LAUNCH_BLOCKING=1), pretrain_gpt --device cuda against --device cpu
 # on the same data and seed (first-iteration loss within 1e-2 relative, a
 # 50-iteration curve), TP2 x PP2 x DP2 and TP2 x CP2 on the one GPU with --comm mpi
-# against one rank (when the machine has mpirun), the benchmark at GPT-2 124M,
-# compute-sanitizer memcheck of the op and model tests, then larger
-# benchmark shapes while the budget lasts. Training and the first benchmark
+# against one rank (when the machine has mpirun), the benchmark at GPT-2 124M
+# and PyTorch (eager, torch.compile) on the same model, compute-sanitizer
+# memcheck of the op and model tests, then larger benchmark shapes and an
+# ncu table of kernel time by kernel while the budget lasts. Training and the first benchmark
 # come before the sanitizer because they are worth more when time is short.
 #
 # Writes $OUT/gpu_report.txt (./gpu_report.txt without $OUT) and
@@ -36,7 +37,7 @@ while [ $# -gt 0 ]; do
         --budget-s) BUDGET=$2; shift 2 ;;
         --cpu-standin) STANDIN=1; shift ;;
         --only) ONLY=$2; shift 2 ;;
-        -h | --help) sed -n '2,28p' "$0"; exit 0 ;;
+        -h | --help) awk 'NR > 1 && /^#/ { print; next } NR > 1 { exit }' "$0"; exit 0 ;;
         *) echo "run_gpu_checks.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
     esac
 done
@@ -639,6 +640,60 @@ check_bench_pytorch() {
     fi
 }
 
+# ---- where a step's GPU time goes ---------------------------------------------------
+# Nsight Compute times every kernel of two GPT-2 124M steps (one metric, the
+# kernel's duration; --clock-control none leaves the clocks as the benchmark
+# saw them); the report gets the kernels by their share of the total, which
+# says what issue 20's work should take first. Information only.
+check_profile() {
+    section "kernel time by kernel (ncu, GPT-2 124M, 2 steps)"
+    if [ "$STANDIN" = 1 ]; then
+        record profile skip 0 "CPU stand-in: no kernels"
+        return 0
+    fi
+    local ncu
+    ncu=$(command -v ncu || true)
+    for c in /usr/local/cuda/bin/ncu /opt/nvidia/nsight-compute/*/ncu; do
+        [ -n "$ncu" ] || { [ -x "$c" ] && ncu=$c; } || true
+    done
+    if [ -z "$ncu" ]; then
+        record profile skip 0 "ncu is not installed"
+        return 0
+    fi
+    budget_allows profile 60 optional || return 0
+    local t0=$SECONDS log="$WORK/profile.csv" rc=0
+    run_quiet "$log" "$(step_timeout 180)" "$ncu" --clock-control none --print-units base --metrics gpu__time_duration.sum \
+        --csv --page raw "$KIT/bench_train_step" --device cuda --num-layers 12 --hidden-size 768 \
+        --num-attention-heads 12 --seq-length 1024 --micro-batch-size 8 --vocab-size 50257 \
+        --iters 1 --warmup 1 < /dev/null || rc=$?
+    local table="$WORK/profile_table.txt"
+    python3 - "$log" > "$table" 2>&1 <<'PY' || true
+import csv, sys
+rows = [r for r in csv.reader(l for l in open(sys.argv[1], errors="replace") if l.startswith('"'))]
+head = rows[0]
+name_col, time_col = head.index("Kernel Name"), head.index("gpu__time_duration.sum")
+total, by_name, count = 0.0, {}, {}
+for r in rows[1:]:
+    try:
+        t = float(r[time_col].replace(",", ""))
+    except (ValueError, IndexError):
+        continue
+    name = r[name_col].split("(")[0][:90]
+    by_name[name] = by_name.get(name, 0.0) + t
+    count[name] = count.get(name, 0) + 1
+    total += t
+print(f"{sum(count.values())} kernel launches, {total / 1e6:.2f} ms of kernel time in 2 steps")
+for name, t in sorted(by_name.items(), key=lambda kv: -kv[1])[:25]:
+    print(f"{100 * t / total:6.2f} %  {t / 1e6:9.3f} ms  {count[name]:6d} x  {name}")
+PY
+    cat "$table" >> "$REPORT"
+    if [ "$rc" -eq 0 ] && grep -q 'kernel launches' "$table"; then
+        record profile info $((SECONDS - t0)) "$(head -n 2 "$table" | tr '\n' ';' | cut -c1-220)"
+    else
+        record profile skip $((SECONDS - t0)) "exit $rc: $(head -c 200 "$table") $(why "$log")"
+    fi
+}
+
 # ---- the list -------------------------------------------------------------------
 if wants env; then check_environment; check_mpi_singleton; fi
 if wants tests; then check_tests; fi
@@ -646,7 +701,7 @@ if wants train; then check_train; check_train_moe; check_multirank; fi
 # GPT-2 124M before the sanitizer, the larger shapes with what is left.
 if wants bench; then check_bench required; check_bench_pytorch; fi
 if wants memcheck; then check_memcheck; fi
-if wants bench; then check_bench optional; fi
+if wants bench; then check_bench optional; check_profile; fi
 
 section "summary: $FAILED failed, ${#CHECKS[@]} checks, ${SECONDS}s of ${BUDGET}s"
 printf '%s\n' "${CHECKS[@]}" | tee -a "$REPORT"
