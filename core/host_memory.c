@@ -132,12 +132,35 @@ static bool read_cgroup_number(const char *path, uint64_t *value) {
     return ok;
 }
 
+/* The cgroup's reclaimable page cache: the first of memory.stat's
+ * "inactive_file" (v2) or "total_inactive_file" (v1, hierarchical), 0 when
+ * the file or the key is missing (the usage then counts whole). */
+static uint64_t read_cgroup_inactive_file(const char *path) {
+    FILE *f = path ? fopen(path, "r") : NULL;
+    if (!f) return 0;
+    char line[256];
+    uint64_t value = 0, v = 0;
+    bool found = false;
+    while (!found && fgets(line, sizeof line, f)) {
+        if (sscanf(line, "inactive_file %" SCNu64, &v) == 1 ||
+            sscanf(line, "total_inactive_file %" SCNu64, &v) == 1) {
+            value = v;
+            found = true;
+        }
+    }
+    fclose(f);
+    return value;
+}
+
 bool host_memory_available_from(const char *meminfo, const char *cgroup_max,
-                                const char *cgroup_current, uint64_t *bytes) {
+                                const char *cgroup_current, const char *cgroup_stat,
+                                uint64_t *bytes) {
     uint64_t avail = 0, limit = 0, used = 0;
     bool have = read_meminfo_available(meminfo, &avail);
     /* v1 reports "no limit" as a huge number, which the min below absorbs. */
     if (read_cgroup_number(cgroup_max, &limit) && read_cgroup_number(cgroup_current, &used)) {
+        const uint64_t cache = read_cgroup_inactive_file(cgroup_stat);
+        used = used > cache ? used - cache : 0;
         const uint64_t room = limit > used ? limit - used : 0;
         if (!have || room < avail) avail = room;
         have = true;
@@ -148,16 +171,16 @@ bool host_memory_available_from(const char *meminfo, const char *cgroup_max,
 
 bool host_memory_available(uint64_t *bytes) {
     uint64_t v2 = 0;
+    static const char *const V1_LIMIT = "/sys/fs/cgroup/memory/memory.limit_in_bytes",
+                             *const V1_USAGE = "/sys/fs/cgroup/memory/memory.usage_in_bytes",
+                             *const V1_STAT = "/sys/fs/cgroup/memory/memory.stat";
     if (host_memory_available_from("/proc/meminfo", "/sys/fs/cgroup/memory.max",
-                                   "/sys/fs/cgroup/memory.current", &v2)) {
+                                   "/sys/fs/cgroup/memory.current", "/sys/fs/cgroup/memory.stat",
+                                   &v2)) {
         uint64_t v1 = v2;
-        if (host_memory_available_from(NULL, "/sys/fs/cgroup/memory/memory.limit_in_bytes",
-                                       "/sys/fs/cgroup/memory/memory.usage_in_bytes", &v1) &&
-            v1 < v2)
-            v2 = v1;
+        if (host_memory_available_from(NULL, V1_LIMIT, V1_USAGE, V1_STAT, &v1) && v1 < v2) v2 = v1;
         *bytes = v2;
         return true;
     }
-    return host_memory_available_from(NULL, "/sys/fs/cgroup/memory/memory.limit_in_bytes",
-                                      "/sys/fs/cgroup/memory/memory.usage_in_bytes", bytes);
+    return host_memory_available_from(NULL, V1_LIMIT, V1_USAGE, V1_STAT, bytes);
 }

@@ -18,7 +18,12 @@
  * host_memory_available() is the smaller of the kernel's MemAvailable (/proc/meminfo) and the
  * room left under this process's cgroup limit (v2 memory.max - memory.current,
  * or v1 memory.limit_in_bytes - memory.usage_in_bytes), because a container
- * is killed at its cgroup limit long before the machine runs out. Returns
+ * is killed at its cgroup limit long before the machine runs out. The
+ * cgroup's usage counts its page cache, of which the inactive part (v2
+ * inactive_file, v1 total_inactive_file in memory.stat) is reclaimed before
+ * the limit kills anything, so it is not counted as used (the working set
+ * that container runtimes report): a job that has read a large dataset
+ * leaves its cgroup near the limit in cache alone. Returns
  * false when neither source can be read (then nothing should be refused on
  * its account). */
 #ifndef GPT3D_CORE_HOST_MEMORY_H
@@ -45,6 +50,7 @@ bool host_memory_available(uint64_t *bytes);
 
 /* The same, from files of the given paths (for tests); NULL skips a source. */
 bool host_memory_available_from(const char *meminfo, const char *cgroup_max,
-                                const char *cgroup_current, uint64_t *bytes);
+                                const char *cgroup_current, const char *cgroup_stat,
+                                uint64_t *bytes);
 
 #endif

@@ -14,9 +14,9 @@
 static char dir[] = "/tmp/gpt3d_memplan_XXXXXX";
 
 static const char *put(const char *name, const char *text) {
-    static char paths[4][256];
+    static char paths[32][256];
     static int next = 0;
-    char *p = paths[next++ % 4];
+    char *p = paths[next++ % 32];
     snprintf(p, 256, "%s/%s", dir, name);
     FILE *f = fopen(p, "w");
     CHECK(f && fputs(text, f) >= 0 && fclose(f) == 0);
@@ -26,21 +26,33 @@ static const char *put(const char *name, const char *text) {
 static void check_host_memory(void) {
     uint64_t bytes = 0;
     const char *meminfo = put("meminfo", "MemTotal: 8000 kB\nMemFree: 100 kB\nMemAvailable: 4000 kB\n");
-    CHECK(host_memory_available_from(meminfo, NULL, NULL, &bytes) && bytes == 4000 * 1024);
+    CHECK(host_memory_available_from(meminfo, NULL, NULL, NULL, &bytes) && bytes == 4000 * 1024);
     /* A cgroup with less room wins; one with more (or "max") does not. */
     const char *max = put("max", "2048000\n"), *cur = put("cur", "1024000\n");
-    CHECK(host_memory_available_from(meminfo, max, cur, &bytes) && bytes == 1024000);
+    CHECK(host_memory_available_from(meminfo, max, cur, NULL, &bytes) && bytes == 1024000);
     max = put("max", "max\n");
-    CHECK(host_memory_available_from(meminfo, max, cur, &bytes) && bytes == 4000 * 1024);
+    CHECK(host_memory_available_from(meminfo, max, cur, NULL, &bytes) && bytes == 4000 * 1024);
     /* Usage above the limit leaves no room, rather than wrapping around. */
     max = put("max", "1000\n");
     cur = put("cur", "5000\n");
-    CHECK(host_memory_available_from(meminfo, max, cur, &bytes) && bytes == 0);
+    CHECK(host_memory_available_from(meminfo, max, cur, NULL, &bytes) && bytes == 0);
+    /* The cgroup's inactive page cache is room, not use (v2 and v1 keys);
+     * active cache and other keys are not; more cache than usage is no use. */
+    max = put("max", "2048000\n");
+    cur = put("cur", "2000000\n");
+    const char *stat = put("stat", "anon 100\nactive_file 500000\ninactive_file 1500000\n");
+    CHECK(host_memory_available_from(meminfo, max, cur, stat, &bytes) && bytes == 1548000);
+    stat = put("stat", "cache 9\ntotal_active_file 7\ntotal_inactive_file 1000000\n");
+    CHECK(host_memory_available_from(meminfo, max, cur, stat, &bytes) && bytes == 1048000);
+    stat = put("stat", "anon 100\nactive_file 1900000\n");
+    CHECK(host_memory_available_from(meminfo, max, cur, stat, &bytes) && bytes == 48000);
+    stat = put("stat", "inactive_file 9000000\n");
+    CHECK(host_memory_available_from(meminfo, max, cur, stat, &bytes) && bytes == 2048000);
     /* Nothing readable: unknown, and the value is left alone. */
     bytes = 7;
-    CHECK(!host_memory_available_from("/nonexistent/meminfo", NULL, NULL, &bytes) && bytes == 7);
+    CHECK(!host_memory_available_from("/nonexistent/meminfo", NULL, NULL, NULL, &bytes) && bytes == 7);
     const char *garbage = put("meminfo", "MemTotal: 8000 kB\n");
-    CHECK(!host_memory_available_from(garbage, NULL, NULL, &bytes));
+    CHECK(!host_memory_available_from(garbage, NULL, NULL, NULL, &bytes));
     CHECK(host_memory_available(&bytes) && bytes > 0); /* this machine has /proc */
 }
 
