@@ -210,29 +210,34 @@ static void run_op(Pending *p, const PipelineOp *op, const PipelineStageFns *f, 
 
 /* ---- the interleaved plan's executor ---- */
 
-/* One message of an exchange; a reference with no micro-batch adds none. */
-static void add_message(CommP2POp *ops, int *n, CommP2PKind kind, PipelineTensorRef ref,
-                        void *(*buffer)(void *, int, int), const PipelineChunkFns *f, int peer,
-                        int tag) {
-    if (ref.mb < 0) return;
-    ops[(*n)++] = (CommP2POp){kind, buffer(f->ctx, ref.chunk, ref.mb), f->numel, peer, tag,
-                              f->dtype};
+int pipeline_exchange_messages(const PipelineChunkOp *op, PipelineMessage *out) {
+    const PipelineMessage all[4] = {{true, true, false, op->send_forward},
+                                    {true, false, true, op->send_backward},
+                                    {false, false, false, op->recv_forward},
+                                    {false, true, true, op->recv_backward}};
+    int n = 0;
+    for (int i = 0; i < 4; i++)
+        if (all[i].ref.mb >= 0) out[n++] = all[i];
+    return n;
 }
 
 static void chunk_exchange(Comm *comm, const PipelineChunkOp *op, const PipelineChunkFns *f,
                            int prev_rank, int next_rank) {
+    PipelineMessage msgs[4];
+    const int n = pipeline_exchange_messages(op, msgs);
     CommP2POp ops[4];
-    int n = 0;
-    /* The same order on every rank (activations, then gradients), so that
-     * two ranks exchanging both streams pair them alike. */
-    add_message(ops, &n, COMM_P2P_SEND, op->send_forward, f->output_buffer, f, next_rank,
-                TAG_ACTIVATION);
-    add_message(ops, &n, COMM_P2P_SEND, op->send_backward, f->input_grad_buffer, f, prev_rank,
-                TAG_GRADIENT);
-    add_message(ops, &n, COMM_P2P_RECV, op->recv_forward, f->input_buffer, f, prev_rank,
-                TAG_ACTIVATION);
-    add_message(ops, &n, COMM_P2P_RECV, op->recv_backward, f->output_grad_buffer, f, next_rank,
-                TAG_GRADIENT);
+    for (int i = 0; i < n; i++) {
+        const PipelineMessage *m = &msgs[i];
+        void *(*buffer)(void *, int, int) =
+            m->send ? (m->gradient ? f->input_grad_buffer : f->output_buffer)
+                    : (m->gradient ? f->output_grad_buffer : f->input_buffer);
+        ops[i] = (CommP2POp){m->send ? COMM_P2P_SEND : COMM_P2P_RECV,
+                             buffer(f->ctx, m->ref.chunk, m->ref.mb),
+                             f->numel,
+                             m->to_next ? next_rank : prev_rank,
+                             m->gradient ? TAG_GRADIENT : TAG_ACTIVATION,
+                             f->dtype};
+    }
     comm_p2p(comm, ops, n);
 }
 

@@ -22,6 +22,7 @@
 #define GPT3D_PIPELINE_SCHEDULES_H
 
 #include <stddef.h>
+#include <stdbool.h>
 #include <stdio.h>
 
 #include "backend/backend.h"
@@ -118,6 +119,25 @@ typedef struct {
     size_t numel;
     DType dtype;
 } PipelineChunkFns;
+
+/* The messages of one EXCHANGE in a fixed order: its sends (the output to
+ * the next rank, then the input gradient to the previous one), then its
+ * receives (the input from the previous rank, then the output gradient
+ * from the next one); the executor posts them so (Comm posts the receives
+ * of a batch before its sends, which keeps each kind's order). NCCL has no
+ * tags and pairs the sends of a rank to a peer with the peer's receives
+ * from it in posting order, so exchange after exchange the sender's and
+ * the receiver's sequences must be alike; at P = 2, where the previous and
+ * the next rank are one, both streams share them
+ * (tests/test_pipeline_interleaved.c checks it for every rank pair). */
+typedef struct {
+    bool send;            /* else a receive */
+    bool to_next;         /* the peer is the next rank, else the previous one */
+    bool gradient;        /* the gradient stream, else the activations */
+    PipelineTensorRef ref; /* the chunk and micro-batch of the buffer */
+} PipelineMessage;
+/* Fills out (room for 4) and returns the count. */
+int pipeline_exchange_messages(const PipelineChunkOp *op, PipelineMessage *out);
 
 /* Runs an interleaved plan; prev_rank / next_rank are the world ranks of
  * the neighbouring pipeline ranks on the ring (the first rank's previous

@@ -376,6 +376,78 @@ static void check_bubble(const char *plan, int P, int V, int M, SimClock clock, 
               V, M, how, t->last_rank_end - ideal, t->last_rank_end, (P - 1) * FORWARD_COST);
 }
 
+/* ---- the order of messages between two ranks ----
+ * NCCL pairs a rank's sends to a peer with the peer's receives from it in
+ * the order they are posted, tags ignored. So for every rank a and neighbour
+ * b, the messages a sends b (pipeline_exchange_messages' order, exchange
+ * after exchange) must be the messages b receives from a, one for one: the
+ * same stream and micro-batch, and the chunk the routing rule sends it to
+ * (activations of chunk c to the next rank's chunk c, or from the last rank
+ * to the first rank's chunk c + 1; gradients back the same way). At P = 2
+ * both streams run between the one pair of ranks in both directions. */
+typedef struct {
+    bool gradient;
+    int chunk, mb; /* sender: the producing chunk; receiver: the consuming chunk */
+} Wire;
+
+enum { MAX_WIRE = 4 * 4 * 4 * MAX_RANKS * 4 };
+
+static int peer_of(int rank, bool to_next, int P) { return (rank + (to_next ? 1 : P - 1)) % P; }
+
+/* The messages between from -> to of a rank's plan, sent (as_sender) or received. */
+static int wire_sequence(const PipelineChunkOp *ops, int n, int rank, int other, int P,
+                         bool as_sender, Wire *out) {
+    int k = 0;
+    for (int i = 0; i < n; i++) {
+        if (ops[i].kind != PIPE_CHUNK_EXCHANGE) continue;
+        PipelineMessage m[4];
+        const int count = pipeline_exchange_messages(&ops[i], m);
+        for (int j = 0; j < count; j++) {
+            if (m[j].send != as_sender || peer_of(rank, m[j].to_next, P) != other) continue;
+            CHECK(k < MAX_WIRE);
+            out[k++] = (Wire){m[j].gradient, m[j].ref.chunk, m[j].ref.mb};
+        }
+    }
+    return k;
+}
+
+/* Where a message sent by chunk c of rank `from` is consumed. */
+static int consuming_chunk(const Wire *w, int from, int P) {
+    if (!w->gradient) return from == P - 1 ? w->chunk + 1 : w->chunk;
+    return from == 0 ? w->chunk - 1 : w->chunk;
+}
+
+static void check_message_pairing(int P, int V, int M, bool forward_only) {
+    PipelineChunkOp *ops[MAX_RANKS];
+    int n[MAX_RANKS];
+    for (int r = 0; r < P; r++) {
+        ops[r] = malloc((size_t)pipeline_interleaved_plan_capacity(V, M) * sizeof *ops[r]);
+        CHECK(ops[r] != NULL);
+        n[r] = forward_only ? pipeline_interleaved_forward_plan(P, V, M, r, ops[r])
+                            : pipeline_interleaved_plan(P, V, M, r, ops[r]);
+    }
+    static Wire sent[MAX_WIRE], received[MAX_WIRE];
+    for (int a = 0; a < P; a++)
+        for (int side = 0; side < 2; side++) {
+            const int b = peer_of(a, side == 0, P);
+            if (side == 1 && b == peer_of(a, true, P)) continue; /* P = 2: one neighbour */
+            const int ns = wire_sequence(ops[a], n[a], a, b, P, true, sent);
+            const int nr = wire_sequence(ops[b], n[b], b, a, P, false, received);
+            CHECK_MSG(ns == nr, "P=%d V=%d M=%d%s: rank %d sends %d messages to rank %d, which "
+                      "receives %d", P, V, M, forward_only ? " forward only" : "", a, ns, b, nr);
+            for (int i = 0; i < ns; i++)
+                CHECK_MSG(sent[i].gradient == received[i].gradient && sent[i].mb == received[i].mb &&
+                              consuming_chunk(&sent[i], a, P) == received[i].chunk,
+                          "P=%d V=%d M=%d%s: message %d from rank %d to %d is %s mb %d of chunk %d, "
+                          "received as %s mb %d for chunk %d",
+                          P, V, M, forward_only ? " forward only" : "", i, a, b,
+                          sent[i].gradient ? "gradient" : "activation", sent[i].mb, sent[i].chunk,
+                          received[i].gradient ? "gradient" : "activation", received[i].mb,
+                          received[i].chunk);
+        }
+    for (int r = 0; r < P; r++) free(ops[r]);
+}
+
 int main(void) {
     int cases = 0;
     for (int P = 2; P <= MAX_RANKS; P++)
@@ -390,6 +462,8 @@ int main(void) {
                 }
                 const SimResult e = simulate_forward_only(P, V, M);
                 CHECK_MSG(e == SIM_OK, "P=%d V=%d M=%d forward only: simulation result %d", P, V, M, e);
+                check_message_pairing(P, V, M, false);
+                check_message_pairing(P, V, M, true);
                 cases++;
             }
     /* Hand-worked: P = 2, V = 2, M = 4, rank 0 warms up 2 + 2 = 4 forwards:

@@ -368,11 +368,6 @@ bool trainer_setup(Trainer *t, const TrainArgs *a, const ParallelState *ps, char
     if (ps->world_size == 1 && !strcmp(a->comm, "auto") && comm_kind == COMM_IMPL_NCCL)
         comm_kind = COMM_IMPL_STAGED;
     if (!check_gpus_per_node(ps, device, a->comm, comm_kind, err, err_size)) return false;
-    /* Two pipeline ranks exchange both streams with each other in one
-     * batch, which NCCL's untagged group would pair by order alone. */
-    if (a->pipeline_split.vp_size > 1 && ps->pp_size == 2 && comm_kind == COMM_IMPL_NCCL)
-        FAIL("interleaved 1F1B at --pipeline-model-parallel-size 2 over NCCL is not built yet; "
-             "use --pipeline-model-parallel-size 3 or more, or --comm mpi");
     if (!strcmp(device, "cuda") && a->fp16)
         FAIL("--fp16 on --device cuda is not built yet (its loss scaling is, and runs on --device "
              "cpu); use --bf16 on --device cuda");
