@@ -25,6 +25,17 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 
+def causal_attention(q, k, v):
+    """PyTorch's fused attention where it has one (2.0 and later), else the
+    plain causal softmax (the same numbers up to rounding)."""
+    if hasattr(F, "scaled_dot_product_attention"):
+        return F.scaled_dot_product_attention(q, k, v, is_causal=True)
+    t = q.shape[-2]
+    scores = (q @ k.transpose(-2, -1)) / (q.shape[-1] ** 0.5)
+    mask = torch.ones(t, t, dtype=torch.bool, device=q.device).triu(1)
+    return scores.masked_fill(mask, float("-inf")).softmax(dim=-1) @ v
+
+
 class Block(nn.Module):
     def __init__(self, hidden, heads):
         super().__init__()
@@ -41,7 +52,7 @@ class Block(nn.Module):
         q, k, v = self.qkv(self.ln1(x)).split(c, dim=2)
         shape = (b, t, self.heads, c // self.heads)
         q, k, v = (y.view(shape).transpose(1, 2) for y in (q, k, v))
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        y = causal_attention(q, k, v)
         x = x + self.proj(y.transpose(1, 2).reshape(b, t, c))
         return x + self.fc2(F.gelu(self.fc1(self.ln2(x)), approximate="tanh"))
 
@@ -79,8 +90,10 @@ def run(mode, a, device):
     torch.manual_seed(1234)
     padded = (a.vocab_size + 127) // 128 * 128
     model = GPT2(a.num_layers, a.hidden_size, a.num_attention_heads, a.seq_length, padded).to(device)
+    # The fused kernel on a GPU (PyTorch 2); older CPU builds lack the argument.
+    fused = {"fused": True} if device.type == "cuda" else {}
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.95), eps=1e-8,
-                            weight_decay=0.1, fused=device.type == "cuda")
+                            weight_decay=0.1, **fused)
     step_model = torch.compile(model) if mode == "compile" else model
     gen = torch.Generator(device="cpu").manual_seed(1)
     shape = (a.micro_batch_size, a.seq_length)

@@ -216,24 +216,24 @@ static uint64_t bytes_digest(const void *buf, size_t bytes) {
     return d;
 }
 
-static void guard_sends_start(CommHandle *h, const CommP2POp *posted, int count) {
-    h->guarded = 0;
+static void guard_sends_start(CommSendGuard *g, const CommP2POp *posted, int count) {
+    g->count = 0;
     for (int i = 0; i < count; i++) {
         if (posted[i].kind != COMM_P2P_SEND) continue;
         const size_t bytes = posted[i].n * dtype_size(posted[i].dtype);
-        h->guarded_buf[h->guarded] = posted[i].buf;
-        h->guarded_bytes[h->guarded] = bytes;
-        h->guarded_digest[h->guarded] = bytes_digest(posted[i].buf, bytes);
-        h->guarded++;
+        g->buf[g->count] = posted[i].buf;
+        g->bytes[g->count] = bytes;
+        g->digest[g->count] = bytes_digest(posted[i].buf, bytes);
+        g->count++;
     }
 }
 
-static void guard_sends_check(const CommHandle *h) {
-    for (int i = 0; i < h->guarded; i++)
-        GPT3D_CHECK(bytes_digest(h->guarded_buf[i], h->guarded_bytes[i]) == h->guarded_digest[i],
+static void guard_sends_check(const CommSendGuard *g) {
+    for (int i = 0; i < g->count; i++)
+        GPT3D_CHECK(bytes_digest(g->buf[i], g->bytes[i]) == g->digest[i],
                     "the buffer %p (%zu bytes) of a send changed while the send was in flight: "
                     "its owner wrote it before comm_wait completed the send",
-                    h->guarded_buf[i], h->guarded_bytes[i]);
+                    g->buf[i], g->bytes[i]);
 }
 
 void comm_p2p_start(Comm *c, const CommP2POp *ops, int n, CommHandle *h) {
@@ -258,19 +258,24 @@ void comm_p2p_start_in(Comm *c, GroupKind g, const CommP2POp *ops, int n, CommHa
             if (op->n > 0) posted[count_posted++] = *op;
         }
     if (count_posted > 0) c->impl->p2p(c, g, posted, count_posted, h);
-    if (c->guard_sends && c->kind == COMM_IMPL_MPI && h->active) guard_sends_start(h, posted, count_posted);
+    if (c->guard_sends && c->kind == COMM_IMPL_MPI && h->active)
+        guard_sends_start(&h->guard, posted, count_posted);
 }
 
 bool comm_test(Comm *c, CommHandle *h) {
-    if (h->active && h->guarded > 0) return false; /* guard_sends: in flight until comm_wait */
+    if (h->active && h->guard.count > 0) return false; /* guard_sends: in flight until comm_wait */
     return !h->active || c->impl->test(c, h);
 }
 
 void comm_wait(Comm *c, CommHandle *h) {
     if (!h->active) return;
-    CommHandle guard = *h; /* the implementation clears the handle */
+    if (h->guard.count == 0) {
+        c->impl->wait(c, h);
+        return;
+    }
+    const CommSendGuard guard = h->guard; /* the implementation clears the handle */
     c->impl->wait(c, h);
-    if (guard.guarded > 0) guard_sends_check(&guard);
+    guard_sends_check(&guard);
 }
 
 void comm_wait_receives(Comm *c, CommHandle *h) {

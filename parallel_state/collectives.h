@@ -123,6 +123,14 @@ typedef struct {
     bool widened;
 } CommStaging;
 
+/* Comm.guard_sends: each send's buffer and the digest of its bytes at the start. */
+typedef struct {
+    int count;
+    const void *buf[COMM_HANDLE_MAX_OPS];
+    size_t bytes[COMM_HANDLE_MAX_OPS];
+    uint64_t digest[COMM_HANDLE_MAX_OPS];
+} CommSendGuard;
+
 /* One operation in flight, in storage the caller owns (a local, a struct
  * member, an array of them for buckets). Zeroed it is inactive; start makes
  * it active; comm_test returning true or comm_wait makes it inactive again,
@@ -138,11 +146,7 @@ typedef struct CommHandle {
     void *event;
     CommStaging stage[2 * COMM_HANDLE_MAX_OPS];
     int stage_count;
-    /* Comm.guard_sends: each send's buffer and the digest of its bytes at the start. */
-    int guarded;
-    const void *guarded_buf[COMM_HANDLE_MAX_OPS];
-    size_t guarded_bytes[COMM_HANDLE_MAX_OPS];
-    uint64_t guarded_digest[COMM_HANDLE_MAX_OPS];
+    CommSendGuard guard;
     bool active;
 } CommHandle;
 

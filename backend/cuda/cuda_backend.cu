@@ -280,7 +280,7 @@ extern "C" int cuda_backend_device_count(void) {
 
 // Flips to true once tests/test_backend_cuda*.c have passed on a real GPU.
 // On the first GPU run (an H200, 2026-12-04) training matched the CPU and
-// five of the seven op tests passed; the other two and the model test failed
+// four of the six op tests passed; the other two and the model test failed
 // on comparisons that were since corrected but not yet rerun there. Until
 // they pass, --device auto picks the CPU and only an explicit --device cuda
 // uses this backend.
